@@ -1,0 +1,45 @@
+"""`edge-vos` command line: one subcommand per job, each living next to the code it drives.
+
+Subcommand modules are imported only when chosen, so `edge-vos subscribe` does not pay for torch.
+Each module exposes `add_arguments(parser)` and `main(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("edge_vos.service.cli", "run the streaming service (capture -> tracker -> ZeroMQ)"),
+    "subscribe": ("edge_vos.client_cli", "watch a running service: print, save masks or show an overlay"),
+    "eval": ("edge_vos.evaluation.cli", "DAVIS-style J&F evaluation of the tracker on a dataset split"),
+    "bench": ("edge_vos.evaluation.bench", "long-stream latency and memory benchmark"),
+    "train": ("edge_vos.train.cli", "train the network"),
+    "build-engines": ("edge_vos.backends.cli", "export ONNX and build TensorRT engines"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="edge-vos", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((a for a in argv if a in SUBCOMMANDS), None)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub)
+            sub.set_defaults(_module=module)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args._module.main(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,23 @@
+"""The STCN network: pure tensors in, tensors out; knows nothing of streams, memory policy or I/O."""
+
+from edge_vos.model.checkpoint import (
+    CheckpointError,
+    init_trunks_from_torchvision,
+    load_network,
+    read_state_dict,
+    save_network,
+)
+from edge_vos.model.network import ARCHS, KEY_DIM, STCN, VALUE_DIM, build_network
+
+__all__ = [
+    "ARCHS",
+    "KEY_DIM",
+    "STCN",
+    "VALUE_DIM",
+    "CheckpointError",
+    "build_network",
+    "init_trunks_from_torchvision",
+    "load_network",
+    "read_state_dict",
+    "save_network",
+]

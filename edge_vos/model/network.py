@@ -1,0 +1,132 @@
+"""STCN: key encoder, value encoder, key projection and decoder.
+
+The network is split into the three calls the tracker makes per frame (and that get exported as separate
+engines): `encode_key` once per frame, `encode_value` when a frame is written to memory, `decode` once per
+frame for all objects at once (objects are the batch axis of the value encoder and the decoder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_vos.model.modules import FeatureFusionBlock, ResBlock, UpsampleBlock
+from edge_vos.model.resnet import ResNetTrunk, trunk_channels
+
+KEY_DIM = 64
+VALUE_DIM = 512
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    name: str
+    key_trunk: str
+    value_trunk: str = "resnet18"
+
+
+ARCHS: dict[str, ArchSpec] = {
+    "stcn-r18": ArchSpec("stcn-r18", key_trunk="resnet18"),
+    "stcn-r50": ArchSpec("stcn-r50", key_trunk="resnet50"),
+}
+
+
+class KeyEncoder(ResNetTrunk):
+    def __init__(self, depth: str) -> None:
+        super().__init__(depth, in_channels=3, bias=False, first_stage_name="res2")
+
+
+class ValueEncoder(nn.Module):
+    """ResNet-18 over [RGB, own mask, others' masks] fused with the key encoder's f16."""
+
+    def __init__(self, depth: str, key_f16_channels: int, use_cbam: bool = True) -> None:
+        super().__init__()
+        trunk = ResNetTrunk(depth, in_channels=5, bias=True)
+        # Flattened so the parameter names match official STCN (value_encoder.conv1, .layer1, ...).
+        self.conv1, self.bn1, self.relu, self.maxpool = trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool
+        self.layer1, self.layer2, self.layer3 = trunk.layer1, trunk.layer2, trunk.layer3
+        value_f16 = trunk_channels(depth)[2]
+        self.fuser = FeatureFusionBlock(value_f16 + key_f16_channels, VALUE_DIM, use_cbam=use_cbam)
+
+    def forward(
+        self, image: torch.Tensor, key_f16: torch.Tensor, mask: torch.Tensor, others: torch.Tensor
+    ) -> torch.Tensor:
+        x = torch.cat([image, mask, others], dim=1)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fuser(x, key_f16)
+
+
+class KeyProjection(nn.Module):
+    def __init__(self, cin: int, key_dim: int = KEY_DIM) -> None:
+        super().__init__()
+        self.key_proj = nn.Conv2d(cin, key_dim, 3, padding=1)
+        nn.init.orthogonal_(self.key_proj.weight.data)
+        nn.init.zeros_(self.key_proj.bias.data)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.key_proj(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, f8_channels: int, f4_channels: int) -> None:
+        super().__init__()
+        self.compress = ResBlock(2 * VALUE_DIM, 512)
+        self.up_16_8 = UpsampleBlock(f8_channels, 512, 256)
+        self.up_8_4 = UpsampleBlock(f4_channels, 256, 256)
+        self.pred = nn.Conv2d(256, 1, 3, padding=1)
+
+    def forward(self, f16: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor) -> torch.Tensor:
+        x = self.compress(f16)
+        x = self.up_16_8(f8, x)
+        x = self.up_8_4(f4, x)
+        x = self.pred(F.relu(x))
+        return F.interpolate(x, scale_factor=4.0, mode="bilinear", align_corners=False)
+
+
+class STCN(nn.Module):
+    def __init__(self, spec: ArchSpec, use_cbam: bool = True) -> None:
+        super().__init__()
+        self.spec = spec
+        self.use_cbam = use_cbam
+        f4, f8, f16 = trunk_channels(spec.key_trunk)
+        self.key_encoder = KeyEncoder(spec.key_trunk)
+        self.value_encoder = ValueEncoder(spec.value_trunk, f16, use_cbam=use_cbam)
+        self.key_proj = KeyProjection(f16)
+        self.key_comp = nn.Conv2d(f16, VALUE_DIM, 3, padding=1)
+        self.decoder = Decoder(f8, f4)
+
+    @property
+    def arch(self) -> str:
+        return self.spec.name
+
+    def encode_key(
+        self, image: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """image [B,3,H,W] normalised, H and W multiples of 16.
+
+        Returns key [B,Ck,H/16,W/16], query value [B,512,H/16,W/16], and the trunk's f16, f8, f4.
+        """
+        f16, f8, f4 = self.key_encoder(image)
+        return self.key_proj(f16), self.key_comp(f16), f16, f8, f4
+
+    def encode_value(
+        self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
+    ) -> torch.Tensor:
+        """All inputs batched over objects: image [N,3,H,W], key_f16 [N,C,h,w], masks/others [N,1,H,W]."""
+        return self.value_encoder(image, key_f16, masks, others)
+
+    def decode(
+        self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+    ) -> torch.Tensor:
+        """Batched over objects: readout and query_value [N,512,h,w]; returns logits [N,1,H,W]."""
+        return self.decoder(torch.cat([readout, query_value], dim=1), f8, f4)
+
+
+def build_network(arch: str = "stcn-r18", *, use_cbam: bool = True) -> STCN:
+    """Builds an untrained network; `arch` is one of ARCHS (stcn-r18 is ours, stcn-r50 official STCN)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
+    return STCN(ARCHS[arch], use_cbam=use_cbam)

@@ -1,0 +1,82 @@
+"""Pre- and post-processing as official STCN: ImageNet normalisation, even zero padding to /16."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """How an input frame maps to the network's padded working canvas and back."""
+
+    in_h: int
+    in_w: int
+    work_h: int  # resized, before padding
+    work_w: int
+    pad: tuple[int, int, int, int]  # left, right, top, bottom (F.pad order)
+
+    @property
+    def padded_hw(self) -> tuple[int, int]:
+        return self.work_h + self.pad[2] + self.pad[3], self.work_w + self.pad[0] + self.pad[1]
+
+    @property
+    def feature_hw(self) -> tuple[int, int]:
+        h, w = self.padded_hw
+        return h // 16, w // 16
+
+
+def frame_geometry(in_h: int, in_w: int, short_side: int | None, multiple: int = 16) -> FrameGeometry:
+    """Scales so the short side equals `short_side` (None or 0: keep the input size), then pads evenly."""
+    if in_h <= 0 or in_w <= 0:
+        raise ValueError(f"frame size must be positive, got {in_w}x{in_h}")
+    if short_side:
+        scale = short_side / min(in_h, in_w)
+        work_h, work_w = max(1, round(in_h * scale)), max(1, round(in_w * scale))
+    else:
+        work_h, work_w = in_h, in_w
+    pad_h = (multiple - work_h % multiple) % multiple
+    pad_w = (multiple - work_w % multiple) % multiple
+    pad = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+    return FrameGeometry(in_h, in_w, work_h, work_w, pad)
+
+
+def image_to_tensor(image: np.ndarray, geometry: FrameGeometry, device: torch.device | str = "cpu") -> torch.Tensor:
+    """RGB uint8 [H,W,3] -> normalised, resized, padded float tensor [1,3,h,w]."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image [H,W,3], got {image.dtype} {list(image.shape)}")
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float().div_(255)
+    if (geometry.work_h, geometry.work_w) != (geometry.in_h, geometry.in_w):
+        x = F.interpolate(x, size=(geometry.work_h, geometry.work_w), mode="bilinear", align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return F.pad((x - mean) / std, geometry.pad)
+
+
+def masks_to_tensor(masks: torch.Tensor, geometry: FrameGeometry) -> torch.Tensor:
+    """Per-object masks or probabilities at input size [N,1,H,W] -> working canvas, padded with zeros."""
+    x = masks.float()
+    if (geometry.work_h, geometry.work_w) != (geometry.in_h, geometry.in_w):
+        x = F.interpolate(x, size=(geometry.work_h, geometry.work_w), mode="bilinear", align_corners=False)
+    return F.pad(x, geometry.pad)
+
+
+def unpad(x: torch.Tensor, geometry: FrameGeometry) -> torch.Tensor:
+    """Crops the padding off a [..., h, w] tensor on the working canvas."""
+    left, right, top, bottom = geometry.pad
+    h, w = x.shape[-2:]
+    return x[..., top : h - bottom, left : w - right]
+
+
+def to_input_size(x: torch.Tensor, geometry: FrameGeometry) -> torch.Tensor:
+    """Unpads and resizes [N,C,h,w] working-canvas maps (probabilities) back to the input size."""
+    x = unpad(x, geometry)
+    if (geometry.work_h, geometry.work_w) != (geometry.in_h, geometry.in_w):
+        x = F.interpolate(x, size=(geometry.in_h, geometry.in_w), mode="bilinear", align_corners=False)
+    return x

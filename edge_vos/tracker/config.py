@@ -1,0 +1,96 @@
+"""Typed configuration of the tracker: network, readout, memory, precision, device, backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edge_vos.config import ConfigError, one_of, positive
+
+READOUT_KINDS = ("stcn", "st", "tmrn")
+SVD_KINDS = ("exact", "lowrank", "fast")
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "torch_tensorrt")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "stcn-r18"
+    # Checkpoint file (.safetensors or a torch state dict). Empty: the bundled default weights.
+    weights: str = ""
+
+    def __post_init__(self) -> None:
+        from edge_vos.model.network import ARCHS
+
+        one_of("arch", self.arch, ARCHS)
+
+
+@dataclass
+class ReadoutConfig:
+    kind: str = "tmrn"
+    svd: str = "fast"
+    agents: int = 128
+    renormalize: bool = True
+    # STCN readout only: keep the top_k memory entries per query pixel (official STCN: 20). 0 = all.
+    top_k: int = 20
+
+    def __post_init__(self) -> None:
+        one_of("kind", self.kind, READOUT_KINDS)
+        one_of("svd", self.svd, SVD_KINDS)
+        positive("agents", self.agents)
+        positive("top_k", self.top_k, allow_zero=True)
+
+
+@dataclass
+class MemoryConfig:
+    # Total slots, prompt frames included. Preallocated once; never grows unless `unbounded`.
+    capacity: int = 8
+    # Write the current frame to memory every `mem_every` frames.
+    mem_every: int = 5
+    # Most slots that prompt frames may pin; older prompts beyond this are unpinned oldest-first.
+    max_pinned: int = 4
+    # Official-STCN mode for comparison: every memory frame is kept, memory grows without bound.
+    unbounded: bool = False
+
+    def __post_init__(self) -> None:
+        positive("capacity", self.capacity)
+        positive("mem_every", self.mem_every)
+        positive("max_pinned", self.max_pinned)
+        if not self.unbounded and self.capacity < 2:
+            raise ConfigError("capacity", f"must be >= 2 (one pinned prompt + one ring slot), got {self.capacity}")
+        if not self.unbounded and self.max_pinned >= self.capacity:
+            raise ConfigError(
+                "max_pinned", f"must be < capacity ({self.capacity}) so the ring keeps a slot, got {self.max_pinned}"
+            )
+
+
+@dataclass
+class TrackerConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    readout: ReadoutConfig = field(default_factory=ReadoutConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    # Working resolution: the short side the network sees (official STCN: 480). 0 = the input size.
+    resolution: int = 480
+    device: str = "auto"
+    precision: str = "fp32"
+    backend: str = "torch"
+    max_objects: int = 8
+
+    def __post_init__(self) -> None:
+        positive("resolution", self.resolution, allow_zero=True)
+        if self.resolution and self.resolution < 64:
+            raise ConfigError("resolution", f"must be 0 or >= 64, got {self.resolution}")
+        one_of("device", self.device, DEVICES)
+        one_of("precision", self.precision, PRECISIONS)
+        one_of("backend", self.backend, BACKENDS)
+        positive("max_objects", self.max_objects)
+        if self.max_objects > 254:
+            raise ConfigError("max_objects", f"must be <= 254 (label maps are uint8), got {self.max_objects}")
+
+    @classmethod
+    def official_stcn(cls, **kwargs: object) -> TrackerConfig:
+        """Official STCN's inference: STCN readout with top-20, every 5th frame kept forever."""
+        config = cls(**kwargs)  # type: ignore[arg-type]
+        config.readout = ReadoutConfig(kind="stcn", top_k=20)
+        config.memory = MemoryConfig(capacity=config.memory.capacity, mem_every=5, unbounded=True)
+        return config
