@@ -22,9 +22,13 @@ VALUE_DIM = 512
 
 @dataclass(frozen=True)
 class ArchSpec:
+    """What varies between architectures: trunks and head widths (official STCN: 512 / 512, 256, 256)."""
+
     name: str
     key_trunk: str
     value_trunk: str = "resnet18"
+    value_dim: int = VALUE_DIM
+    decoder_dims: tuple[int, int, int] = (512, 256, 256)  # widths at /16, /8, /4
 
 
 ARCHS: dict[str, ArchSpec] = {
@@ -41,14 +45,16 @@ class KeyEncoder(ResNetTrunk):
 class ValueEncoder(nn.Module):
     """ResNet-18 over [RGB, own mask, others' masks] fused with the key encoder's f16."""
 
-    def __init__(self, depth: str, key_f16_channels: int, use_cbam: bool = True) -> None:
+    def __init__(
+        self, depth: str, key_f16_channels: int, use_cbam: bool = True, value_dim: int = VALUE_DIM
+    ) -> None:
         super().__init__()
         trunk = ResNetTrunk(depth, in_channels=5, bias=True)
         # Flattened so the parameter names match official STCN (value_encoder.conv1, .layer1, ...).
         self.conv1, self.bn1, self.relu, self.maxpool = trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool
         self.layer1, self.layer2, self.layer3 = trunk.layer1, trunk.layer2, trunk.layer3
         value_f16 = trunk_channels(depth)[2]
-        self.fuser = FeatureFusionBlock(value_f16 + key_f16_channels, VALUE_DIM, use_cbam=use_cbam)
+        self.fuser = FeatureFusionBlock(value_f16 + key_f16_channels, value_dim, use_cbam=use_cbam)
 
     def forward(
         self, image: torch.Tensor, key_f16: torch.Tensor, mask: torch.Tensor, others: torch.Tensor
@@ -71,12 +77,16 @@ class KeyProjection(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, f8_channels: int, f4_channels: int) -> None:
+    def __init__(
+        self, f8_channels: int, f4_channels: int, value_dim: int = VALUE_DIM,
+        dims: tuple[int, int, int] = (512, 256, 256),
+    ) -> None:
         super().__init__()
-        self.compress = ResBlock(2 * VALUE_DIM, 512)
-        self.up_16_8 = UpsampleBlock(f8_channels, 512, 256)
-        self.up_8_4 = UpsampleBlock(f4_channels, 256, 256)
-        self.pred = nn.Conv2d(256, 1, 3, padding=1)
+        d16, d8, d4 = dims
+        self.compress = ResBlock(2 * value_dim, d16)
+        self.up_16_8 = UpsampleBlock(f8_channels, d16, d8)
+        self.up_8_4 = UpsampleBlock(f4_channels, d8, d4)
+        self.pred = nn.Conv2d(d4, 1, 3, padding=1)
 
     def forward(self, f16: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor) -> torch.Tensor:
         x = self.compress(f16)
@@ -91,12 +101,14 @@ class STCN(nn.Module):
         super().__init__()
         self.spec = spec
         self.use_cbam = use_cbam
+        self.key_dim = KEY_DIM
+        self.value_dim = spec.value_dim
         f4, f8, f16 = trunk_channels(spec.key_trunk)
         self.key_encoder = KeyEncoder(spec.key_trunk)
-        self.value_encoder = ValueEncoder(spec.value_trunk, f16, use_cbam=use_cbam)
+        self.value_encoder = ValueEncoder(spec.value_trunk, f16, use_cbam=use_cbam, value_dim=spec.value_dim)
         self.key_proj = KeyProjection(f16)
-        self.key_comp = nn.Conv2d(f16, VALUE_DIM, 3, padding=1)
-        self.decoder = Decoder(f8, f4)
+        self.key_comp = nn.Conv2d(f16, spec.value_dim, 3, padding=1)
+        self.decoder = Decoder(f8, f4, spec.value_dim, spec.decoder_dims)
 
     @property
     def arch(self) -> str:
@@ -121,7 +133,7 @@ class STCN(nn.Module):
     def decode(
         self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
     ) -> torch.Tensor:
-        """Batched over objects: readout and query_value [N,512,h,w]; returns logits [N,1,H,W]."""
+        """Batched over objects: readout and query_value [N,value_dim,h,w]; returns logits [N,1,H,W]."""
         return self.decoder(torch.cat([readout, query_value], dim=1), f8, f4)
 
 
