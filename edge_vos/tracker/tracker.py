@@ -1,0 +1,319 @@
+"""The streaming tracker: one `step()` per frame, composing encoders, ring memory, readout and decoder.
+
+Per frame: encode the key once; if objects are tracked, read the memory out and decode all objects in one
+batch; apply a prompt mask if one came with the frame; aggregate objects softly; write the frame to
+memory when it is a prompt (pinned) or every `mem_every` frames (ring). Nothing here knows about I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edge_vos.backends import NetworkRunner, create_runner
+from edge_vos.model.checkpoint import load_network
+from edge_vos.model.network import STCN
+from edge_vos.model.preprocess import FrameGeometry, frame_geometry, image_to_tensor, masks_to_tensor, to_input_size
+from edge_vos.readout import stcn_readout, tmrn_readout
+from edge_vos.tracker.aggregate import soft_aggregate
+from edge_vos.tracker.config import TrackerConfig
+from edge_vos.tracker.memory import RingMemory
+from edge_vos.tracker.objects import ObjectManager
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
+
+
+@dataclass
+class StepResult:
+    frame_index: int
+    labels: np.ndarray  # uint8 [H,W], object ids, 0 = background
+    object_ids: list[int]
+    probabilities: np.ndarray  # float32 [O,H,W] in object_ids order
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    memory_written: bool = False
+
+
+@dataclass
+class _Frame:
+    """Per-frame feature store: what the encoders produced, reused by decode and memory writing."""
+
+    image: torch.Tensor
+    key: torch.Tensor
+    query_value: torch.Tensor
+    f16: torch.Tensor
+    f8: torch.Tensor
+    f4: torch.Tensor
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def load_configured_network(config: TrackerConfig) -> STCN:
+    """The network named by config.model.weights, or the bundled default weights."""
+    path = Path(config.model.weights) if config.model.weights else DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model weights not found: {path}"
+            + ("" if config.model.weights else " (the bundled default; set model.weights to a checkpoint)")
+        )
+    network = load_network(path)
+    if config.model.weights and network.arch != config.model.arch:
+        log.info("checkpoint arch %s overrides model.arch %s", network.arch, config.model.arch)
+    return network
+
+
+class Tracker:
+    def __init__(self, config: TrackerConfig | None = None, network: STCN | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self.device = resolve_device(self.config.device)
+        self.network = network if network is not None else load_configured_network(self.config)
+        self.network.eval()
+        self.objects = ObjectManager(self.config.max_objects)
+        self.memory_dtype = self._memory_dtype()
+        self._runners: dict[tuple[int, int], NetworkRunner] = {}
+        self._geometry: FrameGeometry | None = None
+        self._memory: RingMemory | None = None
+        self._readout_state: object | None = None
+        self.frame_index = -1
+        self._last_write = -(10**9)
+
+    # ---- public API ----------------------------------------------------------------------------
+
+    @property
+    def object_ids(self) -> list[int]:
+        return self.objects.ids
+
+    @property
+    def memory(self) -> RingMemory | None:
+        return self._memory
+
+    def reset(self) -> None:
+        """Forgets every object and the memory; the next frame starts a new stream."""
+        self.objects.clear()
+        if self._memory is not None:
+            self._memory.clear()
+        self._readout_state = None
+        self._last_write = -(10**9)
+
+    def remove_object(self, obj_id: int) -> None:
+        index = self.objects.remove(obj_id)
+        if self._memory is not None:
+            self._memory.forget_object(index)
+        if not len(self.objects):
+            self.reset()
+
+    @torch.inference_mode()
+    def step(self, image: np.ndarray, mask: np.ndarray | None = None, objects: list[int] | None = None) -> StepResult:
+        """Tracks every object into `image` (RGB uint8 [H,W,3]); `mask` prompts objects on this frame."""
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        geometry = self._prepare(image)
+        prompt_ids = self._prompt_ids(mask, objects, geometry)
+        self.frame_index += 1
+        tracked = [i for i in self.objects.ids if i not in prompt_ids]
+        if not tracked and not prompt_ids:
+            empty = np.zeros((geometry.in_h, geometry.in_w), np.uint8)
+            return self._result(empty, [], np.zeros((0, geometry.in_h, geometry.in_w), np.float32), timings, t_start)
+
+        runner = self._runner(geometry)
+        with self._timed(timings, "preprocess"):
+            image_t = image_to_tensor(image, geometry, self.device)
+        with self._timed(timings, "key_encode"):
+            frame = _Frame(image_t, *runner.encode_key(image_t))
+
+        # Probabilities on the padded working canvas, one per object in internal-index order.
+        for obj_id in prompt_ids:
+            self.objects.add(obj_id)
+        order = self.objects.ids
+        probs = torch.zeros(len(order), 1, *geometry.padded_hw, device=self.device)
+        readable = [i for i in tracked if self._memory is not None and self._memory.has_memory_for(self.objects.index(i))]
+        if readable:
+            with self._timed(timings, "readout"):
+                view = self._memory_or_fail().view([self.objects.index(i) for i in readable])
+                memory_readout = self._readout(frame.key, view)[0].float()
+            with self._timed(timings, "decode"):
+                logits = runner.decode(memory_readout, frame.query_value, frame.f8, frame.f4)
+            rows = [order.index(i) for i in readable]
+            probs[rows] = torch.sigmoid(logits)
+        if prompt_ids:
+            assert mask is not None
+            prompt = self._mask_probabilities(mask, prompt_ids, geometry)
+            union = prompt.amax(dim=0, keepdim=True)
+            probs = probs * (1 - union)  # the given mask wins over predictions where they overlap
+            probs[[order.index(i) for i in prompt_ids]] = prompt
+        with self._timed(timings, "aggregate"):
+            full = soft_aggregate(probs)  # [O+1,1,H,W]
+
+        written = False
+        if prompt_ids or self.frame_index - self._last_write >= self.config.memory.mem_every:
+            with self._timed(timings, "value_encode"):
+                self._write_memory(runner, frame, full[1:], order, pin=bool(prompt_ids))
+            written = True
+
+        with self._timed(timings, "postprocess"):
+            labels, out_probs = self._outputs(full, order, geometry)
+        return self._result(labels, order, out_probs, timings, t_start, written)
+
+    @torch.inference_mode()
+    def add_prompt(self, image: np.ndarray, mask: np.ndarray, objects: list[int] | None = None) -> None:
+        """Prompts objects on a recent (already seen) frame: writes it to memory pinned, emits nothing.
+
+        Only the prompted objects get a value in that slot; other objects ignore it.
+        """
+        geometry = self._prepare(image)
+        prompt_ids = self._prompt_ids(mask, objects, geometry)
+        if not prompt_ids:
+            raise ValueError("the prompt mask holds none of the requested objects")
+        for obj_id in prompt_ids:
+            self.objects.add(obj_id)
+        runner = self._runner(geometry)
+        image_t = image_to_tensor(image, geometry, self.device)
+        frame = _Frame(image_t, *runner.encode_key(image_t))
+        prompt = self._mask_probabilities(mask, prompt_ids, geometry)
+        self._write_memory(runner, frame, soft_aggregate(prompt)[1:], prompt_ids, pin=True, advance=False)
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _memory_dtype(self) -> torch.dtype:
+        precision = self.config.precision
+        if precision == "fp16" and self.device.type == "cuda":
+            return torch.float16
+        if precision == "bf16":
+            return torch.bfloat16
+        return torch.float32
+
+    def _prepare(self, image: np.ndarray) -> FrameGeometry:
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            desc = f"{image.dtype} {list(image.shape)}" if isinstance(image, np.ndarray) else type(image).__name__
+            raise ValueError(f"expected an RGB uint8 image [H,W,3], got {desc}")
+        h, w = image.shape[:2]
+        if self._geometry is None or (self._geometry.in_h, self._geometry.in_w) != (h, w):
+            if self._geometry is not None:
+                log.warning("frame size changed from %dx%d to %dx%d: memory and objects reset",
+                            self._geometry.in_w, self._geometry.in_h, w, h)
+                self.objects.clear()
+            self._geometry = frame_geometry(h, w, self.config.resolution or None)
+            mem = self.config.memory
+            self._memory = RingMemory(
+                mem.capacity, self.config.max_objects, self.network.key_dim, self.network.value_dim,
+                self._geometry.feature_hw, max_pinned=mem.max_pinned, unbounded=mem.unbounded,
+                device=self.device, dtype=self.memory_dtype,
+            )
+            self._readout_state = None
+            self._last_write = -(10**9)
+        return self._geometry
+
+    def _prompt_ids(self, mask: np.ndarray | None, objects: list[int] | None, geometry: FrameGeometry) -> list[int]:
+        if mask is None:
+            if objects:
+                raise ValueError("objects were named but no mask was given")
+            return []
+        if not isinstance(mask, np.ndarray) or mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
+            raise ValueError("mask must be a 2-D integer label map (0 = background, value = object id)")
+        if mask.shape != (geometry.in_h, geometry.in_w):
+            raise ValueError(
+                f"mask is {mask.shape[1]}x{mask.shape[0]} but the frame is {geometry.in_w}x{geometry.in_h}"
+            )
+        present = [int(v) for v in np.unique(mask) if v != 0]
+        for obj_id in present:
+            ObjectManager.check_id(obj_id)
+        if objects is None:
+            return present
+        for obj_id in objects:
+            ObjectManager.check_id(obj_id)
+        missing = [o for o in objects if o not in present]
+        if missing:
+            raise ValueError(f"objects {missing} are not in the mask (it holds {present})")
+        new = [o for o in objects if o not in self.objects]
+        if len(self.objects) + len(new) > self.config.max_objects:
+            raise ValueError(f"cannot track more than {self.config.max_objects} objects")
+        return list(dict.fromkeys(objects))
+
+    def _mask_probabilities(self, mask: np.ndarray, ids: list[int], geometry: FrameGeometry) -> torch.Tensor:
+        label = torch.from_numpy(mask.astype(np.int64)).to(self.device)
+        one_hot = torch.stack([(label == i) for i in ids])[:, None].float()
+        return masks_to_tensor(one_hot, geometry).clamp_(0, 1)
+
+    def _runner(self, geometry: FrameGeometry) -> NetworkRunner:
+        key = geometry.padded_hw
+        if key not in self._runners:
+            self._runners[key] = create_runner(
+                self.network, self.config.backend, self.device, self.config.precision, key
+            )
+            log.info("backend %s at %dx%d", self._runners[key].name, key[1], key[0])
+        return self._runners[key]
+
+    def _memory_or_fail(self) -> RingMemory:
+        if self._memory is None:
+            raise RuntimeError("no memory yet")
+        return self._memory
+
+    def _readout(self, key: torch.Tensor, view: object) -> torch.Tensor:
+        cfg = self.config.readout
+        qk = key.to(self.memory_dtype)
+        if cfg.kind == "stcn":
+            return stcn_readout(qk, view.keys, view.values, view.valid, top_k=cfg.top_k or None)  # type: ignore[attr-defined]
+        return tmrn_readout(
+            qk, view.keys, view.values, view.valid,  # type: ignore[attr-defined]
+            agents=cfg.agents, mode=cfg.kind, svd=cfg.svd, renormalize=cfg.renormalize,
+        )
+
+    def _write_memory(
+        self, runner: NetworkRunner, frame: _Frame, probs: torch.Tensor, ids: list[int], *, pin: bool,
+        advance: bool = True,
+    ) -> None:
+        others = probs.sum(dim=0, keepdim=True) - probs
+        values = runner.encode_value(frame.image, frame.f16, probs, others)
+        slot = self._memory_or_fail().write(
+            frame.key, values, [self.objects.index(i) for i in ids], pin=pin, frame_index=self.frame_index
+        )
+        if advance:
+            self._last_write = self.frame_index
+        log.debug("frame %d -> memory slot %d (pinned=%s)", self.frame_index, slot, pin)
+
+    def _outputs(self, full: torch.Tensor, order: list[int], geometry: FrameGeometry) -> tuple[np.ndarray, np.ndarray]:
+        full = to_input_size(full[:, 0][None], geometry)[0]  # [O+1,H,W]
+        index = torch.argmax(full, dim=0)
+        lut = torch.tensor([0, *order], dtype=torch.uint8, device=index.device)
+        labels = lut[index].cpu().numpy()
+        return labels, full[1:].float().cpu().numpy()
+
+    def _timed(self, timings: dict[str, float], name: str) -> _Timer:
+        return _Timer(timings, name, self.device)
+
+    def _result(
+        self, labels: np.ndarray, order: list[int], probs: np.ndarray, timings: dict[str, float],
+        t_start: float, written: bool = False,
+    ) -> StepResult:
+        timings["total"] = (time.perf_counter() - t_start) * 1000
+        return StepResult(self.frame_index, labels, list(order), probs, timings, written)
+
+
+class _Timer:
+    """Adds the wall time of a block to timings[name] in ms (synchronising CUDA so the time is real)."""
+
+    def __init__(self, timings: dict[str, float], name: str, device: torch.device) -> None:
+        self.timings, self.name, self.device = timings, name, device
+
+    def __enter__(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings[self.name] = self.timings.get(self.name, 0.0) + (time.perf_counter() - self.start) * 1000

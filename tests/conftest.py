@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny networks and frames that keep the suite fast on a 2-core CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DAVIS = SHARED / "data" / "davis2016"
+CUTIE = SHARED / "data" / "cutie-examples"
+
+
+@pytest.fixture(scope="session")
+def r18_network():
+    from edge_vos.model import build_network
+
+    torch.manual_seed(0)
+    return build_network("stcn-r18").eval()
+
+
+def moving_square_frames(n: int, h: int = 64, w: int = 96, seed: int = 0) -> np.ndarray:
+    """Frames with a textured square moving right over a noisy background (uint8 RGB [n,h,w,3])."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 80, size=(n, h, w, 3), dtype=np.uint8)
+    for t in range(n):
+        x = 8 + (t % (w - 40))
+        frames[t, 16:40, x : x + 24] = (220, 40, 40)
+    return frames
+
+
+def require_davis() -> Path:
+    if not DAVIS.is_dir():
+        pytest.skip(f"DAVIS-2016 data not found at {DAVIS}")
+    return DAVIS

@@ -1,0 +1,174 @@
+"""Tracker.step: streaming, objects joining and leaving, fixed memory, input validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edge_vos.tracker import Tracker, TrackerConfig
+from edge_vos.tracker.config import MemoryConfig, ReadoutConfig
+
+from .conftest import moving_square_frames
+
+
+def _tracker(network, **memory) -> Tracker:
+    config = TrackerConfig(
+        resolution=0, device="cpu",
+        readout=ReadoutConfig(kind="tmrn", svd="fast", agents=8),
+        memory=MemoryConfig(**{"capacity": 4, "mem_every": 2, "max_pinned": 2, **memory}),
+    )
+    return Tracker(config, network=network)
+
+
+def _box_mask(h: int, w: int, boxes: dict[int, tuple[int, int, int, int]]) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    for obj_id, (y0, y1, x0, x1) in boxes.items():
+        mask[y0:y1, x0:x1] = obj_id
+    return mask
+
+
+def test_no_objects_gives_an_empty_label_map(r18_network) -> None:
+    tracker = _tracker(r18_network)
+    result = tracker.step(moving_square_frames(1)[0])
+    assert result.labels.shape == (64, 96) and not result.labels.any() and result.object_ids == []
+
+
+def test_prompt_frame_returns_the_prompt_and_outputs_have_input_size(r18_network) -> None:
+    tracker = _tracker(r18_network)
+    frames = moving_square_frames(3, h=70, w=90)  # not multiples of 16: padding must be undone
+    mask = _box_mask(70, 90, {3: (16, 40, 8, 32), 5: (50, 60, 50, 80)})
+    first = tracker.step(frames[0], mask)
+    assert np.array_equal(first.labels, mask) and first.object_ids == [3, 5] and first.memory_written
+    nxt = tracker.step(frames[1])
+    assert nxt.labels.shape == (70, 90) and nxt.probabilities.shape == (2, 70, 90)
+    assert set(np.unique(nxt.labels)) <= {0, 3, 5}
+    assert {"key_encode", "readout", "decode", "total"} <= set(nxt.timings_ms)
+
+
+def test_long_stream_with_objects_joining_and_leaving_allocates_memory_once(r18_network) -> None:
+    tracker = _tracker(r18_network)
+    frames = moving_square_frames(20, h=48, w=64)
+    tracker.step(frames[0], _box_mask(48, 64, {1: (16, 40, 8, 32)}))
+    memory = tracker.memory
+    assert memory is not None
+    keys_ptr, values_ptr = memory.keys.data_ptr(), memory.values.data_ptr()
+    joined = {1}
+    for t in range(1, 500):
+        frame = frames[t % len(frames)]
+        if t % 97 == 0:  # a new object joins
+            new_id = 1 + t // 97
+            tracker.step(frame, _box_mask(48, 64, {new_id: (0, 10, 0, 10 + new_id)}), objects=[new_id])
+            joined.add(new_id)
+        elif t % 131 == 0 and len(tracker.object_ids) > 1:
+            tracker.remove_object(tracker.object_ids[0])
+        else:
+            result = tracker.step(frame)
+            assert result.object_ids == tracker.object_ids
+    assert tracker.memory is memory and memory.allocations == 1
+    assert memory.keys.data_ptr() == keys_ptr and memory.values.data_ptr() == values_ptr
+    assert memory.num_valid == memory.capacity
+    assert tracker.frame_index == 499
+
+
+def _tracker_with_late_object(network) -> tuple[Tracker, np.ndarray, list[int], int]:
+    tracker = _tracker(network, capacity=6, max_pinned=2)
+    frames = moving_square_frames(12, h=48, w=64)
+    tracker.step(frames[0], _box_mask(48, 64, {1: (16, 40, 8, 32)}))
+    for t in range(1, 6):
+        tracker.step(frames[t])
+    tracker.step(frames[6], _box_mask(48, 64, {2: (0, 12, 40, 60)}), objects=[2])
+    memory = tracker.memory
+    index = tracker.objects.index(2)
+    before = [s for s in range(memory.capacity) if memory.valid[s] and memory.frame_of[s] < 6]
+    return tracker, frames, before, index
+
+
+def test_late_object_ignores_memory_written_before_it_joined(r18_network) -> None:
+    tracker, frames, before, index = _tracker_with_late_object(r18_network)
+    assert before and not tracker.memory.object_valid[index, before].any()
+    reference = tracker.step(frames[7]).probabilities
+    # Garbage in object 2's values of the slots written before it joined changes nothing...
+    tracker, frames, before, index = _tracker_with_late_object(r18_network)
+    tracker.memory.values[0, index, before] = 1e3
+    assert np.allclose(tracker.step(frames[7]).probabilities, reference, atol=1e-5)
+    # ...whereas reading those slots for it (no per-object validity) would change its output.
+    tracker, frames, before, index = _tracker_with_late_object(r18_network)
+    tracker.memory.values[0, index, before] = 1e3
+    tracker.memory.object_valid[index, before] = True
+    assert not np.allclose(tracker.step(frames[7]).probabilities, reference, atol=1e-3)
+
+
+def test_removed_object_disappears_and_its_id_can_return(r18_network) -> None:
+    tracker = _tracker(r18_network)
+    frames = moving_square_frames(6, h=48, w=64)
+    tracker.step(frames[0], _box_mask(48, 64, {1: (16, 40, 8, 32), 2: (0, 10, 40, 60)}))
+    tracker.step(frames[1])
+    tracker.remove_object(1)
+    result = tracker.step(frames[2])
+    assert result.object_ids == [2] and 1 not in np.unique(result.labels)
+    again = tracker.step(frames[3], _box_mask(48, 64, {1: (16, 40, 8, 32)}), objects=[1])
+    assert again.object_ids == [1, 2] and (again.labels == 1).sum() == 24 * 24
+    tracker.remove_object(2)
+    tracker.remove_object(1)
+    assert tracker.step(frames[4]).object_ids == []
+
+
+def test_add_prompt_on_a_past_frame(r18_network) -> None:
+    tracker = _tracker(r18_network)
+    frames = moving_square_frames(5, h=48, w=64)
+    tracker.step(frames[0], _box_mask(48, 64, {1: (16, 40, 8, 32)}))
+    tracker.step(frames[1])
+    tracker.add_prompt(frames[1], _box_mask(48, 64, {4: (0, 10, 40, 60)}))
+    assert tracker.frame_index == 1
+    result = tracker.step(frames[2])
+    assert result.object_ids == [1, 4]
+
+
+def test_bad_input_is_rejected_and_loses_nothing(r18_network) -> None:
+    tracker = _tracker(r18_network, capacity=3, max_pinned=1)
+    frames = moving_square_frames(3, h=48, w=64)
+    tracker.step(frames[0], _box_mask(48, 64, {1: (16, 40, 8, 32)}))
+    with pytest.raises(ValueError, match="mask is 63x48 but the frame is 64x48"):
+        tracker.step(frames[1], np.zeros((48, 63), np.uint8))
+    with pytest.raises(ValueError, match="RGB uint8"):
+        tracker.step(frames[1].astype(np.float32))
+    with pytest.raises(ValueError, match=r"objects \[7\] are not in the mask"):
+        tracker.step(frames[1], _box_mask(48, 64, {2: (0, 5, 0, 5)}), objects=[7])
+    with pytest.raises(ValueError, match="1..254"):
+        tracker.step(frames[1], np.full((48, 64), 300, np.int32))
+    many = _box_mask(48, 64, {i: (0, 4, 4 * i, 4 * i + 4) for i in range(2, 11)})
+    with pytest.raises(ValueError, match="more than 8 objects"):
+        tracker.step(frames[1], many)
+    assert tracker.frame_index == 0 and tracker.object_ids == [1]
+    assert tracker.step(frames[1]).frame_index == 1
+
+
+def test_official_stcn_mode_grows_memory(r18_network) -> None:
+    config = TrackerConfig.official_stcn(resolution=0, device="cpu")
+    config.memory.capacity = 2
+    tracker = Tracker(config, network=r18_network)
+    frames = moving_square_frames(12, h=32, w=48)
+    tracker.step(frames[0], _box_mask(32, 48, {1: (8, 20, 8, 20)}))
+    for t in range(1, 12):
+        tracker.step(frames[t])
+    assert tracker.memory.num_valid == 3 and tracker.memory.allocations == 2  # frames 0, 5, 10
+
+
+def test_missing_default_weights_is_a_clear_error(tmp_path) -> None:
+    config = TrackerConfig(device="cpu")
+    config.model.weights = str(tmp_path / "nope.safetensors")
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        Tracker(config)
+
+
+def test_weights_round_trip_through_the_config(tmp_path, r18_network) -> None:
+    from edge_vos.model import save_network
+
+    path = tmp_path / "w.safetensors"
+    save_network(r18_network, path)
+    config = TrackerConfig(device="cpu", resolution=0)
+    config.model.weights = str(path)
+    tracker = Tracker(config)
+    for name, tensor in r18_network.state_dict().items():
+        assert torch.equal(tracker.network.state_dict()[name], tensor)
