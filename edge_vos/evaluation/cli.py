@@ -1,0 +1,170 @@
+"""`edge-vos eval`: DAVIS-protocol J&F of the tracker (or a baseline) on one split of a dataset folder.
+
+    edge-vos eval --data ../shared/data/davis2016 --split val-dev --out runs/eval-tmrn --resolution 240
+    edge-vos eval --data ... --split val-dev --out runs/ffc --baseline first-frame-copy
+
+Writes DIR/<sequence>/<frame>.png (palette), DIR/per-sequence.csv and DIR/metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from edge_vos.config import ConfigError, load_yaml, to_dict
+
+log = logging.getLogger(__name__)
+
+
+def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that choose and configure the tracker (shared with `edge-vos bench`)."""
+    group = parser.add_argument_group("tracker")
+    group.add_argument("--config", type=Path, help="YAML of TrackerConfig (edge_vos.tracker.config)")
+    group.add_argument("--weights", help="checkpoint file (overrides model.weights)")
+    group.add_argument(
+        "--random-network",
+        action="store_true",
+        help="use an untrained network (seeded) instead of weights: pipeline and speed checks only",
+    )
+    group.add_argument("--readout", choices=("stcn", "st", "tmrn"), help="overrides readout.kind")
+    group.add_argument(
+        "--official-stcn",
+        action="store_true",
+        help="official STCN inference: STCN readout top-k 20, every 5th frame, memory never evicted",
+    )
+    group.add_argument("--resolution", type=int, help="working short side (overrides resolution; 0 = input)")
+    group.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides device")
+    group.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="overrides precision")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, type=Path, help="dataset root (DAVIS or YouTube-VOS layout)")
+    parser.add_argument("--split", required=True, help="split name: ROOT/ImageSets/<year>/NAME.txt (DAVIS)")
+    parser.add_argument("--res", default="480p", help="DAVIS resolution folder (default 480p)")
+    parser.add_argument(
+        "--year", help="ImageSets year folder, when several hold the split; 2016 = one object"
+    )
+    parser.add_argument("--layout", choices=("davis", "youtube-vos"), default="davis")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--baseline", choices=("first-frame-copy",), help="score a baseline, not the tracker")
+    parser.add_argument("--max-sequences", type=int, help="only the first N sequences of the split")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_tracker_arguments(parser)
+
+
+def tracker_config(args: argparse.Namespace) -> Any:
+    """TrackerConfig from --config, then the command-line overrides, then --official-stcn."""
+    from edge_vos.tracker.config import TrackerConfig
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "weights", None):
+        overrides["model.weights"] = str(args.weights)
+    for option, key in (("readout", "readout.kind"), ("resolution", "resolution"), ("device", "device")):
+        if getattr(args, option, None) is not None:
+            overrides[key] = getattr(args, option)
+    if getattr(args, "precision", None):
+        overrides["precision"] = args.precision
+    config = load_yaml(TrackerConfig, getattr(args, "config", None), overrides)
+    if getattr(args, "official_stcn", False):
+        if getattr(args, "readout", None) not in (None, "stcn"):
+            raise ConfigError("readout.kind", "--official-stcn uses the STCN readout; drop --readout")
+        fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        config = TrackerConfig.official_stcn(**fields)
+    return config
+
+
+def build_tracker(config: Any, random_network: bool = False, seed: int = 0) -> Any:
+    """A Tracker with the configured weights, or with a seeded untrained network when asked."""
+    from edge_vos.tracker import Tracker
+
+    network = None
+    if random_network:
+        import torch
+
+        from edge_vos.model import build_network
+
+        torch.manual_seed(seed)
+        network = build_network(config.model.arch)
+        log.warning(
+            "untrained network (%s, seed %d): scores measure the pipeline, not a model",
+            config.model.arch,
+            seed,
+        )
+    return Tracker(config, network=network)
+
+
+def _sequences(args: argparse.Namespace) -> tuple[list[Any], bool]:
+    from edge_vos.data.davis import davis_sequences, find_split_file, youtube_vos_sequences
+
+    if args.layout == "youtube-vos":
+        return youtube_vos_sequences(args.data, args.split), True
+    split_file = find_split_file(args.data, args.split, args.year)
+    separate_objects = split_file.parent.name != "2016"  # DAVIS-2016: any non-zero id is the object
+    return davis_sequences(args.data, args.split, args.res, split_file.parent.name), separate_objects
+
+
+def main(args: argparse.Namespace) -> int:
+    from edge_vos.evaluation.runner import evaluate, write_report
+
+    try:
+        sequences, separate_objects = _sequences(args)
+    except FileNotFoundError as exc:
+        log.error("%s", exc)
+        return 2
+    if args.max_sequences is not None:
+        sequences = sequences[: args.max_sequences]
+    if not sequences:
+        log.error("split %s has no sequences", args.split)
+        return 2
+    extra: dict[str, Any] = {
+        "data": str(args.data),
+        "split": args.split,
+        "res": args.res,
+        "sequences_evaluated": len(sequences),
+        "protocol": "semi-supervised, first and last frame excluded (davis2017-evaluation)",
+    }
+    tracker = None
+    if args.baseline:
+        extra["method"] = args.baseline
+    else:
+        try:
+            config = tracker_config(args)
+            tracker = build_tracker(config, args.random_network)
+        except (ConfigError, FileNotFoundError) as exc:
+            log.error("%s", exc)
+            if isinstance(exc, FileNotFoundError):
+                log.error("give --weights FILE, or --random-network for an untrained network")
+            return 2
+        extra["method"] = "official-stcn" if args.official_stcn else f"tracker ({config.readout.kind})"
+        extra["random_network"] = bool(args.random_network)
+        extra["config"] = to_dict(config)
+    log.info("evaluating %s on %d sequences of %s/%s", extra["method"], len(sequences), args.data, args.split)
+    report = evaluate(
+        sequences,
+        args.out,
+        tracker,
+        baseline=args.baseline,
+        separate_objects=separate_objects,
+        prompts="new-objects" if args.layout == "youtube-vos" else "first",
+        progress=not args.no_progress,
+    )
+    data = write_report(report, args.out, extra)
+    fps = f", {data['fps']:.2f} fps in the tracker" if data["fps"] else ""
+    if data["J&F"] is None:
+        log.info(
+            "no sequence has full annotations: predictions written to %s, nothing scored%s", args.out, fps
+        )
+    else:
+        log.info(
+            "J&F %.1f  J %.1f  F %.1f over %d objects%s -> %s",
+            data["J&F"],
+            data["J"],
+            data["F"],
+            len(report.scores),
+            fps,
+            args.out / "metrics.json",
+        )
+    return 0
