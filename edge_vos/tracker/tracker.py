@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from edge_vos.backends import NetworkRunner, create_runner
 from edge_vos.model.checkpoint import load_network
@@ -115,7 +114,7 @@ class Tracker:
         if not len(self.objects):
             self.reset()
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def step(self, image: np.ndarray, mask: np.ndarray | None = None, objects: list[int] | None = None) -> StepResult:
         """Tracks every object into `image` (RGB uint8 [H,W,3]); `mask` prompts objects on this frame."""
         t_start = time.perf_counter()
@@ -139,10 +138,11 @@ class Tracker:
             self.objects.add(obj_id)
         order = self.objects.ids
         probs = torch.zeros(len(order), 1, *geometry.padded_hw, device=self.device)
-        readable = [i for i in tracked if self._memory is not None and self._memory.has_memory_for(self.objects.index(i))]
+        memory = self._memory_or_fail()
+        readable = [i for i in tracked if memory.has_memory_for(self.objects.index(i))]
         if readable:
             with self._timed(timings, "readout"):
-                view = self._memory_or_fail().view([self.objects.index(i) for i in readable])
+                view = memory.view([self.objects.index(i) for i in readable])
                 memory_readout = self._readout(frame.key, view)[0].float()
             with self._timed(timings, "decode"):
                 logits = runner.decode(memory_readout, frame.query_value, frame.f8, frame.f4)
@@ -167,7 +167,7 @@ class Tracker:
             labels, out_probs = self._outputs(full, order, geometry)
         return self._result(labels, order, out_probs, timings, t_start, written)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def add_prompt(self, image: np.ndarray, mask: np.ndarray, objects: list[int] | None = None) -> None:
         """Prompts objects on a recent (already seen) frame: writes it to memory pinned, emits nothing.
 
@@ -231,16 +231,21 @@ class Tracker:
         for obj_id in present:
             ObjectManager.check_id(obj_id)
         if objects is None:
-            return present
-        for obj_id in objects:
-            ObjectManager.check_id(obj_id)
-        missing = [o for o in objects if o not in present]
-        if missing:
-            raise ValueError(f"objects {missing} are not in the mask (it holds {present})")
-        new = [o for o in objects if o not in self.objects]
+            chosen = present
+        else:
+            for obj_id in objects:
+                ObjectManager.check_id(obj_id)
+            missing = [o for o in objects if o not in present]
+            if missing:
+                raise ValueError(f"objects {missing} are not in the mask (it holds {present})")
+            chosen = list(dict.fromkeys(objects))
+        new = [o for o in chosen if o not in self.objects]
         if len(self.objects) + len(new) > self.config.max_objects:
-            raise ValueError(f"cannot track more than {self.config.max_objects} objects")
-        return list(dict.fromkeys(objects))
+            raise ValueError(
+                f"cannot track more than {self.config.max_objects} objects "
+                f"(tracking {len(self.objects)}, the mask adds {len(new)})"
+            )
+        return chosen
 
     def _mask_probabilities(self, mask: np.ndarray, ids: list[int], geometry: FrameGeometry) -> torch.Tensor:
         label = torch.from_numpy(mask.astype(np.int64)).to(self.device)
