@@ -1,0 +1,95 @@
+"""Writes the `longstream` section of docs/benchmarks.md from the bench.json of one `edge-vos bench` run.
+
+    nice edge-vos bench --data ../shared/data/davis2016 --frames 2000 --resolution 240 --random-network \
+        --out runs/bench --plot docs/img/longstream.png
+    python tools/bench_longstream.py runs/bench/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tools.doc_tables import markdown_table, write_section  # noqa: E402
+
+
+def section(data: dict, doc: Path) -> str:
+    setup = data["setup"]
+    header = [
+        "mode",
+        "readout",
+        "fps",
+        "total p50 / p95 / p99 ms",
+        "key encode p50",
+        "readout p50 / p99",
+        "value encode p50 / p99",
+        "ms/frame first → last",
+        "memory tensors first → last MiB",
+        "RSS first → last (peak) MiB",
+    ]
+    rows = []
+    for s in data["modes"]:
+        st = s["stages_ms"]
+        cfg = setup["configs"][s["mode"]]
+        rows.append(
+            [
+                s["mode"],
+                f"{cfg['readout']['kind']}"
+                + (f" top-{cfg['readout']['top_k']}" if cfg["readout"]["kind"] == "stcn" else ""),
+                f"{s['fps']:.2f}" if s["fps"] else "-",
+                " / ".join(f"{st['total'][k]:.0f}" for k in ("p50", "p95", "p99")),
+                f"{st['key_encode']['p50']:.0f}",
+                f"{st['readout']['p50']:.0f} / {st['readout']['p99']:.0f}",
+                f"{st['value_encode']['p50']:.0f} / {st['value_encode']['p99']:.0f}",
+                f"{s['total_ms_first']:.0f} → {s['total_ms_last']:.0f}",
+                f"{s['memory_first_mib']:.1f} → {s['memory_last_mib']:.1f}",
+                f"{s['rss_first_mib']:.0f} → {s['rss_last_mib']:.0f} ({s['rss_peak_mib']:.0f})",
+            ]
+        )
+    cfg0 = next(iter(setup["configs"].values()))
+    mem = {m: c["memory"] for m, c in setup["configs"].items()}
+    body = [
+        "## Long stream: latency and memory against frame index",
+        "",
+        f"{setup['frames']} frames per mode through `Tracker.step`: {setup['clip']} looped forwards and "
+        f"backwards; working short side {cfg0['resolution']}; {setup['machine']}; "
+        f"{'untrained (random) network' if setup['random_network'] else 'trained weights'}. "
+        f"Ring memory: capacity {mem.get('ring', {}).get('capacity', '-')}, every "
+        f"{mem.get('ring', {}).get('mem_every', '-')}th frame. Official STCN: every 5th frame kept, never evicted. "
+        f"Percentiles leave out the first {setup['warmup_frames_excluded']} frames; "
+        '"first → last" are means over the first and last 100 frames (10% of shorter runs); stages not run '
+        "on a frame count as 0 ms (value encode runs on memory frames only, so its p50 is 0).",
+        "",
+        markdown_table(header, rows),
+        "",
+        "Measured in one `edge-vos bench` run (both modes); per-frame CSVs and bench.json in its `--out`.",
+    ]
+    if setup.get("plot"):
+        plot = Path(setup["plot"])
+        try:
+            plot = plot.resolve().relative_to(doc.resolve().parent)
+        except ValueError:
+            pass
+        body += ["", f"![per-frame time and memory against frame index]({plot.as_posix()})"]
+    return "\n".join(body)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bench_json", type=Path)
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    write_section(args.doc, "longstream", section(json.loads(args.bench_json.read_text()), args.doc))
+    logging.getLogger("bench_longstream").info("section `longstream` -> %s", args.doc)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
