@@ -1,0 +1,192 @@
+"""Top-K singular triplets of the per-slot affinity S (exact, randomized, warm-started) and their state.
+
+Only the agents A = [U^T Q ; V^T M] depend on the SVD and they carry no gradient, so everything here
+runs under no_grad in float32 (float64 for float64 input): CPU SVD/QR/eigh have no half kernels.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SVD_KINDS = ("exact", "lowrank", "fast")
+LOWRANK_OVERSAMPLE = 8
+LOWRANK_ITERS = 2
+LOWRANK_SEED = 0
+FAST_OVERSAMPLE = 8  # extra subspace columns: the tail of the top-K spectrum is nearly degenerate
+FAST_COLD_ITERS = 1  # power iterations from a random start when there is no state for a slot
+FAST_WARM_ITERS = 0  # with a warm start one Rayleigh-Ritz step on the previous subspace suffices
+
+
+@dataclass
+class _SlotEntry:
+    fingerprint: torch.Tensor  # float64 [2]: sum and sum of squares of the slot's memory keys
+    basis: torch.Tensor  # [hw_m, K + oversample] orthonormal right singular subspace
+
+
+@dataclass
+class SvdState:
+    """Warm start for svd="fast": per (batch element, slot) the previous frame's right singular subspace.
+
+    Memory keys of a slot do not change between frames and the query moves little, so last frame's
+    right singular vectors are a good start. The tracker keeps one state per stream and calls
+    `invalidate(slot)` when it overwrites a slot (or `sync_versions(versions)` once per frame). As a
+    safety net each entry also stores a fingerprint of the slot's keys and is dropped when they change.
+    A stale or missing entry only costs speed (a cold start), never correctness of the output shape.
+    """
+
+    _slots: dict[tuple[int, int], _SlotEntry] = field(default_factory=dict)
+    _versions: dict[tuple[int, int], int] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+
+    def invalidate(self, slot: int | None = None, batch: int | None = None) -> None:
+        """Forgets one slot (all batch elements unless `batch`), or everything when slot is None."""
+        for key in list(self._slots):
+            if (slot is None or key[1] == slot) and (batch is None or key[0] == batch):
+                del self._slots[key]
+
+    def sync_versions(self, versions: Iterable[int], batch: int = 0) -> None:
+        """Invalidates the slots whose version number changed since the last call (MemoryView.slot_versions)."""
+        for slot, version in enumerate(versions):
+            key = (batch, slot)
+            if self._versions.get(key) != version:
+                self._slots.pop(key, None)
+                self._versions[key] = version
+
+    def clear(self) -> None:
+        self._slots.clear()
+        self._versions.clear()
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def get(self, batch: int, slot: int, fingerprint: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor | None:
+        entry = self._slots.get((batch, slot))
+        if entry is None or entry.basis.shape != shape or not torch.equal(entry.fingerprint, fingerprint):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return entry.basis
+
+    def put(self, batch: int, slot: int, fingerprint: torch.Tensor, basis: torch.Tensor) -> None:
+        self._slots[(batch, slot)] = _SlotEntry(fingerprint, basis)
+
+
+def fingerprints(keys: torch.Tensor) -> torch.Tensor:
+    """keys [N, ...] -> float64 [N, 2] (sum, sum of squares): changes when a slot is overwritten."""
+    x = keys.detach().reshape(keys.shape[0], -1).double()
+    return torch.stack([x.sum(dim=1), x.pow(2).sum(dim=1)], dim=1)
+
+
+def fix_signs(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flips each singular pair so the column of U has a non-negative sum (the documented convention)."""
+    sign = torch.where(u.sum(dim=-2, keepdim=True) < 0, -1.0, 1.0).to(u.dtype)
+    return u * sign, v * sign
+
+
+def svd_exact(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full SVD, top k: s [N, hw_q, hw_m] -> U [N, hw_q, k], V [N, hw_m, k]."""
+    u, _, vh = torch.linalg.svd(s, full_matrices=False)
+    return u[..., :k], vh[..., :k, :].mT
+
+
+def _ritz(s: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rayleigh-Ritz on an orthonormal right subspace: best triplets of S within span(basis), descending.
+
+    Y = S basis, eig(Y^T Y) = W diag(sigma^2) W^T -> V = basis W, U = Y W / sigma.
+    """
+    y = torch.bmm(s, basis)
+    evals, evecs = torch.linalg.eigh(torch.bmm(y.mT, y))
+    evals, evecs = evals.flip(-1), evecs.flip(-1)
+    sigma = evals.clamp_min(torch.finfo(evals.dtype).tiny).sqrt()
+    return torch.bmm(y, evecs) / sigma[:, None, :], torch.bmm(basis, evecs), sigma
+
+
+def _range_right(s: torch.Tensor, basis: torch.Tensor, iters: int) -> torch.Tensor:
+    """`iters` orthonormalised power steps on S^T S starting from `basis` [N, hw_m, p]."""
+    for _ in range(iters):
+        left = torch.linalg.qr(torch.bmm(s, basis)).Q
+        basis = torch.linalg.qr(torch.bmm(s.mT, left)).Q
+    return basis
+
+
+def svd_lowrank(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Randomized SVD (Halko et al.) from a seeded local generator: reproducible, no global RNG."""
+    N, _, hw_m = s.shape
+    p = min(k + LOWRANK_OVERSAMPLE, min(s.shape[-2:]))
+    gen = torch.Generator(device=s.device).manual_seed(LOWRANK_SEED)
+    omega = torch.randn(N, hw_m, p, generator=gen, device=s.device, dtype=s.dtype)
+    basis = _range_right(s, torch.linalg.qr(omega).Q, LOWRANK_ITERS)
+    u, v, _ = _ritz(s, basis)
+    return u[..., :k], v[..., :k]
+
+
+def svd_fast(
+    s: torch.Tensor,
+    k: int,
+    keys: torch.Tensor,
+    state: SvdState | None,
+    batch: int,
+    slots: list[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warm-started subspace iteration: Rayleigh-Ritz on last frame's right subspace of the same slot.
+
+    s [N, hw_q, hw_m] float, keys [N, ...] the slots' memory keys (for the state's fingerprints),
+    slots: the original slot index of each of the N matrices. Slots without a usable state entry start
+    from a seeded random subspace with FAST_COLD_ITERS power iterations.
+    """
+    N, _, hw_m = s.shape
+    p = min(k + FAST_OVERSAMPLE, min(s.shape[-2:]))
+    prints = fingerprints(keys)
+    bases: list[torch.Tensor | None] = [
+        state.get(batch, t, prints[n], (hw_m, p)) if state is not None else None for n, t in enumerate(slots)
+    ]
+    cold = [n for n, x in enumerate(bases) if x is None]
+    start = torch.empty(N, hw_m, p, dtype=s.dtype, device=s.device)
+    for n, x in enumerate(bases):
+        if x is not None:
+            start[n] = x
+    if cold:
+        gen = torch.Generator(device=s.device).manual_seed(LOWRANK_SEED)
+        omega = torch.randn(len(cold), hw_m, p, generator=gen, device=s.device, dtype=s.dtype)
+        idx = torch.tensor(cold, device=s.device)
+        start[idx] = _range_right(s[idx], torch.linalg.qr(omega).Q, FAST_COLD_ITERS)
+    if FAST_WARM_ITERS and len(cold) < N:
+        warm = torch.tensor([n for n in range(N) if n not in cold], device=s.device)
+        start[warm] = _range_right(s[warm], start[warm], FAST_WARM_ITERS)
+    u, v, _ = _ritz(s, start)
+    if state is not None:
+        for n, t in enumerate(slots):
+            state.put(batch, t, prints[n], v[n].clone())
+    return u[..., :k], v[..., :k]
+
+
+def top_singular(
+    s: torch.Tensor,
+    k: int,
+    kind: str,
+    *,
+    keys: torch.Tensor,
+    state: SvdState | None,
+    batch: int,
+    slots: list[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k singular vectors of each S [N, hw_q, hw_m], sign-fixed, in S's dtype, without gradient."""
+    with torch.no_grad():
+        work = s.detach().to(torch.float64 if s.dtype == torch.float64 else torch.float32)
+        if kind == "exact":
+            u, v = svd_exact(work, k)
+        elif kind == "lowrank":
+            u, v = svd_lowrank(work, k)
+        elif kind == "fast":
+            u, v = svd_fast(work, k, keys, state, batch, slots)
+        else:
+            raise ValueError(f"svd must be one of {SVD_KINDS}, got {kind!r}")
+        u, v = fix_signs(u, v)
+    return u.to(s.dtype), v.to(s.dtype)

@@ -1,0 +1,88 @@
+"""TMRN readout: per-slot affinities aligned through SVD agents, then a per-pixel softmax over slots.
+
+Everything object-independent (affinities, SVD, agents, alignment, temporal logits) is computed once per
+valid slot and batched over slots; objects differ only in the mask of the temporal softmax and in their
+values, which go through one batched matmul with the alignment matrices. The aligned-value sum
+sum_t diag(a_t) W_t V_t is evaluated as Y_t = V_t W_t^T (one bmm over slots, objects stacked along
+channels) followed by a per-pixel weighted sum over t: same FLOPs as the STCN readout, no per-object
+copies of hw x hw matrices, and the row normalisation of W is folded into the weights a_t.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from edge_vos.readout.common import check_inputs, needs_grad, sim_logits, slot_softmax
+from edge_vos.readout.svd import SVD_KINDS, SvdState, top_singular
+
+MODES = ("tmrn", "st")
+
+
+def tmrn_readout(
+    qk: torch.Tensor,
+    mk: torch.Tensor,
+    mv: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    agents: int = 128,
+    mode: str = "tmrn",
+    svd: str = "exact",
+    renormalize: bool = True,
+    state: SvdState | None = None,
+) -> torch.Tensor:
+    """qk [B,Ck,H,W], mk [B,T,Ck,H,W], mv [B,O,T,Cv,H,W], valid [B,T] or [B,O,T] bool -> [B,O,Cv,H,W].
+
+    mode "st": W_t = S_t; "tmrn": W_t = (P_Q P_M^T) * S_t with SVD agents (row-normalised when
+    `renormalize`; False is eq. 13 of the paper to the letter). `svd`: "exact", "lowrank" (seeded
+    randomized) or "fast" (warm-started from `state`, an SvdState kept per stream; optional).
+    """
+    B, O, T, Ck, Cv, H, W, valid = check_inputs(qk, mk, mv, valid)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if svd not in SVD_KINDS:
+        raise ValueError(f"svd must be one of {SVD_KINDS}, got {svd!r}")
+    if agents <= 0:
+        raise ValueError(f"agents must be positive, got {agents}")
+    if state is not None and not isinstance(state, SvdState):
+        raise TypeError(f"state must be an SvdState or None, got {type(state).__name__}")
+    hw = H * W
+    scale = 1.0 / math.sqrt(Ck)
+    inplace = not needs_grad(qk, mk, mv)
+    outs = []
+    for b in range(B):
+        sel = valid[b].any(dim=0).nonzero().flatten()
+        N = len(sel)
+        mask = valid[b][:, sel]  # [O, N]
+        q = qk[b].reshape(Ck, hw).T[None].expand(N, hw, Ck)  # [N, hw_q, Ck]
+        m = mk[b, sel].reshape(N, Ck, hw)  # [N, Ck, hw_m]
+        s = torch.softmax(sim_logits(q, m), dim=-1)  # [N, hw_q, hw_m], rows: query pixels
+        if mode == "st":
+            g, inv_rows = s, None
+        else:
+            k = min(agents, hw)
+            u, v = top_singular(s, k, svd, keys=m, state=state, batch=b, slots=sel.tolist())
+            agent_keys = torch.cat([u.mT @ q, v.mT @ m.mT], dim=1)  # [N, 2K, Ck]
+            p_q = torch.softmax(torch.bmm(q, agent_keys.mT) * scale, dim=-1)  # [N, hw_q, 2K]
+            p_m = torch.softmax(torch.bmm(m.mT, agent_keys.mT) * scale, dim=-1)  # [N, hw_m, 2K]
+            g = torch.bmm(p_q, p_m.mT)
+            g = g.mul_(s) if inplace else g * s
+            del s
+            inv_rows = 1.0 / g.sum(dim=-1) if renormalize else None  # [N, hw_q]
+        aligned = torch.bmm(g, m.mT)  # [N, hw_q, Ck] = W_t M_t (before row normalisation)
+        if inv_rows is not None:
+            aligned = aligned * inv_rows[..., None]
+        qs = q[0]
+        temporal = (2.0 * (aligned * qs).sum(-1) - aligned.pow(2).sum(-1)) * scale  # [N, hw_q]
+        weights = slot_softmax(temporal, mask)  # [O, N, hw_q]
+        if inv_rows is not None:
+            weights = weights * inv_rows[None]
+        vals = mv[b][:, sel]
+        if not bool(mask.all()):  # slots invalid for an object may hold garbage (NaN) for that object
+            vals = torch.where(mask[:, :, None, None, None], vals, 0)
+        vals = vals.reshape(O, N, Cv, hw).transpose(0, 1).reshape(N, O * Cv, hw)
+        y = torch.bmm(vals, g.mT).view(N, O, Cv, hw)  # aligned values per slot, all objects
+        out = (y * weights.transpose(0, 1)[:, :, None, :]).sum(dim=0)  # [O, Cv, hw_q]
+        outs.append(out.view(O, Cv, H, W))
+    return torch.stack(outs)
