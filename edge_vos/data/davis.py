@@ -37,7 +37,7 @@ def davis_palette() -> np.ndarray:
 def read_image(path: str | Path) -> np.ndarray:
     """RGB uint8 [H,W,3]."""
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+        return np.array(img.convert("RGB"))
 
 
 def read_mask(path: str | Path) -> np.ndarray:
