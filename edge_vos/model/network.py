@@ -13,8 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_vos.model.efficientnet import LITE0_CHANNELS, EfficientNetLite0Trunk
 from edge_vos.model.modules import FeatureFusionBlock, ResBlock, UpsampleBlock
-from edge_vos.model.resnet import ResNetTrunk, trunk_channels
+from edge_vos.model.resnet import ResNetTrunk
+from edge_vos.model.resnet import trunk_channels as resnet_channels
+
+EFFICIENTNET_LITE0 = "efficientnet-lite0"
 
 KEY_DIM = 64
 VALUE_DIM = 512
@@ -34,7 +38,30 @@ class ArchSpec:
 ARCHS: dict[str, ArchSpec] = {
     "stcn-r18": ArchSpec("stcn-r18", key_trunk="resnet18"),
     "stcn-r50": ArchSpec("stcn-r50", key_trunk="resnet50"),
+    # Compact archs for edge devices and the bundled model (< 30 MB): narrow value and decoder heads.
+    "stcn-effl0": ArchSpec(
+        "stcn-effl0", key_trunk=EFFICIENTNET_LITE0, value_trunk=EFFICIENTNET_LITE0, value_dim=128,
+        decoder_dims=(128, 64, 32),
+    ),
+    "stcn-r18-lite": ArchSpec(
+        "stcn-r18-lite", key_trunk="resnet18", value_trunk="resnet18", value_dim=128, decoder_dims=(128, 64, 32),
+    ),
 }
+
+
+def trunk_channels(name: str) -> tuple[int, int, int]:
+    """Channels of (f4, f8, f16) for a trunk name (ResNet depth or efficientnet-lite0)."""
+    return LITE0_CHANNELS if name == EFFICIENTNET_LITE0 else resnet_channels(name)
+
+
+def _key_encoder(name: str) -> nn.Module:
+    return EfficientNetLite0Trunk(in_channels=3) if name == EFFICIENTNET_LITE0 else KeyEncoder(name)
+
+
+def _value_encoder(name: str, key_f16_channels: int, use_cbam: bool, value_dim: int) -> nn.Module:
+    if name == EFFICIENTNET_LITE0:
+        return LiteValueEncoder(key_f16_channels, use_cbam=use_cbam, value_dim=value_dim)
+    return ValueEncoder(name, key_f16_channels, use_cbam=use_cbam, value_dim=value_dim)
 
 
 class KeyEncoder(ResNetTrunk):
@@ -53,7 +80,7 @@ class ValueEncoder(nn.Module):
         # Flattened so the parameter names match official STCN (value_encoder.conv1, .layer1, ...).
         self.conv1, self.bn1, self.relu, self.maxpool = trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool
         self.layer1, self.layer2, self.layer3 = trunk.layer1, trunk.layer2, trunk.layer3
-        value_f16 = trunk_channels(depth)[2]
+        value_f16 = resnet_channels(depth)[2]
         self.fuser = FeatureFusionBlock(value_f16 + key_f16_channels, value_dim, use_cbam=use_cbam)
 
     def forward(
@@ -63,6 +90,24 @@ class ValueEncoder(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fuser(x, key_f16)
+
+
+class LiteValueEncoder(EfficientNetLite0Trunk):
+    """EfficientNet-Lite0 over [RGB, own mask, others' masks] fused with the key encoder's f16.
+
+    Subclasses the trunk (rather than holding one) so the stem is `value_encoder.conv1` as in the ResNet
+    value encoder, which the checkpoint loader's 4->5 channel adaptation looks up.
+    """
+
+    def __init__(self, key_f16_channels: int, use_cbam: bool = True, value_dim: int = VALUE_DIM) -> None:
+        super().__init__(in_channels=5)
+        self.fuser = FeatureFusionBlock(LITE0_CHANNELS[2] + key_f16_channels, value_dim, use_cbam=use_cbam)
+
+    def forward(  # type: ignore[override]
+        self, image: torch.Tensor, key_f16: torch.Tensor, mask: torch.Tensor, others: torch.Tensor
+    ) -> torch.Tensor:
+        f16, _, _ = super().forward(torch.cat([image, mask, others], dim=1))
+        return self.fuser(f16, key_f16)
 
 
 class KeyProjection(nn.Module):
@@ -104,8 +149,8 @@ class STCN(nn.Module):
         self.key_dim = KEY_DIM
         self.value_dim = spec.value_dim
         f4, f8, f16 = trunk_channels(spec.key_trunk)
-        self.key_encoder = KeyEncoder(spec.key_trunk)
-        self.value_encoder = ValueEncoder(spec.value_trunk, f16, use_cbam=use_cbam, value_dim=spec.value_dim)
+        self.key_encoder = _key_encoder(spec.key_trunk)
+        self.value_encoder = _value_encoder(spec.value_trunk, f16, use_cbam, spec.value_dim)
         self.key_proj = KeyProjection(f16)
         self.key_comp = nn.Conv2d(f16, spec.value_dim, 3, padding=1)
         self.decoder = Decoder(f8, f4, spec.value_dim, spec.decoder_dims)
@@ -138,7 +183,8 @@ class STCN(nn.Module):
 
 
 def build_network(arch: str = "stcn-r18", *, use_cbam: bool = True) -> STCN:
-    """Builds an untrained network; `arch` is one of ARCHS (stcn-r18 is ours, stcn-r50 official STCN)."""
+    """Builds an untrained network; `arch` is one of ARCHS (stcn-r50 is official STCN; stcn-effl0 and
+    stcn-r18-lite are the compact archs of the bundled model and its from-scratch comparison)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
     return STCN(ARCHS[arch], use_cbam=use_cbam)
