@@ -1,21 +1,89 @@
-"""Execution backends for the encoders and the decoder (the readout always runs in PyTorch)."""
+"""Execution backends for the encoders and the decoder (the readout always runs in PyTorch).
+
+`create_runner` is the one entry point the tracker uses; it returns a NetworkRunner for a backend name
+from TrackerConfig.backend: torch, onnxruntime, tensorrt, torch_tensorrt or auto.
+"""
 
 from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
 
 import torch
 
 from edge_vos.backends.base import BackendUnavailable, NetworkRunner
-from edge_vos.backends.torch_backend import TorchRunner
+from edge_vos.backends.export import default_cache_dir
+from edge_vos.backends.tensorrt_backend import tensorrt_unavailable_reason
+from edge_vos.backends.torch_backend import TorchRunner, cpu_supports_bf16
 from edge_vos.model.network import STCN
+
+log = logging.getLogger(__name__)
+
+BACKEND_NAMES = ("auto", "torch", "onnxruntime", "tensorrt", "torch_tensorrt")
+
+# The fastest fp32 CPU backend for the encoders and decoder, measured with tools/bench_backends.py
+# (docs/benchmarks.md, section "backends"; stcn-r18, 2 threads, 240x432 and 480x864). A documented
+# decision rather than a start-up micro-benchmark: timing three parts on every start costs seconds and is
+# noisy on a loaded CPU. With precision bf16 on a CPU with native bf16 kernels, eager torch with bf16
+# autocast is used instead (fastest of all, at bf16 accuracy, which only the user may choose).
+CPU_FP32_DEFAULT = "onnxruntime"
+
+
+def choose_backend(device: torch.device, precision: str) -> tuple[str, str]:
+    """The backend `auto` resolves to on this machine, and why (for the log)."""
+    if device.type == "cuda":
+        reason = tensorrt_unavailable_reason(device)
+        if reason is None:
+            return "tensorrt", "CUDA and TensorRT are usable"
+        return "torch", f"CUDA device but TensorRT is not usable ({reason}); eager PyTorch on the GPU"
+    if precision == "bf16" and cpu_supports_bf16():
+        return "torch", "CPU with native bf16 kernels and precision bf16: eager PyTorch with bf16 autocast"
+    why = "no CUDA" if not torch.cuda.is_available() else f"device {device}"
+    if precision == "bf16":
+        why += ", this CPU has no native bf16 kernels"
+    if CPU_FP32_DEFAULT == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+        return "torch", f"{why}; onnxruntime is not installed, so eager PyTorch (channels_last)"
+    return CPU_FP32_DEFAULT, f"{why}; {CPU_FP32_DEFAULT} is the fastest fp32 CPU backend (docs/benchmarks.md)"
 
 
 def create_runner(
-    network: STCN, backend: str, device: torch.device, precision: str, padded_hw: tuple[int, int]
+    network: STCN,
+    backend: str,
+    device: torch.device,
+    precision: str,
+    padded_hw: tuple[int, int],
+    *,
+    max_objects: int = 8,
+    cache_dir: str | Path | None = None,
 ) -> NetworkRunner:
-    """Builds the runner for a backend name from TrackerConfig.backend at a fixed padded input size."""
-    if backend in ("torch", "auto"):
+    """Builds the runner for a backend name at a fixed padded input size (exporting/building if needed).
+
+    Raises BackendUnavailable with the reason when the backend cannot run here (e.g. `tensorrt` without
+    CUDA: checked before any TensorRT object exists). `auto` never raises for a missing accelerator.
+    """
+    if backend not in BACKEND_NAMES:
+        raise BackendUnavailable(f"unknown backend {backend!r}; expected one of {list(BACKEND_NAMES)}")
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if backend == "auto":
+        backend, why = choose_backend(device, precision)
+        log.info("backend auto -> %s: %s", backend, why)
+    if backend == "torch":
         return TorchRunner(network, device, precision)
-    raise BackendUnavailable(f"backend {backend!r} is not available")
+    if backend == "onnxruntime":
+        from edge_vos.backends.onnxruntime_backend import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(network, device, precision, padded_hw, cache)
+    if backend == "tensorrt":
+        from edge_vos.backends.tensorrt_backend import TensorRTRunner
+
+        return TensorRTRunner(network, device, precision, padded_hw, cache, max_objects=max_objects)
+    from edge_vos.backends.torch_tensorrt_backend import TorchTensorRTRunner
+
+    return TorchTensorRTRunner(network, device, precision, padded_hw, cache, max_objects=max_objects)
 
 
-__all__ = ["BackendUnavailable", "NetworkRunner", "TorchRunner", "create_runner"]
+__all__ = [
+    "BACKEND_NAMES", "CPU_FP32_DEFAULT", "BackendUnavailable", "NetworkRunner", "TorchRunner", "choose_backend",
+    "create_runner",
+]

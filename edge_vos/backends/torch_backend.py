@@ -1,39 +1,80 @@
-"""Eager PyTorch backend: channels_last, bf16 autocast on CPUs that support it, fp16 on CUDA."""
+"""Eager PyTorch backend: channels_last, bf16 autocast on CPUs that support it, fp16 on CUDA.
+
+It runs the same part modules as the exported backends (`parts.py`), so the decoder's frame-only skip
+convolutions run once per frame here too, and `torch` vs `onnxruntime` parity compares identical graphs.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
+from functools import lru_cache
 
 import torch
 
+from edge_vos.backends.parts import make_part
 from edge_vos.model.network import STCN
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16/AMX on x86, BF16 on Arm).
+
+    Without them autocast still runs but emulates bf16 and is slower than fp32, so we do not use it.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 class TorchRunner:
     name = "torch"
 
-    def __init__(self, network: STCN, device: torch.device, precision: str = "fp32") -> None:
+    def __init__(
+        self, network: STCN, device: torch.device, precision: str = "fp32", *, channels_last: bool = True
+    ) -> None:
         self.device = device
         self.precision = precision
         self.network = network.to(device).eval()
+        self._autocast: torch.dtype | None = None
         if device.type == "cuda" and precision == "fp16":
             self.network = self.network.half()
-        self.network = self.network.to(memory_format=torch.channels_last)
+        elif precision == "bf16":
+            if device.type == "cpu" and not cpu_supports_bf16():
+                log.warning("this CPU has no native bf16 kernels: running fp32 instead of bf16 autocast")
+            elif device.type == "cuda" and not torch.cuda.is_bf16_supported():
+                log.warning("this GPU has no bf16 support: running fp32")
+            else:
+                self._autocast = torch.bfloat16
+        elif precision == "fp16" and device.type == "cpu":
+            log.warning("fp16 on CPU is several times slower than fp32 (no fp16 conv kernels): running fp32")
+        self.channels_last = channels_last
+        if channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._dtype = next(self.network.parameters()).dtype
+        self._key = make_part(self.network, "key_encoder")
+        self._value = make_part(self.network, "value_encoder")
+        self._decoder = make_part(self.network, "decoder")
 
     @contextlib.contextmanager
     def _context(self) -> Iterator[None]:
-        with torch.inference_mode():
-            if self.device.type == "cpu" and self.precision == "bf16":
-                with torch.autocast("cpu", dtype=torch.bfloat16):
+        # no_grad, not inference_mode: the tracker writes outputs into its memory tensors in place.
+        with torch.no_grad():
+            if self._autocast is not None:
+                with torch.autocast(self.device.type, dtype=self._autocast):
                     yield
             else:
                 yield
 
     def _in(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, self._dtype)
-        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     @staticmethod
     def _out(x: torch.Tensor) -> torch.Tensor:
@@ -43,31 +84,19 @@ class TorchRunner:
         self, image: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         with self._context():
-            outs = self.network.encode_key(self._in(image))
-        return tuple(self._out(o) for o in outs)  # type: ignore[return-value]
+            key, qv, f16, f8, f4 = self._key(self._in(image))
+        return self._out(key), self._out(qv), self._out(f16), self._out(f8), self._out(f4)
 
     def encode_value(
         self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
     ) -> torch.Tensor:
-        n = masks.shape[0]
         with self._context():
-            out = self.network.encode_value(
-                self._in(image).expand(n, -1, -1, -1),
-                self._in(key_f16).expand(n, -1, -1, -1),
-                self._in(masks),
-                self._in(others),
-            )
+            out = self._value(self._in(image), self._in(key_f16), self._in(masks), self._in(others))
         return self._out(out)
 
     def decode(
         self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
     ) -> torch.Tensor:
-        n = readout.shape[0]
         with self._context():
-            out = self.network.decode(
-                self._in(readout),
-                self._in(query_value).expand(n, -1, -1, -1),
-                self._in(f8).expand(n, -1, -1, -1),
-                self._in(f4).expand(n, -1, -1, -1),
-            )
+            out = self._decoder(self._in(readout), self._in(query_value), self._in(f8), self._in(f4))
         return self._out(out)

@@ -1,0 +1,157 @@
+"""The three network parts as standalone modules with the tracker's calling convention.
+
+Every backend runs these (eager PyTorch directly, ONNX Runtime and TensorRT from their ONNX exports), so
+all backends compute exactly the same graph. Inputs that the tracker passes with batch 1 (the frame, its
+f16/f8/f4 features and query value) stay batch 1 *inside* the graph and are broadcast there:
+
+- the engine then has one dynamic axis (objects, N) on the per-object inputs only, which keeps the
+  TensorRT optimisation profile small and avoids copying expanded feature maps into engine buffers;
+- the decoder's skip convolutions on f8 and f4 depend only on the frame, so they run once at batch 1 and
+  are broadcast-added to the per-object branch. Mathematically identical to `STCN.decode` (convolution is
+  per sample), but the /4 skip convolution is the largest single layer of the decoder and no longer scales
+  with the object count.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_vos.model.network import STCN
+
+PART_NAMES = ("key_encoder", "value_encoder", "decoder")
+
+# Input and output tensor names of each part, fixed so engines, sidecars and trtexec lines agree.
+INPUT_NAMES: dict[str, tuple[str, ...]] = {
+    "key_encoder": ("image",),
+    "value_encoder": ("image", "key_f16", "masks", "others"),
+    "decoder": ("readout", "query_value", "f8", "f4"),
+}
+OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
+    "key_encoder": ("key", "query_value", "f16", "f8", "f4"),
+    "value_encoder": ("value",),
+    "decoder": ("logits",),
+}
+# Inputs whose first axis is the object count (dynamic); all other inputs have batch 1.
+OBJECT_INPUTS: dict[str, tuple[str, ...]] = {
+    "key_encoder": (),
+    "value_encoder": ("masks", "others"),
+    "decoder": ("readout",),
+}
+
+
+class KeyEncoderPart(nn.Module):
+    """image [1,3,H,W] -> key, query_value, f16, f8, f4 (all batch 1)."""
+
+    def __init__(self, network: STCN) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(
+        self, image: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.network.encode_key(image)
+
+
+class ValueEncoderPart(nn.Module):
+    """image [1,3,H,W], key_f16 [1,C,h,w], masks/others [N,1,H,W] -> value [N,Cv,h,w]."""
+
+    def __init__(self, network: STCN) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(
+        self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
+    ) -> torch.Tensor:
+        n = masks.shape[0]
+        return self.network.encode_value(
+            image.expand(n, -1, -1, -1), key_f16.expand(n, -1, -1, -1), masks, others
+        )
+
+
+class DecoderPart(nn.Module):
+    """readout [N,Cv,h,w]; query_value, f8, f4 with batch 1 -> logits [N,1,H,W].
+
+    Re-states `Decoder.forward` with the skip branches at batch 1 (see the module docstring).
+    """
+
+    def __init__(self, network: STCN) -> None:
+        super().__init__()
+        self.decoder = network.decoder
+
+    def forward(
+        self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+    ) -> torch.Tensor:
+        d = self.decoder
+        n = readout.shape[0]
+        x = d.compress(torch.cat([readout, query_value.expand(n, -1, -1, -1)], dim=1))
+        x = d.up_16_8.skip_conv(f8) + F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = d.up_16_8.out_conv(x)
+        x = d.up_8_4.skip_conv(f4) + F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = d.up_8_4.out_conv(x)
+        x = d.pred(F.relu(x))
+        return F.interpolate(x, scale_factor=4.0, mode="bilinear", align_corners=False)
+
+
+class HalfPrecision(nn.Module):
+    """Runs a part in fp16 with fp32 inputs and outputs.
+
+    For strongly typed TensorRT networks (TensorRT 11 removed BuilderFlag.FP16): the precision must then be
+    in the ONNX itself, while the tracker keeps exchanging fp32 tensors with the engine.
+    """
+
+    def __init__(self, part: nn.Module) -> None:
+        super().__init__()
+        self.part = part.half()
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        out = self.part(*(x.half() for x in inputs))
+        if isinstance(out, tuple):
+            return tuple(o.float() for o in out)
+        return out.float()
+
+
+def make_part(network: STCN, part: str) -> nn.Module:
+    """The module for one part name (one of PART_NAMES), sharing the network's parameters."""
+    if part == "key_encoder":
+        return KeyEncoderPart(network)
+    if part == "value_encoder":
+        return ValueEncoderPart(network)
+    if part == "decoder":
+        return DecoderPart(network)
+    raise ValueError(f"unknown part {part!r}; expected one of {PART_NAMES}")
+
+
+def example_inputs(network: STCN, part: str, padded_hw: tuple[int, int], objects: int = 2) -> tuple[torch.Tensor, ...]:
+    """Zero inputs of the right shapes for a part at a padded working size (for export and warm-up)."""
+    h, w = padded_hw
+    if h % 16 or w % 16:
+        raise ValueError(f"padded size must be a multiple of 16, got {w}x{h}")
+    f4c, f8c, f16c = _key_channels(network)
+    vd = network.value_dim
+    if part == "key_encoder":
+        return (torch.zeros(1, 3, h, w),)
+    if part == "value_encoder":
+        return (
+            torch.zeros(1, 3, h, w), torch.zeros(1, f16c, h // 16, w // 16),
+            torch.zeros(objects, 1, h, w), torch.zeros(objects, 1, h, w),
+        )
+    if part == "decoder":
+        return (
+            torch.zeros(objects, vd, h // 16, w // 16), torch.zeros(1, vd, h // 16, w // 16),
+            torch.zeros(1, f8c, h // 8, w // 8), torch.zeros(1, f4c, h // 4, w // 4),
+        )
+    raise ValueError(f"unknown part {part!r}; expected one of {PART_NAMES}")
+
+
+def input_shapes(network: STCN, part: str, padded_hw: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+    """Input name -> shape with the object axis set to 1 (callers substitute the object count)."""
+    inputs = example_inputs(network, part, padded_hw, 1)
+    return {name: tuple(x.shape) for name, x in zip(INPUT_NAMES[part], inputs, strict=True)}
+
+
+def _key_channels(network: STCN) -> tuple[int, int, int]:
+    from edge_vos.model.network import trunk_channels
+
+    return trunk_channels(network.spec.key_trunk)
