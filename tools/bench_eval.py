@@ -31,9 +31,9 @@ METHODS = {  # name -> extra `edge-vos eval` arguments
     "tmrn": ["--readout", "tmrn"],
 }
 SYNTHETIC = {
-    "num_sequences": 8,
+    "num_sequences": 4,
     "seed": 1000,
-    "num_frames": 40,
+    "num_frames": 30,
     "size": (240, 432),
     "num_objects": 3,
     "num_distractors": 2,
@@ -103,7 +103,7 @@ def table(args: argparse.Namespace) -> int:
         "Official davis2017-evaluation rules (first and last frame excluded; overall = mean over objects), "
         "computed by `edge-vos eval`. Masks are predicted at the working short side given and scored at "
         "the annotation size. fps is frames per second inside `Tracker.step` on this machine "
-        "(2 shared CPU cores, no GPU).",
+        "(2 CPU cores shared with other engineers' jobs, no GPU, `OMP_NUM_THREADS=1`): slow and noisy.",
         "",
         markdown_table(header, rows),
     ]

@@ -54,6 +54,12 @@ def section(data: dict, doc: Path) -> str:
         )
     cfg0 = next(iter(setup["configs"].values()))
     mem = {m: c["memory"] for m, c in setup["configs"].items()}
+    readouts = {json.dumps(c["readout"], sort_keys=True) for c in setup["configs"].values()}
+    same_readout = (
+        f"Both modes use the same readout ({cfg0['readout']['kind']}), so they differ only in memory policy. "
+        if len(readouts) == 1
+        else ""
+    )
     body = [
         "## Long stream: latency and memory against frame index",
         "",
@@ -62,13 +68,17 @@ def section(data: dict, doc: Path) -> str:
         f"{'untrained (random) network' if setup['random_network'] else 'trained weights'}. "
         f"Ring memory: capacity {mem.get('ring', {}).get('capacity', '-')}, every "
         f"{mem.get('ring', {}).get('mem_every', '-')}th frame. Official STCN: every 5th frame kept, never evicted. "
+        f"{same_readout}"
         f"Percentiles leave out the first {setup['warmup_frames_excluded']} frames; "
         '"first → last" are means over the first and last 100 frames (10% of shorter runs); stages not run '
         "on a frame count as 0 ms (value encode runs on memory frames only, so its p50 is 0).",
         "",
         markdown_table(header, rows),
         "",
-        "Measured in one `edge-vos bench` run (both modes); per-frame CSVs and bench.json in its `--out`.",
+        "Measured in one `edge-vos bench` run (both modes, `OMP_NUM_THREADS=1`, `nice`); per-frame CSVs and "
+        "bench.json in its `--out`. The development machine is shared (2 cores, other engineers' jobs running "
+        "at the same time), so absolute times are inflated and noisy: the trend against frame index is the "
+        "measurement, not the level.",
     ]
     if setup.get("plot"):
         plot = Path(setup["plot"])
