@@ -1,0 +1,107 @@
+"""`edge-vos run`: the streaming service (capture -> tracker -> ZeroMQ) as a long-lived process.
+
+    edge-vos run --config configs/cpu.yaml
+    edge-vos run --config configs/cpu.yaml --source video.mp4 --prompt-mask first.png --max-frames 100
+    edge-vos run --source synthetic: --set tracker.resolution=240 --set publish.encoding=rle
+
+Exit status: 0 after a clean stop (end of source, --max-frames, SIGTERM/SIGINT), 1 on a runtime failure
+(tracker failing repeatedly, source given up), 2 on a configuration or start-up error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="ServiceConfig YAML (see configs/)")
+    parser.add_argument("--source", help="overrides source.uri: synthetic:, camera index, /dev/videoN, file, "
+                                         "folder, rtsp://..., GStreamer pipeline")
+    parser.add_argument("--prompt-mask", help="overrides prompt.mask: palette/label PNG of the first frame")
+    parser.add_argument("--publish", help="overrides publish.endpoint, e.g. tcp://127.0.0.1:5555")
+    parser.add_argument("--control", help="overrides control.endpoint ('' or 'none' disables commands)")
+    parser.add_argument("--max-frames", type=int, help="overrides pipeline.max_frames (0 = unlimited)")
+    parser.add_argument("--pace", choices=("auto", "realtime", "fastest"), help="overrides source.pace")
+    parser.add_argument("--encoding", choices=("raw", "png", "rle"), help="overrides publish.encoding")
+    parser.add_argument("--weights", help="overrides tracker.model.weights")
+    parser.add_argument("--resolution", type=int, help="overrides tracker.resolution (working short side)")
+    parser.add_argument("--loop", action="store_true", help="sets source.loop: replay files and scenes")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any dotted config override, value parsed as YAML (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the validated config and exit")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    from edge_vos.config import ConfigError
+
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError("--set", f"expected KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value) if value else ""
+    simple = {
+        "source": "source.uri", "prompt_mask": "prompt.mask", "publish": "publish.endpoint",
+        "max_frames": "pipeline.max_frames", "pace": "source.pace", "encoding": "publish.encoding",
+        "weights": "tracker.model.weights", "resolution": "tracker.resolution",
+    }
+    for option, key in simple.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            overrides[key] = value
+    if args.control is not None:
+        overrides["control.endpoint"] = "" if args.control.lower() in ("", "none", "off") else args.control
+    if args.loop:
+        overrides["source.loop"] = True
+    return overrides
+
+
+def main(args: argparse.Namespace) -> int:
+    from edge_vos.config import ConfigError, load_yaml, to_dict
+    from edge_vos.service.config import ServiceConfig
+    from edge_vos.service.pipeline import Service
+
+    try:
+        config = load_yaml(ServiceConfig, args.config, overrides_from_args(args))
+    except ConfigError as exc:
+        log.error("invalid configuration: %s", exc)
+        return 2
+    if args.print_config:
+        print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")  # noqa: T201 - the requested output
+        return 0
+    service = Service(config)
+    try:
+        service.start()
+    except ConfigError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    except FileNotFoundError as exc:
+        log.error("cannot start: %s. For a pipeline check without trained weights use "
+                  "--weights random (an untrained network; masks are meaningless)", exc)
+        return 2
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _frame: _on_signal(service, signum))
+    try:
+        service.wait()
+    finally:
+        service.stop()
+    if service.exit_error:
+        log.error("service stopped: %s", service.exit_error)
+        return 1
+    log.info("service stopped cleanly")
+    return 0
+
+
+def _on_signal(service: Any, signum: int) -> None:
+    log.info("signal %s: stopping", signal.Signals(signum).name)
+    service.request_stop()

@@ -1,0 +1,85 @@
+"""Prometheus metrics of one service instance, in its own registry (no process-global state).
+
+Counters end in `_total`, latencies are histograms (the Python client computes no quantiles; Prometheus
+does with histogram_quantile), gauges hold queue depths, objects, the source state and GPU memory. The
+HTTP endpoint starts only when `metrics.enabled`; the registry always exists so `stats` can read it.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+log = logging.getLogger(__name__)
+
+# Seconds; spans a fast GPU (a few ms) to a loaded CPU at 480p (seconds).
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10)
+DROP_REASONS = ("capture_skipped", "result_queue_full", "tracker_error")
+PREFIX = "edge_vos_"
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.frames_captured = Counter(PREFIX + "frames_captured", "Frames read from the source", registry=r)
+        self.frames_processed = Counter(PREFIX + "frames_processed", "Frames the tracker processed", registry=r)
+        self.frames_published = Counter(PREFIX + "frames_published", "Mask messages published", registry=r)
+        self.frames_dropped = Counter(
+            PREFIX + "frames_dropped", "Frames dropped, by reason", ["reason"], registry=r
+        )
+        for reason in DROP_REASONS:
+            self.frames_dropped.labels(reason)
+        self.reconnects = Counter(PREFIX + "source_reconnects", "Source reconnect attempts", registry=r)
+        self.commands = Counter(PREFIX + "commands", "Control commands, by command and result", ["cmd", "result"],
+                                registry=r)
+        self.stage_latency = Histogram(
+            PREFIX + "stage_latency_seconds", "Per-stage latency", ["stage"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.capture_to_publish = Histogram(
+            PREFIX + "capture_to_publish_seconds", "From grab to the mask leaving the publisher",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.fps = Gauge(PREFIX + "fps", "Processed frames per second (recent)", registry=r)
+        self.queue_depth = Gauge(PREFIX + "queue_depth", "Items waiting in a queue", ["queue"], registry=r)
+        self.objects = Gauge(PREFIX + "objects", "Objects being tracked", registry=r)
+        self.source_connected = Gauge(PREFIX + "source_connected", "1 while the source delivers frames", registry=r)
+        self.subscribers = Gauge(PREFIX + "subscribers", "Connected mask subscribers (subscriptions)", registry=r)
+        self.gpu_memory = Gauge(PREFIX + "gpu_memory_bytes", "GPU memory allocated by torch", ["kind"], registry=r)
+        self.build_info = Info(PREFIX + "build", "Versions", registry=r)
+        self._server: Any = None
+
+    def set_build_info(self, **values: str) -> None:
+        self.build_info.info({"python": platform.python_version(), **{k: str(v) for k, v in values.items()}})
+
+    def serve(self, address: str, port: int) -> None:
+        """Starts the /metrics HTTP endpoint (a daemon thread owned by prometheus-client)."""
+        self._server = start_http_server(port, addr=address, registry=self.registry)
+        log.info("metrics on http://%s:%d/metrics", address, port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            server, thread = self._server
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=2)
+            self._server = None
+
+    def update_gpu_memory(self) -> None:
+        """torch.cuda.mem_get_info works on Jetson's integrated GPU too (NVML does not)."""
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                free, total = torch.cuda.mem_get_info()
+                self.gpu_memory.labels("allocated").set(torch.cuda.memory_allocated())
+                self.gpu_memory.labels("used_device").set(total - free)
+        except Exception as exc:  # metrics must never break the service
+            log.debug("GPU memory unavailable: %s", exc)
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        v = self.registry.get_sample_value(PREFIX + name, labels or {})
+        return float(v) if v is not None else 0.0

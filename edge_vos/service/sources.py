@@ -1,0 +1,467 @@
+"""Frame sources and the capture thread.
+
+A `FrameReader` knows one kind of source (OpenCV camera/file/URL/GStreamer, a folder of images, a
+synthetic scene); `CaptureThread` drives any reader: stamps `time.monotonic_ns()` right after the grab,
+paces files like a camera when asked, reconnects with back-off when the source is lost, and hands frames
+to a buffer. Two buffers: `LatestFrame` (live/realtime: keeps only the newest frame, counts the ones it
+skipped) and `FrameQueue` (fastest: bounded, the grabber waits, nothing is dropped).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qsl
+
+import cv2
+import numpy as np
+
+from edge_vos.config import ConfigError
+from edge_vos.service.config import SourceConfig
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+
+
+class SourceError(RuntimeError):
+    """The source cannot be opened or was lost; the capture thread reconnects."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    seq: int  # capture sequence number, from 0, never repeated; gaps = frames skipped
+    t_capture_ns: int  # time.monotonic_ns() right after the grab
+    t_capture_unix_ns: int  # time.time_ns() at the same moment (for consumers on other hosts)
+    image: np.ndarray  # RGB uint8 [H,W,3]
+
+
+class FrameReader(Protocol):
+    live: bool  # a camera or stream: frames come at their own pace and cannot be replayed
+    description: str
+
+    def open(self) -> None: ...
+
+    def read(self) -> np.ndarray | None:
+        """Next RGB frame; None at the end of a file; raises SourceError when the source is lost."""
+        ...
+
+    def close(self) -> None: ...
+
+    def nominal_fps(self) -> float | None: ...
+
+    def initial_mask(self) -> np.ndarray | None:
+        """A first-frame label map the source itself provides (synthetic scenes), else None."""
+        ...
+
+
+# ---- readers -------------------------------------------------------------------------------------
+
+
+class SyntheticReader:
+    """A procedurally rendered scene with its own first-frame mask (edge_vos.data.synthetic): the bundled
+    default source, since no third-party video may ship with the project.
+
+    URI: `synthetic:` or `synthetic:seed=0&frames=60&size=240x432&objects=2&distractors=1`. Looping plays
+    the clip forwards then backwards, so motion stays continuous.
+    """
+
+    live = False
+
+    def __init__(self, params: dict[str, str]) -> None:
+        known = {"seed", "frames", "size", "objects", "distractors"}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError("source.uri", f"unknown synthetic parameter(s) {unknown}; known: {sorted(known)}")
+        try:
+            self.seed = int(params.get("seed", 0))
+            self.num_frames = int(params.get("frames", 60))
+            h, w = (int(v) for v in params.get("size", "240x432").lower().split("x"))
+            self.size = (h, w)
+            self.num_objects = int(params.get("objects", 2))
+            self.num_distractors = int(params.get("distractors", 1))
+        except ValueError:
+            raise ConfigError("source.uri", "synthetic parameters: seed, frames, objects, distractors are "
+                                            "integers; size is HEIGHTxWIDTH") from None
+        if self.num_frames < 2 or not 32 <= min(self.size) <= max(self.size) <= 4096:
+            raise ConfigError("source.uri", "synthetic scene needs frames >= 2 and sides in 32..4096")
+        if not 1 <= self.num_objects <= 16:
+            raise ConfigError("source.uri", "synthetic scene needs 1..16 objects")
+        self.description = (
+            f"synthetic scene seed {self.seed}, {self.num_frames} frames {self.size[1]}x{self.size[0]}, "
+            f"{self.num_objects} objects"
+        )
+        self._frames: np.ndarray | None = None
+        self._labels: np.ndarray | None = None
+        self._index = 0
+        self._direction = 1
+
+    def _render(self) -> None:
+        if self._frames is None:
+            from edge_vos.data.synthetic import generate_sequence
+
+            self._frames, self._labels = generate_sequence(
+                self.seed, self.num_frames, self.size, self.num_objects, self.num_distractors
+            )
+
+    def open(self) -> None:
+        self._render()
+        self._index, self._direction = 0, 1
+
+    def read(self) -> np.ndarray | None:
+        assert self._frames is not None
+        if self._index < 0 or self._index >= len(self._frames):
+            return None
+        frame = self._frames[self._index]
+        self._index += self._direction
+        return frame
+
+    def rewind(self) -> None:
+        """Continue backwards from the end (ping-pong) instead of jumping to frame 0."""
+        assert self._frames is not None
+        if self._direction == 1:
+            self._direction, self._index = -1, len(self._frames) - 2
+        else:
+            self._direction, self._index = 1, 1
+
+    def close(self) -> None:
+        pass
+
+    def nominal_fps(self) -> float | None:
+        return None
+
+    def initial_mask(self) -> np.ndarray | None:
+        self._render()
+        assert self._labels is not None
+        return self._labels[0]
+
+
+class FolderReader:
+    """Images of a folder in name order (JPEG/PNG/BMP), e.g. a DAVIS JPEGImages sequence."""
+
+    live = False
+
+    def __init__(self, path: Path) -> None:
+        self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise ConfigError("source.uri", f"folder {path} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+        self.description = f"folder {path} ({len(self.files)} images)"
+        self._index = 0
+
+    def open(self) -> None:
+        self._index = 0
+
+    def read(self) -> np.ndarray | None:
+        if self._index >= len(self.files):
+            return None
+        path = self.files[self._index]
+        self._index += 1
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SourceError(f"cannot read image {path}")
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        pass
+
+    def nominal_fps(self) -> float | None:
+        return None
+
+    def initial_mask(self) -> np.ndarray | None:
+        return None
+
+
+class OpenCVReader:
+    """cv2.VideoCapture over a camera index, a device path, a file, a URL or a GStreamer pipeline."""
+
+    def __init__(self, target: int | str, api: int, live: bool, description: str, config: SourceConfig) -> None:
+        self.target, self.api, self.live, self.description = target, api, live, description
+        self.config = config
+        self._cap: cv2.VideoCapture | None = None
+        self._fps: float | None = None
+
+    def open(self) -> None:
+        params: list[int] = []
+        if self.api == cv2.CAP_FFMPEG:
+            params = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.config.open_timeout_s * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.config.read_timeout_s * 1000),
+            ]
+        cap = cv2.VideoCapture(self.target, self.api, params)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open {self.description}")
+        if self.live and self.api == cv2.CAP_V4L2:
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # only V4L2 honours it
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self._fps = float(fps) if fps and 0 < fps < 1000 else None
+        self._cap = cap
+
+    def read(self) -> np.ndarray | None:
+        if self._cap is None:
+            raise SourceError("not open")
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            if self.live:
+                raise SourceError(f"{self.description}: no frame (lost or timed out)")
+            return None  # end of file
+        if image.ndim == 2:
+            return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def nominal_fps(self) -> float | None:
+        return self._fps
+
+    def initial_mask(self) -> np.ndarray | None:
+        return None
+
+
+def has_gstreamer() -> bool:
+    return bool(re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()))
+
+
+def open_reader(config: SourceConfig) -> FrameReader:
+    """The reader for `config.uri`; ConfigError for a URI that cannot name any source."""
+    uri = config.uri.strip()
+    if uri.startswith("synthetic:"):
+        query = uri[len("synthetic:"):].lstrip("?")
+        return SyntheticReader(dict(parse_qsl(query, keep_blank_values=True)) if query else {})
+    if uri.isdigit():
+        return OpenCVReader(int(uri), cv2.CAP_ANY, True, f"camera {uri}", config)
+    if uri.startswith("/dev/video"):
+        return OpenCVReader(uri, cv2.CAP_V4L2, True, f"camera {uri}", config)
+    if uri.lower().startswith(URL_SCHEMES):
+        if uri.lower().startswith("rtsp"):
+            # FFmpeg reads this variable at open; TCP avoids UDP's silent losses on lossy links.
+            os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+        return OpenCVReader(uri, cv2.CAP_FFMPEG, True, f"stream {_redact(uri)}", config)
+    if "!" in uri:
+        if not has_gstreamer():
+            raise ConfigError("source.uri", "a GStreamer pipeline needs OpenCV built with GStreamer (JetPack's "
+                                            "OpenCV has it; PyPI's wheels do not)")
+        return OpenCVReader(uri, cv2.CAP_GSTREAMER, True, "GStreamer pipeline", config)
+    path = Path(uri).expanduser()
+    if path.is_dir():
+        return FolderReader(path)
+    if path.is_file():
+        return OpenCVReader(str(path), cv2.CAP_FFMPEG, False, f"file {path}", config)
+    raise ConfigError("source.uri", f"{uri!r} is not a file, folder, camera index, /dev/videoN, URL, "
+                                    "GStreamer pipeline or synthetic: scene")
+
+
+def _redact(uri: str) -> str:
+    """Hides credentials in rtsp://user:password@host URLs before they reach logs."""
+    return re.sub(r"//[^/@]*@", "//***@", uri)
+
+
+# ---- buffers -------------------------------------------------------------------------------------
+
+
+class LatestFrame:
+    """Keeps only the newest frame: a slow consumer always gets the most recent one; overwritten frames
+    are counted as skipped. Never hands out the same frame twice."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._closed = False
+        self.skipped = 0
+
+    def put(self, frame: Frame, stop: threading.Event) -> bool:
+        with self._cond:
+            if self._frame is not None:
+                self.skipped += 1
+            self._frame = frame
+            self._cond.notify()
+        return True
+
+    def get(self, timeout: float) -> Frame | None:
+        with self._cond:
+            if self._frame is None and not self._closed:
+                self._cond.wait(timeout)
+            frame, self._frame = self._frame, None
+            return frame
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def ended(self) -> bool:
+        with self._cond:
+            return self._closed and self._frame is None
+
+    def depth(self) -> int:
+        return int(self._frame is not None)
+
+
+class FrameQueue:
+    """Bounded FIFO: the grabber waits when it is full (files in `fastest` mode), so nothing is dropped
+    and memory stays bounded."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._queue: queue.Queue[Frame] = queue.Queue(maxsize)
+        self._closed = threading.Event()
+        self.skipped = 0
+
+    def put(self, frame: Frame, stop: threading.Event) -> bool:
+        while not stop.is_set():
+            try:
+                self._queue.put(frame, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self, timeout: float) -> Frame | None:
+        try:
+            return self._queue.get(timeout=0 if self._closed.is_set() else timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self._closed.set()
+
+    @property
+    def ended(self) -> bool:
+        return self._closed.is_set() and self._queue.empty()
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+
+FrameBuffer = LatestFrame | FrameQueue
+
+
+# ---- capture thread ------------------------------------------------------------------------------
+
+
+class CaptureThread(threading.Thread):
+    """Owns the reader: open, grab, stamp, pace, hand over; reconnect with back-off when lost.
+
+    `state` is one of connecting, streaming, reconnecting, ended, failed; `on_state(state, detail)` is
+    called on every change (logs, systemd STATUS, metrics, the status topic).
+    """
+
+    def __init__(
+        self,
+        reader: FrameReader,
+        buffer: FrameBuffer,
+        config: SourceConfig,
+        pace: str,
+        stop: threading.Event,
+        on_state: Callable[[str, str], None] | None = None,
+        on_frame: Callable[[], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(name="capture", daemon=True)
+        self.reader, self.buffer, self.config, self.pace, self.stop_event = reader, buffer, config, pace, stop
+        self._on_state, self._on_frame, self._on_reconnect = on_state, on_frame, on_reconnect
+        self.state = "connecting"
+        self.frames = 0
+        self.reconnects = 0
+        self.last_activity = time.monotonic()  # heartbeat for the watchdog: this loop is not stuck
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        if state != self.state or detail:
+            self.state = state
+            (log.warning if state in ("reconnecting", "failed") else log.info)(
+                "source %s%s", state, f": {detail}" if detail else ""
+            )
+            if self._on_state is not None:
+                self._on_state(state, detail)
+
+    def run(self) -> None:
+        delay = self.config.reconnect_initial_s
+        failures = 0
+        try:
+            while not self.stop_event.is_set():
+                self.last_activity = time.monotonic()
+                try:
+                    self.reader.open()
+                except (SourceError, OSError, cv2.error) as exc:
+                    failures += 1
+                    if self.config.reconnect_attempts and failures > self.config.reconnect_attempts:
+                        self._set_state("failed", f"gave up after {failures - 1} reconnects: {exc}")
+                        return
+                    self._backoff(f"{exc}; retrying in {delay:.1f} s", delay)
+                    delay = min(delay * 2, self.config.reconnect_max_s)
+                    continue
+                failures = 0
+                delay = self.config.reconnect_initial_s
+                self._set_state("streaming", self.reader.description)
+                outcome = self._stream()
+                self.reader.close()
+                if outcome == "ended":
+                    self._set_state("ended", "end of source")
+                    return
+                if outcome == "lost":
+                    self._backoff(f"source lost; reconnecting in {delay:.1f} s", delay)
+                    delay = min(delay * 2, self.config.reconnect_max_s)
+        except Exception as exc:  # a bug in a reader: report, never kill the process silently
+            log.exception("capture thread failed")
+            self._set_state("failed", repr(exc))
+        finally:
+            self.reader.close()
+            self.buffer.close()
+
+    def _backoff(self, detail: str, delay: float) -> None:
+        self.reconnects += 1
+        if self._on_reconnect is not None:
+            self._on_reconnect()
+        self._set_state("reconnecting", detail)
+        deadline = time.monotonic() + delay
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            self.last_activity = time.monotonic()
+            self.stop_event.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def _stream(self) -> str:
+        """Reads until stop ("stopped"), the end ("ended") or a failure ("lost")."""
+        realtime = self.pace == "realtime" and not self.reader.live
+        fps = self.reader.nominal_fps() or self.config.fps
+        t0 = time.monotonic()
+        n = 0
+        while not self.stop_event.is_set():
+            if realtime:  # behave like a camera: frame n is "grabbed" at t0 + n / fps
+                wait = t0 + n / fps - time.monotonic()
+                if wait > 0 and self.stop_event.wait(wait):
+                    return "stopped"
+            try:
+                image = self.reader.read()
+            except (SourceError, OSError, cv2.error) as exc:
+                log.warning("source read failed: %s", exc)
+                return "lost"
+            self.last_activity = time.monotonic()
+            if image is None:
+                if not self.config.loop:
+                    return "ended"
+                rewind = getattr(self.reader, "rewind", None)
+                if rewind is not None:
+                    rewind()
+                else:
+                    self.reader.close()
+                    self.reader.open()
+                continue
+            frame = Frame(self.frames, time.monotonic_ns(), time.time_ns(), image)
+            self.frames += 1
+            n += 1
+            if self._on_frame is not None:
+                self._on_frame()
+            if not self.buffer.put(frame, self.stop_event):
+                return "stopped"
+        return "stopped"
