@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+# One intra-op thread: with several processes on the 2-core machines (a service subprocess, a benchmark,
+# another engineer's job) OpenMP's spinning threads oversubscribe the cores and a 37 ms step turns into
+# 700 ms. Speed is measured by the benchmarks in tools/, never by the tests.
+torch.set_num_threads(int(os.environ.get("EDGE_VOS_TEST_THREADS", "1")))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DAVIS = SHARED / "data" / "davis2016"
@@ -19,6 +25,15 @@ def r18_network():
 
     torch.manual_seed(0)
     return build_network("stcn-r18").eval()
+
+
+@pytest.fixture(scope="session")
+def lite_network():
+    """A compact network (value_dim 128): the same code paths as stcn-r18 at a fraction of the CPU time."""
+    from edge_vos.model import build_network
+
+    torch.manual_seed(0)
+    return build_network("stcn-r18-lite").eval()
 
 
 def moving_square_frames(n: int, h: int = 64, w: int = 96, seed: int = 0) -> np.ndarray:

@@ -28,14 +28,14 @@ def _box_mask(h: int, w: int, boxes: dict[int, tuple[int, int, int, int]]) -> np
     return mask
 
 
-def test_no_objects_gives_an_empty_label_map(r18_network) -> None:
-    tracker = _tracker(r18_network)
+def test_no_objects_gives_an_empty_label_map(lite_network) -> None:
+    tracker = _tracker(lite_network)
     result = tracker.step(moving_square_frames(1)[0])
     assert result.labels.shape == (64, 96) and not result.labels.any() and result.object_ids == []
 
 
-def test_prompt_frame_returns_the_prompt_and_outputs_have_input_size(r18_network) -> None:
-    tracker = _tracker(r18_network)
+def test_prompt_frame_returns_the_prompt_and_outputs_have_input_size(lite_network) -> None:
+    tracker = _tracker(lite_network)
     frames = moving_square_frames(3, h=70, w=90)  # not multiples of 16: padding must be undone
     mask = _box_mask(70, 90, {3: (16, 40, 8, 32), 5: (50, 60, 50, 80)})
     first = tracker.step(frames[0], mask)
@@ -46,8 +46,8 @@ def test_prompt_frame_returns_the_prompt_and_outputs_have_input_size(r18_network
     assert {"key_encode", "readout", "decode", "total"} <= set(nxt.timings_ms)
 
 
-def test_long_stream_with_objects_joining_and_leaving_allocates_memory_once(r18_network) -> None:
-    tracker = _tracker(r18_network)
+def test_long_stream_with_objects_joining_and_leaving_allocates_memory_once(lite_network) -> None:
+    tracker = _tracker(lite_network)
     frames = moving_square_frames(20, h=48, w=64)
     tracker.step(frames[0], _box_mask(48, 64, {1: (16, 40, 8, 32)}))
     memory = tracker.memory
@@ -85,23 +85,23 @@ def _tracker_with_late_object(network) -> tuple[Tracker, np.ndarray, list[int], 
     return tracker, frames, before, index
 
 
-def test_late_object_ignores_memory_written_before_it_joined(r18_network) -> None:
-    tracker, frames, before, index = _tracker_with_late_object(r18_network)
+def test_late_object_ignores_memory_written_before_it_joined(lite_network) -> None:
+    tracker, frames, before, index = _tracker_with_late_object(lite_network)
     assert before and not tracker.memory.object_valid[index, before].any()
     reference = tracker.step(frames[7]).probabilities
     # Garbage in object 2's values of the slots written before it joined changes nothing...
-    tracker, frames, before, index = _tracker_with_late_object(r18_network)
+    tracker, frames, before, index = _tracker_with_late_object(lite_network)
     tracker.memory.values[0, index, before] = 1e3
     assert np.allclose(tracker.step(frames[7]).probabilities, reference, atol=1e-5)
     # ...whereas reading those slots for it (no per-object validity) would change its output.
-    tracker, frames, before, index = _tracker_with_late_object(r18_network)
+    tracker, frames, before, index = _tracker_with_late_object(lite_network)
     tracker.memory.values[0, index, before] = 1e3
     tracker.memory.object_valid[index, before] = True
     assert not np.allclose(tracker.step(frames[7]).probabilities, reference, atol=1e-3)
 
 
-def test_removed_object_disappears_and_its_id_can_return(r18_network) -> None:
-    tracker = _tracker(r18_network)
+def test_removed_object_disappears_and_its_id_can_return(lite_network) -> None:
+    tracker = _tracker(lite_network)
     frames = moving_square_frames(6, h=48, w=64)
     tracker.step(frames[0], _box_mask(48, 64, {1: (16, 40, 8, 32), 2: (0, 10, 40, 60)}))
     tracker.step(frames[1])
@@ -115,8 +115,8 @@ def test_removed_object_disappears_and_its_id_can_return(r18_network) -> None:
     assert tracker.step(frames[4]).object_ids == []
 
 
-def test_add_prompt_on_a_past_frame(r18_network) -> None:
-    tracker = _tracker(r18_network)
+def test_add_prompt_on_a_past_frame(lite_network) -> None:
+    tracker = _tracker(lite_network)
     frames = moving_square_frames(5, h=48, w=64)
     tracker.step(frames[0], _box_mask(48, 64, {1: (16, 40, 8, 32)}))
     tracker.step(frames[1])
@@ -126,8 +126,8 @@ def test_add_prompt_on_a_past_frame(r18_network) -> None:
     assert result.object_ids == [1, 4]
 
 
-def test_bad_input_is_rejected_and_loses_nothing(r18_network) -> None:
-    tracker = _tracker(r18_network, capacity=3, max_pinned=1)
+def test_bad_input_is_rejected_and_loses_nothing(lite_network) -> None:
+    tracker = _tracker(lite_network, capacity=3, max_pinned=1)
     frames = moving_square_frames(3, h=48, w=64)
     tracker.step(frames[0], _box_mask(48, 64, {1: (16, 40, 8, 32)}))
     with pytest.raises(ValueError, match="mask is 63x48 but the frame is 64x48"):
@@ -145,10 +145,10 @@ def test_bad_input_is_rejected_and_loses_nothing(r18_network) -> None:
     assert tracker.step(frames[1]).frame_index == 1
 
 
-def test_official_stcn_mode_grows_memory(r18_network) -> None:
+def test_official_stcn_mode_grows_memory(lite_network) -> None:
     config = TrackerConfig.official_stcn(resolution=0, device="cpu")
     config.memory.capacity = 2
-    tracker = Tracker(config, network=r18_network)
+    tracker = Tracker(config, network=lite_network)
     frames = moving_square_frames(12, h=32, w=48)
     tracker.step(frames[0], _box_mask(32, 48, {1: (8, 20, 8, 20)}))
     for t in range(1, 12):
@@ -163,13 +163,13 @@ def test_missing_default_weights_is_a_clear_error(tmp_path) -> None:
         Tracker(config)
 
 
-def test_weights_round_trip_through_the_config(tmp_path, r18_network) -> None:
+def test_weights_round_trip_through_the_config(tmp_path, lite_network) -> None:
     from edge_vos.model import save_network
 
     path = tmp_path / "w.safetensors"
-    save_network(r18_network, path)
+    save_network(lite_network, path)
     config = TrackerConfig(device="cpu", resolution=0)
     config.model.weights = str(path)
     tracker = Tracker(config)
-    for name, tensor in r18_network.state_dict().items():
+    for name, tensor in lite_network.state_dict().items():
         assert torch.equal(tracker.network.state_dict()[name], tensor)

@@ -19,10 +19,10 @@ from edge_vos.backends import NetworkRunner, create_runner
 from edge_vos.model.checkpoint import load_network
 from edge_vos.model.network import STCN
 from edge_vos.model.preprocess import FrameGeometry, frame_geometry, image_to_tensor, masks_to_tensor, to_input_size
-from edge_vos.readout import stcn_readout, tmrn_readout
+from edge_vos.readout import SvdState, stcn_readout, tmrn_readout
 from edge_vos.tracker.aggregate import soft_aggregate
 from edge_vos.tracker.config import TrackerConfig
-from edge_vos.tracker.memory import RingMemory
+from edge_vos.tracker.memory import MemoryView, RingMemory
 from edge_vos.tracker.objects import ObjectManager
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Tracker:
         self._runners: dict[tuple[int, int], NetworkRunner] = {}
         self._geometry: FrameGeometry | None = None
         self._memory: RingMemory | None = None
-        self._readout_state: object | None = None
+        self._svd_state = SvdState()  # warm start of svd="fast", per memory slot
         self.frame_index = -1
         self._last_write = -(10**9)
 
@@ -104,7 +104,7 @@ class Tracker:
         self.objects.clear()
         if self._memory is not None:
             self._memory.clear()
-        self._readout_state = None
+        self._svd_state.clear()
         self._last_write = -(10**9)
 
     def remove_object(self, obj_id: int) -> None:
@@ -212,7 +212,7 @@ class Tracker:
                 self._geometry.feature_hw, max_pinned=mem.max_pinned, unbounded=mem.unbounded,
                 device=self.device, dtype=self.memory_dtype,
             )
-            self._readout_state = None
+            self._svd_state.clear()
             self._last_write = -(10**9)
         return self._geometry
 
@@ -266,14 +266,15 @@ class Tracker:
             raise RuntimeError("no memory yet")
         return self._memory
 
-    def _readout(self, key: torch.Tensor, view: object) -> torch.Tensor:
+    def _readout(self, key: torch.Tensor, view: MemoryView) -> torch.Tensor:
         cfg = self.config.readout
         qk = key.to(self.memory_dtype)
         if cfg.kind == "stcn":
-            return stcn_readout(qk, view.keys, view.values, view.valid, top_k=cfg.top_k or None)  # type: ignore[attr-defined]
+            return stcn_readout(qk, view.keys, view.values, view.valid, top_k=cfg.top_k or None)
+        self._svd_state.sync_versions(view.slot_versions)  # overwritten slots lose their warm start
         return tmrn_readout(
-            qk, view.keys, view.values, view.valid,  # type: ignore[attr-defined]
-            agents=cfg.agents, mode=cfg.kind, svd=cfg.svd, renormalize=cfg.renormalize,
+            qk, view.keys, view.values, view.valid,
+            agents=cfg.agents, mode=cfg.kind, svd=cfg.svd, renormalize=cfg.renormalize, state=self._svd_state,
         )
 
     def _write_memory(
