@@ -1,0 +1,192 @@
+"""Backends: clean failure without CUDA, `auto` selection, engine cache rules, runner equivalence.
+
+GPU-only tests (TensorRT and torch-tensorrt parity) skip with the reason when CUDA or the package is absent.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from edge_vos.backends import BackendUnavailable, choose_backend, create_runner
+from edge_vos.backends.parts import make_part
+from edge_vos.backends.tensorrt_backend import (
+    EngineKey,
+    engine_path,
+    load_cached_engine,
+    object_profile,
+    tensorrt_unavailable_reason,
+    trtexec_command,
+    write_engine,
+)
+from edge_vos.backends.torch_backend import TorchRunner, cpu_supports_bf16
+from edge_vos.backends.torch_tensorrt_backend import torch_tensorrt_unavailable_reason
+
+HW = (64, 96)
+EXPORTED_HW = (240, 432)  # the size tests/test_export.py exports: the session cache already holds it
+CPU = torch.device("cpu")
+NO_CUDA = not torch.cuda.is_available()
+
+
+@pytest.fixture(scope="session")
+def engines_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.getbasetemp() / "edge-vos-engines"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _features(network, hw=HW, objects=3):
+    torch.manual_seed(0)
+    image = torch.randn(1, 3, *hw)
+    with torch.no_grad():
+        key, qv, f16, f8, f4 = network.encode_key(image)
+    masks = torch.rand(objects, 1, *hw)
+    readout = torch.randn(objects, network.value_dim, hw[0] // 16, hw[1] // 16)
+    return image, qv, f16, f8, f4, masks, readout
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="checks the behaviour on machines without CUDA")
+def test_tensorrt_without_cuda_fails_cleanly_before_any_tensorrt_object(r18_network) -> None:
+    before = "tensorrt" in sys.modules
+    with pytest.raises(BackendUnavailable, match="CUDA is not available"):
+        create_runner(r18_network, "tensorrt", CPU, "fp16", HW)
+    with pytest.raises(BackendUnavailable, match="CUDA is not available"):
+        create_runner(r18_network, "torch_tensorrt", CPU, "fp16", HW)
+    assert ("tensorrt" in sys.modules) == before  # never even imported
+    assert "CUDA" in (tensorrt_unavailable_reason(CPU) or "")
+    assert "CUDA" in (torch_tensorrt_unavailable_reason(CPU) or "")
+
+
+def test_unknown_backend_is_rejected(r18_network) -> None:
+    with pytest.raises(BackendUnavailable, match="unknown backend"):
+        create_runner(r18_network, "openvino", CPU, "fp32", HW)
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="checks the CPU fallback")
+def test_auto_falls_back_to_a_cpu_backend_and_logs_why(r18_network, engines_dir, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="edge_vos.backends"):
+        runner = create_runner(r18_network, "auto", CPU, "fp32", EXPORTED_HW, cache_dir=engines_dir)
+    assert runner.name == "onnxruntime"
+    assert runner.encode_key(torch.zeros(1, 3, *EXPORTED_HW))[0].shape == (1, 64, 15, 27)
+    assert any("backend auto -> onnxruntime" in r.getMessage() and "no CUDA" in r.getMessage() for r in caplog.records)
+    name, why = choose_backend(CPU, "bf16")
+    assert name == ("torch" if cpu_supports_bf16() else "onnxruntime") and why
+
+
+def test_torch_runner_matches_the_network_and_broadcasts_batch_one_inputs(r18_network) -> None:
+    image, qv, f16, f8, f4, masks, readout = _features(r18_network)
+    runner = TorchRunner(r18_network, CPU, "fp32")
+    n = masks.shape[0]
+    with torch.no_grad():
+        ref_key = r18_network.encode_key(image)
+        ref_value = r18_network.encode_value(image.expand(n, -1, -1, -1), f16.expand(n, -1, -1, -1), masks, 1 - masks)
+        ref_logits = r18_network.decode(readout, *(x.expand(n, -1, -1, -1) for x in (qv, f8, f4)))
+    for got, ref in zip(runner.encode_key(image), ref_key, strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(runner.encode_value(image, f16, masks, 1 - masks), ref_value, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(runner.decode(readout, qv, f8, f4), ref_logits, rtol=1e-4, atol=1e-4)
+    out = runner.decode(readout, qv, f8, f4)
+    out.add_(1)  # outputs are ordinary tensors the tracker may write into
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16 kernels")
+def test_torch_bf16_autocast_stays_close_to_fp32(r18_network) -> None:
+    image, qv, f16, f8, f4, masks, readout = _features(r18_network)
+    fp32 = TorchRunner(r18_network, CPU, "fp32").decode(readout, qv, f8, f4)
+    bf16 = TorchRunner(r18_network, CPU, "bf16").decode(readout, qv, f8, f4)
+    assert bf16.dtype == torch.float32
+    assert float((bf16 - fp32).abs().max() / fp32.abs().max()) < 0.05
+
+
+def test_object_profile_spans_one_to_max_objects_on_object_inputs_only(r18_network) -> None:
+    shapes = object_profile(r18_network, "value_encoder", HW, max_objects=8)
+    assert shapes["masks"] == ((1, 1, 64, 96), (2, 1, 64, 96), (8, 1, 64, 96))
+    assert shapes["image"][0] == shapes["image"][2] == (1, 3, 64, 96)
+    assert object_profile(r18_network, "decoder", HW, max_objects=1)["readout"][1][0] == 1
+
+
+def test_trtexec_command_line_matches_the_profile_and_precision(r18_network) -> None:
+    shapes = object_profile(r18_network, "decoder", HW, max_objects=4)
+    line = trtexec_command(Path("d.onnx"), Path("d.engine"), shapes, "fp16", Path("t.cache"))
+    assert line.startswith("trtexec --onnx=d.onnx --saveEngine=d.engine")
+    assert "--minShapes=readout:1x512x4x6" in line and "--maxShapes=readout:4x512x4x6" in line
+    assert "--fp16" in line and "--timingCacheFile=t.cache" in line and "query_value" not in line
+    typed = trtexec_command(Path("d.onnx"), Path("d.engine"), shapes, "fp16", Path("t.cache"), strongly_typed=True)
+    assert "--stronglyTyped" in typed and "--fp16" not in typed
+
+
+def _key(**changes) -> EngineKey:
+    fields = dict(part="decoder", onnx_sha256="ab" * 32, tensorrt_version="10.3.0", gpu_name="Orin",
+                  compute_capability="8.7", precision="fp16", shapes={"readout": [[1, 512, 4, 6]] * 3})
+    fields.update(changes)
+    return EngineKey(**fields)  # type: ignore[arg-type]
+
+
+def test_engine_cache_loads_only_an_engine_built_from_the_same_key(tmp_path) -> None:
+    key = _key()
+    path = engine_path(tmp_path, Path("stcn-r18-decoder.onnx"), key)
+    assert load_cached_engine(path, key) is None  # missing
+    write_engine(path, key, b"engine-bytes", 1.0, Path("stcn-r18-decoder.onnx"))
+    assert load_cached_engine(path, key) == b"engine-bytes"
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["key"] == asdict(key) and meta["engine_sha256"] == hashlib.sha256(b"engine-bytes").hexdigest()
+    # Foreign or stale: another TensorRT version, GPU, precision, ONNX or profile is never loaded.
+    for other in (_key(tensorrt_version="10.13.0"), _key(gpu_name="RTX 4090", compute_capability="8.9"),
+                  _key(precision="fp32"), _key(onnx_sha256="cd" * 32), _key(shapes={"readout": [[1, 512, 8, 12]] * 3})):
+        assert engine_path(tmp_path, Path("stcn-r18-decoder.onnx"), other) != path
+        assert load_cached_engine(path, other) is None
+    path.write_bytes(b"engine-bytez")  # corrupted or partially written
+    assert load_cached_engine(path, key) is None
+    path.with_suffix(".json").unlink()  # no sidecar: unknown provenance
+    assert load_cached_engine(path, key) is None
+
+
+# ---- GPU only -------------------------------------------------------------------------------------
+
+
+def _gpu_reason(reason: str | None) -> str:
+    return reason or ""
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(tensorrt_unavailable_reason() is not None, reason=_gpu_reason(tensorrt_unavailable_reason()))
+def test_tensorrt_engines_match_pytorch_and_are_cached(r18_network, engines_dir) -> None:
+    cuda = torch.device("cuda")
+    image, qv, f16, f8, f4, masks, readout = (x.to(cuda) for x in _features(r18_network))
+    trt32 = create_runner(r18_network, "tensorrt", cuda, "fp32", HW, max_objects=4, cache_dir=engines_dir)
+    ref = make_part(copy.deepcopy(r18_network), "decoder").to(cuda)  # the shared network stays on the CPU
+    with torch.no_grad():
+        expected = ref(readout, qv, f8, f4)
+    torch.testing.assert_close(trt32.decode(readout, qv, f8, f4), expected, rtol=1e-3, atol=1e-3)
+    trt16 = create_runner(r18_network, "tensorrt", cuda, "fp16", HW, max_objects=4, cache_dir=engines_dir)
+    got = trt16.decode(readout, qv, f8, f4)
+    assert float((got - expected).abs().max() / expected.abs().max()) < 2e-2
+    paths = trt16.engine_paths  # type: ignore[attr-defined]
+    mtimes = {p: p.stat().st_mtime_ns for p in paths.values()}
+    again = create_runner(r18_network, "tensorrt", cuda, "fp16", HW, max_objects=4, cache_dir=engines_dir)
+    assert {p: p.stat().st_mtime_ns for p in again.engine_paths.values()} == mtimes  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="1..4 objects"):
+        trt16.decode(readout.repeat(2, 1, 1, 1), qv, f8, f4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    torch_tensorrt_unavailable_reason() is not None, reason=_gpu_reason(torch_tensorrt_unavailable_reason())
+)
+def test_torch_tensorrt_matches_pytorch(r18_network, engines_dir) -> None:
+    cuda = torch.device("cuda")
+    image, qv, f16, f8, f4, masks, readout = (x.to(cuda) for x in _features(r18_network))
+    runner = create_runner(r18_network, "torch_tensorrt", cuda, "fp16", HW, max_objects=4, cache_dir=engines_dir)
+    ref = make_part(copy.deepcopy(r18_network), "decoder").to(cuda)  # the shared network stays on the CPU
+    with torch.no_grad():
+        expected = ref(readout, qv, f8, f4)
+    got = runner.decode(readout, qv, f8, f4)
+    assert float((got - expected).abs().max() / expected.abs().max()) < 2e-2
