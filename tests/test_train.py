@@ -26,7 +26,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 def tiny_config(out: Path, readout: str = "stcn", arch: str = "stcn-effl0") -> TrainConfig:
     return TrainConfig(
-        model=ModelSection(arch=arch, init="scratch"),
+        model=ModelSection(arch=arch, init="scratch", freeze_key_to="f8"),
         readout=ReadoutSection(kind=readout, svd="lowrank", agents=8),
         data=DataSection(davis_root="", synthetic_sequences=2, synthetic_frames=6, crop=64),
         static=StageSection(steps=2, batch_size=2, lr=1e-3),

@@ -29,12 +29,16 @@ class ModelSection:
     init_weights: str = ""
     # Batch norm keeps its (ImageNet) statistics: batches of a few clips are too small to estimate them.
     freeze_bn: bool = True
+    # Keep the key trunk's pretrained low levels fixed up to this feature ("f4", "f8"; "" trains all):
+    # their backward pass at high resolution is most of a CPU step, and ImageNet edges need little tuning.
+    freeze_key_to: str = ""
 
     def __post_init__(self) -> None:
         from edge_vos.model.network import ARCHS
 
         one_of("arch", self.arch, ARCHS)
         one_of("init", self.init, INITS)
+        one_of("freeze_key_to", self.freeze_key_to, ("", "f4", "f8"))
 
 
 @dataclass

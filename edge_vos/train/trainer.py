@@ -170,6 +170,26 @@ def build_for_training(cfg: TrainConfig) -> STCN:
     return net
 
 
+def freeze_key_low_levels(net: STCN, upto: str) -> int:
+    """Stops gradients into the key trunk up to f4 or f8 (stem included); returns the frozen tensor count."""
+    from edge_vos.model.efficientnet import EfficientNetLite0Trunk
+
+    if not upto:
+        return 0
+    enc = net.key_encoder
+    if isinstance(enc, EfficientNetLite0Trunk):
+        last = 2 if upto == "f4" else 4
+        modules: list[nn.Module] = [enc.conv1, enc.bn1, *list(enc.blocks)[: last + 1]]
+    else:
+        modules = [enc.conv1, enc.bn1, getattr(enc, enc.first_stage_name)]
+        if upto == "f8":
+            modules.append(enc.layer2)
+    params = [p for m in modules for p in m.parameters()]
+    for p in params:
+        p.requires_grad_(False)
+    return len(params)
+
+
 def set_train_mode(net: nn.Module, freeze_bn: bool) -> None:
     net.train()
     if freeze_bn:
@@ -265,7 +285,11 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
     net = build_for_training(cfg)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.static.lr, weight_decay=cfg.weight_decay)
+    frozen = freeze_key_low_levels(net, cfg.model.freeze_key_to)
+    if frozen:
+        log.info("key trunk frozen up to %s (%d tensors)", cfg.model.freeze_key_to, frozen)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.static.lr, weight_decay=cfg.weight_decay)
     ckpt = out / CHECKPOINT
     start, loss_avg = 0, math.nan
     if resume and ckpt.is_file():
@@ -307,7 +331,7 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[union-attr]
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
             opt.step()
             value = float(loss.detach())  # type: ignore[union-attr]
             if not math.isfinite(value):
