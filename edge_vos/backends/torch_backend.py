@@ -53,8 +53,9 @@ class TorchRunner:
         elif precision == "fp16" and device.type == "cpu":
             log.warning("fp16 on CPU is several times slower than fp32 (no fp16 conv kernels): running fp32")
         self.channels_last = channels_last
-        if channels_last:
-            self.network = self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        # Set either way: the network may be shared with a runner that converted it before.
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        self.network = self.network.to(memory_format=layout)  # type: ignore[call-overload]
         self._dtype = next(self.network.parameters()).dtype
         self._key = make_part(self.network, "key_encoder")
         self._value = make_part(self.network, "value_encoder")
