@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -221,6 +222,7 @@ def main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ConfigError) as exc:
         log.error("%s", exc)
         return 2
+    load_before = os.getloadavg()
     records = []
     for mode in modes:
         config = configs[mode]
@@ -249,6 +251,7 @@ def main(args: argparse.Namespace) -> int:
         "random_network": bool(args.random_network),
         "warmup_frames_excluded": WARMUP,
         "machine": _machine(),
+        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
         "plot": None if args.plot is None else str(args.plot),
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -280,7 +283,6 @@ def _config_dict(config: Any) -> dict[str, Any]:
 
 
 def _machine() -> str:
-    import os
     import platform
 
     import torch
