@@ -83,7 +83,7 @@ def test_bench_cli_on_a_synthetic_clip(tmp_path: Path) -> None:
     argv = [
         "bench",
         "--frames",
-        "12",
+        "8",
         "--clip-frames",
         "4",
         "--resolution",
