@@ -54,11 +54,25 @@ def needs_grad(*xs: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(x.requires_grad for x in xs)
 
 
-def sim_logits(q: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+def sim_logits(q: torch.Tensor, m: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """(2 q.m - |m|^2) / sqrt(Ck): q [N, hw_q, Ck], m [N, Ck, hw_m] -> [N, hw_q, hw_m], one baddbmm."""
     scale = 1.0 / math.sqrt(q.shape[-1])
     m_sq = m.pow(2).sum(dim=-2, keepdim=True)  # [N, 1, hw_m]
-    return torch.baddbmm(m_sq, q, m, beta=-scale, alpha=2.0 * scale)
+    if out is None:
+        return torch.baddbmm(m_sq, q, m, beta=-scale, alpha=2.0 * scale)
+    return torch.baddbmm(m_sq, q, m, beta=-scale, alpha=2.0 * scale, out=out)
+
+
+def softmax_last(x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """Row softmax over the last dim, written over x when allowed (no autograd).
+
+    A fresh hw x hw output per call costs more than the softmax itself on the development machines
+    (page faults on every new large allocation); the CPU kernel reads each row's input before writing
+    its output, so aliasing input and output is safe there (tests/test_readout.py checks it).
+    """
+    if inplace and x.device.type == "cpu" and x.is_contiguous():
+        return torch.ops.aten._softmax.out(x, -1, False, out=x)
+    return torch.softmax(x, dim=-1)
 
 
 def slot_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from edge_vos.readout.common import check_inputs, needs_grad
+from edge_vos.readout.common import check_inputs, needs_grad, softmax_last
 
 
 def stcn_readout(
@@ -36,18 +36,25 @@ def stcn_readout(
         mask = valid[b][:, sel]  # [O, N]
         shared = bool(mask.all())
         q = qk[b].reshape(Ck, hw).T  # [hw_q, Ck]
-        m = mk[b, sel].reshape(N, Ck, hw).permute(1, 0, 2).reshape(Ck, N * hw)
+        every = N == T  # all slots: views instead of index copies
+        m = (mk[b] if every else mk[b, sel]).reshape(N, Ck, hw).permute(1, 0, 2).reshape(Ck, N * hw)
         m_sq = m.pow(2).sum(dim=0, keepdim=True)
         logits = torch.addmm(m_sq, q, m, beta=-scale, alpha=2.0 * scale)  # [hw_q, N*hw_m]
-        vals = mv[b][:, sel]  # [O, N, Cv, hw_m]
+        vals = mv[b] if every else mv[b][:, sel]  # [O, N, Cv, H, W]
         if not shared:  # slots invalid for an object may hold garbage (NaN) for that object
             vals = torch.where(mask[:, :, None, None, None], vals, 0)
         vals = vals.reshape(O, N, Cv, hw)
         if top_k is not None:
             out = _topk_readout(logits.view(hw, N, hw), vals, mask, top_k)
         elif shared:
-            p = torch.softmax(logits, dim=-1)
-            out = (vals.permute(0, 2, 1, 3).reshape(O * Cv, N * hw) @ p.T).view(O, Cv, hw)
+            p = softmax_last(logits, inplace).view(hw, N, hw)
+            # sum over slots of V_t P_t^T, accumulated in place: no [O, Cv, N*hw] copy of the values
+            out = torch.zeros(O * Cv, hw, dtype=p.dtype, device=p.device)
+            for n in range(N):
+                out = out.addmm_(vals[:, n].reshape(O * Cv, hw), p[:, n].T) if inplace else out.addmm(
+                    vals[:, n].reshape(O * Cv, hw), p[:, n].T
+                )
+            out = out.view(O, Cv, hw)
         else:
             out = _masked_readout(logits.view(hw, N, hw), vals, mask, inplace)
         outs.append(out.view(O, Cv, H, W))

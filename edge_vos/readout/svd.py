@@ -20,9 +20,10 @@ LOWRANK_OVERSAMPLE = 8
 LOWRANK_ITERS = 2
 LOWRANK_SEED = 0
 FAST_OVERSAMPLE = 8  # extra subspace columns: the tail of the top-K spectrum is nearly degenerate
-FAST_COLD_ITERS = 1  # power iterations from a random start when there is no state for a slot
-FAST_WARM_ITERS = 0  # with a warm start one Rayleigh-Ritz step on the previous subspace suffices
+FAST_COLD_ITERS = 2  # power iterations from a random start when there is no state for a slot
 LAPACK_THREADS = 1
+FAST_TOL = 0.1  # relative residual ||S^T U - V diag(sigma)|| / ||sigma|| that triggers an extra iteration
+FAST_MAX_EXTRA_ITERS = 1  # cap on those extra iterations per frame (scene cuts, big motion)
 
 
 @dataclass
@@ -44,8 +45,24 @@ class SvdState:
 
     _slots: dict[tuple[int, int], _SlotEntry] = field(default_factory=dict)
     _versions: dict[tuple[int, int], int] = field(default_factory=dict)
+    _buffers: dict[str, torch.Tensor] = field(default_factory=dict)
     hits: int = 0
     misses: int = 0
+
+    def buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Scratch tensor reused from frame to frame (the [T, hw, hw] affinities; no grad use).
+
+        Allocating them anew costs page faults on every call, which on the development machines is
+        as slow as the softmax over them. Grows to the largest size asked for, then stays.
+        """
+        numel = 1
+        for n in shape:
+            numel *= n
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != device:
+            buf = torch.empty(numel, dtype=dtype, device=device)
+            self._buffers[name] = buf
+        return buf[:numel].view(shape)
 
     def invalidate(self, slot: int | None = None, batch: int | None = None) -> None:
         """Forgets one slot (all batch elements unless `batch`), or everything when slot is None."""
@@ -62,8 +79,10 @@ class SvdState:
                 self._versions[key] = version
 
     def clear(self) -> None:
+        """Forgets every slot and releases the scratch buffers."""
         self._slots.clear()
         self._versions.clear()
+        self._buffers.clear()
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -159,6 +178,21 @@ def svd_lowrank(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return u[..., :k], v[..., :k]
 
 
+def _orth_near(z: torch.Tensor) -> torch.Tensor:
+    """Orthonormalises a nearly orthonormal basis z [N, n, p] by Cholesky QR (two small p x p steps).
+
+    The stored warm-start bases are S^T U / sigma, orthonormal up to the subspace error, so their Gram
+    matrix is well conditioned and Cholesky QR is exact enough in float32, at a fraction of a
+    Householder QR. Falls back to Householder where Cholesky fails (rank-deficient S).
+    """
+    gram = torch.bmm(z.mT, z)
+    with lapack_threads(z.device):
+        chol, info = torch.linalg.cholesky_ex(gram)
+        if bool((info != 0).any()):
+            return torch.linalg.qr(z).Q
+        return torch.linalg.solve_triangular(chol, z.mT, upper=False).mT
+
+
 def svd_fast(
     s: torch.Tensor,
     k: int,
@@ -167,11 +201,13 @@ def svd_fast(
     batch: int,
     slots: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Warm-started subspace iteration: Rayleigh-Ritz on last frame's right subspace of the same slot.
+    """One block power iteration per frame, warm-started from last frame's subspace of the same slot.
 
     s [N, hw_q, hw_m] float, keys [N, ...] the slots' memory keys (for the state's fingerprints),
-    slots: the original slot index of each of the N matrices. Slots without a usable state entry start
-    from a seeded random subspace with FAST_COLD_ITERS power iterations.
+    slots: the original slot index of each of the N matrices. Per slot and frame: Rayleigh-Ritz of S on
+    the stored right subspace (one GEMM with K + 8 columns, a (K + 8)^2 eigh), then one power step
+    S^T U / sigma (a second GEMM) stored as next frame's start, so the subspace follows the query.
+    Slots without a usable entry start from a seeded random subspace with FAST_COLD_ITERS iterations.
     """
     N, _, hw_m = s.shape
     p = min(k + FAST_OVERSAMPLE, min(s.shape[-2:]))
@@ -184,18 +220,31 @@ def svd_fast(
     for n, x in enumerate(bases):
         if x is not None:
             start[n] = x
+    if len(cold) < N:
+        warm = torch.tensor([n for n in range(N) if n not in cold], device=s.device)
+        start[warm] = _orth_near(start[warm])
     if cold:
         gen = torch.Generator(device=s.device).manual_seed(LOWRANK_SEED)
         omega = torch.randn(len(cold), hw_m, p, generator=gen, device=s.device, dtype=s.dtype)
         idx = torch.tensor(cold, device=s.device)
         start[idx] = _range_right(s[idx], _orth(omega), FAST_COLD_ITERS)
-    if FAST_WARM_ITERS and len(cold) < N:
-        warm = torch.tensor([n for n in range(N) if n not in cold], device=s.device)
-        start[warm] = _range_right(s[warm], start[warm], FAST_WARM_ITERS)
-    u, v, _ = _ritz(s, start)
+    u, v, sigma = _ritz(s, start)
+    # power step: S^T u_k / sigma_k = v_k for an exact triplet, so its distance to v measures staleness
+    nxt = torch.bmm(s.mT, u) / sigma[:, None, :]
+    todo = torch.arange(N, device=s.device)
+    for extra in range(FAST_MAX_EXTRA_ITERS):
+        sig = sigma[todo, None, :k]
+        resid = ((nxt[todo, :, :k] - v[todo, :, :k]) * sig).norm(dim=(1, 2)) / sig.norm(dim=(1, 2))
+        log.debug("fast svd: residuals %s", [round(float(r), 4) for r in resid])
+        todo = todo[resid > FAST_TOL]
+        if len(todo) == 0:
+            break
+        log.debug("fast svd: extra iteration %d for slots %s", extra + 1, todo.tolist())
+        u[todo], v[todo], sigma[todo] = _ritz(s[todo], _orth(nxt[todo]))
+        nxt[todo] = torch.bmm(s[todo].mT, u[todo]) / sigma[todo][:, None, :]
     if state is not None:
         for n, t in enumerate(slots):
-            state.put(batch, t, prints[n], v[n].clone())
+            state.put(batch, t, prints[n], nxt[n].clone())
     return u[..., :k], v[..., :k]
 
 

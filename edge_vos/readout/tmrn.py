@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from edge_vos.readout.common import check_inputs, needs_grad, sim_logits, slot_softmax
+from edge_vos.readout.common import check_inputs, needs_grad, sim_logits, slot_softmax, softmax_last
 from edge_vos.readout.svd import SVD_KINDS, SvdState, top_singular
 
 MODES = ("tmrn", "st")
@@ -56,29 +56,39 @@ def tmrn_readout(
         N = len(sel)
         mask = valid[b][:, sel]  # [O, N]
         q = qk[b].reshape(Ck, hw).T[None].expand(N, hw, Ck)  # [N, hw_q, Ck]
-        m = mk[b, sel].reshape(N, Ck, hw)  # [N, Ck, hw_m]
-        s = torch.softmax(sim_logits(q, m), dim=-1)  # [N, hw_q, hw_m], rows: query pixels
+        every = N == T  # all slots: views instead of index copies
+        m = (mk[b] if every else mk[b, sel]).reshape(N, Ck, hw)  # [N, Ck, hw_m]
+        reuse = inplace and state is not None
+        buf_s = state.buffer("s", (N, hw, hw), qk.dtype, qk.device) if reuse else None
+        s = softmax_last(sim_logits(q, m, out=buf_s), inplace)  # [N, hw_q, hw_m], rows: query pixels
         if mode == "st":
-            g, inv_rows = s, None
+            g, renorm = s, False
         else:
             k = min(agents, hw)
-            u, v = top_singular(s, k, svd, keys=m, state=state, batch=b, slots=sel.tolist())
+            u, v = top_singular(
+                s, k, svd, keys=m, state=state, batch=b, slots=sel.tolist()
+            )
             agent_keys = torch.cat([u.mT @ q, v.mT @ m.mT], dim=1)  # [N, 2K, Ck]
             p_q = torch.softmax(torch.bmm(q, agent_keys.mT) * scale, dim=-1)  # [N, hw_q, 2K]
             p_m = torch.softmax(torch.bmm(m.mT, agent_keys.mT) * scale, dim=-1)  # [N, hw_m, 2K]
-            g = torch.bmm(p_q, p_m.mT)
+            if reuse:
+                g = torch.bmm(p_q, p_m.mT, out=state.buffer("g", (N, hw, hw), qk.dtype, qk.device))  # type: ignore[union-attr]
+            else:
+                g = torch.bmm(p_q, p_m.mT)
             g = g.mul_(s) if inplace else g * s
             del s
-            inv_rows = 1.0 / g.sum(dim=-1) if renormalize else None  # [N, hw_q]
-        aligned = torch.bmm(g, m.mT)  # [N, hw_q, Ck] = W_t M_t (before row normalisation)
-        if inv_rows is not None:
-            aligned = aligned * inv_rows[..., None]
+            renorm = renormalize
+        # W_t M_t with a ones column appended: its last column is the row sums of W (no extra pass over W)
+        m_ones = torch.cat([m.mT, torch.ones(N, hw, 1, dtype=m.dtype, device=m.device)], dim=-1)
+        aligned = torch.bmm(g, m_ones)  # [N, hw_q, Ck + 1]
+        inv_rows = 1.0 / aligned[..., Ck] if renorm else None  # [N, hw_q]
+        aligned = aligned[..., :Ck] * inv_rows[..., None] if inv_rows is not None else aligned[..., :Ck]
         qs = q[0]
         temporal = (2.0 * (aligned * qs).sum(-1) - aligned.pow(2).sum(-1)) * scale  # [N, hw_q]
         weights = slot_softmax(temporal, mask)  # [O, N, hw_q]
         if inv_rows is not None:
             weights = weights * inv_rows[None]
-        vals = mv[b][:, sel]
+        vals = mv[b] if every else mv[b][:, sel]
         if not bool(mask.all()):  # slots invalid for an object may hold garbage (NaN) for that object
             vals = torch.where(mask[:, :, None, None, None], vals, 0)
         vals = vals.reshape(O, N, Cv, hw).transpose(0, 1).reshape(N, O * Cv, hw)
