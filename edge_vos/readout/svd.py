@@ -216,13 +216,16 @@ def svd_fast(
         state.get(batch, t, prints[n], (hw_m, p)) if state is not None else None for n, t in enumerate(slots)
     ]
     cold = [n for n, x in enumerate(bases) if x is None]
-    start = torch.empty(N, hw_m, p, dtype=s.dtype, device=s.device)
-    for n, x in enumerate(bases):
-        if x is not None:
-            start[n] = x
-    if len(cold) < N:
-        warm = torch.tensor([n for n in range(N) if n not in cold], device=s.device)
-        start[warm] = _orth_near(start[warm])
+    if cold:
+        start = torch.empty(N, hw_m, p, dtype=s.dtype, device=s.device)
+        for n, x in enumerate(bases):
+            if x is not None:
+                start[n] = x
+        if len(cold) < N:
+            warm = torch.tensor([n for n in range(N) if n not in cold], device=s.device)
+            start[warm] = _orth_near(start[warm])
+    else:
+        start = _orth_near(torch.stack(bases))  # type: ignore[arg-type]
     if cold:
         gen = torch.Generator(device=s.device).manual_seed(LOWRANK_SEED)
         omega = torch.randn(len(cold), hw_m, p, generator=gen, device=s.device, dtype=s.dtype)
@@ -243,8 +246,9 @@ def svd_fast(
         u[todo], v[todo], sigma[todo] = _ritz(s[todo], _orth(nxt[todo]))
         nxt[todo] = torch.bmm(s[todo].mT, u[todo]) / sigma[todo][:, None, :]
     if state is not None:
+        nxt = nxt / nxt.norm(dim=1, keepdim=True).clamp_min(torch.finfo(nxt.dtype).tiny)  # unit columns
         for n, t in enumerate(slots):
-            state.put(batch, t, prints[n], nxt[n].clone())
+            state.put(batch, t, prints[n], nxt[n])
     return u[..., :k], v[..., :k]
 
 

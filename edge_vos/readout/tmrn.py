@@ -2,10 +2,11 @@
 
 Everything object-independent (affinities, SVD, agents, alignment, temporal logits) is computed once per
 valid slot and batched over slots; objects differ only in the mask of the temporal softmax and in their
-values, which go through one batched matmul with the alignment matrices. The aligned-value sum
-sum_t diag(a_t) W_t V_t is evaluated as Y_t = V_t W_t^T (one bmm over slots, objects stacked along
-channels) followed by a per-pixel weighted sum over t: same FLOPs as the STCN readout, no per-object
-copies of hw x hw matrices, and the row normalisation of W is folded into the weights a_t.
+values. The aligned-value sum sum_t diag(a_t) W_t V_t costs the same FLOPs as the STCN readout: when all
+objects share the slot mask, diag(a_t / r_t) (temporal weight and row normalisation of W) is folded into
+W_t in place and the sum is accumulated slot by slot into one [O*Cv, hw] output; with per-object masks
+(or under autograd) Y_t = V_t W_t^T is one bmm over slots, objects stacked along channels, followed by a
+per-object weighted sum over t. Neither materialises per-object copies of hw x hw matrices.
 """
 
 from __future__ import annotations
@@ -89,10 +90,19 @@ def tmrn_readout(
         if inv_rows is not None:
             weights = weights * inv_rows[None]
         vals = mv[b] if every else mv[b][:, sel]
-        if not bool(mask.all()):  # slots invalid for an object may hold garbage (NaN) for that object
-            vals = torch.where(mask[:, :, None, None, None], vals, 0)
-        vals = vals.reshape(O, N, Cv, hw).transpose(0, 1).reshape(N, O * Cv, hw)
-        y = torch.bmm(vals, g.mT).view(N, O, Cv, hw)  # aligned values per slot, all objects
-        out = (y * weights.transpose(0, 1)[:, :, None, :]).sum(dim=0)  # [O, Cv, hw_q]
+        if inplace and bool(mask.all()):
+            # one set of weights for all objects: fold diag(a_t / r_t) into W_t, then accumulate
+            # sum_t V_t W_t'^T in place: the big matmul of the module docstring, without a copy of V
+            g = g.mul_(weights[0][..., None])
+            out = torch.zeros(O * Cv, hw, dtype=g.dtype, device=g.device)
+            for n in range(N):
+                out.addmm_(vals[:, n].reshape(O * Cv, hw), g[n].T)
+            out = out.view(O, Cv, hw)
+        else:
+            if not bool(mask.all()):  # slots invalid for an object may hold garbage (NaN) for that object
+                vals = torch.where(mask[:, :, None, None, None], vals, 0)
+            vals = vals.reshape(O, N, Cv, hw).transpose(0, 1).reshape(N, O * Cv, hw)
+            y = torch.bmm(vals, g.mT).view(N, O, Cv, hw)  # aligned values per slot, all objects
+            out = (y * weights.transpose(0, 1)[:, :, None, :]).sum(dim=0)  # [O, Cv, hw_q]
         outs.append(out.view(O, Cv, H, W))
     return torch.stack(outs)
