@@ -114,46 +114,74 @@ APPROX = ("tmrn lowrank", "tmrn fast")
 
 @dataclass
 class Result:
-    times_ms: dict[str, float]  # median over the warm frames
+    wall_ms: dict[str, float]  # median wall time over the timed frames, 2 torch threads
+    cpu_ms: dict[str, float]  # median CPU time of the same call with 1 torch thread (robust to load)
     errors: dict[str, float]  # median relative error against svd="exact"
     fast_cold_ms: float
-    frames: int
 
 
 def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x.double() - ref.double()).norm() / ref.double().norm())
 
 
+def _cpu_ms(fn: Callable[[], torch.Tensor]) -> float:
+    """CPU time of fn with one torch thread: what the call costs, whatever else the machine runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        start = time.process_time()
+        fn()
+        return (time.process_time() - start) * 1e3
+    finally:
+        torch.set_num_threads(threads)
+
+
 @torch.no_grad()
-def bench_config(keys: Keys, t: int, frames: int, key_scale: float = 1.0, methods: tuple[str, ...] = ()) -> Result:
-    """Runs every method on `frames` + 1 consecutive query frames (the first one warms the fast state up)."""
+def bench_config(
+    keys: Keys, t: int, frames: int, key_scale: float = 1.0, methods: tuple[str, ...] = (), cpu: bool = True
+) -> Result:
+    """Runs every method on `frames` consecutive query frames after one warm-up frame.
+
+    The warm-up frame runs only the cheap methods (allocator warm-up, and the fast state's cold start,
+    timed as fast_cold_ms). Each timed frame runs all methods with 2 threads (wall time, and outputs for
+    the errors), then again with 1 thread for CPU time (`fast` then uses its own, separate state).
+    """
     names = methods or tuple(METHODS)
     mk, mv = keys.mk[:, :t] * key_scale, keys.mv[:, :, :t]
     valid = torch.ones(1, t, dtype=torch.bool)
-    state = SvdState()
-    times: dict[str, list[float]] = {n: [] for n in names}
+    state, cpu_state = SvdState(), SvdState()
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu_t: dict[str, list[float]] = {n: [] for n in names if n != "tmrn exact"}
     errors: dict[str, list[float]] = {n: [] for n in APPROX if n in names}
     cold_ms = float("nan")
     for f, q in enumerate(keys.queries[: frames + 1]):
         q = q * key_scale
+        if f == 0:
+            for name in names:
+                if name in ("stcn", "stcn top-20", "tmrn fast"):
+                    start = time.perf_counter()
+                    METHODS[name](q, mk, mv, valid, state)
+                    cold_ms = (time.perf_counter() - start) * 1e3 if name == "tmrn fast" else cold_ms
+                    if cpu and name in cpu_t:
+                        _cpu_ms(lambda n=name, q=q: METHODS[n](q, mk, mv, valid, cpu_state))
+            continue
         outs = {}
         for name in names:
             start = time.perf_counter()
             outs[name] = METHODS[name](q, mk, mv, valid, state)
-            ms = (time.perf_counter() - start) * 1e3
-            if f == 0 and name == "tmrn fast":
-                cold_ms = ms
-            if f > 0:  # frame 0: warm-up (allocator, fast state)
-                times[name].append(ms)
+            wall[name].append((time.perf_counter() - start) * 1e3)
+            if cpu and name in cpu_t:
+                cpu_t[name].append(_cpu_ms(lambda n=name, q=q: METHODS[n](q, mk, mv, valid, cpu_state)))
         if "tmrn exact" in outs:
             for name in errors:
                 errors[name].append(rel_err(outs[name], outs["tmrn exact"]))
-        log.info("T=%d frame %d: %s", t, f, {n: round(v[-1], 1) for n, v in times.items() if v})
+        log.info("T=%d frame %d wall %s cpu %s", t, f, {n: round(v[-1]) for n, v in wall.items()},
+                 {n: round(v[-1]) for n, v in cpu_t.items() if v})
     return Result(
-        {n: statistics.median(v) for n, v in times.items()},
+        {n: statistics.median(v) for n, v in wall.items()},
+        {n: statistics.median(v) for n, v in cpu_t.items() if v},
         {n: statistics.median(v) for n, v in errors.items() if v},
         cold_ms,
-        frames,
     )
 
 
@@ -175,35 +203,40 @@ def run(quick: bool, write: bool, sequence: str, frames: int) -> str:
         hw = keys.mk.shape[-2] * keys.mk.shape[-1]
         for t in ts:
             r = bench_config(keys, t, frames)
-            fast, stcn, top20 = r.times_ms["tmrn fast"], r.times_ms["stcn"], r.times_ms["stcn top-20"]
+            w, c = r.wall_ms, r.cpu_ms
             rows.append([
-                res, hw, t, _fmt(top20), _fmt(stcn), _fmt(r.times_ms["tmrn exact"]),
-                f"{_fmt(r.times_ms['tmrn lowrank'])} ({100 * r.errors['tmrn lowrank']:.2f}%)",
-                f"{_fmt(fast)} ({100 * r.errors['tmrn fast']:.2f}%)", _fmt(r.fast_cold_ms),
-                f"{fast / stcn:.2f}x / {fast / top20:.2f}x",
+                res, hw, t,
+                *(f"{_fmt(w[n])} / {_fmt(c[n])}" for n in ("stcn top-20", "stcn")),
+                _fmt(w["tmrn exact"]),
+                *(f"{_fmt(w[n])} / {_fmt(c[n])} ({100 * r.errors[n]:.2f}%)" for n in APPROX),
+                _fmt(r.fast_cold_ms),
+                f"{c['tmrn fast'] / c['stcn']:.2f}x / {c['tmrn fast'] / c['stcn top-20']:.2f}x",
             ])
             log.info("%s", rows[-1])
         if not quick:  # sharpened keys: affinities as peaky as a trained network's
-            r = bench_config(keys, 8, frames, key_scale=SHARPEN, methods=("tmrn exact", *APPROX))
+            r = bench_config(keys, 8, frames, key_scale=SHARPEN, methods=("tmrn exact", *APPROX), cpu=False)
             err_rows.append([res, 8, *(f"{100 * r.errors[n]:.2f}%" for n in APPROX)])
     load_after = os.getloadavg()[0]
     md = "\n".join([
-        "## Readouts (CPU, 2 torch threads)",
+        "## Readouts (CPU)",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `tools/bench_readout.py`"
         f"{' --quick' if quick else ''}. Network: stcn-r18, {label}. Keys: `encode_key` on DAVIS val-dev"
         f" `{sequence}` (memory: every {MEM_EVERY}th frame from 0; queries: the frames after the last memory"
         " frame); values: `encode_value` with the GT mask, **O = 1 object**; Ck 64, Cv 512, K = 128 agents,"
-        f" float32. Time: median ms per readout call over {frames} consecutive query frames (after one"
-        " warm-up frame), all methods interleaved on each frame. Error: median of"
+        f" float32, no grad. Each cell `wall / cpu`: median over {frames} consecutive query frames (after one"
+        " warm-up frame) of the wall time with 2 torch threads and of the CPU time (`process_time`) of the"
+        " same call with 1 torch thread; all methods interleaved on each frame. The machine's 2 cores were"
+        f" shared with other engineers' jobs (load average {load_before:.1f} before, {load_after:.1f} after), so"
+        " wall times are inflated several-fold and erratic (2-thread OpenMP regions stall when a core is"
+        " taken); the 1-thread CPU times measure the work itself and give the ratios. Error: median"
         " ||out - out_exact|| / ||out_exact|| over the same frames. `fast` carries an `SvdState` from frame"
-        " to frame; *fast cold* is its first frame (no state). Ratio: fast / stcn (dense) and fast /"
-        f" stcn top-20. Load average (2 cores, shared with other engineers' jobs): {load_before:.1f} before,"
-        f" {load_after:.1f} after; absolute times are noisy (+-30% or worse), ratios less so.",
+        " to frame; *fast cold* is the wall time of its first frame (no state). Ratio: CPU time of fast /"
+        " stcn (dense) and fast / stcn top-20.",
         "",
         markdown_table(
-            ["res", "hw", "T", "stcn top-20", "stcn", "tmrn exact", "tmrn lowrank (err)", "tmrn fast (err)",
-             "fast cold", "fast / stcn, / top-20"],
+            ["res", "hw", "T", "stcn top-20", "stcn", "tmrn exact (wall)", "tmrn lowrank (err)",
+             "tmrn fast (err)", "fast cold (wall)", "fast / stcn, / top-20 (cpu)"],
             rows,
         ),
     ])
