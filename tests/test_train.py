@@ -140,7 +140,9 @@ def test_cli_trains_from_yaml_with_overrides(tmp_path: Path) -> None:
     assert main(["train", "--config", str(cfg), "--set", "readout.kind=bogus"]) == 2
 
 
-@pytest.mark.parametrize("name", ["train-cpu.yaml", "train-gpu.yaml"])
+@pytest.mark.parametrize(
+    "name", ["train-cpu.yaml", "train-gpu.yaml", "train-cpu-r18-scratch.yaml", "train-cpu-tmrn-ft.yaml"]
+)
 def test_shipped_configs_are_valid(name: str) -> None:
     cfg = load_yaml(TrainConfig, CONFIGS / name)
     assert cfg.total_steps > 0
