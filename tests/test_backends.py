@@ -190,3 +190,45 @@ def test_torch_tensorrt_matches_pytorch(r18_network, engines_dir) -> None:
         expected = ref(readout, qv, f8, f4)
     got = runner.decode(readout, qv, f8, f4)
     assert float((got - expected).abs().max() / expected.abs().max()) < 2e-2
+
+
+def test_build_engines_cli_exports_and_prints_trtexec_lines(monkeypatch, tmp_path, capsys) -> None:
+    import argparse
+
+    import edge_vos.backends.export as export
+    from edge_vos.backends import cli
+
+    from .test_export import _fake_exporter
+
+    calls: list[str] = []
+    monkeypatch.setattr(export, "_export", _fake_exporter(calls))
+    config = tmp_path / "service.yaml"
+    config.write_text("tracker:\n  resolution: 240\n  max_objects: 3\n  precision: fp16\n  backend: auto\n")
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--config", str(config), "--random-network", "--engines", str(tmp_path / "eng")])
+    assert cli.main(args) == 0
+    assert calls == ["key_encoder", "value_encoder", "decoder"]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trtexec")]
+    assert len(lines) == 3 and all("--fp16" in line for line in lines)
+    assert "--maxShapes=masks:3x1x240x432,others:3x1x240x432" in lines[1]
+    if NO_CUDA:  # an explicit TensorRT request fails with the reason, after exporting (cache hit now)
+        args = parser.parse_args(["--config", str(config), "--random-network", "--engines", str(tmp_path / "eng"),
+                                  "--backend", "tensorrt"])
+        assert cli.main(args) == 1 and len(calls) == 3
+
+
+def test_fp16_export_for_strongly_typed_tensorrt_keeps_fp32_inputs_and_outputs(tmp_path) -> None:
+    import onnx
+
+    from edge_vos.backends.export import export_part
+    from edge_vos.model import build_network
+
+    torch.manual_seed(0)
+    net = build_network("stcn-r18-lite").eval()
+    exported = export_part(net, "decoder", (32, 48), cache_dir=tmp_path, precision="fp16")
+    model = onnx.load(str(exported.path))
+    fp32, fp16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert all(v.type.tensor_type.elem_type == fp32 for v in [*model.graph.input, *model.graph.output])
+    weights = [t for t in model.graph.initializer if len(t.dims) == 4]
+    assert weights and all(t.data_type == fp16 for t in weights)

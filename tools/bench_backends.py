@@ -98,12 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="stcn-r18")
     parser.add_argument("--sizes", default="240x432,480x864", help="padded working sizes HxW, comma-separated")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads, torch and onnxruntime")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--engines", type=Path, default=Path("engines"), help="ONNX export cache")
+    parser.add_argument("--note", action="append", default=[], help="a paragraph appended to the doc section")
     parser.add_argument("--write-doc", type=Path, help="write the `backends` section of this Markdown file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the onnxruntime runner takes torch's thread count
     torch.manual_seed(0)
     network = build_network(args.arch).eval()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
@@ -131,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Fastest fp32: " + ", ".join(f"{w}x{h}: {n}" for (h, w), n in winners.items())
         + ". Fastest overall: " + ", ".join(f"{w}x{h}: {n}" for (h, w), n in overall.items()) + ".",
+        *(f"\n{note}" for note in args.note),
     ])
     print(body)  # noqa: T201 - the table is this tool's output
     if args.write_doc:
