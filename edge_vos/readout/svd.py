@@ -22,6 +22,7 @@ LOWRANK_SEED = 0
 FAST_OVERSAMPLE = 8  # extra subspace columns: the tail of the top-K spectrum is nearly degenerate
 FAST_COLD_ITERS = 2  # power iterations from a random start when there is no state for a slot
 LAPACK_THREADS = 1
+CHOLESKY_RIDGE = 1e-5
 FAST_TOL = 0.1  # relative residual ||S^T U - V diag(sigma)|| / ||sigma|| that triggers an extra iteration
 FAST_MAX_EXTRA_ITERS = 1  # cap on those extra iterations per frame (scene cuts, big motion)
 
@@ -186,6 +187,10 @@ def _orth_near(z: torch.Tensor) -> torch.Tensor:
     Householder QR. Falls back to Householder where Cholesky fails (rank-deficient S).
     """
     gram = torch.bmm(z.mT, z)
+    # a small ridge keeps Cholesky alive when S is numerically rank-deficient (near-uniform affinities):
+    # the directions it touches carry singular values at float32 noise level, which the output ignores
+    diag = gram.diagonal(dim1=-2, dim2=-1)
+    diag.add_(CHOLESKY_RIDGE * diag.mean(dim=-1, keepdim=True))
     with lapack_threads(z.device):
         chol, info = torch.linalg.cholesky_ex(gram)
         if bool((info != 0).any()):
