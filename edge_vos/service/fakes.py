@@ -102,6 +102,8 @@ class ArrayReader:
 
     def open(self) -> None:
         self.opens += 1
+        if self.index >= len(self.frames):
+            self.index = 0  # reopening a finished file starts it again
         if self.fail_open > 0:
             self.fail_open -= 1
             raise SourceError("camera absent")

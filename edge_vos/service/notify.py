@@ -29,6 +29,9 @@ class Notifier:
         self._sock: socket.socket | None = None
         if self._address is not None:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Never wait for systemd: a full receive queue (net.unix.max_dgram_qlen, 10 by default) drops
+            # this message instead of blocking the thread that reports progress.
+            self._sock.setblocking(False)
         self.watchdog_interval_s = _watchdog_interval(env)
         self._last_ping = 0.0
 
@@ -45,7 +48,7 @@ class Notifier:
             try:
                 self._sock.sendto(message, self._address)
                 return True
-            except OSError as exc:  # systemd gone or socket full: never let this stop the service
+            except OSError as exc:  # systemd gone or its queue full: never let this stop the service
                 log.debug("sd_notify failed: %s", exc)
                 return False
 

@@ -436,6 +436,7 @@ class CaptureThread(threading.Thread):
         fps = self.reader.nominal_fps() or self.config.fps
         t0 = time.monotonic()
         n = 0
+        since_rewind = -1
         while not self.stop_event.is_set():
             if realtime:  # behave like a camera: frame n is "grabbed" at t0 + n / fps
                 wait = t0 + n / fps - time.monotonic()
@@ -450,6 +451,10 @@ class CaptureThread(threading.Thread):
             if image is None:
                 if not self.config.loop:
                     return "ended"
+                if n == since_rewind:  # restarted and still nothing: do not spin, back off instead
+                    log.warning("source yields no frames after a restart")
+                    return "lost"
+                since_rewind = n
                 rewind = getattr(self.reader, "rewind", None)
                 if rewind is not None:
                     rewind()
@@ -460,8 +465,8 @@ class CaptureThread(threading.Thread):
             frame = Frame(self.frames, time.monotonic_ns(), time.time_ns(), image)
             self.frames += 1
             n += 1
-            if self._on_frame is not None:
-                self._on_frame()
             if not self.buffer.put(frame, self.stop_event):
                 return "stopped"
+            if self._on_frame is not None:
+                self._on_frame()
         return "stopped"
