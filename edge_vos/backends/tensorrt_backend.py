@@ -248,7 +248,8 @@ class EngineBuilder:
         profile = builder.create_optimization_profile()
         for name, (lo, opt, hi) in shapes.items():
             profile.set_shape(name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
-        config.add_optimization_profile(profile)
+        if config.add_optimization_profile(profile) < 0:
+            raise RuntimeError(f"TensorRT rejected the optimisation profile {shapes} for {onnx_path}")
         timing_path = self.timing_cache_path
         cache = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
