@@ -232,3 +232,14 @@ def test_fp16_export_for_strongly_typed_tensorrt_keeps_fp32_inputs_and_outputs(t
     assert all(v.type.tensor_type.elem_type == fp32 for v in [*model.graph.input, *model.graph.output])
     weights = [t for t in model.graph.initializer if len(t.dims) == 4]
     assert weights and all(t.data_type == fp16 for t in weights)
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="needs TensorRT to fail to start")
+def test_auto_falls_back_to_torch_when_tensorrt_fails_to_start(r18_network, monkeypatch, caplog) -> None:
+    import edge_vos.backends as backends
+
+    monkeypatch.setattr(backends, "choose_backend", lambda device, precision: ("tensorrt", "forced for the test"))
+    with caplog.at_level(logging.WARNING, logger="edge_vos.backends"):
+        runner = create_runner(r18_network, "auto", CPU, "fp16", HW)
+    assert runner.name == "torch"
+    assert any("TensorRT failed to start" in r.getMessage() for r in caplog.records)

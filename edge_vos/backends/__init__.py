@@ -68,6 +68,19 @@ def create_runner(
     if backend == "auto":
         backend, why = choose_backend(device, precision)
         log.info("backend auto -> %s: %s", backend, why)
+        if backend == "tensorrt":
+            try:
+                return _create(network, backend, device, precision, padded_hw, max_objects, cache)
+            except (BackendUnavailable, ImportError, OSError) as exc:  # e.g. TensorRT 8, missing libnvinfer
+                log.warning("backend auto: TensorRT failed to start (%s); using eager PyTorch on %s", exc, device)
+                backend = "torch"
+    return _create(network, backend, device, precision, padded_hw, max_objects, cache)
+
+
+def _create(
+    network: STCN, backend: str, device: torch.device, precision: str, padded_hw: tuple[int, int],
+    max_objects: int, cache: Path,
+) -> NetworkRunner:
     if backend == "torch":
         return TorchRunner(network, device, precision)
     if backend == "onnxruntime":
