@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The main job: sets up .venv if needed, then runs the edge-vos service on the bundled default source (a
+# procedurally rendered scene with its own first-frame mask) and the bundled default weights, publishing
+# masks on tcp://127.0.0.1:5555 and taking commands on tcp://127.0.0.1:5556. Stop with Ctrl-C.
+#
+#   bash tools/demo.sh                          # configs/cpu.yaml
+#   bash tools/demo.sh --source video.mp4 --prompt-mask first.png   # any file, folder, camera or URL
+#   bash tools/demo.sh --weights random         # untrained network: checks the pipeline, masks are noise
+#
+# Watch it from another terminal:   .venv/bin/edge-vos subscribe
+# (or save the masks:               .venv/bin/edge-vos subscribe --save runs/demo-masks --count 50)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/edge-vos ]; then
+  bash tools/setup.sh
+fi
+echo "edge-vos: masks on tcp://127.0.0.1:5555, commands on tcp://127.0.0.1:5556"
+echo "watch from another terminal:  .venv/bin/edge-vos subscribe"
+exec .venv/bin/edge-vos run --config configs/cpu.yaml "$@"
