@@ -243,3 +243,13 @@ def test_auto_falls_back_to_torch_when_tensorrt_fails_to_start(r18_network, monk
         runner = create_runner(r18_network, "auto", CPU, "fp16", HW)
     assert runner.name == "torch"
     assert any("TensorRT failed to start" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stub_only_tensorrt_directory_does_not_count_as_installed(tmp_path, monkeypatch) -> None:
+    from edge_vos.backends.tensorrt_backend import module_installed
+
+    (tmp_path / "fake_trt_stub_pkg").mkdir()
+    (tmp_path / "fake_trt_stub_pkg" / "__init__.pyi").write_text("x: int\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert not module_installed("fake_trt_stub_pkg")
+    assert module_installed("json") and not module_installed("surely_not_a_module_here")

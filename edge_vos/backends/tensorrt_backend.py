@@ -51,12 +51,19 @@ def tensorrt_unavailable_reason(device: torch.device | None = None) -> str | Non
         return "CUDA is not available (torch.cuda.is_available() is False): TensorRT needs an NVIDIA GPU"
     if device is not None and device.type != "cuda":
         return f"TensorRT needs a CUDA device, got device {device}"
-    if importlib.util.find_spec("tensorrt") is None:
+    if not module_installed("tensorrt"):
         return (
             "the tensorrt Python package is not installed (Jetson: JetPack's python3-libnvinfer in a venv with "
             "--system-site-packages; desktop: pip install 'tensorrt-cu12>=10,<11'; see docs/engines.md)"
         )
     return None
+
+
+def module_installed(name: str) -> bool:
+    """True for a real, importable package; False when absent or only a stub/namespace directory exists
+    (a `pip install tensorrt-stubs` into site-packages leaves a `tensorrt/` with only `.pyi` files)."""
+    spec = importlib.util.find_spec(name)
+    return spec is not None and spec.origin is not None
 
 
 def import_tensorrt(device: torch.device | None = None) -> ModuleType:

@@ -11,7 +11,6 @@ torch-tensorrt default and works whether or not `enabled_precisions` still exist
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import time
@@ -25,7 +24,7 @@ from torch import nn
 from edge_vos.backends.base import BackendUnavailable
 from edge_vos.backends.export import weights_hash
 from edge_vos.backends.parts import INPUT_NAMES, PART_NAMES, HalfPrecision, make_part
-from edge_vos.backends.tensorrt_backend import gpu_identity, object_profile
+from edge_vos.backends.tensorrt_backend import gpu_identity, module_installed, object_profile
 from edge_vos.model.network import STCN
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ def torch_tensorrt_unavailable_reason(device: torch.device | None = None) -> str
         return "CUDA is not available (torch.cuda.is_available() is False): torch-tensorrt needs an NVIDIA GPU"
     if device is not None and device.type != "cuda":
         return f"torch-tensorrt needs a CUDA device, got device {device}"
-    if importlib.util.find_spec("torch_tensorrt") is None:
+    if not module_installed("torch_tensorrt"):
         return "the torch_tensorrt package is not installed (it must match the installed torch exactly)"
     return None
 
