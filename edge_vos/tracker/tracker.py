@@ -256,7 +256,8 @@ class Tracker:
         key = geometry.padded_hw
         if key not in self._runners:
             self._runners[key] = create_runner(
-                self.network, self.config.backend, self.device, self.config.precision, key
+                self.network, self.config.backend, self.device, self.config.precision, key,
+                max_objects=self.config.max_objects,
             )
             log.info("backend %s at %dx%d", self._runners[key].name, key[1], key[0])
         return self._runners[key]
