@@ -112,6 +112,32 @@ METHODS: dict[str, Method] = {
 APPROX = ("tmrn lowrank", "tmrn fast")
 
 
+def random_agents_readout(q: torch.Tensor, mk: torch.Tensor, mv: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Yardstick: TMRN with random orthonormal U, V instead of the SVD (how much the agents matter at all).
+
+    Swaps the module's SVD function for the duration of the call (benchmark only).
+    """
+    import edge_vos.readout.tmrn as tmrn_module
+
+    def random_singular(s: torch.Tensor, k: int, kind: str, **_: object) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(1)
+        n, hw_q, hw_m = s.shape
+        u = torch.linalg.qr(torch.randn(n, hw_q, k, generator=gen)).Q
+        v = torch.linalg.qr(torch.randn(n, hw_m, k, generator=gen)).Q
+        return u.to(s.dtype), v.to(s.dtype)
+
+    original = tmrn_module.top_singular
+    tmrn_module.top_singular = random_singular  # type: ignore[assignment]
+    try:
+        return tmrn_readout(q, mk, mv, valid)
+    finally:
+        tmrn_module.top_singular = original  # type: ignore[assignment]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%" if x >= 1e-4 else f"{100 * x:.0e}%"
+
+
 @dataclass
 class Result:
     wall_ms: dict[str, float]  # median wall time over the timed frames, 2 torch threads
@@ -175,6 +201,9 @@ def bench_config(
         if "tmrn exact" in outs:
             for name in errors:
                 errors[name].append(rel_err(outs[name], outs["tmrn exact"]))
+            errors.setdefault("random agents", []).append(
+                rel_err(random_agents_readout(q, mk, mv, valid), outs["tmrn exact"])
+            )
         log.info("T=%d frame %d wall %s cpu %s", t, f, {n: round(v[-1]) for n, v in wall.items()},
                  {n: round(v[-1]) for n, v in cpu_t.items() if v})
     return Result(
@@ -225,7 +254,8 @@ def run(quick: bool, write: bool, sequence: str, frames: int) -> str:
                 res, hw, t,
                 *(f"{_fmt(w[n])} / {_fmt(c[n])}" for n in ("stcn top-20", "stcn")),
                 _fmt(w["tmrn exact"]),
-                *(f"{_fmt(w[n])} / {_fmt(c[n])} ({100 * r.errors[n]:.2f}%)" for n in APPROX),
+                *(f"{_fmt(w[n])} / {_fmt(c[n])} ({_pct(r.errors[n])})" for n in APPROX),
+                _pct(r.errors["random agents"]),
                 _fmt(r.fast_cold_ms),
                 f"{c['tmrn fast'] / c['stcn']:.2f}x / {c['tmrn fast'] / c['stcn top-20']:.2f}x",
             ])
@@ -237,7 +267,7 @@ def run(quick: bool, write: bool, sequence: str, frames: int) -> str:
                 log.info("%s", obj_rows[-1])
         if not quick:  # sharpened keys: affinities as peaky as a trained network's
             r = bench_config(keys, 8, frames, key_scale=SHARPEN, methods=("tmrn exact", *APPROX), cpu=False)
-            err_rows.append([res, 8, *(f"{100 * r.errors[n]:.2f}%" for n in APPROX)])
+            err_rows.append([res, 8, *(_pct(r.errors[n]) for n in (*APPROX, "random agents"))])
     load_after = os.getloadavg()[0]
     md = "\n".join([
         "## Readouts (CPU)",
@@ -258,17 +288,20 @@ def run(quick: bool, write: bool, sequence: str, frames: int) -> str:
         "",
         markdown_table(
             ["res", "hw", "T", "stcn top-20", "stcn", "tmrn exact (wall)", "tmrn lowrank (err)",
-             "tmrn fast (err)", "fast cold (wall)", "fast / stcn, / top-20 (cpu)"],
+             "tmrn fast (err)", "random agents err", "fast cold (wall)", "fast / stcn, / top-20 (cpu)"],
             rows,
         ),
     ])
     if err_rows:
         md += "\n\n" + "\n".join([
-            f"Random-init keys (std ~0.11) make every affinity nearly uniform (perplexity ~hw), which flatters"
-            f" the approximate SVDs. Errors with keys x{SHARPEN:g} (perplexity ~40 at 480p: the peaky regime"
-            " of a trained network), T = 8:",
+            "*random agents err* is a yardstick, not a method: TMRN with random orthonormal U, V instead of"
+            " the SVD, against exact. It shows how much the output depends on the agents at all, so that a"
+            " small error of lowrank/fast means a match rather than indifference. Random-init keys (std"
+            " ~0.11) give near-uniform affinities (perplexity ~hw). The same errors with keys"
+            f" x{SHARPEN:g} (peaky affinities, perplexity ~40 at 480p, closer to what a trained network"
+            " gives -- an assumption until one exists), T = 8:",
             "",
-            markdown_table(["res", "T", "lowrank err", "fast err"], err_rows),
+            markdown_table(["res", "T", "lowrank err", "fast err", "random agents err"], err_rows),
         ])
     if obj_rows:
         md += "\n\n" + "\n".join([
