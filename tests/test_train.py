@@ -113,9 +113,13 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
     assert [r["stage"] for r in rows] == ["static", "static", "video", "video"]
 
     from edge_vos.model import load_network
+    from edge_vos.train.trainer import export_checkpoint
 
     net = load_network(full.export)
     assert net.arch == "stcn-effl0" and net.value_dim == 128
+    partial = load_network(export_checkpoint(tiny_config(tmp_path / "full")))
+    for name, value in partial.state_dict().items():
+        torch.testing.assert_close(value, net.state_dict()[name], msg=name)
 
 
 def test_tmrn_readout_trains(tmp_path: Path) -> None:

@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the run directory")
     parser.add_argument("--max-steps", type=int, help="stop after this global step (the run stays resumable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--export-checkpoint", action="store_true",
+        help="only write the run's current checkpoint as OUT/step<N>.safetensors (to evaluate a run in progress)",
+    )
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -46,7 +50,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> int:
     from edge_vos.train.config import TrainConfig
-    from edge_vos.train.trainer import train
+    from edge_vos.train.trainer import export_checkpoint, train
 
     try:
         overrides = parse_overrides(args.set)
@@ -59,6 +63,9 @@ def main(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     try:
+        if args.export_checkpoint:
+            log.info("wrote %s", export_checkpoint(cfg))
+            return 0
         result = train(cfg, resume=not args.fresh, max_steps=args.max_steps)
     except FileNotFoundError as exc:
         log.error("%s", exc)

@@ -276,6 +276,18 @@ def _to_tensors(batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[torch
     return (x - mean) / std, torch.from_numpy(masks), torch.from_numpy(selector)
 
 
+def export_checkpoint(cfg: TrainConfig, path: Path | None = None) -> Path:
+    """Writes the network of the run's current checkpoint (any step) as our safetensors, for evaluation."""
+    out = Path(cfg.out)
+    net = build_network(cfg.model.arch, use_cbam=cfg.model.use_cbam)
+    freeze_key_low_levels(net, cfg.model.freeze_key_to)  # the optimizer state lists trainable tensors only
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad])
+    step, _ = load_checkpoint(out / CHECKPOINT, net, opt)
+    path = path or out / f"step{step}.safetensors"
+    export_network(net, path, cfg, step, {"partial": "true"})
+    return path
+
+
 def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -> TrainResult:
     """Runs (or resumes) training as configured; `max_steps` stops early (tests, interrupted runs)."""
     torch.set_num_threads(cfg.threads)
