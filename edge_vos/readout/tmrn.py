@@ -66,9 +66,7 @@ def tmrn_readout(
             g, renorm = s, False
         else:
             k = min(agents, hw)
-            u, v = top_singular(
-                s, k, svd, keys=m, state=state, batch=b, slots=sel.tolist()
-            )
+            u, v = top_singular(s, k, svd, keys=m, state=state, batch=b, slots=sel.tolist())
             agent_keys = torch.cat([u.mT @ q, v.mT @ m.mT], dim=1)  # [N, 2K, Ck]
             p_q = torch.softmax(torch.bmm(q, agent_keys.mT) * scale, dim=-1)  # [N, hw_q, 2K]
             p_m = torch.softmax(torch.bmm(m.mT, agent_keys.mT) * scale, dim=-1)  # [N, hw_m, 2K]
