@@ -88,6 +88,10 @@ def load_prompt_mask(path: str | Path) -> np.ndarray:
         raise ConfigError("prompt.mask", str(exc)) from None
 
 
+class StartupError(RuntimeError):
+    """A configuration problem that shows only once frames arrive (e.g. the prompt mask's size)."""
+
+
 @dataclass
 class _Snapshot:
     """Numbers the inference thread publishes for `stats` (replaced whole, read without locks)."""
@@ -146,6 +150,8 @@ class InferenceWorker(threading.Thread):
                 try:
                     outcome = self._step(frame)
                     errors = 0
+                except StartupError:
+                    raise
                 except Exception as exc:
                     errors += 1
                     svc.metrics.frames_dropped.labels("tracker_error").inc()
@@ -223,8 +229,11 @@ class InferenceWorker(threading.Thread):
         label: np.ndarray | None = None
         objects: list[int] = []
         if self.initial_mask is not None:
-            label = fit_mask(self.initial_mask, (h, w), self.config.prompt.resize,
-                             self.config.prompt.resize_tolerance, field="prompt.mask").astype(np.uint8)
+            try:
+                label = fit_mask(self.initial_mask, (h, w), self.config.prompt.resize,
+                                 self.config.prompt.resize_tolerance, field="prompt.mask").astype(np.uint8)
+            except CommandError as exc:  # the operator's prompt cannot apply: stop, do not track nothing
+                raise StartupError(str(exc)) from None
             objects = [int(v) for v in np.unique(label) if v != 0]
             self.initial_mask = None
             log.info("initial prompt: objects %s", objects)
@@ -232,6 +241,8 @@ class InferenceWorker(threading.Thread):
         for pending in self._next_adds:
             cmd = pending.command
             assert isinstance(cmd, AddObject)
+            if pending.cancelled.is_set():  # its reply already timed out: the client was told it was not applied
+                continue
             try:
                 mask = self._object_mask(cmd, frame)
             except CommandError as exc:
