@@ -275,24 +275,43 @@ def _polygon(value: Any, h: int, w: int, max_points: int) -> np.ndarray:
     return mask.astype(bool)
 
 
-def grabcut_mask(image_rgb: np.ndarray, box: tuple[int, int, int, int], iterations: int = 3) -> np.ndarray:
+def grabcut_mask(
+    image_rgb: np.ndarray, box: tuple[int, int, int, int], iterations: int = 3, max_side: int = 320
+) -> np.ndarray:
     """Foreground inside `box` by OpenCV GrabCut (bool [H,W]); the box's inscribed ellipse when GrabCut
-    finds nothing (flat regions), so a box prompt always yields an object."""
+    finds nothing (flat regions), so a box prompt always yields an object.
+
+    GrabCut runs on the box plus a margin, downscaled so its long side is at most `max_side`: its cost
+    then stays bounded (tens of ms) whatever the camera resolution, since it runs between two frames.
+    """
     x0, y0, x1, y1 = box
     h, w = image_rgb.shape[:2]
-    # GrabCut needs background outside the box; a box covering the whole frame leaves it none.
-    if x1 - x0 >= w - 1 and y1 - y0 >= h - 1:
-        x0, y0, x1, y1 = x0 + 1, y0 + 1, x1 - 1, y1 - 1
-    mask = np.zeros((h, w), np.uint8)
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    try:
-        cv2.grabCut(
-            cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), mask, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, iterations,
-            cv2.GC_INIT_WITH_RECT,
-        )
-        fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-    except cv2.error:
-        fg = np.zeros((h, w), bool)
+    margin = max(4, (x1 - x0) // 4, (y1 - y0) // 4)
+    cx0, cy0, cx1, cy1 = max(0, x0 - margin), max(0, y0 - margin), min(w, x1 + margin), min(h, y1 + margin)
+    crop = image_rgb[cy0:cy1, cx0:cx1]
+    scale = min(1.0, max_side / max(crop.shape[:2]))
+    small = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else crop
+    sh, sw = small.shape[:2]
+    rx0, ry0 = int((x0 - cx0) * scale), int((y0 - cy0) * scale)
+    rx1 = min(sw, max(rx0 + 2, int(np.ceil((x1 - cx0) * scale))))
+    ry1 = min(sh, max(ry0 + 2, int(np.ceil((y1 - cy0) * scale))))
+    # GrabCut needs some background outside the rectangle.
+    rx0, ry0, rx1, ry1 = max(rx0, 1), max(ry0, 1), min(rx1, sw - 1), min(ry1, sh - 1)
+    fg = np.zeros((h, w), bool)
+    if rx1 - rx0 >= 2 and ry1 - ry0 >= 2:
+        mask = np.zeros((sh, sw), np.uint8)
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        try:
+            cv2.grabCut(cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2BGR), mask,
+                        (rx0, ry0, rx1 - rx0, ry1 - ry0), bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
+            small_fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
+            full = cv2.resize(small_fg, (cx1 - cx0, cy1 - cy0), interpolation=cv2.INTER_NEAREST)
+            fg[cy0:cy1, cx0:cx1] = full.astype(bool)
+            inside = np.zeros((h, w), bool)
+            inside[y0:y1, x0:x1] = True
+            fg &= inside
+        except cv2.error:
+            pass
     if not fg.any():
         ellipse = np.zeros((h, w), np.uint8)
         center = ((x0 + x1) // 2, (y0 + y1) // 2)
