@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_vos.evaluation.bench import StreamRecord, pingpong, plot, run_stream, write_csv
+from edge_vos.evaluation.bench import StreamRecord, pingpong, plot, read_csv, run_stream, write_csv
 
 
 class _Memory:
@@ -62,6 +62,8 @@ def test_run_stream_records_and_summarises(tmp_path: Path) -> None:
     write_csv(record, tmp_path / "m.csv")
     lines = (tmp_path / "m.csv").read_text().splitlines()
     assert len(lines) == 61 and lines[0].startswith("frame,wall_ms,preprocess_ms")
+    again = read_csv(tmp_path / "m.csv", "official-stcn")
+    assert again.memory_slots == record.memory_slots and len(again.timings["readout"]) == 60
     flat = StreamRecord("ring", {"total": [1.0] * 60}, [1.0] * 60, [2**20] * 60, [2**20] * 60, [4] * 60)
     plot([flat, record], tmp_path / "p.png", "test")
     assert (tmp_path / "p.png").stat().st_size > 1000

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
@@ -19,7 +20,19 @@ sys.path.insert(0, str(ROOT))
 from tools.doc_tables import markdown_table, write_section  # noqa: E402
 
 
-def section(data: dict, doc: Path) -> str:
+def readout_first_last(folder: Path, mode: str) -> str:
+    """Mean readout ms over the first and last 100 frames, from the run's per-frame CSV if present."""
+    path = folder / f"{mode}.csv"
+    if not path.is_file():
+        return "-"
+    with path.open(newline="") as fh:
+        values = [float(r["readout_ms"]) for r in csv.DictReader(fh)]
+    tail = max(1, min(100, len(values) // 10))
+    first = values[10 : 10 + tail] or values[:tail]
+    return f"{sum(first) / len(first):.0f} → {sum(values[-tail:]) / tail:.0f}"
+
+
+def section(data: dict, doc: Path, folder: Path) -> str:
     setup = data["setup"]
     header = [
         "mode",
@@ -30,6 +43,7 @@ def section(data: dict, doc: Path) -> str:
         "readout p50 / p99",
         "value encode p50 / p99",
         "ms/frame first → last",
+        "readout ms first → last",
         "memory tensors first → last MiB",
         "RSS first → last (peak) MiB",
     ]
@@ -48,6 +62,7 @@ def section(data: dict, doc: Path) -> str:
                 f"{st['readout']['p50']:.0f} / {st['readout']['p99']:.0f}",
                 f"{st['value_encode']['p50']:.0f} / {st['value_encode']['p99']:.0f}",
                 f"{s['total_ms_first']:.0f} → {s['total_ms_last']:.0f}",
+                readout_first_last(folder, s["mode"]),
                 f"{s['memory_first_mib']:.1f} → {s['memory_last_mib']:.1f}",
                 f"{s['rss_first_mib']:.0f} → {s['rss_last_mib']:.0f} ({s['rss_peak_mib']:.0f})",
             ]
@@ -71,7 +86,8 @@ def section(data: dict, doc: Path) -> str:
         f"{same_readout}"
         f"Percentiles leave out the first {setup['warmup_frames_excluded']} frames; "
         '"first → last" are means over the first and last 100 frames (10% of shorter runs); stages not run '
-        "on a frame count as 0 ms (value encode runs on memory frames only, so its p50 is 0).",
+        'on a frame count as 0 ms (value encode runs on memory frames only, so its p50 is 0). "Memory tensors" '
+        "is what the memory has allocated (the unbounded memory doubles its preallocation when full).",
         "",
         markdown_table(header, rows),
         "",
@@ -96,7 +112,9 @@ def main() -> int:
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    write_section(args.doc, "longstream", section(json.loads(args.bench_json.read_text()), args.doc))
+    write_section(
+        args.doc, "longstream", section(json.loads(args.bench_json.read_text()), args.doc, args.bench_json.parent)
+    )
     logging.getLogger("bench_longstream").info("section `longstream` -> %s", args.doc)
     return 0
 

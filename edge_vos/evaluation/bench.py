@@ -136,6 +136,21 @@ def write_csv(record: StreamRecord, path: Path) -> None:
             )
 
 
+def read_csv(path: Path, mode: str) -> StreamRecord:
+    """A StreamRecord back from `write_csv` output (to re-plot a measured run without re-running it)."""
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    stages = [k[: -len("_ms")] for k in rows[0] if k.endswith("_ms") and k != "wall_ms"]
+    return StreamRecord(
+        mode,
+        {s: [float(r[f"{s}_ms"]) for r in rows] for s in stages},
+        [float(r["wall_ms"]) for r in rows],
+        [int(float(r["rss_mib"]) * 2**20) for r in rows],
+        [int(float(r["memory_mib"]) * 2**20) for r in rows],
+        [int(r["slots"]) for r in rows],
+    )
+
+
 def plot(records: list[StreamRecord], path: Path, title: str) -> None:
     """Per-frame time (and its running median) and memory against the frame index, one line per mode."""
     import matplotlib
@@ -151,9 +166,12 @@ def plot(records: list[StreamRecord], path: Path, title: str) -> None:
         x = np.arange(len(rec.wall_ms))
         ax_t.plot(x, rec.wall_ms, color=c, alpha=0.25, linewidth=0.6)
         ax_t.plot(x, median_filter(np.asarray(rec.wall_ms), size=25, mode="nearest"), color=c, label=rec.mode)
+        if "readout" in rec.timings:  # the stage whose cost depends on the memory size
+            readout = median_filter(np.asarray(rec.timings["readout"]), size=25, mode="nearest")
+            ax_t.plot(x, readout, color=c, linestyle="--", label=f"{rec.mode}: readout stage")
         ax_m.plot(x, np.asarray(rec.rss_bytes) / 2**20, color=c, label=f"{rec.mode}: process RSS")
         ax_m.plot(x, np.asarray(rec.memory_bytes) / 2**20, color=c, linestyle="--", label=f"{rec.mode}: memory tensors")
-    ax_t.set_ylabel("ms per frame (line: running median)")
+    ax_t.set_ylabel("ms per frame (lines: running median)")
     ax_t.set_yscale("log")
     ax_t.legend(loc="upper left")
     ax_t.grid(alpha=0.3)
