@@ -395,7 +395,12 @@ class Service:
         self.metrics.set_build_info(**_versions(), stream=cfg.stream_id, weights=cfg.tracker.model.weights or "default")
         self.buffer = LatestFrame() if self.pace == "realtime" else FrameQueue(cfg.pipeline.frame_queue)
 
-        self.worker = InferenceWorker(self, tracker, initial_mask)  # started last; the control thread reads it
+        # Built before the sockets, started last: the control thread's stats read them from the first request.
+        self.worker = InferenceWorker(self, tracker, initial_mask)
+        self.capture = CaptureThread(
+            reader, self.buffer, cfg.source, self.pace, self.stop_event,
+            on_state=self._on_source_state, on_frame=self._on_captured, on_reconnect=self.metrics.reconnects.inc,
+        )
         self.context = zmq.Context()
         self._authenticator = start_authenticator(self.context, cfg.security)
         self.publisher = Publisher(self.context, cfg.publish, cfg.stream_id, keys, self.metrics,
@@ -408,11 +413,11 @@ class Service:
             self.control.start()
             self._wait_bound(self.control, "control.endpoint")
         if cfg.metrics.enabled:
-            self.metrics.serve(cfg.metrics.address, cfg.metrics.port)
-        self.capture = CaptureThread(
-            reader, self.buffer, cfg.source, self.pace, self.stop_event,
-            on_state=self._on_source_state, on_frame=self._on_captured, on_reconnect=self.metrics.reconnects.inc,
-        )
+            try:
+                self.metrics.serve(cfg.metrics.address, cfg.metrics.port)
+            except OSError as exc:
+                raise ConfigError("metrics.port", f"cannot serve on {cfg.metrics.address}:{cfg.metrics.port}: "
+                                                  f"{exc}") from None
         self.started_at = time.monotonic()
         self.worker.start()
         self.capture.start()
