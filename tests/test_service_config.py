@@ -101,3 +101,15 @@ def test_run_reports_config_errors_with_exit_status_2() -> None:
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert result.returncode == 2 and "publish.encoding" in result.stderr
+
+
+def test_json_log_lines() -> None:
+    import json
+    import logging
+
+    from edge_vos.service.cli import JsonFormatter
+
+    record = logging.LogRecord("edge_vos.service.pipeline", logging.INFO, __file__, 1, "%d frames", (5,), None)
+    record.fields = {"frames": 5, "source": "streaming"}
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["msg"] == "5 frames" and entry["frames"] == 5 and entry["level"] == "INFO"

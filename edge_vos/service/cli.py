@@ -11,6 +11,7 @@ Exit status: 0 after a clean stop (end of source, --max-frames, SIGTERM/SIGINT),
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import threading
@@ -38,6 +39,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any dotted config override, value parsed as YAML (repeatable)")
     parser.add_argument("--print-config", action="store_true", help="print the validated config and exit")
+    parser.add_argument("--log-json", action="store_true",
+                        help="one JSON object per log line (for journald/log shippers), with structured fields")
+
+
+class JsonFormatter(logging.Formatter):
+    """Log records as single-line JSON: time, level, logger, message, and `extra={"fields": {...}}`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -70,6 +89,9 @@ def main(args: argparse.Namespace) -> int:
     from edge_vos.service.config import ServiceConfig
     from edge_vos.service.pipeline import Service
 
+    if args.log_json:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     try:
         config = load_yaml(ServiceConfig, args.config, overrides_from_args(args))
     except ConfigError as exc:

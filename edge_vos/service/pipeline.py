@@ -546,7 +546,10 @@ class Service:
         skipped = self.buffer.skipped if hasattr(self, "buffer") else 0
         text = (f"{snap.frames} frames, {snap.fps:.1f} fps, {len(snap.objects)} objects, "
                 f"source {capture.state if capture else '?'}, skipped {skipped}")
-        log.info("%s", text)
+        fields = {"frames": snap.frames, "fps": round(snap.fps, 2), "objects": snap.objects,
+                  "source": capture.state if capture else None, "skipped": skipped,
+                  "step_ms_p50": round(snap.step_ms_p50, 1)}
+        log.info("%s", text, extra={"fields": fields})  # `--log-json` writes the fields as JSON
         self.notifier.status(text)
         self.metrics.update_gpu_memory()
 

@@ -381,7 +381,8 @@ class CaptureThread(threading.Thread):
         if state != self.state or detail:
             self.state = state
             (log.warning if state in ("reconnecting", "failed") else log.info)(
-                "source %s%s", state, f": {detail}" if detail else ""
+                "source %s%s", state, f": {detail}" if detail else "",
+                extra={"fields": {"source": state, "reconnects": self.reconnects}},
             )
             if self._on_state is not None:
                 self._on_state(state, detail)
