@@ -30,12 +30,13 @@ FAST_MAX_EXTRA_ITERS = 1  # cap on those extra iterations per frame (scene cuts,
 @dataclass
 class _SlotEntry:
     fingerprint: torch.Tensor  # float64 [2]: sum and sum of squares of the slot's memory keys
-    basis: torch.Tensor  # [hw_m, K + oversample] orthonormal right singular subspace
+    basis: torch.Tensor  # [hw_m, K + oversample] S^T U / sigma with unit columns: next frame's start
 
 
 @dataclass
 class SvdState:
-    """Warm start for svd="fast": per (batch element, slot) the previous frame's right singular subspace.
+    """Warm start for svd="fast" (per batch element and slot, last frame's right singular subspace after
+    one power step) and the scratch buffers of the no-grad readout.
 
     Memory keys of a slot do not change between frames and the query moves little, so last frame's
     right singular vectors are a good start. The tracker keeps one state per stream and calls
