@@ -141,7 +141,8 @@ class InferenceWorker(threading.Thread):
                 frame = svc.buffer.get(timeout=0.1)
                 if frame is None:
                     if svc.buffer.ended:
-                        log.info("source ended after %d frames", self.frames)
+                        if not svc.stop_event.is_set():
+                            log.info("source ended after %d processed frames", self.frames)
                         break
                     continue
                 svc.metrics.queue_depth.labels("frames").set(svc.buffer.depth())
