@@ -2,6 +2,9 @@
 
 Only the agents A = [U^T Q ; V^T M] depend on the SVD and they carry no gradient, so everything here
 runs under no_grad in float32 (float64 for float64 input): CPU SVD/QR/eigh have no half kernels.
+The exception are the two big products of svd="fast" (S Z and S^T U, hw x hw x (K + 8) per slot),
+which run in the fast variant's GEMM dtype (`fast_gemm_dtype`: bfloat16 on CPUs with bf16 GEMM
+kernels); the bases, the Gram matrices, eigh and Cholesky stay in float32.
 """
 
 from __future__ import annotations
@@ -25,6 +28,32 @@ LAPACK_THREADS = 1
 CHOLESKY_RIDGE = 1e-5
 FAST_TOL = 0.1  # relative residual ||S^T U - V diag(sigma)|| / ||sigma|| that triggers an extra iteration
 FAST_MAX_EXTRA_ITERS = 1  # cap on those extra iterations per frame (scene cuts, big motion)
+# svd="fast" only: dtype of its big GEMMs (agent correlation C = P_Q P_M^T, and S Z, S^T U of the power
+# iteration) for float32 input, per device type; missing device types keep float32. bf16 GEMMs with
+# float32 accumulation ran 2.5-2.8x faster than float32 on the development CPUs (AVX512-bf16), at an
+# output error of ~0.1% (docs/readout.md). Used on CPU only where oneDNN has bf16 kernels.
+FAST_GEMM_DTYPES: dict[str, torch.dtype] = {"cpu": torch.bfloat16}
+
+
+def fast_gemm_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """dtype of svd="fast"'s big products for operands of `dtype` on `device` (see FAST_GEMM_DTYPES).
+
+    Only float32 is lowered: float64 stays (reference precision), half/bf16 input already is half.
+    On CPU only when oneDNN reports bf16 support: elsewhere a bf16 GEMM is slower than float32.
+    """
+    low = FAST_GEMM_DTYPES.get(device.type)
+    if dtype != torch.float32 or low is None or low == dtype:
+        return dtype
+    if device.type == "cpu" and low == torch.bfloat16 and not _cpu_bf16_gemm():
+        return dtype
+    return low
+
+
+def _cpu_bf16_gemm() -> bool:
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @dataclass
@@ -147,12 +176,18 @@ def _orth(x: torch.Tensor) -> torch.Tensor:
         return torch.linalg.qr(x).Q
 
 
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b in a's dtype (the GEMM dtype), result in b's dtype (the work dtype); no casts when equal."""
+    return torch.bmm(a, b.to(a.dtype)).to(b.dtype)
+
+
 def _ritz(s: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rayleigh-Ritz on an orthonormal right subspace: best triplets of S within span(basis), descending.
 
-    Y = S basis, eig(Y^T Y) = W diag(sigma^2) W^T -> V = basis W, U = Y W / sigma.
+    Y = S basis, eig(Y^T Y) = W diag(sigma^2) W^T -> V = basis W, U = Y W / sigma. S may be in a lower
+    GEMM dtype than the basis; everything but the product S basis runs in the basis' dtype.
     """
-    y = torch.bmm(s, basis)
+    y = _bmm(s, basis)
     gram = torch.bmm(y.mT, y)
     with lapack_threads(s.device):
         evals, evecs = torch.linalg.eigh(gram)
@@ -164,8 +199,8 @@ def _ritz(s: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def _range_right(s: torch.Tensor, basis: torch.Tensor, iters: int) -> torch.Tensor:
     """`iters` orthonormalised power steps on S^T S starting from `basis` [N, hw_m, p]."""
     for _ in range(iters):
-        left = _orth(torch.bmm(s, basis))
-        basis = _orth(torch.bmm(s.mT, left))
+        left = _orth(_bmm(s, basis))
+        basis = _orth(_bmm(s.mT, left))
     return basis
 
 
@@ -206,16 +241,20 @@ def svd_fast(
     state: SvdState | None,
     batch: int,
     slots: list[int],
+    dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One block power iteration per frame, warm-started from last frame's subspace of the same slot.
 
-    s [N, hw_q, hw_m] float, keys [N, ...] the slots' memory keys (for the state's fingerprints),
-    slots: the original slot index of each of the N matrices. Per slot and frame: Rayleigh-Ritz of S on
-    the stored right subspace (one GEMM with K + 8 columns, a (K + 8)^2 eigh), then one power step
-    S^T U / sigma (a second GEMM) stored as next frame's start, so the subspace follows the query.
-    Slots without a usable entry start from a seeded random subspace with FAST_COLD_ITERS iterations.
+    s [N, hw_q, hw_m] in the GEMM dtype (only S Z and S^T U touch it), `dtype` the work dtype of
+    everything else (bases, Gram matrices, eigh; default: s's dtype), keys [N, ...] the slots' memory
+    keys (for the state's fingerprints), slots: the original slot index of each of the N matrices.
+    Per slot and frame: Rayleigh-Ritz of S on the stored right subspace (one GEMM with K + 8 columns,
+    a (K + 8)^2 eigh), then one power step S^T U / sigma (a second GEMM) stored as next frame's
+    start, so the subspace follows the query. Slots without a usable entry start from a seeded random
+    subspace with FAST_COLD_ITERS iterations.
     """
     N, _, hw_m = s.shape
+    dtype = dtype or s.dtype
     p = min(k + FAST_OVERSAMPLE, min(s.shape[-2:]))
     prints = fingerprints(keys)
     bases: list[torch.Tensor | None] = [
@@ -223,7 +262,7 @@ def svd_fast(
     ]
     cold = [n for n, x in enumerate(bases) if x is None]
     if cold:
-        start = torch.empty(N, hw_m, p, dtype=s.dtype, device=s.device)
+        start = torch.empty(N, hw_m, p, dtype=dtype, device=s.device)
         for n, x in enumerate(bases):
             if x is not None:
                 start[n] = x
@@ -234,12 +273,12 @@ def svd_fast(
         start = _orth_near(torch.stack(bases))  # type: ignore[arg-type]
     if cold:
         gen = torch.Generator(device=s.device).manual_seed(LOWRANK_SEED)
-        omega = torch.randn(len(cold), hw_m, p, generator=gen, device=s.device, dtype=s.dtype)
+        omega = torch.randn(len(cold), hw_m, p, generator=gen, device=s.device, dtype=dtype)
         idx = torch.tensor(cold, device=s.device)
         start[idx] = _range_right(s[idx], _orth(omega), FAST_COLD_ITERS)
     u, v, sigma = _ritz(s, start)
     # power step: S^T u_k / sigma_k = v_k for an exact triplet, so its distance to v measures staleness
-    nxt = torch.bmm(s.mT, u) / sigma[:, None, :]
+    nxt = _bmm(s.mT, u) / sigma[:, None, :]
     todo = torch.arange(N, device=s.device)
     for extra in range(FAST_MAX_EXTRA_ITERS):
         sig = sigma[todo, None, :k]
@@ -250,7 +289,7 @@ def svd_fast(
             break
         log.debug("fast svd: extra iteration %d for slots %s", extra + 1, todo.tolist())
         u[todo], v[todo], sigma[todo] = _ritz(s[todo], _orth(nxt[todo]))
-        nxt[todo] = torch.bmm(s[todo].mT, u[todo]) / sigma[todo][:, None, :]
+        nxt[todo] = _bmm(s[todo].mT, u[todo]) / sigma[todo][:, None, :]
     if state is not None:
         nxt = nxt / nxt.norm(dim=1, keepdim=True).clamp_min(torch.finfo(nxt.dtype).tiny)  # unit columns
         for n, t in enumerate(slots):
@@ -268,15 +307,23 @@ def top_singular(
     batch: int,
     slots: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k singular vectors of each S [N, hw_q, hw_m], sign-fixed, in S's dtype, without gradient."""
+    """Top-k singular vectors of each S [N, hw_q, hw_m], sign-fixed, in S's dtype, without gradient.
+
+    "fast" multiplies S in `fast_gemm_dtype` (a copy of S in a reused scratch buffer of `state`).
+    """
     with torch.no_grad():
-        work = s.detach().to(torch.float64 if s.dtype == torch.float64 else torch.float32)
+        dtype = torch.float64 if s.dtype == torch.float64 else torch.float32
         if kind == "exact":
-            u, v = svd_exact(work, k)
+            u, v = svd_exact(s.detach().to(dtype), k)
         elif kind == "lowrank":
-            u, v = svd_lowrank(work, k)
+            u, v = svd_lowrank(s.detach().to(dtype), k)
         elif kind == "fast":
-            u, v = svd_fast(work, k, keys, state, batch, slots)
+            gemm = fast_gemm_dtype(dtype, s.device)
+            if state is not None and gemm != s.dtype:
+                work = state.buffer("s_gemm", tuple(s.shape), gemm, s.device).copy_(s.detach())
+            else:
+                work = s.detach().to(gemm)
+            u, v = svd_fast(work, k, keys, state, batch, slots, dtype=dtype)
         else:
             raise ValueError(f"svd must be one of {SVD_KINDS}, got {kind!r}")
         u, v = fix_signs(u, v)

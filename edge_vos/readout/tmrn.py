@@ -16,7 +16,7 @@ import math
 import torch
 
 from edge_vos.readout.common import check_inputs, needs_grad, sim_logits, slot_softmax, softmax_last
-from edge_vos.readout.svd import SVD_KINDS, SvdState, top_singular
+from edge_vos.readout.svd import SVD_KINDS, SvdState, fast_gemm_dtype, top_singular
 
 MODES = ("tmrn", "st")
 
@@ -70,11 +70,20 @@ def tmrn_readout(
             agent_keys = torch.cat([u.mT @ q, v.mT @ m.mT], dim=1)  # [N, 2K, Ck]
             p_q = torch.softmax(torch.bmm(q, agent_keys.mT) * scale, dim=-1)  # [N, hw_q, 2K]
             p_m = torch.softmax(torch.bmm(m.mT, agent_keys.mT) * scale, dim=-1)  # [N, hw_m, 2K]
-            if reuse:
+            gemm = fast_gemm_dtype(qk.dtype, qk.device) if svd == "fast" else qk.dtype
+            if gemm != qk.dtype:
+                # svd="fast": C in the lower GEMM dtype (float32 accumulation inside the GEMM), then
+                # W = C * S in the input dtype, written over S
+                p_q, p_m = p_q.to(gemm), p_m.to(gemm)
+                c_buf = state.buffer("c", (N, hw, hw), gemm, qk.device) if reuse else None  # type: ignore[union-attr]
+                c = torch.bmm(p_q, p_m.mT, out=c_buf) if c_buf is not None else torch.bmm(p_q, p_m.mT)
+                g = s.mul_(c) if inplace else s * c
+            elif reuse:
                 g = torch.bmm(p_q, p_m.mT, out=state.buffer("g", (N, hw, hw), qk.dtype, qk.device))  # type: ignore[union-attr]
+                g = g.mul_(s)
             else:
                 g = torch.bmm(p_q, p_m.mT)
-            g = g.mul_(s) if inplace else g * s
+                g = g.mul_(s) if inplace else g * s
             del s
             renorm = renormalize
         # W_t M_t with a ones column appended: its last column is the row sums of W (no extra pass over W)
