@@ -63,6 +63,23 @@ def sim_logits(q: torch.Tensor, m: torch.Tensor, out: torch.Tensor | None = None
     return torch.baddbmm(m_sq, q, m, beta=-scale, alpha=2.0 * scale, out=out)
 
 
+def sim_logits_flat(q: torch.Tensor, m: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """sim_logits of one query against all N slots in one GEMM: q [hw_q, Ck], m [N, Ck, hw_m] ->
+    [hw_q, N, hw_m] (contiguous; .permute(1, 0, 2) is the [N, hw_q, hw_m] of sim_logits).
+
+    Same values as sim_logits up to float rounding (not bit for bit: a different GEMM blocking).
+    """
+    N, Ck, hw_m = m.shape
+    scale = 1.0 / math.sqrt(Ck)
+    flat = m.permute(1, 0, 2).reshape(Ck, N * hw_m)
+    m_sq = flat.pow(2).sum(dim=0, keepdim=True)  # [1, N*hw_m]
+    if out is None:
+        res = torch.addmm(m_sq, q, flat, beta=-scale, alpha=2.0 * scale)
+    else:
+        res = torch.addmm(m_sq, q, flat, beta=-scale, alpha=2.0 * scale, out=out.view(q.shape[0], N * hw_m))
+    return res.view(q.shape[0], N, hw_m)
+
+
 def softmax_last(x: torch.Tensor, inplace: bool) -> torch.Tensor:
     """Row softmax over the last dim, written over x when allowed (no autograd).
 

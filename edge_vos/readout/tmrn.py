@@ -15,7 +15,14 @@ import math
 
 import torch
 
-from edge_vos.readout.common import check_inputs, needs_grad, sim_logits, slot_softmax, softmax_last
+from edge_vos.readout.common import (
+    check_inputs,
+    needs_grad,
+    sim_logits,
+    sim_logits_flat,
+    slot_softmax,
+    softmax_last,
+)
 from edge_vos.readout.svd import SVD_KINDS, SvdState, fast_gemm_dtype, top_singular
 
 MODES = ("tmrn", "st")
@@ -60,8 +67,15 @@ def tmrn_readout(
         every = N == T  # all slots: views instead of index copies
         m = (mk[b] if every else mk[b, sel]).reshape(N, Ck, hw)  # [N, Ck, hw_m]
         reuse = inplace and state is not None
-        buf_s = state.buffer("s", (N, hw, hw), qk.dtype, qk.device) if reuse else None
-        s = softmax_last(sim_logits(q, m, out=buf_s), inplace)  # [N, hw_q, hw_m], rows: query pixels
+        fast = mode == "tmrn" and svd == "fast"
+        if fast:
+            # all slots' logits in one GEMM [hw_q, N * hw_m] (the STCN readout's layout): a batch of N
+            # thin GEMMs ran ~1.4x slower here. Softmax per (query pixel, slot) row; s is a view.
+            buf_s = state.buffer("s", (hw, N, hw), qk.dtype, qk.device) if reuse else None
+            s = softmax_last(sim_logits_flat(q[0], m, out=buf_s), inplace).permute(1, 0, 2)
+        else:
+            buf_s = state.buffer("s", (N, hw, hw), qk.dtype, qk.device) if reuse else None
+            s = softmax_last(sim_logits(q, m, out=buf_s), inplace)  # [N, hw_q, hw_m], rows: query pixels
         if mode == "st":
             g, renorm = s, False
         else:
@@ -70,14 +84,18 @@ def tmrn_readout(
             agent_keys = torch.cat([u.mT @ q, v.mT @ m.mT], dim=1)  # [N, 2K, Ck]
             p_q = torch.softmax(torch.bmm(q, agent_keys.mT) * scale, dim=-1)  # [N, hw_q, 2K]
             p_m = torch.softmax(torch.bmm(m.mT, agent_keys.mT) * scale, dim=-1)  # [N, hw_m, 2K]
-            gemm = fast_gemm_dtype(qk.dtype, qk.device) if svd == "fast" else qk.dtype
+            gemm = fast_gemm_dtype(qk.dtype, qk.device) if fast else qk.dtype
             if gemm != qk.dtype:
-                # svd="fast": C in the lower GEMM dtype (float32 accumulation inside the GEMM), then
-                # W = C * S in the input dtype, written over S
-                p_q, p_m = p_q.to(gemm), p_m.to(gemm)
-                c_buf = state.buffer("c", (N, hw, hw), gemm, qk.device) if reuse else None  # type: ignore[union-attr]
-                c = torch.bmm(p_q, p_m.mT, out=c_buf) if c_buf is not None else torch.bmm(p_q, p_m.mT)
-                g = s.mul_(c) if inplace else s * c
+                # svd="fast": C in the GEMM dtype (float32 accumulation inside the GEMM; its output
+                # reuses the buffer of S's GEMM-dtype copy, done with after the SVD), then W = C * S in
+                # the input dtype. Upcast, then multiply: a mixed-dtype mul ran 4x slower than both.
+                c_buf = state.buffer("gemm", (N, hw, hw), gemm, qk.device) if reuse else None  # type: ignore[union-attr]
+                c = torch.bmm(p_q.to(gemm), p_m.to(gemm).mT, out=c_buf)
+                if reuse:
+                    g = state.buffer("g", (N, hw, hw), qk.dtype, qk.device).copy_(c).mul_(s)  # type: ignore[union-attr]
+                else:
+                    g = c.to(qk.dtype).mul_(s) if inplace else c.to(qk.dtype) * s
+                del c
             elif reuse:
                 g = torch.bmm(p_q, p_m.mT, out=state.buffer("g", (N, hw, hw), qk.dtype, qk.device))  # type: ignore[union-attr]
                 g = g.mul_(s)
