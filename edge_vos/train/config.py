@@ -46,6 +46,9 @@ class ReadoutSection:
     kind: str = "stcn"
     svd: str = "lowrank"
     agents: int = 64
+    # TMRN: divide the aligned affinity by its row sums (as the tracker's default). False is the paper's
+    # eq. 13 to the letter, and avoids a 1/0 where (P_Q P_M^T) * S underflows to zero on a whole row.
+    renormalize: bool = True
 
     def __post_init__(self) -> None:
         one_of("kind", self.kind, READOUTS)

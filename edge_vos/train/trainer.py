@@ -96,13 +96,15 @@ def labels_from_masks(masks: torch.Tensor) -> torch.Tensor:
     return torch.cat([background, masks], dim=1).argmax(dim=1)
 
 
-def make_readout(kind: str, svd: str, agents: int) -> Readout:
+def make_readout(kind: str, svd: str, agents: int, renormalize: bool = True) -> Readout:
     """The training readout: STCN's full softmax (no top-k, as in STCN's training) or ST / TMRN."""
     from edge_vos.readout import stcn_readout, tmrn_readout
 
     if kind == "stcn":
         return lambda qk, mk, mv, valid: stcn_readout(qk, mk, mv, valid, top_k=None)
-    return lambda qk, mk, mv, valid: tmrn_readout(qk, mk, mv, valid, agents=agents, mode=kind, svd=svd)
+    return lambda qk, mk, mv, valid: tmrn_readout(
+        qk, mk, mv, valid, agents=agents, mode=kind, svd=svd, renormalize=renormalize
+    )
 
 
 def forward_clip(
@@ -310,7 +312,8 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
     _trim_csv(out / LOG_CSV, start)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     data = TrainData(cfg.data, cfg.seed)
-    readout = make_readout(cfg.readout.kind, cfg.readout.svd, cfg.readout.agents)
+    r = cfg.readout
+    readout = make_readout(r.kind, r.svd, r.agents, r.renormalize)
     end = cfg.total_steps if max_steps is None else min(cfg.total_steps, max_steps)
     set_train_mode(net, cfg.model.freeze_bn)
 
