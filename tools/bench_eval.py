@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     tracker += ["--random-network"] if args.random_network else ["--weights", args.weights] if args.weights else []
     for name, data in datasets(args.out).items():
         for method in args.methods.split(","):
-            out = args.out / name.split()[0] / method
+            out = args.out / name.split()[0] / (f"{method}@{args.tag}" if args.tag else method)
             argv = ["eval", *data, "--out", str(out), *METHODS[method]]
             argv += tracker if method != "first-frame-copy" else ["--no-progress"]
             log.info("edge-vos %s", " ".join(argv))
@@ -75,14 +75,16 @@ def table(args: argparse.Namespace) -> int:
         cfg = m.get("config")
         dataset = "DAVIS-2016 val-dev" if "davis" in metrics.parent.parent.name else "synthetic (3 obj + 2 distractors)"
         weights = (
-            "-" if cfg is None else ("random" if m.get("random_network") else cfg["model"]["weights"] or "bundled")
+            "-"
+            if cfg is None
+            else ("random" if m.get("random_network") else Path(cfg["model"]["weights"]).name or "bundled")
         )
         res = "input" if cfg is None else (cfg["resolution"] or "input")
         fps = f"{m['fps']:.2f}" if m.get("fps") else "-"
         rows.append(
             [
                 dataset,
-                metrics.parent.name,
+                metrics.parent.name.split("@")[0],
                 weights,
                 res,
                 f"{m['J&F']:.1f}",
@@ -95,7 +97,7 @@ def table(args: argparse.Namespace) -> int:
         if m.get("random_network"):
             notes.add("random")
     order = list(METHODS)
-    rows.sort(key=lambda r: (r[0], order.index(r[1]) if r[1] in order else 99))
+    rows.sort(key=lambda r: (r[0], r[2] != "-", r[2], order.index(r[1]) if r[1] in order else 99))
     header = ["dataset", "method", "weights", "working short side", "J&F", "J", "F", "frames", "tracker fps"]
     body = [
         "## J&F (DAVIS protocol)",
@@ -113,6 +115,8 @@ def table(args: argparse.Namespace) -> int:
             "Weights `random`: no trained model existed yet; the network is untrained (seed 0), so "
             "these rows check the pipeline and its speed, not segmentation quality.",
         ]
+    if args.note:
+        body += ["", args.note]
     body += [
         "",
         "Reproduce: `nice python tools/bench_eval.py run --resolution 240 --random-network` "
@@ -132,6 +136,8 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=240)
     parser.add_argument("--weights")
     parser.add_argument("--random-network", action="store_true")
+    parser.add_argument("--note", help="a paragraph appended to the section (e.g. where the weights came from)")
+    parser.add_argument("--tag", help="suffix of the run folders (method@TAG), to keep runs of other weights")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run(args) if args.command == "run" else table(args)
