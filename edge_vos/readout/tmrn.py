@@ -76,6 +76,7 @@ def tmrn_readout(
         else:
             buf_s = state.buffer("s", (N, hw, hw), qk.dtype, qk.device) if reuse else None
             s = softmax_last(sim_logits(q, m, out=buf_s), inplace)  # [N, hw_q, hw_m], rows: query pixels
+        gemm = fast_gemm_dtype(qk.dtype, qk.device) if fast else qk.dtype
         if mode == "st":
             g, renorm = s, False
         else:
@@ -84,7 +85,6 @@ def tmrn_readout(
             agent_keys = torch.cat([u.mT @ q, v.mT @ m.mT], dim=1)  # [N, 2K, Ck]
             p_q = torch.softmax(torch.bmm(q, agent_keys.mT) * scale, dim=-1)  # [N, hw_q, 2K]
             p_m = torch.softmax(torch.bmm(m.mT, agent_keys.mT) * scale, dim=-1)  # [N, hw_m, 2K]
-            gemm = fast_gemm_dtype(qk.dtype, qk.device) if fast else qk.dtype
             if gemm != qk.dtype:
                 # svd="fast": C in the GEMM dtype (float32 accumulation inside the GEMM; its output
                 # reuses the buffer of S's GEMM-dtype copy, done with after the SVD), then W = C * S in
@@ -104,11 +104,20 @@ def tmrn_readout(
                 g = g.mul_(s) if inplace else g * s
             del s
             renorm = renormalize
-        # W_t M_t with a ones column appended: its last column is the row sums of W (no extra pass over W)
-        m_ones = torch.cat([m.mT, torch.ones(N, hw, 1, dtype=m.dtype, device=m.device)], dim=-1)
-        aligned = torch.bmm(g, m_ones)  # [N, hw_q, Ck + 1]
-        inv_rows = 1.0 / aligned[..., Ck] if renorm else None  # [N, hw_q]
-        aligned = aligned[..., :Ck] * inv_rows[..., None] if inv_rows is not None else aligned[..., :Ck]
+        if gemm != qk.dtype:
+            # svd="fast": aligned keys W_t M_t from a GEMM-dtype copy of W (in the buffer C is done
+            # with), the row sums of W (the normalisation) in the input dtype by a reduction
+            w_low = state.buffer("gemm", (N, hw, hw), gemm, qk.device).copy_(g) if reuse else g.to(gemm)  # type: ignore[union-attr]
+            aligned = torch.bmm(w_low, m.mT.to(gemm)).to(qk.dtype)  # [N, hw_q, Ck]
+            del w_low
+            row_sums = g.sum(dim=-1)
+        else:
+            # W_t M_t with a ones column appended: its last column is the row sums of W (no extra pass)
+            m_ones = torch.cat([m.mT, torch.ones(N, hw, 1, dtype=m.dtype, device=m.device)], dim=-1)
+            aligned = torch.bmm(g, m_ones)  # [N, hw_q, Ck + 1]
+            aligned, row_sums = aligned[..., :Ck], aligned[..., Ck]
+        inv_rows = 1.0 / row_sums if renorm else None  # [N, hw_q]
+        aligned = aligned * inv_rows[..., None] if inv_rows is not None else aligned
         qs = q[0]
         temporal = (2.0 * (aligned * qs).sum(-1) - aligned.pow(2).sum(-1)) * scale  # [N, hw_q]
         weights = slot_softmax(temporal, mask)  # [O, N, hw_q]
