@@ -374,3 +374,62 @@ def test_grad_and_no_grad_paths_agree_and_buffers_are_reused():
         b = tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", state=grad_state)
         torch.testing.assert_close(b.detach(), a[i], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(stcn_readout(qk, mk, mv, valid).detach(), c, rtol=1e-5, atol=1e-6)
+
+
+def clustered_inputs(
+    T: int = 3, Ck: int = 16, Cv: int = 8, H: int = 12, W: int = 16, regions: int = 4, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keys with the structure of real feature maps: a few regions (objects, background), each with its
+    own prototype key plus smooth within-region variation; memory frames and the query are the same
+    scene shifted by a pixel per frame (motion). Values: smooth. Float32 (the dtype the fast variant's
+    bf16 GEMMs apply to)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def smooth(c: int, h: int, w: int) -> torch.Tensor:
+        x = torch.randn(1, c, h // 4, w // 4, generator=gen, dtype=F64)
+        return torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)[0]
+
+    labels = smooth(regions, H, W + T + 1).argmax(0)  # [H, W + T + 1] region map
+    protos = torch.randn(regions, Ck, generator=gen, dtype=F64) * 1.5
+    field = protos[labels].permute(2, 0, 1) + 0.4 * smooth(Ck, H, W + T + 1)  # [Ck, H, W + T + 1]
+    frames = [field[:, :, i : i + W] for i in range(T + 1)]  # frame i: shifted by i pixels
+    mk = torch.stack(frames[:T])[None]
+    qk = frames[T][None]
+    mv = torch.stack([smooth(Cv, H, W) for _ in range(T)])[None, None]
+    return qk.float(), mk.float(), mv.float()
+
+
+def test_fast_gemm_dtype_choice():
+    from edge_vos.readout.svd import FAST_GEMM_DTYPES, fast_gemm_dtype
+
+    cpu = torch.device("cpu")
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        assert fast_gemm_dtype(dtype, cpu) == dtype  # only float32 is lowered
+    assert fast_gemm_dtype(torch.float32, torch.device("meta")) == torch.float32  # no entry: unchanged
+    assert fast_gemm_dtype(torch.float32, cpu) in (FAST_GEMM_DTYPES["cpu"], torch.float32)
+
+
+def test_fast_low_precision_gemms_within_2pct_of_exact(monkeypatch):
+    """float32 input: fast runs its big GEMMs in FAST_GEMM_DTYPES (bf16 on CPU) and stays within 2% of
+    exact, warm over moving frames; exact and lowrank do not see the setting at all (bit for bit)."""
+    import edge_vos.readout.svd as svd_module
+
+    qk, mk, mv = clustered_inputs()
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    moved = torch.roll(qk, shifts=1, dims=-1)
+    state, state32 = SvdState(), SvdState()
+    errors, outs = [], []
+    for q in (qk, moved, qk):
+        exact = tmrn_readout(q, mk, mv, valid, agents=32)
+        outs.append(tmrn_readout(q, mk, mv, valid, agents=32, svd="fast", state=state))
+        errors.append(rel_err(outs[-1], exact))
+    assert max(errors) < 0.02, errors
+    assert errors[-1] > 0  # not trivially exact
+    ref = {svd: tmrn_readout(qk, mk, mv, valid, agents=32, svd=svd) for svd in ("exact", "lowrank")}
+    engaged = svd_module.fast_gemm_dtype(torch.float32, qk.device) != torch.float32
+    monkeypatch.setattr(svd_module, "FAST_GEMM_DTYPES", {})  # float32 everywhere
+    for svd, out in ref.items():
+        assert torch.equal(tmrn_readout(qk, mk, mv, valid, agents=32, svd=svd), out), svd
+    fp32 = tmrn_readout(qk, mk, mv, valid, agents=32, svd="fast", state=state32)
+    assert rel_err(fp32, ref["exact"]) < 0.02
+    assert torch.equal(fp32, outs[0]) != engaged  # same cold first frame: differs only by the GEMM dtype

@@ -28,10 +28,12 @@ LAPACK_THREADS = 1
 CHOLESKY_RIDGE = 1e-5
 FAST_TOL = 0.1  # relative residual ||S^T U - V diag(sigma)|| / ||sigma|| that triggers an extra iteration
 FAST_MAX_EXTRA_ITERS = 1  # cap on those extra iterations per frame (scene cuts, big motion)
-# svd="fast" only: dtype of its big GEMMs (agent correlation C = P_Q P_M^T, and S Z, S^T U of the power
-# iteration) for float32 input, per device type; missing device types keep float32. bf16 GEMMs with
-# float32 accumulation ran 2.5-2.8x faster than float32 on the development CPUs (AVX512-bf16), at an
-# output error of ~0.1% (docs/readout.md). Used on CPU only where oneDNN has bf16 kernels.
+# svd="fast" only: dtype of its big GEMMs for float32 input, per device type (missing: float32). They
+# are the agent correlation C = P_Q P_M^T, the aligned keys W M_t (tmrn.py) and S Z, S^T U of the power
+# iteration (here); softmaxes, row sums of W (the normalisation), eigh/Cholesky, the bases and the
+# output accumulation stay float32. bf16 GEMMs (float32 accumulation inside, bf16 result) ran 2.5-2.8x
+# faster than float32 on the development CPUs (AVX512-bf16, no AMX) at an output error of ~0.07% on
+# the 480p benchmark keys (docs/readout.md). On CPU only where oneDNN reports bf16 support.
 FAST_GEMM_DTYPES: dict[str, torch.dtype] = {"cpu": torch.bfloat16}
 
 
