@@ -30,7 +30,10 @@ class ReadoutConfig:
     kind: str = "tmrn"
     svd: str = "fast"
     agents: int = 128
-    renormalize: bool = True
+    # False = the paper's eq. 13 as written. Row-renormalising W = C * S divides by ~0 on trained keys: their
+    # norms (~60) make the agent softmax one-hot, so C vetoes all of S's mass for >10% of query pixels
+    # (row sums 1e-29..1e-9 measured on DAVIS) and the division amplifies noise (val-dev J&F 6.6 vs 68.2).
+    renormalize: bool = False
     # STCN readout only: keep the top_k memory entries per query pixel (official STCN: 20). 0 = all.
     top_k: int = 20
 
