@@ -433,3 +433,15 @@ def test_fast_low_precision_gemms_within_2pct_of_exact(monkeypatch):
     fp32 = tmrn_readout(qk, mk, mv, valid, agents=32, svd="fast", state=state32)
     assert rel_err(fp32, ref["exact"]) < 0.02
     assert torch.equal(fp32, outs[0]) != engaged  # same cold first frame: differs only by the GEMM dtype
+
+
+@pytest.mark.parametrize("svd", ["exact", "lowrank", "fast"])
+def test_peaky_affinities_stay_finite(svd):
+    """Trained keys have large norms: S is one-hot per row (perplexity 1) and C * S underflows to zero
+    rows, whose renormalisation was 0/0. Such rows take S's row, the limit of the renormalised C * S
+    for a one-hot S, so the readout equals the ST readout (W = S)."""
+    qk, mk, mv = (x.float() for x in make_inputs(B=1, O=2, T=3, Ck=16, H=6, W=7, seed=15, key_scale=60.0))
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    out = tmrn_readout(qk, mk, mv, valid, agents=8, svd=svd, state=SvdState())
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, tmrn_readout(qk, mk, mv, valid, mode="st"), rtol=1e-4, atol=1e-4)

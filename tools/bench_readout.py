@@ -20,6 +20,7 @@ import os
 import statistics
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import edge_vos.readout.svd as svd_module  # noqa: E402
 from edge_vos.model import build_network, load_network  # noqa: E402
 from edge_vos.model.preprocess import frame_geometry, image_to_tensor, masks_to_tensor  # noqa: E402
 from edge_vos.readout import SvdState, stcn_readout, tmrn_readout  # noqa: E402
@@ -69,9 +71,10 @@ def _read_mask(path: Path) -> np.ndarray:
 
 def load_network_for_bench() -> tuple[torch.nn.Module, str]:
     if WEIGHTS.exists():
-        return load_network(WEIGHTS).eval(), f"trained ({WEIGHTS.name})"
+        net = load_network(WEIGHTS).eval()
+        return net, f"{getattr(net, 'arch', '?')}, trained ({WEIGHTS.name})"
     torch.manual_seed(0)  # the benchmark process's own init; no library code depends on it
-    return build_network("stcn-r18").eval(), "random init (no trained weights yet)"
+    return build_network("stcn-r18").eval(), "stcn-r18, random init (no trained weights yet)"
 
 
 @torch.no_grad()
@@ -101,6 +104,19 @@ def real_keys(sequence: str, short_side: int, t_max: int, n_queries: int) -> Key
     return Keys(mk, mv, queries, label)
 
 
+def fast_fp32(
+    q: torch.Tensor, mk: torch.Tensor, mv: torch.Tensor, valid: torch.Tensor, state: SvdState
+) -> torch.Tensor:
+    """svd="fast" with all its GEMMs in float32 (FAST_GEMM_DTYPES emptied for the call; benchmark only):
+    what the bf16 GEMMs of the fast variant buy and cost."""
+    saved = dict(svd_module.FAST_GEMM_DTYPES)
+    svd_module.FAST_GEMM_DTYPES.clear()
+    try:
+        return tmrn_readout(q, mk, mv, valid, svd="fast", state=state)
+    finally:
+        svd_module.FAST_GEMM_DTYPES.update(saved)
+
+
 Method = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, SvdState], torch.Tensor]
 METHODS: dict[str, Method] = {
     "stcn top-20": lambda q, mk, mv, valid, state: stcn_readout(q, mk, mv, valid, top_k=20),
@@ -108,8 +124,10 @@ METHODS: dict[str, Method] = {
     "tmrn exact": lambda q, mk, mv, valid, state: tmrn_readout(q, mk, mv, valid, svd="exact"),
     "tmrn lowrank": lambda q, mk, mv, valid, state: tmrn_readout(q, mk, mv, valid, svd="lowrank"),
     "tmrn fast": lambda q, mk, mv, valid, state: tmrn_readout(q, mk, mv, valid, svd="fast", state=state),
+    "tmrn fast fp32": fast_fp32,
 }
-APPROX = ("tmrn lowrank", "tmrn fast")
+APPROX = ("tmrn lowrank", "tmrn fast", "tmrn fast fp32")
+WARM = ("stcn", "stcn top-20", "tmrn fast", "tmrn fast fp32")  # run on the warm-up frame
 
 
 def random_agents_readout(q: torch.Tensor, mk: torch.Tensor, mv: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -170,12 +188,14 @@ def bench_config(
 
     The warm-up frame runs only the cheap methods (allocator warm-up, and the fast state's cold start,
     timed as fast_cold_ms). Each timed frame runs all methods with 2 threads (wall time, and outputs for
-    the errors), then again with 1 thread for CPU time (`fast` then uses its own, separate state).
+    the errors), then again with 1 thread for CPU time. Each method has its own SvdState per thread
+    setting (only the fast variants use one).
     """
     names = methods or tuple(METHODS)
     mk, mv = keys.mk[:, :t] * key_scale, keys.mv[:, :, :t]
     valid = torch.ones(1, t, dtype=torch.bool)
-    state, cpu_state = SvdState(), SvdState()
+    states: defaultdict[str, SvdState] = defaultdict(SvdState)
+    cpu_states: defaultdict[str, SvdState] = defaultdict(SvdState)
     wall: dict[str, list[float]] = {n: [] for n in names}
     cpu_t: dict[str, list[float]] = {n: [] for n in names if n != "tmrn exact"}
     errors: dict[str, list[float]] = {n: [] for n in APPROX if n in names}
@@ -184,20 +204,20 @@ def bench_config(
         q = q * key_scale
         if f == 0:
             for name in names:
-                if name in ("stcn", "stcn top-20", "tmrn fast"):
+                if name in WARM:
                     start = time.perf_counter()
-                    METHODS[name](q, mk, mv, valid, state)
+                    METHODS[name](q, mk, mv, valid, states[name])
                     cold_ms = (time.perf_counter() - start) * 1e3 if name == "tmrn fast" else cold_ms
                     if cpu and name in cpu_t:
-                        _cpu_ms(lambda n=name, q=q: METHODS[n](q, mk, mv, valid, cpu_state))
+                        _cpu_ms(lambda n=name, q=q: METHODS[n](q, mk, mv, valid, cpu_states[n]))
             continue
         outs = {}
         for name in names:
             start = time.perf_counter()
-            outs[name] = METHODS[name](q, mk, mv, valid, state)
+            outs[name] = METHODS[name](q, mk, mv, valid, states[name])
             wall[name].append((time.perf_counter() - start) * 1e3)
             if cpu and name in cpu_t:
-                cpu_t[name].append(_cpu_ms(lambda n=name, q=q: METHODS[n](q, mk, mv, valid, cpu_state)))
+                cpu_t[name].append(_cpu_ms(lambda n=name, q=q: METHODS[n](q, mk, mv, valid, cpu_states[n])))
         if "tmrn exact" in outs:
             for name in APPROX:
                 if name in outs:
@@ -258,7 +278,8 @@ def run(quick: bool, write: bool, sequence: str, frames: int) -> str:
                 *(f"{_fmt(w[n])} / {_fmt(c[n])} ({_pct(r.errors[n])})" for n in APPROX),
                 _pct(r.errors["random agents"]),
                 _fmt(r.fast_cold_ms),
-                f"{c['tmrn fast'] / c['stcn']:.2f}x / {c['tmrn fast'] / c['stcn top-20']:.2f}x",
+                f"{c['tmrn fast'] / c['stcn']:.2f}x / {c['tmrn fast'] / c['stcn top-20']:.2f}x"
+                f" ({c['tmrn fast fp32'] / c['stcn']:.2f}x)",
             ])
             log.info("%s", rows[-1])
         if not quick and res == "480p":
@@ -274,10 +295,13 @@ def run(quick: bool, write: bool, sequence: str, frames: int) -> str:
         "## Readouts (CPU)",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `tools/bench_readout.py`"
-        f"{' --quick' if quick else ''}. Network: stcn-r18, {label}. Keys: `encode_key` on DAVIS val-dev"
+        f"{' --quick' if quick else ''}. Network: {label}. Keys: `encode_key` on DAVIS val-dev"
         f" `{sequence}` (memory: every {MEM_EVERY}th frame from 0; queries: the frames after the last memory"
         " frame); values: `encode_value` with the GT mask, **O = 1 object**; Ck 64, Cv 512, K = 128 agents,"
-        f" float32, no grad. Each cell `wall / cpu`: median over {frames} consecutive query frames (after one"
+        f" float32 input, no grad. `tmrn fast` runs its big GEMMs (agent correlation C, aligned keys, the two"
+        " power-iteration products) in bfloat16 on this CPU (`FAST_GEMM_DTYPES`, AVX512-bf16); `fast fp32`"
+        " is the same variant with every GEMM in float32, for comparison. Each cell `wall / cpu`: median"
+        f" over {frames} consecutive query frames (after one"
         " warm-up frame) of the wall time with 2 torch threads and of the CPU time (`process_time`) of the"
         " same call with 1 torch thread; all methods interleaved on each frame. The machine's 2 cores were"
         f" shared with other engineers' jobs (load average {load_before:.1f} before, {load_after:.1f} after), so"
@@ -285,11 +309,12 @@ def run(quick: bool, write: bool, sequence: str, frames: int) -> str:
         " taken); the 1-thread CPU times measure the work itself and give the ratios. Error: median"
         " ||out - out_exact|| / ||out_exact|| over the same frames. `fast` carries an `SvdState` from frame"
         " to frame; *fast cold* is the wall time of its first frame (no state). Ratio: CPU time of fast /"
-        " stcn (dense) and fast / stcn top-20.",
+        " stcn (dense) and fast / stcn top-20; in brackets fast fp32 / stcn (dense).",
         "",
         markdown_table(
             ["res", "hw", "T", "stcn top-20", "stcn", "tmrn exact (wall)", "tmrn lowrank (err)",
-             "tmrn fast (err)", "random agents err", "fast cold (wall)", "fast / stcn, / top-20 (cpu)"],
+             "tmrn fast (err)", "tmrn fast fp32 (err)", "random agents err", "fast cold (wall)",
+             "fast / stcn, / top-20 (fp32 / stcn) (cpu)"],
             rows,
         ),
     ])
@@ -302,7 +327,7 @@ def run(quick: bool, write: bool, sequence: str, frames: int) -> str:
             f" x{SHARPEN:g} (peaky affinities, perplexity ~40 at 480p, closer to what a trained network"
             " gives -- an assumption until one exists), T = 8:",
             "",
-            markdown_table(["res", "T", "lowrank err", "fast err", "random agents err"], err_rows),
+            markdown_table(["res", "T", "lowrank err", "fast err", "fast fp32 err", "random agents err"], err_rows),
         ])
     if obj_rows:
         md += "\n\n" + "\n".join([

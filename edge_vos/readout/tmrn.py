@@ -102,7 +102,6 @@ def tmrn_readout(
             else:
                 g = torch.bmm(p_q, p_m.mT)
                 g = g.mul_(s) if inplace else g * s
-            del s
             renorm = renormalize
         if gemm != qk.dtype:
             # svd="fast": aligned keys W_t M_t from a GEMM-dtype copy of W (in the buffer C is done
@@ -116,6 +115,13 @@ def tmrn_readout(
             m_ones = torch.cat([m.mT, torch.ones(N, hw, 1, dtype=m.dtype, device=m.device)], dim=-1)
             aligned = torch.bmm(g, m_ones)  # [N, hw_q, Ck + 1]
             aligned, row_sums = aligned[..., :Ck], aligned[..., Ck]
+        if renorm and mode == "tmrn":
+            # W_i = C_i * S_i sums to zero only by underflow: a peaky S row (trained keys: perplexity ~1)
+            # whose few nonzero entries meet C entries below the float range. The renormalised row then
+            # is S_i itself in the limit (for a one-hot S_i exactly, whatever C is), so it takes S_i.
+            dead = ~(row_sums > torch.finfo(row_sums.dtype).tiny)  # zero, subnormal (1 / sum overflows) or NaN
+            if bool(dead.any()):
+                g, aligned, row_sums = _revive_rows(g, s, m, aligned, row_sums, dead, inplace)
         inv_rows = 1.0 / row_sums if renorm else None  # [N, hw_q]
         aligned = aligned * inv_rows[..., None] if inv_rows is not None else aligned
         qs = q[0]
@@ -140,3 +146,24 @@ def tmrn_readout(
             out = (y * weights.transpose(0, 1)[:, :, None, :]).sum(dim=0)  # [O, Cv, hw_q]
         outs.append(out.view(O, Cv, H, W))
     return torch.stack(outs)
+
+
+def _revive_rows(
+    g: torch.Tensor, s: torch.Tensor, m: torch.Tensor, aligned: torch.Tensor, row_sums: torch.Tensor,
+    dead: torch.Tensor, inplace: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows of W = C * S that underflowed to zero (`dead` [N, hw_q]) take the row of S instead:
+    W's row, its aligned key S_i M_t and its row sum. A rare path (copies where autograd records)."""
+    rows = dead.nonzero(as_tuple=True)
+    s_rows = s[rows].to(g.dtype)  # [D, hw_m]
+    if inplace:
+        g[rows] = s_rows
+        aligned[rows] = torch.einsum("dj,dcj->dc", s_rows, m[rows[0]]).to(aligned.dtype)
+        row_sums[rows] = s_rows.sum(dim=-1).to(row_sums.dtype)
+        return g, aligned, row_sums
+    mask = dead[..., None]
+    g = torch.where(mask, s.to(g.dtype), g)
+    revived = torch.bmm(s.to(m.dtype), m.mT)  # all rows (rare path), aligned keys of S
+    aligned = torch.where(mask, revived.to(aligned.dtype), aligned)
+    row_sums = torch.where(dead, s.sum(dim=-1).to(row_sums.dtype), row_sums)
+    return g, aligned, row_sums
