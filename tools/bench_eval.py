@@ -112,8 +112,8 @@ def table(args: argparse.Namespace) -> int:
     if "random" in notes:
         body += [
             "",
-            "Weights `random`: no trained model existed yet; the network is untrained (seed 0), so "
-            "these rows check the pipeline and its speed, not segmentation quality.",
+            "Weights `random`: an untrained network (seed 0); these rows check the pipeline and its speed, "
+            "not segmentation quality.",
         ]
     if args.note:
         body += ["", args.note]
