@@ -168,8 +168,36 @@ def fix_signs(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def svd_exact(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Full SVD, top k: s [N, hw_q, hw_m] -> U [N, hw_q, k], V [N, hw_m, k]."""
     with lapack_threads(s.device):
-        u, _, vh = torch.linalg.svd(s, full_matrices=False)
+        try:
+            u, _, vh = torch.linalg.svd(s, full_matrices=False)
+        except torch.linalg.LinAlgError:  # rare: gesdd fails on many repeated singular values
+            return _svd_exact_fallback(s, k)
     return u[..., :k], vh[..., :k, :].mT
+
+
+def _svd_exact_fallback(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slot by slot: SVD, else SVD in float64, else eigh of S^T S (always converges; U = S V / sigma).
+
+    gesdd fails to converge on some affinities with hundreds of equal singular values (one-hot rows
+    from trained keys: measured at 480p); any basis of such a degenerate subspace is equally exact.
+    """
+    us, vs = [], []
+    for x in s:
+        for attempt in (x, x.double()):
+            try:
+                u, _, vh = torch.linalg.svd(attempt, full_matrices=False)
+                break
+            except torch.linalg.LinAlgError:
+                continue
+        else:
+            evals, evecs = torch.linalg.eigh(x.double().T @ x.double())
+            v = evecs.flip(-1)
+            sigma = evals.flip(-1).clamp_min(torch.finfo(torch.float64).tiny).sqrt()
+            u, vh = (x.double() @ v) / sigma, v.T
+            log.warning("exact svd: gesdd failed twice on a %s slot, used eigh(S^T S)", tuple(x.shape))
+        us.append(u[:, :k].to(s.dtype))
+        vs.append(vh[:k].T.to(s.dtype))
+    return torch.stack(us), torch.stack(vs)
 
 
 def _orth(x: torch.Tensor) -> torch.Tensor:
