@@ -302,7 +302,7 @@ def run(quick: bool, write: bool, sequence: str, frames: int) -> str:
             ])
             log.info("%s", rows[-1])
         if not quick and res == "480p":
-            for objects in (1, 2, 4):
+            for objects in (1, 2, 4, 8):
                 stcn_ms, fast_ms = bench_objects(keys, 8, objects, frames)
                 obj_rows.append([res, 8, objects, _fmt(stcn_ms), _fmt(fast_ms), f"{fast_ms / stcn_ms:.2f}x"])
                 log.info("%s", obj_rows[-1])
@@ -318,7 +318,8 @@ def run(quick: bool, write: bool, sequence: str, frames: int) -> str:
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `tools/bench_readout.py`"
         f"{' --quick' if quick else ''}. Network: {label}. Keys: `encode_key` on DAVIS val-dev"
         f" `{sequence}` (memory: every {MEM_EVERY}th frame from 0; queries: the frames after the last memory"
-        " frame); values: `encode_value` with the GT mask, **O = 1 object**; Ck 64, Cv 512, K = 128 agents,"
+        " frame); values: `encode_value` with the GT mask, **O = 1 object**;"
+        f" Ck {keys.mk.shape[2]}, Cv {keys.mv.shape[3]}, K = 128 agents,"
         f" float32 input, no grad. `tmrn fast` runs its big GEMMs (agent correlation C, aligned keys, the two"
         " power-iteration products) in bfloat16 on this CPU (`FAST_GEMM_DTYPES`, AVX512-bf16); `fast fp32`"
         " is the same variant with every GEMM in float32, for comparison. Each cell `wall / cpu`: median"
