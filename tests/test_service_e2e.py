@@ -87,7 +87,10 @@ def test_video_file_through_edge_vos_run(tmp_path: Path) -> None:
     prompt[60:100, 100:140] = 2
     write_mask(tmp_path / "prompt.png", prompt)
     port = _free_port()
-    config = _write_config(tmp_path / "service.yaml", publish={"encoding": "rle", "wait_for_subscriber_s": 60})
+    # STCN readout here: the replay below must reproduce the service's masks bit for bit, and TMRN's SVD agents
+    # are sensitive to the summation order of bf16 GEMMs (thread count), which is not what this test is about.
+    config = _write_config(tmp_path / "service.yaml", publish={"encoding": "rle", "wait_for_subscriber_s": 60},
+                           tracker={**TRACKER, "readout": {"kind": "stcn", "top_k": 20}})
     notify, name = _notify_socket()
     messages: list[str] = []
     stop = threading.Event()
@@ -154,6 +157,9 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
         with Subscriber(f"tcp://127.0.0.1:{port}", timeout_s=60) as sub:
             first = sub.recv()
             assert isinstance(first, MaskResult) and first.object_ids == [1]
+        deadline = time.monotonic() + 10  # the datagram may still be on its way to the collector thread
+        while not any("READY=1" in m for m in messages) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert any("READY=1" in m for m in messages)
         proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
