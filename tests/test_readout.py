@@ -445,3 +445,25 @@ def test_peaky_affinities_stay_finite(svd):
     out = tmrn_readout(qk, mk, mv, valid, agents=8, svd=svd, state=SvdState())
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, tmrn_readout(qk, mk, mv, valid, mode="st"), rtol=1e-4, atol=1e-4)
+
+
+def test_eigh_failure_falls_back_instead_of_raising(monkeypatch) -> None:
+    """A stream must survive LAPACK's rare non-convergence on degenerate Gram matrices."""
+    from edge_vos.readout import svd as svd_module
+
+    real = torch.linalg.eigh
+    calls = {"n": 0}
+
+    def flaky(a, *args, **kwargs):
+        calls["n"] += 1
+        if a.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("simulated non-convergence")
+        return real(a, *args, **kwargs)
+
+    gram = torch.randn(2, 6, 6)
+    gram = gram @ gram.mT
+    monkeypatch.setattr(torch.linalg, "eigh", flaky)
+    evals, evecs = svd_module._eigh_robust(gram)
+    assert calls["n"] == 2 and evals.dtype == torch.float32
+    expected = real(gram.double())[0]
+    assert torch.allclose(evals.double(), expected, atol=1e-4)

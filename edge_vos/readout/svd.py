@@ -219,11 +219,30 @@ def _ritz(s: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     """
     y = _bmm(s, basis)
     gram = torch.bmm(y.mT, y)
-    with lapack_threads(s.device):
-        evals, evecs = torch.linalg.eigh(gram)
+    evals, evecs = _eigh_robust(gram)
     evals, evecs = evals.flip(-1), evecs.flip(-1)
     sigma = evals.clamp_min(torch.finfo(evals.dtype).tiny).sqrt()
     return torch.bmm(y, evecs) / sigma[:, None, :], torch.bmm(basis, evecs), sigma
+
+
+def _eigh_robust(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """eigh that does not raise: syevd can fail to converge on the nearly degenerate Gram matrices of
+    trained keys (seen once in training); a stream must not die of it. Retries in float64, then with a
+    diagonal shift of 1e-10 x trace (changes eigenvalues by that much, eigenvectors not at all)."""
+    with lapack_threads(gram.device):
+        try:
+            return torch.linalg.eigh(gram)
+        except torch.linalg.LinAlgError:
+            log.warning("eigh failed on a %s Gram matrix; retrying in float64", tuple(gram.shape))
+        g64 = gram.double()
+        try:
+            evals, evecs = torch.linalg.eigh(g64)
+        except torch.linalg.LinAlgError:
+            eye = torch.eye(g64.shape[-1], dtype=g64.dtype, device=g64.device)
+            shift = 1e-10 * g64.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(1e-30)
+            evals, evecs = torch.linalg.eigh(g64 + shift[..., None, None] * eye)
+            evals = evals - shift[..., None]
+    return evals.to(gram.dtype), evecs.to(gram.dtype)
 
 
 def _range_right(s: torch.Tensor, basis: torch.Tensor, iters: int) -> torch.Tensor:
