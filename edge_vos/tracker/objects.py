@@ -15,10 +15,6 @@ class ObjectManager:
         """User ids in internal-index order (the order of per-object tensors)."""
         return sorted(self._index_of, key=self._index_of.__getitem__)
 
-    @property
-    def indices(self) -> list[int]:
-        return sorted(self._index_of.values())
-
     def __contains__(self, obj_id: int) -> bool:
         return obj_id in self._index_of
 
