@@ -8,8 +8,6 @@ import json
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,61 +16,19 @@ import pytest
 import zmq
 
 from edge_vos.client import CommandClient, CommandFailed, MaskResult, ServiceUnavailable, Status, Subscriber
-from edge_vos.config import ConfigError, from_dict
-from edge_vos.service.config import ServiceConfig
+from edge_vos.config import ConfigError
 from edge_vos.service.fakes import ArrayReader, FakeTracker
 from edge_vos.service.notify import Notifier
 from edge_vos.service.pipeline import Service
 
-H, W = 120, 160
-
-
-def _frames(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 255, (n, H, W, 3), dtype=np.uint8)
-
-
-def _first_mask() -> np.ndarray:
-    mask = np.zeros((H, W), np.uint8)
-    mask[10:40, 20:60] = 1
-    return mask
-
-
-def _config(**sections: Any) -> ServiceConfig:
-    data: dict[str, Any] = {
-        "source": {"uri": "synthetic:", "pace": "fastest", "reconnect_initial_s": 0.05, "reconnect_max_s": 0.1},
-        "publish": {"endpoint": "tcp://127.0.0.1:*"},
-        "control": {"endpoint": "tcp://127.0.0.1:*", "reply_timeout_s": 2},
-        "pipeline": {"status_every_s": 0.5},
-    }
-    for key, value in sections.items():
-        data[key] = {**data.get(key, {}), **value}
-    return from_dict(ServiceConfig, data)
-
-
-@contextmanager
-def running(config: ServiceConfig, reader: Any, tracker: FakeTracker | None = None,
-            notifier: Notifier | None = None) -> Iterator[Service]:
-    tracker = tracker or FakeTracker()
-    service = Service(config, tracker_factory=lambda _: tracker, reader=reader, notifier=notifier)
-    service.start()
-    service.tracker = tracker  # type: ignore[attr-defined]
-    try:
-        yield service
-    finally:
-        t0 = time.monotonic()
-        service.stop(timeout=3)
-        assert time.monotonic() - t0 < 5
-        assert not service.worker.is_alive() and not service.publisher.is_alive()
-
-
-def _masks(sub: Subscriber, n: int, timeout_s: float = 10) -> list[MaskResult]:
-    out: list[MaskResult] = []
-    deadline = time.monotonic() + timeout_s
-    while len(out) < n and time.monotonic() < deadline:
-        message = sub.recv(timeout_s=1)
-        if isinstance(message, MaskResult):
-            out.append(message)
-    return out
+from .service_support import WAIT, H, W, running
+from .service_support import drain as _drain
+from .service_support import first_mask as _first_mask
+from .service_support import frames as _frames
+from .service_support import masks as _masks
+from .service_support import notify_socket as _notify_socket
+from .service_support import service_config as _config
+from .service_support import wait_for as _wait_for
 
 
 def test_fastest_every_frame_matches_the_tracker() -> None:
@@ -374,41 +330,3 @@ def test_metrics_endpoint() -> None:
                  'edge_vos_stage_latency_seconds_count{stage="step"}', 'edge_vos_frames_dropped_total{reason=',
                  'edge_vos_queue_depth{queue="frames"}', "edge_vos_objects 1.0", "edge_vos_build_info{"):
         assert name in text, name
-
-
-# ---- helpers -------------------------------------------------------------------------------------
-
-
-def _wait_for(predicate: Any, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached")
-
-
-WAIT = {"wait_for_subscriber_s": 5}  # hold frame 0 until the test's subscriber is connected
-
-
-def _notify_socket(watchdog_usec: int = 0) -> tuple[socket.socket, dict[str, str]]:
-    """An abstract-namespace datagram socket standing in for systemd's notify socket."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    name = f"@edge-vos-test-{time.monotonic_ns()}"
-    sock.bind(b"\0" + name[1:].encode())
-    env = {"NOTIFY_SOCKET": name}
-    if watchdog_usec:
-        env["WATCHDOG_USEC"] = str(watchdog_usec)
-    return sock, env
-
-
-def _drain(sock: socket.socket, duration_s: float = 0.2) -> list[str]:
-    out = []
-    deadline = time.monotonic() + duration_s
-    sock.settimeout(0.02)
-    while time.monotonic() < deadline:
-        try:
-            out.append(sock.recv(4096).decode())
-        except (TimeoutError, BlockingIOError):
-            continue
-    return out

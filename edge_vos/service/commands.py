@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -22,6 +23,7 @@ from edge_vos.service.protocol import ProtocolError, decode_png, decode_rle
 
 COMMANDS = ("add", "remove", "reset", "stats", "config", "ping")
 MAX_OBJECT_ID = 254
+MAX_REQ_CHARS = 64
 
 
 class CommandError(ValueError):
@@ -53,6 +55,8 @@ class Limits:
 
 @dataclass
 class AddObject:
+    name: ClassVar[str] = "add"  # the protocol's command name (metrics, logs)
+
     obj_id: int
     mask: np.ndarray | None = None  # bool [H,W] at frame size (mask or polygon)
     box: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 (exclusive), GrabCut makes the mask
@@ -62,12 +66,16 @@ class AddObject:
 
 @dataclass
 class RemoveObject:
+    name: ClassVar[str] = "remove"
+
     obj_id: int
     req: Any = None
 
 
 @dataclass
 class Reset:
+    name: ClassVar[str] = "reset"
+
     req: Any = None
 
 
@@ -77,6 +85,10 @@ class Query:
 
     what: str
     req: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.what
 
 
 Command = AddObject | RemoveObject | Reset | Query
@@ -90,18 +102,18 @@ def parse_command(raw: bytes, limits: Limits) -> Command:
         raise CommandError("", "request is not UTF-8 JSON") from None
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise CommandError("", f"request is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer of > 4300 digits
+        raise CommandError("", f"request is not valid JSON: {_short(str(exc), 120)}") from None
     if not isinstance(data, dict):
         raise CommandError("", f"request must be a JSON object, got {type(data).__name__}")
     req = data.get("req")
-    if req is not None and not (isinstance(req, (int, str)) and not isinstance(req, bool) and len(str(req)) <= 64):
-        raise CommandError("req", "must be an integer or a string of at most 64 characters")
+    if req is not None and not valid_req(req):
+        raise CommandError("req", f"must be an integer or a string of at most {MAX_REQ_CHARS} characters")
     cmd = data.get("cmd")
     if not isinstance(cmd, str):
         raise CommandError("cmd", f"required, one of {list(COMMANDS)}")
     if cmd not in COMMANDS:
-        raise CommandError("cmd", f"unknown command {cmd[:40]!r}; expected one of {list(COMMANDS)}")
+        raise CommandError("cmd", f"unknown command {_short(cmd)!r}; expected one of {list(COMMANDS)}")
     _known(data, {"add": {"id", "mask", "rle", "box", "polygon", "frame", "resize"}, "remove": {"id"}}.get(cmd, set()))
     if cmd == "remove":
         return RemoveObject(_object_id(data), req)
@@ -112,10 +124,25 @@ def parse_command(raw: bytes, limits: Limits) -> Command:
     return _parse_add(data, limits, req)
 
 
+def valid_req(req: Any) -> bool:
+    """A request id the reply may echo: an integer or a short string (never a 4000-digit number)."""
+    if isinstance(req, bool):
+        return False
+    if isinstance(req, int):
+        return abs(req) < 10**MAX_REQ_CHARS
+    return isinstance(req, str) and len(req) <= MAX_REQ_CHARS
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """Client-supplied text quoted in an error or a log line, cut to a bounded length."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _known(data: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(data) - allowed - {"cmd", "req"})
     if unknown:
-        raise CommandError(unknown[0], f"unknown field(s) {unknown[:5]} for command {data['cmd']!r}")
+        names = [_short(name) for name in unknown[:5]]
+        raise CommandError(_short(unknown[0]), f"unknown field(s) {names} for command {data['cmd']!r}")
 
 
 def _int(data: dict[str, Any], name: str) -> int:
@@ -130,7 +157,7 @@ def _object_id(data: dict[str, Any]) -> int:
         raise CommandError("id", "required (object id 1..254)")
     obj_id = _int(data, "id")
     if not 1 <= obj_id <= MAX_OBJECT_ID:
-        raise CommandError("id", f"must be in 1..{MAX_OBJECT_ID}, got {obj_id}")
+        raise CommandError("id", f"must be in 1..{MAX_OBJECT_ID}, got {_short(str(obj_id))}")
     return obj_id
 
 
@@ -143,7 +170,7 @@ def _parse_add(data: dict[str, Any], limits: Limits, req: Any) -> AddObject:
     if data.get("frame", "next") != "next":
         frame = _int(data, "frame")
         if frame < 0:
-            raise CommandError("frame", f"must be a frame sequence number >= 0 or \"next\", got {frame}")
+            raise CommandError("frame", f"must be a frame sequence number >= 0 or \"next\", got {_short(str(frame))}")
     resize = data.get("resize", False)
     if not isinstance(resize, bool):
         raise CommandError("resize", "must be true or false")
@@ -193,7 +220,7 @@ def _rle_mask(value: Any, h: int, w: int, tolerance: float) -> np.ndarray:
         raise CommandError("rle.size", "must be [height, width] integers")
     rh, rw = size
     if rh <= 0 or rw <= 0 or rh * rw > _max_pixels(h, w, tolerance):
-        raise CommandError("rle.size", f"{rw}x{rh} does not fit the {w}x{h} frame")
+        raise CommandError("rle.size", f"{_short(str(rw))}x{_short(str(rh))} does not fit the {w}x{h} frame")
     counts = value["counts"]
     if isinstance(counts, list):
         if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
@@ -238,11 +265,23 @@ def fit_mask(
 
 
 def _number_list(value: Any, field: str) -> list[float]:
-    if not isinstance(value, list) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value
-    ):
+    if not isinstance(value, list):
         raise CommandError(field, "must be a list of finite numbers")
-    return [float(v) for v in value]
+    numbers = [_finite(v) for v in value]
+    if any(v is None for v in numbers):
+        raise CommandError(field, "must be a list of finite numbers")
+    return numbers  # type: ignore[return-value]
+
+
+def _finite(value: Any) -> float | None:
+    """`value` as a finite float, or None (not a number, NaN, infinite, or an integer beyond float range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer with hundreds of digits
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _box(value: Any, h: int, w: int) -> tuple[int, int, int, int]:

@@ -30,7 +30,7 @@ from edge_vos.config import ConfigError, to_dict
 from edge_vos.service.commands import AddObject, CommandError, Limits, RemoveObject, Reset, fit_mask, grabcut_mask
 from edge_vos.service.config import ServiceConfig
 from edge_vos.service.control import ControlServer, PendingCommand
-from edge_vos.service.metrics import ServiceMetrics
+from edge_vos.service.metrics import DROP_REASONS, ServiceMetrics
 from edge_vos.service.notify import Notifier
 from edge_vos.service.publisher import Outcome, Publisher, StatusEvent
 from edge_vos.service.security import load_server_keys, start_authenticator
@@ -419,6 +419,11 @@ class Service:
             except OSError as exc:
                 raise ConfigError("metrics.port", f"cannot serve on {cfg.metrics.address}:{cfg.metrics.port}: "
                                                   f"{exc}") from None
+        self.metrics.watch_thread("capture", self.capture.is_alive)
+        self.metrics.watch_thread("inference", self.worker.is_alive)
+        self.metrics.watch_thread("publisher", self.publisher.is_alive)
+        if self.control is not None:
+            self.metrics.watch_thread("control", self.control.is_alive)
         self.started_at = time.monotonic()
         self.worker.start()
         self.capture.start()
@@ -441,11 +446,27 @@ class Service:
         while not self.done.is_set():
             if self.stop_event.is_set():
                 break
+            dead = self.dead_thread()
+            if dead:
+                self.exit_error = dead
+                log.error("%s; stopping so that the service is restarted", dead)
+                break
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             self.done.wait(0.2)  # short waits keep the main thread responsive to signals
             self._periodic_status()
         return True
+
+    def dead_thread(self) -> str | None:
+        """Names a thread that ended although the stream goes on (a bug no request should reach)."""
+        if self.stop_event.is_set() or self.done.is_set():
+            return None
+        publisher = getattr(self, "publisher", None)
+        if publisher is not None and publisher.bound.is_set() and not publisher.is_alive() and not publisher.finishing:
+            return f"the publisher thread died: {publisher.error!r}"
+        if self.control is not None and self.control.bound.is_set() and not self.control.is_alive():
+            return f"the control thread died: {self.control.error!r}"
+        return None
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stops every thread (each within `timeout`), flushing what the publisher holds."""
@@ -501,7 +522,7 @@ class Service:
         while the capture thread is alive and busy reconnecting a lost source (a hung inference or capture
         thread stops the pings and systemd restarts the service)."""
         interval = self.notifier.watchdog_interval_s
-        if interval is None:
+        if interval is None or self.dead_thread():
             return
         now = time.monotonic()
         processing = now - self.worker.last_processed < interval
@@ -579,8 +600,7 @@ class Service:
                        "reconnects": self.capture.reconnects, "skipped": self.buffer.skipped},
             "frames_processed": snap.frames,
             "frames_published": int(m.value("frames_published_total")),
-            "dropped": {r: int(m.value("frames_dropped_total", {"reason": r}))
-                        for r in ("capture_skipped", "result_queue_full", "tracker_error")},
+            "dropped": {r: int(m.value("frames_dropped_total", {"reason": r})) for r in DROP_REASONS},
             "fps": round(snap.fps, 2),
             "step_ms_p50": round(snap.step_ms_p50, 2),
             "objects": snap.objects,

@@ -77,6 +77,7 @@ class Publisher(threading.Thread):
         self.subscribed = threading.Event()
         self.error: BaseException | None = None
         self.abort = threading.Event()  # stop now, without draining
+        self.finishing = False  # finish() was called: ending is expected
         self.seq = 0
         self.subscriptions = 0
         self.dropped = 0
@@ -122,6 +123,7 @@ class Publisher(threading.Thread):
 
     def finish(self) -> None:
         """Asks the thread to publish what is queued and stop (the inference thread has ended)."""
+        self.finishing = True
         deadline = time.monotonic() + 2.0
         while not self.abort.is_set() and self.is_alive() and time.monotonic() < deadline:
             try:
@@ -133,6 +135,14 @@ class Publisher(threading.Thread):
     # ---- the thread ------------------------------------------------------------------------------
 
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # never silent: the service's supervisor sees `error` and stops
+            self.error = exc
+            log.critical("publisher thread died: %r", exc, exc_info=True)
+            raise
+
+    def _run(self) -> None:
         sock = None
         try:
             sock = self.context.socket(zmq.XPUB)
