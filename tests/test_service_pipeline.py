@@ -160,7 +160,7 @@ def test_source_lost_mid_stream_reconnects_and_reports() -> None:
         with Subscriber(service.publisher.last_endpoint, topics=("masks", "status"), timeout_s=5) as sub:
             masks, states = [], []
             deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and len(masks) < 30:
+            while time.monotonic() < deadline and not (states and states[-1] == "ended"):
                 message = sub.recv(timeout_s=1)
                 if isinstance(message, MaskResult):
                     masks.append(message)
@@ -330,3 +330,44 @@ def test_metrics_endpoint() -> None:
                  'edge_vos_stage_latency_seconds_count{stage="step"}', 'edge_vos_frames_dropped_total{reason=',
                  'edge_vos_queue_depth{queue="frames"}', "edge_vos_objects 1.0", "edge_vos_build_info{"):
         assert name in text, name
+
+
+def test_ended_follows_the_last_mask_and_names_its_seq() -> None:
+    """The capture thread reaches the end of the file frames before inference does: `ended` must still
+    come after the last mask (issue #13 item 6)."""
+    config = _config(publish={**WAIT, "hwm": 100}, pipeline={"frame_queue": 4})
+    with running(config, ArrayReader(_frames(12), mask=_first_mask()), FakeTracker(delay_s=0.05)) as service:
+        with Subscriber(service.publisher.last_endpoint, topics=("masks", "status"), timeout_s=5, hwm=100) as sub:
+            messages = []
+            while True:
+                message = sub.recv(timeout_s=5)
+                assert message is not None, "stream went silent before `ended`"
+                messages.append(message)
+                if isinstance(message, Status) and message.header["state"] == "ended":
+                    break
+        assert service.wait(5)
+    seqs = [m.seq for m in messages if isinstance(m, MaskResult)]
+    assert seqs == list(range(12))
+    assert isinstance(messages[-1], Status) and messages[-1].header["last_seq"] == 11
+    assert messages[-1].header["detail"] == "end of source"
+
+
+def test_a_status_subscriber_is_told_the_current_state_when_it_joins() -> None:
+    config = _config(source={"pace": "realtime", "fps": 50, "loop": True})
+    with running(config, ArrayReader(_frames(10), mask=_first_mask())) as service:
+        _wait_for(lambda: service.worker.frames > 3)  # "streaming" went out long ago
+        with Subscriber(service.publisher.last_endpoint, topics=("status",), timeout_s=3) as sub:
+            message = sub.recv()
+        assert isinstance(message, Status) and message.header["state"] == "streaming"
+        assert message.header["last_seq"] >= 0
+
+
+def test_subscribers_counts_connected_sockets_not_topic_subscriptions() -> None:
+    config = _config(source={"pace": "realtime", "fps": 50, "loop": True})
+    with running(config, ArrayReader(_frames(10), mask=_first_mask())) as service:
+        endpoint = service.publisher.last_endpoint
+        with CommandClient(service.control.last_endpoint, timeout_s=3, retries=0) as ctl:
+            with Subscriber(endpoint, topics=("masks", "status", "preview")), Subscriber(endpoint, topics=("",)):
+                _wait_for(lambda: ctl.stats()["subscribers"] == 2)
+                assert service.metrics.value("subscribers") == 2
+            _wait_for(lambda: ctl.stats()["subscribers"] == 0)

@@ -69,8 +69,6 @@ class ServiceMetrics:
         self.objects = Gauge(PREFIX + "objects", "Objects being tracked", registry=r)
         self.source_connected = Gauge(PREFIX + "source_connected", "1 while the source delivers frames", registry=r)
         self.subscribers = Gauge(PREFIX + "subscribers", "Connected subscriber sockets", registry=r)
-        self.subscriptions = Gauge(PREFIX + "subscriptions", "Topic subscriptions of the connected subscribers",
-                                   registry=r)
         self.thread_alive = Gauge(PREFIX + "thread_alive", "1 while the thread runs", ["thread"], registry=r)
         self.gpu_memory = Gauge(PREFIX + "gpu_memory_bytes", "GPU memory allocated by torch", ["kind"], registry=r)
         self.build_info = Info(PREFIX + "build", "Versions", registry=r)

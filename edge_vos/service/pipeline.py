@@ -118,6 +118,7 @@ class InferenceWorker(threading.Thread):
         self.history: collections.deque[Frame] = collections.deque(maxlen=self.config.control.history)
         self.snapshot = _Snapshot()
         self.error: BaseException | None = None
+        self.reached_max_frames = False
         self.frames = 0
         self.last_processed = time.monotonic()
         self._next_adds: list[PendingCommand] = []
@@ -167,6 +168,7 @@ class InferenceWorker(threading.Thread):
                     break
                 if self.config.pipeline.max_frames and self.frames >= self.config.pipeline.max_frames:
                     log.info("processed %d frames (max_frames)", self.frames)
+                    self.reached_max_frames = True
                     break
         except BaseException as exc:
             self.error = exc
@@ -508,8 +510,18 @@ class Service:
         if error is not None:
             self.exit_error = str(error)
         if getattr(self, "publisher", None) is not None:
-            self.publisher.finish()
+            self.publisher.finish(self._final_status())
         self.done.set()
+
+    def _final_status(self) -> StatusEvent:
+        """The stream's last status, sent after its last mask: why it ended."""
+        if self.exit_error:
+            return StatusEvent("failed", self.exit_error)
+        if self.worker.reached_max_frames:
+            return StatusEvent("ended", f"max_frames ({self.config.pipeline.max_frames}) reached")
+        if self.stop_event.is_set():
+            return StatusEvent("ended", "the service is stopping")
+        return StatusEvent("ended", "end of source")
 
     def control_reply(self, token: int, body: dict[str, Any]) -> None:
         if body.get("req") is None:
@@ -545,11 +557,12 @@ class Service:
         if state == "reconnecting" and not self._ready:
             self._ready = True  # startup is over; the service runs and reports the lost source
             self.notifier.ready(f"source {state}")
-        publisher = getattr(self, "publisher", None)
-        if publisher is not None:
-            publisher.submit_status(StatusEvent(state, detail))
         if state == "failed":
             self.exit_error = f"source failed: {detail}"
+        publisher = getattr(self, "publisher", None)
+        if publisher is not None and state not in ("ended", "failed"):
+            # Final states go out after the stream's last mask (`inference_done`), not ahead of it.
+            publisher.submit_status(StatusEvent(state, detail))
 
     def _on_published(self, outcome: Outcome, header: dict[str, Any]) -> None:
         if not self._ready:
@@ -607,7 +620,7 @@ class Service:
             "frame_size": list(snap.frame_hw[::-1]) if snap.frame_hw else None,
             "recent_frames": list(snap.history) if snap.history else None,
             "queues": {"frames": self.buffer.depth(), "results": self.publisher.queue.qsize()},
-            "subscribers": self.publisher.subscriptions,
+            "subscribers": self.publisher.subscribers,
         }
 
 
