@@ -93,6 +93,7 @@ class ArrayReader:
 
     live = False
     description = "array"
+    unreadable = 0
 
     def __init__(self, frames: np.ndarray, fail_at: tuple[int, ...] = (), fail_open: int = 0,
                  mask: np.ndarray | None = None, live: bool = False) -> None:

@@ -403,6 +403,7 @@ class Service:
         self.capture = CaptureThread(
             reader, self.buffer, cfg.source, self.pace, self.stop_event,
             on_state=self._on_source_state, on_frame=self._on_captured, on_reconnect=self.metrics.reconnects.inc,
+            on_unreadable=self.metrics.frames_dropped.labels("unreadable").inc,
         )
         self.context = zmq.Context()
         self._authenticator = start_authenticator(self.context, cfg.security)
@@ -610,7 +611,8 @@ class Service:
             "uptime_s": round(time.monotonic() - self.started_at, 2),
             "pace": self.pace,
             "source": {"state": self.capture.state, "frames": self.capture.frames,
-                       "reconnects": self.capture.reconnects, "skipped": self.buffer.skipped},
+                       "reconnects": self.capture.reconnects, "skipped": self.buffer.skipped,
+                       "unreadable": int(m.value("frames_dropped_total", {"reason": "unreadable"}))},
             "frames_processed": snap.frames,
             "frames_published": int(m.value("frames_published_total")),
             "dropped": {r: int(m.value("frames_dropped_total", {"reason": r})) for r in DROP_REASONS},

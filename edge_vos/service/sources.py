@@ -9,6 +9,7 @@ skipped) and `FrameQueue` (fastest: bounded, the grabber waits, nothing is dropp
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import queue
@@ -48,6 +49,7 @@ class Frame:
 class FrameReader(Protocol):
     live: bool  # a camera or stream: frames come at their own pace and cannot be replayed
     description: str
+    unreadable: int  # frames the reader skipped because they could not be decoded (counted, warned)
 
     def open(self) -> None: ...
 
@@ -76,6 +78,7 @@ class SyntheticReader:
     """
 
     live = False
+    unreadable = 0
 
     def __init__(self, params: dict[str, str]) -> None:
         known = {"seed", "frames", "size", "objects", "distractors"}
@@ -146,29 +149,68 @@ class SyntheticReader:
 
 
 class FolderReader:
-    """Images of a folder in name order (JPEG/PNG/BMP), e.g. a DAVIS JPEGImages sequence."""
+    """Images of a folder in name order (JPEG/PNG/BMP), e.g. a DAVIS JPEGImages sequence.
+
+    The folder may change while it is read (a recorder adding files, someone deleting them): every
+    (re)open rescans it and resumes after the last file read, a file removed since the scan is skipped by
+    rescanning, files that arrived after the last one are read before the stream ends, and a file that
+    cannot be decoded is skipped with a warning and counted (`unreadable`). `rewind()` starts again from
+    the first file (`source.loop`).
+    """
 
     live = False
 
     def __init__(self, path: Path) -> None:
-        self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.path = path
+        try:
+            self.files = self._scan()
+        except SourceError as exc:
+            raise ConfigError("source.uri", str(exc)) from None
         if not self.files:
             raise ConfigError("source.uri", f"folder {path} holds no {'/'.join(IMAGE_SUFFIXES)} images")
         self.description = f"folder {path} ({len(self.files)} images)"
+        self.unreadable = 0
         self._index = 0
+        self._last: str | None = None  # name of the last file read (or skipped): where to resume
+
+    def _scan(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        except OSError as exc:
+            raise SourceError(f"cannot list folder {self.path}: {exc}") from None
+
+    def _resume(self) -> bool:
+        """Rescans and positions after the last file read; False when nothing is left."""
+        self.files = self._scan()
+        names = [p.name for p in self.files]
+        self._index = 0 if self._last is None else bisect.bisect_right(names, self._last)
+        return self._index < len(self.files)
 
     def open(self) -> None:
-        self._index = 0
+        self._resume()
+
+    def rewind(self) -> None:
+        self._last = None
+        self._resume()
 
     def read(self) -> np.ndarray | None:
-        if self._index >= len(self.files):
-            return None
-        path = self.files[self._index]
-        self._index += 1
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise SourceError(f"cannot read image {path}")
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        while True:
+            if self._index >= len(self.files) and not self._resume():  # files may have arrived meanwhile
+                return None
+            path = self.files[self._index]
+            self._index += 1
+            self._last = path.name
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            if not path.exists():  # removed since the scan: look again, continue after it
+                before = len(self.files)
+                self._resume()
+                log.info("folder %s changed while reading (%d -> %d images); continuing after %s",
+                         self.path, before, len(self.files), path.name)
+                continue
+            self.unreadable += 1
+            log.warning("skipping unreadable image %s (%d skipped so far)", path, self.unreadable)
 
     def close(self) -> None:
         pass
@@ -182,6 +224,8 @@ class FolderReader:
 
 class OpenCVReader:
     """cv2.VideoCapture over a camera index, a device path, a file, a URL or a GStreamer pipeline."""
+
+    unreadable = 0
 
     def __init__(self, target: int | str, api: int, live: bool, description: str, config: SourceConfig) -> None:
         self.target, self.api, self.live, self.description = target, api, live, description
@@ -368,10 +412,13 @@ class CaptureThread(threading.Thread):
         on_state: Callable[[str, str], None] | None = None,
         on_frame: Callable[[], None] | None = None,
         on_reconnect: Callable[[], None] | None = None,
+        on_unreadable: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(name="capture", daemon=True)
         self.reader, self.buffer, self.config, self.pace, self.stop_event = reader, buffer, config, pace, stop
         self._on_state, self._on_frame, self._on_reconnect = on_state, on_frame, on_reconnect
+        self._on_unreadable = on_unreadable
+        self._unreadable_seen = 0
         self.state = "connecting"
         self.frames = 0
         self.reconnects = 0
@@ -389,31 +436,32 @@ class CaptureThread(threading.Thread):
 
     def run(self) -> None:
         delay = self.config.reconnect_initial_s
-        failures = 0
+        failures = 0  # reconnects in a row that did not deliver a frame
         try:
             while not self.stop_event.is_set():
                 self.last_activity = time.monotonic()
                 try:
                     self.reader.open()
                 except (SourceError, OSError, cv2.error) as exc:
-                    failures += 1
-                    if self.config.reconnect_attempts and failures > self.config.reconnect_attempts:
-                        self._set_state("failed", f"gave up after {failures - 1} reconnects: {exc}")
+                    problem = str(exc)
+                else:
+                    frames_before = self.frames
+                    outcome = self._stream()
+                    self.reader.close()
+                    if self.frames > frames_before:  # it delivered: the back-off starts over
+                        failures, delay = 0, self.config.reconnect_initial_s
+                    if outcome == "ended":
+                        self._set_state("ended", "end of source")
                         return
-                    self._backoff(f"{exc}; retrying in {delay:.1f} s", delay)
-                    delay = min(delay * 2, self.config.reconnect_max_s)
-                    continue
-                failures = 0
-                delay = self.config.reconnect_initial_s
-                self._set_state("streaming", self.reader.description)
-                outcome = self._stream()
-                self.reader.close()
-                if outcome == "ended":
-                    self._set_state("ended", "end of source")
+                    if outcome != "lost":
+                        continue
+                    problem = "source lost"
+                failures += 1
+                if self.config.reconnect_attempts and failures > self.config.reconnect_attempts:
+                    self._set_state("failed", f"gave up after {failures - 1} reconnects: {problem}")
                     return
-                if outcome == "lost":
-                    self._backoff(f"source lost; reconnecting in {delay:.1f} s", delay)
-                    delay = min(delay * 2, self.config.reconnect_max_s)
+                self._backoff(f"{problem}; retrying in {delay:.2g} s", delay)
+                delay = min(delay * 2, self.config.reconnect_max_s)
         except Exception as exc:  # a bug in a reader: report, never kill the process silently
             log.exception("capture thread failed")
             self._set_state("failed", repr(exc))
@@ -448,6 +496,8 @@ class CaptureThread(threading.Thread):
             except (SourceError, OSError, cv2.error) as exc:
                 log.warning("source read failed: %s", exc)
                 return "lost"
+            finally:
+                self._count_unreadable()
             self.last_activity = time.monotonic()
             if image is None:
                 if not self.config.loop:
@@ -464,6 +514,8 @@ class CaptureThread(threading.Thread):
                     self.reader.open()
                 continue
             frame = Frame(self.frames, time.monotonic_ns(), time.time_ns(), image)
+            if self.state != "streaming":  # announced with the first frame, not when the open succeeded
+                self._set_state("streaming", self.reader.description)
             self.frames += 1
             n += 1
             if not self.buffer.put(frame, self.stop_event):
@@ -471,3 +523,10 @@ class CaptureThread(threading.Thread):
             if self._on_frame is not None:
                 self._on_frame()
         return "stopped"
+
+    def _count_unreadable(self) -> None:
+        unreadable = getattr(self.reader, "unreadable", 0)
+        if unreadable > self._unreadable_seen:
+            if self._on_unreadable is not None:
+                self._on_unreadable(unreadable - self._unreadable_seen)
+            self._unreadable_seen = unreadable
