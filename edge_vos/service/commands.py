@@ -244,7 +244,8 @@ def _rle_mask(value: Any, h: int, w: int, tolerance: float) -> np.ndarray:
 
 
 def fit_mask(
-    mask: np.ndarray, frame_hw: tuple[int, int], resize: bool, tolerance: float, field: str = "mask"
+    mask: np.ndarray, frame_hw: tuple[int, int], resize: bool, tolerance: float, field: str = "mask",
+    resize_hint: str = 'send "resize": true',
 ) -> np.ndarray:
     """Returns `mask` at the frame's size, or raises CommandError naming both sizes.
 
@@ -258,7 +259,7 @@ def fit_mask(
         return mask
     sizes = f"the mask is {mw}x{mh} but the frame is {w}x{h}"
     if not resize:
-        raise CommandError(field, f"{sizes} (send \"resize\": true to resize masks within {tolerance:.0%})")
+        raise CommandError(field, f"{sizes} ({resize_hint} to resize masks within {tolerance:.0%})")
     if abs(mh - h) > tolerance * h or abs(mw - w) > tolerance * w:
         raise CommandError(field, f"{sizes}: differs by more than the {tolerance:.0%} resize tolerance")
     return cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(mask.dtype)

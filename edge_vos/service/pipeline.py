@@ -58,21 +58,35 @@ class TrackerLike(Protocol):
 
 def build_tracker(config: ServiceConfig) -> TrackerLike:
     """The configured Tracker. `model.weights: random` builds a seeded untrained network: for tests and
-    pipeline benchmarks only, and logged as such. Missing weights raise FileNotFoundError."""
+    pipeline benchmarks only, and logged as such. A weights file that is missing or unusable, or a device
+    this machine lacks, is a ConfigError naming the file or field (one line; details at INFO)."""
+    import torch
+
+    from edge_vos.model.checkpoint import CheckpointError
     from edge_vos.tracker import Tracker
 
     tracker_config = config.tracker
+    if tracker_config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("tracker.device", "'cuda' requested but CUDA is not available on this machine")
     network = None
     if tracker_config.model.weights == RANDOM_WEIGHTS:
-        import torch
-
         from edge_vos.model import build_network
 
         torch.manual_seed(0)
         network = build_network(tracker_config.model.arch)
         log.warning("model.weights is 'random': an UNTRAINED %s network; masks are meaningless "
                     "(tests and pipeline benchmarks only)", tracker_config.model.arch)
-    return Tracker(tracker_config, network=network)
+    try:
+        return Tracker(tracker_config, network=network)
+    except FileNotFoundError as exc:
+        raise ConfigError("tracker.model.weights", f"{exc}. For a pipeline check without trained weights use "
+                                                   "--weights random (an untrained network; masks are meaningless)"
+                          ) from None
+    except CheckpointError as exc:
+        first, _, details = str(exc).partition("\n")
+        if details:
+            log.info("checkpoint details:\n%s", details)
+        raise ConfigError("tracker.model.weights", first) from None
 
 
 def load_prompt_mask(path: str | Path) -> np.ndarray:
@@ -234,7 +248,9 @@ class InferenceWorker(threading.Thread):
         if self.initial_mask is not None:
             try:
                 label = fit_mask(self.initial_mask, (h, w), self.config.prompt.resize,
-                                 self.config.prompt.resize_tolerance, field="prompt.mask").astype(np.uint8)
+                                 self.config.prompt.resize_tolerance, field="prompt.mask",
+                                 resize_hint="set prompt.resize: true, or --set prompt.resize=true,"
+                                 ).astype(np.uint8)
             except CommandError as exc:  # the operator's prompt cannot apply: stop, do not track nothing
                 raise StartupError(str(exc)) from None
             objects = [int(v) for v in np.unique(label) if v != 0]
@@ -340,6 +356,10 @@ class InferenceWorker(threading.Thread):
 class Service:
     """One stream: build with a config, `start()`, then `wait()` or `stop()`.
 
+    Everything slow or fallible that holds no OS resource (the reader, the prompt mask, CURVE keys, the
+    tracker and its weights) is built in `__init__`; `start()` only binds the sockets and starts the
+    threads, which takes milliseconds. So a signal that arrives while a service is being built can end
+    the process at once, and `start()` fails fast only for what needs the OS (ports in use).
     `tracker_factory` and `reader` let tests inject a fake tracker or a failing source; by default the
     configured Tracker and the reader for `source.uri` are used.
     """
@@ -351,69 +371,69 @@ class Service:
         reader: FrameReader | None = None,
         notifier: Notifier | None = None,
     ) -> None:
-        self.config = config
-        self.tracker_factory = tracker_factory or build_tracker
-        self.reader = reader
+        self.config = cfg = config
         self.notifier = notifier or Notifier()
         self.metrics = ServiceMetrics()
         self.stop_event = threading.Event()
         self.done = threading.Event()
-        self.context: zmq.Context | None = None
-        self.publisher: Publisher
-        self.control: ControlServer | None = None
-        self.capture: CaptureThread
-        self.worker: InferenceWorker
-        self.buffer: LatestFrame | FrameQueue
-        self.pace = "fastest"
+        self.exit_error: str | None = None
+        self.startup_failed = False  # the error is the operator's configuration (exit status 2)
         self.started_at = time.monotonic()
-        self._authenticator: Any = None
         self._ready = False
         self._last_status = 0.0
         self._status_lock = threading.Lock()
-        self.exit_error: str | None = None
+        self._authenticator: Any = None
+
+        self.reader = reader or open_reader(cfg.source)
+        self.pace = cfg.source.pace if cfg.source.pace != "auto" else (
+            "realtime" if self.reader.live or cfg.source.uri.startswith("synthetic:") else "fastest")
+        initial_mask = None
+        if cfg.prompt.mask:
+            initial_mask = load_prompt_mask(cfg.prompt.mask)
+        elif cfg.prompt.use_source_mask:
+            initial_mask = self.reader.initial_mask()
+        self.keys = load_server_keys(cfg.security)
+        tracker = (tracker_factory or build_tracker)(cfg)
+        self.metrics.set_build_info(**_versions(), stream=cfg.stream_id, weights=cfg.tracker.model.weights or "default")
+        self.buffer: LatestFrame | FrameQueue = (
+            LatestFrame() if self.pace == "realtime" else FrameQueue(cfg.pipeline.frame_queue))
+        self.worker = InferenceWorker(self, tracker, initial_mask)
+        self.capture = CaptureThread(
+            self.reader, self.buffer, cfg.source, self.pace, self.stop_event,
+            on_state=self._on_source_state, on_frame=self._on_captured, on_reconnect=self.metrics.reconnects.inc,
+            on_unreadable=self.metrics.frames_dropped.labels("unreadable").inc,
+        )
+        self.context: zmq.Context | None = zmq.Context()
+        self.publisher = Publisher(self.context, cfg.publish, cfg.stream_id, self.keys, self.metrics,
+                                   cfg.pipeline.result_queue, on_published=self._on_published)
+        self.control: ControlServer | None = None
+        if cfg.control.endpoint:
+            self.control = ControlServer(self.context, cfg.control, self.keys, self.metrics, self._limits,
+                                         self._query, self.stop_event)
+        self.metrics.watch_thread("capture", self.capture.is_alive)
+        self.metrics.watch_thread("inference", self.worker.is_alive)
+        self.metrics.watch_thread("publisher", self.publisher.is_alive)
+        if self.control is not None:
+            self.metrics.watch_thread("control", self.control.is_alive)
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Opens everything or raises (ConfigError, FileNotFoundError, zmq.ZMQError) with nothing left running."""
-        cfg = self.config
+        """Binds the sockets and starts the threads, or raises (ConfigError for a port in use) with nothing
+        left running."""
         try:
-            self._start(cfg)
+            self._start(self.config)
         except BaseException:
             self.stop()
             raise
 
     def _start(self, cfg: ServiceConfig) -> None:
-        reader = self.reader or open_reader(cfg.source)
-        self.reader = reader
-        self.pace = cfg.source.pace if cfg.source.pace != "auto" else (
-            "realtime" if reader.live or cfg.source.uri.startswith("synthetic:") else "fastest")
-        initial_mask = None
-        if cfg.prompt.mask:
-            initial_mask = load_prompt_mask(cfg.prompt.mask)
-        elif cfg.prompt.use_source_mask:
-            initial_mask = reader.initial_mask()
-        keys = load_server_keys(cfg.security)
-        tracker = self.tracker_factory(cfg)
-        self.metrics.set_build_info(**_versions(), stream=cfg.stream_id, weights=cfg.tracker.model.weights or "default")
-        self.buffer = LatestFrame() if self.pace == "realtime" else FrameQueue(cfg.pipeline.frame_queue)
-
-        # Built before the sockets, started last: the control thread's stats read them from the first request.
-        self.worker = InferenceWorker(self, tracker, initial_mask)
-        self.capture = CaptureThread(
-            reader, self.buffer, cfg.source, self.pace, self.stop_event,
-            on_state=self._on_source_state, on_frame=self._on_captured, on_reconnect=self.metrics.reconnects.inc,
-            on_unreadable=self.metrics.frames_dropped.labels("unreadable").inc,
-        )
-        self.context = zmq.Context()
+        if self.context is None or self.worker.is_alive():
+            raise RuntimeError("a service starts once; build a new one to start again")
         self._authenticator = start_authenticator(self.context, cfg.security)
-        self.publisher = Publisher(self.context, cfg.publish, cfg.stream_id, keys, self.metrics,
-                                   cfg.pipeline.result_queue, on_published=self._on_published)
         self.publisher.start()
         self._wait_bound(self.publisher, "publish.endpoint")
-        if cfg.control.endpoint:
-            self.control = ControlServer(self.context, cfg.control, keys, self.metrics, self._limits, self._query,
-                                         self.stop_event)
+        if self.control is not None:
             self.control.start()
             self._wait_bound(self.control, "control.endpoint")
         if cfg.metrics.enabled:
@@ -422,15 +442,10 @@ class Service:
             except OSError as exc:
                 raise ConfigError("metrics.port", f"cannot serve on {cfg.metrics.address}:{cfg.metrics.port}: "
                                                   f"{exc}") from None
-        self.metrics.watch_thread("capture", self.capture.is_alive)
-        self.metrics.watch_thread("inference", self.worker.is_alive)
-        self.metrics.watch_thread("publisher", self.publisher.is_alive)
-        if self.control is not None:
-            self.metrics.watch_thread("control", self.control.is_alive)
         self.started_at = time.monotonic()
         self.worker.start()
         self.capture.start()
-        log.info("service %s: %s, pace %s, %s -> %s", cfg.stream_id, reader.description, self.pace,
+        log.info("service %s: %s, pace %s, %s -> %s", cfg.stream_id, self.reader.description, self.pace,
                  self.publisher.last_endpoint, self.control.last_endpoint if self.control else "no control")
 
     def _wait_bound(self, thread: Publisher | ControlServer, field_name: str) -> None:
@@ -464,8 +479,8 @@ class Service:
         """Names a thread that ended although the stream goes on (a bug no request should reach)."""
         if self.stop_event.is_set() or self.done.is_set():
             return None
-        publisher = getattr(self, "publisher", None)
-        if publisher is not None and publisher.bound.is_set() and not publisher.is_alive() and not publisher.finishing:
+        publisher = self.publisher
+        if publisher.bound.is_set() and not publisher.is_alive() and not publisher.finishing:
             return f"the publisher thread died: {publisher.error!r}"
         if self.control is not None and self.control.bound.is_set() and not self.control.is_alive():
             return f"the control thread died: {self.control.error!r}"
@@ -476,14 +491,13 @@ class Service:
         self.notifier.stopping()
         self.stop_event.set()
         deadline = time.monotonic() + timeout
-        for name in ("capture", "worker"):
-            thread = getattr(self, name, None)
-            if thread is not None and thread.is_alive():
+        for thread in (self.capture, self.worker):
+            if thread.is_alive():
                 thread.join(max(0.1, deadline - time.monotonic()))
                 if thread.is_alive():
                     log.error("%s thread did not stop within %.1f s", thread.name, timeout)
-        publisher = getattr(self, "publisher", None)
-        if publisher is not None and publisher.is_alive():
+        publisher = self.publisher
+        if publisher.is_alive():
             publisher.finish()
             publisher.join(max(0.1, deadline - time.monotonic()))
             if publisher.is_alive():
@@ -501,7 +515,7 @@ class Service:
         self.notifier.close()
 
     def _alive_sockets(self) -> bool:
-        return any(t is not None and t.is_alive() for t in (getattr(self, "publisher", None), self.control))
+        return any(t is not None and t.is_alive() for t in (self.publisher, self.control))
 
     # ---- callbacks from the threads --------------------------------------------------------------
 
@@ -510,8 +524,8 @@ class Service:
         error = self.worker.error
         if error is not None:
             self.exit_error = str(error)
-        if getattr(self, "publisher", None) is not None:
-            self.publisher.finish(self._final_status())
+            self.startup_failed = isinstance(error, StartupError)
+        self.publisher.finish(self._final_status())
         self.done.set()
 
     def _final_status(self) -> StatusEvent:
@@ -539,8 +553,8 @@ class Service:
             return
         now = time.monotonic()
         processing = now - self.worker.last_processed < interval
-        capture = getattr(self, "capture", None)
-        reconnecting = (capture is not None and capture.state in ("connecting", "reconnecting")
+        capture = self.capture
+        reconnecting = (capture.is_alive() and capture.state in ("connecting", "reconnecting")
                         and now - capture.last_activity < interval)
         if processing or reconnecting:
             self.notifier.watchdog()
@@ -560,10 +574,9 @@ class Service:
             self.notifier.ready(f"source {state}")
         if state == "failed":
             self.exit_error = f"source failed: {detail}"
-        publisher = getattr(self, "publisher", None)
-        if publisher is not None and state not in ("ended", "failed"):
+        if state not in ("ended", "failed"):
             # Final states go out after the stream's last mask (`inference_done`), not ahead of it.
-            publisher.submit_status(StatusEvent(state, detail))
+            self.publisher.submit_status(StatusEvent(state, detail))
 
     def _on_published(self, outcome: Outcome, header: dict[str, Any]) -> None:
         if not self._ready:
@@ -577,13 +590,13 @@ class Service:
             if now - self._last_status < self.config.pipeline.status_every_s:
                 return
             self._last_status = now
-        snap = self.worker.snapshot if getattr(self, "worker", None) else _Snapshot()
-        capture = getattr(self, "capture", None)
-        skipped = self.buffer.skipped if hasattr(self, "buffer") else 0
+        snap = self.worker.snapshot
+        state = self.capture.state
+        skipped = self.buffer.skipped
         text = (f"{snap.frames} frames, {snap.fps:.1f} fps, {len(snap.objects)} objects, "
-                f"source {capture.state if capture else '?'}, skipped {skipped}")
+                f"source {state}, skipped {skipped}")
         fields = {"frames": snap.frames, "fps": round(snap.fps, 2), "objects": snap.objects,
-                  "source": capture.state if capture else None, "skipped": skipped,
+                  "source": state, "skipped": skipped,
                   "step_ms_p50": round(snap.step_ms_p50, 1)}
         log.info("%s", text, extra={"fields": fields})  # `--log-json` writes the fields as JSON
         self.notifier.status(text)
