@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from edge_vos import __version__
+
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("edge_vos.service.cli", "run the streaming service (capture -> tracker -> ZeroMQ)"),
     "subscribe": ("edge_vos.client_cli", "watch a running service: print, save masks or show an overlay"),
@@ -25,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="edge-vos", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--version", action="version", version=f"edge-vos {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
     if chosen == "run":  # a service: a stop signal must be handled from the very start (exit 0 at once)

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge_vos.service.config import PACES
+    from edge_vos.service.protocol import ENCODINGS
+
     parser.add_argument("--config", type=Path, help="ServiceConfig YAML (see configs/)")
     parser.add_argument("--source", help="overrides source.uri: synthetic:, camera index, /dev/videoN, file, "
                                          "folder, rtsp://..., GStreamer pipeline")
@@ -30,11 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--publish", help="overrides publish.endpoint, e.g. tcp://127.0.0.1:5555")
     parser.add_argument("--control", help="overrides control.endpoint ('' or 'none' disables commands)")
     parser.add_argument("--max-frames", type=int, help="overrides pipeline.max_frames (0 = unlimited)")
-    parser.add_argument("--pace", choices=("auto", "realtime", "fastest"), help="overrides source.pace")
-    parser.add_argument("--encoding", choices=("raw", "png", "rle"), help="overrides publish.encoding")
+    parser.add_argument("--pace", choices=PACES, help="overrides source.pace (a file or folder given as --source "
+                                                       "gets fastest: every frame, none dropped)")
+    parser.add_argument("--encoding", choices=ENCODINGS, help="overrides publish.encoding")
     parser.add_argument("--weights", help="overrides tracker.model.weights")
     parser.add_argument("--resolution", type=int, help="overrides tracker.resolution (working short side)")
-    parser.add_argument("--loop", action="store_true", help="sets source.loop: replay files and scenes")
+    parser.add_argument("--loop", action=argparse.BooleanOptionalAction, default=None,
+                        help="sets source.loop: replay files, folders and scenes at their end (a file or folder "
+                             "given as --source does not loop unless --loop)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any dotted config override, value parsed as YAML (repeatable)")
     parser.add_argument("--print-config", action="store_true", help="print the validated config and exit")
@@ -62,6 +68,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     import yaml
 
     from edge_vos.config import ConfigError
+    from edge_vos.service.sources import is_recording
 
     overrides: dict[str, Any] = {}
     for item in args.set:
@@ -80,8 +87,17 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             overrides[key] = value
     if args.control is not None:
         overrides["control.endpoint"] = "" if args.control.lower() in ("", "none", "off") else args.control
-    if args.loop:
-        overrides["source.loop"] = True
+    if args.loop is not None:
+        overrides["source.loop"] = args.loop
+    if args.source is not None and is_recording(args.source):
+        # A recording named on the command line is processed as such: every frame once, not like the
+        # config's camera (realtime pace skips frames; loop replays the clip).
+        if args.pace is None:
+            overrides["source.pace"] = "fastest"
+        if args.loop is None:
+            overrides["source.loop"] = False
+        log.info("--source is a %s: pace %s, %s (--pace, --loop to change)", "folder" if Path(args.source).is_dir()
+                 else "file", overrides["source.pace"], "loop" if overrides["source.loop"] else "no loop")
     return overrides
 
 

@@ -278,30 +278,58 @@ def has_gstreamer() -> bool:
     return bool(re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()))
 
 
+def source_kind(uri: str) -> str:
+    """What `source.uri` names: synthetic, camera (an index), v4l2 (/dev/videoN), stream (a URL),
+    gstreamer (a pipeline), folder, file, or unknown."""
+    uri = uri.strip()
+    if uri.startswith("synthetic:"):
+        return "synthetic"
+    if uri.isdigit():
+        return "camera"
+    if uri.startswith("/dev/video"):
+        return "v4l2"
+    if uri.lower().startswith(URL_SCHEMES):
+        return "stream"
+    if "!" in uri:
+        return "gstreamer"
+    path = Path(uri).expanduser()
+    if path.is_dir():
+        return "folder"
+    if path.is_file():
+        return "file"
+    return "unknown"
+
+
+def is_recording(uri: str) -> bool:
+    """True when `uri` names a video file or an image folder on disk (not a camera, stream or scene)."""
+    return source_kind(uri) in ("file", "folder")
+
+
 def open_reader(config: SourceConfig) -> FrameReader:
     """The reader for `config.uri`; ConfigError for a URI that cannot name any source."""
     uri = config.uri.strip()
-    if uri.startswith("synthetic:"):
+    kind = source_kind(uri)
+    if kind == "synthetic":
         query = uri[len("synthetic:"):].lstrip("?")
         return SyntheticReader(dict(parse_qsl(query, keep_blank_values=True)) if query else {})
-    if uri.isdigit():
+    if kind == "camera":
         return OpenCVReader(int(uri), cv2.CAP_ANY, True, f"camera {uri}", config)
-    if uri.startswith("/dev/video"):
+    if kind == "v4l2":
         return OpenCVReader(uri, cv2.CAP_V4L2, True, f"camera {uri}", config)
-    if uri.lower().startswith(URL_SCHEMES):
+    if kind == "stream":
         if uri.lower().startswith("rtsp"):
             # FFmpeg reads this variable at open; TCP avoids UDP's silent losses on lossy links.
             os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
         return OpenCVReader(uri, cv2.CAP_FFMPEG, True, f"stream {_redact(uri)}", config)
-    if "!" in uri:
+    if kind == "gstreamer":
         if not has_gstreamer():
             raise ConfigError("source.uri", "a GStreamer pipeline needs OpenCV built with GStreamer (JetPack's "
                                             "OpenCV has it; PyPI's wheels do not)")
         return OpenCVReader(uri, cv2.CAP_GSTREAMER, True, "GStreamer pipeline", config)
     path = Path(uri).expanduser()
-    if path.is_dir():
+    if kind == "folder":
         return FolderReader(path)
-    if path.is_file():
+    if kind == "file":
         return OpenCVReader(str(path), cv2.CAP_FFMPEG, False, f"file {path}", config)
     raise ConfigError("source.uri", f"{uri!r} is not a file, folder, camera index, /dev/videoN, URL, "
                                     "GStreamer pipeline or synthetic: scene")
