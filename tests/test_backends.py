@@ -196,7 +196,7 @@ def test_build_engines_cli_exports_and_prints_trtexec_lines(monkeypatch, tmp_pat
     import argparse
 
     import edge_vos.backends.export as export
-    from edge_vos.backends import cli
+    from edge_vos import engines_cli as cli
 
     from .test_export import _fake_exporter
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from edge_vos.backends import NetworkRunner, create_runner
-from edge_vos.model.checkpoint import load_network
 from edge_vos.model.network import STCN
 from edge_vos.model.preprocess import FrameGeometry, frame_geometry, image_to_tensor, masks_to_tensor, to_input_size
+from edge_vos.model.weights import load_configured_network
 from edge_vos.readout import SvdState, stcn_readout, tmrn_readout
 from edge_vos.tracker.aggregate import soft_aggregate
 from edge_vos.tracker.config import TrackerConfig
@@ -26,8 +25,6 @@ from edge_vos.tracker.memory import MemoryView, RingMemory
 from edge_vos.tracker.objects import ObjectManager
 
 log = logging.getLogger(__name__)
-
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
 
 
 @dataclass
@@ -60,25 +57,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_configured_network(config: TrackerConfig) -> STCN:
-    """The network named by config.model.weights, or the bundled default weights."""
-    path = Path(config.model.weights) if config.model.weights else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"model weights not found: {path}"
-            + ("" if config.model.weights else " (the bundled default; set model.weights to a checkpoint)")
-        )
-    network = load_network(path)
-    if config.model.weights and network.arch != config.model.arch:
-        log.info("checkpoint arch %s overrides model.arch %s", network.arch, config.model.arch)
-    return network
-
-
 class Tracker:
     def __init__(self, config: TrackerConfig | None = None, network: STCN | None = None) -> None:
         self.config = config or TrackerConfig()
         self.device = resolve_device(self.config.device)
-        self.network = network if network is not None else load_configured_network(self.config)
+        if network is None:
+            network = load_configured_network(self.config.model.weights, self.config.model.arch)
+        self.network = network
         self.network.eval()
         self.objects = ObjectManager(self.config.max_objects)
         self.memory_dtype = self._memory_dtype()
