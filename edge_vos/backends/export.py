@@ -34,8 +34,8 @@ from edge_vos.model.network import STCN
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
-# Bump when parts.py changes the exported graph for the same weights.
-PARTS_VERSION = 1
+# Bump when the exported graph changes for the same weights (parts.py or the network's own forward passes).
+PARTS_VERSION = 2
 MAX_OBJECTS_AXIS = 254  # label maps are uint8: at most 254 objects
 
 

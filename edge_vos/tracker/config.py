@@ -15,8 +15,11 @@ BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "torch_tensorrt")
 
 @dataclass
 class ModelConfig:
-    arch: str = "stcn-r18"
-    # Checkpoint file (.safetensors or a torch state dict). Empty: the bundled default weights.
+    # The bundled weights' arch (a test keeps the two in step). A checkpoint's own header wins over it;
+    # it matters for `weights: random`, which builds an untrained network of this arch.
+    arch: str = "stcn-effl0"
+    # Checkpoint file (.safetensors or a torch state dict). Empty: the bundled default weights. "random":
+    # a seeded untrained network (pipeline tests and speed checks only).
     weights: str = ""
 
     def __post_init__(self) -> None:
