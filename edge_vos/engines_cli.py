@@ -46,7 +46,8 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from edge_vos.backends import BackendUnavailable, create_runner
-    from edge_vos.backends.export import default_cache_dir, export_all
+    from edge_vos.backends.cache import default_cache_dir
+    from edge_vos.backends.export import export_all
     from edge_vos.backends.parts import PART_NAMES
     from edge_vos.backends.tensorrt_backend import (
         DEFAULT_WORKSPACE_BYTES,

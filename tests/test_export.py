@@ -11,7 +11,8 @@ import onnx
 import pytest
 import torch
 
-from edge_vos.backends.export import ExportKey, export_all, export_part, file_hash, weights_hash
+from edge_vos.backends.cache import file_hash, weights_hash
+from edge_vos.backends.export import ExportKey, export_all, export_part
 from edge_vos.backends.onnxruntime_backend import OnnxRuntimeRunner
 from edge_vos.backends.parts import INPUT_NAMES, OBJECT_INPUTS, OUTPUT_NAMES, make_part
 from edge_vos.model import build_network

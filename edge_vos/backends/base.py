@@ -1,11 +1,13 @@
-"""The one small interface every execution backend implements for the tracker.
+"""What every execution backend shares: the runner interface and the answer to "can it run here?".
 
-The tracker only ever calls these three methods with torch tensors on `runner.device`; a backend may run
-them in eager PyTorch, ONNX Runtime or TensorRT. Objects are the batch axis of encode_value and decode.
+The tracker only ever calls the three NetworkRunner methods with torch tensors on `runner.device`; a
+backend may run them in eager PyTorch, ONNX Runtime or TensorRT. Objects are the batch axis of
+encode_value and decode.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Protocol
 
 import torch
@@ -36,3 +38,25 @@ class NetworkRunner(Protocol):
 
 class BackendUnavailable(RuntimeError):
     """The requested backend cannot run on this machine; the message says why."""
+
+
+def module_installed(name: str) -> bool:
+    """True for a real, importable package; False when absent or only a stub/namespace directory exists
+    (a `pip install tensorrt-stubs` into site-packages leaves a `tensorrt/` with only `.pyi` files)."""
+    spec = importlib.util.find_spec(name)
+    return spec is not None and spec.origin is not None
+
+
+def unavailable_reason(what: str, package: str, device: torch.device | None, install_hint: str) -> str | None:
+    """Why a GPU backend (`what`, from Python package `package`) cannot run on `device`, or None.
+
+    Imports nothing: CUDA is checked before the package is even looked for, because TensorRT's lean
+    wheels import fine and then crash on the first engine without a GPU.
+    """
+    if not torch.cuda.is_available():
+        return f"CUDA is not available (torch.cuda.is_available() is False): {what} needs an NVIDIA GPU"
+    if device is not None and device.type != "cuda":
+        return f"{what} needs a CUDA device, got device {device}"
+    if not module_installed(package):
+        return f"the {package} Python package is not installed ({install_hint})"
+    return None
