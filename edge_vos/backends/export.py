@@ -6,7 +6,7 @@ or the network's forward passes change it). The cache rules (sidecar, hash check
 `cache.py`'s.
 
 Exporter choice (torch 2.13): the torch.export-based exporter (`dynamo=True`) is the default and the
-maintained path; the TorchScript exporter is deprecated ("will be removed") though about 3x faster here.
+maintained path; the TorchScript exporter is deprecated ("will be removed") though faster (docs/engines.md).
 Both give the same operators for these conv nets and both handle the object axis as a dynamic dimension.
 We use dynamo and fall back to TorchScript only if dynamo fails, logging why.
 """

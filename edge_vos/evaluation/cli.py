@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_vos.config import ConfigError, load_yaml, to_dict
+from edge_vos.tracker.config import DEVICES, PRECISIONS, READOUT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +30,15 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="use an untrained network (seeded) instead of weights: pipeline and speed checks only",
     )
-    group.add_argument("--readout", choices=("stcn", "st", "tmrn"), help="overrides readout.kind")
+    group.add_argument("--readout", choices=READOUT_KINDS, help="overrides readout.kind")
     group.add_argument(
         "--official-stcn",
         action="store_true",
         help="official STCN inference: STCN readout top-k 20, every 5th frame, memory never evicted",
     )
     group.add_argument("--resolution", type=int, help="working short side (overrides resolution; 0 = input)")
-    group.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides device")
-    group.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="overrides precision")
+    group.add_argument("--device", choices=DEVICES, help="overrides device")
+    group.add_argument("--precision", choices=PRECISIONS, help="overrides precision")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,10 +18,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_vos.labels import MAX_OBJECT_ID
 from edge_vos.service.protocol import ProtocolError, decode_png, decode_rle
 
 COMMANDS = ("add", "remove", "reset", "stats", "config", "ping")
-MAX_OBJECT_ID = 254
 
 
 class CommandError(ValueError):
@@ -127,7 +127,7 @@ def _int(data: dict[str, Any], name: str) -> int:
 
 def _object_id(data: dict[str, Any]) -> int:
     if "id" not in data:
-        raise CommandError("id", "required (object id 1..254)")
+        raise CommandError("id", f"required (object id 1..{MAX_OBJECT_ID})")
     obj_id = _int(data, "id")
     if not 1 <= obj_id <= MAX_OBJECT_ID:
         raise CommandError("id", f"must be in 1..{MAX_OBJECT_ID}, got {obj_id}")
