@@ -132,7 +132,7 @@ def _network(config: TrackerConfig, args: argparse.Namespace) -> Any:
     from edge_vos.model.weights import RANDOM_WEIGHTS, load_configured_network
 
     weights = RANDOM_WEIGHTS if args.random_network else args.weights or config.model.weights
-    return load_configured_network(weights, config.model.arch).eval()
+    return load_configured_network(dataclasses.replace(config.model, weights=weights)).eval()
 
 
 def _parse_size(text: str) -> tuple[int, int]:

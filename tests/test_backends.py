@@ -222,10 +222,9 @@ def test_fp16_export_for_strongly_typed_tensorrt_keeps_fp32_inputs_and_outputs(t
     import onnx
 
     from edge_vos.backends.export import export_part
-    from edge_vos.model import build_network
+    from edge_vos.model import random_network
 
-    torch.manual_seed(0)
-    net = build_network("stcn-r18-lite").eval()
+    net = random_network("stcn-r18-lite").eval()
     exported = export_part(net, "decoder", (32, 48), cache_dir=tmp_path, precision="fp16")
     model = onnx.load(str(exported.path))
     fp32, fp16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16

@@ -7,6 +7,7 @@ from edge_vos.model.checkpoint import (
     read_state_dict,
     save_network,
 )
+from edge_vos.model.config import ModelConfig
 from edge_vos.model.network import ARCHS, KEY_DIM, STCN, VALUE_DIM, build_network
 from edge_vos.model.weights import DEFAULT_WEIGHTS, RANDOM_WEIGHTS, load_configured_network, random_network
 
@@ -18,6 +19,7 @@ __all__ = [
     "STCN",
     "VALUE_DIM",
     "CheckpointError",
+    "ModelConfig",
     "build_network",
     "init_trunks_from_torchvision",
     "load_configured_network",

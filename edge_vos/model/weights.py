@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from edge_vos.model.checkpoint import load_network
+from edge_vos.model.config import ModelConfig
 from edge_vos.model.network import STCN, build_network
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,13 @@ def random_network(arch: str, seed: int = RANDOM_SEED) -> STCN:
         return build_network(arch)
 
 
-def load_configured_network(weights: str, arch: str) -> STCN:
-    """The network `model.weights` names: "" = the bundled default, "random" = `random_network(arch)`
-    (logged as such), anything else a checkpoint file whose own arch wins over `arch`.
+def load_configured_network(config: ModelConfig) -> STCN:
+    """The network `config.weights` names: "" = the bundled default, "random" = `random_network(config.arch)`
+    (logged as such), anything else a checkpoint file whose own arch wins over `config.arch`.
 
     Raises FileNotFoundError naming the file when it does not exist.
     """
+    weights, arch = config.weights, config.arch
     if weights == RANDOM_WEIGHTS:
         log.warning("model.weights is %r: an UNTRAINED %s network (seed %d); masks are meaningless "
                     "(pipeline tests and speed checks only)", RANDOM_WEIGHTS, arch, RANDOM_SEED)

@@ -1,4 +1,5 @@
-"""Typed configuration of the tracker: network, readout, memory, precision, device, backend."""
+"""Typed configuration of the tracker: network (the model's own ModelConfig), readout, memory, precision,
+device, backend."""
 
 from __future__ import annotations
 
@@ -7,27 +8,13 @@ from dataclasses import dataclass, field
 from edge_vos.backends import BACKEND_NAMES
 from edge_vos.config import ConfigError, one_of, positive
 from edge_vos.labels import MAX_OBJECT_ID
+from edge_vos.model.config import ModelConfig
 from edge_vos.readout import MODES, SVD_KINDS
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 # What `readout.kind` may name: the STCN readout, or one of tmrn_readout's modes.
 READOUT_KINDS = ("stcn", *MODES)
-
-
-@dataclass
-class ModelConfig:
-    # The bundled weights' arch (a test keeps the two in step). A checkpoint's own header wins over it;
-    # it matters for `weights: random`, which builds an untrained network of this arch.
-    arch: str = "stcn-effl0"
-    # Checkpoint file (.safetensors or a torch state dict). Empty: the bundled default weights. "random":
-    # a seeded untrained network (pipeline tests and speed checks only).
-    weights: str = ""
-
-    def __post_init__(self) -> None:
-        from edge_vos.model.network import ARCHS
-
-        one_of("arch", self.arch, ARCHS)
 
 
 @dataclass
@@ -104,3 +91,8 @@ class TrackerConfig:
         config.readout = ReadoutConfig(kind="stcn", top_k=20)
         config.memory = MemoryConfig(capacity=config.memory.capacity, mem_every=5, unbounded=True)
         return config
+
+
+__all__ = [
+    "DEVICES", "PRECISIONS", "READOUT_KINDS", "MemoryConfig", "ModelConfig", "ReadoutConfig", "TrackerConfig",
+]

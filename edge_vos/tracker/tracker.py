@@ -67,7 +67,7 @@ class Tracker:
         self.config = config or TrackerConfig()
         self.device = resolve_device(self.config.device)
         if network is None:
-            network = load_configured_network(self.config.model.weights, self.config.model.arch)
+            network = load_configured_network(self.config.model)
         self.network = network
         self.network.eval()
         self.objects = ObjectManager(self.config.max_objects)
