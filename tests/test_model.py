@@ -90,8 +90,8 @@ def test_random_network_is_seeded_and_leaves_the_global_rng_alone() -> None:
 
 def test_default_model_config_names_the_bundled_weights_arch() -> None:
     from edge_vos.model.checkpoint import read_metadata
-    from edge_vos.model.weights import DEFAULT_WEIGHTS
     from edge_vos.model.config import ModelConfig
+    from edge_vos.model.weights import DEFAULT_WEIGHTS
 
     if not DEFAULT_WEIGHTS.is_file():
         pytest.skip(f"no bundled weights at {DEFAULT_WEIGHTS}")
