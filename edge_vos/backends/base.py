@@ -8,6 +8,8 @@ encode_value and decode.
 from __future__ import annotations
 
 import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
@@ -34,6 +36,35 @@ class NetworkRunner(Protocol):
     ) -> torch.Tensor:
         """readout [N,512,h,w]; query_value, f8, f4 with batch 1 (broadcast) -> logits [N,1,H,W]."""
         ...
+
+
+class PartRunner(ABC):
+    """A NetworkRunner built on one `run_part` call: the calling convention of the three network calls
+    lives here once, and each backend only says how it runs one exported part (parts.py)."""
+
+    name: str
+    device: torch.device
+
+    @abstractmethod
+    def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> Sequence[torch.Tensor]:
+        """Runs `part` (one of parts.PART_NAMES) for `objects` objects; inputs and outputs in the order of
+        parts.INPUT_NAMES / OUTPUT_NAMES; outputs are float32 tensors on `self.device` the caller may own."""
+
+    def encode_key(
+        self, image: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        key, query_value, f16, f8, f4 = self.run_part("key_encoder", 1, image)
+        return key, query_value, f16, f8, f4
+
+    def encode_value(
+        self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
+    ) -> torch.Tensor:
+        return self.run_part("value_encoder", masks.shape[0], image, key_f16, masks, others)[0]
+
+    def decode(
+        self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+    ) -> torch.Tensor:
+        return self.run_part("decoder", readout.shape[0], readout, query_value, f8, f4)[0]
 
 
 class BackendUnavailable(RuntimeError):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from edge_vos.backends import cache
-from edge_vos.backends.base import BackendUnavailable, unavailable_reason
+from edge_vos.backends.base import BackendUnavailable, PartRunner, unavailable_reason
 from edge_vos.backends.export import ExportedPart, export_all
 from edge_vos.backends.parts import INPUT_NAMES, OBJECT_INPUTS, OUTPUT_NAMES, input_shapes
 from edge_vos.model.network import STCN
@@ -265,7 +265,7 @@ class _Engine:
         return [y.float() for y in outs]
 
 
-class TensorRTRunner:
+class TensorRTRunner(PartRunner):
     """NetworkRunner over three TensorRT engines at one padded size and 1..max_objects objects."""
 
     name = "tensorrt"
@@ -290,27 +290,10 @@ class TensorRTRunner:
             self.engines[part] = _Engine(self._runtime, data, part, device)
             self.engine_paths[part] = path
 
-    def encode_key(
-        self, image: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        key, qv, f16, f8, f4 = self.engines["key_encoder"].run(image)
-        return key, qv, f16, f8, f4
-
-    def encode_value(
-        self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
-    ) -> torch.Tensor:
-        self._check_objects(masks.shape[0])
-        return self.engines["value_encoder"].run(image, key_f16, masks, others)[0]
-
-    def decode(
-        self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
-    ) -> torch.Tensor:
-        self._check_objects(readout.shape[0])
-        return self.engines["decoder"].run(readout, query_value, f8, f4)[0]
-
-    def _check_objects(self, n: int) -> None:
-        if not 1 <= n <= self.max_objects:
-            raise ValueError(f"tensorrt engines were built for 1..{self.max_objects} objects, got {n}")
+    def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        if not 1 <= objects <= self.max_objects:
+            raise ValueError(f"tensorrt engines were built for 1..{self.max_objects} objects, got {objects}")
+        return self.engines[part].run(*inputs)
 
 
 def _torch_dtype(dtype: trt.DataType) -> torch.dtype:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from edge_vos.backends import cache
-from edge_vos.backends.base import BackendUnavailable, unavailable_reason
+from edge_vos.backends.base import BackendUnavailable, PartRunner, unavailable_reason
 from edge_vos.backends.parts import INPUT_NAMES, PART_NAMES, HalfPrecision, make_part
 from edge_vos.backends.tensorrt_backend import object_profile
 from edge_vos.model.network import STCN
@@ -47,7 +47,7 @@ class CompiledKey(cache.CacheKey):
     shapes: dict[str, list[list[int]]] = field(hash=False)
 
 
-class TorchTensorRTRunner:
+class TorchTensorRTRunner(PartRunner):
     """NetworkRunner over the three parts compiled by torch-tensorrt at one padded size."""
 
     name = "torch_tensorrt"
@@ -108,24 +108,7 @@ class TorchTensorRTRunner:
         cache.record(path, key, build_seconds=round(time.perf_counter() - start, 1), torch=torch.__version__)
         return compiled
 
-    def _run(self, part: str, *inputs: torch.Tensor) -> Any:
+    def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad():
-            return self.modules[part](*(x.to(self.device, torch.float32).contiguous() for x in inputs))
-
-    def encode_key(
-        self, image: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        key, qv, f16, f8, f4 = self._run("key_encoder", image)
-        return key, qv, f16, f8, f4
-
-    def encode_value(
-        self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
-    ) -> torch.Tensor:
-        out: torch.Tensor = self._run("value_encoder", image, key_f16, masks, others)
-        return out
-
-    def decode(
-        self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
-    ) -> torch.Tensor:
-        out: torch.Tensor = self._run("decoder", readout, query_value, f8, f4)
-        return out
+            out = self.modules[part](*(x.to(self.device, torch.float32).contiguous() for x in inputs))
+        return list(out) if isinstance(out, tuple | list) else [out]
