@@ -13,6 +13,7 @@ import numpy as np
 from hypothesis import strategies as st
 from PIL import Image
 
+from edge_vos.prompt import METHODS
 from edge_vos.service.commands import COMMANDS
 
 HUGE = 10**400  # beyond float range: float(HUGE) raises OverflowError
@@ -56,6 +57,10 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
         "size": st.lists(st.integers(-5, 10**7) | numbers, max_size=3),
         "counts": st.text(max_size=30) | st.lists(st.integers(-5, 10**9) | st.integers(-HUGE, HUGE), max_size=12),
     }) | json_values,
+    "points": st.lists(st.lists(numbers, max_size=3), max_size=8) | json_values,
+    "labels": st.lists(st.integers(-2, 3) | st.integers(-HUGE, HUGE) | json_values, max_size=8) | json_values,
+    "method": st.sampled_from(METHODS) | json_values,
+    "refine": st.booleans() | json_values,
     "frame": st.just("next") | st.integers(-3, 10**6) | st.integers(-HUGE, HUGE) | json_values,
     "resize": st.booleans() | json_values,
     "req": st.integers(-10**70, 10**70) | st.text(max_size=80) | json_values,
@@ -66,7 +71,7 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
 def command_objects(draw: st.DrawFn) -> dict[str, Any]:
     """A command-shaped JSON object: a known or unknown `cmd`, some of the protocol's fields, some strangers."""
     cmd = draw(st.sampled_from(COMMANDS) | json_values)
-    chosen = draw(st.lists(st.sampled_from(sorted(FIELDS)), unique=True, max_size=4))
+    chosen = draw(st.lists(st.sampled_from(sorted(FIELDS)), unique=True, max_size=5))
     data: dict[str, Any] = {"cmd": cmd}
     for name in chosen:
         data[name] = draw(FIELDS[name])

@@ -155,8 +155,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _exit_during_startup(signum: int, _frame: Any) -> None:
-    log.info("signal %s during start-up: exiting", signal.Signals(signum).name)
-    logging.shutdown()
+    message = f"signal {signal.Signals(signum).name} during start-up: exiting"
+    if logging.getLogger().handlers:
+        log.info("%s", message)
+        logging.shutdown()
+    else:  # so early that logging is not set up yet
+        os.write(2, f"{message}\n".encode())
     os._exit(0)
 
 

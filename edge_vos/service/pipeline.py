@@ -27,7 +27,8 @@ import numpy as np
 import zmq
 
 from edge_vos.config import ConfigError, to_dict
-from edge_vos.service.commands import AddObject, CommandError, Limits, RemoveObject, Reset, fit_mask, grabcut_mask
+from edge_vos.prompt import grabcut_segment
+from edge_vos.service.commands import AddObject, CommandError, Limits, RemoveObject, Reset, fit_mask
 from edge_vos.service.config import ServiceConfig
 from edge_vos.service.control import ControlServer, PendingCommand
 from edge_vos.service.metrics import DROP_REASONS, ServiceMetrics
@@ -37,8 +38,6 @@ from edge_vos.service.security import load_server_keys, start_authenticator
 from edge_vos.service.sources import CaptureThread, Frame, FrameQueue, FrameReader, LatestFrame, open_reader
 
 log = logging.getLogger(__name__)
-
-RANDOM_WEIGHTS = "random"
 
 
 class TrackerLike(Protocol):
@@ -57,27 +56,17 @@ class TrackerLike(Protocol):
 
 
 def build_tracker(config: ServiceConfig) -> TrackerLike:
-    """The configured Tracker. `model.weights: random` builds a seeded untrained network: for tests and
-    pipeline benchmarks only, and logged as such. A weights file that is missing or unusable, or a device
-    this machine lacks, is a ConfigError naming the file or field (one line; details at INFO)."""
-    import torch
+    """The configured Tracker (`model.weights: random`, a seeded untrained network, is the model's to build).
+    A weights file that is missing or unusable, or a device this machine lacks, is a ConfigError naming the
+    file or field (one line; details at INFO)."""
+    from edge_vos.tracker import CheckpointError, Tracker, resolve_device
 
-    from edge_vos.model.checkpoint import CheckpointError
-    from edge_vos.tracker import Tracker
-
-    tracker_config = config.tracker
-    if tracker_config.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("tracker.device", "'cuda' requested but CUDA is not available on this machine")
-    network = None
-    if tracker_config.model.weights == RANDOM_WEIGHTS:
-        from edge_vos.model import build_network
-
-        torch.manual_seed(0)
-        network = build_network(tracker_config.model.arch)
-        log.warning("model.weights is 'random': an UNTRAINED %s network; masks are meaningless "
-                    "(tests and pipeline benchmarks only)", tracker_config.model.arch)
     try:
-        return Tracker(tracker_config, network=network)
+        resolve_device(config.tracker.device)
+    except RuntimeError as exc:
+        raise ConfigError("tracker.device", str(exc)) from None
+    try:
+        return Tracker(config.tracker)
     except FileNotFoundError as exc:
         raise ConfigError("tracker.model.weights", f"{exc}. For a pipeline check without trained weights use "
                                                    "--weights random (an untrained network; masks are meaningless)"
@@ -286,8 +275,12 @@ class InferenceWorker(threading.Thread):
 
     def _object_mask(self, cmd: AddObject, frame: Frame) -> np.ndarray:
         h, w = frame.image.shape[:2]
-        if cmd.box is not None:
-            return grabcut_mask(frame.image, cmd.box)
+        if cmd.prompt is not None:
+            if cmd.prompt.frame_hw != (h, w):
+                ph, pw = cmd.prompt.frame_hw
+                raise CommandError("box" if cmd.prompt.box is not None else "points",
+                                   f"the prompt was given for a {pw}x{ph} frame but the frame is {w}x{h}")
+            return grabcut_segment(frame.image, cmd.prompt)
         assert cmd.mask is not None
         if cmd.mask.shape != (h, w):
             raise CommandError("mask", f"the mask is {cmd.mask.shape[1]}x{cmd.mask.shape[0]} but the frame is {w}x{h}")
