@@ -34,7 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("tracker", ("edge_vos.tracker",)),
     ("applications", ("edge_vos.service", "edge_vos.client", "edge_vos.view", "edge_vos.evaluation",
                       "edge_vos.train")),
-    ("cli", ("edge_vos.cli", "edge_vos.engines_cli", "edge_vos.client_cli")),
+    ("cli", ("edge_vos.cli", "edge_vos.engines_cli", "edge_vos.client_cli", "edge_vos.ctl_cli")),
 )
 LAYER_NAMES = [name for name, _ in LAYERS]
 

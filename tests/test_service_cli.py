@@ -70,3 +70,46 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"edge-vos {__version__}"
+
+
+def test_ctl_subcommand_drives_a_running_service(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from edge_vos.cli import main
+    from edge_vos.data.davis import write_mask
+    from edge_vos.service.fakes import ArrayReader, FakeTracker
+
+    from .service_support import H, W, first_mask, frames, running, service_config, wait_for
+
+    config = service_config(source={"pace": "realtime", "fps": 50, "loop": True})
+    with running(config, ArrayReader(frames(20), mask=first_mask()), FakeTracker()) as service:
+        endpoint = ["ctl", "--endpoint", service.control.last_endpoint, "--timeout", "3"]
+
+        def ctl(*argv: str) -> tuple[int, dict]:
+            rc = main([*endpoint, *argv])
+            out = capsys.readouterr().out
+            return rc, json.loads(out) if out.strip() else {}
+
+        wait_for(lambda: ctl("stats")[1]["stats"]["frames_processed"] > 0)
+        assert ctl("ping") == (0, {"ok": True, "pong": True, "req": 1})
+        rc, reply = ctl("add-box", "2", "60", "60", "100", "100")
+        assert rc == 0 and reply["id"] == 2 and reply["area"] > 0
+        rc, reply = ctl("add-points", "3", "20,90", "30,100,0", "--method", "grabcut")
+        assert rc == 0 and reply["id"] == 3
+        rc, reply = ctl("add-polygon", "4", "120,10", "150,10", "150,40")
+        assert rc == 0 and reply["area"] > 300
+        mask = np.zeros((H, W), np.uint8)
+        mask[90:110, 120:150] = 1
+        write_mask(tmp_path / "m.png", mask)
+        rc, reply = ctl("add-mask", "5", str(tmp_path / "m.png"), "--encoding", "rle")
+        assert rc == 0 and reply["area"] == 600
+        rc, reply = ctl("remove", "9")
+        assert rc == 1 and reply["ok"] is False and "unknown object id 9" in reply["error"]
+        rc, reply = ctl("send", '{"cmd": "remove", "id": 2}')
+        assert rc == 0 and 2 not in reply["objects"]
+        assert ctl("stats")[1]["stats"]["objects"] == [1, 3, 4, 5]
+        assert ctl("add-polygon", "6", "1,2,3")[0] == 2  # bad arguments
+        assert ctl("add-mask", "6", str(tmp_path / "none.png"))[0] == 2
+        assert ctl("send", "[1, 2]")[0] == 2
+    rc = main(["ctl", "--endpoint", "tcp://127.0.0.1:9", "--timeout", "0.3", "ping"])
+    assert rc == 1 and "did not answer" in capsys.readouterr().out

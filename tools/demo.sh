@@ -9,7 +9,7 @@
 #
 # Watch it from another terminal:   .venv/bin/edge-vos subscribe
 # (or save the masks:               .venv/bin/edge-vos subscribe --save runs/demo-masks --count 50)
-# Add, remove objects while it runs: .venv/bin/python tools/demo_control.py add-box 3 40 30 120 110
+# Add, remove objects while it runs: .venv/bin/edge-vos ctl add-box 3 40 30 120 110
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/edge-vos ]; then
@@ -17,5 +17,5 @@ if [ ! -x .venv/bin/edge-vos ]; then
 fi
 echo "edge-vos: masks on tcp://127.0.0.1:5555, commands on tcp://127.0.0.1:5556"
 echo "watch from another terminal:  .venv/bin/edge-vos subscribe"
-echo "send commands:                .venv/bin/python tools/demo_control.py stats   (add-box, remove, ...)"
+echo "send commands:                .venv/bin/edge-vos ctl stats   (add-box, add-points, remove, ...)"
 exec .venv/bin/edge-vos run --config configs/cpu.yaml "$@"
