@@ -147,3 +147,63 @@ def test_back_off_grows_and_gives_up_when_reopening_delivers_nothing() -> None:
     assert not capture.is_alive() and capture.state == "failed"
     assert reader.opens == 5
     assert [d.rsplit("in ", 1)[1] for d in delays] == ["0.05 s", "0.1 s", "0.2 s", "0.4 s"]
+
+
+class FakeCapture:
+    """Stands in for cv2.VideoCapture of a V4L2 camera that supports 1280x720 MJPG at 30 fps at most."""
+
+    def __init__(self, target: Any, api: int, params: Any = None) -> None:
+        self.calls: list[tuple[int, float]] = []
+        self.props = {cv2.CAP_PROP_FRAME_WIDTH: 640.0, cv2.CAP_PROP_FRAME_HEIGHT: 480.0, cv2.CAP_PROP_FPS: 30.0,
+                      cv2.CAP_PROP_FOURCC: float(cv2.VideoWriter_fourcc(*"YUYV"))}
+        FakeCapture.last = self
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return True
+
+    def set(self, prop: int, value: float) -> bool:
+        self.calls.append((prop, value))
+        limits = {cv2.CAP_PROP_FRAME_WIDTH: 1280, cv2.CAP_PROP_FRAME_HEIGHT: 720, cv2.CAP_PROP_FPS: 30}
+        self.props[prop] = min(value, limits.get(prop, value))
+        return True
+
+    def get(self, prop: int) -> float:
+        return self.props.get(prop, 0.0)
+
+    def release(self) -> None:
+        pass
+
+
+def test_camera_settings_are_asked_in_order_and_what_arrives_is_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge_vos.service import sources
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", FakeCapture)
+    camera = {"width": 1920, "height": 1080, "fps": 60, "pixel_format": "MJPG"}
+    config = service_config(source={"uri": "/dev/video0", "camera": camera})
+    reader = sources.open_reader(config.source)
+    with caplog.at_level(logging.INFO, "edge_vos.service.sources"):
+        reader.open()
+    props = [prop for prop, _ in FakeCapture.last.calls]
+    order = [cv2.CAP_PROP_FOURCC, cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FPS]
+    assert [p for p in props if p in order] == order
+    assert dict(FakeCapture.last.calls)[cv2.CAP_PROP_FOURCC] == cv2.VideoWriter_fourcc(*"MJPG")
+    message = next(r for r in caplog.records if "delivers" in r.getMessage())
+    assert message.levelno == logging.WARNING  # the camera could not do what was asked
+    assert "1280x720 MJPG at 30 fps (asked for 1920x1080, 60 fps, MJPG)" in message.getMessage()
+    # Nothing asked: nothing set but the one-frame buffer.
+    FakeCapture.last = None
+    plain = sources.open_reader(service_config(source={"uri": "/dev/video0"}).source)
+    plain.open()
+    assert [p for p, _ in FakeCapture.last.calls] == [cv2.CAP_PROP_BUFFERSIZE]
+
+
+def test_camera_settings_are_validated() -> None:
+    from edge_vos.config import ConfigError
+
+    with pytest.raises(ConfigError, match="source.camera.pixel_format: must be one of"):
+        service_config(source={"camera": {"pixel_format": "H265"}})
+    with pytest.raises(ConfigError, match="source.camera.height: give width and height together"):
+        service_config(source={"camera": {"width": 640}})
+    assert service_config(source={"camera": {"width": 640, "height": 480, "fps": 15}}).source.camera.fps == 15

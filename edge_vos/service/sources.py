@@ -227,9 +227,11 @@ class OpenCVReader:
 
     unreadable = 0
 
-    def __init__(self, target: int | str, api: int, live: bool, description: str, config: SourceConfig) -> None:
+    def __init__(self, target: int | str, api: int, live: bool, description: str, config: SourceConfig,
+                 camera: bool = False) -> None:
         self.target, self.api, self.live, self.description = target, api, live, description
         self.config = config
+        self.camera = camera  # a camera: `source.camera` settings apply
         self._cap: cv2.VideoCapture | None = None
         self._fps: float | None = None
 
@@ -246,9 +248,35 @@ class OpenCVReader:
             raise SourceError(f"cannot open {self.description}")
         if self.live and self.api == cv2.CAP_V4L2:
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # only V4L2 honours it
+        if self.camera and self.config.camera.requested:
+            self._ask_camera(cap)
         fps = cap.get(cv2.CAP_PROP_FPS)
         self._fps = float(fps) if fps and 0 < fps < 1000 else None
         self._cap = cap
+
+    def _ask_camera(self, cap: cv2.VideoCapture) -> None:
+        """Asks for `source.camera`'s format, size and rate (in the order V4L2 drivers need: the format
+        decides which sizes exist, the size which rates), then logs what the camera delivers."""
+        cam = self.config.camera
+        if cam.pixel_format:
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*cam.pixel_format))
+        if cam.width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, cam.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cam.height)
+        if cam.fps:
+            cap.set(cv2.CAP_PROP_FPS, cam.fps)
+        got_w, got_h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        got_fps = float(cap.get(cv2.CAP_PROP_FPS))
+        code = int(cap.get(cv2.CAP_PROP_FOURCC))
+        got_format = "".join(chr((code >> 8 * i) & 0xFF) for i in range(4)).strip("\0 ") or "?"
+        asked = [f"{cam.width}x{cam.height}" if cam.width else "", f"{cam.fps:g} fps" if cam.fps else "",
+                 cam.pixel_format]
+        differs = ((cam.width and (got_w, got_h) != (cam.width, cam.height))
+                   or (cam.fps and abs(got_fps - cam.fps) > 0.5)
+                   or (cam.pixel_format and got_format != cam.pixel_format))
+        (log.warning if differs else log.info)(
+            "%s delivers %dx%d %s at %g fps (asked for %s)", self.description, got_w, got_h, got_format, got_fps,
+            ", ".join(a for a in asked if a))
 
     def read(self) -> np.ndarray | None:
         if self._cap is None:
@@ -312,10 +340,12 @@ def open_reader(config: SourceConfig) -> FrameReader:
     if kind == "synthetic":
         query = uri[len("synthetic:"):].lstrip("?")
         return SyntheticReader(dict(parse_qsl(query, keep_blank_values=True)) if query else {})
+    if config.camera.requested and kind not in ("camera", "v4l2"):
+        log.warning("source.camera settings apply to cameras (an index or /dev/videoN); ignored for a %s", kind)
     if kind == "camera":
-        return OpenCVReader(int(uri), cv2.CAP_ANY, True, f"camera {uri}", config)
+        return OpenCVReader(int(uri), cv2.CAP_ANY, True, f"camera {uri}", config, camera=True)
     if kind == "v4l2":
-        return OpenCVReader(uri, cv2.CAP_V4L2, True, f"camera {uri}", config)
+        return OpenCVReader(uri, cv2.CAP_V4L2, True, f"camera {uri}", config, camera=True)
     if kind == "stream":
         if uri.lower().startswith("rtsp"):
             # FFmpeg reads this variable at open; TCP avoids UDP's silent losses on lossy links.
