@@ -13,9 +13,10 @@ import numpy as np
 from edge_vos.client import MaskResult, Subscriber
 from edge_vos.config import from_dict
 from edge_vos.service.config import ServiceConfig
-from edge_vos.service.fakes import FakeTracker
 from edge_vos.service.notify import Notifier
 from edge_vos.service.pipeline import Service
+
+from .fakes import FakeTracker
 
 H, W = 120, 160
 WAIT = {"wait_for_subscriber_s": 5}  # hold frame 0 until the test's subscriber is connected

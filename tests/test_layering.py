@@ -48,8 +48,6 @@ NO_REACHING_DOWN: dict[str, tuple[str, ...]] = {
 # is no longer long must be removed, so the list never vouches for a file it does not describe.
 MAX_LINES = 400
 LONG_MODULES: dict[str, str] = {
-    "edge_vos.service.pipeline": "being split by #14 item 2 (service helper)",
-    "edge_vos.service.sources": "every frame source and the capture thread (service helper: #14 item 2)",
 }
 
 

@@ -77,8 +77,8 @@ def test_ctl_subcommand_drives_a_running_service(tmp_path: Path, capsys: pytest.
 
     from edge_vos.cli import main
     from edge_vos.data.davis import write_mask
-    from edge_vos.service.fakes import ArrayReader, FakeTracker
 
+    from .fakes import ArrayReader, FakeTracker
     from .service_support import H, W, first_mask, frames, running, service_config, wait_for
 
     config = service_config(source={"pace": "realtime", "fps": 50, "loop": True})

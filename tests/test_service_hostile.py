@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from edge_vos.client import CommandClient
 from edge_vos.service.commands import Command, CommandError, Limits, parse_command
-from edge_vos.service.fakes import ArrayReader, FakeTracker
 from edge_vos.service.notify import Notifier
 from edge_vos.service.pipeline import Service
 
+from .fakes import ArrayReader, FakeTracker
 from .service_support import drain, first_mask, frames, notify_socket, running, service_config, wait_for
 from .strategies import command_objects, huge_number_requests, requests
 

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from edge_vos.client import CommandClient
-from edge_vos.service.fakes import FakeTracker
-from edge_vos.service.sources import CaptureThread, FolderReader, FrameQueue, SourceError
+from edge_vos.service.capture import CaptureThread, FrameQueue
+from edge_vos.service.sources import FolderReader, SourceError
 
+from .fakes import FakeTracker
 from .service_support import H, W, running, service_config
 
 

@@ -195,7 +195,7 @@ def _parse_add(data: dict[str, Any], limits: Limits, req: Any) -> AddObject:
     if limits.frame_hw is None:
         raise CommandError("", "no frame has arrived yet; retry when the stream is running")
     h, w = limits.frame_hw
-    mask = _mask_field(data, masks[0], limits, resize) if masks else None
+    mask = _mask_field(data, masks[0], (h, w), limits, resize) if masks else None
     if not prompts and not refine:
         return AddObject(obj_id, mask=mask, frame=frame, req=req)
     try:
@@ -222,10 +222,10 @@ def _method(data: dict[str, Any], applies: bool) -> str:
     return method
 
 
-def _mask_field(data: dict[str, Any], kind: str, limits: Limits, resize: bool) -> np.ndarray:
+def _mask_field(data: dict[str, Any], kind: str, frame_hw: tuple[int, int], limits: Limits, resize: bool
+                ) -> np.ndarray:
     """The bool [H,W] mask of a mask, rle or polygon field at the frame's size."""
-    assert limits.frame_hw is not None
-    h, w = limits.frame_hw
+    h, w = frame_hw
     if kind == "polygon":
         return _polygon(data["polygon"], h, w, limits.max_polygon_points)
     if kind == "mask":

@@ -24,6 +24,7 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from edge_vos.service.capture import Frame
 from edge_vos.service.config import PublishConfig
 from edge_vos.service.metrics import ServiceMetrics
 from edge_vos.service.protocol import (
@@ -34,7 +35,6 @@ from edge_vos.service.protocol import (
     object_infos,
 )
 from edge_vos.service.security import ServerKeys, make_server_socket
-from edge_vos.service.sources import Frame
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Publisher(threading.Thread):
         self.dropped = 0
         self.last_endpoint = ""
         self._connections: set[int] = set()
-        self._last_status: dict[str, Any] | None = None
+        self._last_status: StatusEvent | None = None
 
     # ---- called from other threads ---------------------------------------------------------------
 
@@ -211,14 +211,17 @@ class Publisher(threading.Thread):
             self._send_status_message(sock, event)
 
     def _send_status_message(self, sock: zmq.Socket, event: StatusEvent) -> None:
-        self._last_status = {"v": PROTOCOL_VERSION, "kind": "status", "stream": self.stream_id, "state": event.state,
-                             "detail": event.detail, "last_seq": self.seq - 1 if self.seq else None}
+        self._last_status = event
         self._resend_status(sock)
 
     def _resend_status(self, sock: zmq.Socket) -> None:
-        if self._last_status is None:
+        """Sends the current state; `last_seq` is the last mask published before this very message."""
+        event = self._last_status
+        if event is None:
             return
-        header = {**self._last_status, "t_publish_ns": time.monotonic_ns()}
+        header = {"v": PROTOCOL_VERSION, "kind": "status", "stream": self.stream_id, "state": event.state,
+                  "detail": event.detail, "last_seq": self.seq - 1 if self.seq else None,
+                  "t_publish_ns": time.monotonic_ns()}
         try:
             sock.send_multipart([self.config.status_topic.encode(), dumps_header(header), b""])
         except zmq.ZMQError as exc:
