@@ -493,9 +493,9 @@ def main() -> int:
         body = "\n".join([
             "## Reliability under hostile input (measured)",
             "",
-            f"`python tools/hostile_service.py --doc docs/service.md` ({time.monotonic() - started:.0f} s on the "
-            f"2-core development machine, {os.cpu_count()} CPUs, shared): a real `edge-vos run` process on "
-            "loopback (untrained stcn-r18-lite at a 64-pixel working size; the attacks are on the service).",
+            f"`python tools/hostile_service.py --doc docs/service.md` ({time.monotonic() - started:.0f} s; "
+            f"{os.cpu_count()} CPUs shared with other jobs): a real `edge-vos run` process on loopback (untrained "
+            "stcn-r18-lite at a 64-pixel working size; the attacks are on the service).",
             "",
             table,
         ])
