@@ -45,6 +45,10 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 MAX_WS_MESSAGE = 4096  # viewers only send pings
 MAX_TEXT_BACKLOG = 8  # state and pong messages kept per viewer; older ones are dropped
+# Frames sent to a viewer and not yet acknowledged by it ({"type": "ack"}): with at most this many in flight,
+# what waits in socket buffers on the way is bounded whatever the kernel's buffers, so a slow viewer sees
+# the present with fewer frames instead of the past with all of them.
+MAX_IN_FLIGHT = 2
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:
@@ -61,6 +65,7 @@ class _Viewer:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     texts: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=MAX_TEXT_BACKLOG))
     last_frame: LiveFrame | None = None
+    unacked: collections.deque[float] = field(default_factory=collections.deque)  # send times of frames in flight
     sent: int = 0
     joined_at_frame: int = 0
 
@@ -185,7 +190,7 @@ class ViewServer:
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(sockaddr)
-            sock.listen(128)
+            sock.listen(1024)
             sock.setblocking(False)
         except OSError as exc:
             raise ConfigError("view.listen", f"cannot listen on {self.address}: {exc}") from None
@@ -261,7 +266,9 @@ class ViewServer:
         self._web_server = web_server
         loop = asyncio.get_running_loop()
         assert self._sock is not None
-        server = await loop.create_server(self._protocol_factory(web_server), sock=self._sock)
+        # A deep accept queue: a flood of connections is accepted and refused quickly instead of waiting in
+        # the kernel for SYN retries.
+        server = await loop.create_server(self._protocol_factory(web_server), sock=self._sock, backlog=1024)
         self._ready.set()
         try:
             await self._stopping.wait()
@@ -435,32 +442,46 @@ class ViewServer:
         return ws
 
     def _on_viewer_message(self, viewer: _Viewer, text: str) -> None:
-        """Viewers send `{"type": "ping", "t": <their clock, ms>}` to estimate the clock offset for latency."""
+        """Viewers acknowledge each frame (`{"type": "ack"}`) and send `{"type": "ping", "t": <their clock,
+        ms>}` to estimate the clock offset for the latency figure; anything else is ignored."""
         try:
             message = json.loads(text)
         except (json.JSONDecodeError, RecursionError):
             return
-        if isinstance(message, dict) and message.get("type") == "ping" and isinstance(message.get("t"), (int, float)):
+        if not isinstance(message, dict):
+            return
+        if message.get("type") == "ack":
+            if viewer.unacked:
+                viewer.unacked.popleft()
+                viewer.wake.set()
+        elif message.get("type") == "ping" and isinstance(message.get("t"), (int, float)):
             viewer.texts.append(json.dumps({"type": "pong", "t": message["t"], "server_ms": time.time() * 1000}))
             viewer.wake.set()
 
     async def _send_loop(self, viewer: _Viewer) -> None:
-        """Sends the newest frame whenever the viewer's socket can take it: a slow viewer misses frames, and
-        one whose socket takes nothing for `send_timeout_s` is disconnected."""
+        """Sends the newest frame whenever the viewer has acknowledged enough of the earlier ones: a slow
+        viewer misses frames, and one that acknowledges nothing for `send_timeout_s` is disconnected."""
         ws = viewer.ws
+        timeout = self.config.send_timeout_s
         while not ws.closed:
-            await viewer.wake.wait()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(viewer.wake.wait(), min(1.0, timeout))
             viewer.wake.clear()
             try:
+                if viewer.unacked and time.monotonic() - viewer.unacked[0] > timeout:
+                    log.info("view: a viewer acknowledged no frame for %.0f s; disconnected", timeout)
+                    await ws.close(code=1008, message=b"too slow")
+                    return
                 while viewer.texts:
-                    await asyncio.wait_for(ws.send_str(viewer.texts.popleft()), self.config.send_timeout_s)
+                    await asyncio.wait_for(ws.send_str(viewer.texts.popleft()), timeout)
                 frame = self._latest
-                if frame is not None and frame is not viewer.last_frame:
+                if frame is not None and frame is not viewer.last_frame and len(viewer.unacked) < MAX_IN_FLIGHT:
                     viewer.last_frame = frame
-                    await asyncio.wait_for(ws.send_bytes(frame.packet), self.config.send_timeout_s)
+                    viewer.unacked.append(time.monotonic())
+                    await asyncio.wait_for(ws.send_bytes(frame.packet), timeout)
                     viewer.sent += 1
             except asyncio.TimeoutError:
-                log.info("view: a viewer took nothing for %.0f s; disconnected", self.config.send_timeout_s)
+                log.info("view: a viewer's socket took nothing for %.0f s; disconnected", timeout)
                 await ws.close(code=1008, message=b"too slow")
                 return
             except (ConnectionError, RuntimeError):  # the peer went away mid-send

@@ -124,7 +124,10 @@
     };
     socket.onmessage = (event) => {
       if (typeof event.data === "string") onText(event.data);
-      else onFrameMessage(event.data);
+      else {
+        socket.send('{"type":"ack"}');  // the view sends the next frame only after this (flow control)
+        onFrameMessage(event.data);
+      }
     };
     socket.onclose = (event) => {
       view.socketOpen = false;
