@@ -5,7 +5,8 @@
             print(result.seq, result.object_ids, result.labels.shape)
 
     with CommandClient("tcp://127.0.0.1:5556") as ctl:
-        ctl.add_box(3, (40, 30, 120, 110))       # GrabCut inside the box makes the mask
+        ctl.add_box(3, (40, 30, 120, 110))       # the service makes the mask inside the box
+        ctl.add_prompt(4, points=[(60, 80), (90, 80)], labels=[1, 0])   # clicks: object, background
         print(ctl.stats())
 
 Only pyzmq, numpy, Pillow and pycocotools are imported (no torch). Every socket belongs to the object
@@ -253,10 +254,28 @@ class CommandClient:
             command["mask"] = base64.b64encode(buf.getvalue()).decode("ascii")
         return self.request(command)
 
-    def add_box(self, obj_id: int, box: Sequence[float], *, frame: int | None = None) -> dict[str, Any]:
-        """Adds object `obj_id` from a box [x0, y0, x1, y1]; the service runs GrabCut inside it."""
-        return self.request({"cmd": "add", "id": obj_id, "box": [float(v) for v in box],
-                             **({"frame": frame} if frame is not None else {})})
+    def add_box(self, obj_id: int, box: Sequence[float], *, method: str | None = None, frame: int | None = None
+                ) -> dict[str, Any]:
+        """Adds object `obj_id` from a box [x0, y0, x1, y1]; the service makes the mask (`method`)."""
+        return self.add_prompt(obj_id, box=box, method=method, frame=frame)
+
+    def add_prompt(self, obj_id: int, *, box: Sequence[float] | None = None,
+                   points: Sequence[Sequence[float]] | None = None, labels: Sequence[int] | None = None,
+                   method: str | None = None, frame: int | None = None) -> dict[str, Any]:
+        """Adds object `obj_id` from a box and/or clicks (`points` [[x, y], ...], `labels` 1 object /
+        0 background, one per point); the service makes the mask by `method` (its default when None)."""
+        command: dict[str, Any] = {"cmd": "add", "id": obj_id}
+        if box is not None:
+            command["box"] = [float(v) for v in box]
+        if points is not None:
+            command["points"] = [[float(x), float(y)] for x, y in points]
+        if labels is not None:
+            command["labels"] = [int(v) for v in labels]
+        if method is not None:
+            command["method"] = method
+        if frame is not None:
+            command["frame"] = frame
+        return self.request(command)
 
     def add_polygon(self, obj_id: int, points: Sequence[Sequence[float]], *, frame: int | None = None
                     ) -> dict[str, Any]:

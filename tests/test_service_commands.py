@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edge_vos.prompt import DEFAULT_METHOD
 from edge_vos.service.commands import (
     AddObject,
     CommandError,
@@ -19,7 +20,6 @@ from edge_vos.service.commands import (
     RemoveObject,
     Reset,
     fit_mask,
-    grabcut_mask,
     parse_command,
 )
 from edge_vos.service.protocol import encode_rle
@@ -68,7 +68,28 @@ def test_add_by_png_rle_polygon_box() -> None:
     poly = parse_command(_cmd(cmd="add", id=3, polygon=[[10, 10], [50, 10], [50, 40], [10, 40]]), LIMITS)
     assert poly.mask[20, 20] and not poly.mask[100, 100]
     box = parse_command(_cmd(cmd="add", id=3, box=[150, 100, 10.4, 5]), LIMITS)  # corners in any order
-    assert box.box == (10, 5, 150, 100)
+    assert box.prompt.box == (10, 5, 150, 100) and box.mask is None and box.method == DEFAULT_METHOD
+
+
+def test_add_by_points_and_combinations() -> None:
+    clicks = parse_command(_cmd(cmd="add", id=1, points=[[10, 20], [159.5, 119]], labels=[1, 0]), LIMITS)
+    assert isinstance(clicks, AddObject) and clicks.mask is None
+    np.testing.assert_array_equal(clicks.prompt.points, [[10, 20], [159.5, 119]])
+    np.testing.assert_array_equal(clicks.prompt.labels, [1, 0])
+    assert clicks.prompt.box is None and clicks.prompt.mask is None
+    both = parse_command(_cmd(cmd="add", id=1, box=[5, 5, 100, 100], points=[[50, 50]], labels=[0],
+                              method="grabcut"), LIMITS)
+    assert both.prompt.box == (5, 5, 100, 100) and both.method == "grabcut"
+    # A polygon with a box or clicks is a coarse mask to refine; alone it is taken as is unless refine.
+    square = [[10, 10], [50, 10], [50, 40], [10, 40]]
+    refined = parse_command(_cmd(cmd="add", id=3, polygon=square, points=[[30, 30]], labels=[1]), LIMITS)
+    assert refined.mask is None and refined.prompt.mask[20, 20] and not refined.prompt.mask[100, 100]
+    as_is = parse_command(_cmd(cmd="add", id=3, polygon=square), LIMITS)
+    assert as_is.prompt is None and as_is.mask[20, 20]
+    asked = parse_command(_cmd(cmd="add", id=3, polygon=square, refine=True), LIMITS)
+    assert asked.mask is None and asked.prompt.mask[20, 20] and asked.prompt.box is None
+    negatives_in_box = parse_command(_cmd(cmd="add", id=2, box=[0, 0, 80, 80], points=[[5, 5]], labels=[0]), LIMITS)
+    assert negatives_in_box.prompt.negatives.tolist() == [[5, 5]]
 
 
 @pytest.mark.parametrize(
@@ -88,8 +109,8 @@ def test_add_by_png_rle_polygon_box() -> None:
         (_cmd(cmd="remove", id=255), "id", "1..254"),
         (_cmd(cmd="remove", id=1, extra=1), "extra", "unknown field"),
         (_cmd(cmd="stats", req={"x": 1}), "req", "integer or a string"),
-        (_cmd(cmd="add", id=1), "mask", "exactly one"),
-        (_cmd(cmd="add", id=1, box=[0, 0, 9, 9], polygon=[[0, 0]]), "mask", "exactly one"),
+        (_cmd(cmd="add", id=1), "mask", "give a mask, rle, polygon, box or points"),
+        (_cmd(cmd="add", id=1, mask=_png(_square()), polygon=[[0, 0]] * 3), "polygon", "at most one of"),
         (_cmd(cmd="add", id=1, mask=12), "mask", "base64"),
         (_cmd(cmd="add", id=1, mask="!!!notbase64"), "mask", "base64"),
         (_cmd(cmd="add", id=1, mask=base64.b64encode(b"GIF89a....").decode()), "mask", "PNG"),
@@ -102,8 +123,29 @@ def test_add_by_png_rle_polygon_box() -> None:
         (_cmd(cmd="add", id=1, rle={"size": [120, 160], "counts": [5, 7]}), "rle.counts", "sum"),
         (_cmd(cmd="add", id=1, rle={"size": [120, 160], "counts": {"a": 1}}), "rle.counts", "string"),
         (_cmd(cmd="add", id=1, box=[0, 0, 2, 2]), "box", "4x4"),
+        (_cmd(cmd="add", id=1, box=[10, 10, 10, 50]), "box", "empty"),
+        (_cmd(cmd="add", id=1, box=[500, 500, 600, 600]), "box", "inside the 160x120 frame"),
+        (_cmd(cmd="add", id=1, box=["1", 0, 10, 10]), "box", "numbers"),
+        (_cmd(cmd="add", id=1, box=[True, 0, 10, 10]), "box", "numbers"),
+        (_cmd(cmd="add", id=1, points=[[10, 10]]), "labels", "required with points"),
+        (_cmd(cmd="add", id=1, labels=[1]), "labels", "without points"),
+        (_cmd(cmd="add", id=1, points=[[10, 10], [20, 20]], labels=[1]), "labels", "1 labels for 2 points"),
+        (_cmd(cmd="add", id=1, points=[[10, 10]], labels=[2]), "labels[0]", "1 (object) or 0"),
+        (_cmd(cmd="add", id=1, points=[[10, 10]], labels=[True]), "labels[0]", "1 (object) or 0"),
+        (_cmd(cmd="add", id=1, points=[[10, 10]], labels=["1"]), "labels[0]", "1 (object) or 0"),
+        (_cmd(cmd="add", id=1, points=[[10, 10]], labels=[0]), "labels", "at least one point must be labelled 1"),
+        (_cmd(cmd="add", id=1, points=[[10, 10], [160, 5]], labels=[1, 1]), "points[1]", "outside the 160x120"),
+        (_cmd(cmd="add", id=1, points=[[-1, 5]], labels=[1]), "points[0]", "outside"),
+        (_cmd(cmd="add", id=1, points=[[5, 5, 5]], labels=[1]), "points", "[x, y] pairs"),
+        (_cmd(cmd="add", id=1, points=[], labels=[]), "points", "1..64"),
+        (_cmd(cmd="add", id=1, points=[[5, 5]] * 65, labels=[1] * 65), "points", "1..64"),
+        (_cmd(cmd="add", id=1, points=[[5, "x"]], labels=[1]), "points", "numbers"),
+        (_cmd(cmd="add", id=1, box=[0, 0, 10, 10], method="magic"), "method", "one of"),
+        (_cmd(cmd="add", id=1, mask=_png(_square()), method="grabcut"), "method", "taken as is"),
+        (_cmd(cmd="add", id=1, box=[0, 0, 10, 10], refine="yes"), "refine", "true or false"),
+        (_cmd(cmd="add", id=1, box=[0, 0, 10, 10], refine=True), "refine", "none was given"),
         (_cmd(cmd="add", id=1, box=[0, 0, 10]), "box", "x0, y0, x1, y1"),
-        (_cmd(cmd="add", id=1, box=["a", 0, 10, 10]), "box", "finite numbers"),
+        (_cmd(cmd="add", id=1, box=["a", 0, 10, 10]), "box", "numbers"),
         (_cmd(cmd="add", id=1, box=[0, 0, 1e308 * 10, 10]), "box", "finite numbers"),
         (_cmd(cmd="add", id=1, polygon=[[0, 0], [1, 1]]), "polygon", "3..100"),
         (_cmd(cmd="add", id=1, polygon=[[0, 0]] * 101), "polygon", "3..100"),
@@ -169,15 +211,3 @@ def test_judo_frame5_mask_policy() -> None:
     add = parse_command(json.dumps({**raw, "resize": True}).encode(), limits)
     assert add.mask.shape == (480, 854)
     assert abs(int(add.mask.sum()) - int((mask == new_id).sum())) < 0.01 * (mask == new_id).sum() + 500
-
-
-def test_grabcut_finds_the_object_in_the_box() -> None:
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 60, (120, 160, 3), dtype=np.uint8)
-    image[40:80, 50:110] = (230, 40, 40)
-    mask = grabcut_mask(image, (40, 30, 120, 90))
-    inside = mask[40:80, 50:110].mean()
-    outside = mask[30:90, 40:120].sum() - mask[40:80, 50:110].sum()
-    assert inside > 0.9 and outside < 0.2 * 40 * 60
-    flat = np.zeros((120, 160, 3), np.uint8)  # nothing to separate: falls back to the ellipse
-    assert grabcut_mask(flat, (0, 0, 160, 120)).any()

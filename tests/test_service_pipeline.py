@@ -148,6 +148,25 @@ def test_commands_mid_stream() -> None:
             assert ctl.stats()["objects"] == []
 
 
+def test_box_and_click_prompts_over_the_socket() -> None:
+    frames = _frames(400)
+    frames[:, 60:100, 70:130] = (230, 40, 40)  # a red object on noise
+    tracker = FakeTracker(delay_s=0.01)
+    with running(_config(control={"history": 50}), ArrayReader(frames), tracker) as service:
+        with CommandClient(service.control.last_endpoint, timeout_s=3, retries=0) as ctl:
+            _wait_for(lambda: ctl.stats()["frames_processed"] > 0)
+            clicks = ctl.add_prompt(1, points=[[100, 80]], labels=[1], method="grabcut")
+            assert clicks["ok"] and 0.8 * 2400 < clicks["area"] < 1.3 * 2400
+            past = ctl.stats()["recent_frames"][1]
+            both = ctl.add_prompt(2, box=[60, 50, 140, 110], points=[[65, 55]], labels=[0], frame=past)
+            assert both["ok"] and both["frame"] == past and 0.8 * 2400 < both["area"] < 1.3 * 2400
+            with pytest.raises(CommandFailed, match=r"points\[0\].*outside the 160x120 frame"):
+                ctl.add_prompt(3, points=[[400, 10]], labels=[1])
+            with pytest.raises(CommandFailed, match="2 labels for 1 points"):
+                ctl.add_prompt(3, points=[[10, 10]], labels=[1, 0])
+            _wait_for(lambda: ctl.stats()["objects"] == [1, 2])
+
+
 def test_object_limit_and_overlaps() -> None:
     tracker = FakeTracker(max_objects=2, delay_s=0.01)
     with running(_config(tracker={"max_objects": 2}), ArrayReader(_frames(300), mask=_first_mask()),

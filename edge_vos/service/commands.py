@@ -3,8 +3,8 @@
 Everything arriving on the control socket is hostile until proven otherwise: this module checks types,
 ranges, sizes and ids and raises `CommandError(field, message)` naming the offending field; it never
 evaluates or unpickles anything. Masks given as PNG or RLE are decoded here (with size limits checked
-before decoding); a box needs the frame's pixels (GrabCut), so it stays a box until the inference thread
-applies it.
+before decoding); a box or clicks need the frame's pixels, so they stay a validated `Prompt`
+(edge_vos.prompt, which owns the prompt rules) until the inference thread turns them into a mask.
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_vos.prompt import AVAILABLE_METHODS, DEFAULT_METHOD, METHODS, Prompt, PromptError, make_prompt
 from edge_vos.service.protocol import ProtocolError, decode_png, decode_rle
 
 COMMANDS = ("add", "remove", "reset", "stats", "config", "ping")
+MASK_FIELDS = ("mask", "rle", "polygon")  # an object's pixels, taken as is unless refined
+PROMPT_FIELDS = ("box", "points")  # where the object is; a method makes the mask
+ADD_FIELDS = {"id", *MASK_FIELDS, *PROMPT_FIELDS, "labels", "method", "refine", "frame", "resize"}
 MAX_OBJECT_ID = 254
 
 
@@ -53,9 +57,12 @@ class Limits:
 
 @dataclass
 class AddObject:
+    """Exactly one of `mask` (taken as is) and `prompt` (made into a mask by `method` on the frame)."""
+
     obj_id: int
-    mask: np.ndarray | None = None  # bool [H,W] at frame size (mask or polygon)
-    box: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 (exclusive), GrabCut makes the mask
+    mask: np.ndarray | None = None  # bool [H,W] at frame size: a mask, rle or polygon taken as is
+    prompt: Prompt | None = None  # box / points / coarse mask to refine
+    method: str = DEFAULT_METHOD
     frame: int | None = None  # capture seq of a recent frame; None = the next frame
     req: Any = None
 
@@ -102,7 +109,7 @@ def parse_command(raw: bytes, limits: Limits) -> Command:
         raise CommandError("cmd", f"required, one of {list(COMMANDS)}")
     if cmd not in COMMANDS:
         raise CommandError("cmd", f"unknown command {cmd[:40]!r}; expected one of {list(COMMANDS)}")
-    _known(data, {"add": {"id", "mask", "rle", "box", "polygon", "frame", "resize"}, "remove": {"id"}}.get(cmd, set()))
+    _known(data, {"add": ADD_FIELDS, "remove": {"id"}}.get(cmd, set()))
     if cmd == "remove":
         return RemoveObject(_object_id(data), req)
     if cmd == "reset":
@@ -136,9 +143,14 @@ def _object_id(data: dict[str, Any]) -> int:
 
 def _parse_add(data: dict[str, Any], limits: Limits, req: Any) -> AddObject:
     obj_id = _object_id(data)
-    given = [k for k in ("mask", "rle", "box", "polygon") if k in data]
-    if len(given) != 1:
-        raise CommandError("mask", f"give exactly one of mask, rle, box, polygon (got {given or 'none'})")
+    masks = [k for k in MASK_FIELDS if k in data]
+    prompts = [k for k in PROMPT_FIELDS if k in data]
+    if len(masks) > 1:
+        raise CommandError(masks[1], f"give at most one of mask, rle, polygon (got {masks})")
+    if "labels" in data and "points" not in data:
+        raise CommandError("labels", "labels were given without points")
+    if not masks and not prompts:
+        raise CommandError("mask", "give a mask, rle, polygon, box or points (with labels)")
     frame = None
     if data.get("frame", "next") != "next":
         frame = _int(data, "frame")
@@ -147,14 +159,48 @@ def _parse_add(data: dict[str, Any], limits: Limits, req: Any) -> AddObject:
     resize = data.get("resize", False)
     if not isinstance(resize, bool):
         raise CommandError("resize", "must be true or false")
+    refine = data.get("refine", False)
+    if not isinstance(refine, bool):
+        raise CommandError("refine", "must be true or false")
+    if refine and not masks:
+        raise CommandError("refine", "refines a mask, rle or polygon; none was given")
+    method = _method(data, bool(prompts) or refine)
     if limits.frame_hw is None:
         raise CommandError("", "no frame has arrived yet; retry when the stream is running")
     h, w = limits.frame_hw
-    kind = given[0]
-    if kind == "box":
-        return AddObject(obj_id, box=_box(data["box"], h, w), frame=frame, req=req)
+    mask = _mask_field(data, masks[0], limits, resize) if masks else None
+    if not prompts and not refine:
+        return AddObject(obj_id, mask=mask, frame=frame, req=req)
+    try:
+        prompt = make_prompt((h, w), box=data.get("box"), points=data.get("points"), labels=data.get("labels"),
+                             mask=mask)
+    except PromptError as exc:
+        field = {"mask": masks[0] if masks else "mask", "": "box"}.get(exc.field, exc.field)
+        raise CommandError(field, exc.message) from None
+    return AddObject(obj_id, prompt=prompt, method=method, frame=frame, req=req)
+
+
+def _method(data: dict[str, Any], applies: bool) -> str:
+    if "method" not in data:
+        return DEFAULT_METHOD
+    if not applies:
+        raise CommandError("method", "applies to box and points prompts and to \"refine\": true; a mask, rle or "
+                                     "polygon alone is taken as is")
+    method = data["method"]
+    if not isinstance(method, str) or method not in METHODS:
+        raise CommandError("method", f"must be one of {list(METHODS)}, got {str(method)[:40]!r}")
+    if method not in AVAILABLE_METHODS:
+        raise CommandError("method", f"{method!r} is not available in this build "
+                                     f"(available: {list(AVAILABLE_METHODS)})")
+    return method
+
+
+def _mask_field(data: dict[str, Any], kind: str, limits: Limits, resize: bool) -> np.ndarray:
+    """The bool [H,W] mask of a mask, rle or polygon field at the frame's size."""
+    assert limits.frame_hw is not None
+    h, w = limits.frame_hw
     if kind == "polygon":
-        return AddObject(obj_id, mask=_polygon(data["polygon"], h, w, limits.max_polygon_points), frame=frame, req=req)
+        return _polygon(data["polygon"], h, w, limits.max_polygon_points)
     if kind == "mask":
         mask = _png_mask(data["mask"], h, w, limits.resize_tolerance if resize else 0.0)
     else:
@@ -162,7 +208,7 @@ def _parse_add(data: dict[str, Any], limits: Limits, req: Any) -> AddObject:
     mask = fit_mask(mask, (h, w), resize, limits.resize_tolerance, field=kind)
     if not mask.any():
         raise CommandError(kind, "the mask is empty")
-    return AddObject(obj_id, mask=mask.astype(bool), frame=frame, req=req)
+    return mask.astype(bool)
 
 
 def _max_pixels(h: int, w: int, tolerance: float) -> int:
@@ -245,18 +291,6 @@ def _number_list(value: Any, field: str) -> list[float]:
     return [float(v) for v in value]
 
 
-def _box(value: Any, h: int, w: int) -> tuple[int, int, int, int]:
-    nums = _number_list(value, "box")
-    if len(nums) != 4:
-        raise CommandError("box", "must be [x0, y0, x1, y1] in pixels")
-    x0, y0, x1, y1 = (int(round(v)) for v in nums)
-    x0, x1 = max(0, min(x0, x1)), min(w, max(x0, x1))
-    y0, y1 = max(0, min(y0, y1)), min(h, max(y0, y1))
-    if x1 - x0 < 4 or y1 - y0 < 4:
-        raise CommandError("box", f"must cover at least 4x4 pixels inside the {w}x{h} frame, got {nums}")
-    return x0, y0, x1, y1
-
-
 def _polygon(value: Any, h: int, w: int, max_points: int) -> np.ndarray:
     if not isinstance(value, list) or not 3 <= len(value) <= max_points:
         raise CommandError("polygon", f"must be a list of 3..{max_points} [x, y] points")
@@ -273,48 +307,3 @@ def _polygon(value: Any, h: int, w: int, max_points: int) -> np.ndarray:
     if not mask.any():
         raise CommandError("polygon", "covers no pixel of the frame")
     return mask.astype(bool)
-
-
-def grabcut_mask(
-    image_rgb: np.ndarray, box: tuple[int, int, int, int], iterations: int = 3, max_side: int = 320
-) -> np.ndarray:
-    """Foreground inside `box` by OpenCV GrabCut (bool [H,W]); the box's inscribed ellipse when GrabCut
-    finds nothing (flat regions), so a box prompt always yields an object.
-
-    GrabCut runs on the box plus a margin, downscaled so its long side is at most `max_side`: its cost
-    then stays bounded (tens of ms) whatever the camera resolution, since it runs between two frames.
-    """
-    x0, y0, x1, y1 = box
-    h, w = image_rgb.shape[:2]
-    margin = max(4, (x1 - x0) // 4, (y1 - y0) // 4)
-    cx0, cy0, cx1, cy1 = max(0, x0 - margin), max(0, y0 - margin), min(w, x1 + margin), min(h, y1 + margin)
-    crop = image_rgb[cy0:cy1, cx0:cx1]
-    scale = min(1.0, max_side / max(crop.shape[:2]))
-    small = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else crop
-    sh, sw = small.shape[:2]
-    rx0, ry0 = int((x0 - cx0) * scale), int((y0 - cy0) * scale)
-    rx1 = min(sw, max(rx0 + 2, int(np.ceil((x1 - cx0) * scale))))
-    ry1 = min(sh, max(ry0 + 2, int(np.ceil((y1 - cy0) * scale))))
-    # GrabCut needs some background outside the rectangle.
-    rx0, ry0, rx1, ry1 = max(rx0, 1), max(ry0, 1), min(rx1, sw - 1), min(ry1, sh - 1)
-    fg = np.zeros((h, w), bool)
-    if rx1 - rx0 >= 2 and ry1 - ry0 >= 2:
-        mask = np.zeros((sh, sw), np.uint8)
-        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-        try:
-            cv2.grabCut(cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2BGR), mask,
-                        (rx0, ry0, rx1 - rx0, ry1 - ry0), bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
-            small_fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
-            full = cv2.resize(small_fg, (cx1 - cx0, cy1 - cy0), interpolation=cv2.INTER_NEAREST)
-            fg[cy0:cy1, cx0:cx1] = full.astype(bool)
-            inside = np.zeros((h, w), bool)
-            inside[y0:y1, x0:x1] = True
-            fg &= inside
-        except cv2.error:
-            pass
-    if not fg.any():
-        ellipse = np.zeros((h, w), np.uint8)
-        center = ((x0 + x1) // 2, (y0 + y1) // 2)
-        cv2.ellipse(ellipse, center, (max(1, (x1 - x0) // 2), max(1, (y1 - y0) // 2)), 0, 0, 360, 1, -1)
-        fg = ellipse.astype(bool)
-    return fg

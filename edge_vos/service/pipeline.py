@@ -27,7 +27,8 @@ import numpy as np
 import zmq
 
 from edge_vos.config import ConfigError, to_dict
-from edge_vos.service.commands import AddObject, CommandError, Limits, RemoveObject, Reset, fit_mask, grabcut_mask
+from edge_vos.prompt import grabcut_segment
+from edge_vos.service.commands import AddObject, CommandError, Limits, RemoveObject, Reset, fit_mask
 from edge_vos.service.config import ServiceConfig
 from edge_vos.service.control import ControlServer, PendingCommand
 from edge_vos.service.metrics import ServiceMetrics
@@ -268,8 +269,12 @@ class InferenceWorker(threading.Thread):
 
     def _object_mask(self, cmd: AddObject, frame: Frame) -> np.ndarray:
         h, w = frame.image.shape[:2]
-        if cmd.box is not None:
-            return grabcut_mask(frame.image, cmd.box)
+        if cmd.prompt is not None:
+            if cmd.prompt.frame_hw != (h, w):
+                ph, pw = cmd.prompt.frame_hw
+                raise CommandError("box" if cmd.prompt.box is not None else "points",
+                                   f"the prompt was given for a {pw}x{ph} frame but the frame is {w}x{h}")
+            return grabcut_segment(frame.image, cmd.prompt)
         assert cmd.mask is not None
         if cmd.mask.shape != (h, w):
             raise CommandError("mask", f"the mask is {cmd.mask.shape[1]}x{cmd.mask.shape[0]} but the frame is {w}x{h}")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 ENCODINGS = ("raw", "png", "rle")
 # Header fields every mask message carries (docs/protocol.md, "Mask messages").
 HEADER_FIELDS = (
