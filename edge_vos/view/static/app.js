@@ -452,7 +452,8 @@
   }
 
   // ---- prompting ---------------------------------------------------------------------------------------
-  const prompt = { tool: "box", box: null, points: [], labels: [], polygon: [], closed: false, frame: null, drag: null };
+  const prompt = { tool: "box", box: null, previousBox: null, points: [], labels: [], polygon: [], closed: false,
+                   frame: null, drag: null };
   let nextSign = 1;
 
   function setTool(tool) {
@@ -473,7 +474,8 @@
     if (!shown || !rect.width) return null;
     const x = ((event.clientX - rect.left) / rect.width) * shown.width;
     const y = ((event.clientY - rect.top) / rect.height) * shown.height;
-    return [Math.max(0, Math.min(shown.width, x)), Math.max(0, Math.min(shown.height, y))];
+    // Pixel (i, j) spans [i, i+1): keep clicks inside the frame (x < width, y < height).
+    return [Math.max(0, Math.min(shown.width - 0.1, x)), Math.max(0, Math.min(shown.height - 0.1, y))];
   }
 
   function beginPrompt() {
@@ -495,6 +497,7 @@
 
   function clearPrompt() {
     prompt.box = null;
+    prompt.previousBox = null;
     prompt.points = [];
     prompt.labels = [];
     prompt.polygon = [];
@@ -541,6 +544,7 @@
     if (prompt.tool === "box") {
       ui.svg.setPointerCapture(event.pointerId);
       prompt.drag = p;
+      prompt.previousBox = prompt.box;
       prompt.box = [p[0], p[1], p[0], p[1]];
       drawPrompt();
     }
@@ -562,12 +566,22 @@
       const [x0, y0, x1, y1] = prompt.box;
       prompt.box = [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)].map(Math.round);
       if (prompt.box[2] - prompt.box[0] < 4 || prompt.box[3] - prompt.box[1] < 4) {
+        if (prompt.previousBox) {  // a click on a drawn box: a point that refines it (shift: background)
+          prompt.box = prompt.previousBox;
+          prompt.points.push(p.map((v) => Math.round(v * 10) / 10));
+          prompt.labels.push(event.shiftKey ? 0 : 1);
+          drawPrompt();
+          return;
+        }
         clearPrompt();
         ui.hint.textContent = "That box is too small: drag across the object.";
         return;
       }
+      prompt.points = [];
+      prompt.labels = [];
       drawPrompt();
-      ui.hint.textContent = `Box on frame ${prompt.frame.capture_seq}: press Track to follow it as object ${ui.objId.value}.`;
+      ui.hint.textContent = `Box on frame ${prompt.frame.capture_seq}: press Track to follow it as object `
+        + `${ui.objId.value} (click inside to add a point, shift-click to exclude a part).`;
     } else if (prompt.tool === "points") {
       const label = event.shiftKey ? 1 - nextSign : nextSign;
       prompt.points.push(p.map((v) => Math.round(v * 10) / 10));
@@ -596,8 +610,13 @@
     if (!Number.isInteger(id) || id < 1 || id > 254) throw new Error("the object id must be 1..254");
     const cmd = { cmd: "add", id };
     if (!onLiveFrame) cmd.frame = prompt.frame.capture_seq;
-    if (prompt.tool === "box") cmd.box = prompt.box;
-    else if (prompt.tool === "points") {
+    if (prompt.tool === "box") {
+      cmd.box = prompt.box;
+      if (prompt.points.length) {
+        cmd.points = prompt.points;
+        cmd.labels = prompt.labels;
+      }
+    } else if (prompt.tool === "points") {
       cmd.points = prompt.points;
       cmd.labels = prompt.labels;
     } else cmd.polygon = prompt.polygon;
