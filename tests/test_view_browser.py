@@ -177,7 +177,10 @@ def _canvas_digest(driver: Any) -> tuple[int, float]:
         const c = document.getElementById('frame');
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let h = 0, sum = 0;
-        for (let i = 0; i < d.length; i += 4) { h = (h * 31 + d[i] + 7 * d[i + 1] + 13 * d[i + 2]) >>> 0; sum += d[i] + d[i + 1] + d[i + 2]; }
+        for (let i = 0; i < d.length; i += 4) {
+            h = (h * 31 + d[i] + 7 * d[i + 1] + 13 * d[i + 2]) >>> 0;
+            sum += d[i] + d[i + 1] + d[i + 2];
+        }
         return [h, sum / (d.length / 4)];
     """))
 
