@@ -587,3 +587,34 @@ def test_feed_survives_garbage_on_the_stream() -> None:
         view.stop()
         pub.close(linger=0)
         context.term()
+
+
+def test_stop_is_prompt_while_a_command_waits_for_its_reply() -> None:
+    """A service that never answers: a command waits (command_timeout_s is long), yet stop() returns at once."""
+    context = zmq.Context()
+    silent = context.socket(zmq.ROUTER)
+    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    view = ViewServer(from_dict(ViewConfig, {"listen": "127.0.0.1:0", "command_timeout_s": 60}, "view"),
+                      "tcp://127.0.0.1:1", f"tcp://127.0.0.1:{port}")
+    view.start()
+    replies: list[Any] = []
+
+    def post() -> None:
+        try:
+            replies.append(_api(view, "/api/command", {"cmd": "stats"}))
+        except OSError as exc:
+            replies.append(exc)
+
+    thread = threading.Thread(target=post, daemon=True)
+    thread.start()
+    try:
+        assert silent.poll(10_000), "the command did not reach the (silent) service"
+        t0 = time.monotonic()
+        view.stop()
+        assert time.monotonic() - t0 < 3
+        thread.join(5)
+        assert replies and not view.commands.is_alive() and not view.feed.is_alive()
+    finally:
+        view.stop()
+        silent.close(linger=0)
+        context.term()

@@ -178,6 +178,8 @@ class Feed(threading.Thread):
                             break
                 self._flush_pending_if_stale()
                 self._update_state()
+        except zmq.ContextTerminated:  # the view is stopping
+            pass
         except BaseException as exc:  # reported by the server's state; the view keeps serving the page
             self.error = exc
             log.exception("view: the feed stopped")
@@ -342,30 +344,9 @@ class CommandWorker(threading.Thread):
                                server_public_key=self.keys.server_public_key or None,
                                client_secret_key=self.keys.client_secret_key or None)
         try:
-            while not self.stop_event.is_set():
-                try:
-                    command, future = self.jobs.get(timeout=0.1)
-                except queue.Empty:
-                    self._poll_stats(client)
-                    continue
-                if not future.set_running_or_notify_cancel():
-                    continue
-                client.timeout_s = self.timeout_s
-                try:
-                    reply = client.request(command, check=False)
-                    if "req" not in command:  # CommandClient numbers requests; answer exactly as the socket would
-                        reply.pop("req", None)
-                    self.reachable = True
-                except ServiceUnavailable:
-                    self.reachable = False
-                    reply = {"ok": False, "error": f"the service at {self.endpoint} did not answer within "
-                                                   f"{self.timeout_s:.0f} s (the command may still apply)"}
-                except Exception as exc:  # a reply that is not JSON, a closed context: never kill the thread
-                    log.exception("view: command failed")
-                    reply = {"ok": False, "error": f"view: command failed: {exc}"}
-                future.set_result(reply)
-                if command.get("cmd") in ("add", "remove", "reset"):
-                    self._next_poll = 0.0  # show the change at once
+            self._serve(client)
+        except zmq.ContextTerminated:  # the view is stopping
+            pass
         finally:
             while True:
                 try:
@@ -375,6 +356,35 @@ class CommandWorker(threading.Thread):
                 if future.set_running_or_notify_cancel():
                     future.set_result({"ok": False, "error": "the view is stopping"})
             client.close()
+
+    def _serve(self, client: CommandClient) -> None:
+        while not self.stop_event.is_set():
+            try:
+                command, future = self.jobs.get(timeout=0.1)
+            except queue.Empty:
+                self._poll_stats(client)
+                continue
+            if not future.set_running_or_notify_cancel():
+                continue
+            client.timeout_s = self.timeout_s
+            try:
+                reply = client.request(command, check=False)
+                if "req" not in command:  # CommandClient numbers requests; answer exactly as the socket would
+                    reply.pop("req", None)
+                self.reachable = True
+            except ServiceUnavailable:
+                self.reachable = False
+                reply = {"ok": False, "error": f"the service at {self.endpoint} did not answer within "
+                                               f"{self.timeout_s:.0f} s (the command may still apply)"}
+            except zmq.ContextTerminated:
+                future.set_result({"ok": False, "error": "the view is stopping"})
+                break
+            except Exception as exc:  # a reply that is not JSON, a closed context: never kill the thread
+                log.exception("view: command failed")
+                reply = {"ok": False, "error": f"view: command failed: {exc}"}
+            future.set_result(reply)
+            if command.get("cmd") in ("add", "remove", "reset"):
+                self._next_poll = 0.0  # show the change at once
 
     def _poll_stats(self, client: CommandClient) -> None:
         now = time.monotonic()
@@ -396,6 +406,8 @@ class CommandWorker(threading.Thread):
             self.stats = None
             self.history = None  # it may come back with another configuration
             self._next_poll = now + 5.0  # the service is away; do not hammer it (or the log)
+        except zmq.ContextTerminated:
+            raise
         except Exception:
             log.exception("view: stats poll failed")
             self._next_poll = now + 5.0

@@ -206,15 +206,17 @@ class ViewServer:
         if loop is not None and stopping is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(stopping.set)
-        for thread in (self._thread, self.feed, self.commands):
+        terminator = None
+        if self._own_context:  # wakes the ZeroMQ threads from a blocking call (a command awaiting its reply)
+            terminator = threading.Thread(target=self.context.term, name="view-zmq-term", daemon=True)
+            terminator.start()
+        for thread in (self._thread, self.feed, self.commands, terminator):
             if thread is not None and thread.is_alive():
                 thread.join(timeout)
                 if thread.is_alive():
                     log.error("view: %s thread did not stop within %.1f s", thread.name, timeout)
         if self._sock is not None:
             self._sock.close()
-        if self._own_context:
-            self.context.destroy(linger=0)
 
     # ---- from the feed thread --------------------------------------------------------------------
 
