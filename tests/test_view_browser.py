@@ -323,6 +323,19 @@ def test_clicks_add_an_object(page: Any, stack: Stack) -> None:
     assert _severe(page) == []
 
 
+def test_polygon_adds_an_object(page: Any, stack: Stack) -> None:
+    page.find_element("css selector", '[data-tool="polygon"]').click()
+    seq = _frozen_frame(page)
+    x0, y0, x1, y1 = stack.box_of(seq, 2, margin=2)
+    for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)):  # the last click closes the outline
+        _click(page, x, y)
+    assert len(page.find_elements("css selector", "#draw polygon.prompt-poly")) == 1
+    toast = _track(page, 2)
+    assert f"object 2 added on frame {seq}" in toast, toast
+    _wait(lambda: 2 in stack.object_ids(), "id 2 in /api/state")
+    assert _severe(page) == []
+
+
 def test_phone_sized_screen(page: Any, stack: Stack) -> None:
     with CommandClient(stack.control) as ctl:  # something to show: object 1 by a box on a recent frame
         seq = ctl.stats()["recent_frames"][1]

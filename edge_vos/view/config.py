@@ -105,7 +105,7 @@ class ViewConfig:
     # Commands waiting for the service at once; more are answered "busy" (503).
     command_queue: int = 4
     # How often the service's `stats` are polled while someone watches (recent frames for frozen-frame adds).
-    stats_every_s: float = 1.0
+    stats_every_s: float = 2.0
     # CURVE, when the service's sockets use it: the service's public key file and this client's secret key
     # file (the service fills in its own public key for `run --view`).
     server_public_key: str = ""

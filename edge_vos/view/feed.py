@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import json
 import logging
 import queue
@@ -42,6 +43,7 @@ _SOURCE_STATES = {"connecting": "connecting", "streaming": "streaming", "reconne
 MIN_STALL_S = 3.0
 # A mask whose preview did not follow within this time is shown without a new image.
 PREVIEW_WAIT_S = 0.05
+IDLE_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,21 @@ class ClientKeys:
 NO_KEYS = ClientKeys()
 
 
-@dataclass(frozen=True)
 class LiveFrame:
-    """One frame as viewers receive it: `packet` is the binary WebSocket message (docs/view.md)."""
+    """One frame as viewers receive it. `packet` (the binary WebSocket message, docs/view.md) is built on
+    first use, by the server's thread and once for all viewers: with nobody watching it costs nothing."""
 
-    seq: int
-    header: dict[str, Any]
-    packet: bytes
+    def __init__(self, seq: int, header: dict[str, Any], jpeg: bytes, labels: bytes | Callable[[], bytes]) -> None:
+        self.seq, self.header, self.jpeg = seq, header, jpeg
+        self._labels = labels  # the label map PNG, or how to make it (re-encoding raw or RLE payloads)
+        self._packet: bytes | None = None
+
+    @property
+    def packet(self) -> bytes:
+        if self._packet is None:
+            labels = self._labels if isinstance(self._labels, bytes) else self._labels()
+            self._packet = pack_frame(self.header, self.jpeg, labels)
+        return self._packet
 
 
 def pack_frame(header: dict[str, Any], jpeg: bytes, labels_png: bytes) -> bytes:
@@ -168,7 +178,9 @@ class Feed(threading.Thread):
             sock.connect(self.endpoint)
             log.info("view: subscribed to %s", self.endpoint)
             while not self.stop_event.is_set():
-                if sock.poll(int(PREVIEW_WAIT_S * 1000)):
+                # Short waits only while a mask waits for its preview; otherwise wake for messages (and
+                # twice a second to notice a stalled stream), so an idle view costs next to nothing.
+                if sock.poll(int((PREVIEW_WAIT_S if self._pending is not None else IDLE_POLL_S) * 1000)):
                     self._receive(sock.recv_multipart())
                     # Everything queued is handled before anything is shown: only the newest frame matters.
                     while True:
@@ -240,11 +252,9 @@ class Feed(threading.Thread):
     def _emit(self, pending: _Pending, jpeg: bytes) -> None:
         self._pending = None
         header = pending.header
-        if header["encoding"] == "png":
-            labels_png = pending.payload
-        else:  # raw or RLE: the browser decodes PNGs natively, so re-encode once here for every viewer
-            labels = decode_labels(header, pending.payload)
-            labels_png = encode_labels(labels, "png")
+        labels_png: bytes | Callable[[], bytes] = pending.payload
+        if header["encoding"] != "png":  # raw or RLE: browsers decode PNGs natively; re-encode once, if watched
+            labels_png = functools.partial(_to_png, header, pending.payload)
         if not jpeg:
             self.counters.without_preview += 1
         self.counters.frames += 1
@@ -256,7 +266,7 @@ class Feed(threading.Thread):
                 "fps": round(fps, 2), "preview": bool(jpeg), "gaps": self.counters.gaps}
         self._update_state()
         packet_header = {"type": "frame", **{k: header[k] for k in _FRAME_FIELDS if k in header}, "view": view}
-        self.on_frame(LiveFrame(int(header["seq"]), packet_header, pack_frame(packet_header, jpeg, labels_png)))
+        self.on_frame(LiveFrame(int(header["seq"]), packet_header, jpeg, labels_png))
 
     # ---- state -----------------------------------------------------------------------------------
 
@@ -304,6 +314,10 @@ class Feed(threading.Thread):
             "preview": self.counters.previews > 0,
             "gaps": self.counters.gaps,
         }
+
+
+def _to_png(header: dict[str, Any], payload: bytes) -> bytes:
+    return encode_labels(decode_labels(header, payload), "png")
 
 
 _FRAME_FIELDS = ("stream", "seq", "frame", "capture_seq", "width", "height", "objects", "timings_ms")
@@ -360,7 +374,7 @@ class CommandWorker(threading.Thread):
     def _serve(self, client: CommandClient) -> None:
         while not self.stop_event.is_set():
             try:
-                command, future = self.jobs.get(timeout=0.1)
+                command, future = self.jobs.get(timeout=0.25)
             except queue.Empty:
                 self._poll_stats(client)
                 continue

@@ -590,8 +590,10 @@
     } else if (prompt.tool === "polygon" && !prompt.closed) {
       const first = prompt.polygon[0];
       const near = first && Math.hypot(first[0] - p[0], first[1] - p[1]) < 8 * pxScale();
+      const last = prompt.polygon[prompt.polygon.length - 1];
+      const repeated = last && Math.hypot(last[0] - p[0], last[1] - p[1]) < 2 * pxScale();  // a double-click's clicks
       if (near && prompt.polygon.length >= 3) prompt.closed = true;
-      else prompt.polygon.push(p.map((v) => Math.round(v * 10) / 10));
+      else if (!repeated) prompt.polygon.push(p.map((v) => Math.round(v * 10) / 10));
       drawPrompt();
     }
   });
