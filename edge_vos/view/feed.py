@@ -200,6 +200,8 @@ class Feed(threading.Thread):
             sock.close(linger=0)
 
     def _receive(self, parts: list[bytes]) -> None:
+        """Routes one message like `edge_vos.client.decode_message`, but leaves the payloads encoded: the
+        view forwards the service's PNG and JPEG to browsers as they are."""
         try:
             if len(parts) != 3:
                 raise ProtocolError(f"expected 3 frames, got {len(parts)}")
