@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 log = logging.getLogger("bench_view")
 SIZE = (240, 432)
-WARMUP = 8
+WARMUP = 4
 CONDITIONS = ("no view", "view, no viewer", "view, one viewer")
 VIEW_THREADS = ("view-http", "view-feed", "view-commands")
 
@@ -122,7 +122,7 @@ def _thread_cpu_s(names: tuple[str, ...]) -> float:
     return total
 
 
-def segment(args: argparse.Namespace, condition: str) -> dict[str, Any]:
+def segment(args: argparse.Namespace, condition: str, tracker: Any) -> dict[str, Any]:
     from edge_vos.client import MaskResult, Subscriber
     from edge_vos.service.pipeline import Service
     from tools.bench_service import summarize_fastest
@@ -133,7 +133,8 @@ def segment(args: argparse.Namespace, condition: str) -> dict[str, Any]:
     if condition == "view, one viewer":
         viewer = subprocess.Popen([sys.executable, __file__, "--viewer", f"http://127.0.0.1:{port}/api/stream"],
                                   stdout=subprocess.PIPE, text=True)
-    service = Service(_config(args, view, port))
+    tracker.reset()  # one tracker for every run: no loading between runs, so they can be short and many
+    service = Service(_config(args, view, port), tracker_factory=lambda _: tracker)
     service.start()
     got: list[MaskResult] = []
     cpu_view = cpu_publisher = 0.0
@@ -169,13 +170,16 @@ def segment(args: argparse.Namespace, condition: str) -> dict[str, Any]:
 
 
 def overhead(args: argparse.Namespace) -> dict[str, Any]:
+    from edge_vos.service.pipeline import build_tracker
+
+    tracker = build_tracker(_config(args, False, 0))
     rounds: list[dict[str, dict[str, Any]]] = []
     load_before = os.getloadavg()[0]
     for r in range(args.rounds):
         order = CONDITIONS if r % 2 == 0 else tuple(reversed(CONDITIONS))  # no condition always goes first
         done: dict[str, dict[str, Any]] = {}
         for condition in order:
-            done[condition] = segment(args, condition)
+            done[condition] = segment(args, condition, tracker)
             s = done[condition]
             log.info("round %d %-17s frame %.1f ms, step %.1f ms, CPU ms/frame view %.2f publisher %.2f, "
                      "viewer got %d frames", r + 1, condition, s["frame_interval_ms"], s["step_ms_mean"],
@@ -276,7 +280,8 @@ def overhead_markdown(result: dict[str, Any], setup: dict[str, Any]) -> str:
         f"`{setup['config']}` (arch {t['model']['arch']}, readout {t['readout']['kind']}/{t['readout']['svd']}, "
         f"working short side {t['resolution']}, {t['device']} {t['precision']}, {setup['threads']} torch thread), "
         f"weights {setup['weights']}; {setup['frames']} frames per run, the first {WARMUP} excluded; "
-        f"{len(rounds)} rounds, the three conditions interleaved in each (order alternating), all in one process; "
+        f"{len(rounds)} rounds, the three conditions interleaved in each (order alternating), all in one process "
+        "with one tracker (reset between runs); "
         f"{setup['machine']}; load average {result['load_before']:.1f} before, {result['load_after']:.1f} after. "
         "The viewer is a WebSocket client in another process that acknowledges every frame it is sent, as the "
         "page does (a browser on another machine costs the service only the sending).",
@@ -313,8 +318,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--viewer", help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu.yaml")
-    parser.add_argument("--frames", type=int, default=40, help="frames per run (the first 8 excluded)")
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--frames", type=int, default=24, help=f"frames per run (the first {WARMUP} excluded)")
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--weights", help="checkpoint; default: the bundled weights, else 'random'")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the inference thread")
     parser.add_argument("--repeat", type=int, default=50, help="repetitions of each stream-cost measurement")
