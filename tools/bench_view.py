@@ -1,15 +1,16 @@
 """Web view benchmarks: what the live view costs the service, and why its frame stream is a WebSocket.
 
     /work/bin/bench-lock .venv/bin/python tools/bench_view.py               # both; writes the docs
-    .venv/bin/python tools/bench_view.py --rounds 1 --frames 20 --no-doc    # a quick look
+    .venv/bin/python tools/bench_view.py --rounds 2 --frames 6 --no-doc     # a quick look
 
-1. Overhead (section "view" of docs/benchmarks.md): the service at 240p (configs/cpu.yaml's tracker, the
-   synthetic 432x240 scene with two objects, `pace: fastest`, one torch thread), run in three conditions,
-   interleaved round after round in one process: **no view** (`view.listen` empty, no previews), **view,
-   no viewer** (`--view`: previews on, the view subscribed, nobody watching), **view, one viewer** (a
-   WebSocket client in another process that takes and acknowledges every frame it is sent, as the page
-   does). Frame time = mean publish-to-publish interval of the steady frames; the view's own CPU time is
-   read per thread (view-http, view-feed, view-commands).
+1. Overhead (section "view" of docs/benchmarks.md): one service at 240p (configs/cpu.yaml's tracker, the
+   synthetic 432x240 scene with two objects, `pace: fastest`, one torch thread) whose condition is switched
+   every few frames: **no view** (no previews, no view), **view, no viewer** (previews on and a
+   `ViewServer` on the service's sockets, exactly as `run --view` starts one), **view, one viewer** (the
+   same, with a WebSocket client in another process that acknowledges every frame it is sent, as the page
+   does). Frame time = mean publish-to-publish interval of a window; each window is compared with the "no
+   view" window of the same cycle. The view's CPU time is read per thread (view-http, view-feed,
+   view-commands, and the publisher for the preview JPEG).
 2. Stream choice (section "view-stream" of docs/view.md): per-frame work on the service host and bytes on
    the wire for the WebSocket (forward the preview JPEG and the label map PNG the service already made;
    the browser composites) against MJPEG (decode both, colour and blend the masks, re-encode a JPEG), at
@@ -41,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 log = logging.getLogger("bench_view")
 SIZE = (240, 432)
 WARMUP = 4
+SETTLE = 3  # frames skipped after each switch of condition
 CONDITIONS = ("no view", "view, no viewer", "view, one viewer")
 VIEW_THREADS = ("view-http", "view-feed", "view-commands")
 
@@ -122,70 +124,106 @@ def _thread_cpu_s(names: tuple[str, ...]) -> float:
     return total
 
 
-def segment(args: argparse.Namespace, condition: str, tracker: Any) -> dict[str, Any]:
-    from edge_vos.client import MaskResult, Subscriber
-    from edge_vos.service.pipeline import Service
-    from tools.bench_service import summarize_fastest
+class _Collector(threading.Thread):
+    """Receives every mask message: (seq, t_publish_ns, Tracker.step ms)."""
 
-    view = condition != "no view"
-    port = _free_port()
-    viewer = None
-    if condition == "view, one viewer":
-        viewer = subprocess.Popen([sys.executable, __file__, "--viewer", f"http://127.0.0.1:{port}/api/stream"],
-                                  stdout=subprocess.PIPE, text=True)
-    tracker.reset()  # one tracker for every run: no loading between runs, so they can be short and many
-    service = Service(_config(args, view, port), tracker_factory=lambda _: tracker)
-    service.start()
-    got: list[MaskResult] = []
-    cpu_view = cpu_publisher = 0.0
-    try:
-        if viewer is not None:
-            deadline = time.monotonic() + 30
-            while not service.view._viewers and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if not service.view._viewers:
-                raise RuntimeError("the viewer did not connect")
-        cpu_before = _thread_cpu_s(VIEW_THREADS)
-        cpu_publisher_before = _thread_cpu_s(("publisher",))
-        with Subscriber(service.publisher.last_endpoint, timeout_s=120, hwm=1000) as sub:
-            for message in sub:
-                got.append(message)
-                if len(got) >= args.frames:
-                    break
-        cpu_view = _thread_cpu_s(VIEW_THREADS) - cpu_before
-        cpu_publisher = _thread_cpu_s(("publisher",)) - cpu_publisher_before  # read while the service runs
-    finally:
-        service.stop()
-        counts = {"frames": 0, "bytes": 0}
-        if viewer is not None:
-            viewer.send_signal(signal.SIGTERM)
-            out, _ = viewer.communicate(timeout=30)
-            counts = json.loads(out.strip().splitlines()[-1])
-    result = summarize_fastest(got[WARMUP - 3 :])  # summarize_fastest drops its own 3 warm-up frames
-    result.update({"condition": condition, "view_cpu_ms_per_frame": 1000 * cpu_view / max(1, len(got)),
-                   "publisher_cpu_ms_per_frame": 1000 * cpu_publisher / max(1, len(got)),
-                   "viewer_frames": counts["frames"],
-                   "viewer_kb_per_frame": counts["bytes"] / max(1, counts["frames"]) / 1024})
-    return result
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(name="bench-subscriber", daemon=True)
+        self.endpoint = endpoint
+        self.messages: list[tuple[int, int, float]] = []
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        from edge_vos.client import MaskResult, Subscriber
+
+        with Subscriber(self.endpoint, timeout_s=0.2, hwm=1000) as sub:
+            self.ready.set()
+            while not self.stop.is_set():
+                message = sub.recv()
+                if isinstance(message, MaskResult):
+                    h = message.header
+                    self.messages.append((h["seq"], h["t_publish_ns"], float(h["timings_ms"].get("step", 0.0))))
+
+    def wait(self, frames: int, timeout: float = 300.0) -> int:
+        """Waits until `frames` more messages arrived; returns the index of the first of them."""
+        start = len(self.messages)
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < start + frames:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the service stopped publishing")
+            time.sleep(0.005)
+        return start
 
 
 def overhead(args: argparse.Namespace) -> dict[str, Any]:
-    from edge_vos.service.pipeline import build_tracker
+    """One service, the conditions switched every few frames (the view started and stopped on its sockets as
+    `run --view` does, previews on and off), so that each comparison is between neighbouring seconds."""
+    from edge_vos.service.pipeline import Service
+    from edge_vos.view.config import ViewConfig
+    from edge_vos.view.server import ViewServer
 
-    tracker = build_tracker(_config(args, False, 0))
-    rounds: list[dict[str, dict[str, Any]]] = []
+    service = Service(_config(args, False, 0))
+    service.start()
+    collector = _Collector(service.publisher.last_endpoint)
+    collector.start()
+    collector.ready.wait(10)
+    watched_port, unwatched_port = _free_port(), _free_port()
+    viewer = subprocess.Popen([sys.executable, __file__, "--viewer", f"http://127.0.0.1:{watched_port}/api/stream"],
+                              stdout=subprocess.PIPE, text=True)
+    view: ViewServer | None = None
+    windows: list[dict[str, Any]] = []
     load_before = os.getloadavg()[0]
-    for r in range(args.rounds):
-        order = CONDITIONS if r % 2 == 0 else tuple(reversed(CONDITIONS))  # no condition always goes first
-        done: dict[str, dict[str, Any]] = {}
-        for condition in order:
-            done[condition] = segment(args, condition, tracker)
-            s = done[condition]
-            log.info("round %d %-17s frame %.1f ms, step %.1f ms, CPU ms/frame view %.2f publisher %.2f, "
-                     "viewer got %d frames", r + 1, condition, s["frame_interval_ms"], s["step_ms_mean"],
-                     s["view_cpu_ms_per_frame"], s["publisher_cpu_ms_per_frame"], s["viewer_frames"])
-        rounds.append(done)
-    return {"rounds": rounds, "load_before": load_before, "load_after": os.getloadavg()[0]}
+    try:
+        collector.wait(WARMUP)
+        for cycle in range(args.rounds):
+            order = CONDITIONS if cycle % 2 == 0 else tuple(reversed(CONDITIONS))
+            for condition in order:
+                if view is not None:
+                    view.stop()
+                    view = None
+                service.config.publish.preview = condition != "no view"  # what `--view` turns on
+                if condition != "no view":
+                    port = watched_port if condition == "view, one viewer" else unwatched_port
+                    view = ViewServer.for_service(ViewConfig(listen=f"127.0.0.1:{port}"),
+                                                  service.publisher.last_endpoint, service.control.last_endpoint)
+                    view.start()
+                    if condition == "view, one viewer":
+                        deadline = time.monotonic() + 30
+                        while not view._viewers and time.monotonic() < deadline:
+                            time.sleep(0.005)
+                        if not view._viewers:
+                            raise RuntimeError("the viewer did not connect")
+                collector.wait(SETTLE)  # frames that straddle the switch
+                cpu_before = _thread_cpu_s(VIEW_THREADS), _thread_cpu_s(("publisher",))
+                first = collector.wait(args.frames)
+                cpu_after = _thread_cpu_s(VIEW_THREADS), _thread_cpu_s(("publisher",))
+                window = collector.messages[first : first + args.frames]
+                seqs = [m[0] for m in window]
+                if seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+                    raise RuntimeError(f"messages lost in a window: {seqs}")
+                publish_ms = np.array([m[1] for m in window]) / 1e6
+                windows.append({
+                    "cycle": cycle, "condition": condition,
+                    "frame_interval_ms": float(np.diff(publish_ms).mean()),
+                    "step_ms_mean": float(np.mean([m[2] for m in window[1:]])),
+                    "view_cpu_ms_per_frame": 1000 * (cpu_after[0] - cpu_before[0]) / len(window),
+                    "publisher_cpu_ms_per_frame": 1000 * (cpu_after[1] - cpu_before[1]) / len(window),
+                })
+                w = windows[-1]
+                log.info("cycle %2d %-17s frame %.1f ms, step %.1f ms, CPU ms/frame view %.2f publisher %.2f",
+                         cycle + 1, condition, w["frame_interval_ms"], w["step_ms_mean"],
+                         w["view_cpu_ms_per_frame"], w["publisher_cpu_ms_per_frame"])
+    finally:
+        if view is not None:
+            view.stop()
+        collector.stop.set()
+        collector.join(5)
+        service.stop()
+        viewer.send_signal(signal.SIGTERM)
+        out, _ = viewer.communicate(timeout=30)
+    counts = json.loads(out.strip().splitlines()[-1])
+    return {"windows": windows, "viewer": counts, "load_before": load_before, "load_after": os.getloadavg()[0]}
 
 
 # ---- stream choice ---------------------------------------------------------------------------------------
@@ -247,56 +285,63 @@ def stream_costs(repeat: int) -> list[dict[str, Any]]:
 def overhead_markdown(result: dict[str, Any], setup: dict[str, Any]) -> str:
     from tools.doc_tables import markdown_table
 
-    rounds = result["rounds"]
+    windows = result["windows"]
+    cycles = sorted({w["cycle"] for w in windows})
+    by = {(w["cycle"], w["condition"]): w for w in windows}
+    base, viewer = CONDITIONS[0], CONDITIONS[2]
 
-    def med(condition: str, key: str) -> float:
-        return float(np.median([r[condition][key] for r in rounds]))
+    def values(condition: str, key: str) -> list[float]:
+        return [by[c, condition][key] for c in cycles]
 
-    base = "no view"
-    ratios = {c: [100 * (r[c]["frame_interval_ms"] / r[base]["frame_interval_ms"] - 1) for r in rounds]
-              for c in CONDITIONS}
+    def ratios(condition: str) -> np.ndarray:
+        return np.array([100 * (by[c, condition]["frame_interval_ms"] / by[c, base]["frame_interval_ms"] - 1)
+                         for c in cycles])
+
     rows = []
     for c in CONDITIONS:
+        r = ratios(c)
+        q1, q3 = np.percentile(r, [25, 75])
         rows.append([
-            c, f"{med(c, 'frame_interval_ms'):.1f}", f"{med(c, 'step_ms_mean'):.1f}",
-            "-" if c == base else f"{np.median(ratios[c]):+.1f}% ({', '.join(f'{x:+.1f}' for x in ratios[c])})",
-            f"{med(c, 'view_cpu_ms_per_frame'):.2f}" if c != base else "-",
-            f"{med(c, 'publisher_cpu_ms_per_frame'):.2f}",
-            f"{np.median([r[c]['latency_ms']['p50'] for r in rounds]):.0f}",
-            f"{med(c, 'viewer_frames'):.0f} ({med(c, 'viewer_kb_per_frame'):.1f} kB each)" if c == CONDITIONS[2]
-            else "-",
+            c, f"{np.median(values(c, 'frame_interval_ms')):.1f}", f"{np.median(values(c, 'step_ms_mean')):.1f}",
+            "-" if c == base else f"{np.median(r):+.1f}% ({q1:+.1f} .. {q3:+.1f})",
+            "-" if c == base else f"{np.median(values(c, 'view_cpu_ms_per_frame')):.2f}",
+            f"{np.median(values(c, 'publisher_cpu_ms_per_frame')):.2f}",
         ])
-    one = float(np.median(ratios[CONDITIONS[2]]))
+    one = float(np.median(ratios(viewer)))
+    pooled = 100 * (sum(values(viewer, "frame_interval_ms")) / sum(values(base, "frame_interval_ms")) - 1)
     verdict = "under" if one < 5 else "OVER"
-    viewer = CONDITIONS[2]
-    added_cpu = med(viewer, "view_cpu_ms_per_frame") + med(viewer, "publisher_cpu_ms_per_frame") - med(
-        base, "publisher_cpu_ms_per_frame")
-    added_pct = 100 * added_cpu / med(base, "frame_interval_ms")
+    added_cpu = float(np.median(values(viewer, "view_cpu_ms_per_frame")) + np.median(
+        values(viewer, "publisher_cpu_ms_per_frame")) - np.median(values(base, "publisher_cpu_ms_per_frame")))
+    added_pct = 100 * added_cpu / float(np.median(values(base, "frame_interval_ms")))
+    counts = result["viewer"]
     t = setup["tracker"]
     return "\n".join([
         "## Web view: what it costs the service at 240p (CPU)",
         "",
-        f"`tools/bench_view.py`: synthetic scene {SIZE[1]}x{SIZE[0]} with 2 objects, `pace: fastest`, tracker from "
-        f"`{setup['config']}` (arch {t['model']['arch']}, readout {t['readout']['kind']}/{t['readout']['svd']}, "
-        f"working short side {t['resolution']}, {t['device']} {t['precision']}, {setup['threads']} torch thread), "
-        f"weights {setup['weights']}; {setup['frames']} frames per run, the first {WARMUP} excluded; "
-        f"{len(rounds)} rounds, the three conditions interleaved in each (order alternating), all in one process "
-        "with one tracker (reset between runs); "
-        f"{setup['machine']}; load average {result['load_before']:.1f} before, {result['load_after']:.1f} after. "
-        "The viewer is a WebSocket client in another process that acknowledges every frame it is sent, as the "
-        "page does (a browser on another machine costs the service only the sending).",
+        f"`tools/bench_view.py`: one `edge-vos` service (synthetic scene {SIZE[1]}x{SIZE[0]} with 2 objects, "
+        f"`pace: fastest`, tracker from `{setup['config']}`: arch {t['model']['arch']}, readout "
+        f"{t['readout']['kind']}/{t['readout']['svd']}, working short side {t['resolution']}, {t['device']} "
+        f"{t['precision']}, {setup['threads']} torch thread, weights {setup['weights']}), its conditions switched "
+        f"every {SETTLE + setup['frames']} frames: **no view** (no previews, no view), **view, no viewer** "
+        "(previews on and the view on the service's sockets, as `run --view` starts it; nobody watching), "
+        "**view, one viewer** (the same, with a WebSocket client in another process that acknowledges every "
+        "frame, as the page does); "
+        f"{len(cycles)} cycles of the three, order alternating, {setup['frames']} frames measured per window after "
+        f"{SETTLE} frames that straddle the switch. Fine interleaving because this shared 2-core machine's load "
+        f"swings the frame time by tens of percent within a minute; {setup['machine']}; load average "
+        f"{result['load_before']:.1f} before, {result['load_after']:.1f} after.",
         "",
-        markdown_table(["condition", "frame time ms (median of rounds)", "Tracker.step ms",
-                        "frame time vs no view: median (each round)", "view threads CPU ms/frame",
-                        "publisher thread CPU ms/frame", "capture->publish p50 ms", "frames the viewer got"], rows),
+        markdown_table(["condition", "frame time ms (median of windows)", "Tracker.step ms",
+                        "frame time vs no view in the same cycle: median (quartiles)", "view threads CPU ms/frame",
+                        "publisher thread CPU ms/frame"], rows),
         "",
-        f"**One viewer connected vs no view: {one:+.1f}% frame time (median of the rounds; goal: under 5%, "
-        f"{verdict}).** The CPU time the view adds per frame, read from the kernel's per-thread counters (so "
-        f"not subject to the frame-time noise of this shared machine): its three threads (HTTP/WebSocket, "
-        f"ZeroMQ feed, commands) plus the publisher thread's extra work for the preview JPEG = "
-        f"**{added_cpu:.1f} ms per frame, {added_pct:.1f}% of the frame time**, spent beside the inference "
-        "thread, not in it. Frame time = mean publish-to-publish interval of a run; percentages compare runs of "
-        "the same round.",
+        f"**One viewer connected vs no view: {one:+.1f}% frame time** (median over cycles; all windows pooled: "
+        f"{pooled:+.1f}%; goal: under 5%, {verdict}). The viewer received {counts['frames']} frames "
+        f"({counts['bytes'] / max(1, counts['frames']) / 1024:.1f} kB each). The CPU time the view adds per frame, "
+        f"from the kernel's per-thread counters (schedstat), independent of the frame-time noise: its three "
+        f"threads (HTTP/WebSocket, ZeroMQ feed, commands) plus the publisher thread's preview JPEG = "
+        f"**{added_cpu:.1f} ms per frame, {added_pct:.1f}% of the frame time**, spent beside the inference thread, "
+        "not in it. Frame time = mean publish-to-publish interval of a window.",
     ])
 
 
@@ -318,8 +363,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--viewer", help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu.yaml")
-    parser.add_argument("--frames", type=int, default=24, help=f"frames per run (the first {WARMUP} excluded)")
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=8, help="frames measured per window")
+    parser.add_argument("--rounds", type=int, default=16, help="cycles of the three conditions")
     parser.add_argument("--weights", help="checkpoint; default: the bundled weights, else 'random'")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the inference thread")
     parser.add_argument("--repeat", type=int, default=50, help="repetitions of each stream-cost measurement")
