@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
@@ -50,33 +49,43 @@ VIEW_THREADS = ("view-http", "view-feed", "view-commands")
 # ---- the viewer (a separate process, like a browser elsewhere) ------------------------------------------
 
 
-def viewer_main(url: str) -> int:
-    """Connects (retrying until the view is up), acknowledges every frame, prints counts on SIGTERM."""
+def viewer_main() -> int:
+    """Obeys lines on stdin: `connect URL` (a WebSocket that acknowledges every frame, as the page does),
+    `disconnect`, `quit`; then prints what it received and the CPU time it spent connected."""
     import aiohttp
 
-    counts = {"frames": 0, "bytes": 0}
-    stop = asyncio.Event()
+    counts: dict[str, float] = {"frames": 0, "bytes": 0, "cpu_s": 0.0}
+
+    async def receive(ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.BINARY:
+                await ws.send_str('{"type": "ack"}')
+                counts["frames"] += 1
+                counts["bytes"] += len(message.data)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        lines: asyncio.Queue[str] = asyncio.Queue()
+
+        def read_stdin() -> None:
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(lines.put_nowait, line.strip())
+            loop.call_soon_threadsafe(lines.put_nowait, "quit")
+
+        threading.Thread(target=read_stdin, daemon=True).start()
         async with aiohttp.ClientSession() as session:
-            while not stop.is_set():
-                try:
-                    async with session.ws_connect(url) as ws:
-                        while not stop.is_set():
-                            try:
-                                message = await ws.receive(timeout=0.5)
-                            except asyncio.TimeoutError:
-                                continue
-                            if message.type == aiohttp.WSMsgType.BINARY:
-                                await ws.send_str('{"type": "ack"}')
-                                counts["frames"] += 1
-                                counts["bytes"] += len(message.data)
-                            elif message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                                break
-                except (aiohttp.ClientError, OSError):
-                    await asyncio.sleep(0.05)
+            while (line := await lines.get()) != "quit":
+                if not line.startswith("connect "):
+                    continue
+                cpu = time.process_time()
+                async with session.ws_connect(line.split(" ", 1)[1]) as ws:
+                    task = asyncio.ensure_future(receive(ws))
+                    while (line := await lines.get()) not in ("disconnect", "quit"):
+                        pass
+                    task.cancel()
+                counts["cpu_s"] += time.process_time() - cpu
+                if line == "quit":
+                    break
 
     asyncio.run(run())
     print(json.dumps(counts), flush=True)  # noqa: T201 - read by the parent
@@ -168,9 +177,16 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     collector = _Collector(service.publisher.last_endpoint)
     collector.start()
     collector.ready.wait(10)
-    watched_port, unwatched_port = _free_port(), _free_port()
-    viewer = subprocess.Popen([sys.executable, __file__, "--viewer", f"http://127.0.0.1:{watched_port}/api/stream"],
-                              stdout=subprocess.PIPE, text=True)
+    watched_port, unwatched_port = _free_port(), _free_port()  # the viewer connects only to the first
+    viewer = subprocess.Popen([sys.executable, __file__, "--viewer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    assert viewer.stdin is not None
+
+    def tell(line: str) -> None:
+        assert viewer.stdin is not None
+        viewer.stdin.write(line + "\n")
+        viewer.stdin.flush()
+
     view: ViewServer | None = None
     windows: list[dict[str, Any]] = []
     load_before = os.getloadavg()[0]
@@ -180,6 +196,7 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
             order = CONDITIONS if cycle % 2 == 0 else tuple(reversed(CONDITIONS))
             for condition in order:
                 if view is not None:
+                    tell("disconnect")
                     view.stop()
                     view = None
                 service.config.publish.preview = condition != "no view"  # what `--view` turns on
@@ -189,15 +206,16 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
                                                   service.publisher.last_endpoint, service.control.last_endpoint)
                     view.start()
                     if condition == "view, one viewer":
+                        tell(f"connect http://127.0.0.1:{port}/api/stream")
                         deadline = time.monotonic() + 30
                         while not view._viewers and time.monotonic() < deadline:
                             time.sleep(0.005)
                         if not view._viewers:
                             raise RuntimeError("the viewer did not connect")
                 collector.wait(SETTLE)  # frames that straddle the switch
-                cpu_before = _thread_cpu_s(VIEW_THREADS), _thread_cpu_s(("publisher",))
+                cpu_before = _thread_cpu_s(VIEW_THREADS), _thread_cpu_s(("publisher",)), _thread_cpu_s(("control",))
                 first = collector.wait(args.frames)
-                cpu_after = _thread_cpu_s(VIEW_THREADS), _thread_cpu_s(("publisher",))
+                cpu_after = _thread_cpu_s(VIEW_THREADS), _thread_cpu_s(("publisher",)), _thread_cpu_s(("control",))
                 window = collector.messages[first : first + args.frames]
                 seqs = [m[0] for m in window]
                 if seqs != list(range(seqs[0], seqs[0] + len(seqs))):
@@ -209,19 +227,19 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
                     "step_ms_mean": float(np.mean([m[2] for m in window[1:]])),
                     "view_cpu_ms_per_frame": 1000 * (cpu_after[0] - cpu_before[0]) / len(window),
                     "publisher_cpu_ms_per_frame": 1000 * (cpu_after[1] - cpu_before[1]) / len(window),
+                    "control_cpu_ms_per_frame": 1000 * (cpu_after[2] - cpu_before[2]) / len(window),
                 })
                 w = windows[-1]
-                log.info("cycle %2d %-17s frame %.1f ms, step %.1f ms, CPU ms/frame view %.2f publisher %.2f",
-                         cycle + 1, condition, w["frame_interval_ms"], w["step_ms_mean"],
-                         w["view_cpu_ms_per_frame"], w["publisher_cpu_ms_per_frame"])
+                log.info("cycle %2d %-17s frame %.1f ms, step %.1f ms, CPU ms/frame view %.2f publisher %.2f "
+                         "control %.2f", cycle + 1, condition, w["frame_interval_ms"], w["step_ms_mean"],
+                         w["view_cpu_ms_per_frame"], w["publisher_cpu_ms_per_frame"], w["control_cpu_ms_per_frame"])
     finally:
         if view is not None:
             view.stop()
         collector.stop.set()
         collector.join(5)
         service.stop()
-        viewer.send_signal(signal.SIGTERM)
-        out, _ = viewer.communicate(timeout=30)
+        out, _ = viewer.communicate("quit\n", timeout=30)
     counts = json.loads(out.strip().splitlines()[-1])
     return {"windows": windows, "viewer": counts, "load_before": load_before, "load_after": os.getloadavg()[0]}
 
@@ -337,7 +355,9 @@ def overhead_markdown(result: dict[str, Any], setup: dict[str, Any]) -> str:
         "",
         f"**One viewer connected vs no view: {one:+.1f}% frame time** (median over cycles; all windows pooled: "
         f"{pooled:+.1f}%; goal: under 5%, {verdict}). The viewer received {counts['frames']} frames "
-        f"({counts['bytes'] / max(1, counts['frames']) / 1024:.1f} kB each). The CPU time the view adds per frame, "
+        f"({counts['bytes'] / max(1, counts['frames']) / 1024:.1f} kB each) and spent "
+        f"{1000 * counts['cpu_s'] / max(1, counts['frames']):.1f} ms of CPU per frame on this machine's two cores "
+        "(a browser elsewhere costs the service nothing of that). The CPU time the view adds per frame, "
         f"from the kernel's per-thread counters (schedstat), independent of the frame-time noise: its three "
         f"threads (HTTP/WebSocket, ZeroMQ feed, commands) plus the publisher thread's preview JPEG = "
         f"**{added_cpu:.1f} ms per frame, {added_pct:.1f}% of the frame time**, spent beside the inference thread, "
@@ -361,7 +381,7 @@ def stream_markdown(rows: list[dict[str, Any]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--viewer", help=argparse.SUPPRESS)
+    parser.add_argument("--viewer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu.yaml")
     parser.add_argument("--frames", type=int, default=8, help="frames measured per window")
     parser.add_argument("--rounds", type=int, default=16, help="cycles of the three conditions")
@@ -374,7 +394,7 @@ def main() -> int:
     parser.add_argument("--from-json", type=Path, help="only re-render the sections from a saved result")
     args = parser.parse_args()
     if args.viewer:
-        return viewer_main(args.viewer)
+        return viewer_main()
     from tools.doc_tables import write_section
 
     if args.from_json:

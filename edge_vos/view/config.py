@@ -104,7 +104,7 @@ class ViewConfig:
     command_timeout_s: float = 10.0
     # Commands waiting for the service at once; more are answered "busy" (503).
     command_queue: int = 4
-    # How often the service's `stats` are polled while someone watches (recent frames for frozen-frame adds).
+    # The service's `stats` (recent frames, fps) are asked for when /api/state is, at most this often.
     stats_every_s: float = 2.0
     # CURVE, when the service's sockets use it: the service's public key file and this client's secret key
     # file (the service fills in its own public key for `run --view`).

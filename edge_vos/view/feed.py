@@ -333,12 +333,12 @@ class CommandWorker(threading.Thread):
     """Owns the control socket (a CommandClient with no retries: an `add` must never be sent twice)."""
 
     def __init__(self, endpoint: str, stop: threading.Event, *, timeout_s: float, queue_size: int,
-                 stats_every_s: float, watched: Callable[[], bool], keys: ClientKeys = NO_KEYS,
+                 stats_every_s: float, keys: ClientKeys = NO_KEYS,
                  context: zmq.Context | None = None) -> None:
         super().__init__(name="view-commands", daemon=True)
         self.endpoint = connectable(endpoint)
-        self.stop_event, self.timeout_s, self.stats_every_s, self.watched, self.keys = (
-            stop, timeout_s, stats_every_s, watched, keys)
+        self.stop_event, self.timeout_s, self.stats_every_s, self.keys = stop, timeout_s, stats_every_s, keys
+        self._stats_wanted = threading.Event()
         self.context = context or zmq.Context.instance()
         self.jobs: queue.Queue[tuple[dict[str, Any], concurrent.futures.Future[dict[str, Any]]]] = queue.Queue(
             queue_size)
@@ -346,6 +346,11 @@ class CommandWorker(threading.Thread):
         self.history: int | None = None  # how many recent frames the service keeps (its control.history)
         self.reachable: bool | None = None
         self._next_poll = 0.0
+
+    def want_stats(self) -> None:
+        """Someone looks at the state: refresh the service's stats (at most every `stats_every_s`). Polled on
+        demand only, since answering `stats` costs the service's control thread a little every time."""
+        self._stats_wanted.set()
 
     def submit(self, command: dict[str, Any]) -> concurrent.futures.Future[dict[str, Any]]:
         future: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
@@ -400,12 +405,13 @@ class CommandWorker(threading.Thread):
                 reply = {"ok": False, "error": f"view: command failed: {exc}"}
             future.set_result(reply)
             if command.get("cmd") in ("add", "remove", "reset"):
-                self._next_poll = 0.0  # show the change at once
+                self._next_poll = 0.0  # the next state shows the change at once
 
     def _poll_stats(self, client: CommandClient) -> None:
         now = time.monotonic()
-        if now < self._next_poll or not self.watched():
+        if now < self._next_poll or not self._stats_wanted.is_set():
             return
+        self._stats_wanted.clear()
         client.timeout_s = min(self.timeout_s, 2.0)
         try:
             if self.history is None:  # once per connection: it bounds how long a frozen frame stays usable

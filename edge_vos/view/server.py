@@ -130,14 +130,13 @@ class ViewServer:
         if control_endpoint:
             self.commands = CommandWorker(control_endpoint, self.stop_event, timeout_s=config.command_timeout_s,
                                           queue_size=config.command_queue, stats_every_s=config.stats_every_s,
-                                          watched=self._watched, keys=keys, context=self.context)
+                                          keys=keys, context=self.context)
         self.port = self.address.port
         self.frames_in = 0  # frames the feed handed over (each viewer gets the newest of them)
         self.refused_connections = 0
         self.open_connections = 0  # accepted and not yet closed (the event loop thread's count)
         self._latest: LiveFrame | None = None
         self._viewers: set[_Viewer] = set()
-        self._last_api_s = 0.0
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -231,10 +230,6 @@ class ViewServer:
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._broadcast_text, json.dumps({"type": "state", **state}))
-
-    def _watched(self) -> bool:
-        """Poll the service's stats only while someone looks (a viewer, or an API call in the last 10 s)."""
-        return bool(self._viewers) or time.monotonic() - self._last_api_s < 10.0
 
     # ---- the event loop thread -------------------------------------------------------------------
 
@@ -368,7 +363,8 @@ class ViewServer:
                             headers={"Cache-Control": "no-cache"})
 
     async def _state(self, request: web.Request) -> web.Response:
-        self._last_api_s = time.monotonic()
+        if self.commands is not None:
+            self.commands.want_stats()  # answered from the last poll; the next one refreshes it
         return _json(self.state())
 
     def state(self) -> dict[str, Any]:
@@ -387,7 +383,6 @@ class ViewServer:
         return state
 
     async def _command(self, request: web.Request) -> web.Response:
-        self._last_api_s = time.monotonic()
         if self.commands is None:
             return _error(503, "this view has no control endpoint: commands are disabled")
         slots = self._command_slots
@@ -427,6 +422,8 @@ class ViewServer:
         viewer.texts.append(json.dumps({"type": "state", **self.feed.snapshot}))
         viewer.wake.set()
         self._viewers.add(viewer)
+        if self.commands is not None:
+            self.commands.want_stats()  # how long the service keeps frames, for the page's freeze
         sender = asyncio.ensure_future(self._send_loop(viewer))
         try:
             async for message in ws:

@@ -428,7 +428,7 @@
     } catch (err) {
       if (err instanceof Refused) return;
     } finally {
-      setTimeout(pollState, 2000);
+      setTimeout(pollState, view.frozen ? 2000 : 15000);  // the recent-frame range matters while frozen
     }
   }
 
