@@ -192,7 +192,7 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     try:
         collector.wait(WARMUP)
-        for cycle in range(args.rounds):
+        for cycle in range(-1, args.rounds):  # cycle -1 warms up (first connections, first previews): not kept
             order = CONDITIONS if cycle % 2 == 0 else tuple(reversed(CONDITIONS))
             for condition in order:
                 if view is not None:
@@ -221,6 +221,8 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
                 if seqs != list(range(seqs[0], seqs[0] + len(seqs))):
                     raise RuntimeError(f"messages lost in a window: {seqs}")
                 publish_ms = np.array([m[1] for m in window]) / 1e6
+                if cycle < 0:
+                    continue
                 windows.append({
                     "cycle": cycle, "condition": condition,
                     "frame_interval_ms": float(np.diff(publish_ms).mean()),
@@ -344,7 +346,8 @@ def overhead_markdown(result: dict[str, Any], setup: dict[str, Any]) -> str:
         "(previews on and the view on the service's sockets, as `run --view` starts it; nobody watching), "
         "**view, one viewer** (the same, with a WebSocket client in another process that acknowledges every "
         "frame, as the page does); "
-        f"{len(cycles)} cycles of the three, order alternating, {setup['frames']} frames measured per window after "
+        f"{len(cycles)} cycles of the three after one for warm-up, order alternating, {setup['frames']} frames "
+        f"measured per window after "
         f"{SETTLE} frames that straddle the switch. Fine interleaving because this shared 2-core machine's load "
         f"swings the frame time by tens of percent within a minute; {setup['machine']}; load average "
         f"{result['load_before']:.1f} before, {result['load_after']:.1f} after.",
