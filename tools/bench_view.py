@@ -372,8 +372,10 @@ def stream_markdown(rows: list[dict[str, Any]]) -> str:
     from tools.doc_tables import markdown_table
 
     return "\n".join([
-        "Per-frame work on the service host and bytes per frame (`tools/bench_view.py --stream-only`; synthetic "
-        "scene with 3 objects, preview JPEG quality 75, one OpenCV thread, median of repeated runs):",
+        "The work that differs per frame on the service host, and the bytes per frame (`tools/bench_view.py "
+        "--stream-only`; synthetic scene with 3 objects, preview JPEG quality 75, one OpenCV thread, median of "
+        "repeated runs). Both then write about the same bytes to each viewer's socket; everything the view costs "
+        "per frame, sending included, is measured in benchmarks.md (\"Web view\").",
         "",
         markdown_table(["frame", "WebSocket: pack ms", "WebSocket kB/frame", "MJPEG: compose + encode ms",
                         "MJPEG kB/frame"],
