@@ -168,6 +168,14 @@ def page(stack: Stack, driver: Any) -> Any:
     return driver
 
 
+def _rect(driver: Any, selector: str) -> dict[str, float]:
+    """An element's box, read in one script call (no stale reference if the page re-renders meanwhile)."""
+    return driver.execute_script("""
+        const r = document.querySelector(arguments[0]).getBoundingClientRect();
+        return {x: r.left, y: r.top, width: r.width, height: r.height};
+    """, selector)
+
+
 def _severe(driver: Any) -> list[dict[str, Any]]:
     return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
@@ -230,12 +238,23 @@ def _click(driver: Any, x: float, y: float, shift: bool = False) -> None:
 
 def _track(driver: Any, obj_id: int) -> str:
     """Sets the id, presses Track and returns the toast that answers."""
+    from selenium.webdriver.common.keys import Keys
+
     field = driver.find_element("id", "obj-id")
-    field.clear()
+    # Select and overtype while focused: WebDriver's clear() blurs the field, and the page proposes the
+    # lowest free id in an unfocused field whenever the objects change.
+    field.send_keys(Keys.CONTROL, "a")
     field.send_keys(str(obj_id))
     driver.find_element("id", "confirm").click()
-    return _wait(lambda: next((t.text for t in driver.find_elements("css selector", ".toast")), ""),
-                 "the answer to Track")
+    try:
+        return _wait(lambda: driver.execute_script(
+            "const t = document.querySelector('.toast'); return t ? t.textContent : ''"), "the answer to Track")
+    except AssertionError as exc:
+        state = driver.execute_script("""return {hint: document.getElementById('hint').textContent,
+            confirm_disabled: document.getElementById('confirm').disabled,
+            badge: document.getElementById('frozen-badge').textContent,
+            prompt: document.querySelector('#draw .prompt').innerHTML.slice(0, 300)}""")
+        raise AssertionError(f"{exc}; page: {state}") from None
 
 
 def _published_ids(stack: Stack, want: Callable[[list[int]], bool]) -> list[int]:
@@ -344,14 +363,14 @@ def test_phone_sized_screen(page: Any, stack: Stack) -> None:
     _wait(lambda: page.execute_script("return window.innerWidth") <= 400, "the phone-sized window")
     width = page.execute_script("return document.documentElement.scrollWidth")
     assert width <= page.execute_script("return window.innerWidth"), "the page scrolls sideways on a phone"
-    frame = page.find_element("id", "frame").rect
+    frame = _rect(page, "#frame")
     assert frame["width"] >= 300 and frame["x"] >= 0 and frame["x"] + frame["width"] <= 400
     for control in ("confirm", "freeze", "obj-id", "reset"):
-        rect = page.find_element("id", control).rect
+        rect = _rect(page, f"#{control}")
         assert rect["x"] >= 0 and rect["x"] + rect["width"] <= 400, control
         assert rect["height"] >= 30, f"{control} is too small to touch"
     _wait(lambda: page.find_elements("css selector", '#objects li[data-id="1"]'), "the object listed")
-    rect = page.find_element("css selector", '#objects li[data-id="1"] button.remove').rect
+    rect = _rect(page, '#objects li[data-id="1"] button.remove')
     assert rect["x"] + rect["width"] <= 400, "the remove button is off screen"
     assert _severe(page) == []
 

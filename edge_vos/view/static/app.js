@@ -220,8 +220,13 @@
     while (view.painted.length > 1 && now - view.painted[0] > 3000) view.painted.shift();
     const latency = Date.now() + view.clockOffset - header.view.t_capture_ms;
     ui.latency.textContent = `${Math.max(0, Math.round(latency))} ms`;
+    // The stream's rate (as the view receives it) and, when this screen keeps up with less, what it shows.
     const span = (view.painted[view.painted.length - 1] - view.painted[0]) / 1000;
-    ui.fps.textContent = view.painted.length > 1 && span > 0 ? ((view.painted.length - 1) / span).toFixed(1) : "–";
+    const shown = view.painted.length > 2 && span > 0 ? (view.painted.length - 1) / span : null;
+    const stream = header.view.fps || shown;
+    ui.fps.textContent = stream ? stream.toFixed(1) : "–";
+    if (stream && shown !== null && shown < 0.8 * stream) ui.fps.textContent += ` (${shown.toFixed(1)} shown)`;
+    ui.fps.title = `frames per second published by the service${shown !== null ? `; ${shown.toFixed(1)} painted here` : ""}`;
     renderState();
   }
 
@@ -322,51 +327,71 @@
   }
 
   // ---- objects and state panels ----------------------------------------------------------------------
+  // Rows are updated in place (a row is replaced only when its object comes or goes), so a Remove button
+  // never changes under the pointer while scores and areas move.
+  const objectRows = new Map();
   let lastObjectsKey = "";
   function renderObjects(objects) {
     const key = JSON.stringify(objects.map((o) => [o.id, o.area, Math.round(o.score * 100)]));
     if (key === lastObjectsKey) return;
     lastObjectsKey = key;
-    ui.objects.replaceChildren();
     ui.objCount.textContent = objects.length ? String(objects.length) : "";
-    if (!objects.length) {
-      const li = document.createElement("li");
-      li.className = "empty";
-      li.textContent = "none tracked";
-      ui.objects.appendChild(li);
+    const ids = new Set(objects.map((o) => o.id));
+    for (const [id, row] of objectRows) {
+      if (!ids.has(id)) {
+        row.li.remove();
+        objectRows.delete(id);
+      }
     }
+    let empty = ui.objects.querySelector("li.empty");
+    if (!objects.length && !empty) {
+      empty = document.createElement("li");
+      empty.className = "empty";
+      empty.textContent = "none tracked";
+      ui.objects.appendChild(empty);
+    } else if (objects.length && empty) empty.remove();
     for (const o of objects) {
-      const li = document.createElement("li");
-      li.dataset.id = String(o.id);
-      if (!o.area) li.classList.add("lost");
-      const sw = document.createElement("span");
-      sw.className = "swatch";
-      sw.style.background = colour(o.id);
-      const id = document.createElement("span");
-      id.className = "obj-id";
-      id.textContent = `#${o.id}`;
-      const meta = document.createElement("span");
-      meta.className = "obj-meta";
-      meta.textContent = o.area ? `score ${o.score.toFixed(2)} · ${o.area} px` : "not visible";
-      const rm = document.createElement("button");
-      rm.type = "button";
-      rm.className = "remove";
-      rm.textContent = "Remove";
-      rm.title = `stop tracking object ${o.id}`;
-      rm.addEventListener("click", () => removeObject(o.id, rm));
-      const text = document.createElement("span");
-      text.className = "obj-text";
-      text.append(id, meta);
-      li.append(sw, text, rm);
-      ui.objects.appendChild(li);
+      let row = objectRows.get(o.id);
+      if (!row) {
+        row = objectRow(o.id);
+        objectRows.set(o.id, row);
+        const next = [...objectRows.keys()].filter((id) => id > o.id).sort((a, b) => a - b)[0];
+        ui.objects.insertBefore(row.li, next === undefined ? null : objectRows.get(next).li);
+      }
+      row.li.classList.toggle("lost", !o.area);
+      row.meta.textContent = o.area ? `score ${o.score.toFixed(2)} · ${o.area} px` : "not visible";
     }
     suggestId(objects);
+  }
+
+  function objectRow(objId) {
+    const li = document.createElement("li");
+    li.dataset.id = String(objId);
+    const sw = document.createElement("span");
+    sw.className = "swatch";
+    sw.style.background = colour(objId);
+    const id = document.createElement("span");
+    id.className = "obj-id";
+    id.textContent = `#${objId}`;
+    const meta = document.createElement("span");
+    meta.className = "obj-meta";
+    const text = document.createElement("span");
+    text.className = "obj-text";
+    text.append(id, meta);
+    const rm = document.createElement("button");
+    rm.type = "button";
+    rm.className = "remove";
+    rm.textContent = "Remove";
+    rm.title = `stop tracking object ${objId}`;
+    rm.addEventListener("click", () => removeObject(objId, rm));
+    li.append(sw, text, rm);
+    return { li, meta };
   }
 
   let idTouched = false;
   ui.objId.addEventListener("input", () => { idTouched = true; });
   function suggestId(objects) {
-    if (idTouched && document.activeElement === ui.objId) return;
+    if (document.activeElement === ui.objId) return;  // never change what the user is typing
     const used = new Set(objects.map((o) => o.id));
     const current = Number(ui.objId.value);
     if (idTouched && current >= 1 && current <= 254 && !used.has(current)) return;
