@@ -18,7 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("edge_vos.evaluation.cli", "DAVIS-style J&F evaluation of the tracker on a dataset split"),
     "bench": ("edge_vos.evaluation.bench", "long-stream latency and memory benchmark"),
     "train": ("edge_vos.train.cli", "train the network"),
-    "build-engines": ("edge_vos.backends.cli", "export ONNX and build TensorRT engines"),
+    "build-engines": ("edge_vos.engines_cli", "export ONNX and build TensorRT engines"),
 }
 
 

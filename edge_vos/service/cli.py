@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge_vos.service.config import PACES
+    from edge_vos.service.protocol import ENCODINGS
+
     parser.add_argument("--config", type=Path, help="ServiceConfig YAML (see configs/)")
     parser.add_argument("--source", help="overrides source.uri: synthetic:, camera index, /dev/videoN, file, "
                                          "folder, rtsp://..., GStreamer pipeline")
@@ -31,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--publish", help="overrides publish.endpoint, e.g. tcp://127.0.0.1:5555")
     parser.add_argument("--control", help="overrides control.endpoint ('' or 'none' disables commands)")
     parser.add_argument("--max-frames", type=int, help="overrides pipeline.max_frames (0 = unlimited)")
-    parser.add_argument("--pace", choices=("auto", "realtime", "fastest"), help="overrides source.pace")
-    parser.add_argument("--encoding", choices=("raw", "png", "rle"), help="overrides publish.encoding")
+    parser.add_argument("--pace", choices=PACES, help="overrides source.pace")
+    parser.add_argument("--encoding", choices=ENCODINGS, help="overrides publish.encoding")
     parser.add_argument("--weights", help="overrides tracker.model.weights")
     parser.add_argument("--resolution", type=int, help="overrides tracker.resolution (working short side)")
     parser.add_argument("--loop", action="store_true", help="sets source.loop: replay files and scenes")

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edge_vos.config import ConfigError, one_of, positive
+from edge_vos.service.protocol import ENCODINGS
 from edge_vos.tracker.config import TrackerConfig
 from edge_vos.view.config import ViewConfig
 
 PACES = ("auto", "realtime", "fastest")
-ENCODINGS = ("raw", "png", "rle")
 
 
 @dataclass

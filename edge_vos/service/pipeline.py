@@ -39,8 +39,6 @@ from edge_vos.service.sources import CaptureThread, Frame, FrameQueue, FrameRead
 
 log = logging.getLogger(__name__)
 
-RANDOM_WEIGHTS = "random"
-
 
 class TrackerLike(Protocol):
     """What the service needs of edge_vos.tracker.Tracker (tests drive the service with a fake)."""
@@ -58,22 +56,11 @@ class TrackerLike(Protocol):
 
 
 def build_tracker(config: ServiceConfig) -> TrackerLike:
-    """The configured Tracker. `model.weights: random` builds a seeded untrained network: for tests and
-    pipeline benchmarks only, and logged as such. Missing weights raise FileNotFoundError."""
+    """The configured Tracker (`model.weights: random`, a seeded untrained network, is the model's to build).
+    Missing weights raise FileNotFoundError."""
     from edge_vos.tracker import Tracker
 
-    tracker_config = config.tracker
-    network = None
-    if tracker_config.model.weights == RANDOM_WEIGHTS:
-        import torch
-
-        from edge_vos.model import build_network
-
-        torch.manual_seed(0)
-        network = build_network(tracker_config.model.arch)
-        log.warning("model.weights is 'random': an UNTRAINED %s network; masks are meaningless "
-                    "(tests and pipeline benchmarks only)", tracker_config.model.arch)
-    return Tracker(tracker_config, network=network)
+    return Tracker(config.tracker)
 
 
 def load_prompt_mask(path: str | Path) -> np.ndarray:
