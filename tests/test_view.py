@@ -30,7 +30,8 @@ from edge_vos.service.fakes import FakeTracker
 from edge_vos.service.pipeline import Service
 from edge_vos.view.config import ViewConfig, parse_listen
 from edge_vos.view.feed import ClientKeys, pack_frame, same_host, unpack_frame
-from edge_vos.view.server import MAX_IN_FLIGHT, ViewServer
+from edge_vos.view.server import ViewServer
+from edge_vos.view.viewers import MAX_IN_FLIGHT
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = "synthetic:seed=1&frames=40&size=120x160&objects=2&distractors=1"
@@ -374,16 +375,17 @@ def test_a_viewer_that_reads_nothing_loses_frames_and_never_holds_up_anyone(serv
     stuck.sendall(b"GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
     try:
-        _wait(lambda: len(view._viewers) >= 1, "the stuck viewer joined")
-        stuck_viewer = next(iter(view._viewers))
-        frames_before, published_before = view.frames_in, service.publisher.seq
+        _wait(lambda: len(view.viewers.connected) >= 1, "the stuck viewer joined")
+        stuck_viewer = next(iter(view.viewers.connected))
+        frames_before, published_before = view.viewers.frames_in, service.publisher.seq
         time.sleep(1.0)
         assert stuck_viewer.sent <= MAX_IN_FLIGHT  # unacknowledged: nothing more is sent, nothing queues
         _, frames = asyncio.run(_receive_frames(view.port, 5))  # a healthy viewer meanwhile
         assert service.publisher.seq - published_before >= 10  # 20 fps source: the service did not wait
-        assert view.frames_in - frames_before >= 10
+        assert view.viewers.frames_in - frames_before >= 10
         assert frames[-1][0]["seq"] >= service.publisher.seq - 3  # fresh frames, not a backlog
-        _wait(lambda: not view._viewers, "the stuck viewer disconnected", timeout=view.config.send_timeout_s + 10)
+        _wait(lambda: not view.viewers.connected, "the stuck viewer disconnected",
+              timeout=view.config.send_timeout_s + 10)
     finally:
         stuck.close()
 
@@ -402,14 +404,14 @@ def test_thousands_of_connections_are_capped_and_the_service_keeps_running(servi
             except BlockingIOError:
                 pass
             conns.append(s)
-        _wait(lambda: view.refused_connections >= n - view.config.max_connections - 50, "connections refused")
-        assert view.open_connections <= view.config.max_connections
+        _wait(lambda: view.connections.refused >= n - view.config.max_connections - 50, "connections refused")
+        assert view.connections.open <= view.config.max_connections
         time.sleep(0.5)
         assert service.publisher.seq - published_before >= 5  # frames kept flowing
     finally:
         for s in conns:
             s.close()
-    _wait(lambda: view.open_connections == 0, "connections closed")
+    _wait(lambda: view.connections.open == 0, "connections closed")
     assert _api(view, "/api/state")[0] == 200
 
 

@@ -208,9 +208,9 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
                     if condition == "view, one viewer":
                         tell(f"connect http://127.0.0.1:{port}/api/stream")
                         deadline = time.monotonic() + 30
-                        while not view._viewers and time.monotonic() < deadline:
+                        while not view.viewers.connected and time.monotonic() < deadline:
                             time.sleep(0.005)
-                        if not view._viewers:
+                        if not view.viewers.connected:
                             raise RuntimeError("the viewer did not connect")
                 collector.wait(SETTLE)  # frames that straddle the switch
                 cpu_before = _thread_cpu_s(VIEW_THREADS), _thread_cpu_s(("publisher",)), _thread_cpu_s(("control",))

@@ -16,97 +16,36 @@ are all capped, and every wait has a timeout.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import hmac
 import importlib.resources
 import json
 import logging
 import socket
 import threading
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import zmq
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from edge_vos.config import ConfigError
+from edge_vos.view.commands import Busy, CommandWorker
 from edge_vos.view.config import ListenAddress, ViewConfig, is_loopback
-from edge_vos.view.feed import NO_KEYS, Busy, ClientKeys, CommandWorker, Feed, LiveFrame
+from edge_vos.view.feed import NO_KEYS, ClientKeys, Feed, LiveFrame
+from edge_vos.view.guard import SECURITY_HEADERS, ConnectionCap, refusal
+from edge_vos.view.viewers import Viewers
 
 log = logging.getLogger(__name__)
 
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
-# The page loads only its own files; the frames arrive as blobs decoded in the page.
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-MAX_WS_MESSAGE = 4096  # viewers only send pings
-MAX_TEXT_BACKLOG = 8  # state and pong messages kept per viewer; older ones are dropped
-# Frames sent to a viewer and not yet acknowledged by it ({"type": "ack"}): with at most this many in flight,
-# what waits in socket buffers on the way is bounded whatever the kernel's buffers, so a slow viewer sees
-# the present with fewer frames instead of the past with all of them.
-MAX_IN_FLIGHT = 2
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-cache, no-store"})
 
 
 def _error(status: int, message: str) -> web.Response:
     return _json({"ok": False, "error": message}, status)
-
-
-@dataclass(eq=False)  # identity semantics: viewers live in a set
-class _Viewer:
-    ws: web.WebSocketResponse
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    texts: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=MAX_TEXT_BACKLOG))
-    last_frame: LiveFrame | None = None
-    unacked: collections.deque[float] = field(default_factory=collections.deque)  # send times of frames in flight
-    sent: int = 0
-    joined_at_frame: int = 0
-
-
-class _Refuse(asyncio.Protocol):
-    """Answers a connection beyond `max_connections` with 503 and closes it, without parsing anything."""
-
-    BODY = b'{"ok": false, "error": "too many connections"}'
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(self.BODY), self.BODY))
-        transport.close()
-
-
-class _Counted(asyncio.Protocol):
-    """Forwards a connection to aiohttp's handler and reports when it ends, so the connection cap counts
-    connections from the moment they are accepted (aiohttp registers them a loop iteration later)."""
-
-    def __init__(self, inner: asyncio.Protocol, on_lost: Callable[[], None]) -> None:
-        self.inner, self.on_lost = inner, on_lost
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.inner.connection_made(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.on_lost()
-        self.inner.connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
 
 
 class ViewServer:
@@ -132,11 +71,8 @@ class ViewServer:
                                           queue_size=config.command_queue, stats_every_s=config.stats_every_s,
                                           keys=keys, context=self.context)
         self.port = self.address.port
-        self.frames_in = 0  # frames the feed handed over (each viewer gets the newest of them)
-        self.refused_connections = 0
-        self.open_connections = 0  # accepted and not yet closed (the event loop thread's count)
-        self._latest: LiveFrame | None = None
-        self._viewers: set[_Viewer] = set()
+        self.viewers = Viewers(config.max_viewers, config.send_timeout_s)  # event loop thread only
+        self.connections = ConnectionCap(config.max_connections)  # event loop thread only
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -145,7 +81,6 @@ class ViewServer:
         self._error: BaseException | None = None
         self._static = _load_static()
         self._command_slots: asyncio.Semaphore | None = None
-        self._web_server: web.Server | None = None
 
     @classmethod
     def for_service(cls, config: ViewConfig, masks_endpoint: str, control_endpoint: str,
@@ -223,13 +158,13 @@ class ViewServer:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._publish, frame)
+                loop.call_soon_threadsafe(self.viewers.publish, frame)
 
     def _state_from_feed(self, state: dict[str, Any]) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._broadcast_text, json.dumps({"type": "state", **state}))
+                loop.call_soon_threadsafe(self.viewers.broadcast, json.dumps({"type": "state", **state}))
 
     # ---- the event loop thread -------------------------------------------------------------------
 
@@ -258,60 +193,27 @@ class ViewServer:
                                keepalive_timeout=self.config.idle_timeout_s, max_line_size=8190,
                                max_field_size=8190)
         await runner.setup()
-        web_server = runner.server
-        assert web_server is not None
-        self._web_server = web_server
-        loop = asyncio.get_running_loop()
-        assert self._sock is not None
+        assert runner.server is not None and self._sock is not None
         # A deep accept queue: a flood of connections is accepted and refused quickly instead of waiting in
         # the kernel for SYN retries.
-        server = await loop.create_server(self._protocol_factory(web_server), sock=self._sock, backlog=1024)
+        server = await asyncio.get_running_loop().create_server(self.connections.factory(runner.server),
+                                                                sock=self._sock, backlog=1024)
         self._ready.set()
         try:
             await self._stopping.wait()
         finally:
             server.close()
-            for viewer in list(self._viewers):
-                await viewer.ws.close(code=1001, message=b"the view is stopping")
+            await self.viewers.close_all()
             await runner.cleanup()
-
-    def _protocol_factory(self, web_server: web.Server) -> Callable[[], asyncio.Protocol]:
-        def lost() -> None:
-            self.open_connections -= 1
-
-        def make() -> asyncio.Protocol:
-            if self.open_connections >= self.config.max_connections:
-                self.refused_connections += 1
-                if self.refused_connections in (1, 10, 100) or self.refused_connections % 1000 == 0:
-                    log.warning("view: %d connections refused so far (view.max_connections = %d)",
-                                self.refused_connections, self.config.max_connections)
-                return _Refuse()
-            self.open_connections += 1
-            return _Counted(web_server(), lost)
-
-        return make
-
-    def _publish(self, frame: LiveFrame) -> None:
-        """A new frame replaces the previous one; each viewer's sender picks up the newest when it can."""
-        self._latest = frame
-        self.frames_in += 1
-        for viewer in self._viewers:
-            viewer.wake.set()
-
-    def _broadcast_text(self, text: str) -> None:
-        for viewer in self._viewers:
-            viewer.texts.append(text)
-            viewer.wake.set()
 
     # ---- security --------------------------------------------------------------------------------
 
     @web.middleware
     async def _guard(self, request: web.Request,
                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        problem = self._check(request)
+        problem = refusal(request, self.token)
         if problem is not None:
-            status, message = problem
-            response: web.StreamResponse = _error(status, message)
+            response: web.StreamResponse = _error(*problem)
         else:
             try:
                 response = await handler(request)
@@ -320,32 +222,9 @@ class ViewServer:
                     raise
                 response = _error(exc.status, exc.reason or exc.text or "error")
         if not response.prepared:
-            response.headers.setdefault("X-Content-Type-Options", "nosniff")
-            response.headers.setdefault("Referrer-Policy", "no-referrer")
-            response.headers.setdefault("Content-Security-Policy", CSP)
-            response.headers.setdefault("X-Frame-Options", "DENY")
+            for name, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
         return response
-
-    def _check(self, request: web.Request) -> tuple[int, str] | None:
-        """(status, message) when the request must be refused: a Host that is not this server's (DNS
-        rebinding) on a tokenless view, a missing or wrong token on the API, a cross-origin command or stream."""
-        if not self.token and not _loopback_host(request.host):
-            return 403, f"Host {request.host[:80]!r} is not a loopback name; this view serves loopback only"
-        api = request.path.startswith("/api/")
-        if api and self.token:
-            given = request.query.get("token", "")
-            auth = request.headers.get("Authorization", "")
-            if auth.startswith("Bearer "):
-                given = auth[7:].strip()
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
-                return 401, "missing or wrong token (Authorization: Bearer TOKEN, or ?token=TOKEN)"
-        if request.method not in ("GET", "HEAD") or request.path == "/api/stream":
-            if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
-                return 403, "cross-origin requests are refused"
-            origin = request.headers.get("Origin")
-            if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
-                return 403, f"cross-origin requests are refused (Origin {origin[:80]!r})"
-        return None
 
     # ---- handlers --------------------------------------------------------------------------------
 
@@ -377,7 +256,7 @@ class ViewServer:
             "recent_frames": stats.get("recent_frames") if stats else None,
             "history": (self.commands.history or None) if self.commands is not None else None,
             "service_fps": stats.get("fps") if stats else None,
-            "viewers": len(self._viewers),
+            "viewers": len(self.viewers.connected),
             "token_required": bool(self.token),
         })
         return state
@@ -413,87 +292,11 @@ class ViewServer:
         return _json(reply)
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
-        if len(self._viewers) >= self.config.max_viewers:
+        if self.viewers.full:
             return _error(503, f"{self.config.max_viewers} viewers are already connected (view.max_viewers)")
-        ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_WS_MESSAGE, heartbeat=20.0,
-                                   writer_limit=64 * 1024)
-        await ws.prepare(request)
-        viewer = _Viewer(ws, joined_at_frame=self.frames_in)
-        viewer.texts.append(json.dumps({"type": "state", **self.feed.snapshot}))
-        viewer.wake.set()
-        self._viewers.add(viewer)
         if self.commands is not None:
             self.commands.want_stats()  # how long the service keeps frames, for the page's freeze
-        sender = asyncio.ensure_future(self._send_loop(viewer))
-        try:
-            async for message in ws:
-                if message.type == WSMsgType.TEXT:
-                    self._on_viewer_message(viewer, message.data)
-                elif message.type == WSMsgType.ERROR:
-                    break
-        finally:
-            self._viewers.discard(viewer)
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
-            dropped = self.frames_in - viewer.joined_at_frame - viewer.sent
-            log.debug("view: viewer left after %d frames (%d skipped while it was busy)", viewer.sent, dropped)
-        return ws
-
-    def _on_viewer_message(self, viewer: _Viewer, text: str) -> None:
-        """Viewers acknowledge each frame (`{"type": "ack"}`) and send `{"type": "ping", "t": <their clock,
-        ms>}` to estimate the clock offset for the latency figure; anything else is ignored."""
-        try:
-            message = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            return
-        if not isinstance(message, dict):
-            return
-        if message.get("type") == "ack":
-            if viewer.unacked:
-                viewer.unacked.popleft()
-                viewer.wake.set()
-        elif message.get("type") == "ping" and isinstance(message.get("t"), (int, float)):
-            viewer.texts.append(json.dumps({"type": "pong", "t": message["t"], "server_ms": time.time() * 1000}))
-            viewer.wake.set()
-
-    async def _send_loop(self, viewer: _Viewer) -> None:
-        """Sends the newest frame whenever the viewer has acknowledged enough of the earlier ones: a slow
-        viewer misses frames, and one that acknowledges nothing for `send_timeout_s` is disconnected."""
-        ws = viewer.ws
-        timeout = self.config.send_timeout_s
-        while not ws.closed:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(viewer.wake.wait(), min(1.0, timeout))
-            viewer.wake.clear()
-            try:
-                if viewer.unacked and time.monotonic() - viewer.unacked[0] > timeout:
-                    log.info("view: a viewer acknowledged no frame for %.0f s; disconnected", timeout)
-                    await ws.close(code=1008, message=b"too slow")
-                    return
-                while viewer.texts:
-                    await asyncio.wait_for(ws.send_str(viewer.texts.popleft()), timeout)
-                frame = self._latest
-                if frame is not None and frame is not viewer.last_frame and len(viewer.unacked) < MAX_IN_FLIGHT:
-                    viewer.last_frame = frame
-                    viewer.unacked.append(time.monotonic())
-                    await asyncio.wait_for(ws.send_bytes(frame.packet), timeout)
-                    viewer.sent += 1
-            except asyncio.TimeoutError:
-                log.info("view: a viewer's socket took nothing for %.0f s; disconnected", timeout)
-                await ws.close(code=1008, message=b"too slow")
-                return
-            except (ConnectionError, RuntimeError):  # the peer went away mid-send
-                return
-
-
-def _loopback_host(host_header: str) -> bool:
-    host = host_header.strip()
-    if host.startswith("["):
-        host = host[1 : host.find("]")] if "]" in host else host
-    elif host.count(":") == 1:
-        host = host.split(":")[0]
-    return is_loopback(host)
+        return await self.viewers.serve(request, json.dumps({"type": "state", **self.feed.snapshot}))
 
 
 def _load_static() -> dict[str, bytes]:
