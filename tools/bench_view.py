@@ -104,9 +104,9 @@ def _free_port() -> int:
 def _config(args: argparse.Namespace, view: bool, port: int) -> Any:
     from edge_vos.config import load_yaml
     from edge_vos.service.config import ServiceConfig
-    from edge_vos.tracker.tracker import DEFAULT_WEIGHTS
+    from edge_vos.model.weights import DEFAULT_WEIGHTS, RANDOM_WEIGHTS
 
-    weights = args.weights or ("" if DEFAULT_WEIGHTS.is_file() else "random")
+    weights = args.weights or ("" if DEFAULT_WEIGHTS.is_file() else RANDOM_WEIGHTS)
     uri = f"synthetic:seed=3&frames=60&size={SIZE[0]}x{SIZE[1]}&objects=2&distractors=1"
     return load_yaml(ServiceConfig, args.config, {
         "source.uri": uri, "source.pace": "fastest", "source.loop": True, "tracker.model.weights": weights,
