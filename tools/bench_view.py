@@ -103,8 +103,8 @@ def _free_port() -> int:
 
 def _config(args: argparse.Namespace, view: bool, port: int) -> Any:
     from edge_vos.config import load_yaml
-    from edge_vos.service.config import ServiceConfig
     from edge_vos.model.weights import DEFAULT_WEIGHTS, RANDOM_WEIGHTS
+    from edge_vos.service.config import ServiceConfig
 
     weights = args.weights or ("" if DEFAULT_WEIGHTS.is_file() else RANDOM_WEIGHTS)
     uri = f"synthetic:seed=3&frames=60&size={SIZE[0]}x{SIZE[1]}&objects=2&distractors=1"
