@@ -620,3 +620,16 @@ def test_stop_is_prompt_while_a_command_waits_for_its_reply() -> None:
         view.stop()
         silent.close(linger=0)
         context.term()
+
+
+def test_beyond_loopback_a_token_is_generated_and_shown(caplog: pytest.LogCaptureFixture) -> None:
+    view = ViewServer(ViewConfig(listen="0.0.0.0:0"), "tcp://127.0.0.1:1")
+    with caplog.at_level("WARNING", logger="edge_vos.view.server"):
+        view.start()
+    try:
+        assert view.token_generated and len(view.token) >= 20
+        assert f"?token={view.token}" in caplog.text
+        assert _api(view, "/api/state")[0] == 401
+        assert _api(view, "/api/state", headers={"Authorization": f"Bearer {view.token}"})[0] == 200
+    finally:
+        view.stop()
