@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "given as --source does not loop unless --loop)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any dotted config override, value parsed as YAML (repeatable)")
+    parser.add_argument("--view", nargs="?", const="127.0.0.1:8080", metavar="HOST:PORT",
+                        help="serve the live web page (docs/view.md) on HOST:PORT (default 127.0.0.1:8080; "
+                             "PORT alone = loopback); sets view.listen and publish.preview")
     parser.add_argument("--print-config", action="store_true", help="print the validated config and exit")
     parser.add_argument("--log-json", action="store_true",
                         help="one JSON object per log line (for journald/log shippers), with structured fields")
@@ -98,6 +101,9 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             overrides["source.loop"] = False
         log.info("--source is a %s: pace %s, %s (--pace, --loop to change)", "folder" if Path(args.source).is_dir()
                  else "file", overrides["source.pace"], "loop" if overrides["source.loop"] else "no loop")
+    if getattr(args, "view", None):
+        overrides["view.listen"] = args.view
+        overrides["publish.preview"] = True
     return overrides
 
 
