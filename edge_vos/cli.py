@@ -11,9 +11,12 @@ import importlib
 import logging
 import sys
 
+from edge_vos import __version__
+
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("edge_vos.service.cli", "run the streaming service (capture -> tracker -> ZeroMQ)"),
     "subscribe": ("edge_vos.client_cli", "watch a running service: print, save masks or show an overlay"),
+    "ctl": ("edge_vos.ctl_cli", "send a command to a running service: add, remove, reset, stats, ..."),
     "view": ("edge_vos.view.cli", "serve the live web view (point-and-track) of a service running elsewhere"),
     "eval": ("edge_vos.evaluation.cli", "DAVIS-style J&F evaluation of the tracker on a dataset split"),
     "bench": ("edge_vos.evaluation.bench", "long-stream latency and memory benchmark"),
@@ -26,8 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="edge-vos", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--version", action="version", version=f"edge-vos {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
+    if chosen == "run":  # a service: a stop signal must be handled from the very start (exit 0 at once)
+        importlib.import_module(SUBCOMMANDS["run"][0]).install_startup_signal_handlers()
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text)
         if name == chosen:

@@ -14,9 +14,30 @@ import torch
 # 700 ms. Speed is measured by the benchmarks in tools/, never by the tests.
 torch.set_num_threads(int(os.environ.get("EDGE_VOS_TEST_THREADS", "1")))
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-DAVIS = SHARED / "data" / "davis2016"
-CUTIE = SHARED / "data" / "cutie-examples"
+# The real data (never committed): $EDGE_VOS_DATA when set, else the shared folder next to the checkout
+# (../shared/data). Tests that need it skip, naming the path they looked at and where it came from.
+DATA_ENV = "EDGE_VOS_DATA"
+if os.environ.get(DATA_ENV):
+    DATA = Path(os.environ[DATA_ENV]).expanduser().resolve()
+    DATA_ORIGIN = f"${DATA_ENV}"
+else:
+    DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+    DATA_ORIGIN = f"the default ../shared/data; set ${DATA_ENV} to use another folder"
+SHARED = DATA.parent  # also holds reference/ (official STCN's state-dict key list)
+DAVIS = DATA / "davis2016"
+CUTIE = DATA / "cutie-examples"
+
+
+def require_data(path: Path, what: str = "data") -> Path:
+    """`path` when it exists, else skip the test saying where it looked."""
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path} ({DATA_ORIGIN})")
+    return path
+
+
+def pytest_report_header() -> str:
+    state = "present" if DAVIS.is_dir() else "absent: tests that need it skip"
+    return f"edge-vos test data: {DATA} ({DATA_ORIGIN}); DAVIS-2016 {state}"
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +66,4 @@ def moving_square_frames(n: int, h: int = 64, w: int = 96, seed: int = 0) -> np.
 
 
 def require_davis() -> Path:
-    if not DAVIS.is_dir():
-        pytest.skip(f"DAVIS-2016 data not found at {DAVIS}")
-    return DAVIS
+    return require_data(DAVIS, "DAVIS-2016")

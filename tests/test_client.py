@@ -17,8 +17,9 @@ from edge_vos.client import CommandClient, ServiceUnavailable
 from edge_vos.config import from_dict
 from edge_vos.data.davis import read_mask
 from edge_vos.service.config import ServiceConfig
-from edge_vos.service.fakes import ArrayReader, FakeTracker
 from edge_vos.service.pipeline import Service
+
+from .fakes import ArrayReader, FakeTracker
 
 ROOT = Path(__file__).resolve().parents[1]
 

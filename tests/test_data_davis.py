@@ -21,7 +21,7 @@ from edge_vos.data.davis import (
     youtube_vos_sequences,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from .conftest import require_davis
 
 
 def test_palette_is_the_davis_voc_colour_map() -> None:
@@ -111,9 +111,8 @@ def test_write_predictions_layout(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "bear").iterdir()) == ["00000.png", "00001.png"]
 
 
-@pytest.mark.skipif(not (SHARED / "davis2016").is_dir(), reason="shared DAVIS-2016 data absent")
 def test_reads_shared_davis2016() -> None:
-    seqs = davis_sequences(SHARED / "davis2016", "val-dev", res="480p")
+    seqs = davis_sequences(require_davis(), "val-dev", res="480p")
     assert len(seqs) == 10
     first = seqs[0]
     assert first.image(0).shape == (480, 854, 3)

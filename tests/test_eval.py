@@ -133,15 +133,6 @@ def test_cli_config_composition(tmp_path: Path) -> None:
         tracker_config(parser.parse_args([*base, "--official-stcn", "--readout", "tmrn"]))
 
 
-def _tracker_available() -> bool:
-    try:
-        import edge_vos.tracker  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _tracker_available(), reason="edge_vos.tracker (or its readouts) not importable yet")
 @pytest.mark.parametrize("mode", [["--readout", "tmrn"], ["--official-stcn"]])
 def test_cli_runs_the_real_tracker(synth_root: Path, tmp_path: Path, mode: list[str]) -> None:
     out = tmp_path / "out"
@@ -152,3 +143,48 @@ def test_cli_runs_the_real_tracker(synth_root: Path, tmp_path: Path, mode: list[
     assert data["random_network"] is True and data["fps"] > 0
     assert 0 <= data["J&F"] <= 100
     assert len(list((out / "synth-001").glob("*.png"))) == 6
+
+
+# ---- rough edges a first user meets (issue #13) ----------------------------------------------------
+
+def test_a_missing_data_folder_is_named_as_missing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    argv = ["eval", "--data", str(tmp_path / "no-such-folder"), "--split", "val-dev", "--out", str(tmp_path / "o"),
+            "--baseline", "first-frame-copy"]
+    assert cli_main(argv) == 2
+    assert f"data folder {tmp_path / 'no-such-folder'} does not exist" in caplog.text
+    assert "give the year" not in caplog.text
+    (tmp_path / "empty").mkdir()
+    assert cli_main([*argv[:2], str(tmp_path / "empty"), *argv[3:]]) == 2
+    assert "is not a DAVIS dataset: it has no ImageSets folder" in caplog.text
+
+
+def test_sequences_option_picks_named_sequences(synth_root: Path, tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "out"
+    argv = ["eval", "--data", str(synth_root), "--split", "val", "--res", "64p", "--out", str(out),
+            "--baseline", "first-frame-copy", "--no-progress"]
+    assert cli_main([*argv, "--sequences", "synth-001"]) == 0
+    assert list(json.loads((out / "metrics.json").read_text())["sequences"]) == ["synth-001"]
+    assert cli_main([*argv, "--sequences", "synth-001,dog"]) == 2
+    assert "['dog'] not in split val" in caplog.text and "synth-000" in caplog.text
+
+
+def test_eval_defaults_to_the_shipped_cpu_config(tmp_path: Path) -> None:
+    import argparse
+
+    import yaml
+
+    from edge_vos.evaluation.cli import SHIPPED_CPU_CONFIG, add_arguments, tracker_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--data", "x", "--split", "v", "--out", "o"]
+    shipped = yaml.safe_load(SHIPPED_CPU_CONFIG.read_text())["tracker"]
+    config = tracker_config(parser.parse_args(base))
+    assert config.resolution == shipped["resolution"] == 240
+    assert config.model.arch == shipped["model"]["arch"] and config.memory.capacity == shipped["memory"]["capacity"]
+    assert tracker_config(parser.parse_args([*base, "--resolution", "320"])).resolution == 320
+    defaults = tracker_config(parser.parse_args([*base, "--config", "none"]))
+    from edge_vos.tracker.config import TrackerConfig
+
+    assert defaults == TrackerConfig()

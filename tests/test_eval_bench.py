@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from edge_vos.evaluation.bench import StreamRecord, pingpong, plot, read_csv, run_stream, write_csv
 
@@ -70,15 +69,6 @@ def test_run_stream_records_and_summarises(tmp_path: Path) -> None:
     json.dumps(s)  # the summary is plain data
 
 
-def _tracker_available() -> bool:
-    try:
-        import edge_vos.tracker  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _tracker_available(), reason="edge_vos.tracker (or its readouts) not importable yet")
 def test_bench_cli_on_a_synthetic_clip(tmp_path: Path) -> None:
     from edge_vos.cli import main as cli_main
 
@@ -101,7 +91,13 @@ def test_bench_cli_on_a_synthetic_clip(tmp_path: Path) -> None:
     ]
     assert cli_main(argv) == 0
     data = json.loads((tmp_path / "bench.json").read_text())
-    ring, official = data["modes"]
-    assert ring["mode"] == "ring" and official["mode"] == "official-stcn"
-    assert official["memory_slots_last"] >= ring["memory_slots_last"]
+    ring, unbounded = data["modes"]
+    assert ring["mode"] == "ring" and unbounded["mode"] == "unbounded"
+    assert unbounded["memory_slots_last"] >= ring["memory_slots_last"]
+    # The default compares one readout under two memory policies: nothing else differs.
+    configs = data["setup"]["configs"]
+    assert configs["ring"]["readout"] == configs["unbounded"]["readout"]
+    differ = {k for k in configs["ring"] if configs["ring"][k] != configs["unbounded"][k]}
+    assert differ == {"memory"}
+    assert configs["unbounded"]["memory"]["unbounded"] and not configs["ring"]["memory"]["unbounded"]
     assert (tmp_path / "ring.csv").is_file() and (tmp_path / "l.png").is_file()

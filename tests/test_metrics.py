@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -18,7 +16,7 @@ from edge_vos.evaluation.metrics import (
     summarize,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from .conftest import require_davis
 
 
 def _top_rows(n: int, size: int = 100) -> np.ndarray:
@@ -125,12 +123,11 @@ def test_void_ground_truth_counts_as_background() -> None:
     assert scores[0].stats["J-Mean"] == 1.0
 
 
-@pytest.mark.skipif(not (SHARED / "davis2016").is_dir(), reason="shared DAVIS-2016 data absent")
 def test_first_frame_copy_on_val_dev_matches_the_anchor() -> None:
     from edge_vos.data.davis import davis_sequences
 
     scores = []
-    for seq in davis_sequences(SHARED / "davis2016", "val-dev"):
+    for seq in davis_sequences(require_davis(), "val-dev"):
         gt = seq.all_masks()
         scores += evaluate_sequence(seq.name, gt, np.repeat(gt[:1], len(gt), axis=0))
     table = summarize(scores)

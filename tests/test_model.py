@@ -10,7 +10,7 @@ from edge_vos.model import CheckpointError, build_network, load_network, read_st
 from edge_vos.model.checkpoint import init_trunks_from_torchvision
 from edge_vos.model.preprocess import frame_geometry, image_to_tensor, to_input_size, unpad
 
-from .conftest import SHARED
+from .conftest import SHARED, require_data
 
 REFERENCE = SHARED / "reference" / "stcn_state_dict_keys.txt"
 
@@ -23,7 +23,7 @@ def r50():
 
 def _reference_shapes() -> dict[str, list[int]]:
     if not REFERENCE.is_file():
-        pytest.skip(f"reference key list not found at {REFERENCE}")
+        require_data(REFERENCE, "official STCN's state-dict key list")
     shapes = {}
     for line in REFERENCE.read_text().splitlines():
         name, shape = line.split()

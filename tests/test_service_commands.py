@@ -24,7 +24,7 @@ from edge_vos.service.commands import (
 )
 from edge_vos.service.protocol import encode_rle
 
-from .conftest import CUTIE
+from .conftest import CUTIE, require_data
 
 LIMITS = Limits(frame_hw=(120, 160), max_objects=8, max_polygon_points=100)
 
@@ -195,9 +195,7 @@ def test_resize_policy() -> None:
 
 def test_judo_frame5_mask_policy() -> None:
     """The real 853-px mask of judo frame 5: refused without resize, accepted (nearest) with it."""
-    path = CUTIE / "masks" / "judo" / "00005.png"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
+    path = require_data(CUTIE / "masks" / "judo" / "00005.png", "the judo clip's masks")
     from edge_vos.data.davis import read_mask
 
     mask = read_mask(path)

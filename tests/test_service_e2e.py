@@ -27,7 +27,7 @@ from edge_vos.service.config import ServiceConfig
 from edge_vos.service.pipeline import Service, build_tracker
 from edge_vos.service.sources import FolderReader
 
-from .conftest import CUTIE, moving_square_frames
+from .conftest import CUTIE, moving_square_frames, require_data
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACKER = {
@@ -220,9 +220,8 @@ class GatedReader(FolderReader):
 
 
 def test_judo_objects_join_and_leave_through_the_control_socket() -> None:
-    images, masks = CUTIE / "images" / "judo", CUTIE / "masks" / "judo"
-    if not images.is_dir():
-        pytest.skip(f"{images} not found")
+    images = require_data(CUTIE / "images" / "judo", "the judo clip")
+    masks = CUTIE / "masks" / "judo"
     from edge_vos.config import from_dict
     from edge_vos.data.davis import read_mask
 

@@ -8,8 +8,6 @@ import json
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,68 +16,37 @@ import pytest
 import zmq
 
 from edge_vos.client import CommandClient, CommandFailed, MaskResult, ServiceUnavailable, Status, Subscriber
-from edge_vos.config import ConfigError, from_dict
-from edge_vos.service.config import ServiceConfig
-from edge_vos.service.fakes import ArrayReader, FakeTracker
+from edge_vos.config import ConfigError
 from edge_vos.service.notify import Notifier
 from edge_vos.service.pipeline import Service
 
-H, W = 120, 160
+from .fakes import ArrayReader, FakeTracker
+from .service_support import WAIT, H, W, running
+from .service_support import drain as _drain
+from .service_support import first_mask as _first_mask
+from .service_support import frames as _frames
+from .service_support import masks as _masks
+from .service_support import notify_socket as _notify_socket
+from .service_support import service_config as _config
+from .service_support import wait_for as _wait_for
 
 
-def _frames(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 255, (n, H, W, 3), dtype=np.uint8)
-
-
-def _first_mask() -> np.ndarray:
-    mask = np.zeros((H, W), np.uint8)
-    mask[10:40, 20:60] = 1
-    return mask
-
-
-def _config(**sections: Any) -> ServiceConfig:
-    data: dict[str, Any] = {
-        "source": {"uri": "synthetic:", "pace": "fastest", "reconnect_initial_s": 0.05, "reconnect_max_s": 0.1},
-        "publish": {"endpoint": "tcp://127.0.0.1:*"},
-        "control": {"endpoint": "tcp://127.0.0.1:*", "reply_timeout_s": 2},
-        "pipeline": {"status_every_s": 0.5},
-    }
-    for key, value in sections.items():
-        data[key] = {**data.get(key, {}), **value}
-    return from_dict(ServiceConfig, data)
-
-
-@contextmanager
-def running(config: ServiceConfig, reader: Any, tracker: FakeTracker | None = None,
-            notifier: Notifier | None = None) -> Iterator[Service]:
-    tracker = tracker or FakeTracker()
-    service = Service(config, tracker_factory=lambda _: tracker, reader=reader, notifier=notifier)
-    service.start()
-    service.tracker = tracker  # type: ignore[attr-defined]
-    try:
-        yield service
-    finally:
-        t0 = time.monotonic()
-        service.stop(timeout=3)
-        assert time.monotonic() - t0 < 5
-        assert not service.worker.is_alive() and not service.publisher.is_alive()
-
-
-def _masks(sub: Subscriber, n: int, timeout_s: float = 10) -> list[MaskResult]:
-    out: list[MaskResult] = []
-    deadline = time.monotonic() + timeout_s
-    while len(out) < n and time.monotonic() < deadline:
-        message = sub.recv(timeout_s=1)
-        if isinstance(message, MaskResult):
-            out.append(message)
-    return out
-
-
-def test_fastest_every_frame_matches_the_tracker() -> None:
+def test_fastest_every_frame_matches_the_tracker(slowness_s: float = 0.0) -> None:
+    """Independent of the machine's load: no rate is assumed (the stream is read until its `ended` status,
+    which follows the last mask; only each message has a bound), and the queues on both sides hold the whole
+    stream, so a subscriber that reads late loses nothing. `slowness_s` makes each step that slow."""
     frames = _frames(25)
-    with running(_config(publish=WAIT), ArrayReader(frames, mask=_first_mask())) as service:
-        with Subscriber(service.publisher.last_endpoint, timeout_s=5) as sub:
-            got = _masks(sub, 25)
+    config = _config(publish={**WAIT, "hwm": 100})
+    with running(config, ArrayReader(frames, mask=_first_mask()), FakeTracker(delay_s=slowness_s)) as service:
+        with Subscriber(service.publisher.last_endpoint, topics=("masks", "status"), timeout_s=60, hwm=100) as sub:
+            got = []
+            while True:
+                message = sub.recv()
+                assert message is not None, f"silent for 60 s after {len(got)} masks"
+                if isinstance(message, MaskResult):
+                    got.append(message)
+                elif message.header["state"] == "ended":
+                    break
         assert service.wait(5)
     assert [m.seq for m in got] == list(range(25))
     assert [m.header["capture_seq"] for m in got] == list(range(25))
@@ -223,7 +190,7 @@ def test_source_lost_mid_stream_reconnects_and_reports() -> None:
         with Subscriber(service.publisher.last_endpoint, topics=("masks", "status"), timeout_s=5) as sub:
             masks, states = [], []
             deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and len(masks) < 30:
+            while time.monotonic() < deadline and not (states and states[-1] == "ended"):
                 message = sub.recv(timeout_s=1)
                 if isinstance(message, MaskResult):
                     masks.append(message)
@@ -395,39 +362,127 @@ def test_metrics_endpoint() -> None:
         assert name in text, name
 
 
-# ---- helpers -------------------------------------------------------------------------------------
+def test_ended_follows_the_last_mask_and_names_its_seq() -> None:
+    """The capture thread reaches the end of the file frames before inference does: `ended` must still
+    come after the last mask (issue #13 item 6)."""
+    config = _config(publish={**WAIT, "hwm": 100}, pipeline={"frame_queue": 4})
+    with running(config, ArrayReader(_frames(12), mask=_first_mask()), FakeTracker(delay_s=0.05)) as service:
+        with Subscriber(service.publisher.last_endpoint, topics=("masks", "status"), timeout_s=5, hwm=100) as sub:
+            messages = []
+            while True:
+                message = sub.recv(timeout_s=5)
+                assert message is not None, "stream went silent before `ended`"
+                messages.append(message)
+                if isinstance(message, Status) and message.header["state"] == "ended":
+                    break
+        assert service.wait(5)
+    seqs = [m.seq for m in messages if isinstance(m, MaskResult)]
+    assert seqs == list(range(12))
+    assert isinstance(messages[-1], Status) and messages[-1].header["last_seq"] == 11
+    assert messages[-1].header["detail"] == "end of source"
 
 
-def _wait_for(predicate: Any, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached")
+def test_a_status_subscriber_is_told_the_current_state_when_it_joins() -> None:
+    config = _config(source={"pace": "realtime", "fps": 50, "loop": True})
+    with running(config, ArrayReader(_frames(10), mask=_first_mask())) as service:
+        _wait_for(lambda: service.worker.frames > 3)  # "streaming" went out long ago
+        with Subscriber(service.publisher.last_endpoint, topics=("status",), timeout_s=3) as sub:
+            message = sub.recv()
+        assert isinstance(message, Status) and message.header["state"] == "streaming"
+        assert message.header["last_seq"] >= 0
 
 
-WAIT = {"wait_for_subscriber_s": 5}  # hold frame 0 until the test's subscriber is connected
+def test_subscribers_counts_connected_sockets_not_topic_subscriptions() -> None:
+    config = _config(source={"pace": "realtime", "fps": 50, "loop": True})
+    with running(config, ArrayReader(_frames(10), mask=_first_mask())) as service:
+        endpoint = service.publisher.last_endpoint
+        with CommandClient(service.control.last_endpoint, timeout_s=3, retries=0) as ctl:
+            with Subscriber(endpoint, topics=("masks", "status", "preview")), Subscriber(endpoint, topics=("",)):
+                _wait_for(lambda: ctl.stats()["subscribers"] == 2)
+                assert service.metrics.value("subscribers") == 2
+            _wait_for(lambda: ctl.stats()["subscribers"] == 0)
 
 
-def _notify_socket(watchdog_usec: int = 0) -> tuple[socket.socket, dict[str, str]]:
-    """An abstract-namespace datagram socket standing in for systemd's notify socket."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    name = f"@edge-vos-test-{time.monotonic_ns()}"
-    sock.bind(b"\0" + name[1:].encode())
-    env = {"NOTIFY_SOCKET": name}
-    if watchdog_usec:
-        env["WATCHDOG_USEC"] = str(watchdog_usec)
-    return sock, env
+def test_stats_shows_the_initial_prompt_while_its_frame_is_tracked() -> None:
+    tracker = FakeTracker()
+    tracker.block.set()  # the first step (the one with the initial prompt) hangs until released
+    config = _config(source={"pace": "realtime", "fps": 50, "loop": True})
+    with running(config, ArrayReader(_frames(10), mask=_first_mask()), tracker) as service:
+        with CommandClient(service.control.last_endpoint, timeout_s=3, retries=0) as ctl:
+            _wait_for(lambda: service.capture.frames > 1)
+            time.sleep(0.2)  # inside the first step now
+            assert ctl.stats()["objects"] == [1]
+            tracker.block.clear()
+            _wait_for(lambda: ctl.stats()["frames_processed"] > 2)
+            assert ctl.reset()["ok"]
+            assert ctl.stats()["objects"] == []  # at once, not after the next frame
 
 
-def _drain(sock: socket.socket, duration_s: float = 0.2) -> list[str]:
-    out = []
-    deadline = time.monotonic() + duration_s
-    sock.settimeout(0.02)
-    while time.monotonic() < deadline:
-        try:
-            out.append(sock.recv(4096).decode())
-        except (TimeoutError, BlockingIOError):
-            continue
-    return out
+class FailsOnce(FakeTracker):
+    """A tracker whose next prompted step fails with a plain ValueError (a bug, not bad input)."""
+
+    def __init__(self) -> None:
+        super().__init__(delay_s=0.01)
+        self.fail = True
+
+    def step(self, image: np.ndarray, mask: Any = None, objects: Any = None) -> Any:
+        if mask is not None and self.fail:
+            self.fail = False
+            raise ValueError("shapes do not broadcast (a bug in a backend)")
+        return super().step(image, mask, objects)
+
+
+def test_a_tracker_failure_on_a_prompted_frame_is_not_called_a_refused_prompt() -> None:
+    tracker = FailsOnce()
+    config = _config(source={"pace": "realtime", "fps": 50, "loop": True})
+    with running(config, ArrayReader(_frames(10), mask=_first_mask()), tracker) as service:
+        with CommandClient(service.control.last_endpoint, timeout_s=3, retries=0) as ctl:
+            _wait_for(lambda: ctl.stats()["frames_processed"] > 2)
+            # The initial prompt's frame failed: it is counted as a tracker error and the prompt waits.
+            assert service.metrics.value("frames_dropped_total", {"reason": "tracker_error"}) == 1
+            assert ctl.stats()["objects"] == [1]
+            tracker.fail = True
+            reply = ctl.request({"cmd": "add", "id": 2, "box": [60, 60, 100, 100]}, check=False)
+            assert reply["ok"] is False and "the tracker failed on frame" in reply["error"]
+            assert "shapes do not broadcast" in reply["error"]
+            assert service.metrics.value("frames_dropped_total", {"reason": "tracker_error"}) == 2
+            assert ctl.add_box(2, [60, 60, 100, 100])["ok"]  # and the next add goes through
+
+
+def test_the_tracker_refusing_a_prompt_is_answered_and_the_frame_still_tracked() -> None:
+    tracker = FakeTracker(max_objects=2, delay_s=0.01)
+    config = _config(source={"pace": "realtime", "fps": 50, "loop": True})  # the service allows 8
+    with running(config, ArrayReader(_frames(10), mask=_first_mask()), tracker) as service:
+        with CommandClient(service.control.last_endpoint, timeout_s=3, retries=0) as ctl:
+            _wait_for(lambda: ctl.stats()["frames_processed"] > 0)
+            assert ctl.add_box(2, [60, 60, 100, 100])["ok"]
+            reply = ctl.request({"cmd": "add", "id": 3, "box": [100, 20, 140, 60]}, check=False)
+            assert reply["ok"] is False and "cannot track more than 2" in reply["error"]
+            frames = ctl.stats()["frames_processed"]
+            _wait_for(lambda: ctl.stats()["frames_processed"] > frames)
+        assert service.metrics.value("frames_dropped_total", {"reason": "tracker_error"}) == 0
+
+
+def test_metrics_name_commands_as_the_protocol_does_and_show_threads_and_the_process() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = _config(metrics={"enabled": True, "port": port}, source={"pace": "realtime", "fps": 50, "loop": True})
+    with running(config, ArrayReader(_frames(10), mask=_first_mask())) as service:
+        with CommandClient(service.control.last_endpoint, timeout_s=3, retries=0) as ctl:
+            _wait_for(lambda: ctl.stats()["frames_processed"] > 0)
+            ctl.add_box(2, [60, 60, 100, 100])
+            ctl.remove(2)
+            ctl.reset()
+            ctl.send_raw(b"{")
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for name in ('edge_vos_commands_total{cmd="add",result="ok"} 1.0',
+                 'edge_vos_commands_total{cmd="remove",result="ok"} 1.0',
+                 'edge_vos_commands_total{cmd="reset",result="ok"} 1.0',
+                 'edge_vos_commands_total{cmd="stats",result="ok"}',
+                 'edge_vos_commands_total{cmd="invalid",result="error"} 1.0',
+                 'edge_vos_thread_alive{thread="control"} 1.0', 'edge_vos_thread_alive{thread="inference"} 1.0',
+                 "process_resident_memory_bytes", "process_cpu_seconds_total", "python_gc_objects_collected_total",
+                 'edge_vos_control_replies_undelivered_total{reason="not_read"} 0.0'):
+        assert name in text, name
+    assert "addobject" not in text and "removeobject" not in text

@@ -26,12 +26,13 @@ import zmq
 from edge_vos.client import CommandClient, MaskResult, Subscriber
 from edge_vos.config import ConfigError, from_dict, load_yaml
 from edge_vos.service.config import ServiceConfig
-from edge_vos.service.fakes import FakeTracker
 from edge_vos.service.pipeline import Service
 from edge_vos.view.config import ViewConfig, parse_listen
 from edge_vos.view.feed import ClientKeys, pack_frame, same_host, unpack_frame
 from edge_vos.view.server import ViewServer
 from edge_vos.view.viewers import MAX_IN_FLIGHT
+
+from .fakes import FakeTracker
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = "synthetic:seed=1&frames=40&size=120x160&objects=2&distractors=1"

@@ -54,7 +54,8 @@ def datasets(out: Path) -> dict[str, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    tracker = ["--resolution", str(args.resolution), "--no-progress"]
+    # TrackerConfig's defaults (not the shipped CPU config eval defaults to): what the documented rows used.
+    tracker = ["--config", "none", "--resolution", str(args.resolution), "--no-progress"]
     tracker += ["--random-network"] if args.random_network else ["--weights", args.weights] if args.weights else []
     for name, data in datasets(args.out).items():
         for method in args.methods.split(","):

@@ -1,7 +1,7 @@
 """Writes the `longstream` section of docs/benchmarks.md from the bench.json of one `edge-vos bench` run.
 
-    nice edge-vos bench --data ../shared/data/davis2016 --frames 2000 --resolution 240 --random-network \
-        --out runs/bench --plot docs/img/longstream.png
+    nice edge-vos bench --data ../shared/data/davis2016 --frames 2000 --out runs/bench \
+        --plot docs/img/longstream.png      # the shipped CPU config; ring vs unbounded memory
     python tools/bench_longstream.py runs/bench/bench.json
 """
 
@@ -82,8 +82,10 @@ def section(data: dict, doc: Path, folder: Path) -> str:
         f"backwards; working short side {cfg0['resolution']}; {setup['machine']}; "
         f"{'untrained (random) network' if setup['random_network'] else 'trained weights'}. "
         f"Ring memory: capacity {mem.get('ring', {}).get('capacity', '-')}, every "
-        f"{mem.get('ring', {}).get('mem_every', '-')}th frame. Official STCN: every 5th frame kept, never evicted. "
-        f"{same_readout}"
+        f"{mem.get('ring', {}).get('mem_every', '-')}th frame. "
+        + "".join(f"{name}: every {mem[mode]['mem_every']}th frame kept, never evicted. "
+                  for mode, name in (("unbounded", "Unbounded"), ("official-stcn", "Official STCN")) if mode in mem)
+        + f"{same_readout}"
         f"Percentiles leave out the first {setup['warmup_frames_excluded']} frames; "
         '"first → last" are means over the first and last 100 frames (10% of shorter runs); stages not run '
         'on a frame count as 0 ms (value encode runs on memory frames only, so its p50 is 0). "Memory tensors" '

@@ -11,7 +11,7 @@
 #                                   VIEW=0.0.0.0:8080 to reach it from other machines, with a token)
 # or from another terminal:         .venv/bin/edge-vos subscribe
 # (or save the masks:               .venv/bin/edge-vos subscribe --save runs/demo-masks --count 50)
-# Add, remove objects while it runs: .venv/bin/python tools/demo_control.py add-box 3 40 30 120 110
+# Add, remove objects while it runs: .venv/bin/edge-vos ctl add-box 3 40 30 120 110
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/edge-vos ]; then
@@ -25,5 +25,5 @@ if [ "$VIEW" != none ]; then
   echo "watch and steer it in a browser: http://$VIEW/"
 fi
 echo "watch from another terminal:  .venv/bin/edge-vos subscribe"
-echo "send commands:                .venv/bin/python tools/demo_control.py stats   (add-box, remove, ...)"
+echo "send commands:                .venv/bin/edge-vos ctl stats   (add-box, add-points, remove, ...)"
 exec .venv/bin/edge-vos run --config configs/cpu.yaml "${view_args[@]}" "$@"

@@ -3,11 +3,13 @@
 A short clip is played forwards and backwards (so motion stays continuous) until `--frames` frames have
 gone through `Tracker.step`, once per memory mode:
 - `ring`: the configured tracker (fixed-capacity ring memory): time and memory should stay flat;
-- `official-stcn`: STCN readout top-20, every 5th frame kept forever: both grow with the stream.
+- `unbounded`: the same tracker and readout, but every `mem_every`-th frame is kept forever (official STCN's
+  memory policy): both grow with the stream. The default compares these two, so only the memory differs;
+- `official-stcn`: official STCN's inference (STCN readout top-20 and that memory policy).
 Per frame it records every stage's milliseconds, the process RSS and the memory tensors' bytes.
 
-    edge-vos bench --data ../shared/data/davis2016 --split val-dev --frames 2000 --resolution 240 \
-        --random-network --out runs/bench --plot docs/img/longstream.png
+    edge-vos bench --data ../shared/data/davis2016 --split val-dev --frames 2000 \
+        --out runs/bench --plot docs/img/longstream.png    # the shipped CPU config, ring vs unbounded
     python tools/bench_longstream.py runs/bench/bench.json   # -> docs/benchmarks.md, section longstream
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -27,11 +30,17 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edge_vos.evaluation.cli import add_tracker_arguments, build_tracker, tracker_config
+from edge_vos.evaluation.cli import (
+    add_tracker_arguments,
+    build_tracker,
+    check_data_folder,
+    config_path,
+    tracker_config,
+)
 
 log = logging.getLogger(__name__)
 
-MODES = ("ring", "official-stcn")
+MODES = ("ring", "unbounded", "official-stcn")
 STAGES = ("preprocess", "key_encode", "readout", "decode", "aggregate", "value_encode", "postprocess", "total")
 WARMUP = 10  # frames left out of the latency statistics (allocation, first-call overheads)
 
@@ -160,7 +169,7 @@ def plot(records: list[StreamRecord], path: Path, title: str) -> None:
     from scipy.ndimage import median_filter
 
     fig, (ax_t, ax_m) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
-    colours = {"ring": "tab:blue", "official-stcn": "tab:red"}
+    colours = {"ring": "tab:blue", "unbounded": "tab:orange", "official-stcn": "tab:red"}
     for rec in records:
         c = colours.get(rec.mode, None)
         x = np.arange(len(rec.wall_ms))
@@ -194,7 +203,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--res", default="480p", help="DAVIS resolution folder")
     source.add_argument("--clip-frames", type=int, default=50, help="frames of the clip used (default 50)")
     parser.add_argument("--frames", type=int, default=2000, help="frames streamed per mode (default 2000)")
-    parser.add_argument("--modes", default="ring,official-stcn", help="comma list of: " + ", ".join(MODES))
+    parser.add_argument("--modes", default="ring,unbounded",
+                        help="comma list of: " + ", ".join(MODES) + " (default: one readout, two memory policies)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for CSVs and JSON")
     parser.add_argument("--plot", type=Path, help="PNG of time and memory against frame index")
     parser.add_argument("--no-progress", action="store_true")
@@ -210,6 +220,7 @@ def load_clip(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
         return frames, labels[0], f"synthetic clip (seed 0, {args.clip_frames} frames, 854x480, 3 objects)"
     from edge_vos.data.davis import davis_sequences
 
+    check_data_folder(args.data)
     seqs = davis_sequences(args.data, args.split, args.res)
     seq = next((s for s in seqs if s.name == args.sequence), None) if args.sequence else seqs[0]
     if seq is None:
@@ -237,6 +248,8 @@ def main(args: argparse.Namespace) -> int:
         for mode in modes:
             args.official_stcn = mode == "official-stcn"
             configs[mode] = tracker_config(args)
+            if mode == "unbounded":
+                configs[mode].memory = dataclasses.replace(configs[mode].memory, unbounded=True)
     except (FileNotFoundError, ConfigError) as exc:
         log.error("%s", exc)
         return 2
@@ -265,6 +278,7 @@ def main(args: argparse.Namespace) -> int:
     setup = {
         "clip": clip,
         "frames": args.frames,
+        "config_file": str(config_path(args.config) or "none (TrackerConfig defaults)"),
         "configs": {m: _config_dict(c) for m, c in configs.items()},
         "random_network": bool(args.random_network),
         "warmup_frames_excluded": WARMUP,

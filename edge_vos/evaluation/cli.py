@@ -19,11 +19,21 @@ from edge_vos.tracker.config import DEVICES, PRECISIONS, READOUT_KINDS
 
 log = logging.getLogger(__name__)
 
+# The configuration `edge-vos run` ships for a CPU (tools/demo.sh runs it): eval and bench measure what a
+# user runs unless told otherwise.
+SHIPPED_CPU_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "cpu.yaml"
+
 
 def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that choose and configure the tracker (shared with `edge-vos bench`)."""
     group = parser.add_argument_group("tracker")
-    group.add_argument("--config", type=Path, help="YAML of TrackerConfig (edge_vos.tracker.config)")
+    group.add_argument(
+        "--config",
+        default=str(SHIPPED_CPU_CONFIG),
+        help="TrackerConfig YAML, or a service YAML whose `tracker:` section is used; default: the shipped "
+        "CPU config (configs/cpu.yaml: bundled weights, 240-pixel working size); 'none' = TrackerConfig's "
+        "own defaults",
+    )
     group.add_argument("--weights", help="checkpoint file (overrides model.weights)")
     group.add_argument(
         "--random-network",
@@ -51,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=("davis", "youtube-vos"), default="davis")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--baseline", choices=("first-frame-copy",), help="score a baseline, not the tracker")
+    parser.add_argument("--sequences", help="only these sequences of the split, comma-separated (a,b,c)")
     parser.add_argument("--max-sequences", type=int, help="only the first N sequences of the split")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_tracker_arguments(parser)
@@ -72,13 +83,44 @@ def tracker_config(args: argparse.Namespace) -> Any:
             overrides[key] = getattr(args, option)
     if getattr(args, "precision", None):
         overrides["precision"] = args.precision
-    config = load_yaml(TrackerConfig, getattr(args, "config", None), overrides)
+    config = _load_tracker_yaml(getattr(args, "config", None), overrides)
     if getattr(args, "official_stcn", False):
         if getattr(args, "readout", None) not in (None, "stcn"):
             raise ConfigError("readout.kind", "--official-stcn uses the STCN readout; drop --readout")
         fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
         config = TrackerConfig.official_stcn(**fields)
     return config
+
+
+def config_path(value: str | Path | None) -> Path | None:
+    """The --config file; None for 'none' (TrackerConfig's defaults)."""
+    if value is None or str(value).lower() == "none":
+        return None
+    path = Path(value)
+    if path == SHIPPED_CPU_CONFIG and not path.is_file():
+        raise ConfigError("--config", f"the shipped CPU config {path} is missing (installed without the "
+                                      "repository?): give --config FILE, or --config none for the defaults")
+    return path
+
+
+def _load_tracker_yaml(value: str | Path | None, overrides: dict[str, Any]) -> Any:
+    """TrackerConfig from a tracker YAML or from a service YAML's `tracker:` section, with overrides."""
+    import yaml
+
+    from edge_vos.tracker.config import TrackerConfig
+
+    path = config_path(value)
+    if path is not None and path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError("", f"{path}: not valid YAML: {exc}") from None
+        if isinstance(data, dict) and isinstance(data.get("tracker"), dict):  # a service config
+            from edge_vos.service.config import ServiceConfig
+
+            service = load_yaml(ServiceConfig, path, {f"tracker.{k}": v for k, v in overrides.items()})
+            return service.tracker
+    return load_yaml(TrackerConfig, path, overrides)
 
 
 def build_tracker(config: Any) -> Any:
@@ -88,9 +130,30 @@ def build_tracker(config: Any) -> Any:
     return Tracker(config)
 
 
+def check_data_folder(root: Path, layout: str = "davis") -> None:
+    """FileNotFoundError saying what is missing: the folder itself, or the layout's split lists."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist" + (
+            f" (resolved: {root.resolve()})" if not root.is_absolute() else ""))
+    if layout == "davis" and not (root / "ImageSets").is_dir():
+        raise FileNotFoundError(f"{root} is not a DAVIS dataset: it has no ImageSets folder "
+                                "(expected ROOT/ImageSets/<year>/<split>.txt, ROOT/JPEGImages/<res>/...)")
+
+
+def _chosen(sequences: list[Any], names: str, split: str) -> list[Any]:
+    """The named sequences of the split, in the order given; ConfigError naming any the split lacks."""
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    by_name = {seq.name: seq for seq in sequences}
+    missing = [n for n in wanted if n not in by_name]
+    if missing:
+        raise ConfigError("--sequences", f"{missing} not in split {split} (it has {sorted(by_name)})")
+    return [by_name[n] for n in dict.fromkeys(wanted)]
+
+
 def _sequences(args: argparse.Namespace) -> tuple[list[Any], bool]:
     from edge_vos.data.davis import davis_sequences, find_split_file, youtube_vos_sequences
 
+    check_data_folder(args.data, args.layout)
     if args.layout == "youtube-vos":
         return youtube_vos_sequences(args.data, args.split), True
     split_file = find_split_file(args.data, args.split, args.year)
@@ -103,7 +166,9 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         sequences, separate_objects = _sequences(args)
-    except FileNotFoundError as exc:
+        if args.sequences:
+            sequences = _chosen(sequences, args.sequences, args.split)
+    except (FileNotFoundError, ConfigError) as exc:
         log.error("%s", exc)
         return 2
     if args.max_sequences is not None:
@@ -132,7 +197,9 @@ def main(args: argparse.Namespace) -> int:
             return 2
         extra["method"] = "official-stcn" if args.official_stcn else f"tracker ({config.readout.kind})"
         extra["random_network"] = bool(args.random_network)
+        extra["config_file"] = str(config_path(args.config) or "none (TrackerConfig defaults)")
         extra["config"] = to_dict(config)
+        log.info("tracker config: %s (working short side %s)", extra["config_file"], config.resolution or "input")
     log.info("evaluating %s on %d sequences of %s/%s", extra["method"], len(sequences), args.data, args.split)
     report = evaluate(
         sequences,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,15 +32,25 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state: Mapping[str, object] = load_file(str(path))
+        try:
+            state: Mapping[str, object] = load_file(str(path))
+        except Exception as exc:  # SafetensorError does not name the file
+            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_sentence(exc)})") from None
     else:
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle errors come in many types
-            raise CheckpointError(f"{path}: not a tensor-only checkpoint ({exc})") from exc
+        except pickle.UnpicklingError as exc:
+            raise CheckpointError(
+                f"{path}: not a tensor-only checkpoint ({_unpickler_problem(exc)}); objects that need unpickling "
+                "are never loaded, since unpickling can run code: save a plain state dict or safetensors"
+            ) from None
+        except Exception as exc:  # truncated or garbage files raise several types
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({_first_sentence(exc)})") from None
         for wrapper in ("state_dict", "model", "network"):
             if isinstance(state, Mapping) and wrapper in state and isinstance(state[wrapper], Mapping):
                 state = state[wrapper]
@@ -63,8 +75,23 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return {}
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        return dict(handle.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_sentence(exc)})") from None
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The gist of a library's error, on one line (no multi-paragraph advice)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].rstrip(".")
+
+
+def _unpickler_problem(exc: BaseException) -> str:
+    """What torch's weights-only unpickler refused, without its advice to retry with weights_only=False."""
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|\. Please|$)", str(exc), re.S)
+    return " ".join(match.group(1).split()).rstrip(".") if match else "it holds pickled Python objects"
 
 
 def infer_arch(state: Mapping[str, torch.Tensor]) -> str:
@@ -113,10 +140,13 @@ def load_network(path: str | Path, arch: str | None = None) -> STCN:
     """Builds the network a checkpoint describes (arch and CBAM inferred unless given) and loads it."""
     state = read_state_dict(path)
     meta = read_metadata(path)
-    arch = arch or meta.get("arch") or infer_arch(state)
     use_cbam = any(k.startswith(_CBAM_PREFIX) for k in state)
-    network = build_network(arch, use_cbam=use_cbam)
     try:
+        arch = arch or meta.get("arch") or infer_arch(state)
+        try:
+            network = build_network(arch, use_cbam=use_cbam)
+        except ValueError as exc:  # an arch named in the file's header that this version does not know
+            raise CheckpointError(str(exc)) from None
         load_into(network, state)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None

@@ -106,16 +106,19 @@ def _numbers(value: Any, field: str) -> Any:
             raise PromptError(field, f"must be numbers, got an array of {value.dtype}")
         array = value.astype(np.float64)
     else:
-        def check(v: Any) -> None:
+        pending = [value]  # iterative: a hostile client's nesting must not exhaust the stack
+        while pending:
+            v = pending.pop()
             if isinstance(v, (list, tuple)):
-                for item in v:
-                    check(item)
+                if len(pending) + len(v) > 100_000:
+                    raise PromptError(field, "holds too many numbers")
+                pending.extend(v)
             elif isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
                 raise PromptError(field, f"must be numbers, got {type(v).__name__} {str(v)[:20]!r}")
-
-        check(value)
         try:
             array = np.asarray(value, dtype=np.float64)
+        except OverflowError:  # a JSON integer beyond float range
+            raise PromptError(field, "must be finite numbers") from None
         except ValueError:
             raise PromptError(field, "must be a rectangular list of numbers") from None
     if not np.isfinite(array).all():

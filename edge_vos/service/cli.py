@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--publish", help="overrides publish.endpoint, e.g. tcp://127.0.0.1:5555")
     parser.add_argument("--control", help="overrides control.endpoint ('' or 'none' disables commands)")
     parser.add_argument("--max-frames", type=int, help="overrides pipeline.max_frames (0 = unlimited)")
-    parser.add_argument("--pace", choices=PACES, help="overrides source.pace")
+    parser.add_argument("--pace", choices=PACES, help="overrides source.pace (a file or folder given as --source "
+                                                       "gets fastest: every frame, none dropped)")
     parser.add_argument("--encoding", choices=ENCODINGS, help="overrides publish.encoding")
     parser.add_argument("--weights", help="overrides tracker.model.weights")
     parser.add_argument("--resolution", type=int, help="overrides tracker.resolution (working short side)")
-    parser.add_argument("--loop", action="store_true", help="sets source.loop: replay files and scenes")
+    parser.add_argument("--loop", action=argparse.BooleanOptionalAction, default=None,
+                        help="sets source.loop: replay files, folders and scenes at their end (a file or folder "
+                             "given as --source does not loop unless --loop)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any dotted config override, value parsed as YAML (repeatable)")
     parser.add_argument("--view", nargs="?", const="127.0.0.1:8080", metavar="HOST:PORT",
@@ -66,7 +68,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    import yaml
+
     from edge_vos.config import ConfigError
+    from edge_vos.service.sources import is_recording
 
     overrides: dict[str, Any] = {}
     for item in args.set:
@@ -85,15 +90,36 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             overrides[key] = value
     if args.control is not None:
         overrides["control.endpoint"] = "" if args.control.lower() in ("", "none", "off") else args.control
-    if args.loop:
-        overrides["source.loop"] = True
+    if args.loop is not None:
+        overrides["source.loop"] = args.loop
+    if args.source is not None and is_recording(args.source):
+        # A recording named on the command line is processed as such: every frame once, not like the
+        # config's camera (realtime pace skips frames; loop replays the clip).
+        if args.pace is None:
+            overrides["source.pace"] = "fastest"
+        if args.loop is None:
+            overrides["source.loop"] = False
+        log.info("--source is a %s: pace %s, %s (--pace, --loop to change)", "folder" if Path(args.source).is_dir()
+                 else "file", overrides["source.pace"], "loop" if overrides["source.loop"] else "no loop")
     if getattr(args, "view", None):
         overrides["view.listen"] = args.view
         overrides["publish.preview"] = True
     return overrides
 
 
+def install_startup_signal_handlers() -> None:
+    """Until the service's sockets are bound, SIGTERM or SIGINT end the process at once with status 0:
+    nothing is open that needs closing. `edge-vos run` calls this before anything slow (torch, weights)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _exit_during_startup)
+
+
 def main(args: argparse.Namespace) -> int:
+    install_startup_signal_handlers()  # again: main() may be called without edge_vos.cli
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    import yaml
+
     from edge_vos.config import ConfigError, load_yaml, to_dict
     from edge_vos.service.config import ServiceConfig
     from edge_vos.service.pipeline import Service
@@ -109,28 +135,39 @@ def main(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")  # noqa: T201 - the requested output
         return 0
-    service = Service(config)
+    try:
+        service = Service(config)  # reader, prompt, keys, tracker and weights: the slow part
+    except ConfigError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    # From here on a signal asks the service to stop; it flushes and exits 0 within a few seconds.
+    if on_main_thread:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _frame: _on_signal(service, signum))
     try:
         service.start()
     except ConfigError as exc:
         log.error("cannot start: %s", exc)
         return 2
-    except FileNotFoundError as exc:
-        log.error("cannot start: %s. For a pipeline check without trained weights use "
-                  "--weights random (an untrained network; masks are meaningless)", exc)
-        return 2
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda signum, _frame: _on_signal(service, signum))
     try:
         service.wait()
     finally:
         service.stop()
     if service.exit_error:
         log.error("service stopped: %s", service.exit_error)
-        return 1
+        return 2 if service.startup_failed else 1
     log.info("service stopped cleanly")
     return 0
+
+
+def _exit_during_startup(signum: int, _frame: Any) -> None:
+    message = f"signal {signal.Signals(signum).name} during start-up: exiting"
+    if logging.getLogger().handlers:
+        log.info("%s", message)
+        logging.shutdown()
+    else:  # so early that logging is not set up yet
+        os.write(2, f"{message}\n".encode())
+    os._exit(0)
 
 
 def _on_signal(service: Any, signum: int) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -26,6 +27,7 @@ COMMANDS = ("add", "remove", "reset", "stats", "config", "ping")
 MASK_FIELDS = ("mask", "rle", "polygon")  # an object's pixels, taken as is unless refined
 PROMPT_FIELDS = ("box", "points")  # where the object is; a method makes the mask
 ADD_FIELDS = {"id", *MASK_FIELDS, *PROMPT_FIELDS, "labels", "method", "refine", "frame", "resize"}
+MAX_REQ_CHARS = 64
 
 
 class CommandError(ValueError):
@@ -59,6 +61,8 @@ class Limits:
 class AddObject:
     """Exactly one of `mask` (taken as is) and `prompt` (made into a mask by `method` on the frame)."""
 
+    name: ClassVar[str] = "add"  # the protocol's command name (metrics, logs)
+
     obj_id: int
     mask: np.ndarray | None = None  # bool [H,W] at frame size: a mask, rle or polygon taken as is
     prompt: Prompt | None = None  # box / points / coarse mask to refine
@@ -69,12 +73,16 @@ class AddObject:
 
 @dataclass
 class RemoveObject:
+    name: ClassVar[str] = "remove"
+
     obj_id: int
     req: Any = None
 
 
 @dataclass
 class Reset:
+    name: ClassVar[str] = "reset"
+
     req: Any = None
 
 
@@ -84,6 +92,10 @@ class Query:
 
     what: str
     req: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.what
 
 
 Command = AddObject | RemoveObject | Reset | Query
@@ -97,18 +109,18 @@ def parse_command(raw: bytes, limits: Limits) -> Command:
         raise CommandError("", "request is not UTF-8 JSON") from None
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise CommandError("", f"request is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer of > 4300 digits
+        raise CommandError("", f"request is not valid JSON: {_short(str(exc), 120)}") from None
     if not isinstance(data, dict):
         raise CommandError("", f"request must be a JSON object, got {type(data).__name__}")
     req = data.get("req")
-    if req is not None and not (isinstance(req, (int, str)) and not isinstance(req, bool) and len(str(req)) <= 64):
-        raise CommandError("req", "must be an integer or a string of at most 64 characters")
+    if req is not None and not valid_req(req):
+        raise CommandError("req", f"must be an integer or a string of at most {MAX_REQ_CHARS} characters")
     cmd = data.get("cmd")
     if not isinstance(cmd, str):
         raise CommandError("cmd", f"required, one of {list(COMMANDS)}")
     if cmd not in COMMANDS:
-        raise CommandError("cmd", f"unknown command {cmd[:40]!r}; expected one of {list(COMMANDS)}")
+        raise CommandError("cmd", f"unknown command {_short(cmd)!r}; expected one of {list(COMMANDS)}")
     _known(data, {"add": ADD_FIELDS, "remove": {"id"}}.get(cmd, set()))
     if cmd == "remove":
         return RemoveObject(_object_id(data), req)
@@ -119,10 +131,25 @@ def parse_command(raw: bytes, limits: Limits) -> Command:
     return _parse_add(data, limits, req)
 
 
+def valid_req(req: Any) -> bool:
+    """A request id the reply may echo: an integer or a short string (never a 4000-digit number)."""
+    if isinstance(req, bool):
+        return False
+    if isinstance(req, int):
+        return abs(req) < 10**MAX_REQ_CHARS
+    return isinstance(req, str) and len(req) <= MAX_REQ_CHARS
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """Client-supplied text quoted in an error or a log line, cut to a bounded length."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _known(data: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(data) - allowed - {"cmd", "req"})
     if unknown:
-        raise CommandError(unknown[0], f"unknown field(s) {unknown[:5]} for command {data['cmd']!r}")
+        names = [_short(name) for name in unknown[:5]]
+        raise CommandError(_short(unknown[0]), f"unknown field(s) {names} for command {data['cmd']!r}")
 
 
 def _int(data: dict[str, Any], name: str) -> int:
@@ -137,7 +164,7 @@ def _object_id(data: dict[str, Any]) -> int:
         raise CommandError("id", f"required (object id 1..{MAX_OBJECT_ID})")
     obj_id = _int(data, "id")
     if not 1 <= obj_id <= MAX_OBJECT_ID:
-        raise CommandError("id", f"must be in 1..{MAX_OBJECT_ID}, got {obj_id}")
+        raise CommandError("id", f"must be in 1..{MAX_OBJECT_ID}, got {_short(str(obj_id))}")
     return obj_id
 
 
@@ -155,7 +182,7 @@ def _parse_add(data: dict[str, Any], limits: Limits, req: Any) -> AddObject:
     if data.get("frame", "next") != "next":
         frame = _int(data, "frame")
         if frame < 0:
-            raise CommandError("frame", f"must be a frame sequence number >= 0 or \"next\", got {frame}")
+            raise CommandError("frame", f"must be a frame sequence number >= 0 or \"next\", got {_short(str(frame))}")
     resize = data.get("resize", False)
     if not isinstance(resize, bool):
         raise CommandError("resize", "must be true or false")
@@ -168,7 +195,7 @@ def _parse_add(data: dict[str, Any], limits: Limits, req: Any) -> AddObject:
     if limits.frame_hw is None:
         raise CommandError("", "no frame has arrived yet; retry when the stream is running")
     h, w = limits.frame_hw
-    mask = _mask_field(data, masks[0], limits, resize) if masks else None
+    mask = _mask_field(data, masks[0], (h, w), limits, resize) if masks else None
     if not prompts and not refine:
         return AddObject(obj_id, mask=mask, frame=frame, req=req)
     try:
@@ -195,10 +222,10 @@ def _method(data: dict[str, Any], applies: bool) -> str:
     return method
 
 
-def _mask_field(data: dict[str, Any], kind: str, limits: Limits, resize: bool) -> np.ndarray:
+def _mask_field(data: dict[str, Any], kind: str, frame_hw: tuple[int, int], limits: Limits, resize: bool
+                ) -> np.ndarray:
     """The bool [H,W] mask of a mask, rle or polygon field at the frame's size."""
-    assert limits.frame_hw is not None
-    h, w = limits.frame_hw
+    h, w = frame_hw
     if kind == "polygon":
         return _polygon(data["polygon"], h, w, limits.max_polygon_points)
     if kind == "mask":
@@ -239,7 +266,7 @@ def _rle_mask(value: Any, h: int, w: int, tolerance: float) -> np.ndarray:
         raise CommandError("rle.size", "must be [height, width] integers")
     rh, rw = size
     if rh <= 0 or rw <= 0 or rh * rw > _max_pixels(h, w, tolerance):
-        raise CommandError("rle.size", f"{rw}x{rh} does not fit the {w}x{h} frame")
+        raise CommandError("rle.size", f"{_short(str(rw))}x{_short(str(rh))} does not fit the {w}x{h} frame")
     counts = value["counts"]
     if isinstance(counts, list):
         if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
@@ -263,7 +290,8 @@ def _rle_mask(value: Any, h: int, w: int, tolerance: float) -> np.ndarray:
 
 
 def fit_mask(
-    mask: np.ndarray, frame_hw: tuple[int, int], resize: bool, tolerance: float, field: str = "mask"
+    mask: np.ndarray, frame_hw: tuple[int, int], resize: bool, tolerance: float, field: str = "mask",
+    resize_hint: str = 'send "resize": true',
 ) -> np.ndarray:
     """Returns `mask` at the frame's size, or raises CommandError naming both sizes.
 
@@ -277,18 +305,30 @@ def fit_mask(
         return mask
     sizes = f"the mask is {mw}x{mh} but the frame is {w}x{h}"
     if not resize:
-        raise CommandError(field, f"{sizes} (send \"resize\": true to resize masks within {tolerance:.0%})")
+        raise CommandError(field, f"{sizes} ({resize_hint} to resize masks within {tolerance:.0%})")
     if abs(mh - h) > tolerance * h or abs(mw - w) > tolerance * w:
         raise CommandError(field, f"{sizes}: differs by more than the {tolerance:.0%} resize tolerance")
     return cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(mask.dtype)
 
 
 def _number_list(value: Any, field: str) -> list[float]:
-    if not isinstance(value, list) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value
-    ):
+    if not isinstance(value, list):
         raise CommandError(field, "must be a list of finite numbers")
-    return [float(v) for v in value]
+    numbers = [_finite(v) for v in value]
+    if any(v is None for v in numbers):
+        raise CommandError(field, "must be a list of finite numbers")
+    return numbers  # type: ignore[return-value]
+
+
+def _finite(value: Any) -> float | None:
+    """`value` as a finite float, or None (not a number, NaN, infinite, or an integer beyond float range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer with hundreds of digits
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _polygon(value: Any, h: int, w: int, max_points: int) -> np.ndarray:

@@ -15,6 +15,33 @@ from edge_vos.tracker.config import TrackerConfig
 from edge_vos.view.config import ViewConfig
 
 PACES = ("auto", "realtime", "fastest")
+# Pixel formats a camera can be asked for (V4L2 FOURCCs OpenCV decodes): MJPG is compressed (high
+# resolutions at full rate over USB 2), YUYV/UYVY raw 4:2:2, NV12 raw 4:2:0, GREY monochrome.
+PIXEL_FORMATS = ("MJPG", "YUYV", "UYVY", "NV12", "GREY")
+
+
+@dataclass
+class CameraConfig:
+    """What to ask of a camera (an index or /dev/videoN) when it opens; 0 or "" leaves the driver's default.
+    Drivers pick the nearest mode they support: the log says what the camera actually delivers."""
+
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    pixel_format: str = ""
+
+    def __post_init__(self) -> None:
+        positive("width", self.width, allow_zero=True)
+        positive("height", self.height, allow_zero=True)
+        if bool(self.width) != bool(self.height):
+            raise ConfigError("width" if not self.width else "height", "give width and height together")
+        positive("fps", self.fps, allow_zero=True)
+        if self.pixel_format:
+            one_of("pixel_format", self.pixel_format, PIXEL_FORMATS)
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.width or self.fps or self.pixel_format)
 
 
 @dataclass
@@ -38,6 +65,8 @@ class SourceConfig:
     # FFmpeg network sources (RTSP/HTTP): open and read timeouts.
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
+    # Cameras (an index or /dev/videoN): resolution, frame rate and pixel format to ask for.
+    camera: CameraConfig = field(default_factory=CameraConfig)
 
     def __post_init__(self) -> None:
         if not self.uri.strip():

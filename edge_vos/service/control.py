@@ -6,10 +6,17 @@ inference thread posts the reply back through `replies`, and this thread, the so
 it. A command the inference thread does not answer within `reply_timeout_s` gets an error reply and is
 cancelled, so a stalled pipeline cannot stall clients; a full queue answers "busy" at once. Requests
 larger than `max_message_bytes` are refused by libzmq (ZMQ_MAXMSGSIZE) before they reach Python.
+
+Exactly one reply per request: nothing a request contains can end this thread (any exception while
+handling one becomes an error reply and a log line), and replies are never dropped silently. The socket
+is ROUTER_MANDATORY, so a reply for a client whose queue is full waits in an outbox instead of vanishing;
+while many replies wait, no new request is read (TCP back-pressure on the flooding client). A reply a
+client leaves unread for `reply_timeout_s`, or whose client has gone, is dropped and counted.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import logging
@@ -22,12 +29,17 @@ from typing import Any
 
 import zmq
 
-from edge_vos.service.commands import Command, CommandError, Limits, Query, parse_command
+from edge_vos.service.commands import Command, CommandError, Limits, Query, parse_command, valid_req
 from edge_vos.service.config import ControlConfig
 from edge_vos.service.metrics import ServiceMetrics
 from edge_vos.service.security import ServerKeys, make_server_socket
 
 log = logging.getLogger(__name__)
+
+# Replies queued per client in libzmq before ROUTER_MANDATORY reports the client as full.
+REPLY_HWM = 1000
+# While this many replies wait in the outbox, no new request is read.
+OUTBOX_PAUSE = 1000
 
 
 @dataclass
@@ -61,19 +73,32 @@ class ControlServer(threading.Thread):
         self._tokens = itertools.count()
         # token -> (envelope, deadline, command name, cancelled flag)
         self._pending: dict[int, tuple[list[bytes], float, str, threading.Event]] = {}
+        # Replies a full client could not take yet: (give-up time, envelope + body), oldest first.
+        self._outbox: collections.deque[tuple[float, list[bytes]]] = collections.deque()
+        self.last_loop = time.monotonic()
+        self._refusals = _RateLimitedLog(log, "refused command", period_s=10.0, burst=20)
 
     def reply(self, token: int, body: dict[str, Any]) -> None:
         """Called by the inference thread when it applied (or refused) a command."""
         self.replies.put((token, body))
 
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # never silent: the service's supervisor sees `error` and stops
+            self.error = exc
+            log.critical("control thread died: %r", exc, exc_info=True)
+            raise
+
+    def _run(self) -> None:
         sock = None
         try:
             sock = self.context.socket(zmq.ROUTER)
             sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 100)
+            sock.setsockopt(zmq.SNDHWM, REPLY_HWM)
             sock.setsockopt(zmq.RCVHWM, 100)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full client raises EAGAIN instead of losing the reply
             make_server_socket(sock, self.keys)
             sock.bind(self.config.endpoint)
             self.last_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -89,13 +114,22 @@ class ControlServer(threading.Thread):
         poller.register(sock, zmq.POLLIN)
         try:
             while not self.stop_event.is_set():
-                if dict(poller.poll(20)).get(sock):
-                    self._receive(sock)
-                self._send_replies(sock)
-                self._expire(sock)
+                self.last_loop = time.monotonic()
+                try:
+                    if len(self._outbox) < OUTBOX_PAUSE and dict(poller.poll(20)).get(sock):
+                        self._receive(sock)
+                    elif self._outbox:
+                        time.sleep(0.005)
+                    self._send_replies(sock)
+                    self._expire(sock)
+                    self._flush(sock)
+                except Exception:  # a bug here must not end the thread: log, breathe, go on
+                    log.exception("control loop error; continuing")
+                    time.sleep(0.05)
             # Stopping: tell whoever still waits.
             for token in list(self._pending):
                 self._answer(sock, token, {"ok": False, "error": "the service is stopping"})
+            self._flush(sock)
         finally:
             sock.close(linger=0)
 
@@ -108,7 +142,15 @@ class ControlServer(threading.Thread):
             if len(frames) < 2:
                 continue  # no routing id + body: nothing we can answer
             envelope, body = frames[:-1], frames[-1]
-            reply = self._handle(body, envelope)
+            try:
+                reply = self._handle(body, envelope)
+            except Exception as exc:  # a bug met by one request: answer it, log it, keep serving
+                log.exception("internal error handling a request")
+                self.metrics.commands.labels("invalid", "error").inc()
+                reply = {"ok": False, "error": f"internal error while handling the request: {type(exc).__name__}"}
+                req = _req_of(body)
+                if req is not None:
+                    reply["req"] = req
             if reply is not None:
                 self._send(sock, envelope, reply)
 
@@ -117,9 +159,9 @@ class ControlServer(threading.Thread):
             command = parse_command(body, self._limits())
         except CommandError as exc:
             self.metrics.commands.labels("invalid", "error").inc()
-            log.info("refused command: %s", exc)
+            self._refusals.info("%s", exc)
             return exc.to_reply(_req_of(body))
-        name = _name(command)
+        name = command.name
         if isinstance(command, Query):
             try:
                 reply = {"ok": True, **self._query(command.what)}
@@ -165,14 +207,63 @@ class ControlServer(threading.Thread):
         self._send(sock, envelope, body)
 
     def _send(self, sock: zmq.Socket, envelope: list[bytes], body: dict[str, Any]) -> None:
+        message = [*envelope, json.dumps(body).encode()]
+        if self._outbox:  # keep the order: older replies first
+            self._outbox.append((time.monotonic() + self.config.reply_timeout_s, message))
+            return
+        if not self._try_send(sock, message):
+            self._outbox.append((time.monotonic() + self.config.reply_timeout_s, message))
+
+    def _try_send(self, sock: zmq.Socket, message: list[bytes]) -> bool:
+        """True when sent or undeliverable (the client is gone); False when its queue is full."""
         try:
-            sock.send_multipart([*envelope, json.dumps(body).encode()], zmq.NOBLOCK)
-        except zmq.ZMQError as exc:  # peer gone or its queue full: the client retries (Lazy Pirate)
+            sock.send_multipart(message, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the client disconnected; nobody to answer
+            self.metrics.replies_undelivered.labels("client_gone").inc()
             log.debug("reply not sent: %s", exc)
+            return True
+
+    def _flush(self, sock: zmq.Socket) -> None:
+        """Retries replies held for full clients; drops (and counts) those left unread too long."""
+        now = time.monotonic()
+        kept: collections.deque[tuple[float, list[bytes]]] = collections.deque()
+        while self._outbox:
+            deadline, message = self._outbox.popleft()
+            if self._try_send(sock, message):
+                continue
+            if now > deadline:
+                self.metrics.replies_undelivered.labels("not_read").inc()
+                log.warning("a client left a reply unread for %.0f s: dropped", self.config.reply_timeout_s)
+                continue
+            kept.append((deadline, message))
+        self._outbox = kept
 
 
-def _name(command: Command) -> str:
-    return command.what if isinstance(command, Query) else type(command).__name__.lower()
+class _RateLimitedLog:
+    """At most `burst` lines per `period_s`, then one line saying how many were left out (a flood of bad
+    requests must not flood the journal)."""
+
+    def __init__(self, logger: logging.Logger, prefix: str, period_s: float, burst: int) -> None:
+        self.logger, self.prefix, self.period_s, self.burst = logger, prefix, period_s, burst
+        self._window = 0.0
+        self._count = 0
+        self._suppressed = 0
+
+    def info(self, fmt: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._window > self.period_s:
+            if self._suppressed:
+                self.logger.info("%s: %d more not logged in the last %.0f s", self.prefix, self._suppressed,
+                                 self.period_s)
+            self._window, self._count, self._suppressed = now, 0, 0
+        self._count += 1
+        if self._count <= self.burst:
+            self.logger.info(f"{self.prefix}: {fmt}", *args)
+        else:
+            self._suppressed += 1
 
 
 def _req_of(body: bytes) -> Any:
@@ -180,6 +271,6 @@ def _req_of(body: bytes) -> Any:
     try:
         data = json.loads(body)
         req = data.get("req") if isinstance(data, dict) else None
-        return req if isinstance(req, (int, str)) and not isinstance(req, bool) and len(str(req)) <= 64 else None
+        return req if valid_req(req) else None
     except Exception:
         return None

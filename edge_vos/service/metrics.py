@@ -3,21 +3,36 @@
 Counters end in `_total`, latencies are histograms (the Python client computes no quantiles; Prometheus
 does with histogram_quantile), gauges hold queue depths, objects, the source state and GPU memory. The
 HTTP endpoint starts only when `metrics.enabled`; the registry always exists so `stats` can read it.
+The standard process, platform and garbage-collector collectors (prometheus_client's own: resident
+memory, CPU seconds, open files, ...) are registered in the same registry, and `thread_alive{thread}`
+says whether each of the service's threads runs (a dead control thread is visible at once).
 """
 
 from __future__ import annotations
 
 import logging
 import platform
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    start_http_server,
+)
 
 log = logging.getLogger(__name__)
 
 # Seconds; spans a fast GPU (a few ms) to a loaded CPU at 480p (seconds).
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10)
-DROP_REASONS = ("capture_skipped", "result_queue_full", "tracker_error")
+DROP_REASONS = ("capture_skipped", "result_queue_full", "tracker_error", "unreadable")
+THREADS = ("capture", "inference", "publisher", "control")
 PREFIX = "edge_vos_"
 
 
@@ -34,8 +49,14 @@ class ServiceMetrics:
         for reason in DROP_REASONS:
             self.frames_dropped.labels(reason)
         self.reconnects = Counter(PREFIX + "source_reconnects", "Source reconnect attempts", registry=r)
-        self.commands = Counter(PREFIX + "commands", "Control commands, by command and result", ["cmd", "result"],
-                                registry=r)
+        self.commands = Counter(PREFIX + "commands", "Control requests, by command (the protocol's name, "
+                                "'invalid' when refused by validation) and result", ["cmd", "result"], registry=r)
+        self.replies_undelivered = Counter(
+            PREFIX + "control_replies_undelivered", "Replies that could not be delivered, by reason",
+            ["reason"], registry=r,
+        )
+        for reason in ("client_gone", "not_read"):
+            self.replies_undelivered.labels(reason)
         self.stage_latency = Histogram(
             PREFIX + "stage_latency_seconds", "Per-stage latency", ["stage"], buckets=LATENCY_BUCKETS, registry=r
         )
@@ -47,10 +68,17 @@ class ServiceMetrics:
         self.queue_depth = Gauge(PREFIX + "queue_depth", "Items waiting in a queue", ["queue"], registry=r)
         self.objects = Gauge(PREFIX + "objects", "Objects being tracked", registry=r)
         self.source_connected = Gauge(PREFIX + "source_connected", "1 while the source delivers frames", registry=r)
-        self.subscribers = Gauge(PREFIX + "subscribers", "Connected mask subscribers (subscriptions)", registry=r)
+        self.subscribers = Gauge(PREFIX + "subscribers", "Connected subscriber sockets", registry=r)
+        self.thread_alive = Gauge(PREFIX + "thread_alive", "1 while the thread runs", ["thread"], registry=r)
         self.gpu_memory = Gauge(PREFIX + "gpu_memory_bytes", "GPU memory allocated by torch", ["kind"], registry=r)
         self.build_info = Info(PREFIX + "build", "Versions", registry=r)
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)  # stateless collectors of this process; safe in several registries
         self._server: Any = None
+
+    def watch_thread(self, name: str, alive: Callable[[], bool]) -> None:
+        """`thread_alive{thread=name}` reads `alive()` at every scrape."""
+        self.thread_alive.labels(name).set_function(lambda: 1.0 if alive() else 0.0)
 
     def set_build_info(self, **values: str) -> None:
         self.build_info.info({"python": platform.python_version(), **{k: str(v) for k, v in values.items()}})

@@ -3,7 +3,11 @@
 Results arrive on a bounded queue from the inference thread; encoding (PNG, RLE, JPEG previews) happens
 here so it overlaps the next frame's inference. XPUB behaves like PUB for subscribers (never blocks;
 a subscriber whose queue reaches the high-water mark loses new messages) and additionally tells us when
-a subscriber arrives, so `wait_for_subscriber_s` can hold frame 0 until someone listens.
+a subscriber arrives, so `wait_for_subscriber_s` can hold frame 0 until someone listens, and so a new
+subscriber of the status topic is sent the current state at once (a last-value cache: a state sent
+before its subscription arrived is not lost to it). The stream's final status (`ended` or `failed`)
+travels in the result queue behind the last result, so it always follows the last mask and names its
+`seq`. A socket monitor counts connected subscribers (connections, not topic subscriptions).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from typing import Any
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
+from edge_vos.service.capture import Frame
 from edge_vos.service.config import PublishConfig
 from edge_vos.service.metrics import ServiceMetrics
 from edge_vos.service.protocol import (
@@ -29,7 +35,6 @@ from edge_vos.service.protocol import (
     object_infos,
 )
 from edge_vos.service.security import ServerKeys, make_server_socket
-from edge_vos.service.sources import Frame
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,11 @@ class StatusEvent:
     detail: str = ""
 
 
-_FINISH = object()  # queue sentinel: publish what is queued, then close
+@dataclass
+class _Finish:
+    """Queue sentinel: publish what is queued, then the final status (if any), then close."""
+
+    status: StatusEvent | None = None
 
 
 class Publisher(threading.Thread):
@@ -77,10 +86,13 @@ class Publisher(threading.Thread):
         self.subscribed = threading.Event()
         self.error: BaseException | None = None
         self.abort = threading.Event()  # stop now, without draining
+        self.finishing = False  # finish() was called: ending is expected
         self.seq = 0
-        self.subscriptions = 0
+        self.subscribers = 0  # connected subscriber sockets
         self.dropped = 0
         self.last_endpoint = ""
+        self._connections: set[int] = set()
+        self._last_status: StatusEvent | None = None
 
     # ---- called from other threads ---------------------------------------------------------------
 
@@ -120,12 +132,14 @@ class Publisher(threading.Thread):
                 except queue.Empty:
                     pass
 
-    def finish(self) -> None:
-        """Asks the thread to publish what is queued and stop (the inference thread has ended)."""
+    def finish(self, final_status: StatusEvent | None = None) -> None:
+        """Asks the thread to publish what is queued, then `final_status`, and stop (the inference thread
+        has ended, so nothing is queued after this)."""
+        self.finishing = True
         deadline = time.monotonic() + 2.0
         while not self.abort.is_set() and self.is_alive() and time.monotonic() < deadline:
             try:
-                self.queue.put(_FINISH, timeout=0.1)
+                self.queue.put(_Finish(final_status), timeout=0.1)
                 return
             except queue.Full:
                 continue
@@ -133,17 +147,30 @@ class Publisher(threading.Thread):
     # ---- the thread ------------------------------------------------------------------------------
 
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # never silent: the service's supervisor sees `error` and stops
+            self.error = exc
+            log.critical("publisher thread died: %r", exc, exc_info=True)
+            raise
+
+    def _run(self) -> None:
         sock = None
+        monitor = None
         try:
             sock = self.context.socket(zmq.XPUB)
             sock.setsockopt(zmq.SNDHWM, self.config.hwm)
+            sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, so each new subscriber gets the state
             sock.setsockopt(zmq.LINGER, int(self.config.linger_s * 1000))
             make_server_socket(sock, self.keys)
+            monitor = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
             sock.bind(self.config.endpoint)
             self.last_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         except BaseException as exc:  # reported to the starter, which fails start-up with it
             self.error = exc
             self.bound.set()
+            if monitor is not None:
+                monitor.close(linger=0)
             if sock is not None:
                 sock.close(linger=0)
             return
@@ -151,14 +178,17 @@ class Publisher(threading.Thread):
         log.info("publishing %s on %s (encoding %s)", self.config.topic, self.last_endpoint, self.config.encoding)
         try:
             while not self.abort.is_set():
+                self._count_connections(monitor)
                 self._read_subscriptions(sock)
                 self._send_status(sock)
                 try:
                     item = self.queue.get(timeout=0.05)
                 except queue.Empty:
                     continue
-                if item is _FINISH:
+                if isinstance(item, _Finish):
                     self._send_status(sock)
+                    if item.status is not None:
+                        self._send_status_message(sock, item.status)
                     break
                 self.metrics.queue_depth.labels("results").set(self.queue.qsize())
                 try:
@@ -168,6 +198,8 @@ class Publisher(threading.Thread):
                 except Exception:
                     log.exception("cannot publish an item; skipped")
         finally:
+            sock.disable_monitor()
+            monitor.close(linger=0)
             sock.close()
 
     def _send_status(self, sock: zmq.Socket) -> None:
@@ -176,25 +208,46 @@ class Publisher(threading.Thread):
                 event = self.status_queue.get_nowait()
             except queue.Empty:
                 return
-            header = {"v": PROTOCOL_VERSION, "kind": "status", "stream": self.stream_id, "state": event.state,
-                      "detail": event.detail, "t_publish_ns": time.monotonic_ns()}
-            try:
-                sock.send_multipart([self.config.status_topic.encode(), dumps_header(header), b""])
-            except zmq.ZMQError as exc:
-                log.debug("status not sent: %s", exc)
+            self._send_status_message(sock, event)
+
+    def _send_status_message(self, sock: zmq.Socket, event: StatusEvent) -> None:
+        self._last_status = event
+        self._resend_status(sock)
+
+    def _resend_status(self, sock: zmq.Socket) -> None:
+        """Sends the current state; `last_seq` is the last mask published before this very message."""
+        event = self._last_status
+        if event is None:
+            return
+        header = {"v": PROTOCOL_VERSION, "kind": "status", "stream": self.stream_id, "state": event.state,
+                  "detail": event.detail, "last_seq": self.seq - 1 if self.seq else None,
+                  "t_publish_ns": time.monotonic_ns()}
+        try:
+            sock.send_multipart([self.config.status_topic.encode(), dumps_header(header), b""])
+        except zmq.ZMQError as exc:
+            log.debug("status not sent: %s", exc)
 
     def _read_subscriptions(self, sock: zmq.Socket) -> None:
+        status_topic = self.config.status_topic.encode()
         while True:
             try:
                 msg = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             if msg[:1] == b"\x01":
-                self.subscriptions += 1
                 self.subscribed.set()
-            elif msg[:1] == b"\x00":
-                self.subscriptions = max(0, self.subscriptions - 1)
-            self.metrics.subscribers.set(self.subscriptions)
+                if status_topic.startswith(msg[1:]):  # a new status subscriber: tell it the current state
+                    self._resend_status(sock)
+
+    def _count_connections(self, monitor: zmq.Socket) -> None:
+        while monitor.poll(0):
+            event = recv_monitor_message(monitor)
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self._connections.add(int(event["value"]))
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self._connections.discard(int(event["value"]))
+            self.subscribers = len(self._connections)
+            self.metrics.subscribers.set(self.subscribers)
 
     def _publish(self, sock: zmq.Socket, item: Outcome) -> None:
         cfg = self.config

@@ -1,22 +1,14 @@
-"""Frame sources and the capture thread.
-
-A `FrameReader` knows one kind of source (OpenCV camera/file/URL/GStreamer, a folder of images, a
-synthetic scene); `CaptureThread` drives any reader: stamps `time.monotonic_ns()` right after the grab,
-paces files like a camera when asked, reconnects with back-off when the source is lost, and hands frames
-to a buffer. Two buffers: `LatestFrame` (live/realtime: keeps only the newest frame, counts the ones it
-skipped) and `FrameQueue` (fastest: bounded, the grabber waits, nothing is dropped).
+"""Frame sources: one `FrameReader` per kind of source (OpenCV camera/file/URL/GStreamer, a folder of
+images, a synthetic scene) and `open_reader`, which picks the reader `source.uri` names. Readers return
+RGB frames and raise SourceError when the source is lost; capture.CaptureThread drives them.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
-import queue
 import re
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qsl
@@ -37,17 +29,10 @@ class SourceError(RuntimeError):
     """The source cannot be opened or was lost; the capture thread reconnects."""
 
 
-@dataclass(frozen=True)
-class Frame:
-    seq: int  # capture sequence number, from 0, never repeated; gaps = frames skipped
-    t_capture_ns: int  # time.monotonic_ns() right after the grab
-    t_capture_unix_ns: int  # time.time_ns() at the same moment (for consumers on other hosts)
-    image: np.ndarray  # RGB uint8 [H,W,3]
-
-
 class FrameReader(Protocol):
     live: bool  # a camera or stream: frames come at their own pace and cannot be replayed
     description: str
+    unreadable: int  # frames the reader skipped because they could not be decoded (counted, warned)
 
     def open(self) -> None: ...
 
@@ -76,6 +61,7 @@ class SyntheticReader:
     """
 
     live = False
+    unreadable = 0
 
     def __init__(self, params: dict[str, str]) -> None:
         known = {"seed", "frames", "size", "objects", "distractors"}
@@ -100,36 +86,36 @@ class SyntheticReader:
             f"synthetic scene seed {self.seed}, {self.num_frames} frames {self.size[1]}x{self.size[0]}, "
             f"{self.num_objects} objects"
         )
-        self._frames: np.ndarray | None = None
-        self._labels: np.ndarray | None = None
+        self._scene: tuple[np.ndarray, np.ndarray] | None = None  # frames, labels: rendered once
         self._index = 0
         self._direction = 1
 
-    def _render(self) -> None:
-        if self._frames is None:
+    def _render(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._scene is None:
             from edge_vos.data.synthetic import generate_sequence
 
-            self._frames, self._labels = generate_sequence(
+            self._scene = generate_sequence(
                 self.seed, self.num_frames, self.size, self.num_objects, self.num_distractors
             )
+        return self._scene
 
     def open(self) -> None:
         self._render()
         self._index, self._direction = 0, 1
 
     def read(self) -> np.ndarray | None:
-        assert self._frames is not None
-        if self._index < 0 or self._index >= len(self._frames):
+        frames, _ = self._render()
+        if self._index < 0 or self._index >= len(frames):
             return None
-        frame = self._frames[self._index]
+        frame = frames[self._index]
         self._index += self._direction
         return frame
 
     def rewind(self) -> None:
         """Continue backwards from the end (ping-pong) instead of jumping to frame 0."""
-        assert self._frames is not None
+        frames, _ = self._render()
         if self._direction == 1:
-            self._direction, self._index = -1, len(self._frames) - 2
+            self._direction, self._index = -1, len(frames) - 2
         else:
             self._direction, self._index = 1, 1
 
@@ -140,35 +126,73 @@ class SyntheticReader:
         return None
 
     def initial_mask(self) -> np.ndarray | None:
-        self._render()
-        assert self._labels is not None
-        return self._labels[0]
+        _, labels = self._render()
+        return labels[0]
 
 
 class FolderReader:
-    """Images of a folder in name order (JPEG/PNG/BMP), e.g. a DAVIS JPEGImages sequence."""
+    """Images of a folder in name order (JPEG/PNG/BMP), e.g. a DAVIS JPEGImages sequence.
+
+    The folder may change while it is read (a recorder adding files, someone deleting them): every
+    (re)open rescans it and resumes after the last file read, a file removed since the scan is skipped by
+    rescanning, files that arrived after the last one are read before the stream ends, and a file that
+    cannot be decoded is skipped with a warning and counted (`unreadable`). `rewind()` starts again from
+    the first file (`source.loop`).
+    """
 
     live = False
 
     def __init__(self, path: Path) -> None:
-        self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.path = path
+        try:
+            self.files = self._scan()
+        except SourceError as exc:
+            raise ConfigError("source.uri", str(exc)) from None
         if not self.files:
             raise ConfigError("source.uri", f"folder {path} holds no {'/'.join(IMAGE_SUFFIXES)} images")
         self.description = f"folder {path} ({len(self.files)} images)"
+        self.unreadable = 0
         self._index = 0
+        self._last: str | None = None  # name of the last file read (or skipped): where to resume
+
+    def _scan(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        except OSError as exc:
+            raise SourceError(f"cannot list folder {self.path}: {exc}") from None
+
+    def _resume(self) -> bool:
+        """Rescans and positions after the last file read; False when nothing is left."""
+        self.files = self._scan()
+        names = [p.name for p in self.files]
+        self._index = 0 if self._last is None else bisect.bisect_right(names, self._last)
+        return self._index < len(self.files)
 
     def open(self) -> None:
-        self._index = 0
+        self._resume()
+
+    def rewind(self) -> None:
+        self._last = None
+        self._resume()
 
     def read(self) -> np.ndarray | None:
-        if self._index >= len(self.files):
-            return None
-        path = self.files[self._index]
-        self._index += 1
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise SourceError(f"cannot read image {path}")
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        while True:
+            if self._index >= len(self.files) and not self._resume():  # files may have arrived meanwhile
+                return None
+            path = self.files[self._index]
+            self._index += 1
+            self._last = path.name
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            if not path.exists():  # removed since the scan: look again, continue after it
+                before = len(self.files)
+                self._resume()
+                log.info("folder %s changed while reading (%d -> %d images); continuing after %s",
+                         self.path, before, len(self.files), path.name)
+                continue
+            self.unreadable += 1
+            log.warning("skipping unreadable image %s (%d skipped so far)", path, self.unreadable)
 
     def close(self) -> None:
         pass
@@ -183,9 +207,13 @@ class FolderReader:
 class OpenCVReader:
     """cv2.VideoCapture over a camera index, a device path, a file, a URL or a GStreamer pipeline."""
 
-    def __init__(self, target: int | str, api: int, live: bool, description: str, config: SourceConfig) -> None:
+    unreadable = 0
+
+    def __init__(self, target: int | str, api: int, live: bool, description: str, config: SourceConfig,
+                 camera: bool = False) -> None:
         self.target, self.api, self.live, self.description = target, api, live, description
         self.config = config
+        self.camera = camera  # a camera: `source.camera` settings apply
         self._cap: cv2.VideoCapture | None = None
         self._fps: float | None = None
 
@@ -202,9 +230,35 @@ class OpenCVReader:
             raise SourceError(f"cannot open {self.description}")
         if self.live and self.api == cv2.CAP_V4L2:
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # only V4L2 honours it
+        if self.camera and self.config.camera.requested:
+            self._ask_camera(cap)
         fps = cap.get(cv2.CAP_PROP_FPS)
         self._fps = float(fps) if fps and 0 < fps < 1000 else None
         self._cap = cap
+
+    def _ask_camera(self, cap: cv2.VideoCapture) -> None:
+        """Asks for `source.camera`'s format, size and rate (in the order V4L2 drivers need: the format
+        decides which sizes exist, the size which rates), then logs what the camera delivers."""
+        cam = self.config.camera
+        if cam.pixel_format:
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*cam.pixel_format))
+        if cam.width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, cam.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cam.height)
+        if cam.fps:
+            cap.set(cv2.CAP_PROP_FPS, cam.fps)
+        got_w, got_h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        got_fps = float(cap.get(cv2.CAP_PROP_FPS))
+        code = int(cap.get(cv2.CAP_PROP_FOURCC))
+        got_format = "".join(chr((code >> 8 * i) & 0xFF) for i in range(4)).strip("\0 ") or "?"
+        asked = [f"{cam.width}x{cam.height}" if cam.width else "", f"{cam.fps:g} fps" if cam.fps else "",
+                 cam.pixel_format]
+        differs = ((cam.width and (got_w, got_h) != (cam.width, cam.height))
+                   or (cam.fps and abs(got_fps - cam.fps) > 0.5)
+                   or (cam.pixel_format and got_format != cam.pixel_format))
+        (log.warning if differs else log.info)(
+            "%s delivers %dx%d %s at %g fps (asked for %s)", self.description, got_w, got_h, got_format, got_fps,
+            ", ".join(a for a in asked if a))
 
     def read(self) -> np.ndarray | None:
         if self._cap is None:
@@ -234,30 +288,60 @@ def has_gstreamer() -> bool:
     return bool(re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()))
 
 
+def source_kind(uri: str) -> str:
+    """What `source.uri` names: synthetic, camera (an index), v4l2 (/dev/videoN), stream (a URL),
+    gstreamer (a pipeline), folder, file, or unknown."""
+    uri = uri.strip()
+    if uri.startswith("synthetic:"):
+        return "synthetic"
+    if uri.isdigit():
+        return "camera"
+    if uri.startswith("/dev/video"):
+        return "v4l2"
+    if uri.lower().startswith(URL_SCHEMES):
+        return "stream"
+    if "!" in uri:
+        return "gstreamer"
+    path = Path(uri).expanduser()
+    if path.is_dir():
+        return "folder"
+    if path.is_file():
+        return "file"
+    return "unknown"
+
+
+def is_recording(uri: str) -> bool:
+    """True when `uri` names a video file or an image folder on disk (not a camera, stream or scene)."""
+    return source_kind(uri) in ("file", "folder")
+
+
 def open_reader(config: SourceConfig) -> FrameReader:
     """The reader for `config.uri`; ConfigError for a URI that cannot name any source."""
     uri = config.uri.strip()
-    if uri.startswith("synthetic:"):
+    kind = source_kind(uri)
+    if kind == "synthetic":
         query = uri[len("synthetic:"):].lstrip("?")
         return SyntheticReader(dict(parse_qsl(query, keep_blank_values=True)) if query else {})
-    if uri.isdigit():
-        return OpenCVReader(int(uri), cv2.CAP_ANY, True, f"camera {uri}", config)
-    if uri.startswith("/dev/video"):
-        return OpenCVReader(uri, cv2.CAP_V4L2, True, f"camera {uri}", config)
-    if uri.lower().startswith(URL_SCHEMES):
+    if config.camera.requested and kind not in ("camera", "v4l2"):
+        log.warning("source.camera settings apply to cameras (an index or /dev/videoN); ignored for a %s", kind)
+    if kind == "camera":
+        return OpenCVReader(int(uri), cv2.CAP_ANY, True, f"camera {uri}", config, camera=True)
+    if kind == "v4l2":
+        return OpenCVReader(uri, cv2.CAP_V4L2, True, f"camera {uri}", config, camera=True)
+    if kind == "stream":
         if uri.lower().startswith("rtsp"):
             # FFmpeg reads this variable at open; TCP avoids UDP's silent losses on lossy links.
             os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
         return OpenCVReader(uri, cv2.CAP_FFMPEG, True, f"stream {_redact(uri)}", config)
-    if "!" in uri:
+    if kind == "gstreamer":
         if not has_gstreamer():
             raise ConfigError("source.uri", "a GStreamer pipeline needs OpenCV built with GStreamer (JetPack's "
                                             "OpenCV has it; PyPI's wheels do not)")
         return OpenCVReader(uri, cv2.CAP_GSTREAMER, True, "GStreamer pipeline", config)
     path = Path(uri).expanduser()
-    if path.is_dir():
+    if kind == "folder":
         return FolderReader(path)
-    if path.is_file():
+    if kind == "file":
         return OpenCVReader(str(path), cv2.CAP_FFMPEG, False, f"file {path}", config)
     raise ConfigError("source.uri", f"{uri!r} is not a file, folder, camera index, /dev/videoN, URL, "
                                     "GStreamer pipeline or synthetic: scene")
@@ -266,208 +350,3 @@ def open_reader(config: SourceConfig) -> FrameReader:
 def _redact(uri: str) -> str:
     """Hides credentials in rtsp://user:password@host URLs before they reach logs."""
     return re.sub(r"//[^/@]*@", "//***@", uri)
-
-
-# ---- buffers -------------------------------------------------------------------------------------
-
-
-class LatestFrame:
-    """Keeps only the newest frame: a slow consumer always gets the most recent one; overwritten frames
-    are counted as skipped. Never hands out the same frame twice."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._frame: Frame | None = None
-        self._closed = False
-        self.skipped = 0
-
-    def put(self, frame: Frame, stop: threading.Event) -> bool:
-        with self._cond:
-            if self._frame is not None:
-                self.skipped += 1
-            self._frame = frame
-            self._cond.notify()
-        return True
-
-    def get(self, timeout: float) -> Frame | None:
-        with self._cond:
-            if self._frame is None and not self._closed:
-                self._cond.wait(timeout)
-            frame, self._frame = self._frame, None
-            return frame
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def ended(self) -> bool:
-        with self._cond:
-            return self._closed and self._frame is None
-
-    def depth(self) -> int:
-        return int(self._frame is not None)
-
-
-class FrameQueue:
-    """Bounded FIFO: the grabber waits when it is full (files in `fastest` mode), so nothing is dropped
-    and memory stays bounded."""
-
-    def __init__(self, maxsize: int) -> None:
-        self._queue: queue.Queue[Frame] = queue.Queue(maxsize)
-        self._closed = threading.Event()
-        self.skipped = 0
-
-    def put(self, frame: Frame, stop: threading.Event) -> bool:
-        while not stop.is_set():
-            try:
-                self._queue.put(frame, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def get(self, timeout: float) -> Frame | None:
-        try:
-            return self._queue.get(timeout=0 if self._closed.is_set() else timeout)
-        except queue.Empty:
-            return None
-
-    def close(self) -> None:
-        self._closed.set()
-
-    @property
-    def ended(self) -> bool:
-        return self._closed.is_set() and self._queue.empty()
-
-    def depth(self) -> int:
-        return self._queue.qsize()
-
-
-FrameBuffer = LatestFrame | FrameQueue
-
-
-# ---- capture thread ------------------------------------------------------------------------------
-
-
-class CaptureThread(threading.Thread):
-    """Owns the reader: open, grab, stamp, pace, hand over; reconnect with back-off when lost.
-
-    `state` is one of connecting, streaming, reconnecting, ended, failed; `on_state(state, detail)` is
-    called on every change (logs, systemd STATUS, metrics, the status topic).
-    """
-
-    def __init__(
-        self,
-        reader: FrameReader,
-        buffer: FrameBuffer,
-        config: SourceConfig,
-        pace: str,
-        stop: threading.Event,
-        on_state: Callable[[str, str], None] | None = None,
-        on_frame: Callable[[], None] | None = None,
-        on_reconnect: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(name="capture", daemon=True)
-        self.reader, self.buffer, self.config, self.pace, self.stop_event = reader, buffer, config, pace, stop
-        self._on_state, self._on_frame, self._on_reconnect = on_state, on_frame, on_reconnect
-        self.state = "connecting"
-        self.frames = 0
-        self.reconnects = 0
-        self.last_activity = time.monotonic()  # heartbeat for the watchdog: this loop is not stuck
-
-    def _set_state(self, state: str, detail: str = "") -> None:
-        if state != self.state or detail:
-            self.state = state
-            (log.warning if state in ("reconnecting", "failed") else log.info)(
-                "source %s%s", state, f": {detail}" if detail else "",
-                extra={"fields": {"source": state, "reconnects": self.reconnects}},
-            )
-            if self._on_state is not None:
-                self._on_state(state, detail)
-
-    def run(self) -> None:
-        delay = self.config.reconnect_initial_s
-        failures = 0
-        try:
-            while not self.stop_event.is_set():
-                self.last_activity = time.monotonic()
-                try:
-                    self.reader.open()
-                except (SourceError, OSError, cv2.error) as exc:
-                    failures += 1
-                    if self.config.reconnect_attempts and failures > self.config.reconnect_attempts:
-                        self._set_state("failed", f"gave up after {failures - 1} reconnects: {exc}")
-                        return
-                    self._backoff(f"{exc}; retrying in {delay:.1f} s", delay)
-                    delay = min(delay * 2, self.config.reconnect_max_s)
-                    continue
-                failures = 0
-                delay = self.config.reconnect_initial_s
-                self._set_state("streaming", self.reader.description)
-                outcome = self._stream()
-                self.reader.close()
-                if outcome == "ended":
-                    self._set_state("ended", "end of source")
-                    return
-                if outcome == "lost":
-                    self._backoff(f"source lost; reconnecting in {delay:.1f} s", delay)
-                    delay = min(delay * 2, self.config.reconnect_max_s)
-        except Exception as exc:  # a bug in a reader: report, never kill the process silently
-            log.exception("capture thread failed")
-            self._set_state("failed", repr(exc))
-        finally:
-            self.reader.close()
-            self.buffer.close()
-
-    def _backoff(self, detail: str, delay: float) -> None:
-        self.reconnects += 1
-        if self._on_reconnect is not None:
-            self._on_reconnect()
-        self._set_state("reconnecting", detail)
-        deadline = time.monotonic() + delay
-        while not self.stop_event.is_set() and time.monotonic() < deadline:
-            self.last_activity = time.monotonic()
-            self.stop_event.wait(min(0.1, max(0.0, deadline - time.monotonic())))
-
-    def _stream(self) -> str:
-        """Reads until stop ("stopped"), the end ("ended") or a failure ("lost")."""
-        realtime = self.pace == "realtime" and not self.reader.live
-        fps = self.reader.nominal_fps() or self.config.fps
-        t0 = time.monotonic()
-        n = 0
-        since_rewind = -1
-        while not self.stop_event.is_set():
-            if realtime:  # behave like a camera: frame n is "grabbed" at t0 + n / fps
-                wait = t0 + n / fps - time.monotonic()
-                if wait > 0 and self.stop_event.wait(wait):
-                    return "stopped"
-            try:
-                image = self.reader.read()
-            except (SourceError, OSError, cv2.error) as exc:
-                log.warning("source read failed: %s", exc)
-                return "lost"
-            self.last_activity = time.monotonic()
-            if image is None:
-                if not self.config.loop:
-                    return "ended"
-                if n == since_rewind:  # restarted and still nothing: do not spin, back off instead
-                    log.warning("source yields no frames after a restart")
-                    return "lost"
-                since_rewind = n
-                rewind = getattr(self.reader, "rewind", None)
-                if rewind is not None:
-                    rewind()
-                else:
-                    self.reader.close()
-                    self.reader.open()
-                continue
-            frame = Frame(self.frames, time.monotonic_ns(), time.time_ns(), image)
-            self.frames += 1
-            n += 1
-            if not self.buffer.put(frame, self.stop_event):
-                return "stopped"
-            if self._on_frame is not None:
-                self._on_frame()
-        return "stopped"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from edge_vos.labels import MAX_OBJECT_ID, is_object_id
+from edge_vos.tracker.errors import TrackerInputError
 
 
 class ObjectManager:
@@ -31,13 +32,13 @@ class ObjectManager:
     @staticmethod
     def check_id(obj_id: int) -> None:
         if not is_object_id(obj_id):
-            raise ValueError(f"object id must be an integer in 1..{MAX_OBJECT_ID}, got {obj_id!r}")
+            raise TrackerInputError(f"object id must be an integer in 1..{MAX_OBJECT_ID}, got {obj_id!r}")
 
     def check_room(self, obj_ids: Collection[int]) -> None:
-        """Raises ValueError unless every id in `obj_ids` can be tracked (the one check of the object limit)."""
+        """Raises TrackerInputError unless every id in `obj_ids` can be tracked (the one object-limit check)."""
         new = [i for i in obj_ids if i not in self._index_of]
         if len(self._index_of) + len(new) > self.max_objects:
-            raise ValueError(
+            raise TrackerInputError(
                 f"cannot track more than {self.max_objects} objects (tracking {len(self._index_of)}, "
                 f"adding {len(new)})"
             )

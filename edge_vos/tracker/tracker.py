@@ -22,6 +22,7 @@ from edge_vos.model.weights import load_configured_network
 from edge_vos.readout import SvdState, stcn_readout, tmrn_readout
 from edge_vos.tracker.aggregate import soft_aggregate
 from edge_vos.tracker.config import TrackerConfig
+from edge_vos.tracker.errors import TrackerInputError
 from edge_vos.tracker.memory import MemoryView, RingMemory
 from edge_vos.tracker.objects import ObjectManager
 
@@ -189,7 +190,7 @@ class Tracker:
         a rejected frame loses nothing that was accepted before. Returns the geometry and the prompted ids."""
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             desc = f"{image.dtype} {list(image.shape)}" if isinstance(image, np.ndarray) else type(image).__name__
-            raise ValueError(f"expected an RGB uint8 image [H,W,3], got {desc}")
+            raise TrackerInputError(f"expected an RGB uint8 image [H,W,3], got {desc}")
         h, w = image.shape[:2]
         geometry = self._geometry
         same_size = geometry is not None and (geometry.in_h, geometry.in_w) == (h, w)
@@ -199,7 +200,7 @@ class Tracker:
         tracked = self.objects if same_size else ObjectManager(self.config.max_objects)
         prompt_ids = self._prompt_ids(mask, objects, geometry, tracked)
         if prompt_required and not prompt_ids:
-            raise ValueError("the prompt mask holds none of the requested objects")
+            raise TrackerInputError("the prompt mask holds none of the requested objects")
         if not same_size:
             self._start_stream(geometry)
         return geometry, prompt_ids
@@ -226,12 +227,12 @@ class Tracker:
     ) -> list[int]:
         if mask is None:
             if objects:
-                raise ValueError("objects were named but no mask was given")
+                raise TrackerInputError("objects were named but no mask was given")
             return []
         if not isinstance(mask, np.ndarray) or mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
-            raise ValueError("mask must be a 2-D integer label map (0 = background, value = object id)")
+            raise TrackerInputError("mask must be a 2-D integer label map (0 = background, value = object id)")
         if mask.shape != (geometry.in_h, geometry.in_w):
-            raise ValueError(
+            raise TrackerInputError(
                 f"mask is {mask.shape[1]}x{mask.shape[0]} but the frame is {geometry.in_w}x{geometry.in_h}"
             )
         present = [int(v) for v in np.unique(mask) if v != 0]
@@ -244,7 +245,7 @@ class Tracker:
                 ObjectManager.check_id(obj_id)
             missing = [o for o in objects if o not in present]
             if missing:
-                raise ValueError(f"objects {missing} are not in the mask (it holds {present})")
+                raise TrackerInputError(f"objects {missing} are not in the mask (it holds {present})")
             chosen = list(dict.fromkeys(objects))
         tracked.check_room(chosen)
         return chosen

@@ -1,5 +1,6 @@
-"""Stand-ins for tests of the service without a network: a tracker with Tracker's interface and
-readers that fail on cue. They exercise threads, queues, sockets and commands in milliseconds."""
+"""Stand-ins for tests of the service without a network: a tracker with Tracker's interface (and the same
+input errors: tests/test_fakes.py checks they agree with the real Tracker's) and a reader that fails on
+cue. They exercise threads, queues, sockets and commands in milliseconds."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge_vos.labels import MAX_OBJECT_ID
 from edge_vos.service.sources import SourceError
+from edge_vos.tracker import TrackerInputError
 
 
 @dataclass
@@ -39,18 +42,31 @@ class FakeTracker:
     def object_ids(self) -> list[int]:
         return list(self.masks)
 
-    def _prompt(self, image: np.ndarray, mask: np.ndarray, objects: list[int] | None) -> list[int]:
+    def _prompt(self, image: np.ndarray, mask: np.ndarray | None, objects: list[int] | None) -> list[int]:
+        """The real Tracker's input rules (TrackerInputError, nothing changed) for a frame and its prompt."""
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise TrackerInputError("expected an RGB uint8 image [H,W,3]")
+        if mask is None:
+            if objects:
+                raise TrackerInputError("objects were named but no mask was given")
+            return []
+        if not isinstance(mask, np.ndarray) or mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
+            raise TrackerInputError("mask must be a 2-D integer label map")
         if mask.shape != image.shape[:2]:
-            raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the frame is "
-                             f"{image.shape[1]}x{image.shape[0]}")
+            raise TrackerInputError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the frame is "
+                                    f"{image.shape[1]}x{image.shape[0]}")
         present = [int(v) for v in np.unique(mask) if v]
-        ids = present if objects is None else list(objects)
+        for obj_id in present + list(objects or []):
+            valid = not isinstance(obj_id, bool) and isinstance(obj_id, (int, np.integer))
+            if not valid or not 1 <= obj_id <= MAX_OBJECT_ID:
+                raise TrackerInputError(f"object id must be an integer in 1..{MAX_OBJECT_ID}, got {obj_id!r}")
+        ids = present if objects is None else list(dict.fromkeys(int(i) for i in objects))
         missing = [i for i in ids if i not in present]
         if missing:
-            raise ValueError(f"objects {missing} are not in the mask")
+            raise TrackerInputError(f"objects {missing} are not in the mask")
         new = [i for i in ids if i not in self.masks]
         if len(self.masks) + len(new) > self.max_objects:
-            raise ValueError(f"cannot track more than {self.max_objects} objects")
+            raise TrackerInputError(f"cannot track more than {self.max_objects} objects")
         for i in ids:
             self.masks[i] = mask == i
         return ids
@@ -60,9 +76,10 @@ class FakeTracker:
             time.sleep(0.01)
         if self.delay_s:
             time.sleep(self.delay_s)
+        ids = self._prompt(image, mask, objects)
+        if ids:
+            self.prompts.append((self.frame_index + 1, ids))
         h, w = image.shape[:2]
-        if mask is not None:
-            self.prompts.append((self.frame_index + 1, self._prompt(image, mask, objects)))
         self.frame_index += 1
         labels = np.zeros((h, w), np.uint8)
         ids = []
@@ -76,7 +93,10 @@ class FakeTracker:
         return FakeResult(self.frame_index, labels, ids, probs, {"total": self.delay_s * 1000})
 
     def add_prompt(self, image: np.ndarray, mask: np.ndarray, objects: list[int] | None = None) -> None:
-        self.prompts.append((-1, self._prompt(image, mask, objects)))
+        ids = self._prompt(image, mask, objects)
+        if not ids:
+            raise TrackerInputError("the prompt mask holds none of the requested objects")
+        self.prompts.append((-1, ids))
 
     def remove_object(self, obj_id: int) -> None:
         if obj_id not in self.masks:
@@ -93,6 +113,7 @@ class ArrayReader:
 
     live = False
     description = "array"
+    unreadable = 0
 
     def __init__(self, frames: np.ndarray, fail_at: tuple[int, ...] = (), fail_open: int = 0,
                  mask: np.ndarray | None = None, live: bool = False) -> None:

@@ -1,0 +1,238 @@
+"""Prompts and the command policy: what the inference thread prompts on each frame, and how the commands
+that change tracking are applied. Used by the inference thread only (it owns the tracker), between frames.
+
+- The initial prompt (`prompt.mask`, or the source's own mask) is fitted to the first frame by the
+  `prompt.resize` policy; a mask that cannot fit is a StartupError: the operator's configuration is wrong.
+- An `add` for the next frame waits here, combined with the other adds for that frame (a later command wins
+  where masks overlap), and is answered after that frame's step with the pixels it got.
+- An `add` for a recent frame, `remove` and `reset` apply at once (`add_prompt`, `remove_object`, `reset`).
+- The object limit counts the tracked objects and those waiting to be added.
+Every command gets exactly one reply through the `reply(token, body)` callback.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_vos.config import ConfigError
+from edge_vos.prompt import grabcut_segment
+from edge_vos.service.capture import Frame
+from edge_vos.service.commands import AddObject, CommandError, RemoveObject, Reset, fit_mask
+from edge_vos.service.config import PromptConfig
+from edge_vos.service.control import PendingCommand
+from edge_vos.tracker import TrackerInputError
+
+log = logging.getLogger(__name__)
+
+Reply = Callable[[int, dict[str, Any]], None]
+
+
+class TrackerLike(Protocol):
+    """What the service needs of edge_vos.tracker.Tracker (tests drive the service with a fake). Input it
+    refuses raises edge_vos.tracker.TrackerInputError before any state changes."""
+
+    @property
+    def object_ids(self) -> list[int]: ...
+
+    def step(self, image: np.ndarray, mask: np.ndarray | None = None, objects: list[int] | None = None) -> Any: ...
+
+    def add_prompt(self, image: np.ndarray, mask: np.ndarray, objects: list[int] | None = None) -> None: ...
+
+    def remove_object(self, obj_id: int) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class StartupError(RuntimeError):
+    """A configuration problem that shows only once frames arrive (e.g. the prompt mask's size)."""
+
+
+def load_prompt_mask(path: str | Path) -> np.ndarray:
+    """A palette or greyscale PNG label map (pixel value = object id)."""
+    from edge_vos.data.davis import read_mask
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("prompt.mask", f"file not found: {path}")
+    try:
+        return read_mask(path)
+    except (ValueError, OSError) as exc:
+        raise ConfigError("prompt.mask", str(exc)) from None
+
+
+@dataclass
+class FramePrompt:
+    """What to prompt on one frame: a label map and the ids it prompts (both None: nothing), and the add
+    commands it carries with the pixels each got (answered after the step)."""
+
+    labels: np.ndarray | None = None
+    objects: list[int] | None = None
+    commands: list[tuple[PendingCommand, int]] | None = None
+    initial: bool = False  # it carries the initial prompt
+
+
+def _reply_body(ok: bool, req: Any, **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"ok": ok, **fields}
+    if req is not None:
+        body["req"] = req
+    return body
+
+
+class PromptBook:
+    def __init__(self, tracker: TrackerLike, config: PromptConfig, max_objects: int, history: int, reply: Reply,
+                 initial_mask: np.ndarray | None = None) -> None:
+        self.tracker, self.config, self.max_objects, self.reply = tracker, config, max_objects, reply
+        self.initial_mask = initial_mask
+        self.history: collections.deque[Frame] = collections.deque(maxlen=history)  # recent frames, for `frame`
+        self._next: list[PendingCommand] = []  # adds waiting for the next frame
+
+    def remember(self, frame: Frame) -> None:
+        self.history.append(frame)
+
+    @property
+    def recent(self) -> tuple[int, int] | None:
+        return (self.history[0].seq, self.history[-1].seq) if self.history else None
+
+    # ---- commands --------------------------------------------------------------------------------
+
+    def apply(self, pending: PendingCommand) -> None:
+        """Applies one command from the control thread, or keeps it for the next frame. Any exception it
+        raises (a bug, a tracker failure) becomes this command's error reply: no command ends the thread."""
+        if pending.cancelled.is_set():  # its reply timed out: the client was told it was not applied
+            return
+        command = pending.command
+        try:
+            body = self._apply(pending)
+        except (CommandError, TrackerInputError) as exc:
+            body = exc.to_reply(command.req) if isinstance(exc, CommandError) else _reply_body(False, command.req,
+                                                                                            error=str(exc))
+        except Exception as exc:
+            log.exception("%s command failed", command.name)
+            body = _reply_body(False, command.req, error=f"internal error: {exc!r}")
+        if body is not None:
+            self.reply(pending.token, body)
+
+    def _apply(self, pending: PendingCommand) -> dict[str, Any] | None:
+        cmd = pending.command
+        tracked = list(self.tracker.object_ids)
+        if isinstance(cmd, Reset):
+            self.tracker.reset()
+            self.cancel_waiting("cancelled by reset")
+            return _reply_body(True, cmd.req)
+        if isinstance(cmd, RemoveObject):
+            if cmd.obj_id not in tracked:
+                raise CommandError("id", f"unknown object id {cmd.obj_id}; tracking {tracked}")
+            self.tracker.remove_object(cmd.obj_id)
+            return _reply_body(True, cmd.req, id=cmd.obj_id, objects=list(self.tracker.object_ids))
+        if not isinstance(cmd, AddObject):
+            raise CommandError("cmd", f"{cmd.name} is not applied by the inference thread")
+        waiting_new = set(self.waiting_objects()) - set(tracked)
+        if cmd.obj_id not in tracked and cmd.obj_id not in waiting_new:
+            if len(tracked) + len(waiting_new) + 1 > self.max_objects:
+                raise CommandError("id", f"cannot track more than {self.max_objects} objects "
+                                         f"(tracking {tracked}, waiting to add {sorted(waiting_new)})")
+        if cmd.frame is None:
+            self._next.append(pending)  # applied with the next frame; answered after its step
+            return None
+        frame = next((f for f in self.history if f.seq == cmd.frame), None)
+        if frame is None:
+            span = "{}..{}".format(*self.recent) if self.recent else "none yet"
+            raise CommandError("frame", f"frame {cmd.frame} is not among the recent frames ({span})")
+        mask = self._object_mask(cmd, frame)
+        self.tracker.add_prompt(frame.image, mask.astype(np.uint8) * np.uint8(cmd.obj_id), [cmd.obj_id])
+        return _reply_body(True, cmd.req, id=cmd.obj_id, frame=frame.seq, area=int(mask.sum()))
+
+    def waiting_objects(self) -> list[int]:
+        """Ids the next frame will prompt: the initial prompt's and the waiting adds'."""
+        ids = [int(v) for v in np.unique(self.initial_mask) if v] if self.initial_mask is not None else []
+        return ids + [p.command.obj_id for p in self._next if isinstance(p.command, AddObject)]
+
+    def cancel_waiting(self, reason: str) -> None:
+        """Answers the adds still waiting for a frame (reset, or the service stopping)."""
+        for pending in self._next:
+            self.reply(pending.token, _reply_body(False, pending.command.req, error=reason))
+        self._next = []
+
+    # ---- the next frame --------------------------------------------------------------------------
+
+    def for_frame(self, frame: Frame) -> FramePrompt:
+        """The label map and ids to prompt on `frame`: the initial prompt, then the waiting adds."""
+        h, w = frame.image.shape[:2]
+        labels: np.ndarray | None = None
+        objects: list[int] = []
+        if self.initial_mask is not None:
+            try:
+                labels = fit_mask(self.initial_mask, (h, w), self.config.resize, self.config.resize_tolerance,
+                                  field="prompt.mask", resize_hint="set prompt.resize: true, or --set "
+                                  "prompt.resize=true,").astype(np.uint8)
+            except CommandError as exc:  # the operator's prompt cannot apply: stop rather than track nothing
+                raise StartupError(str(exc)) from None
+            objects = [int(v) for v in np.unique(labels) if v != 0]
+        carried: list[tuple[PendingCommand, int]] = []
+        waiting, self._next = self._next, []
+        for pending in waiting:
+            cmd = pending.command
+            if pending.cancelled.is_set() or not isinstance(cmd, AddObject):
+                continue
+            try:
+                mask = self._object_mask(cmd, frame)
+            except CommandError as exc:
+                self.reply(pending.token, exc.to_reply(cmd.req))
+                continue
+            except Exception as exc:  # e.g. OpenCV failing inside a segmentation method
+                log.exception("making the mask of add %s failed", cmd.obj_id)
+                self.reply(pending.token, _reply_body(False, cmd.req, error=f"internal error: {exc!r}"))
+                continue
+            if labels is None:
+                labels = np.zeros((h, w), np.uint8)
+            labels[mask] = cmd.obj_id
+            if cmd.obj_id not in objects:
+                objects.append(cmd.obj_id)
+            carried.append((pending, int(mask.sum())))
+        if labels is None:
+            return FramePrompt()
+        present = set(np.unique(labels).tolist())
+        # An object painted over entirely by a later one has nothing left to prompt with.
+        for pending, _ in [c for c in carried if c[0].command.obj_id not in present]:
+            self.reply(pending.token, _reply_body(False, pending.command.req,
+                                                  error="mask entirely covered by a later object's mask"))
+        carried = [c for c in carried if c[0].command.obj_id in present]
+        objects = [o for o in objects if o in present]
+        initial = self.initial_mask is not None
+        return FramePrompt(labels if objects else None, objects or None, carried, initial)
+
+    def answer(self, prompt: FramePrompt, frame_seq: int) -> None:
+        """The prompt was applied on frame `frame_seq`: each add command learns its frame and area."""
+        if prompt.initial:
+            self.initial_mask = None  # applied; until then a frame the tracker failed on keeps it waiting
+            log.info("initial prompt applied on frame %d: objects %s", frame_seq, prompt.objects)
+        for pending, area in prompt.commands or []:
+            cmd = pending.command
+            self.reply(pending.token, _reply_body(True, cmd.req, id=cmd.obj_id, frame=frame_seq, area=area))
+
+    def refuse(self, prompt: FramePrompt, error: str) -> None:
+        """The prompt was not applied (the tracker refused it or failed): each add command is told why; the
+        initial prompt waits for the next frame."""
+        for pending, _ in prompt.commands or []:
+            self.reply(pending.token, _reply_body(False, pending.command.req, error=error))
+
+    def _object_mask(self, cmd: AddObject, frame: Frame) -> np.ndarray:
+        h, w = frame.image.shape[:2]
+        if cmd.prompt is not None:
+            if cmd.prompt.frame_hw != (h, w):
+                ph, pw = cmd.prompt.frame_hw
+                raise CommandError("box" if cmd.prompt.box is not None else "points",
+                                   f"the prompt was given for a {pw}x{ph} frame but the frame is {w}x{h}")
+            return grabcut_segment(frame.image, cmd.prompt)
+        if cmd.mask is None:
+            raise CommandError("mask", "the command carries neither a mask nor a prompt")
+        if cmd.mask.shape != (h, w):
+            raise CommandError("mask", f"the mask is {cmd.mask.shape[1]}x{cmd.mask.shape[0]} but the frame is {w}x{h}")
+        return cmd.mask
