@@ -27,7 +27,8 @@ import numpy as np
 import zmq
 
 from edge_vos.config import ConfigError, to_dict
-from edge_vos.prompt import grabcut_segment
+from edge_vos.prompt import PromptError
+from edge_vos.prompt.methods import PromptMasks
 from edge_vos.service.commands import AddObject, CommandError, Limits, RemoveObject, Reset, fit_mask
 from edge_vos.service.config import ServiceConfig
 from edge_vos.service.control import ControlServer, PendingCommand
@@ -274,7 +275,15 @@ class InferenceWorker(threading.Thread):
                 ph, pw = cmd.prompt.frame_hw
                 raise CommandError("box" if cmd.prompt.box is not None else "points",
                                    f"the prompt was given for a {pw}x{ph} frame but the frame is {w}x{h}")
-            return grabcut_segment(frame.image, cmd.prompt)
+            try:
+                mask = self.service.prompt_masks(frame.image, cmd.prompt, cmd.method)
+            except PromptError as exc:
+                raise CommandError(exc.field, exc.message) from None
+            if not mask.any():
+                raise CommandError("box" if cmd.prompt.box is not None else "points",
+                                   f"method {cmd.method} found no object for this prompt; add a click on the "
+                                   "object or try another method")
+            return mask
         assert cmd.mask is not None
         if cmd.mask.shape != (h, w):
             raise CommandError("mask", f"the mask is {cmd.mask.shape[1]}x{cmd.mask.shape[0]} but the frame is {w}x{h}")
@@ -358,6 +367,7 @@ class Service:
         self.tracker_factory = tracker_factory or build_tracker
         self.reader = reader
         self.notifier = notifier or Notifier()
+        self.prompt_masks = PromptMasks(config.prompt.weights or None)
         self.metrics = ServiceMetrics()
         self.stop_event = threading.Event()
         self.done = threading.Event()
@@ -398,6 +408,10 @@ class Service:
             initial_mask = reader.initial_mask()
         keys = load_server_keys(cfg.security)
         tracker = self.tracker_factory(cfg)
+        # The prompt network is loaded here, once, not on the first prompt: a prompt then costs one crop's
+        # inference on the inference thread (bounded whatever the frame size), never a model load.
+        if not self.prompt_masks.load() and cfg.prompt.weights:
+            raise FileNotFoundError(f"prompt.weights: {self.prompt_masks.load_error}")
         self.metrics.set_build_info(**_versions(), stream=cfg.stream_id, weights=cfg.tracker.model.weights or "default")
         self.buffer = LatestFrame() if self.pace == "realtime" else FrameQueue(cfg.pipeline.frame_queue)
 
