@@ -1,7 +1,9 @@
 """Send one command to a running service (the demo's control channel), print the JSON reply.
 
     .venv/bin/python tools/demo_control.py stats
-    .venv/bin/python tools/demo_control.py add-box 3 40 30 120 110        # GrabCut inside the box, next frame
+    .venv/bin/python tools/demo_control.py add-box 3 40 30 120 110        # a mask from the box, next frame
+    .venv/bin/python tools/demo_control.py add-clicks 6 300,200 --negative 350,260  # object / background clicks
+    .venv/bin/python tools/demo_control.py add-box 3 40 30 120 110 --method grabcut
     .venv/bin/python tools/demo_control.py add-polygon 4 10,10 60,10 60,50
     .venv/bin/python tools/demo_control.py add-mask 5 mask.png [--frame SEQ] [--resize]
     .venv/bin/python tools/demo_control.py remove 3
@@ -36,14 +38,21 @@ def main(argv: list[str] | None = None) -> int:
     box = sub.add_parser("add-box")
     box.add_argument("id", type=int)
     box.add_argument("coords", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"))
+    clicks = sub.add_parser("add-clicks")
+    clicks.add_argument("id", type=int)
+    clicks.add_argument("points", nargs="*", metavar="X,Y", help="clicks on the object")
+    clicks.add_argument("--negative", action="append", default=[], metavar="X,Y", help="a click on background")
+    clicks.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"))
     polygon = sub.add_parser("add-polygon")
     polygon.add_argument("id", type=int)
     polygon.add_argument("points", nargs="+", metavar="X,Y")
     mask = sub.add_parser("add-mask")
     mask.add_argument("id", type=int)
     mask.add_argument("png", type=Path, help="non-zero pixels = the object")
-    for p in (box, polygon, mask):
+    for p in (box, clicks, polygon, mask):
         p.add_argument("--frame", type=int, help="capture_seq of a recent frame (default: the next frame)")
+    for p in (box, clicks):
+        p.add_argument("--method", choices=["learned", "grabcut"], help="default: the service's (learned)")
     mask.add_argument("--resize", action="store_true", help="accept a mask within 2%% of the frame size")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -51,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     with CommandClient(args.endpoint, timeout_s=args.timeout, retries=1) as ctl:
         try:
             if args.cmd == "add-box":
-                reply = ctl.add_box(args.id, args.coords, frame=args.frame)
+                reply = ctl.add_box(args.id, args.coords, method=args.method, frame=args.frame)
+            elif args.cmd == "add-clicks":
+                points = [tuple(float(v) for v in p.split(",")) for p in args.points + args.negative]
+                labels = [1] * len(args.points) + [0] * len(args.negative)
+                reply = ctl.add_prompt(args.id, box=args.box, points=points, labels=labels, method=args.method,
+                                       frame=args.frame)
             elif args.cmd == "add-polygon":
                 points = [tuple(float(v) for v in p.split(",")) for p in args.points]
                 reply = ctl.add_polygon(args.id, points, frame=args.frame)

@@ -4,8 +4,10 @@
 validated `Prompt` into a bool mask on the frame:
 - a box: one pass on the window around the box (crops.box_window), box map + any clicks + any coarse mask;
 - a coarse mask without a box: one pass on the window around the mask and the positive clicks;
-- clicks only: a first pass on the whole frame (resized to S x S) finds the object roughly; a second pass
-  zooms into the window around that mask and the positive clicks, with that mask as the coarse mask.
+- clicks only: a first pass on the whole frame (resized to S x S) finds the object roughly; its connected
+  parts that hold a positive click are kept (a whole-frame look at low resolution sometimes adds a
+  neighbouring thing); a second pass zooms into the window around them and the positive clicks, with them
+  as the coarse mask.
 Every pass runs on an S x S crop whatever the frame size, so a prompt's cost is bounded (docs/benchmarks.md
 "Prompts" has the measured times).
 
@@ -20,6 +22,7 @@ import functools
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -45,19 +48,20 @@ BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "prompt.s
 class PromptSegmenter:
     """One prompt network on the CPU (or `device`), in inference mode."""
 
-    def __init__(self, model: PromptNet, device: str = "cpu") -> None:
+    def __init__(self, model: PromptNet, device: str = "cpu", crop_size: int | None = None) -> None:
         self.model = model.eval().to(device).to(memory_format=torch.channels_last)
         self.device = torch.device(device)
-        self.size = model.config.crop_size
+        self.size = crop_size or model.config.crop_size  # the network is fully convolutional
         self.radius = model.config.click_radius
 
     @classmethod
-    def from_file(cls, path: str | Path = BUNDLED_WEIGHTS, device: str = "cpu") -> PromptSegmenter:
+    def from_file(cls, path: str | Path = BUNDLED_WEIGHTS, device: str = "cpu", crop_size: int | None = None
+                  ) -> PromptSegmenter:
         if not Path(path).is_file():
             raise FileNotFoundError(f"prompt network weights not found: {path}")
         model, header = load_weights(path)
         log.info("prompt network loaded from %s (%s steps)", path, header.get("steps", "?"))
-        return cls(model, device)
+        return cls(model, device, crop_size)
 
     def segment(self, image: np.ndarray, *, box: object = None, points: object = None, labels: object = None,
                 mask: np.ndarray | None = None) -> np.ndarray:
@@ -81,7 +85,7 @@ class PromptSegmenter:
         if prompt.mask is not None:
             window = box_window(mask_box(prompt.mask, positives) or frame_window(hw))
             return self._pass(image, window, prompt, prompt.mask)
-        rough = self._pass(image, frame_window(hw), prompt, None) > 0.5
+        rough = _clicked_parts(self._pass(image, frame_window(hw), prompt, None) > 0.5, prompt)
         window = box_window(mask_box(rough, positives) or frame_window(hw))
         return self._pass(image, window, prompt, rough if rough.any() else None)
 
@@ -102,6 +106,17 @@ class PromptSegmenter:
                                 m.contiguous(memory_format=torch.channels_last))
             prob = torch.sigmoid(logits)[0, 0].cpu().numpy()
         return paste_back(prob, window, prompt.frame_hw)
+
+
+def _clicked_parts(mask: np.ndarray, prompt: Prompt) -> np.ndarray:
+    """The connected parts of `mask` that hold a positive click (all of it when none does)."""
+    if not mask.any():
+        return mask
+    count, parts = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return mask
+    hit = {int(parts[y, x]) for x, y in (prompt.pixel(int(i)) for i in np.flatnonzero(prompt.labels == 1))} - {0}
+    return np.isin(parts, list(hit)) if hit else mask
 
 
 @functools.lru_cache(maxsize=1)
