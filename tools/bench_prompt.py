@@ -39,7 +39,8 @@ LABELS = {"box": "tight box", "box_jitter": "box ±10 %", "click1": "1 click", "
           "click3": "3 clicks"}
 
 
-def _methods(weights: str | None, names: list[str], crop_size: int | None = None) -> dict[str, tuple[object, bool]]:
+def _methods(weights: str | None, names: list[str], crop_size: int | None = None, flip: bool = False
+             ) -> dict[str, tuple[object, bool]]:
     """name -> (callable(image, prompt) -> mask, whether it gets its previous mask with further clicks)."""
     from edge_vos.prompt import grabcut_segment
     from edge_vos.prompt.segmenter import BUNDLED_WEIGHTS, PromptSegmenter
@@ -47,7 +48,7 @@ def _methods(weights: str | None, names: list[str], crop_size: int | None = None
     out: dict[str, tuple[object, bool]] = {}
     for name in names:
         if name == "learned":
-            out[name] = (PromptSegmenter.from_file(weights or BUNDLED_WEIGHTS, crop_size=crop_size), True)
+            out[name] = (PromptSegmenter.from_file(weights or BUNDLED_WEIGHTS, crop_size=crop_size, flip=flip), True)
         elif name == "grabcut":
             out[name] = (grabcut_segment, False)
         else:
@@ -59,7 +60,7 @@ def accuracy(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    methods = _methods(args.weights, args.methods.split(","), args.crop_size)
+    methods = _methods(args.weights, args.methods.split(","), args.crop_size, args.flip)
     scores: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
     frames = []
     t0 = time.time()
@@ -69,7 +70,8 @@ def accuracy(args: argparse.Namespace) -> int:
             scores[name].append(evaluate_frame(method, frame, seed=i, uses_previous_mask=uses_previous))  # type: ignore[arg-type]
         log.info("%s %s", frames[-1], {m: round(s[-1]["box"], 3) for m, s in scores.items()})
     result = {
-        "weights": args.weights or "bundled", "crop_size": args.crop_size, "frames": len(frames), "every": args.every,
+        "weights": args.weights or "bundled", "crop_size": args.crop_size, "flip": args.flip,
+        "frames": len(frames), "every": args.every,
         "seconds": round(time.time() - t0, 1),
         "mean_iou": {m: {k: round(float(np.mean([r[k] for r in rows])), 4) for k in PROMPT_TYPES}
                      for m, rows in scores.items()},
@@ -95,7 +97,7 @@ def timing(args: argparse.Namespace) -> int:
     from edge_vos.prompt import make_prompt
 
     torch.set_num_threads(args.threads)
-    methods = _methods(args.weights, args.methods.split(","), args.crop_size)
+    methods = _methods(args.weights, args.methods.split(","), args.crop_size, args.flip)
     frames = [f for f in davis_eval_frames(args.data, "val-dev", "480p", every=10_000)]
     times: dict[str, list[float]] = {f"{m} {p}": [] for m in methods for p in ("box", "click")}
     for repeat in range(args.repeats + 1):  # the first round warms up and is not counted
@@ -166,6 +168,7 @@ def main() -> int:
     parser.add_argument("--methods", default="learned,grabcut")
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--crop-size", type=int, help="the learned network's crop side (default: as trained)")
+    parser.add_argument("--flip", action="store_true", help="the learned network averages with the mirrored crop")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="where to write the result (default runs/bench-prompt/)")

@@ -48,20 +48,22 @@ BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "prompt.s
 class PromptSegmenter:
     """One prompt network on the CPU (or `device`), in inference mode."""
 
-    def __init__(self, model: PromptNet, device: str = "cpu", crop_size: int | None = None) -> None:
+    def __init__(self, model: PromptNet, device: str = "cpu", crop_size: int | None = None,
+                 flip: bool = False) -> None:
         self.model = model.eval().to(device).to(memory_format=torch.channels_last)
+        self.flip = flip  # average with the mirrored crop: twice the cost
         self.device = torch.device(device)
         self.size = crop_size or model.config.crop_size  # the network is fully convolutional
         self.radius = model.config.click_radius
 
     @classmethod
-    def from_file(cls, path: str | Path = BUNDLED_WEIGHTS, device: str = "cpu", crop_size: int | None = None
-                  ) -> PromptSegmenter:
+    def from_file(cls, path: str | Path = BUNDLED_WEIGHTS, device: str = "cpu", crop_size: int | None = None,
+                  flip: bool = False) -> PromptSegmenter:
         if not Path(path).is_file():
             raise FileNotFoundError(f"prompt network weights not found: {path}")
         model, header = load_weights(path)
         log.info("prompt network loaded from %s (%s steps)", path, header.get("steps", "?"))
-        return cls(model, device, crop_size)
+        return cls(model, device, crop_size, flip)
 
     def segment(self, image: np.ndarray, *, box: object = None, points: object = None, labels: object = None,
                 mask: np.ndarray | None = None) -> np.ndarray:
@@ -102,9 +104,12 @@ class PromptSegmenter:
         with torch.inference_mode():
             x = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float().div_(255)
             m = torch.from_numpy(maps).to(self.device)[None]
+            if self.flip:  # the crop and its mirror image as one batch of two, averaged
+                x, m = torch.cat([x, x.flip(-1)]), torch.cat([m, m.flip(-1)])
             logits = self.model(x.contiguous(memory_format=torch.channels_last),
                                 m.contiguous(memory_format=torch.channels_last))
-            prob = torch.sigmoid(logits)[0, 0].cpu().numpy()
+            prob = torch.sigmoid(logits)[:, 0]
+            prob = ((prob[0] + prob[1].flip(-1)) / 2 if self.flip else prob[0]).cpu().numpy()
         return paste_back(prob, window, prompt.frame_hw)
 
 
