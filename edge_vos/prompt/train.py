@@ -108,11 +108,15 @@ def train(args: argparse.Namespace) -> Path:
                       size=args.size, click_radius=config.click_radius, seed=args.seed)
     log_path = out / "log.csv"
     new_log = not log_path.is_file() or start == 0
+    if not new_log:  # rows logged after the checkpoint was written are done again: drop them
+        rows = log_path.read_text().splitlines()
+        kept = rows[:1] + [r for r in rows[1:] if r.split(",")[0].isdigit() and int(r.split(",")[0]) <= start]
+        log_path.write_text("".join(r + "\n" for r in kept))
     with open(log_path, "w" if new_log else "a", newline="") as handle:
         writer = csv.writer(handle)
         if new_log:
             writer.writerow(["step", "loss", "iou", "iterations", "lr", "seconds", "elapsed"])
-        elapsed = 0.0
+        elapsed = 0.0 if new_log else _last_elapsed(log_path)
         for step in range(start, args.steps):
             t0 = time.perf_counter()
             rng = np.random.default_rng([args.seed, step])
@@ -150,6 +154,15 @@ def train(args: argparse.Namespace) -> Path:
     final = out / "final.safetensors"
     save_weights(model, final, _provenance(args, args.steps))
     return final
+
+
+def _last_elapsed(log_path: Path) -> float:
+    """Seconds the run had trained when it stopped (the log's last row), so a resumed run keeps counting."""
+    rows = log_path.read_text().splitlines()
+    try:
+        return float(rows[-1].split(",")[-1])
+    except (IndexError, ValueError):
+        return 0.0
 
 
 def _provenance(args: argparse.Namespace, step: int) -> dict[str, str]:
