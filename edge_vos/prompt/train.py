@@ -5,7 +5,9 @@
 Per step: a batch of samples (data.py); then, as interactive-segmentation training does (RITM), 0-3
 passes without gradient in which the network's own prediction becomes the previous-mask input and a
 new click goes to the centre of its largest error (missed object -> positive, false object ->
-negative); then the pass that learns: binary cross-entropy + soft IoU (dice) on the crop.
+negative); then the pass that learns: binary cross-entropy (optionally over the hardest share of pixels,
+`--hard-share`) + soft IoU (dice) on the crop. The learning rate follows a cosine from `--lr` to 5 % of
+it over `--steps`; resuming with a larger `--steps` restarts it part-way up (a warm restart).
 Resumable: step s draws everything from a Generator seeded with (seed, s), and `OUT/checkpoint.pt`
 holds weights, optimiser state and s. Rerunning the same command resumes. `OUT/log.csv` has one row
 per step; `OUT/step_XXXXX.safetensors` snapshots are written every `--snapshot-every` steps (measure them
@@ -67,8 +69,13 @@ def add_correction_clicks(model: PromptNet, rgb: torch.Tensor, maps: torch.Tenso
     return maps
 
 
-def loss_fn(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    bce = F.binary_cross_entropy_with_logits(logits, truth)
+def loss_fn(logits: torch.Tensor, truth: torch.Tensor, hard_share: float = 1.0) -> torch.Tensor:
+    """Binary cross-entropy over the hardest `hard_share` of each crop's pixels (1.0 = all; STCN's
+    bootstrapping: thin parts and boundaries are few pixels but most of the error) + soft IoU (dice)."""
+    pixel = F.binary_cross_entropy_with_logits(logits, truth, reduction="none").flatten(1)
+    if hard_share < 1.0:
+        pixel = pixel.topk(max(1, int(hard_share * pixel.shape[1])), dim=1).values
+    bce = pixel.mean()
     prob = torch.sigmoid(logits)
     inter = (prob * truth).sum(dim=(1, 2, 3))
     dice = 1 - (2 * inter + 1) / (prob.sum(dim=(1, 2, 3)) + truth.sum(dim=(1, 2, 3)) + 1)
@@ -130,7 +137,7 @@ def train(args: argparse.Namespace) -> Path:
             iterations = int(rng.choice(ITERATION_CHOICES, p=ITERATION_WEIGHTS))
             maps = add_correction_clicks(model, rgb, maps, samples, iterations, config.click_radius)
             logits = model(rgb, maps.contiguous(memory_format=torch.channels_last))
-            loss = loss_fn(logits, truth)
+            loss = loss_fn(logits, truth, args.hard_share)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -183,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=4e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hard-share", type=float, default=1.0,
+                        help="cross-entropy over the hardest share of pixels (1.0 = all)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint-every", type=int, default=25)
     parser.add_argument("--snapshot-every", type=int, default=250)
