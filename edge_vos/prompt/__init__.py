@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from edge_vos.prompt.grabcut import grabcut_segment
 from edge_vos.prompt.spec import DEFAULT_METHOD, MAX_POINTS, METHODS, Prompt, PromptError, check_image, make_prompt
 
@@ -23,8 +25,10 @@ __all__ = ["DEFAULT_METHOD", "MAX_POINTS", "METHODS", "Prompt", "PromptError", "
            "make_prompt", "segment"]
 
 
-def segment(image: Any, *, box: Any = None, points: Any = None, labels: Any = None, mask: Any = None) -> Any:
-    """The object's mask (bool [H,W]) from the bundled prompt network; see edge_vos.prompt.segmenter.segment."""
+def segment(image: np.ndarray, *, box: Any = None, points: Any = None, labels: Any = None,
+            mask: np.ndarray | None = None) -> np.ndarray:
+    """The object's mask (bool [H,W]) from the bundled prompt network, loaded on the first call and cached
+    (edge_vos.prompt.segmenter.segment; torch is imported then, not with this package)."""
     from edge_vos.prompt.segmenter import segment as _segment
 
     return _segment(image, box=box, points=points, labels=labels, mask=mask)

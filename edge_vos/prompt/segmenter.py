@@ -51,7 +51,7 @@ class PromptSegmenter:
     def __init__(self, model: PromptNet, device: str = "cpu", crop_size: int | None = None,
                  flip: bool = False) -> None:
         self.model = model.eval().to(device).to(memory_format=torch.channels_last)
-        self.flip = flip  # average with the mirrored crop: twice the cost
+        self.flip = flip  # the final pass averages with the mirrored crop: about twice its cost
         self.device = torch.device(device)
         self.size = crop_size or model.config.crop_size  # the network is fully convolutional
         self.radius = model.config.click_radius
@@ -87,11 +87,12 @@ class PromptSegmenter:
         if prompt.mask is not None:
             window = box_window(mask_box(prompt.mask, positives) or frame_window(hw))
             return self._pass(image, window, prompt, prompt.mask)
-        rough = _clicked_parts(self._pass(image, frame_window(hw), prompt, None) > 0.5, prompt)
+        rough = _clicked_parts(self._pass(image, frame_window(hw), prompt, None, final=False) > 0.5, prompt)
         window = box_window(mask_box(rough, positives) or frame_window(hw))
         return self._pass(image, window, prompt, rough if rough.any() else None)
 
-    def _pass(self, image: np.ndarray, window: Window, prompt: Prompt, coarse: np.ndarray | None) -> np.ndarray:
+    def _pass(self, image: np.ndarray, window: Window, prompt: Prompt, coarse: np.ndarray | None,
+              final: bool = True) -> np.ndarray:
         s = self.size
         maps = np.zeros((4, s, s), np.float32)
         if prompt.box is not None:
@@ -104,12 +105,13 @@ class PromptSegmenter:
         with torch.inference_mode():
             x = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float().div_(255)
             m = torch.from_numpy(maps).to(self.device)[None]
-            if self.flip:  # the crop and its mirror image as one batch of two, averaged
+            flip = self.flip and final  # the rough first pass of clicks alone only has to find the object
+            if flip:  # the crop and its mirror image as one batch of two, averaged
                 x, m = torch.cat([x, x.flip(-1)]), torch.cat([m, m.flip(-1)])
             logits = self.model(x.contiguous(memory_format=torch.channels_last),
                                 m.contiguous(memory_format=torch.channels_last))
             prob = torch.sigmoid(logits)[:, 0]
-            prob = ((prob[0] + prob[1].flip(-1)) / 2 if self.flip else prob[0]).cpu().numpy()
+            prob = ((prob[0] + prob[1].flip(-1)) / 2 if flip else prob[0]).cpu().numpy()
         return paste_back(prob, window, prompt.frame_hw)
 
 
