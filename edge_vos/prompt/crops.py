@@ -64,8 +64,10 @@ def to_crop(points: np.ndarray, window: Window, size: int) -> np.ndarray:
     return np.stack([pts[:, 0] * m[0, 0] + m[0, 2], pts[:, 1] * m[1, 1] + m[1, 2]], 1).astype(np.float32)
 
 
-def crop_image(image: np.ndarray, window: Window, size: int, nearest: bool = False) -> np.ndarray:
-    """The window of `image` (H,W[,C]) resized to size x size; outside the frame is zero.
+def crop_image(image: np.ndarray, window: Window, size: int, nearest: bool = False, edge: bool = False) -> np.ndarray:
+    """The window of `image` (H,W[,C]) resized to size x size; outside the frame is zero, or with `edge`
+    the nearest frame pixel (used for RGB: a network trained on black borders learns "black is
+    background" and cuts dark objects).
 
     Downscaling uses area averaging when the window is much larger than the crop (no aliasing)."""
     m = window_affine(window, size)
@@ -78,7 +80,8 @@ def crop_image(image: np.ndarray, window: Window, size: int, nearest: bool = Fal
         m = m @ np.array([[1 / gx, 0, 0], [0, 1 / gy, 0], [0, 0, 1]])
         image = small
     flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
-    return cv2.warpAffine(image, m, (size, size), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    border = cv2.BORDER_REPLICATE if edge else cv2.BORDER_CONSTANT
+    return cv2.warpAffine(image, m, (size, size), flags=flags, borderMode=border, borderValue=0)
 
 
 def paste_back(crop_values: np.ndarray, window: Window, frame_hw: tuple[int, int]) -> np.ndarray:

@@ -159,7 +159,7 @@ class PromptData:
             coarse = degrade(mask, rng)
             cbox = mask_box(coarse) or truth_box
             window = _jitter_window(box_window(cbox, context=CONTEXT * rng.uniform(0.75, 1.25)), rng)
-        rgb = crop_image(image, window, s)
+        rgb = crop_image(image, window, s, edge=True)
         if rng.random() < 0.25:  # softer detail, as a low-resolution frame scaled up
             f = rng.uniform(0.4, 0.8)
             rgb = cv2.resize(cv2.resize(rgb, None, fx=f, fy=f, interpolation=cv2.INTER_AREA), (s, s),

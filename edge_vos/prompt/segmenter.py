@@ -101,7 +101,7 @@ class PromptSegmenter:
             maps[1:3] = click_maps(to_crop(prompt.points, window, s), prompt.labels, s, self.radius)
         if coarse is not None:
             maps[3] = crop_image(coarse.astype(np.float32), window, s) > 0.5
-        rgb = crop_image(image, window, s)
+        rgb = crop_image(image, window, s, edge=True)
         with torch.inference_mode():
             x = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float().div_(255)
             m = torch.from_numpy(maps).to(self.device)[None]

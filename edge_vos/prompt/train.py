@@ -96,6 +96,13 @@ def train(args: argparse.Namespace) -> Path:
     config = PromptNetConfig(crop_size=args.size)
     model = PromptNet(config)
     model.init_from_imagenet()
+    if args.init:  # continue from a trained network (fresh optimiser and schedule)
+        from edge_vos.prompt.model import load_weights
+
+        trained, _ = load_weights(args.init)
+        if trained.config != config:
+            raise SystemExit(f"--init {args.init}: its config {trained.config} differs from this run's {config}")
+        model.load_state_dict(trained.state_dict())
     frozen = {id(p) for p in model.frozen_parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) not in frozen)
@@ -196,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=int, default=25)
     parser.add_argument("--snapshot-every", type=int, default=250)
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    parser.add_argument("--init", help="start from this trained network's weights (safetensors)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     final = train(args)
