@@ -39,7 +39,7 @@ LABELS = {"box": "tight box", "box_jitter": "box ±10 %", "click1": "1 click", "
           "click3": "3 clicks"}
 
 
-def _methods(weights: str | None, names: list[str], crop_size: int | None = None, flip: bool = False
+def _methods(weights: str | None, names: list[str], crop_size: int | None = None, flip: bool = True
              ) -> dict[str, tuple[object, bool]]:
     """name -> (callable(image, prompt) -> mask, whether it gets its previous mask with further clicks)."""
     from edge_vos.prompt import grabcut_segment
@@ -112,7 +112,8 @@ def timing(args: argparse.Namespace) -> int:
                     method(frame.image, prompt)  # type: ignore[operator]
                     if repeat:
                         times[f"{name} {kind}"].append((time.perf_counter() - t0) * 1000)
-    result = {"threads": args.threads, "frame": "854x480", "prompts_per_case": len(frames) * args.repeats,
+    result = {"threads": args.threads, "frame": "854x480", "weights": args.weights or "bundled", "flip": args.flip,
+              "prompts_per_case": len(frames) * args.repeats,
               "median_ms": {k: round(statistics.median(v), 1) for k, v in times.items()},
               "p90_ms": {k: round(float(np.percentile(v, 90)), 1) for k, v in times.items()}}
     OUT.mkdir(parents=True, exist_ok=True)
@@ -168,7 +169,8 @@ def main() -> int:
     parser.add_argument("--methods", default="learned,grabcut")
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--crop-size", type=int, help="the learned network's crop side (default: as trained)")
-    parser.add_argument("--flip", action="store_true", help="the learned network averages with the mirrored crop")
+    parser.add_argument("--no-flip", dest="flip", action="store_false",
+                        help="the learned network's final pass without mirrored-crop averaging")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="where to write the result (default runs/bench-prompt/)")
