@@ -14,10 +14,11 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("edge_vos.service.cli", "run the streaming service (capture -> tracker -> ZeroMQ)"),
     "subscribe": ("edge_vos.client_cli", "watch a running service: print, save masks or show an overlay"),
+    "view": ("edge_vos.view.cli", "serve the live web view (point-and-track) of a service running elsewhere"),
     "eval": ("edge_vos.evaluation.cli", "DAVIS-style J&F evaluation of the tracker on a dataset split"),
     "bench": ("edge_vos.evaluation.bench", "long-stream latency and memory benchmark"),
     "train": ("edge_vos.train.cli", "train the network"),
-    "build-engines": ("edge_vos.backends.cli", "export ONNX and build TensorRT engines"),
+    "build-engines": ("edge_vos.engines_cli", "export ONNX and build TensorRT engines"),
 }
 
 

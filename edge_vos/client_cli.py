@@ -70,7 +70,9 @@ def main(args: argparse.Namespace) -> int:
             if isinstance(message, Preview):
                 last_image = message.image
                 continue
-            assert isinstance(message, MaskResult)
+            if not isinstance(message, MaskResult):  # a message kind this client does not know
+                log.debug("ignoring a %s message", type(message).__name__)
+                continue
             received += 1
             h = message.header
             if args.json:

@@ -120,20 +120,23 @@ def to_dict(config: object) -> dict[str, Any]:
     return dataclasses.asdict(config)  # type: ignore[call-overload]
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping at the top of a YAML file (empty file: {}); ConfigError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{path}: not valid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError("", f"{path}: top level must be a mapping")
+    return loaded or {}
+
+
 def load_yaml(cls: type[T], path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> T:
     """Reads YAML (or nothing), applies dotted-key overrides such as {"source.uri": "x.mp4"}, validates."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError("", f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError("", f"{path}: not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError("", f"{path}: top level must be a mapping")
-        data = loaded or {}
+    data = read_yaml(path) if path is not None else {}
     for dotted, value in (overrides or {}).items():
         node = data
         keys = dotted.split(".")

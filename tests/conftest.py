@@ -21,19 +21,17 @@ CUTIE = SHARED / "data" / "cutie-examples"
 
 @pytest.fixture(scope="session")
 def r18_network():
-    from edge_vos.model import build_network
+    from edge_vos.model import random_network
 
-    torch.manual_seed(0)
-    return build_network("stcn-r18").eval()
+    return random_network("stcn-r18").eval()
 
 
 @pytest.fixture(scope="session")
 def lite_network():
     """A compact network (value_dim 128): the same code paths as stcn-r18 at a fraction of the CPU time."""
-    from edge_vos.model import build_network
+    from edge_vos.model import random_network
 
-    torch.manual_seed(0)
-    return build_network("stcn-r18-lite").eval()
+    return random_network("stcn-r18-lite").eval()
 
 
 def moving_square_frames(n: int, h: int = 64, w: int = 96, seed: int = 0) -> np.ndarray:

@@ -137,7 +137,7 @@ def test_engine_cache_loads_only_an_engine_built_from_the_same_key(tmp_path) -> 
     write_engine(path, key, b"engine-bytes", 1.0, Path("stcn-r18-decoder.onnx"))
     assert load_cached_engine(path, key) == b"engine-bytes"
     meta = json.loads(path.with_suffix(".json").read_text())
-    assert meta["key"] == asdict(key) and meta["engine_sha256"] == hashlib.sha256(b"engine-bytes").hexdigest()
+    assert meta["key"] == asdict(key) and meta["sha256"] == hashlib.sha256(b"engine-bytes").hexdigest()
     # Foreign or stale: another TensorRT version, GPU, precision, ONNX or profile is never loaded.
     for other in (_key(tensorrt_version="10.13.0"), _key(gpu_name="RTX 4090", compute_capability="8.9"),
                   _key(precision="fp32"), _key(onnx_sha256="cd" * 32), _key(shapes={"readout": [[1, 512, 8, 12]] * 3})):
@@ -196,7 +196,7 @@ def test_build_engines_cli_exports_and_prints_trtexec_lines(monkeypatch, tmp_pat
     import argparse
 
     import edge_vos.backends.export as export
-    from edge_vos.backends import cli
+    from edge_vos import engines_cli as cli
 
     from .test_export import _fake_exporter
 
@@ -222,10 +222,9 @@ def test_fp16_export_for_strongly_typed_tensorrt_keeps_fp32_inputs_and_outputs(t
     import onnx
 
     from edge_vos.backends.export import export_part
-    from edge_vos.model import build_network
+    from edge_vos.model import random_network
 
-    torch.manual_seed(0)
-    net = build_network("stcn-r18-lite").eval()
+    net = random_network("stcn-r18-lite").eval()
     exported = export_part(net, "decoder", (32, 48), cache_dir=tmp_path, precision="fp16")
     model = onnx.load(str(exported.path))
     fp32, fp16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
@@ -246,7 +245,7 @@ def test_auto_falls_back_to_torch_when_tensorrt_fails_to_start(r18_network, monk
 
 
 def test_a_stub_only_tensorrt_directory_does_not_count_as_installed(tmp_path, monkeypatch) -> None:
-    from edge_vos.backends.tensorrt_backend import module_installed
+    from edge_vos.backends.base import module_installed
 
     (tmp_path / "fake_trt_stub_pkg").mkdir()
     (tmp_path / "fake_trt_stub_pkg" / "__init__.pyi").write_text("x: int\n")

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from edge_vos.model.weights import DEFAULT_WEIGHTS
 from edge_vos.tracker import Tracker, TrackerConfig
 from edge_vos.tracker.config import MemoryConfig, ReadoutConfig
-from edge_vos.tracker.tracker import DEFAULT_WEIGHTS
 
 from .conftest import require_davis
 

@@ -78,7 +78,7 @@ def test_empty_memory_view_is_an_error() -> None:
 def test_object_manager_reuses_lowest_free_index_and_limits() -> None:
     objects = ObjectManager(2)
     assert objects.add(7) == 0 and objects.add(3) == 1
-    with pytest.raises(ValueError, match="maximum of 2"):
+    with pytest.raises(ValueError, match="more than 2 objects"):
         objects.add(9)
     objects.remove(7)
     assert objects.add(9) == 0 and objects.ids == [9, 3]

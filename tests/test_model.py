@@ -56,6 +56,48 @@ def test_three_calls_shapes(arch, f16) -> None:
     assert logits.shape == (2, 1, 64, 96)
 
 
+def test_frame_features_with_batch_one_are_broadcast_over_objects_exactly() -> None:
+    """decode/encode_value take the frame's features once (batch 1) beside N objects: the same maths as
+    feeding N copies (the decoder's skip convolutions then run once per frame; parts.py relies on it)."""
+    torch.manual_seed(2)
+    net = build_network("stcn-r18-lite").eval()
+    image = torch.randn(1, 3, 64, 96)
+    masks = torch.rand(3, 1, 64, 96)
+    with torch.no_grad():
+        _, query_value, k16, f8, f4 = net.encode_key(image)
+        values = net.encode_value(image, k16, masks, 1 - masks)
+        expanded = [x.expand(3, -1, -1, -1) for x in (image, k16)]
+        torch.testing.assert_close(values, net.encode_value(*expanded, masks, 1 - masks), rtol=1e-5, atol=1e-5)
+        readout = torch.randn(3, net.value_dim, 4, 6)
+        once = net.decode(readout, query_value, f8, f4)
+        copies = net.decode(readout, *(x.expand(3, -1, -1, -1).contiguous() for x in (query_value, f8, f4)))
+    assert once.shape == (3, 1, 64, 96)
+    torch.testing.assert_close(once, copies, rtol=1e-5, atol=1e-5)
+
+
+def test_random_network_is_seeded_and_leaves_the_global_rng_alone() -> None:
+    from edge_vos.model import random_network
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a, b = random_network("stcn-r18-lite"), random_network("stcn-r18-lite")
+    assert torch.rand(1) == expected_next
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    c = random_network("stcn-r18-lite", seed=1)
+    assert not torch.equal(next(a.parameters()), next(c.parameters()))
+
+
+def test_default_model_config_names_the_bundled_weights_arch() -> None:
+    from edge_vos.model.checkpoint import read_metadata
+    from edge_vos.model.config import ModelConfig
+    from edge_vos.model.weights import DEFAULT_WEIGHTS
+
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip(f"no bundled weights at {DEFAULT_WEIGHTS}")
+    assert ModelConfig().arch == read_metadata(DEFAULT_WEIGHTS)["arch"]
+
+
 def _official_file(net, tmp_path, transform=None, wrap=True, prefix=""):
     state = {prefix + k: v for k, v in net.state_dict().items()}
     if transform:

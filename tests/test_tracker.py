@@ -145,6 +145,49 @@ def test_bad_input_is_rejected_and_loses_nothing(lite_network) -> None:
     assert tracker.step(frames[1]).frame_index == 1
 
 
+def test_a_rejected_frame_of_a_new_size_loses_nothing(lite_network) -> None:
+    """A new frame size starts a new stream, but only once the frame and its prompt are known to be valid."""
+    tracker = _tracker(lite_network)
+    frames = moving_square_frames(3, h=48, w=64)
+    tracker.step(frames[0], _box_mask(48, 64, {1: (16, 40, 8, 32), 2: (0, 8, 0, 8)}))
+    memory = tracker.memory
+    bigger = moving_square_frames(1, h=64, w=96)[0]
+    for bad_mask, match in (
+        (np.zeros((48, 64), np.uint8), "mask is 64x48 but the frame is 96x64"),
+        (np.full((64, 96), 300, np.int32), "1..254"),
+        (_box_mask(64, 96, {i: (0, 4, 4 * i, 4 * i + 4) for i in range(1, 10)}), "more than 8 objects"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            tracker.step(bigger, bad_mask.astype(np.int32))
+    with pytest.raises(ValueError, match="none of the requested objects"):
+        tracker.add_prompt(bigger, np.zeros((64, 96), np.uint8))
+    assert tracker.object_ids == [1, 2] and tracker.memory is memory and tracker.frame_index == 0
+    assert tracker.step(frames[1]).object_ids == [1, 2]
+    # A valid frame of the new size does start a new stream (8 new objects fit: the old two are gone).
+    result = tracker.step(bigger, _box_mask(64, 96, {i: (0, 4, 4 * i, 4 * i + 4) for i in range(3, 11)}))
+    assert result.object_ids == list(range(3, 11)) and tracker.memory is not memory
+
+
+def test_runners_of_least_recently_used_sizes_are_dropped(lite_network, monkeypatch) -> None:
+    import edge_vos.tracker.tracker as tracker_module
+
+    built: list[tuple[int, int]] = []
+    real = tracker_module.create_runner
+
+    def counting(network, backend, device, precision, padded_hw, **kwargs):
+        built.append(padded_hw)
+        return real(network, backend, device, precision, padded_hw, **kwargs)
+
+    monkeypatch.setattr(tracker_module, "create_runner", counting)
+    tracker = _tracker(lite_network)
+    sizes = [(32, 48), (48, 64), (64, 80), (80, 96)]
+    assert tracker_module.RUNNER_SIZES_KEPT == 3
+    for h, w in [*sizes, sizes[3], sizes[1], sizes[0]]:
+        tracker.step(moving_square_frames(1, h=h, w=w)[0], _box_mask(h, w, {1: (4, 20, 4, 20)}))
+    # The 4th size evicts the 1st; the 4th and 2nd are still there; the 1st is built again.
+    assert built == [*sizes, sizes[0]]
+
+
 def test_official_stcn_mode_grows_memory(lite_network) -> None:
     config = TrackerConfig.official_stcn(resolution=0, device="cpu")
     config.memory.capacity = 2

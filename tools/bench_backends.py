@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge_vos.backends import create_runner  # noqa: E402
 from edge_vos.backends.base import NetworkRunner  # noqa: E402
 from edge_vos.backends.torch_backend import TorchRunner, cpu_supports_bf16  # noqa: E402
-from edge_vos.model.network import STCN, build_network  # noqa: E402
+from edge_vos.model.network import STCN  # noqa: E402
+from edge_vos.model.weights import random_network  # noqa: E402
 from tools.doc_tables import markdown_table, write_section  # noqa: E402
 
 log = logging.getLogger("bench_backends")
@@ -108,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)  # the onnxruntime runner takes torch's thread count
-    torch.manual_seed(0)
-    network = build_network(args.arch).eval()
+    network = random_network(args.arch).eval()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     all_results = {hw: bench(network, hw, args.engines, args.warmup, args.repeats) for hw in sizes}  # type: ignore[arg-type]
 

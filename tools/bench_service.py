@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from edge_vos.client import MaskResult, Subscriber  # noqa: E402
 from edge_vos.config import load_yaml, to_dict  # noqa: E402
+from edge_vos.model.weights import DEFAULT_WEIGHTS, RANDOM_WEIGHTS  # noqa: E402
 from edge_vos.service.config import ServiceConfig  # noqa: E402
 from edge_vos.service.pipeline import Service, build_tracker  # noqa: E402
-from edge_vos.tracker.tracker import DEFAULT_WEIGHTS  # noqa: E402
 from tools.doc_tables import markdown_table, write_section  # noqa: E402
 
 log = logging.getLogger("bench_service")
@@ -44,7 +44,7 @@ WARMUP = 3
 
 
 def _config(args: argparse.Namespace, pace: str, frames: int, fps: float = 30.0) -> ServiceConfig:
-    weights = args.weights or ("" if DEFAULT_WEIGHTS.is_file() else "random")
+    weights = args.weights or ("" if DEFAULT_WEIGHTS.is_file() else RANDOM_WEIGHTS)
     uri = f"synthetic:seed=3&frames={args.clip}&size={SIZE[0]}x{SIZE[1]}&objects=2&distractors=1"
     return load_yaml(ServiceConfig, args.config, {
         "source.uri": uri, "source.pace": pace, "source.loop": True, "source.fps": fps,
@@ -165,7 +165,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"made a step about 10x slower than one (3.5 s against 0.35 s at a load average of 6).",
         "",
     ]
-    if setup["weights"] == "random":
+    if setup["weights"] == RANDOM_WEIGHTS:
         lines += ["**Weights: an untrained, seeded network** (`model.weights: random`): the bundled trained weights "
                   "did not exist when this ran. The cost per frame is the same as a trained network's of the same "
                   "arch; the masks are not meaningful.", ""]

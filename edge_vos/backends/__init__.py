@@ -6,14 +6,13 @@ from TrackerConfig.backend: torch, onnxruntime, tensorrt, torch_tensorrt or auto
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
 import torch
 
-from edge_vos.backends.base import BackendUnavailable, NetworkRunner
-from edge_vos.backends.export import default_cache_dir
+from edge_vos.backends.base import BackendUnavailable, NetworkRunner, module_installed
+from edge_vos.backends.cache import default_cache_dir
 from edge_vos.backends.tensorrt_backend import tensorrt_unavailable_reason
 from edge_vos.backends.torch_backend import TorchRunner, cpu_supports_bf16
 from edge_vos.model.network import STCN
@@ -42,7 +41,7 @@ def choose_backend(device: torch.device, precision: str) -> tuple[str, str]:
     why = "no CUDA" if not torch.cuda.is_available() else f"device {device}"
     if precision == "bf16":
         why += ", this CPU has no native bf16 kernels"
-    if CPU_FP32_DEFAULT == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+    if CPU_FP32_DEFAULT == "onnxruntime" and not module_installed("onnxruntime"):
         return "torch", f"{why}; onnxruntime is not installed, so eager PyTorch (channels_last)"
     return CPU_FP32_DEFAULT, f"{why}; {CPU_FP32_DEFAULT} is the fastest fp32 CPU backend (docs/benchmarks.md)"
 

@@ -1,11 +1,15 @@
-"""The one small interface every execution backend implements for the tracker.
+"""What every execution backend shares: the runner interface and the answer to "can it run here?".
 
-The tracker only ever calls these three methods with torch tensors on `runner.device`; a backend may run
-them in eager PyTorch, ONNX Runtime or TensorRT. Objects are the batch axis of encode_value and decode.
+The tracker only ever calls the three NetworkRunner methods with torch tensors on `runner.device`; a
+backend may run them in eager PyTorch, ONNX Runtime or TensorRT. Objects are the batch axis of
+encode_value and decode.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
@@ -34,5 +38,56 @@ class NetworkRunner(Protocol):
         ...
 
 
+class PartRunner(ABC):
+    """A NetworkRunner built on one `run_part` call: the calling convention of the three network calls
+    lives here once, and each backend only says how it runs one exported part (parts.py)."""
+
+    name: str
+    device: torch.device
+
+    @abstractmethod
+    def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> Sequence[torch.Tensor]:
+        """Runs `part` (one of parts.PART_NAMES) for `objects` objects; inputs and outputs in the order of
+        parts.INPUT_NAMES / OUTPUT_NAMES; outputs are float32 tensors on `self.device` the caller may own."""
+
+    def encode_key(
+        self, image: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        key, query_value, f16, f8, f4 = self.run_part("key_encoder", 1, image)
+        return key, query_value, f16, f8, f4
+
+    def encode_value(
+        self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
+    ) -> torch.Tensor:
+        return self.run_part("value_encoder", masks.shape[0], image, key_f16, masks, others)[0]
+
+    def decode(
+        self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+    ) -> torch.Tensor:
+        return self.run_part("decoder", readout.shape[0], readout, query_value, f8, f4)[0]
+
+
 class BackendUnavailable(RuntimeError):
     """The requested backend cannot run on this machine; the message says why."""
+
+
+def module_installed(name: str) -> bool:
+    """True for a real, importable package; False when absent or only a stub/namespace directory exists
+    (a `pip install tensorrt-stubs` into site-packages leaves a `tensorrt/` with only `.pyi` files)."""
+    spec = importlib.util.find_spec(name)
+    return spec is not None and spec.origin is not None
+
+
+def unavailable_reason(what: str, package: str, device: torch.device | None, install_hint: str) -> str | None:
+    """Why a GPU backend (`what`, from Python package `package`) cannot run on `device`, or None.
+
+    Imports nothing: CUDA is checked before the package is even looked for, because TensorRT's lean
+    wheels import fine and then crash on the first engine without a GPU.
+    """
+    if not torch.cuda.is_available():
+        return f"CUDA is not available (torch.cuda.is_available() is False): {what} needs an NVIDIA GPU"
+    if device is not None and device.type != "cuda":
+        return f"{what} needs a CUDA device, got device {device}"
+    if not module_installed(package):
+        return f"the {package} Python package is not installed ({install_hint})"
+    return None

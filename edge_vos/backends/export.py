@@ -1,12 +1,12 @@
 """ONNX export of the key encoder, value encoder and decoder at one working size, cached under engines/.
 
 An export is keyed on what determines its bytes: the weights' hash, the arch, the padded working size,
-the opset, the part, the precision variant and the version of the part wrappers (bumped when
-`parts.py` changes the graph). The key goes into the file name, and a JSON sidecar next to the ONNX says
-what it was built from, so a stale export is never reused and a human can tell files apart.
+the opset, the part, the precision variant and the version of the exported graph (bumped when parts.py
+or the network's forward passes change it). The cache rules (sidecar, hash check, atomic writes) are
+`cache.py`'s.
 
 Exporter choice (torch 2.13): the torch.export-based exporter (`dynamo=True`) is the default and the
-maintained path; the TorchScript exporter is deprecated ("will be removed") though about 3x faster here.
+maintained path; the TorchScript exporter is deprecated ("will be removed") though faster (docs/engines.md).
 Both give the same operators for these conv nets and both handle the object axis as a dynamic dimension.
 We use dynamo and fall back to TorchScript only if dynamo fails, logging why.
 """
@@ -15,56 +15,38 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import json
 import logging
-import os
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from edge_vos.backends.parts import INPUT_NAMES, OBJECT_INPUTS, OUTPUT_NAMES, HalfPrecision, example_inputs, make_part
+from edge_vos.backends import cache
+from edge_vos.backends.parts import (
+    INPUT_NAMES,
+    OBJECT_INPUTS,
+    OUTPUT_NAMES,
+    PART_NAMES,
+    HalfPrecision,
+    example_inputs,
+    make_part,
+)
+from edge_vos.labels import MAX_OBJECT_ID
 from edge_vos.model.network import STCN
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
-# Bump when parts.py changes the exported graph for the same weights.
-PARTS_VERSION = 1
-MAX_OBJECTS_AXIS = 254  # label maps are uint8: at most 254 objects
-
-
-def default_cache_dir() -> Path:
-    """`$EDGE_VOS_ENGINES` or `engines/` in the current directory (a service sets it to its cache dir)."""
-    return Path(os.environ.get("EDGE_VOS_ENGINES", "engines"))
-
-
-def weights_hash(network: STCN) -> str:
-    """SHA-256 over parameter and buffer names, dtypes, shapes and bytes (order-independent of devices)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(network.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        if t.numel():
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def file_hash(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+# Bump when the exported graph changes for the same weights (parts.py or the network's own forward passes).
+PARTS_VERSION = 2
 
 
 @dataclass(frozen=True)
-class ExportKey:
+class ExportKey(cache.CacheKey):
     """Everything an ONNX export's bytes depend on."""
 
     part: str
@@ -75,9 +57,6 @@ class ExportKey:
     opset: int
     precision: str  # "fp32", or "fp16" for strongly typed TensorRT (fp16 inside, fp32 inputs/outputs)
     parts_version: int = PARTS_VERSION
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
     def filename(self) -> str:
         size = f"{self.width}x{self.height}"
@@ -105,48 +84,33 @@ def export_part(
     """Returns the cached ONNX export of one part, exporting it first when missing or stale."""
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"ONNX export precision must be fp32 or fp16, got {precision!r}")
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = Path(cache_dir) if cache_dir is not None else cache.default_cache_dir()
     key = ExportKey(
-        part, network.arch, network_hash or weights_hash(network), padded_hw[0], padded_hw[1], opset, precision
+        part, network.arch, network_hash or cache.weights_hash(network), padded_hw[0], padded_hw[1], opset, precision
     )
-    path = cache / key.filename()
-    sidecar = path.with_suffix(".json")
-    if path.is_file() and sidecar.is_file():
-        try:
-            meta = json.loads(sidecar.read_text())
-            if meta.get("key") == asdict(key) and meta.get("onnx_sha256") == file_hash(path):
-                log.debug("ONNX cache hit: %s", path)
-                return ExportedPart(part, path, key, meta["onnx_sha256"])
-            log.info("ONNX cache entry %s does not match its sidecar: re-exporting", path.name)
-        except (OSError, ValueError) as exc:
-            log.info("unreadable sidecar %s (%s): re-exporting", sidecar, exc)
-    cache.mkdir(parents=True, exist_ok=True)
+    path = folder / key.filename()
+    entry = cache.lookup(path, key, "ONNX export")
+    if entry is not None:
+        log.debug("ONNX cache hit: %s", path)
+        return ExportedPart(part, path, key, entry.sha256)
     start = time.perf_counter()
-    exporter = _export(network, part, padded_hw, opset, precision, path)
-    digest = file_hash(path)
-    meta = {
-        "key": asdict(key),
-        "onnx_sha256": digest,
-        "exporter": exporter,
-        "torch": torch.__version__,
-        "inputs": list(INPUT_NAMES[part]),
-        "outputs": list(OUTPUT_NAMES[part]),
-        "object_inputs": list(OBJECT_INPUTS[part]),
-        "export_seconds": round(time.perf_counter() - start, 2),
-    }
-    _atomic_write(sidecar, json.dumps(meta, indent=2).encode())
-    log.info("exported %s at %dx%d to %s (%s, %.1f s)", part, padded_hw[1], padded_hw[0], path, exporter,
-             meta["export_seconds"])
-    return ExportedPart(part, path, key, digest)
+    with cache.writing(path) as tmp:
+        exporter = _export(network, part, padded_hw, opset, precision, tmp)
+        _check_single_file(tmp)
+    seconds = round(time.perf_counter() - start, 2)
+    entry = cache.record(
+        path, key, exporter=exporter, torch=torch.__version__, inputs=list(INPUT_NAMES[part]),
+        outputs=list(OUTPUT_NAMES[part]), object_inputs=list(OBJECT_INPUTS[part]), export_seconds=seconds,
+    )
+    log.info("exported %s at %dx%d to %s (%s, %.1f s)", part, padded_hw[1], padded_hw[0], path, exporter, seconds)
+    return ExportedPart(part, path, key, entry.sha256)
 
 
 def export_all(
     network: STCN, padded_hw: tuple[int, int], **kwargs: object
 ) -> dict[str, ExportedPart]:
     """Exports (or finds cached) all three parts; computes the weights' hash once."""
-    from edge_vos.backends.parts import PART_NAMES
-
-    network_hash = weights_hash(network)
+    network_hash = cache.weights_hash(network)
     return {
         part: export_part(network, part, padded_hw, network_hash=network_hash, **kwargs)  # type: ignore[arg-type]
         for part in PART_NAMES
@@ -154,7 +118,7 @@ def export_all(
 
 
 def _export(network: STCN, part: str, padded_hw: tuple[int, int], opset: int, precision: str, path: Path) -> str:
-    """Exports to a temporary file and renames it into place so readers never see a partial file."""
+    """Writes the ONNX of one part to `path`; returns which exporter made it."""
     # A CPU fp32 copy: the caller's network may live on CUDA or have been converted by an eager runner.
     net = copy.deepcopy(network).float().cpu().eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     module = make_part(net, part)
@@ -162,29 +126,22 @@ def _export(network: STCN, part: str, padded_hw: tuple[int, int], opset: int, pr
         module = HalfPrecision(module)
     inputs = example_inputs(net, part, padded_hw, objects=2)
     names_in, names_out = list(INPUT_NAMES[part]), list(OUTPUT_NAMES[part])
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
-        try:
-            with _quiet():
-                _export_dynamo(module, inputs, names_in, names_out, OBJECT_INPUTS[part], opset, tmp)
-            exporter = "dynamo"
-        except Exception as exc:  # the exporter raises many types; fall back and say why
-            log.warning("dynamo ONNX export of %s failed (%s); using the TorchScript exporter", part, exc)
-            with _quiet():
-                _export_torchscript(module, inputs, names_in, names_out, OBJECT_INPUTS[part], opset, tmp)
-            exporter = "torchscript"
-        _check_single_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return exporter
+        with _quiet():
+            _export_dynamo(module, inputs, names_in, names_out, OBJECT_INPUTS[part], opset, path)
+        return "dynamo"
+    except Exception as exc:  # the exporter raises many types; fall back and say why
+        log.warning("dynamo ONNX export of %s failed (%s); using the TorchScript exporter", part, exc)
+        with _quiet():
+            _export_torchscript(module, inputs, names_in, names_out, OBJECT_INPUTS[part], opset, path)
+        return "torchscript"
 
 
 def _export_dynamo(
     module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], names_in: list[str], names_out: list[str],
     object_inputs: tuple[str, ...], opset: int, path: Path,
 ) -> None:
-    objects = torch.export.Dim("objects", min=1, max=MAX_OBJECTS_AXIS)
+    objects = torch.export.Dim("objects", min=1, max=MAX_OBJECT_ID)
     dynamic = {name: ({0: objects} if name in object_inputs else None) for name in names_in}
     # dynamic_shapes is keyed by forward()'s argument names; HalfPrecision takes *inputs.
     shapes: dict[str, Any] | tuple[Any, ...] = dynamic
@@ -235,9 +192,3 @@ def _quiet() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

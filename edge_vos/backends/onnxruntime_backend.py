@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_vos.backends.base import BackendUnavailable
+from edge_vos.backends.base import BackendUnavailable, PartRunner
 from edge_vos.backends.export import export_all
 from edge_vos.backends.parts import INPUT_NAMES, OUTPUT_NAMES
 from edge_vos.model.network import STCN
@@ -92,7 +92,7 @@ class _Session:
         return outs
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(PartRunner):
     """NetworkRunner over ONNX Runtime sessions of the three exported parts at one padded size."""
 
     name = "onnxruntime"
@@ -117,18 +117,5 @@ class OnnxRuntimeRunner:
         self.providers = self.sessions["key_encoder"].session.get_providers()
         log.info("onnxruntime providers: %s", self.providers)
 
-    def encode_key(
-        self, image: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        key, qv, f16, f8, f4 = self.sessions["key_encoder"].run(1, image)
-        return key, qv, f16, f8, f4
-
-    def encode_value(
-        self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
-    ) -> torch.Tensor:
-        return self.sessions["value_encoder"].run(masks.shape[0], image, key_f16, masks, others)[0]
-
-    def decode(
-        self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
-    ) -> torch.Tensor:
-        return self.sessions["decoder"].run(readout.shape[0], readout, query_value, f8, f4)[0]
+    def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        return self.sessions[part].run(objects, *inputs)

@@ -1,21 +1,20 @@
-"""The three network parts as standalone modules with the tracker's calling convention.
+"""The three network parts as standalone modules with the tracker's calling convention, for export.
 
 Every backend runs these (eager PyTorch directly, ONNX Runtime and TensorRT from their ONNX exports), so
-all backends compute exactly the same graph. Inputs that the tracker passes with batch 1 (the frame, its
-f16/f8/f4 features and query value) stay batch 1 *inside* the graph and are broadcast there:
+all backends compute exactly the same graph. They only wrap the network's own calls (`STCN.encode_key`,
+`encode_value`, `decode`) and fix the tensor names; what happens inside is the model's business. Inputs
+that the tracker passes with batch 1 (the frame, its f16/f8/f4 features and query value) stay batch 1
+inside the graph, and the model broadcasts them over the objects:
 
 - the engine then has one dynamic axis (objects, N) on the per-object inputs only, which keeps the
   TensorRT optimisation profile small and avoids copying expanded feature maps into engine buffers;
-- the decoder's skip convolutions on f8 and f4 depend only on the frame, so they run once at batch 1 and
-  are broadcast-added to the per-object branch. Mathematically identical to `STCN.decode` (convolution is
-  per sample), but the /4 skip convolution is the largest single layer of the decoder and no longer scales
-  with the object count.
+- the decoder's skip convolutions on f8 and f4 depend only on the frame, so they run once at batch 1
+  (see `model.network.Decoder`) and the largest decoder layer does not scale with the object count.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edge_vos.model.network import STCN
@@ -64,34 +63,20 @@ class ValueEncoderPart(nn.Module):
     def forward(
         self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
     ) -> torch.Tensor:
-        n = masks.shape[0]
-        return self.network.encode_value(
-            image.expand(n, -1, -1, -1), key_f16.expand(n, -1, -1, -1), masks, others
-        )
+        return self.network.encode_value(image, key_f16, masks, others)
 
 
 class DecoderPart(nn.Module):
-    """readout [N,Cv,h,w]; query_value, f8, f4 with batch 1 -> logits [N,1,H,W].
-
-    Re-states `Decoder.forward` with the skip branches at batch 1 (see the module docstring).
-    """
+    """readout [N,Cv,h,w]; query_value, f8, f4 with batch 1 -> logits [N,1,H,W]."""
 
     def __init__(self, network: STCN) -> None:
         super().__init__()
-        self.decoder = network.decoder
+        self.network = network
 
     def forward(
         self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
     ) -> torch.Tensor:
-        d = self.decoder
-        n = readout.shape[0]
-        x = d.compress(torch.cat([readout, query_value.expand(n, -1, -1, -1)], dim=1))
-        x = d.up_16_8.skip_conv(f8) + F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-        x = d.up_16_8.out_conv(x)
-        x = d.up_8_4.skip_conv(f4) + F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-        x = d.up_8_4.out_conv(x)
-        x = d.pred(F.relu(x))
-        return F.interpolate(x, scale_factor=4.0, mode="bilinear", align_corners=False)
+        return self.network.decode(readout, query_value, f8, f4)
 
 
 class HalfPrecision(nn.Module):

@@ -18,21 +18,18 @@ Nothing here touches a TensorRT object before checking that CUDA is usable: on m
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 import logging
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 import torch
 
-from edge_vos.backends.base import BackendUnavailable
-from edge_vos.backends.export import ExportedPart, export_all, file_hash
+from edge_vos.backends import cache
+from edge_vos.backends.base import BackendUnavailable, PartRunner, unavailable_reason
+from edge_vos.backends.export import ExportedPart, export_all
 from edge_vos.backends.parts import INPUT_NAMES, OBJECT_INPUTS, OUTPUT_NAMES, input_shapes
 from edge_vos.model.network import STCN
 
@@ -43,27 +40,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE_BYTES = 1 << 30  # enough for these conv nets; Jetson Orin Nano has 8 GB shared memory
 Shape = tuple[int, ...]
+_INSTALL_HINT = (
+    "Jetson: JetPack's python3-libnvinfer in a venv with --system-site-packages; desktop: "
+    "pip install 'tensorrt-cu12>=10,<11'; see docs/engines.md"
+)
 
 
 def tensorrt_unavailable_reason(device: torch.device | None = None) -> str | None:
     """Why TensorRT cannot run here, or None when it can. Creates no TensorRT object."""
-    if not torch.cuda.is_available():
-        return "CUDA is not available (torch.cuda.is_available() is False): TensorRT needs an NVIDIA GPU"
-    if device is not None and device.type != "cuda":
-        return f"TensorRT needs a CUDA device, got device {device}"
-    if not module_installed("tensorrt"):
-        return (
-            "the tensorrt Python package is not installed (Jetson: JetPack's python3-libnvinfer in a venv with "
-            "--system-site-packages; desktop: pip install 'tensorrt-cu12>=10,<11'; see docs/engines.md)"
-        )
-    return None
-
-
-def module_installed(name: str) -> bool:
-    """True for a real, importable package; False when absent or only a stub/namespace directory exists
-    (a `pip install tensorrt-stubs` into site-packages leaves a `tensorrt/` with only `.pyi` files)."""
-    spec = importlib.util.find_spec(name)
-    return spec is not None and spec.origin is not None
+    return unavailable_reason("TensorRT", "tensorrt", device, _INSTALL_HINT)
 
 
 def import_tensorrt(device: torch.device | None = None) -> ModuleType:
@@ -99,7 +84,7 @@ def object_profile(
 
 
 @dataclass(frozen=True)
-class EngineKey:
+class EngineKey(cache.CacheKey):
     """Everything a serialized engine depends on; a mismatch in any field means rebuild."""
 
     part: str
@@ -110,50 +95,28 @@ class EngineKey:
     precision: str
     shapes: dict[str, list[list[int]]] = field(hash=False)
 
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
-
 
 def engine_path(cache_dir: Path, onnx_path: Path, key: EngineKey) -> Path:
-    slug = "".join(c if c.isalnum() else "-" for c in key.gpu_name).strip("-").lower()
     return cache_dir / (
-        f"{onnx_path.stem}-trt{key.tensorrt_version}-{slug}-sm{key.compute_capability}-{key.digest()}.engine"
+        f"{onnx_path.stem}-trt{key.tensorrt_version}-{cache.slug(key.gpu_name)}-sm{key.compute_capability}"
+        f"-{key.digest()}.engine"
     )
 
 
 def load_cached_engine(path: Path, key: EngineKey) -> bytes | None:
-    """The engine's bytes when the sidecar says it was built from exactly `key`; None means rebuild."""
-    sidecar = path.with_suffix(".json")
-    if not path.is_file() or not sidecar.is_file():
+    """The engine's bytes when its sidecar says it was built from exactly `key`; None means rebuild."""
+    if cache.lookup(path, key, "engine") is None:
         return None
-    try:
-        meta = json.loads(sidecar.read_text())
-    except (OSError, ValueError) as exc:
-        log.warning("unreadable engine sidecar %s (%s): rebuilding", sidecar, exc)
-        return None
-    if meta.get("key") != asdict(key):
-        log.warning("engine %s was built from something else (%s): rebuilding", path.name, _diff(meta.get("key"), key))
-        return None
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != meta.get("engine_sha256"):
-        log.warning("engine %s does not match its sidecar's hash (partial write?): rebuilding", path.name)
-        return None
-    return data
+    return path.read_bytes()
 
 
 def write_engine(path: Path, key: EngineKey, data: bytes, build_seconds: float, onnx_path: Path) -> None:
     """Writes engine then sidecar, each atomically, so a crash never leaves a loadable mismatched pair."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, data)
-    meta = {
-        "key": asdict(key),
-        "engine_sha256": hashlib.sha256(data).hexdigest(),
-        "onnx": onnx_path.name,
-        "build_seconds": round(build_seconds, 1),
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "torch": torch.__version__,
-    }
-    _atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2).encode())
+    cache.atomic_write(path, data)
+    cache.record(
+        path, key, onnx=onnx_path.name, build_seconds=round(build_seconds, 1),
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), torch=torch.__version__,
+    )
 
 
 def trtexec_command(
@@ -171,12 +134,6 @@ def trtexec_command(
     args.append(f"--timingCacheFile={timing_cache}")
     args.append(f"--memPoolSize=workspace:{workspace_bytes >> 20}M")
     return " ".join(args)
-
-
-def gpu_identity(device: torch.device) -> tuple[str, str]:
-    """(name, compute capability "major.minor") of a CUDA device, from PyTorch (no TensorRT object)."""
-    major, minor = torch.cuda.get_device_capability(device)
-    return torch.cuda.get_device_name(device), f"{major}.{minor}"
 
 
 class EngineBuilder:
@@ -199,7 +156,7 @@ class EngineBuilder:
         self.workspace_bytes = workspace_bytes
         # TensorRT 11: no FP16 flag; fp16 must come from an fp16 ONNX in a strongly typed network.
         self.strongly_typed = precision == "fp16" and not has_fp16_flag(trt)
-        self.gpu_name, self.compute_capability = gpu_identity(device)
+        self.gpu_name, self.compute_capability = cache.gpu_identity(device)
         self.logger = trt.Logger(trt.Logger.WARNING)
 
     @property
@@ -208,7 +165,7 @@ class EngineBuilder:
 
     @property
     def timing_cache_path(self) -> Path:
-        slug = "".join(c if c.isalnum() else "-" for c in self.gpu_name).lower()
+        slug = cache.slug(self.gpu_name)
         return self.cache_dir / f"timing-trt{self.trt_version}-{slug}-sm{self.compute_capability}.cache"
 
     def key(self, exported: ExportedPart, shapes: dict[str, tuple[Shape, Shape, Shape]]) -> EngineKey:
@@ -258,12 +215,12 @@ class EngineBuilder:
         if config.add_optimization_profile(profile) < 0:
             raise RuntimeError(f"TensorRT rejected the optimisation profile {shapes} for {onnx_path}")
         timing_path = self.timing_cache_path
-        cache = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
+        config.set_timing_cache(timing, ignore_mismatch=False)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
-        _atomic_write(timing_path, bytes(config.get_timing_cache().serialize()))
+        cache.atomic_write(timing_path, bytes(config.get_timing_cache().serialize()))
         return bytes(serialized)
 
 
@@ -308,7 +265,7 @@ class _Engine:
         return [y.float() for y in outs]
 
 
-class TensorRTRunner:
+class TensorRTRunner(PartRunner):
     """NetworkRunner over three TensorRT engines at one padded size and 1..max_objects objects."""
 
     name = "tensorrt"
@@ -333,27 +290,10 @@ class TensorRTRunner:
             self.engines[part] = _Engine(self._runtime, data, part, device)
             self.engine_paths[part] = path
 
-    def encode_key(
-        self, image: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        key, qv, f16, f8, f4 = self.engines["key_encoder"].run(image)
-        return key, qv, f16, f8, f4
-
-    def encode_value(
-        self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
-    ) -> torch.Tensor:
-        self._check_objects(masks.shape[0])
-        return self.engines["value_encoder"].run(image, key_f16, masks, others)[0]
-
-    def decode(
-        self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
-    ) -> torch.Tensor:
-        self._check_objects(readout.shape[0])
-        return self.engines["decoder"].run(readout, query_value, f8, f4)[0]
-
-    def _check_objects(self, n: int) -> None:
-        if not 1 <= n <= self.max_objects:
-            raise ValueError(f"tensorrt engines were built for 1..{self.max_objects} objects, got {n}")
+    def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        if not 1 <= objects <= self.max_objects:
+            raise ValueError(f"tensorrt engines were built for 1..{self.max_objects} objects, got {objects}")
+        return self.engines[part].run(*inputs)
 
 
 def _torch_dtype(dtype: trt.DataType) -> torch.dtype:
@@ -370,21 +310,7 @@ def _torch_dtype(dtype: trt.DataType) -> torch.dtype:
     return table[dtype]
 
 
-def _diff(meta_key: object, key: EngineKey) -> str:
-    if not isinstance(meta_key, dict):
-        return "no key"
-    expected = asdict(key)
-    return ", ".join(f"{k}: {meta_key.get(k)!r} != {v!r}" for k, v in expected.items() if meta_key.get(k) != v)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 __all__ = [
-    "EngineBuilder", "EngineKey", "TensorRTRunner", "file_hash", "import_tensorrt", "object_profile",
-    "tensorrt_unavailable_reason", "trtexec_command",
+    "EngineBuilder", "EngineKey", "TensorRTRunner", "import_tensorrt", "object_profile", "tensorrt_unavailable_reason",
+    "trtexec_command",
 ]

@@ -13,7 +13,8 @@ from functools import lru_cache
 
 import torch
 
-from edge_vos.backends.parts import make_part
+from edge_vos.backends.base import PartRunner
+from edge_vos.backends.parts import PART_NAMES, make_part
 from edge_vos.model.network import STCN
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
-class TorchRunner:
+class TorchRunner(PartRunner):
     name = "torch"
 
     def __init__(
@@ -57,9 +58,7 @@ class TorchRunner:
         layout = torch.channels_last if channels_last else torch.contiguous_format
         self.network = self.network.to(memory_format=layout)  # type: ignore[call-overload]
         self._dtype = next(self.network.parameters()).dtype
-        self._key = make_part(self.network, "key_encoder")
-        self._value = make_part(self.network, "value_encoder")
-        self._decoder = make_part(self.network, "decoder")
+        self._parts = {part: make_part(self.network, part) for part in PART_NAMES}
 
     @contextlib.contextmanager
     def _context(self) -> Iterator[None]:
@@ -81,23 +80,7 @@ class TorchRunner:
     def _out(x: torch.Tensor) -> torch.Tensor:
         return x.float().contiguous()
 
-    def encode_key(
-        self, image: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> list[torch.Tensor]:
         with self._context():
-            key, qv, f16, f8, f4 = self._key(self._in(image))
-        return self._out(key), self._out(qv), self._out(f16), self._out(f8), self._out(f4)
-
-    def encode_value(
-        self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
-    ) -> torch.Tensor:
-        with self._context():
-            out = self._value(self._in(image), self._in(key_f16), self._in(masks), self._in(others))
-        return self._out(out)
-
-    def decode(
-        self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
-    ) -> torch.Tensor:
-        with self._context():
-            out = self._decoder(self._in(readout), self._in(query_value), self._in(f8), self._in(f4))
-        return self._out(out)
+            out = self._parts[part](*(self._in(x) for x in inputs))
+        return [self._out(y) for y in (out if isinstance(out, tuple) else (out,))]

@@ -21,6 +21,7 @@ import numpy as np
 
 from edge_vos.config import ConfigError, positive
 from edge_vos.data.davis import write_davis_sequence, write_split
+from edge_vos.labels import MAX_OBJECT_ID
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,9 @@ class SyntheticConfig:
         positive("width", self.width)
         positive("num_objects", self.num_objects)
         positive("num_distractors", self.num_distractors, allow_zero=True)
-        if self.num_objects > 254:
-            raise ConfigError("num_objects", f"must be <= 254 (label maps are uint8), got {self.num_objects}")
+        if self.num_objects > MAX_OBJECT_ID:
+            raise ConfigError("num_objects", f"must be <= {MAX_OBJECT_ID} (object ids of a uint8 label map), "
+                                             f"got {self.num_objects}")
         if min(self.height, self.width) < 32:
             raise ConfigError("height", "frames must be at least 32x32")
         if not 0 < self.min_object_size <= self.max_object_size <= 1:

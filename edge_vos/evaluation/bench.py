@@ -245,7 +245,7 @@ def main(args: argparse.Namespace) -> int:
     for mode in modes:
         config = configs[mode]
         try:
-            tracker = build_tracker(config, args.random_network)
+            tracker = build_tracker(config)
         except FileNotFoundError as exc:
             log.error("%s (give --weights FILE or --random-network)", exc)
             return 2

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_vos.config import ConfigError, load_yaml, to_dict
+from edge_vos.tracker.config import DEVICES, PRECISIONS, READOUT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +30,15 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="use an untrained network (seeded) instead of weights: pipeline and speed checks only",
     )
-    group.add_argument("--readout", choices=("stcn", "st", "tmrn"), help="overrides readout.kind")
+    group.add_argument("--readout", choices=READOUT_KINDS, help="overrides readout.kind")
     group.add_argument(
         "--official-stcn",
         action="store_true",
         help="official STCN inference: STCN readout top-k 20, every 5th frame, memory never evicted",
     )
     group.add_argument("--resolution", type=int, help="working short side (overrides resolution; 0 = input)")
-    group.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides device")
-    group.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="overrides precision")
+    group.add_argument("--device", choices=DEVICES, help="overrides device")
+    group.add_argument("--precision", choices=PRECISIONS, help="overrides precision")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +63,10 @@ def tracker_config(args: argparse.Namespace) -> Any:
     overrides: dict[str, Any] = {}
     if getattr(args, "weights", None):
         overrides["model.weights"] = str(args.weights)
+    if getattr(args, "random_network", False):
+        from edge_vos.model.weights import RANDOM_WEIGHTS
+
+        overrides["model.weights"] = RANDOM_WEIGHTS
     for option, key in (("readout", "readout.kind"), ("resolution", "resolution"), ("device", "device")):
         if getattr(args, option, None) is not None:
             overrides[key] = getattr(args, option)
@@ -76,24 +81,11 @@ def tracker_config(args: argparse.Namespace) -> Any:
     return config
 
 
-def build_tracker(config: Any, random_network: bool = False, seed: int = 0) -> Any:
-    """A Tracker with the configured weights, or with a seeded untrained network when asked."""
+def build_tracker(config: Any) -> Any:
+    """A Tracker with the configured weights (`--random-network` set them to the seeded untrained network)."""
     from edge_vos.tracker import Tracker
 
-    network = None
-    if random_network:
-        import torch
-
-        from edge_vos.model import build_network
-
-        torch.manual_seed(seed)
-        network = build_network(config.model.arch)
-        log.warning(
-            "untrained network (%s, seed %d): scores measure the pipeline, not a model",
-            config.model.arch,
-            seed,
-        )
-    return Tracker(config, network=network)
+    return Tracker(config)
 
 
 def _sequences(args: argparse.Namespace) -> tuple[list[Any], bool]:
@@ -132,7 +124,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         try:
             config = tracker_config(args)
-            tracker = build_tracker(config, args.random_network)
+            tracker = build_tracker(config)
         except (ConfigError, FileNotFoundError) as exc:
             log.error("%s", exc)
             if isinstance(exc, FileNotFoundError):

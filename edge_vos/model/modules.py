@@ -90,6 +90,12 @@ class FeatureFusionBlock(nn.Module):
 
 
 class UpsampleBlock(nn.Module):
+    """Doubles `up`'s resolution and adds the skip branch's convolution of the encoder feature `skip`.
+
+    `skip` may have batch 1 while `up` has batch N (one frame, N objects): the skip convolution then runs
+    once and its output is broadcast over the objects (convolution is per sample, so this is exact).
+    """
+
     def __init__(self, skip_channels: int, up_channels: int, out_channels: int) -> None:
         super().__init__()
         self.skip_conv = conv3x3(skip_channels, up_channels)

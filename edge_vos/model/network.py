@@ -122,6 +122,13 @@ class KeyProjection(nn.Module):
 
 
 class Decoder(nn.Module):
+    """Memory readout + query value at /16 -> mask logits at full size, through skips from f8 and f4.
+
+    The skip inputs f8 and f4 depend only on the frame: given with batch 1 beside N objects they are
+    convolved once per frame and broadcast (see UpsampleBlock), so the largest layer (the /4 skip
+    convolution) does not grow with the object count.
+    """
+
     def __init__(
         self, f8_channels: int, f4_channels: int, value_dim: int = VALUE_DIM,
         dims: tuple[int, int, int] = (512, 256, 256),
@@ -172,13 +179,17 @@ class STCN(nn.Module):
     def encode_value(
         self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
     ) -> torch.Tensor:
-        """All inputs batched over objects: image [N,3,H,W], key_f16 [N,C,h,w], masks/others [N,1,H,W]."""
-        return self.value_encoder(image, key_f16, masks, others)
+        """masks/others [N,1,H,W] (objects); image [N or 1,3,H,W] and key_f16 [N or 1,C,h,w] (one frame,
+        broadcast over the objects) -> values [N,value_dim,h,w]."""
+        n = masks.shape[0]
+        return self.value_encoder(image.expand(n, -1, -1, -1), key_f16.expand(n, -1, -1, -1), masks, others)
 
     def decode(
         self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
     ) -> torch.Tensor:
-        """Batched over objects: readout and query_value [N,value_dim,h,w]; returns logits [N,1,H,W]."""
+        """readout [N,value_dim,h,w] (objects); query_value, f8, f4 with batch N or 1 (one frame: broadcast,
+        and the skip convolutions on f8 and f4 then run once per frame) -> logits [N,1,H,W]."""
+        query_value = query_value.expand(readout.shape[0], -1, -1, -1)
         return self.decoder(torch.cat([readout, query_value], dim=1), f8, f4)
 
 

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge_vos.service.config import PACES
+    from edge_vos.service.protocol import ENCODINGS
+
     parser.add_argument("--config", type=Path, help="ServiceConfig YAML (see configs/)")
     parser.add_argument("--source", help="overrides source.uri: synthetic:, camera index, /dev/videoN, file, "
                                          "folder, rtsp://..., GStreamer pipeline")
@@ -31,13 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--publish", help="overrides publish.endpoint, e.g. tcp://127.0.0.1:5555")
     parser.add_argument("--control", help="overrides control.endpoint ('' or 'none' disables commands)")
     parser.add_argument("--max-frames", type=int, help="overrides pipeline.max_frames (0 = unlimited)")
-    parser.add_argument("--pace", choices=("auto", "realtime", "fastest"), help="overrides source.pace")
-    parser.add_argument("--encoding", choices=("raw", "png", "rle"), help="overrides publish.encoding")
+    parser.add_argument("--pace", choices=PACES, help="overrides source.pace")
+    parser.add_argument("--encoding", choices=ENCODINGS, help="overrides publish.encoding")
     parser.add_argument("--weights", help="overrides tracker.model.weights")
     parser.add_argument("--resolution", type=int, help="overrides tracker.resolution (working short side)")
     parser.add_argument("--loop", action="store_true", help="sets source.loop: replay files and scenes")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any dotted config override, value parsed as YAML (repeatable)")
+    parser.add_argument("--view", nargs="?", const="127.0.0.1:8080", metavar="HOST:PORT",
+                        help="serve the live web page (docs/view.md) on HOST:PORT (default 127.0.0.1:8080; "
+                             "PORT alone = loopback); sets view.listen and publish.preview")
     parser.add_argument("--print-config", action="store_true", help="print the validated config and exit")
     parser.add_argument("--log-json", action="store_true",
                         help="one JSON object per log line (for journald/log shippers), with structured fields")
@@ -81,6 +87,9 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         overrides["control.endpoint"] = "" if args.control.lower() in ("", "none", "off") else args.control
     if args.loop:
         overrides["source.loop"] = True
+    if getattr(args, "view", None):
+        overrides["view.listen"] = args.view
+        overrides["publish.preview"] = True
     return overrides
 
 

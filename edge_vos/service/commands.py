@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_vos.labels import MAX_OBJECT_ID
 from edge_vos.prompt import DEFAULT_METHOD, METHODS, Prompt, PromptError, make_prompt
 from edge_vos.service.protocol import ProtocolError, decode_png, decode_rle
 
@@ -25,7 +26,6 @@ COMMANDS = ("add", "remove", "reset", "stats", "config", "ping")
 MASK_FIELDS = ("mask", "rle", "polygon")  # an object's pixels, taken as is unless refined
 PROMPT_FIELDS = ("box", "points")  # where the object is; a method makes the mask
 ADD_FIELDS = {"id", *MASK_FIELDS, *PROMPT_FIELDS, "labels", "method", "refine", "frame", "resize"}
-MAX_OBJECT_ID = 254
 
 
 class CommandError(ValueError):
@@ -134,7 +134,7 @@ def _int(data: dict[str, Any], name: str) -> int:
 
 def _object_id(data: dict[str, Any]) -> int:
     if "id" not in data:
-        raise CommandError("id", "required (object id 1..254)")
+        raise CommandError("id", f"required (object id 1..{MAX_OBJECT_ID})")
     obj_id = _int(data, "id")
     if not 1 <= obj_id <= MAX_OBJECT_ID:
         raise CommandError("id", f"must be in 1..{MAX_OBJECT_ID}, got {obj_id}")

@@ -40,8 +40,6 @@ from edge_vos.service.sources import CaptureThread, Frame, FrameQueue, FrameRead
 
 log = logging.getLogger(__name__)
 
-RANDOM_WEIGHTS = "random"
-
 
 class TrackerLike(Protocol):
     """What the service needs of edge_vos.tracker.Tracker (tests drive the service with a fake)."""
@@ -59,22 +57,11 @@ class TrackerLike(Protocol):
 
 
 def build_tracker(config: ServiceConfig) -> TrackerLike:
-    """The configured Tracker. `model.weights: random` builds a seeded untrained network: for tests and
-    pipeline benchmarks only, and logged as such. Missing weights raise FileNotFoundError."""
+    """The configured Tracker (`model.weights: random`, a seeded untrained network, is the model's to build).
+    Missing weights raise FileNotFoundError."""
     from edge_vos.tracker import Tracker
 
-    tracker_config = config.tracker
-    network = None
-    if tracker_config.model.weights == RANDOM_WEIGHTS:
-        import torch
-
-        from edge_vos.model import build_network
-
-        torch.manual_seed(0)
-        network = build_network(tracker_config.model.arch)
-        log.warning("model.weights is 'random': an UNTRAINED %s network; masks are meaningless "
-                    "(tests and pipeline benchmarks only)", tracker_config.model.arch)
-    return Tracker(tracker_config, network=network)
+    return Tracker(config.tracker)
 
 
 def load_prompt_mask(path: str | Path) -> np.ndarray:
@@ -380,6 +367,7 @@ class Service:
         self.pace = "fastest"
         self.started_at = time.monotonic()
         self._authenticator: Any = None
+        self.view: Any = None  # edge_vos.view.server.ViewServer when view.listen is set
         self._ready = False
         self._last_status = 0.0
         self._status_lock = threading.Lock()
@@ -432,6 +420,13 @@ class Service:
                                          self.stop_event)
             self.control.start()
             self._wait_bound(self.control, "control.endpoint")
+        if cfg.view.enabled:  # the web page: a client of the two sockets just bound, like any other
+            from edge_vos.view.server import ViewServer
+
+            self.view = ViewServer.for_service(cfg.view, self.publisher.last_endpoint,
+                                               self.control.last_endpoint if self.control else "",
+                                               cfg.security.server_secret_key if cfg.security.curve else "")
+            self.view.start()
         if cfg.metrics.enabled:
             try:
                 self.metrics.serve(cfg.metrics.address, cfg.metrics.port)
@@ -470,6 +465,8 @@ class Service:
         """Stops every thread (each within `timeout`), flushing what the publisher holds."""
         self.notifier.stopping()
         self.stop_event.set()
+        if self.view is not None:
+            self.view.stop()
         deadline = time.monotonic() + timeout
         for name in ("capture", "worker"):
             thread = getattr(self, name, None)

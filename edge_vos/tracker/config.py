@@ -1,28 +1,20 @@
-"""Typed configuration of the tracker: network, readout, memory, precision, device, backend."""
+"""Typed configuration of the tracker: network (the model's own ModelConfig), readout, memory, precision,
+device, backend."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edge_vos.backends import BACKEND_NAMES
 from edge_vos.config import ConfigError, one_of, positive
+from edge_vos.labels import MAX_OBJECT_ID
+from edge_vos.model.config import ModelConfig
+from edge_vos.readout import MODES, SVD_KINDS
 
-READOUT_KINDS = ("stcn", "st", "tmrn")
-SVD_KINDS = ("exact", "lowrank", "fast")
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "torch_tensorrt")
-
-
-@dataclass
-class ModelConfig:
-    arch: str = "stcn-r18"
-    # Checkpoint file (.safetensors or a torch state dict). Empty: the bundled default weights.
-    weights: str = ""
-
-    def __post_init__(self) -> None:
-        from edge_vos.model.network import ARCHS
-
-        one_of("arch", self.arch, ARCHS)
+# What `readout.kind` may name: the STCN readout, or one of tmrn_readout's modes.
+READOUT_KINDS = ("stcn", *MODES)
 
 
 @dataclass
@@ -30,9 +22,9 @@ class ReadoutConfig:
     kind: str = "tmrn"
     svd: str = "fast"
     agents: int = 128
-    # True: W = C * S row-renormalised (the interface's default). On trained keys rows of C * S underflow
-    # (one-hot agent softmaxes); the readout then takes S's row instead of 0/0. Measured on val-dev at 240p
-    # with the bundled model: 69.3 J&F renormalised vs 68.5 for eq. 13 as written (False).
+    # True: W = C * S row-renormalised (the interface's default); rows of C * S that underflow on trained
+    # keys take S's row instead of 0/0. False: the paper's eq. 13 as written. Why True is the default, with
+    # the measurements: docs/architecture.md, "Readout defaults".
     renormalize: bool = True
     # STCN readout only: keep the top_k memory entries per query pixel (official STCN: 20). 0 = all.
     top_k: int = 20
@@ -85,10 +77,12 @@ class TrackerConfig:
             raise ConfigError("resolution", f"must be 0 or >= 64, got {self.resolution}")
         one_of("device", self.device, DEVICES)
         one_of("precision", self.precision, PRECISIONS)
-        one_of("backend", self.backend, BACKENDS)
+        one_of("backend", self.backend, BACKEND_NAMES)
         positive("max_objects", self.max_objects)
-        if self.max_objects > 254:
-            raise ConfigError("max_objects", f"must be <= 254 (label maps are uint8), got {self.max_objects}")
+        if self.max_objects > MAX_OBJECT_ID:
+            raise ConfigError(
+                "max_objects", f"must be <= {MAX_OBJECT_ID} (object ids of a uint8 label map), got {self.max_objects}"
+            )
 
     @classmethod
     def official_stcn(cls, **kwargs: object) -> TrackerConfig:
@@ -97,3 +91,8 @@ class TrackerConfig:
         config.readout = ReadoutConfig(kind="stcn", top_k=20)
         config.memory = MemoryConfig(capacity=config.memory.capacity, mem_every=5, unbounded=True)
         return config
+
+
+__all__ = [
+    "DEVICES", "PRECISIONS", "READOUT_KINDS", "MemoryConfig", "ModelConfig", "ReadoutConfig", "TrackerConfig",
+]

@@ -1,6 +1,10 @@
-"""Maps user object ids (1..254, the values of a label map) to internal memory slots."""
+"""Maps user object ids (the values of a label map, edge_vos.labels) to internal memory slots."""
 
 from __future__ import annotations
+
+from collections.abc import Collection
+
+from edge_vos.labels import MAX_OBJECT_ID, is_object_id
 
 
 class ObjectManager:
@@ -26,21 +30,25 @@ class ObjectManager:
 
     @staticmethod
     def check_id(obj_id: int) -> None:
-        if not isinstance(obj_id, int) or isinstance(obj_id, bool) or not 1 <= obj_id <= 254:
-            raise ValueError(f"object id must be an integer in 1..254, got {obj_id!r}")
+        if not is_object_id(obj_id):
+            raise ValueError(f"object id must be an integer in 1..{MAX_OBJECT_ID}, got {obj_id!r}")
+
+    def check_room(self, obj_ids: Collection[int]) -> None:
+        """Raises ValueError unless every id in `obj_ids` can be tracked (the one check of the object limit)."""
+        new = [i for i in obj_ids if i not in self._index_of]
+        if len(self._index_of) + len(new) > self.max_objects:
+            raise ValueError(
+                f"cannot track more than {self.max_objects} objects (tracking {len(self._index_of)}, "
+                f"adding {len(new)})"
+            )
 
     def add(self, obj_id: int) -> int:
         self.check_id(obj_id)
-        if obj_id in self._index_of:
-            return self._index_of[obj_id]
-        used = set(self._index_of.values())
-        free = next((i for i in range(self.max_objects) if i not in used), None)
-        if free is None:
-            raise ValueError(
-                f"cannot add object {obj_id}: already tracking the maximum of {self.max_objects} objects"
-            )
-        self._index_of[obj_id] = free
-        return free
+        self.check_room([obj_id])
+        if obj_id not in self._index_of:
+            used = set(self._index_of.values())
+            self._index_of[obj_id] = next(i for i in range(self.max_objects) if i not in used)
+        return self._index_of[obj_id]
 
     def remove(self, obj_id: int) -> int:
         if obj_id not in self._index_of:

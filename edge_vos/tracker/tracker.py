@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from edge_vos.backends import NetworkRunner, create_runner
-from edge_vos.model.checkpoint import load_network
 from edge_vos.model.network import STCN
 from edge_vos.model.preprocess import FrameGeometry, frame_geometry, image_to_tensor, masks_to_tensor, to_input_size
+from edge_vos.model.weights import load_configured_network
 from edge_vos.readout import SvdState, stcn_readout, tmrn_readout
 from edge_vos.tracker.aggregate import soft_aggregate
 from edge_vos.tracker.config import TrackerConfig
@@ -27,7 +27,9 @@ from edge_vos.tracker.objects import ObjectManager
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
+# Working sizes whose runners are kept: a stream that switches between a few sizes does not rebuild
+# (or re-export) each time, and one that sees many sizes does not hold engines for all of them.
+RUNNER_SIZES_KEPT = 3
 
 
 @dataclass
@@ -60,29 +62,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_configured_network(config: TrackerConfig) -> STCN:
-    """The network named by config.model.weights, or the bundled default weights."""
-    path = Path(config.model.weights) if config.model.weights else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"model weights not found: {path}"
-            + ("" if config.model.weights else " (the bundled default; set model.weights to a checkpoint)")
-        )
-    network = load_network(path)
-    if config.model.weights and network.arch != config.model.arch:
-        log.info("checkpoint arch %s overrides model.arch %s", network.arch, config.model.arch)
-    return network
-
-
 class Tracker:
     def __init__(self, config: TrackerConfig | None = None, network: STCN | None = None) -> None:
         self.config = config or TrackerConfig()
         self.device = resolve_device(self.config.device)
-        self.network = network if network is not None else load_configured_network(self.config)
+        if network is None:
+            network = load_configured_network(self.config.model)
+        self.network = network
         self.network.eval()
         self.objects = ObjectManager(self.config.max_objects)
         self.memory_dtype = self._memory_dtype()
-        self._runners: dict[tuple[int, int], NetworkRunner] = {}
+        self._runners: OrderedDict[tuple[int, int], NetworkRunner] = OrderedDict()  # most recent size last
         self._geometry: FrameGeometry | None = None
         self._memory: RingMemory | None = None
         self._svd_state = SvdState()  # warm start of svd="fast", per memory slot
@@ -119,8 +109,7 @@ class Tracker:
         """Tracks every object into `image` (RGB uint8 [H,W,3]); `mask` prompts objects on this frame."""
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
-        geometry = self._prepare(image)
-        prompt_ids = self._prompt_ids(mask, objects, geometry)
+        geometry, prompt_ids = self._prepare(image, mask, objects)
         self.frame_index += 1
         tracked = [i for i in self.objects.ids if i not in prompt_ids]
         if not tracked and not prompt_ids:
@@ -149,7 +138,8 @@ class Tracker:
             rows = [order.index(i) for i in readable]
             probs[rows] = torch.sigmoid(logits)
         if prompt_ids:
-            assert mask is not None
+            if mask is None:  # _prepare takes prompt ids from the mask only
+                raise RuntimeError("internal error: prompted objects without a mask")
             prompt = self._mask_probabilities(mask, prompt_ids, geometry)
             union = prompt.amax(dim=0, keepdim=True)
             probs = probs * (1 - union)  # the given mask wins over predictions where they overlap
@@ -173,10 +163,7 @@ class Tracker:
 
         Only the prompted objects get a value in that slot; other objects ignore it.
         """
-        geometry = self._prepare(image)
-        prompt_ids = self._prompt_ids(mask, objects, geometry)
-        if not prompt_ids:
-            raise ValueError("the prompt mask holds none of the requested objects")
+        geometry, prompt_ids = self._prepare(image, mask, objects, prompt_required=True)
         for obj_id in prompt_ids:
             self.objects.add(obj_id)
         runner = self._runner(geometry)
@@ -195,28 +182,48 @@ class Tracker:
             return torch.bfloat16
         return torch.float32
 
-    def _prepare(self, image: np.ndarray) -> FrameGeometry:
+    def _prepare(
+        self, image: np.ndarray, mask: np.ndarray | None, objects: list[int] | None, *, prompt_required: bool = False
+    ) -> tuple[FrameGeometry, list[int]]:
+        """Validates the frame and its prompt, and only then starts a new stream if the frame size changed:
+        a rejected frame loses nothing that was accepted before. Returns the geometry and the prompted ids."""
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             desc = f"{image.dtype} {list(image.shape)}" if isinstance(image, np.ndarray) else type(image).__name__
             raise ValueError(f"expected an RGB uint8 image [H,W,3], got {desc}")
         h, w = image.shape[:2]
-        if self._geometry is None or (self._geometry.in_h, self._geometry.in_w) != (h, w):
-            if self._geometry is not None:
-                log.warning("frame size changed from %dx%d to %dx%d: memory and objects reset",
-                            self._geometry.in_w, self._geometry.in_h, w, h)
-                self.objects.clear()
-            self._geometry = frame_geometry(h, w, self.config.resolution or None)
-            mem = self.config.memory
-            self._memory = RingMemory(
-                mem.capacity, self.config.max_objects, self.network.key_dim, self.network.value_dim,
-                self._geometry.feature_hw, max_pinned=mem.max_pinned, unbounded=mem.unbounded,
-                device=self.device, dtype=self.memory_dtype,
-            )
-            self._svd_state.clear()
-            self._last_write = -(10**9)
-        return self._geometry
+        geometry = self._geometry
+        same_size = geometry is not None and (geometry.in_h, geometry.in_w) == (h, w)
+        if geometry is None or not same_size:
+            geometry = frame_geometry(h, w, self.config.resolution or None)
+        # A new size starts a new stream without objects: the prompt is checked against that.
+        tracked = self.objects if same_size else ObjectManager(self.config.max_objects)
+        prompt_ids = self._prompt_ids(mask, objects, geometry, tracked)
+        if prompt_required and not prompt_ids:
+            raise ValueError("the prompt mask holds none of the requested objects")
+        if not same_size:
+            self._start_stream(geometry)
+        return geometry, prompt_ids
 
-    def _prompt_ids(self, mask: np.ndarray | None, objects: list[int] | None, geometry: FrameGeometry) -> list[int]:
+    def _start_stream(self, geometry: FrameGeometry) -> None:
+        """Forgets objects and memory and allocates the memory for a new frame size."""
+        if self._geometry is not None:
+            log.warning("frame size changed from %dx%d to %dx%d: memory and objects reset",
+                        self._geometry.in_w, self._geometry.in_h, geometry.in_w, geometry.in_h)
+            self.objects.clear()
+        self._geometry = geometry
+        mem = self.config.memory
+        self._memory = RingMemory(
+            mem.capacity, self.config.max_objects, self.network.key_dim, self.network.value_dim,
+            geometry.feature_hw, max_pinned=mem.max_pinned, unbounded=mem.unbounded,
+            device=self.device, dtype=self.memory_dtype,
+        )
+        self._svd_state.clear()
+        self._last_write = -(10**9)
+
+    @staticmethod
+    def _prompt_ids(
+        mask: np.ndarray | None, objects: list[int] | None, geometry: FrameGeometry, tracked: ObjectManager
+    ) -> list[int]:
         if mask is None:
             if objects:
                 raise ValueError("objects were named but no mask was given")
@@ -239,12 +246,7 @@ class Tracker:
             if missing:
                 raise ValueError(f"objects {missing} are not in the mask (it holds {present})")
             chosen = list(dict.fromkeys(objects))
-        new = [o for o in chosen if o not in self.objects]
-        if len(self.objects) + len(new) > self.config.max_objects:
-            raise ValueError(
-                f"cannot track more than {self.config.max_objects} objects "
-                f"(tracking {len(self.objects)}, the mask adds {len(new)})"
-            )
+        tracked.check_room(chosen)
         return chosen
 
     def _mask_probabilities(self, mask: np.ndarray, ids: list[int], geometry: FrameGeometry) -> torch.Tensor:
@@ -253,14 +255,22 @@ class Tracker:
         return masks_to_tensor(one_hot, geometry).clamp_(0, 1)
 
     def _runner(self, geometry: FrameGeometry) -> NetworkRunner:
+        """The runner for this working size; runners of the least recently used sizes beyond
+        RUNNER_SIZES_KEPT are dropped (each may hold engines and device memory)."""
         key = geometry.padded_hw
-        if key not in self._runners:
-            self._runners[key] = create_runner(
-                self.network, self.config.backend, self.device, self.config.precision, key,
-                max_objects=self.config.max_objects,
-            )
-            log.info("backend %s at %dx%d", self._runners[key].name, key[1], key[0])
-        return self._runners[key]
+        if key in self._runners:
+            self._runners.move_to_end(key)
+            return self._runners[key]
+        runner = create_runner(
+            self.network, self.config.backend, self.device, self.config.precision, key,
+            max_objects=self.config.max_objects,
+        )
+        log.info("backend %s at %dx%d", runner.name, key[1], key[0])
+        self._runners[key] = runner
+        while len(self._runners) > RUNNER_SIZES_KEPT:
+            dropped, _ = self._runners.popitem(last=False)
+            log.info("dropped the %s runner for %dx%d (least recently used size)", runner.name, dropped[1], dropped[0])
+        return runner
 
     def _memory_or_fail(self) -> RingMemory:
         if self._memory is None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edge_vos.config import ConfigError, one_of, positive
+from edge_vos.readout import SVD_KINDS
+from edge_vos.tracker.config import READOUT_KINDS
 
-READOUTS = ("stcn", "st", "tmrn")
-SVDS = ("exact", "lowrank", "fast")
 INITS = ("auto", "imagenet", "scratch")
 
 
@@ -51,8 +51,8 @@ class ReadoutSection:
     renormalize: bool = True
 
     def __post_init__(self) -> None:
-        one_of("kind", self.kind, READOUTS)
-        one_of("svd", self.svd, SVDS)
+        one_of("kind", self.kind, READOUT_KINDS)
+        one_of("svd", self.svd, SVD_KINDS)
         positive("agents", self.agents)
 
 

@@ -11,16 +11,19 @@ trtexec lines with placeholder engine names.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
-import torch
+from edge_vos.tracker.config import PRECISIONS, TrackerConfig
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge_vos.backends import BACKEND_NAMES
+
     parser.add_argument(
         "--config", type=Path, help="YAML: a TrackerConfig, or a service config with a `tracker:` section"
     )
@@ -29,10 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="camera/video frame size(s) the service will see (repeatable; default 854x480); the working "
         "size follows from the config's resolution",
     )
-    parser.add_argument("--backend", choices=("auto", "tensorrt", "torch_tensorrt", "onnxruntime"),
+    parser.add_argument("--backend", choices=BACKEND_NAMES,
                         help="what to build (default: the config's backend; torch and auto build for TensorRT "
                         "when it is usable and otherwise export ONNX only)")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="overrides the config's precision")
+    parser.add_argument("--precision", choices=PRECISIONS, help="overrides the config's precision")
     parser.add_argument("--max-objects", type=int, help="overrides the config's max_objects (engine profile)")
     parser.add_argument("--weights", help="checkpoint file (overrides model.weights)")
     parser.add_argument("--random-network", action="store_true", help="untrained network (pipeline checks only)")
@@ -40,8 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import torch
+
     from edge_vos.backends import BackendUnavailable, create_runner
-    from edge_vos.backends.export import default_cache_dir, export_all
+    from edge_vos.backends.cache import default_cache_dir
+    from edge_vos.backends.export import export_all
     from edge_vos.backends.parts import PART_NAMES
     from edge_vos.backends.tensorrt_backend import (
         DEFAULT_WORKSPACE_BYTES,
@@ -51,19 +57,21 @@ def main(args: argparse.Namespace) -> int:
         trtexec_command,
     )
     from edge_vos.config import ConfigError
+    from edge_vos.model.checkpoint import CheckpointError
     from edge_vos.model.preprocess import frame_geometry
 
     try:
         config = load_tracker_config(args.config)
-    except ConfigError as exc:
+        overrides = {"precision": args.precision, "max_objects": args.max_objects}
+        config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        sizes = [_parse_size(s) for s in (args.input_size or ["854x480"])]
+        network = _network(config, args)
+    except (ConfigError, FileNotFoundError, CheckpointError) as exc:
         log.error("%s", exc)
         return 2
-    precision = args.precision or config.precision
-    max_objects = args.max_objects or config.max_objects
+    precision, max_objects = config.precision, config.max_objects
     cache = args.engines or default_cache_dir()
-    sizes = [_parse_size(s) for s in (args.input_size or ["854x480"])]
     padded = sorted({frame_geometry(h, w, config.resolution or None).padded_hw for w, h in sizes})
-    network = _network(config, args)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     requested = args.backend or config.backend
     reason = tensorrt_unavailable_reason(device)
@@ -108,46 +116,32 @@ def main(args: argparse.Namespace) -> int:
     return status
 
 
-def load_tracker_config(path: Path | None) -> Any:
+def load_tracker_config(path: Path | None) -> TrackerConfig:
     """TrackerConfig from a tracker YAML or from the `tracker:` section of a service YAML."""
-    import yaml
-
-    from edge_vos.config import ConfigError, from_dict
-    from edge_vos.tracker.config import TrackerConfig
+    from edge_vos.config import from_dict, read_yaml
 
     if path is None:
         return TrackerConfig()
-    if not path.is_file():
-        raise ConfigError("", f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError("", f"{path}: top level must be a mapping")
+    data = read_yaml(path)
     if "tracker" in data:
         return from_dict(TrackerConfig, data["tracker"], "tracker")
     return from_dict(TrackerConfig, data)
 
 
-def _network(config: Any, args: argparse.Namespace) -> Any:
-    from edge_vos.model.network import build_network
+def _network(config: TrackerConfig, args: argparse.Namespace) -> Any:
+    from edge_vos.model.weights import RANDOM_WEIGHTS, load_configured_network
 
-    if args.random_network:
-        torch.manual_seed(0)
-        return build_network(config.model.arch).eval()
-    from edge_vos.tracker.tracker import load_configured_network
-
-    if args.weights:
-        config.model.weights = args.weights
-    return load_configured_network(config).eval()
+    weights = RANDOM_WEIGHTS if args.random_network else args.weights or config.model.weights
+    return load_configured_network(dataclasses.replace(config.model, weights=weights)).eval()
 
 
 def _parse_size(text: str) -> tuple[int, int]:
+    from edge_vos.config import ConfigError
+
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise SystemExit(f"--input-size must look like 854x480, got {text!r}") from None
+        raise ConfigError("--input-size", f"must look like 854x480, got {text!r}") from None
     if w <= 0 or h <= 0:
-        raise SystemExit(f"--input-size must be positive, got {text!r}")
+        raise ConfigError("--input-size", f"must be positive, got {text!r}")
     return w, h
