@@ -86,7 +86,7 @@ def test_commands_mid_stream() -> None:
             mask3 = np.zeros((H, W), bool)
             mask3[80:100, 10:40] = True
             assert ctl.add_mask(3, mask3, encoding="rle")["area"] == mask3.sum()
-            box = ctl.add_box(4, [60, 60, 90, 100])
+            box = ctl.add_box(4, [60, 60, 90, 100], method="grabcut")
             assert box["ok"]
             # A past frame: written to memory through add_prompt.
             recent = ctl.stats()["recent_frames"]
@@ -115,23 +115,54 @@ def test_commands_mid_stream() -> None:
             assert ctl.stats()["objects"] == []
 
 
-def test_box_and_click_prompts_over_the_socket() -> None:
+def test_box_and_click_prompts_over_the_socket(tmp_path: Path) -> None:
+    """Clicks and boxes through both methods; the learned one with a small random network (prompt.weights):
+    this tests the plumbing, not the trained network's quality (tests/test_prompt_model.py does that)."""
+    import torch
+
+    from edge_vos.prompt.model import PromptNet, PromptNetConfig, save_weights
+
+    weights, nothing = tmp_path / "prompt.safetensors", tmp_path / "nothing.safetensors"
+    for path, bias in ((weights, 5.0), (nothing, -5.0)):  # says "object" / "background" everywhere it looks
+        torch.manual_seed(0)
+        net = PromptNet(PromptNetConfig(crop_size=64))
+        torch.nn.init.zeros_(net.head.weight)
+        torch.nn.init.constant_(net.head.bias, bias)
+        save_weights(net, path)
     frames = _frames(400)
     frames[:, 60:100, 70:130] = (230, 40, 40)  # a red object on noise
     tracker = FakeTracker(delay_s=0.01)
-    with running(_config(control={"history": 50}), ArrayReader(frames), tracker) as service:
+    config = _config(control={"history": 50}, prompt={"weights": str(weights)})
+    with running(config, ArrayReader(frames), tracker) as service:
         with CommandClient(service.control.last_endpoint, timeout_s=3, retries=0) as ctl:
             _wait_for(lambda: ctl.stats()["frames_processed"] > 0)
             clicks = ctl.add_prompt(1, points=[[100, 80]], labels=[1], method="grabcut")
             assert clicks["ok"] and 0.8 * 2400 < clicks["area"] < 1.3 * 2400
             past = ctl.stats()["recent_frames"][1]
-            both = ctl.add_prompt(2, box=[60, 50, 140, 110], points=[[65, 55]], labels=[0], frame=past)
+            both = ctl.add_prompt(2, box=[60, 50, 140, 110], points=[[65, 55]], labels=[0], frame=past,
+                                  method="grabcut")
             assert both["ok"] and both["frame"] == past and 0.8 * 2400 < both["area"] < 1.3 * 2400
+            learned = ctl.add_prompt(3, box=[60, 50, 140, 110], points=[[100, 80]], labels=[1])  # default method
+            assert learned["ok"] and learned["area"] == 112 * 82  # the box's window (1.4x the box) in the frame
+            assert ctl.add_prompt(4, points=[[10, 10]], labels=[1], method="learned")["area"] == H * W
             with pytest.raises(CommandFailed, match=r"points\[0\].*outside the 160x120 frame"):
-                ctl.add_prompt(3, points=[[400, 10]], labels=[1])
+                ctl.add_prompt(5, points=[[400, 10]], labels=[1])
             with pytest.raises(CommandFailed, match="2 labels for 1 points"):
-                ctl.add_prompt(3, points=[[10, 10]], labels=[1, 0])
-            _wait_for(lambda: ctl.stats()["objects"] == [1, 2])
+                ctl.add_prompt(5, points=[[10, 10]], labels=[1, 0])
+            _wait_for(lambda: sorted(ctl.stats()["objects"]) == [1, 2, 3, 4])
+    with running(_config(prompt={"weights": str(nothing)}), ArrayReader(frames), FakeTracker(delay_s=0.01)) as service:
+        with CommandClient(service.control.last_endpoint, timeout_s=3, retries=0) as ctl:
+            _wait_for(lambda: ctl.stats()["frames_processed"] > 0)
+            with pytest.raises(CommandFailed, match="learned found no object for this prompt"):
+                ctl.add_box(1, [60, 50, 140, 110])
+
+
+def test_missing_prompt_weights() -> None:
+    """Configured weights that do not exist stop the start-up; without the bundled file only learned
+    prompts fail, with a message that names the file and the way out."""
+    config = _config(prompt={"weights": "/nonexistent/prompt.safetensors"})
+    with pytest.raises(ConfigError, match="prompt.weights.*nonexistent"):
+        Service(config, tracker_factory=lambda _: FakeTracker(), reader=ArrayReader(_frames(3)))
 
 
 def test_object_limit_and_overlaps() -> None:
@@ -140,11 +171,11 @@ def test_object_limit_and_overlaps() -> None:
                  tracker) as service:
         with CommandClient(service.control.last_endpoint, timeout_s=3, retries=0) as ctl:
             _wait_for(lambda: ctl.stats()["frames_processed"] > 0)
-            assert ctl.add_box(2, [60, 60, 90, 100])["ok"]
+            assert ctl.add_box(2, [60, 60, 90, 100], method="grabcut")["ok"]
             with pytest.raises(CommandFailed, match="cannot track more than 2"):
-                ctl.add_box(3, [100, 60, 140, 100])
+                ctl.add_box(3, [100, 60, 140, 100], method="grabcut")
             # Re-prompting a tracked id is a correction, not a new object.
-            assert ctl.add_box(1, [0, 0, 50, 50])["ok"]
+            assert ctl.add_box(1, [0, 0, 50, 50], method="grabcut")["ok"]
 
 
 def test_hostile_requests_over_the_socket_do_not_hurt_the_service() -> None:
@@ -442,11 +473,11 @@ def test_a_tracker_failure_on_a_prompted_frame_is_not_called_a_refused_prompt() 
             assert service.metrics.value("frames_dropped_total", {"reason": "tracker_error"}) == 1
             assert ctl.stats()["objects"] == [1]
             tracker.fail = True
-            reply = ctl.request({"cmd": "add", "id": 2, "box": [60, 60, 100, 100]}, check=False)
+            reply = ctl.request({"cmd": "add", "id": 2, "box": [60, 60, 100, 100], "method": "grabcut"}, check=False)
             assert reply["ok"] is False and "the tracker failed on frame" in reply["error"]
             assert "shapes do not broadcast" in reply["error"]
             assert service.metrics.value("frames_dropped_total", {"reason": "tracker_error"}) == 2
-            assert ctl.add_box(2, [60, 60, 100, 100])["ok"]  # and the next add goes through
+            assert ctl.add_box(2, [60, 60, 100, 100], method="grabcut")["ok"]  # and the next add goes through
 
 
 def test_the_tracker_refusing_a_prompt_is_answered_and_the_frame_still_tracked() -> None:
@@ -455,8 +486,8 @@ def test_the_tracker_refusing_a_prompt_is_answered_and_the_frame_still_tracked()
     with running(config, ArrayReader(_frames(10), mask=_first_mask()), tracker) as service:
         with CommandClient(service.control.last_endpoint, timeout_s=3, retries=0) as ctl:
             _wait_for(lambda: ctl.stats()["frames_processed"] > 0)
-            assert ctl.add_box(2, [60, 60, 100, 100])["ok"]
-            reply = ctl.request({"cmd": "add", "id": 3, "box": [100, 20, 140, 60]}, check=False)
+            assert ctl.add_box(2, [60, 60, 100, 100], method="grabcut")["ok"]
+            reply = ctl.request({"cmd": "add", "id": 3, "box": [100, 20, 140, 60], "method": "grabcut"}, check=False)
             assert reply["ok"] is False and "cannot track more than 2" in reply["error"]
             frames = ctl.stats()["frames_processed"]
             _wait_for(lambda: ctl.stats()["frames_processed"] > frames)
@@ -471,7 +502,7 @@ def test_metrics_name_commands_as_the_protocol_does_and_show_threads_and_the_pro
     with running(config, ArrayReader(_frames(10), mask=_first_mask())) as service:
         with CommandClient(service.control.last_endpoint, timeout_s=3, retries=0) as ctl:
             _wait_for(lambda: ctl.stats()["frames_processed"] > 0)
-            ctl.add_box(2, [60, 60, 100, 100])
+            ctl.add_box(2, [60, 60, 100, 100], method="grabcut")
             ctl.remove(2)
             ctl.reset()
             ctl.send_raw(b"{")

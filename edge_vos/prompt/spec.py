@@ -19,10 +19,7 @@ import numpy as np
 
 # How a prompt becomes a mask: the bundled learned model, or OpenCV GrabCut (no model).
 METHODS = ("learned", "grabcut")
-# What this build offers, and what a prompt without a method uses. The learned model is not bundled yet:
-# until it is, prompts (boxes and clicks) go through GrabCut.
-AVAILABLE_METHODS = ("grabcut",)
-DEFAULT_METHOD = "grabcut"
+DEFAULT_METHOD = "learned"
 # Most clicks one prompt may carry (an operator clicks a handful; more is a client bug).
 MAX_POINTS = 64
 # A box must cover at least this many pixels per side inside the frame.

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from edge_vos.labels import MAX_OBJECT_ID
-from edge_vos.prompt import AVAILABLE_METHODS, DEFAULT_METHOD, METHODS, Prompt, PromptError, make_prompt
+from edge_vos.prompt import DEFAULT_METHOD, METHODS, Prompt, PromptError, make_prompt
 from edge_vos.service.protocol import ProtocolError, decode_png, decode_rle
 
 COMMANDS = ("add", "remove", "reset", "stats", "config", "ping")
@@ -216,9 +216,6 @@ def _method(data: dict[str, Any], applies: bool) -> str:
     method = data["method"]
     if not isinstance(method, str) or method not in METHODS:
         raise CommandError("method", f"must be one of {list(METHODS)}, got {str(method)[:40]!r}")
-    if method not in AVAILABLE_METHODS:
-        raise CommandError("method", f"{method!r} is not available in this build "
-                                     f"(available: {list(AVAILABLE_METHODS)})")
     return method
 
 

@@ -92,6 +92,9 @@ class PromptConfig:
     # true = nearest-neighbour resize when both sides differ by at most `resize_tolerance` (a fraction).
     resize: bool = False
     resize_tolerance: float = 0.02
+    # Prompt network (safetensors) that makes masks from boxes and clicks (`method: learned`, the default);
+    # empty = the bundled edge_vos/weights/prompt.safetensors. Loaded once at start-up.
+    weights: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.resize_tolerance <= 1:

@@ -23,6 +23,7 @@ from typing import Any
 import zmq
 
 from edge_vos.config import ConfigError, to_dict
+from edge_vos.prompt.methods import PromptMasks
 from edge_vos.service.capture import CaptureThread, FrameQueue, LatestFrame
 from edge_vos.service.commands import Limits
 from edge_vos.service.config import ServiceConfig
@@ -103,6 +104,11 @@ class Service:
             initial_mask = self.reader.initial_mask()
         self.keys = load_server_keys(cfg.security)
         tracker = (tracker_factory or build_tracker)(cfg)
+        # The prompt network is loaded here, once, not on the first prompt: a prompt then costs one crop's
+        # inference on the inference thread (bounded whatever the frame size), never a model load.
+        prompt_masks = PromptMasks(cfg.prompt.weights or None)
+        if not prompt_masks.load() and cfg.prompt.weights:
+            raise ConfigError("prompt.weights", str(prompt_masks.load_error))
         self.metrics.set_build_info(**_versions(), stream=cfg.stream_id, weights=cfg.tracker.model.weights or "default")
         self.buffer: LatestFrame | FrameQueue = (
             LatestFrame() if self.pace == "realtime" else FrameQueue(cfg.pipeline.frame_queue))
@@ -119,7 +125,7 @@ class Service:
             self.control = ControlServer(self.context, cfg.control, self.keys, self.metrics, self._limits,
                                          self._query, self.stop_event)
         self.prompts = PromptBook(tracker, cfg.prompt, cfg.tracker.max_objects, cfg.control.history,
-                                  self.control_reply, initial_mask)
+                                  self.control_reply, initial_mask, prompt_masks)
         self.worker = InferenceWorker(
             tracker, self.prompts, self.buffer, self.control.commands if self.control else None,
             self._submit, self.metrics, cfg.pipeline, self.stop_event, on_progress=self.heartbeat,

@@ -22,7 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_vos.config import ConfigError
-from edge_vos.prompt import grabcut_segment
+from edge_vos.prompt import PromptError
+from edge_vos.prompt.methods import PromptMasks
 from edge_vos.service.capture import Frame
 from edge_vos.service.commands import AddObject, CommandError, RemoveObject, Reset, fit_mask
 from edge_vos.service.config import PromptConfig
@@ -87,8 +88,11 @@ def _reply_body(ok: bool, req: Any, **fields: Any) -> dict[str, Any]:
 
 class PromptBook:
     def __init__(self, tracker: TrackerLike, config: PromptConfig, max_objects: int, history: int, reply: Reply,
-                 initial_mask: np.ndarray | None = None) -> None:
+                 initial_mask: np.ndarray | None = None, prompt_masks: PromptMasks | None = None) -> None:
         self.tracker, self.config, self.max_objects, self.reply = tracker, config, max_objects, reply
+        # Turns a box / clicks into a mask by the command's method (the learned network, loaded once by the
+        # service at start-up, or GrabCut).
+        self.prompt_masks = prompt_masks or PromptMasks(config.weights or None)
         self.initial_mask = initial_mask
         self.history: collections.deque[Frame] = collections.deque(maxlen=history)  # recent frames, for `frame`
         self._next: list[PendingCommand] = []  # adds waiting for the next frame
@@ -230,7 +234,15 @@ class PromptBook:
                 ph, pw = cmd.prompt.frame_hw
                 raise CommandError("box" if cmd.prompt.box is not None else "points",
                                    f"the prompt was given for a {pw}x{ph} frame but the frame is {w}x{h}")
-            return grabcut_segment(frame.image, cmd.prompt)
+            try:
+                mask = self.prompt_masks(frame.image, cmd.prompt, cmd.method)
+            except PromptError as exc:
+                raise CommandError(exc.field, exc.message) from None
+            if not mask.any():
+                raise CommandError("box" if cmd.prompt.box is not None else "points",
+                                   f"method {cmd.method} found no object for this prompt; add a click on the "
+                                   "object or try another method")
+            return mask
         if cmd.mask is None:
             raise CommandError("mask", "the command carries neither a mask nor a prompt")
         if cmd.mask.shape != (h, w):

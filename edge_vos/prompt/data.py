@@ -1,0 +1,260 @@
+"""Training samples for the prompt network: a crop, its prompt maps and the true mask on that crop.
+
+Sources: frames of a DAVIS split (DAVIS-2016 `train`; never val-dev), seeded synthetic scenes
+(edge_vos.data.synthetic: several textured objects and look-alike distractors) and copy-paste composites
+(an object cut from a frame of another sequence pasted onto a frame at a random place and scale; the
+target is then either the pasted object or the original one, now partly hidden behind it).
+
+Each sample imitates one way a prompt reaches the network at inference (crops.py):
+- `box`: a box from the truth, tight or with each side moved by up to `box_jitter` of its size;
+- `box+clicks`: the same, the clicks then come from the trainer's iterative loop (corrections);
+- `clicks`: clicks on the whole frame (first pass without a box);
+- `zoom`: a coarse mask (the truth degraded: blocky, dilated/eroded, simplified to a polygon, with a
+  blob added or cut) plus clicks, on the window around it (second pass; a mask to refine).
+The first click is deep inside the object (the distance transform's maximum, or a random pixel at least
+40 % as deep); sometimes negatives are added just outside it. Every draw comes from the Generator the
+trainer seeds from (seed, step), so a resumed run sees the same samples.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_vos.prompt.crops import (
+    CONTEXT,
+    Window,
+    box_map,
+    box_window,
+    click_maps,
+    crop_image,
+    frame_window,
+    mask_box,
+)
+
+log = logging.getLogger(__name__)
+
+KINDS = ("box", "box+clicks", "clicks", "zoom")
+KIND_WEIGHTS = (0.4, 0.15, 0.2, 0.25)
+_MIN_AREA = 100  # pixels of the frame: smaller targets are skipped
+
+
+@dataclass
+class Sample:
+    kind: str
+    rgb: np.ndarray  # uint8 [S,S,3]
+    maps: np.ndarray  # float32 [4,S,S]: box, positive, negative, mask
+    truth: np.ndarray  # float32 [S,S] 0/1
+    points: list[tuple[float, float]]  # crop pixels
+    labels: list[int]
+
+    @property
+    def takes_clicks(self) -> bool:
+        return self.kind != "box"
+
+
+def farthest_inside(region: np.ndarray) -> tuple[tuple[int, int], float, np.ndarray]:
+    """(x, y) of the pixel farthest from the region's boundary (frame edge included), that distance and
+    the distance map."""
+    dist = cv2.distanceTransform(np.pad(region.astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return (int(x), int(y)), float(dist[y, x]), dist
+
+
+class PromptData:
+    def __init__(self, davis_root: str | Path | None, split: str = "train", res: str = "240p",
+                 synthetic_sequences: int = 8, synthetic_frames: int = 12, size: int = 256,
+                 click_radius: float = 5.0, seed: int = 0) -> None:
+        self.size = size
+        self.click_radius = click_radius
+        self.real: list[tuple[int, np.ndarray, np.ndarray]] = []  # (sequence index, image, bool mask)
+        if davis_root:
+            from edge_vos.data.davis import davis_sequences
+
+            if split == "val-dev":
+                raise ValueError("val-dev is for measurement only, never for training")
+            for s, seq in enumerate(davis_sequences(davis_root, split, res)):
+                for t in range(len(seq)):
+                    labels = seq.mask(t)
+                    if labels is not None and (labels > 0).sum() >= _MIN_AREA:
+                        self.real.append((s, seq.image(t), labels > 0))
+        self.synthetic: list[tuple[np.ndarray, np.ndarray]] = []  # (image, label map)
+        if synthetic_sequences:
+            from edge_vos.data.synthetic import generate_sequence
+
+            for i in range(synthetic_sequences):
+                frames, labels = generate_sequence(10_000 + seed * 1000 + i, num_frames=synthetic_frames)
+                self.synthetic += [(f, lab) for f, lab in zip(frames, labels, strict=True)]
+        if not self.real and not self.synthetic:
+            raise FileNotFoundError("no training data: no DAVIS frames found and no synthetic scenes asked")
+        log.info("prompt training data: %d real frames, %d synthetic frames", len(self.real), len(self.synthetic))
+
+    # -- sources -------------------------------------------------------------------------------------
+
+    def _source(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A frame and the target's bool mask (before cropping)."""
+        if not self.real or (self.synthetic and rng.random() < 0.15):
+            image, labels = self.synthetic[int(rng.integers(len(self.synthetic)))]
+            ids = [int(v) for v in np.unique(labels) if v and (labels == v).sum() >= _MIN_AREA]
+            if ids:
+                return image, labels == ids[int(rng.integers(len(ids)))]
+        seq, image, mask = self.real[int(rng.integers(len(self.real)))]
+        if rng.random() < 0.4 and len(self.real) > 1:
+            return self._paste(rng, seq, image, mask)
+        return image, mask
+
+    def _paste(self, rng: np.random.Generator, seq: int, image: np.ndarray, mask: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        for _ in range(8):
+            other_seq, other, other_mask = self.real[int(rng.integers(len(self.real)))]
+            if other_seq != seq:
+                break
+        h, w = mask.shape
+        ys, xs = np.nonzero(other_mask)
+        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+        obj, obj_mask = other[y0:y1, x0:x1], other_mask[y0:y1, x0:x1].astype(np.float32)
+        scale = rng.uniform(0.4, 1.1) * min(1.0, 0.9 * min(h / obj.shape[0], w / obj.shape[1]))
+        ow, oh = max(4, int(obj.shape[1] * scale)), max(4, int(obj.shape[0] * scale))
+        obj = cv2.resize(obj, (ow, oh), interpolation=cv2.INTER_LINEAR)
+        alpha = cv2.GaussianBlur(cv2.resize(obj_mask, (ow, oh), interpolation=cv2.INTER_LINEAR), (3, 3), 0)
+        px, py = int(rng.integers(0, max(1, w - ow + 1))), int(rng.integers(0, max(1, h - oh + 1)))
+        ow, oh = min(ow, w - px), min(oh, h - py)
+        out = image.astype(np.float32).copy()
+        a = alpha[:oh, :ow, None]
+        out[py:py + oh, px:px + ow] = out[py:py + oh, px:px + ow] * (1 - a) + obj[:oh, :ow] * a
+        pasted = np.zeros((h, w), bool)
+        pasted[py:py + oh, px:px + ow] = alpha[:oh, :ow] > 0.5
+        composite = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        hidden = mask & ~pasted
+        if rng.random() < 0.5 and pasted.sum() >= _MIN_AREA:
+            return composite, pasted
+        if hidden.sum() >= max(_MIN_AREA, 0.3 * mask.sum()):
+            return composite, hidden
+        return (composite, pasted) if pasted.sum() >= _MIN_AREA else (image, mask)
+
+    # -- one sample ----------------------------------------------------------------------------------
+
+    def sample(self, rng: np.random.Generator) -> Sample:
+        image, mask = self._source(rng)
+        if rng.random() < 0.5:
+            image, mask = image[:, ::-1], mask[:, ::-1]
+        image = _colour(np.ascontiguousarray(image), rng)
+        mask = np.ascontiguousarray(mask)
+        kind = KINDS[int(rng.choice(len(KINDS), p=KIND_WEIGHTS))]
+        s = self.size
+        truth_box = mask_box(mask)
+        assert truth_box is not None
+        coarse = None
+        box = None
+        if kind in ("box", "box+clicks"):
+            box = _jitter_box(truth_box, mask.shape, rng)
+            window = _jitter_window(box_window(box, context=CONTEXT * rng.uniform(0.75, 1.25)), rng)
+        elif kind == "clicks":
+            window = frame_window(mask.shape)
+        else:
+            coarse = degrade(mask, rng)
+            cbox = mask_box(coarse) or truth_box
+            window = _jitter_window(box_window(cbox, context=CONTEXT * rng.uniform(0.75, 1.25)), rng)
+        rgb = crop_image(image, window, s, edge=True)
+        if rng.random() < 0.25:  # softer detail, as a low-resolution frame scaled up
+            f = rng.uniform(0.4, 0.8)
+            rgb = cv2.resize(cv2.resize(rgb, None, fx=f, fy=f, interpolation=cv2.INTER_AREA), (s, s),
+                             interpolation=cv2.INTER_LINEAR)
+        truth = crop_image(mask.astype(np.float32), window, s) > 0.5
+        maps = np.zeros((4, s, s), np.float32)
+        if box is not None:
+            maps[0] = box_map(box, window, s)
+        if coarse is not None:
+            maps[3] = crop_image(coarse.astype(np.float32), window, s) > 0.5
+        points: list[tuple[float, float]] = []
+        labels: list[int] = []
+        if kind in ("clicks", "zoom") and truth.any():
+            points, labels = _first_clicks(truth, rng)
+            maps[1:3] = click_maps(np.array(points), np.array(labels), s, self.click_radius)
+        return Sample(kind, rgb, maps, truth.astype(np.float32), points, labels)
+
+
+def _colour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    x = img.astype(np.float32)
+    gray = x.mean(axis=2, keepdims=True)
+    x = gray + (x - gray) * (1 + rng.uniform(-0.3, 0.3))
+    x = (x - 128) * (1 + rng.uniform(-0.25, 0.25)) + 128 + rng.uniform(-25, 25)
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+
+
+def _jitter_box(box: Window, hw: tuple[int, int], rng: np.random.Generator) -> Window:
+    x0, y0, x1, y1 = box
+    if rng.random() < 0.25:
+        return box
+    share = rng.uniform(0.03, 0.15)
+    bw, bh = x1 - x0, y1 - y0
+    dx, dy = rng.uniform(-share, share, 2) * bw, rng.uniform(-share, share, 2) * bh
+    h, w = hw
+    nx0, nx1 = np.clip([x0 + dx[0], x1 + dx[1]], 0, w)
+    ny0, ny1 = np.clip([y0 + dy[0], y1 + dy[1]], 0, h)
+    if nx1 - nx0 < 4 or ny1 - ny0 < 4:
+        return box
+    return float(nx0), float(ny0), float(nx1), float(ny1)
+
+
+def _jitter_window(window: Window, rng: np.random.Generator) -> Window:
+    x0, y0, x1, y1 = window
+    w, h = x1 - x0, y1 - y0
+    dx, dy = rng.uniform(-0.05, 0.05) * w, rng.uniform(-0.05, 0.05) * h
+    return x0 + dx, y0 + dy, x1 + dx, y1 + dy
+
+
+def degrade(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A plausible coarse version of `mask`: what a low-resolution pass, a rough polygon or the previous
+    frame's mask would give."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    side = max(xs.max() - xs.min(), ys.max() - ys.min()) + 1
+    out = mask.astype(np.uint8)
+    r = rng.random()
+    if r < 0.4:  # blocky / blobby: seen through a low resolution
+        f = rng.uniform(1 / 16, 1 / 4) * max(1.0, 64 / side) if side > 16 else 1.0
+        f = min(f, 1.0)
+        small = cv2.resize(out.astype(np.float32), None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        out = (cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR) > rng.uniform(0.3, 0.7)).astype(np.uint8)
+    elif r < 0.7:  # a hand-drawn polygon
+        contours, _ = cv2.findContours(out, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        out = np.zeros_like(out)
+        for c in contours:
+            eps = rng.uniform(0.01, 0.05) * cv2.arcLength(c, True)
+            cv2.fillPoly(out, [cv2.approxPolyDP(c, eps, True)], 1)
+    k = int(rng.integers(0, max(2, int(0.06 * side))))
+    if k:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
+        out = cv2.dilate(out, kernel) if rng.random() < 0.5 else cv2.erode(out, kernel)
+    if rng.random() < 0.3:  # a blob added or cut near the object
+        cx, cy = float(rng.uniform(xs.min(), xs.max() + 1)), float(rng.uniform(ys.min(), ys.max() + 1))
+        axes = (max(2, int(rng.uniform(0.1, 0.3) * side)), max(2, int(rng.uniform(0.1, 0.3) * side)))
+        cv2.ellipse(out, (int(cx), int(cy)), axes, float(rng.uniform(0, 180)), 0, 360,
+                    int(rng.random() < 0.5), -1)
+    if not out.any():
+        out = mask.astype(np.uint8)
+    return out.astype(bool)
+
+
+def _first_clicks(truth: np.ndarray, rng: np.random.Generator) -> tuple[list[tuple[float, float]], list[int]]:
+    (x, y), depth, dist = farthest_inside(truth)
+    if rng.random() < 0.5:
+        candidates = np.argwhere(dist >= 0.4 * depth)
+        y, x = (int(v) for v in candidates[int(rng.integers(len(candidates)))])
+    points = [(x + 0.5, y + 0.5)]
+    labels = [1]
+    if rng.random() < 0.3:  # a few negatives just outside the object
+        ring = cv2.dilate(truth.astype(np.uint8), np.ones((31, 31), np.uint8)).astype(bool) & ~cv2.dilate(
+            truth.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+        candidates = np.argwhere(ring)
+        for _ in range(int(rng.integers(1, 3)) if len(candidates) else 0):
+            ny, nx = candidates[int(rng.integers(len(candidates)))]
+            points.append((float(nx) + 0.5, float(ny) + 0.5))
+            labels.append(0)
+    return points, labels
+

@@ -1,0 +1,144 @@
+"""Prompt -> mask with the learned prompt network (`method: learned`).
+
+`PromptSegmenter` holds one network (loaded once; the service keeps one for its lifetime) and turns a
+validated `Prompt` into a bool mask on the frame:
+- a box: one pass on the window around the box (crops.box_window), box map + any clicks + any coarse mask;
+- a coarse mask without a box: one pass on the window around the mask and the positive clicks;
+- clicks only: a first pass on the whole frame (resized to S x S) finds the object roughly; its connected
+  parts that hold a positive click are kept (a whole-frame look at low resolution sometimes adds a
+  neighbouring thing); a second pass zooms into the window around them and the positive clicks, with them
+  as the coarse mask.
+Every pass runs on an S x S crop whatever the frame size, so a prompt's cost is bounded (docs/benchmarks.md
+"Prompts" has the measured times).
+
+`segment(image, box=..., points=..., labels=..., mask=...)` is the convenience function: it uses the
+bundled weights through `default_segmenter()`, which loads them on the first call and keeps them for the
+life of the process (an explicit `functools.lru_cache`; `default_segmenter.cache_clear()` drops them).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from edge_vos.prompt.crops import (
+    Window,
+    box_map,
+    box_window,
+    click_maps,
+    crop_image,
+    frame_window,
+    mask_box,
+    paste_back,
+    to_crop,
+)
+from edge_vos.prompt.model import PromptNet, load_weights
+from edge_vos.prompt.spec import Prompt, check_image, make_prompt
+
+log = logging.getLogger(__name__)
+
+BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "prompt.safetensors"
+
+
+class PromptSegmenter:
+    """One prompt network on the CPU (or `device`), in inference mode."""
+
+    def __init__(self, model: PromptNet, device: str = "cpu", crop_size: int | None = None,
+                 flip: bool = True) -> None:
+        self.model = model.eval().to(device).to(memory_format=torch.channels_last)
+        # The final pass averages with the mirrored crop: about twice its cost, measured better
+        # (docs/model-card.md, "Prompt network").
+        self.flip = flip
+        self.device = torch.device(device)
+        self.size = crop_size or model.config.crop_size  # the network is fully convolutional
+        self.radius = model.config.click_radius
+
+    @classmethod
+    def from_file(cls, path: str | Path = BUNDLED_WEIGHTS, device: str = "cpu", crop_size: int | None = None,
+                  flip: bool = True) -> PromptSegmenter:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"prompt network weights not found: {path}")
+        model, header = load_weights(path)
+        log.info("prompt network loaded from %s (%s steps)", path, header.get("steps", "?"))
+        return cls(model, device, crop_size, flip)
+
+    def segment(self, image: np.ndarray, *, box: object = None, points: object = None, labels: object = None,
+                mask: np.ndarray | None = None) -> np.ndarray:
+        """Validates the inputs (PromptError naming the field) and returns the object's bool mask [H,W]."""
+        image = check_image(image)
+        prompt = make_prompt(image.shape[:2], box=box, points=points, labels=labels, mask=mask)  # type: ignore[arg-type]
+        return self(image, prompt)
+
+    def __call__(self, image: np.ndarray, prompt: Prompt) -> np.ndarray:
+        return self.probabilities(image, prompt) > 0.5
+
+    def probabilities(self, image: np.ndarray, prompt: Prompt) -> np.ndarray:
+        """The object's probability per pixel, float32 [H,W] (0 outside the window looked at)."""
+        hw = prompt.frame_hw
+        if image.shape[:2] != hw:
+            raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the prompt was made for "
+                             f"{hw[1]}x{hw[0]}")
+        positives = prompt.positives
+        if prompt.box is not None:
+            return self._pass(image, box_window(prompt.box), prompt, prompt.mask)
+        if prompt.mask is not None:
+            window = box_window(mask_box(prompt.mask, positives) or frame_window(hw))
+            return self._pass(image, window, prompt, prompt.mask)
+        rough = _clicked_parts(self._pass(image, frame_window(hw), prompt, None, final=False) > 0.5, prompt)
+        window = box_window(mask_box(rough, positives) or frame_window(hw))
+        return self._pass(image, window, prompt, rough if rough.any() else None)
+
+    def _pass(self, image: np.ndarray, window: Window, prompt: Prompt, coarse: np.ndarray | None,
+              final: bool = True) -> np.ndarray:
+        s = self.size
+        maps = np.zeros((4, s, s), np.float32)
+        if prompt.box is not None:
+            maps[0] = box_map(prompt.box, window, s)
+        if len(prompt.points):
+            maps[1:3] = click_maps(to_crop(prompt.points, window, s), prompt.labels, s, self.radius)
+        if coarse is not None:
+            maps[3] = crop_image(coarse.astype(np.float32), window, s) > 0.5
+        rgb = crop_image(image, window, s, edge=True)
+        with torch.inference_mode():
+            x = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float().div_(255)
+            m = torch.from_numpy(maps).to(self.device)[None]
+            flip = self.flip and final  # the rough first pass of clicks alone only has to find the object
+            if flip:  # the crop and its mirror image as one batch of two, averaged
+                x, m = torch.cat([x, x.flip(-1)]), torch.cat([m, m.flip(-1)])
+            logits = self.model(x.contiguous(memory_format=torch.channels_last),
+                                m.contiguous(memory_format=torch.channels_last))
+            prob = torch.sigmoid(logits)[:, 0]
+            prob = ((prob[0] + prob[1].flip(-1)) / 2 if flip else prob[0]).cpu().numpy()
+        return paste_back(prob, window, prompt.frame_hw)
+
+
+def _clicked_parts(mask: np.ndarray, prompt: Prompt) -> np.ndarray:
+    """The connected parts of `mask` that hold a positive click (all of it when none does)."""
+    if not mask.any():
+        return mask
+    count, parts = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return mask
+    hit = {int(parts[y, x]) for x, y in (prompt.pixel(int(i)) for i in np.flatnonzero(prompt.labels == 1))} - {0}
+    return np.isin(parts, list(hit)) if hit else mask
+
+
+@functools.lru_cache(maxsize=1)
+def default_segmenter() -> PromptSegmenter:
+    """The bundled network, loaded on the first call and cached for the process (`cache_clear()` drops it)."""
+    return PromptSegmenter.from_file(BUNDLED_WEIGHTS)
+
+
+def segment(image: np.ndarray, *, box: object = None, points: object = None, labels: object = None,
+            mask: np.ndarray | None = None) -> np.ndarray:
+    """The object's mask (bool [H,W]) for a box (x0, y0, x1, y1), clicks (points [(x, y), ...] with labels
+    1 object / 0 background) and/or a coarse mask to refine, on an RGB uint8 image [H,W,3].
+
+    Uses the bundled prompt network through `default_segmenter()` (loaded once, then cached). Raises
+    `PromptError` (a ValueError) naming the argument at fault for any invalid input."""
+    return default_segmenter().segment(image, box=box, points=points, labels=labels, mask=mask)

@@ -1,0 +1,215 @@
+"""Training the prompt network (its own model: independent of the tracker and its trainer).
+
+    nice -n 10 python -m edge_vos.prompt.train --data ../shared/data/davis2016 --out runs/prompt --steps 3000
+
+Per step: a batch of samples (data.py); then, as interactive-segmentation training does (RITM), 0-3
+passes without gradient in which the network's own prediction becomes the previous-mask input and a
+new click goes to the centre of its largest error (missed object -> positive, false object ->
+negative); then the pass that learns: binary cross-entropy (optionally over the hardest share of pixels,
+`--hard-share`) + soft IoU (dice) on the crop. The learning rate follows a cosine from `--lr` to 5 % of
+it over `--steps`; resuming with a larger `--steps` restarts it part-way up (a warm restart).
+Resumable: step s draws everything from a Generator seeded with (seed, s), and `OUT/checkpoint.pt`
+holds weights, optimiser state and s. Rerunning the same command resumes. `OUT/log.csv` has one row
+per step; `OUT/step_XXXXX.safetensors` snapshots are written every `--snapshot-every` steps (measure them
+with tools/bench_prompt.py), `OUT/final.safetensors` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edge_vos.prompt.crops import click_maps
+from edge_vos.prompt.data import PromptData, Sample
+from edge_vos.prompt.evaluation import next_click
+from edge_vos.prompt.model import PromptNet, PromptNetConfig, save_weights
+
+log = logging.getLogger(__name__)
+
+ITERATION_CHOICES = (0, 1, 2, 3)
+ITERATION_WEIGHTS = (0.3, 0.35, 0.2, 0.15)
+
+
+def _batch(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    rgb = torch.from_numpy(np.stack([s.rgb for s in samples])).permute(0, 3, 1, 2).float() / 255
+    maps = torch.from_numpy(np.stack([s.maps for s in samples]))
+    truth = torch.from_numpy(np.stack([s.truth for s in samples]))[:, None]
+    return rgb, maps, truth
+
+
+def add_correction_clicks(model: PromptNet, rgb: torch.Tensor, maps: torch.Tensor, samples: list[Sample],
+                          iterations: int, radius: float) -> torch.Tensor:
+    """`iterations` no-gradient passes; each adds one click per clickable sample at its largest error and
+    sets the previous-mask map to the prediction. Returns the updated maps."""
+    maps = maps.clone()
+    size = maps.shape[-1]
+    for _ in range(iterations):
+        with torch.no_grad():
+            pred = (model(rgb, maps) > 0)[:, 0].numpy()
+        for i, sample in enumerate(samples):
+            if not sample.takes_clicks:
+                continue
+            truth = sample.truth > 0.5
+            if not truth.any():
+                continue
+            point, label = next_click(truth, pred[i])
+            sample.points.append(point)
+            sample.labels.append(label)
+            maps[i, 1:3] = torch.from_numpy(click_maps(np.array(sample.points), np.array(sample.labels), size, radius))
+            maps[i, 3] = torch.from_numpy(pred[i].astype(np.float32))
+    return maps
+
+
+def loss_fn(logits: torch.Tensor, truth: torch.Tensor, hard_share: float = 1.0) -> torch.Tensor:
+    """Binary cross-entropy over the hardest `hard_share` of each crop's pixels (1.0 = all; STCN's
+    bootstrapping: thin parts and boundaries are few pixels but most of the error) + soft IoU (dice)."""
+    pixel = F.binary_cross_entropy_with_logits(logits, truth, reduction="none").flatten(1)
+    if hard_share < 1.0:
+        pixel = pixel.topk(max(1, int(hard_share * pixel.shape[1])), dim=1).values
+    bce = pixel.mean()
+    prob = torch.sigmoid(logits)
+    inter = (prob * truth).sum(dim=(1, 2, 3))
+    dice = 1 - (2 * inter + 1) / (prob.sum(dim=(1, 2, 3)) + truth.sum(dim=(1, 2, 3)) + 1)
+    return bce + dice.mean()
+
+
+def learning_rate(step: int, steps: int, base: float, warmup: int = 50) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train(args: argparse.Namespace) -> Path:
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = PromptNetConfig(crop_size=args.size)
+    model = PromptNet(config)
+    model.init_from_imagenet()
+    if args.init:  # continue from a trained network (fresh optimiser and schedule)
+        from edge_vos.prompt.model import load_weights
+
+        trained, _ = load_weights(args.init)
+        if trained.config != config:
+            raise SystemExit(f"--init {args.init}: its config {trained.config} differs from this run's {config}")
+        model.load_state_dict(trained.state_dict())
+    frozen = {id(p) for p in model.frozen_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) not in frozen)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
+    start = 0
+    checkpoint = out / "checkpoint.pt"
+    if checkpoint.is_file() and not args.fresh:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        start = int(state["step"])
+        log.info("resumed from %s at step %d", checkpoint, start)
+    model = model.to(memory_format=torch.channels_last)
+    model.train()
+    data = PromptData(args.data, split=args.split, res=args.res, synthetic_sequences=args.synthetic,
+                      size=args.size, click_radius=config.click_radius, seed=args.seed)
+    log_path = out / "log.csv"
+    new_log = not log_path.is_file() or start == 0
+    if not new_log:  # rows logged after the checkpoint was written are done again: drop them
+        rows = log_path.read_text().splitlines()
+        kept = rows[:1] + [r for r in rows[1:] if r.split(",")[0].isdigit() and int(r.split(",")[0]) <= start]
+        log_path.write_text("".join(r + "\n" for r in kept))
+    with open(log_path, "w" if new_log else "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new_log:
+            writer.writerow(["step", "loss", "iou", "iterations", "lr", "seconds", "elapsed"])
+        elapsed = 0.0 if new_log else _last_elapsed(log_path)
+        for step in range(start, args.steps):
+            t0 = time.perf_counter()
+            rng = np.random.default_rng([args.seed, step])
+            torch.manual_seed(int(rng.integers(2**31)))
+            lr = learning_rate(step, args.steps, args.lr)
+            for group in optimiser.param_groups:
+                group["lr"] = lr
+            samples = [data.sample(rng) for _ in range(args.batch)]
+            rgb, maps, truth = _batch(samples)
+            rgb = rgb.contiguous(memory_format=torch.channels_last)
+            iterations = int(rng.choice(ITERATION_CHOICES, p=ITERATION_WEIGHTS))
+            maps = add_correction_clicks(model, rgb, maps, samples, iterations, config.click_radius)
+            logits = model(rgb, maps.contiguous(memory_format=torch.channels_last))
+            loss = loss_fn(logits, truth, args.hard_share)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            optimiser.step()
+            with torch.no_grad():
+                pred = logits > 0
+                t = truth > 0.5
+                iou = ((pred & t).sum(dim=(1, 2, 3)).float() / (pred | t).sum(dim=(1, 2, 3)).clamp(min=1)).mean()
+            seconds = time.perf_counter() - t0
+            elapsed += seconds
+            writer.writerow([step + 1, f"{loss.item():.4f}", f"{iou.item():.4f}", iterations, f"{lr:.2e}",
+                             f"{seconds:.2f}", f"{elapsed:.0f}"])
+            handle.flush()
+            done = step + 1
+            if done % args.checkpoint_every == 0 or done == args.steps:
+                tmp = out / "checkpoint.pt.tmp"
+                torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": done}, tmp)
+                os.replace(tmp, checkpoint)
+            if done % args.snapshot_every == 0:
+                save_weights(model, out / f"step_{done:05d}.safetensors", _provenance(args, done))
+    final = out / "final.safetensors"
+    save_weights(model, final, _provenance(args, args.steps))
+    return final
+
+
+def _last_elapsed(log_path: Path) -> float:
+    """Seconds the run had trained when it stopped (the log's last row), so a resumed run keeps counting."""
+    rows = log_path.read_text().splitlines()
+    try:
+        return float(rows[-1].split(",")[-1])
+    except (IndexError, ValueError):
+        return 0.0
+
+
+def _provenance(args: argparse.Namespace, step: int) -> dict[str, str]:
+    return {"steps": str(step), "data": f"{args.data} {args.split} {args.res} + {args.synthetic} synthetic",
+            "command": "python -m edge_vos.prompt.train " + " ".join(
+                f"--{k.replace('_', '-')} {v}" for k, v in sorted(vars(args).items()) if k != "fresh")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="../shared/data/davis2016", help="DAVIS root ('' = synthetic only)")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--res", default="240p")
+    parser.add_argument("--synthetic", type=int, default=8, help="synthetic sequences (12 frames each)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hard-share", type=float, default=1.0,
+                        help="cross-entropy over the hardest share of pixels (1.0 = all)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--checkpoint-every", type=int, default=25)
+    parser.add_argument("--snapshot-every", type=int, default=250)
+    parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    parser.add_argument("--init", help="start from this trained network's weights (safetensors)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    final = train(args)
+    log.info("wrote %s", final)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""The learned prompt path: API errors, crop geometry, weights round trip, the service's dispatcher, a
+training smoke run, and (when bundled) the trained network on a synthetic scene.
+
+Fast: a small randomly initialised network stands in where the trained one is not needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edge_vos.prompt import PromptError, make_prompt
+from edge_vos.prompt.crops import box_window, crop_image, paste_back, to_crop
+from edge_vos.prompt.methods import PromptMasks
+from edge_vos.prompt.model import PromptNet, PromptNetConfig, load_weights, save_weights
+from edge_vos.prompt.segmenter import BUNDLED_WEIGHTS, PromptSegmenter
+
+HW = (90, 140)
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> PromptSegmenter:
+    torch.manual_seed(0)
+    return PromptSegmenter(PromptNet(PromptNetConfig(crop_size=64)))
+
+
+def _image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 60, (*HW, 3), dtype=np.uint8)
+    image[30:60, 40:100] = (230, 40, 40)
+    return image
+
+
+@pytest.mark.parametrize(
+    ("image", "kwargs", "field", "message"),
+    [
+        (None, {}, "", "give a box, points"),
+        (None, {"box": (20, 20, 20, 60)}, "box", "empty"),
+        (None, {"box": (500, 500, 600, 600)}, "box", "inside the 140x90 frame"),
+        (None, {"points": [(10, 10), (140, 10)], "labels": [1, 1]}, "points[1]", "outside the 140x90 frame"),
+        (None, {"points": [(10, 10), (20, 10)], "labels": [1]}, "labels", "1 labels for 2 points"),
+        (None, {"points": [(10, 10)]}, "labels", "required with points"),
+        (None, {"points": [(10, 10)], "labels": [0]}, "labels", "at least one point must be labelled 1"),
+        (None, {"box": (0, 0, 50, 50), "mask": np.ones((10, 10))}, "mask", "10x10 but the frame is 140x90"),
+        (np.zeros((*HW, 3), np.float32), {"box": (0, 0, 50, 50)}, "image", "uint8"),
+        (np.zeros(HW, np.uint8), {"box": (0, 0, 50, 50)}, "image", "RGB [H, W, 3]"),
+        ([[1, 2, 3]], {"box": (0, 0, 50, 50)}, "image", "numpy array"),
+    ],
+)
+def test_segment_refuses_bad_input_naming_it(segmenter: PromptSegmenter, image: object, kwargs: dict, field: str,
+                                             message: str) -> None:
+    with pytest.raises(PromptError) as info:
+        segmenter.segment(_image() if image is None else image, **kwargs)
+    assert info.value.field == field and message in str(info.value)
+
+
+def test_every_prompt_combination_gives_a_frame_sized_mask(segmenter: PromptSegmenter) -> None:
+    image = _image()
+    coarse = np.zeros(HW, bool)
+    coarse[25:65, 35:95] = True
+    for kwargs in ({"box": (35, 25, 105, 65)}, {"points": [(70, 45)], "labels": [1]},
+                   {"points": [(70, 45), (5, 5)], "labels": [1, 0]}, {"mask": coarse},
+                   {"box": (35, 25, 105, 65), "points": [(50, 40)], "labels": [0], "mask": coarse}):
+        mask = segmenter.segment(image, **kwargs)
+        assert mask.shape == HW and mask.dtype == bool
+    # A box prompt looks only at its window: nothing far outside it can be labelled.
+    prob = segmenter.probabilities(image, make_prompt(HW, box=(60, 40, 80, 50)))
+    x0, y0, x1, y1 = box_window((60, 40, 80, 50))
+    assert prob[:, : int(x0) - 1].max() == 0 and prob[: int(y0) - 1].max() == 0
+
+
+def test_crop_and_paste_back_are_inverse() -> None:
+    rng = np.random.default_rng(1)
+    values = cv2_smooth(rng.random(HW).astype(np.float32))
+    window = (20.5, 10.0, 120.0, 80.0)
+    crop = crop_image(values, window, 256)  # upsampled: paste_back(crop) ~ values inside the window
+    back = paste_back(crop, window, HW)
+    inside = np.s_[12:78, 23:118]
+    assert np.abs(back[inside] - values[inside]).max() < 0.02
+    assert back[:, :20].max() == 0
+    np.testing.assert_allclose(to_crop(np.array([[20.5, 10.0], [120.0, 80.0]]), window, 256), [[0, 0], [256, 256]])
+
+
+def cv2_smooth(x: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(x, (0, 0), 4)
+
+
+def test_weights_round_trip(tmp_path: Path, segmenter: PromptSegmenter) -> None:
+    path = tmp_path / "p.safetensors"
+    save_weights(segmenter.model, path, {"steps": "7"})
+    model, header = load_weights(path)
+    assert header["steps"] == "7" and model.config == segmenter.model.config
+    image = _image()
+    prompt = make_prompt(HW, box=(35, 25, 105, 65))
+    np.testing.assert_array_equal(PromptSegmenter(model)(image, prompt), segmenter(image, prompt))
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(Exception):  # noqa: B017 - safetensors raises its own error type
+        load_weights(tmp_path / "bad.safetensors")
+
+
+def test_prompt_masks_dispatch_and_missing_weights(tmp_path: Path) -> None:
+    image = _image()
+    prompt = make_prompt(HW, box=(35, 25, 105, 65))
+    missing = PromptMasks(tmp_path / "absent.safetensors")
+    assert not missing.load()
+    assert missing(image, prompt, "grabcut")[30:60, 40:100].mean() > 0.9  # GrabCut needs no model
+    with pytest.raises(PromptError, match="absent.safetensors.*use method grabcut") as info:
+        missing(image, prompt, "learned")
+    assert info.value.field == "method"
+    with pytest.raises(PromptError, match="one of"):
+        missing(image, prompt, "magic")
+
+
+def test_training_runs_and_resumes(tmp_path: Path) -> None:
+    from edge_vos.prompt.train import main
+
+    args = ["--data", "", "--synthetic", "1", "--size", "64", "--batch", "2", "--out", str(tmp_path),
+            "--checkpoint-every", "1", "--snapshot-every", "2"]
+    assert main([*args, "--steps", "2"]) == 0
+    assert (tmp_path / "step_00002.safetensors").is_file()
+    assert main([*args, "--steps", "3"]) == 0  # resumes at step 2
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["step", "1", "2", "3"]
+    model, header = load_weights(tmp_path / "final.safetensors")
+    assert header["steps"] == "3" and model.config.crop_size == 64
+
+
+@pytest.mark.skipif(not BUNDLED_WEIGHTS.is_file(), reason=f"{BUNDLED_WEIGHTS} not bundled")
+def test_bundled_network_segments_a_synthetic_object() -> None:
+    from edge_vos.data.synthetic import generate_sequence
+    from edge_vos.prompt import segment
+    from edge_vos.prompt.evaluation import next_click
+
+    frames, labels = generate_sequence(123, num_frames=1, size=(240, 432), num_objects=1, num_distractors=0)
+    truth = labels[0] == 1
+    ys, xs = np.nonzero(truth)
+    box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    click, _ = next_click(truth, None)
+    for kwargs in ({"box": box}, {"points": [click], "labels": [1]}):
+        mask = segment(frames[0], **kwargs)
+        iou = (mask & truth).sum() / (mask | truth).sum()
+        assert iou > 0.7, (kwargs, iou)
