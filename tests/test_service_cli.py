@@ -92,7 +92,7 @@ def test_ctl_subcommand_drives_a_running_service(tmp_path: Path, capsys: pytest.
 
         wait_for(lambda: ctl("stats")[1]["stats"]["frames_processed"] > 0)
         assert ctl("ping") == (0, {"ok": True, "pong": True, "req": 1})
-        rc, reply = ctl("add-box", "2", "60", "60", "100", "100")
+        rc, reply = ctl("add-box", "2", "60", "60", "100", "100", "--method", "grabcut")
         assert rc == 0 and reply["id"] == 2 and reply["area"] > 0
         rc, reply = ctl("add-points", "3", "20,90", "30,100,0", "--method", "grabcut")
         assert rc == 0 and reply["id"] == 3

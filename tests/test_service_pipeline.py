@@ -291,6 +291,8 @@ def test_stalled_inference_times_out_commands_and_stops_watchdog() -> None:
             _drain(notify_sock, 0.05)
             with pytest.raises(CommandFailed, match="not applied within"):
                 ctl.remove(1)
+            timed_out = ctl.request({"cmd": "remove", "id": 1, "req": "r-77"}, check=False)
+            assert "not applied within" in timed_out["error"] and timed_out["req"] == "r-77"  # names its request
             assert ctl.ping()  # the control thread still answers
             assert not any("WATCHDOG=1" in m for m in _drain(notify_sock, 0.4))
             tracker.block.clear()

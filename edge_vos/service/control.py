@@ -72,7 +72,8 @@ class ControlServer(threading.Thread):
         self.last_endpoint = ""
         self._tokens = itertools.count()
         # token -> (envelope, deadline, command name, cancelled flag)
-        self._pending: dict[int, tuple[list[bytes], float, str, threading.Event]] = {}
+        # Commands waiting for the inference thread: token -> (envelope, reply deadline, name, cancelled, req).
+        self._pending: dict[int, tuple[list[bytes], float, str, threading.Event, Any]] = {}
         # Replies a full client could not take yet: (give-up time, envelope + body), oldest first.
         self._outbox: collections.deque[tuple[float, list[bytes]]] = collections.deque()
         self.last_loop = time.monotonic()
@@ -180,7 +181,8 @@ class ControlServer(threading.Thread):
             self.metrics.commands.labels(name, "busy").inc()
             return {"ok": False, "error": "busy: too many commands waiting; retry later",
                     **({"req": command.req} if command.req is not None else {})}
-        self._pending[token] = (envelope, time.monotonic() + self.config.reply_timeout_s, name, cancelled)
+        self._pending[token] = (envelope, time.monotonic() + self.config.reply_timeout_s, name, cancelled,
+                                command.req)
         return None
 
     def _send_replies(self, sock: zmq.Socket) -> None:
@@ -194,7 +196,7 @@ class ControlServer(threading.Thread):
 
     def _expire(self, sock: zmq.Socket) -> None:
         now = time.monotonic()
-        for token, (_, deadline, name, cancelled) in list(self._pending.items()):
+        for token, (_, deadline, name, cancelled, _) in list(self._pending.items()):
             if now > deadline:
                 cancelled.set()
                 self._answer(sock, token, {
@@ -202,7 +204,9 @@ class ControlServer(threading.Thread):
                                           "(inference is busy or stalled); it was cancelled"})
 
     def _answer(self, sock: zmq.Socket, token: int, body: dict[str, Any]) -> None:
-        envelope, _, name, _ = self._pending.pop(token)
+        envelope, _, name, _, req = self._pending.pop(token)
+        if req is not None:  # every reply the service makes up itself (timeout, stopping) names its request too
+            body = {**body, "req": req}
         self.metrics.commands.labels(name, "ok" if body.get("ok") else "error").inc()
         self._send(sock, envelope, body)
 
