@@ -60,10 +60,26 @@ class MemoryConfig:
 
 
 @dataclass
+class PriorConfig:
+    """The motion prior (edge_vos/tracker/prior.py): each object's probability is kept near its previous box."""
+
+    enabled: bool = False
+    # Gaussian width outside the previous box, as a fraction of the box's height (rows) and width (columns).
+    margin: float = 0.5
+    # Lower bound of that width in working-canvas pixels (small objects still move).
+    min_margin_px: float = 8.0
+
+    def __post_init__(self) -> None:
+        positive("margin", self.margin)
+        positive("min_margin_px", self.min_margin_px)
+
+
+@dataclass
 class TrackerConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     readout: ReadoutConfig = field(default_factory=ReadoutConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
     # Working resolution: the short side the network sees (official STCN: 480). 0 = the input size.
     resolution: int = 480
     device: str = "auto"
