@@ -102,13 +102,14 @@ class TrackerConfig:
 
     @classmethod
     def official_stcn(cls, **kwargs: object) -> TrackerConfig:
-        """Official STCN's inference: STCN readout with top-20, every 5th frame kept forever."""
+        """Official STCN's inference: STCN readout with top-20, every 5th frame kept forever, no prior."""
         config = cls(**kwargs)  # type: ignore[arg-type]
         config.readout = ReadoutConfig(kind="stcn", top_k=20)
+        config.prior = PriorConfig(enabled=False)
         config.memory = MemoryConfig(capacity=config.memory.capacity, mem_every=5, unbounded=True)
         return config
 
 
 __all__ = [
-    "DEVICES", "PRECISIONS", "READOUT_KINDS", "MemoryConfig", "ModelConfig", "ReadoutConfig", "TrackerConfig",
+    "DEVICES", "PRECISIONS", "READOUT_KINDS", "MemoryConfig", "ModelConfig", "PriorConfig", "ReadoutConfig", "TrackerConfig",
 ]
