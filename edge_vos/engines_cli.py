@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     precision, max_objects = config.precision, config.max_objects
     cache = args.engines or default_cache_dir()
-    padded = sorted({frame_geometry(h, w, config.resolution or None).padded_hw for w, h in sizes})
+    padded = sorted({frame_geometry(h, w, config.working_short_side(h, w)).padded_hw for w, h in sizes})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     requested = args.backend or config.backend
     reason = tensorrt_unavailable_reason(device)

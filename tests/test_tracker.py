@@ -216,3 +216,16 @@ def test_weights_round_trip_through_the_config(tmp_path, lite_network) -> None:
     tracker = Tracker(config)
     for name, tensor in lite_network.state_dict().items():
         assert torch.equal(tracker.network.state_dict()[name], tensor)
+
+
+def test_working_size_scales_down_but_never_up(lite_network) -> None:
+    config = TrackerConfig(resolution=240, device="cpu", readout=ReadoutConfig(kind="stcn"))
+    assert config.working_short_side(480, 854) == 240 and config.working_short_side(240, 432) is None
+    assert config.working_short_side(200, 432) is None
+    assert TrackerConfig(resolution=0).working_short_side(480, 854) is None
+    tracker = Tracker(TrackerConfig(resolution=480, device="cpu", readout=ReadoutConfig(kind="stcn")),
+                      network=lite_network)
+    frame = moving_square_frames(1, h=64, w=96)[0]
+    result = tracker.step(frame, _box_mask(64, 96, {1: (16, 40, 8, 32)}))
+    assert tracker.memory is not None and result.labels.shape == (64, 96)
+    assert tracker.memory.keys.shape[-2:] == (4, 6)  # 64x96 at stride 16: the input size, not 480 high

@@ -80,7 +80,8 @@ class TrackerConfig:
     readout: ReadoutConfig = field(default_factory=ReadoutConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
-    # Working resolution: the short side the network sees (official STCN: 480). 0 = the input size.
+    # Working resolution: the short side the network sees (official STCN: 480); a smaller input is not
+    # scaled up (that costs time and adds no detail). 0 = the input size.
     resolution: int = 480
     device: str = "auto"
     precision: str = "fp32"
@@ -100,6 +101,12 @@ class TrackerConfig:
                 "max_objects", f"must be <= {MAX_OBJECT_ID} (object ids of a uint8 label map), got {self.max_objects}"
             )
 
+    def working_short_side(self, in_h: int, in_w: int) -> int | None:
+        """The short side to scale an in_h x in_w frame to; None = keep the input size."""
+        if not self.resolution or self.resolution >= min(in_h, in_w):
+            return None
+        return self.resolution
+
     @classmethod
     def official_stcn(cls, **kwargs: object) -> TrackerConfig:
         """Official STCN's inference: STCN readout with top-20, every 5th frame kept forever, no prior."""
@@ -111,5 +118,6 @@ class TrackerConfig:
 
 
 __all__ = [
-    "DEVICES", "PRECISIONS", "READOUT_KINDS", "MemoryConfig", "ModelConfig", "PriorConfig", "ReadoutConfig", "TrackerConfig",
+    "DEVICES", "PRECISIONS", "READOUT_KINDS", "MemoryConfig", "ModelConfig", "PriorConfig", "ReadoutConfig",
+    "TrackerConfig",
 ]

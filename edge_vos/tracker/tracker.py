@@ -206,7 +206,7 @@ class Tracker:
         geometry = self._geometry
         same_size = geometry is not None and (geometry.in_h, geometry.in_w) == (h, w)
         if geometry is None or not same_size:
-            geometry = frame_geometry(h, w, self.config.resolution or None)
+            geometry = frame_geometry(h, w, self.config.working_short_side(h, w))
         # A new size starts a new stream without objects: the prompt is checked against that.
         tracked = self.objects if same_size else ObjectManager(self.config.max_objects)
         prompt_ids = self._prompt_ids(mask, objects, geometry, tracked)
