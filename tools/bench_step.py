@@ -63,9 +63,9 @@ def worker(args: argparse.Namespace) -> None:
             break
         index = int(line)
         mask = first_mask if index == 0 else None
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = tracker.step(images[index], mask, defer_memory_write=True) if defer else tracker.step(images[index], mask)
-        t_mask = (time.perf_counter() - t0) * 1000
+        t_mask, c_mask = (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
         timings = dict(result.timings_ms)
         if defer:
             t1 = time.perf_counter()
@@ -73,7 +73,9 @@ def worker(args: argparse.Namespace) -> None:
             t_write = (time.perf_counter() - t1) * 1000
         else:
             t_write = 0.0
-        print(json.dumps({"to_mask": t_mask, "work": t_mask + t_write, "timings": timings}), flush=True)
+        c_work = (time.process_time() - c0) * 1000
+        print(json.dumps({"to_mask": t_mask, "work": t_mask + t_write, "cpu_to_mask": c_mask, "cpu_work": c_work,
+                          "timings": timings}), flush=True)
 
 
 # ---- parent ------------------------------------------------------------------------------------------------
@@ -94,18 +96,18 @@ def load_frames(data: Path, sequence: str, frames: int, out: Path) -> None:
     np.savez(out, images=images, mask=mask)
 
 
-def variants(kind: str, before: Path | None) -> dict[str, dict[str, Any]]:
+def variants(kind: str, before: Path | None, threads: int) -> dict[str, dict[str, Any]]:
     """name -> {tree, threads, spec}: the configurations one run interleaves."""
     after = str(ROOT)
     stcn = {"tracker.readout.kind": "stcn"}
     out: dict[str, dict[str, Any]] = {}
     if kind == "before-after":
         if before is not None:
-            out["before: tmrn fp32"] = {"tree": str(before), "threads": 2, "spec": {"overrides": {}}}
-            out["before: stcn fp32"] = {"tree": str(before), "threads": 2, "spec": {"overrides": stcn}}
-        out["after: tmrn (shipped)"] = {"tree": after, "threads": 2, "spec": {"defer": True}}
-        out["after: stcn"] = {"tree": after, "threads": 2, "spec": {"defer": True, "overrides": stcn}}
-        out["after: tmrn fp32"] = {"tree": after, "threads": 2,
+            out["before: tmrn fp32"] = {"tree": str(before), "threads": threads, "spec": {"overrides": {}}}
+            out["before: stcn fp32"] = {"tree": str(before), "threads": threads, "spec": {"overrides": stcn}}
+        out["after: tmrn (shipped)"] = {"tree": after, "threads": threads, "spec": {"defer": True}}
+        out["after: stcn"] = {"tree": after, "threads": threads, "spec": {"defer": True, "overrides": stcn}}
+        out["after: tmrn fp32"] = {"tree": after, "threads": threads,
                                    "spec": {"defer": True, "overrides": {"tracker.precision": "fp32"}}}
     elif kind == "threads":
         for n in (1, 2):
@@ -113,7 +115,7 @@ def variants(kind: str, before: Path | None) -> dict[str, dict[str, Any]]:
     elif kind == "backends":
         for backend in ("torch", "onnxruntime"):
             for precision in ("fp32", "bf16"):
-                out[f"tmrn {backend} {precision}"] = {"tree": after, "threads": 2, "spec": {"defer": True, "overrides": {
+                out[f"tmrn {backend} {precision}"] = {"tree": after, "threads": threads, "spec": {"defer": True, "overrides": {
                     "tracker.backend": backend, "tracker.precision": precision}}}
     else:
         raise SystemExit(f"unknown --variants {kind!r}")
@@ -125,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp.mkdir(parents=True, exist_ok=True)
     frames_file = tmp / "bench_step_frames.npz"
     load_frames(args.data, args.sequence, args.frames, frames_file)
-    configs = variants(args.variants, Path(args.before).resolve() if args.before else None)
+    configs = variants(args.variants, Path(args.before).resolve() if args.before else None, args.threads)
     env = dict(os.environ)
     procs: dict[str, subprocess.Popen[str]] = {}
     for name, c in configs.items():
@@ -173,6 +175,8 @@ def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
             "to_mask_p50": float(np.percentile(to_mask, 50)), "to_mask_p95": float(np.percentile(to_mask, 95)),
             "work_p50": float(np.percentile(work, 50)), "work_p95": float(np.percentile(work, 95)),
             "work_mean": float(np.mean(work)), "frames": len(recs),
+            "cpu_to_mask_p50": statistics.median(r["cpu_to_mask"] for r in recs),
+            "cpu_work_mean": float(np.mean([r["cpu_work"] for r in recs])),
         })
     return rows
 
@@ -182,7 +186,7 @@ def table(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     from tools.doc_tables import markdown_table
 
     header = ["configuration", *STAGES[:-1], "value encode (memory frames)", "to mask p50 / p95",
-              "p95 / p50", "frame work p50 / p95 / mean"]
+              "p95 / p50", "frame work p50 / p95 / mean", "CPU ms: to mask p50, frame work mean"]
     body = []
     for r in rows:
         s = r["stages"]
@@ -190,6 +194,7 @@ def table(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             r["name"], *(f"{s[k]:.1f}" for k in STAGES[:-1]), f"{r['value_encode_when_written']:.1f}",
             f"**{r['to_mask_p50']:.1f}** / {r['to_mask_p95']:.1f}", f"{r['to_mask_p95'] / r['to_mask_p50']:.2f}",
             f"{r['work_p50']:.1f} / {r['work_p95']:.1f} / {r['work_mean']:.1f}",
+            f"{r['cpu_to_mask_p50']:.1f}, {r['cpu_work_mean']:.1f}",
         ])
     import torch
 
@@ -204,7 +209,7 @@ def table(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"{result['warmup']} frames left out. Stage columns: median ms over all frames (value encode runs on "
         f"every 5th frame, so its median is 0; its own column is the median over the frames that wrote memory). "
         f"*to mask*: wall time of `step()` until the label map is returned; *frame work*: that plus the deferred "
-        f"memory write (`write_deferred_memory()`), i.e. all the work a frame costs. `before` = the tree at "
+        f"memory write (`write_deferred_memory()`), i.e. all the work a frame costs; *CPU ms*: the process's CPU time of the same calls (all its threads), which other jobs on the machine inflate far less than wall time. `before` = the tree at "
         f"{result.get('before_commit', '-')} (no deferred write: its value encoding is inside `step`)."
     )
     return head + "\n\n" + markdown_table(header, body)
@@ -223,6 +228,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--variants", default="before-after", help="before-after | threads | backends")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of every configuration (the threads variant sets its own)")
     parser.add_argument("--before", help="source tree of the 'before' code (git archive of an older commit)")
     parser.add_argument("--before-commit", default="-", help="the commit that tree holds (for the doc)")
     parser.add_argument("--workdir", default="/tmp/bench_step")

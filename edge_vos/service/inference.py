@@ -75,6 +75,7 @@ class InferenceWorker(threading.Thread):
         self.last_processed = time.monotonic()  # the watchdog's evidence that frames are being processed
         self._step_ms: collections.deque[float] = collections.deque(maxlen=50)
         self._times: collections.deque[float] = collections.deque(maxlen=30)
+        self._last_write_ms = 0.0  # the deferred memory write after the previous result, for its header
 
     def run(self) -> None:
         if self.config.torch_threads:
@@ -138,6 +139,7 @@ class InferenceWorker(threading.Thread):
     def _write_memory(self) -> None:
         """The deferred memory write of the frame just handed on (after the publisher has its mask)."""
         ms = self.tracker.write_deferred_memory()
+        self._last_write_ms = ms
         if ms:
             self.metrics.stage_latency.labels("value_encode").observe(ms / 1000)
 
@@ -183,6 +185,8 @@ class InferenceWorker(threading.Thread):
         self.snapshot = Snapshot(frames=self.frames + 1, fps=fps, objects=ids, frame_hw=(h, w),
                                  recent=self.prompts.recent, step_ms_p50=float(np.median(self._step_ms)))
         timings["step"] = step_ms
+        # Work done between the previous result and this frame's step: the previous frame's memory write.
+        timings["previous_memory_write"] = self._last_write_ms
         timings["queued"] = (time.monotonic_ns() - frame.t_capture_ns) / 1e6 - step_ms
         return Outcome(frame, int(result.frame_index), result.labels, ids, result.probabilities, timings,
                        time.monotonic_ns())
