@@ -7,6 +7,7 @@ Sections validate themselves in `__post_init__` by raising `ConfigError(field, m
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -116,8 +117,28 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
 
 
 def to_dict(config: object) -> dict[str, Any]:
-    """Plain-data view of a config (for `stats`/`config` replies and logs)."""
+    """Plain-data view of a config (for checkpoints and run records; secrets included)."""
     return dataclasses.asdict(config)  # type: ignore[call-overload]
+
+
+SECRET: Mapping[str, bool] = types.MappingProxyType({"secret": True})
+"""`dataclasses.field(metadata=SECRET)` marks a field whose value must not leave the process."""
+
+REDACTED = "<redacted>"
+
+
+def redacted_dict(config: object) -> dict[str, Any]:
+    """`to_dict` with every non-empty SECRET field replaced (what a `config` reply or a log may show)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        if f.metadata.get("secret") and value:
+            out[f.name] = REDACTED
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out[f.name] = redacted_dict(value)
+        else:
+            out[f.name] = copy.deepcopy(value)
+    return out
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

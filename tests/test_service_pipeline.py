@@ -519,3 +519,15 @@ def test_metrics_name_commands_as_the_protocol_does_and_show_threads_and_the_pro
                  'edge_vos_control_replies_undelivered_total{reason="not_read"} 0.0'):
         assert name in text, name
     assert "addobject" not in text and "removeobject" not in text
+
+
+def test_config_reply_hides_the_view_token() -> None:
+    """The `config` command answers anyone on the control socket: the web view's token must not be in it."""
+    secret = "do-not-leak-this-token"
+    config = _config(view={"token": secret})
+    with running(config, ArrayReader(_frames(300), mask=_first_mask()), FakeTracker(delay_s=0.01)) as service:
+        with CommandClient(service.control.last_endpoint, timeout_s=3, retries=0) as ctl:
+            reply = ctl.config()
+    assert secret not in json.dumps(reply)
+    assert reply["view"]["token"] == "<redacted>"
+    assert reply["control"]["history"] == config.control.history

@@ -120,7 +120,7 @@ def main(args: argparse.Namespace) -> int:
     on_main_thread = threading.current_thread() is threading.main_thread()
     import yaml
 
-    from edge_vos.config import ConfigError, load_yaml, to_dict
+    from edge_vos.config import ConfigError, load_yaml, redacted_dict
     from edge_vos.service.config import ServiceConfig
     from edge_vos.service.pipeline import Service
 
@@ -133,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
         log.error("invalid configuration: %s", exc)
         return 2
     if args.print_config:
-        print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")  # noqa: T201 - the requested output
+        print(yaml.safe_dump(redacted_dict(config), sort_keys=False), end="")  # noqa: T201 - the requested output
         return 0
     try:
         service = Service(config)  # reader, prompt, keys, tracker and weights: the slow part

@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from edge_vos.config import ConfigError, to_dict
+from edge_vos.config import ConfigError, redacted_dict
 from edge_vos.prompt.methods import PromptMasks
 from edge_vos.service.capture import CaptureThread, FrameQueue, LatestFrame
 from edge_vos.service.commands import Limits
@@ -352,7 +352,7 @@ class Service:
         if what == "ping":
             return {"pong": True}
         if what == "config":
-            return {"config": to_dict(self.config)}
+            return {"config": redacted_dict(self.config)}
         return {"stats": self.stats()}
 
     def stats(self) -> dict[str, Any]:

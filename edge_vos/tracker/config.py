@@ -61,10 +61,26 @@ class MemoryConfig:
 
 
 @dataclass
+class PriorConfig:
+    """The motion prior (edge_vos/tracker/prior.py): each object's probability is kept near its previous box."""
+
+    enabled: bool = False
+    # Gaussian width outside the previous box, as a fraction of the box's height (rows) and width (columns).
+    margin: float = 0.5
+    # Lower bound of that width in working-canvas pixels (small objects still move).
+    min_margin_px: float = 8.0
+
+    def __post_init__(self) -> None:
+        positive("margin", self.margin)
+        positive("min_margin_px", self.min_margin_px)
+
+
+@dataclass
 class TrackerConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     readout: ReadoutConfig = field(default_factory=ReadoutConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
     # Working resolution: the short side the network sees (official STCN: 480). 0 = the input size.
     resolution: int = 480
     device: str = "auto"
@@ -87,13 +103,14 @@ class TrackerConfig:
 
     @classmethod
     def official_stcn(cls, **kwargs: object) -> TrackerConfig:
-        """Official STCN's inference: STCN readout with top-20, every 5th frame kept forever."""
+        """Official STCN's inference: STCN readout with top-20, every 5th frame kept forever, no prior."""
         config = cls(**kwargs)  # type: ignore[arg-type]
         config.readout = ReadoutConfig(kind="stcn", top_k=20)
+        config.prior = PriorConfig(enabled=False)
         config.memory = MemoryConfig(capacity=config.memory.capacity, mem_every=5, unbounded=True)
         return config
 
 
 __all__ = [
-    "DEVICES", "PRECISIONS", "READOUT_KINDS", "MemoryConfig", "ModelConfig", "ReadoutConfig", "TrackerConfig",
+    "DEVICES", "PRECISIONS", "READOUT_KINDS", "MemoryConfig", "ModelConfig", "PriorConfig", "ReadoutConfig", "TrackerConfig",
 ]

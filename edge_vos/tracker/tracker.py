@@ -29,6 +29,7 @@ from edge_vos.tracker.config import TrackerConfig
 from edge_vos.tracker.errors import TrackerInputError
 from edge_vos.tracker.memory import MemoryView, RingMemory
 from edge_vos.tracker.objects import ObjectManager
+from edge_vos.tracker.prior import MotionPrior
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class Tracker:
         self._geometry: FrameGeometry | None = None
         self._memory: RingMemory | None = None
         self._svd_state = SvdState()  # warm start of svd="fast", per memory slot
+        prior = self.config.prior
+        self._prior = MotionPrior(prior.margin, prior.min_margin_px) if prior.enabled else None
         self.frame_index = -1
         self._last_write = -(10**9)
         self._pending_write: _MemoryWrite | None = None
@@ -116,12 +119,16 @@ class Tracker:
         if self._memory is not None:
             self._memory.clear()
         self._svd_state.clear()
+        if self._prior is not None:
+            self._prior.clear()
         self._last_write = -(10**9)
 
     def remove_object(self, obj_id: int) -> None:
         if obj_id in self.objects.ids:  # an unknown id raises below, with the pending write left as it was
             self.write_deferred_memory()
         index = self.objects.remove(obj_id)
+        if self._prior is not None:
+            self._prior.forget(obj_id)
         if self._memory is not None:
             self._memory.forget_object(index)
         if not len(self.objects):
@@ -170,6 +177,8 @@ class Tracker:
                 logits = runner.decode(memory_readout, frame.query_value, frame.f8, frame.f4)
             rows = [order.index(i) for i in readable]
             probs[rows] = torch.sigmoid(logits)
+            if self._prior is not None:
+                probs[rows] *= self._prior.windows(readable, geometry.padded_hw, self.device)
         if prompt_ids:
             if mask is None:  # _prepare takes prompt ids from the mask only
                 raise RuntimeError("internal error: prompted objects without a mask")
@@ -179,6 +188,8 @@ class Tracker:
             probs[[order.index(i) for i in prompt_ids]] = prompt
         with self._timed(timings, "aggregate"):
             full = soft_aggregate(probs)  # [O+1,1,H,W]
+        if self._prior is not None:
+            self._prior.update(order, full[1:])
 
         written = bool(prompt_ids) or self.frame_index - self._last_write >= self.config.memory.mem_every
         if written:
@@ -260,6 +271,8 @@ class Tracker:
             log.warning("frame size changed from %dx%d to %dx%d: memory and objects reset",
                         self._geometry.in_w, self._geometry.in_h, geometry.in_w, geometry.in_h)
             self.objects.clear()
+        if self._prior is not None:
+            self._prior.clear()
         self._geometry = geometry
         mem = self.config.memory
         self._memory = RingMemory(

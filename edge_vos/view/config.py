@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_vos.config import ConfigError, positive
+from edge_vos.config import SECRET, ConfigError, positive
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -88,7 +88,7 @@ class ViewConfig:
     # Shared secret checked on every API call and on the stream (`Authorization: Bearer ...` or
     # `?token=...`); on loopback it is optional. `token_file`: read it from a file instead (systemd
     # LoadCredential=), so it does not appear on a command line.
-    token: str = ""
+    token: str = field(default="", metadata=SECRET)
     token_file: str = ""
     # Most TCP connections served at once (more are answered 503 and closed), and most live viewers.
     max_connections: int = 64
