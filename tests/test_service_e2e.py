@@ -189,7 +189,9 @@ class RecordingTracker:
     def object_ids(self) -> list[int]:
         return self.inner.object_ids
 
-    def step(self, image: np.ndarray, mask: Any = None, objects: Any = None, *, defer_memory_write: bool = False) -> Any:
+    def step(
+        self, image: np.ndarray, mask: Any = None, objects: Any = None, *, defer_memory_write: bool = False
+    ) -> Any:
         result = self.inner.step(image, mask=mask, objects=objects, defer_memory_write=defer_memory_write)
         self.outputs.append(result.labels.copy())
         return result

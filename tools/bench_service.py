@@ -212,7 +212,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"latency = waiting for the tracker to finish "
         f"the previous frame and its memory write (median {real['queued_ms_p50']:.0f} ms) + the step up to the mask "
         f"(median {real['step_ms_p50']:.0f} ms) + encoding; a memory frame's value encoding runs after its mask is "
-        f"handed to the publisher; {real['skipped']} of {real['frames'] + real['skipped']} captured frames were skipped. "
+        f"handed to the publisher; {real['skipped']} of {real['frames'] + real['skipped']} captured frames were "
+        f"skipped. "
         f"Capture-to-receipt at the subscriber: p50 {real['receive_latency_ms']['p50']:.0f} ms, "
         f"p99 {real['receive_latency_ms']['p99']:.0f} ms.",
     ]

@@ -64,7 +64,10 @@ def worker(args: argparse.Namespace) -> None:
         index = int(line)
         mask = first_mask if index == 0 else None
         t0, c0 = time.perf_counter(), time.process_time()
-        result = tracker.step(images[index], mask, defer_memory_write=True) if defer else tracker.step(images[index], mask)
+        if defer:
+            result = tracker.step(images[index], mask, defer_memory_write=True)
+        else:
+            result = tracker.step(images[index], mask)
         t_mask, c_mask = (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
         timings = dict(result.timings_ms)
         if defer:
@@ -115,8 +118,9 @@ def variants(kind: str, before: Path | None, threads: int) -> dict[str, dict[str
     elif kind == "backends":
         for backend in ("torch", "onnxruntime"):
             for precision in ("fp32", "bf16"):
-                out[f"tmrn {backend} {precision}"] = {"tree": after, "threads": threads, "spec": {"defer": True, "overrides": {
-                    "tracker.backend": backend, "tracker.precision": precision}}}
+                overrides = {"tracker.backend": backend, "tracker.precision": precision}
+                out[f"tmrn {backend} {precision}"] = {"tree": after, "threads": threads,
+                                                      "spec": {"defer": True, "overrides": overrides}}
     else:
         raise SystemExit(f"unknown --variants {kind!r}")
     return out
@@ -209,8 +213,10 @@ def table(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"{result['warmup']} frames left out. Stage columns: median ms over all frames (value encode runs on "
         f"every 5th frame, so its median is 0; its own column is the median over the frames that wrote memory). "
         f"*to mask*: wall time of `step()` until the label map is returned; *frame work*: that plus the deferred "
-        f"memory write (`write_deferred_memory()`), i.e. all the work a frame costs; *CPU ms*: the process's CPU time of the same calls (all its threads), which other jobs on the machine inflate far less than wall time. `before` = the tree at "
-        f"{result.get('before_commit', '-')} (no deferred write: its value encoding is inside `step`)."
+        f"memory write (`write_deferred_memory()`), i.e. all the work a frame costs; *CPU ms*: the process's CPU "
+        f"time of the same calls (all its threads), which other jobs on the machine inflate far less than wall "
+        f"time. `before` = the tree at {result.get('before_commit', '-')} (no deferred write: its value "
+        f"encoding is inside `step`)."
     )
     return head + "\n\n" + markdown_table(header, body)
 

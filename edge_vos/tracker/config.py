@@ -112,5 +112,6 @@ class TrackerConfig:
 
 
 __all__ = [
-    "DEVICES", "PRECISIONS", "READOUT_KINDS", "MemoryConfig", "ModelConfig", "PriorConfig", "ReadoutConfig", "TrackerConfig",
+    "DEVICES", "PRECISIONS", "READOUT_KINDS", "MemoryConfig", "ModelConfig", "PriorConfig", "ReadoutConfig",
+    "TrackerConfig",
 ]

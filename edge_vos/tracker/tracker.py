@@ -27,6 +27,8 @@ from edge_vos.readout import SvdState, stcn_readout, tmrn_readout
 from edge_vos.tracker.aggregate import label_map, soft_aggregate
 from edge_vos.tracker.config import TrackerConfig
 from edge_vos.tracker.errors import TrackerInputError
+from edge_vos.tracker.inputs import check_image
+from edge_vos.tracker.inputs import prompt_ids as check_prompt
 from edge_vos.tracker.memory import MemoryView, RingMemory
 from edge_vos.tracker.objects import ObjectManager
 from edge_vos.tracker.prior import MotionPrior
@@ -247,17 +249,14 @@ class Tracker:
     ) -> tuple[FrameGeometry, list[int]]:
         """Validates the frame and its prompt, and only then starts a new stream if the frame size changed:
         a rejected frame loses nothing that was accepted before. Returns the geometry and the prompted ids."""
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            desc = f"{image.dtype} {list(image.shape)}" if isinstance(image, np.ndarray) else type(image).__name__
-            raise TrackerInputError(f"expected an RGB uint8 image [H,W,3], got {desc}")
-        h, w = image.shape[:2]
+        h, w = check_image(image)
         geometry = self._geometry
         same_size = geometry is not None and (geometry.in_h, geometry.in_w) == (h, w)
         if geometry is None or not same_size:
             geometry = frame_geometry(h, w, self.config.resolution or None)
         # A new size starts a new stream without objects: the prompt is checked against that.
         tracked = self.objects if same_size else ObjectManager(self.config.max_objects)
-        prompt_ids = self._prompt_ids(mask, objects, geometry, tracked)
+        prompt_ids = check_prompt(mask, objects, geometry, tracked)
         if prompt_required and not prompt_ids:
             raise TrackerInputError("the prompt mask holds none of the requested objects")
         if not same_size:
@@ -282,35 +281,6 @@ class Tracker:
         )
         self._svd_state.clear()
         self._last_write = -(10**9)
-
-    @staticmethod
-    def _prompt_ids(
-        mask: np.ndarray | None, objects: list[int] | None, geometry: FrameGeometry, tracked: ObjectManager
-    ) -> list[int]:
-        if mask is None:
-            if objects:
-                raise TrackerInputError("objects were named but no mask was given")
-            return []
-        if not isinstance(mask, np.ndarray) or mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
-            raise TrackerInputError("mask must be a 2-D integer label map (0 = background, value = object id)")
-        if mask.shape != (geometry.in_h, geometry.in_w):
-            raise TrackerInputError(
-                f"mask is {mask.shape[1]}x{mask.shape[0]} but the frame is {geometry.in_w}x{geometry.in_h}"
-            )
-        present = [int(v) for v in np.unique(mask) if v != 0]
-        for obj_id in present:
-            ObjectManager.check_id(obj_id)
-        if objects is None:
-            chosen = present
-        else:
-            for obj_id in objects:
-                ObjectManager.check_id(obj_id)
-            missing = [o for o in objects if o not in present]
-            if missing:
-                raise TrackerInputError(f"objects {missing} are not in the mask (it holds {present})")
-            chosen = list(dict.fromkeys(objects))
-        tracked.check_room(chosen)
-        return chosen
 
     def _mask_probabilities(self, mask: np.ndarray, ids: list[int], geometry: FrameGeometry) -> torch.Tensor:
         label = torch.from_numpy(mask.astype(np.int64)).to(self.device)
