@@ -252,3 +252,27 @@ def test_a_stub_only_tensorrt_directory_does_not_count_as_installed(tmp_path, mo
     monkeypatch.syspath_prepend(str(tmp_path))
     assert not module_installed("fake_trt_stub_pkg")
     assert module_installed("json") and not module_installed("surely_not_a_module_here")
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_precision_auto_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, native_bf16: bool) -> None:
+    import edge_vos.backends as backends
+
+    monkeypatch.setattr(backends, "cpu_supports_bf16", lambda: native_bf16)
+    cpu = torch.device("cpu")
+    expected = "bf16" if native_bf16 else "fp32"
+    assert backends.resolve_precision(cpu, "auto") == expected
+    assert backends.resolve_precision(cpu, "bf16") == expected
+    assert backends.resolve_precision(cpu, "fp32") == "fp32"
+    assert backends.resolve_precision(torch.device("cuda"), "auto") == "fp16"
+
+
+def test_the_tracker_runs_and_stores_memory_in_the_resolved_precision(monkeypatch) -> None:
+    import edge_vos.backends as backends
+    from edge_vos.tracker import Tracker, TrackerConfig
+    from edge_vos.tracker.config import ModelConfig
+
+    monkeypatch.setattr(backends, "cpu_supports_bf16", lambda: False)
+    config = TrackerConfig(model=ModelConfig(arch="stcn-r18-lite", weights="random"), device="cpu", precision="auto")
+    tracker = Tracker(config)
+    assert tracker.precision == "fp32" and tracker.memory_dtype == torch.float32
