@@ -276,3 +276,32 @@ def test_the_tracker_runs_and_stores_memory_in_the_resolved_precision(monkeypatc
     config = TrackerConfig(model=ModelConfig(arch="stcn-r18-lite", weights="random"), device="cpu", precision="auto")
     tracker = Tracker(config)
     assert tracker.precision == "fp32" and tracker.memory_dtype == torch.float32
+
+
+def test_split_runner_delegates_each_part_and_matches_its_runners(r18_network, engines_dir) -> None:
+    from edge_vos.backends.onnxruntime_backend import OnnxRuntimeRunner
+    from edge_vos.backends.split import SplitRunner
+
+    cpu = torch.device("cpu")
+    hw = (64, 96)
+    eager = TorchRunner(r18_network, cpu, "fp32")
+    ort = OnnxRuntimeRunner(r18_network, cpu, "fp32", hw, engines_dir)
+    split = SplitRunner({"key_encoder": ort, "value_encoder": eager, "decoder": eager})
+    assert split.name == "key_encoder:onnxruntime+value_encoder:torch+decoder:torch"
+    image = torch.randn(1, 3, *hw)
+    for a, b in zip(split.encode_key(image), ort.encode_key(image), strict=True):
+        assert torch.equal(a, b)
+    key, query_value, f16, f8, f4 = split.encode_key(image)
+    masks = torch.rand(2, 1, *hw)
+    expected = eager.encode_value(image, f16, masks, 1 - masks)
+    assert torch.equal(split.encode_value(image, f16, masks, 1 - masks), expected)
+    with pytest.raises(ValueError, match="no runner"):
+        SplitRunner({"key_encoder": ort})
+
+
+def test_auto_on_a_bf16_cpu_splits_the_parts(r18_network, engines_dir, monkeypatch) -> None:
+    import edge_vos.backends as backends
+
+    monkeypatch.setattr(backends, "cpu_supports_bf16", lambda: True)
+    runner = backends.create_runner(r18_network, "auto", torch.device("cpu"), "auto", (64, 96), cache_dir=engines_dir)
+    assert runner.name == "key_encoder:onnxruntime+value_encoder:torch+decoder:torch"

@@ -55,6 +55,11 @@ def choose_backend(device: torch.device, precision: str) -> tuple[str, str]:
             return "tensorrt", "CUDA and TensorRT are usable"
         return "torch", f"CUDA device but TensorRT is not usable ({reason}); eager PyTorch on the GPU"
     if precision == "bf16" and cpu_supports_bf16():
+        if module_installed("onnxruntime"):
+            return "split", (
+                "CPU with native bf16 kernels and precision bf16: key encoder in onnxruntime (fp32, batch norms "
+                "folded), value encoder and decoder in eager PyTorch with bf16 autocast"
+            )
         return "torch", "CPU with native bf16 kernels and precision bf16: eager PyTorch with bf16 autocast"
     why = "no CUDA" if not torch.cuda.is_available() else f"device {device}"
     if precision == "bf16":
@@ -99,6 +104,13 @@ def _create(
     network: STCN, backend: str, device: torch.device, precision: str, padded_hw: tuple[int, int],
     max_objects: int, cache: Path,
 ) -> NetworkRunner:
+    if backend == "split":  # only `auto` picks it (choose_backend)
+        from edge_vos.backends.onnxruntime_backend import OnnxRuntimeRunner
+        from edge_vos.backends.split import SplitRunner
+
+        torch_runner = TorchRunner(network, device, precision)
+        ort_runner = OnnxRuntimeRunner(network, device, "fp32", padded_hw, cache)
+        return SplitRunner({"key_encoder": ort_runner, "value_encoder": torch_runner, "decoder": torch_runner})
     if backend == "torch":
         return TorchRunner(network, device, precision)
     if backend == "onnxruntime":

@@ -237,8 +237,13 @@ class Tracker:
     # ---- internals -----------------------------------------------------------------------------
 
     def _memory_dtype(self) -> torch.dtype:
+        """Half memory on CUDA only. On a CPU, bf16 means bf16 autocast of the network's three calls while
+        the memory and the readout stay float32: bf16 keys there lost whole sequences on val-dev
+        (docs/benchmarks.md, "step")."""
         precision = self.precision
-        if precision == "fp16" and self.device.type == "cuda":
+        if self.device.type != "cuda":
+            return torch.float32
+        if precision == "fp16":
             return torch.float16
         if precision == "bf16":
             return torch.bfloat16
