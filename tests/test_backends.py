@@ -78,7 +78,7 @@ def test_auto_falls_back_to_a_cpu_backend_and_logs_why(r18_network, engines_dir,
     assert runner.encode_key(torch.zeros(1, 3, *EXPORTED_HW))[0].shape == (1, 64, 15, 27)
     assert any("backend auto -> onnxruntime" in r.getMessage() and "no CUDA" in r.getMessage() for r in caplog.records)
     name, why = choose_backend(CPU, "bf16")
-    assert name == ("torch" if cpu_supports_bf16() else "onnxruntime") and why
+    assert name == ("split" if cpu_supports_bf16() else "onnxruntime") and why
 
 
 def test_torch_runner_matches_the_network_and_broadcasts_batch_one_inputs(r18_network) -> None:

@@ -109,7 +109,7 @@ def _create(
         from edge_vos.backends.split import SplitRunner
 
         torch_runner = TorchRunner(network, device, precision)
-        ort_runner = OnnxRuntimeRunner(network, device, "fp32", padded_hw, cache)
+        ort_runner = OnnxRuntimeRunner(network, device, "fp32", padded_hw, cache, parts=("key_encoder",))
         return SplitRunner({"key_encoder": ort_runner, "value_encoder": torch_runner, "decoder": torch_runner})
     if backend == "torch":
         return TorchRunner(network, device, precision)
