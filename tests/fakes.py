@@ -71,7 +71,10 @@ class FakeTracker:
             self.masks[i] = mask == i
         return ids
 
-    def step(self, image: np.ndarray, mask: np.ndarray | None = None, objects: list[int] | None = None) -> FakeResult:
+    def step(
+        self, image: np.ndarray, mask: np.ndarray | None = None, objects: list[int] | None = None, *,
+        defer_memory_write: bool = False,
+    ) -> FakeResult:
         while self.block.is_set():
             time.sleep(0.01)
         if self.delay_s:
@@ -91,6 +94,9 @@ class FakeTracker:
                                                                                                     np.float32)
         self.outputs.append(labels.copy())
         return FakeResult(self.frame_index, labels, ids, probs, {"total": self.delay_s * 1000})
+
+    def write_deferred_memory(self) -> float:
+        return 0.0  # it keeps no memory
 
     def add_prompt(self, image: np.ndarray, mask: np.ndarray, objects: list[int] | None = None) -> None:
         ids = self._prompt(image, mask, objects)

@@ -78,7 +78,7 @@ def test_auto_falls_back_to_a_cpu_backend_and_logs_why(r18_network, engines_dir,
     assert runner.encode_key(torch.zeros(1, 3, *EXPORTED_HW))[0].shape == (1, 64, 15, 27)
     assert any("backend auto -> onnxruntime" in r.getMessage() and "no CUDA" in r.getMessage() for r in caplog.records)
     name, why = choose_backend(CPU, "bf16")
-    assert name == ("torch" if cpu_supports_bf16() else "onnxruntime") and why
+    assert name == ("split" if cpu_supports_bf16() else "onnxruntime") and why
 
 
 def test_torch_runner_matches_the_network_and_broadcasts_batch_one_inputs(r18_network) -> None:
@@ -252,3 +252,56 @@ def test_a_stub_only_tensorrt_directory_does_not_count_as_installed(tmp_path, mo
     monkeypatch.syspath_prepend(str(tmp_path))
     assert not module_installed("fake_trt_stub_pkg")
     assert module_installed("json") and not module_installed("surely_not_a_module_here")
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_precision_auto_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, native_bf16: bool) -> None:
+    import edge_vos.backends as backends
+
+    monkeypatch.setattr(backends, "cpu_supports_bf16", lambda: native_bf16)
+    cpu = torch.device("cpu")
+    expected = "bf16" if native_bf16 else "fp32"
+    assert backends.resolve_precision(cpu, "auto") == expected
+    assert backends.resolve_precision(cpu, "bf16") == expected
+    assert backends.resolve_precision(cpu, "fp32") == "fp32"
+    assert backends.resolve_precision(torch.device("cuda"), "auto") == "fp16"
+
+
+def test_the_tracker_runs_and_stores_memory_in_the_resolved_precision(monkeypatch) -> None:
+    import edge_vos.backends as backends
+    from edge_vos.tracker import Tracker, TrackerConfig
+    from edge_vos.tracker.config import ModelConfig
+
+    monkeypatch.setattr(backends, "cpu_supports_bf16", lambda: False)
+    config = TrackerConfig(model=ModelConfig(arch="stcn-r18-lite", weights="random"), device="cpu", precision="auto")
+    tracker = Tracker(config)
+    assert tracker.precision == "fp32" and tracker.memory_dtype == torch.float32
+
+
+def test_split_runner_delegates_each_part_and_matches_its_runners(r18_network, engines_dir) -> None:
+    from edge_vos.backends.onnxruntime_backend import OnnxRuntimeRunner
+    from edge_vos.backends.split import SplitRunner
+
+    cpu = torch.device("cpu")
+    hw = (64, 96)
+    eager = TorchRunner(r18_network, cpu, "fp32")
+    ort = OnnxRuntimeRunner(r18_network, cpu, "fp32", hw, engines_dir)
+    split = SplitRunner({"key_encoder": ort, "value_encoder": eager, "decoder": eager})
+    assert split.name == "key_encoder:onnxruntime+value_encoder:torch+decoder:torch"
+    image = torch.randn(1, 3, *hw)
+    for a, b in zip(split.encode_key(image), ort.encode_key(image), strict=True):
+        assert torch.equal(a, b)
+    key, query_value, f16, f8, f4 = split.encode_key(image)
+    masks = torch.rand(2, 1, *hw)
+    expected = eager.encode_value(image, f16, masks, 1 - masks)
+    assert torch.equal(split.encode_value(image, f16, masks, 1 - masks), expected)
+    with pytest.raises(ValueError, match="no runner"):
+        SplitRunner({"key_encoder": ort})
+
+
+def test_auto_on_a_bf16_cpu_splits_the_parts(r18_network, engines_dir, monkeypatch) -> None:
+    import edge_vos.backends as backends
+
+    monkeypatch.setattr(backends, "cpu_supports_bf16", lambda: True)
+    runner = backends.create_runner(r18_network, "auto", torch.device("cpu"), "auto", (64, 96), cache_dir=engines_dir)
+    assert runner.name == "key_encoder:onnxruntime+value_encoder:torch+decoder:torch"

@@ -189,10 +189,15 @@ class RecordingTracker:
     def object_ids(self) -> list[int]:
         return self.inner.object_ids
 
-    def step(self, image: np.ndarray, mask: Any = None, objects: Any = None) -> Any:
-        result = self.inner.step(image, mask=mask, objects=objects)
+    def step(
+        self, image: np.ndarray, mask: Any = None, objects: Any = None, *, defer_memory_write: bool = False
+    ) -> Any:
+        result = self.inner.step(image, mask=mask, objects=objects, defer_memory_write=defer_memory_write)
         self.outputs.append(result.labels.copy())
         return result
+
+    def write_deferred_memory(self) -> float:
+        return float(self.inner.write_deferred_memory())
 
     def add_prompt(self, image: np.ndarray, mask: np.ndarray, objects: Any = None) -> None:
         self.inner.add_prompt(image, mask, objects)

@@ -303,7 +303,7 @@ def test_stalled_inference_times_out_commands_and_stops_watchdog() -> None:
 
 def test_tracker_errors_stop_the_service_after_a_limit() -> None:
     class Broken(FakeTracker):
-        def step(self, image: np.ndarray, mask: Any = None, objects: Any = None) -> Any:
+        def step(self, image: np.ndarray, mask: Any = None, objects: Any = None, **_: Any) -> Any:
             raise RuntimeError("CUDA error: device lost")
 
     with running(_config(pipeline={"max_consecutive_errors": 3}), ArrayReader(_frames(10)), Broken()) as service:
@@ -458,7 +458,7 @@ class FailsOnce(FakeTracker):
         super().__init__(delay_s=0.01)
         self.fail = True
 
-    def step(self, image: np.ndarray, mask: Any = None, objects: Any = None) -> Any:
+    def step(self, image: np.ndarray, mask: Any = None, objects: Any = None, **kwargs: Any) -> Any:
         if mask is not None and self.fail:
             self.fail = False
             raise ValueError("shapes do not broadcast (a bug in a backend)")

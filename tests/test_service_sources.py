@@ -38,7 +38,7 @@ class IndexRecorder(FakeTracker):
         self.seen: list[int] = []
         self.on_index = on_index or {}
 
-    def step(self, image: np.ndarray, mask: Any = None, objects: Any = None) -> Any:
+    def step(self, image: np.ndarray, mask: Any = None, objects: Any = None, **kwargs: Any) -> Any:
         index = int(image[0, 0, 0])
         self.seen.append(index)
         if index in self.on_index:

@@ -229,3 +229,62 @@ def test_working_size_scales_down_but_never_up(lite_network) -> None:
     result = tracker.step(frame, _box_mask(64, 96, {1: (16, 40, 8, 32)}))
     assert tracker.memory is not None and result.labels.shape == (64, 96)
     assert tracker.memory.keys.shape[-2:] == (4, 6)  # 64x96 at stride 16: the input size, not 480 high
+
+
+def test_label_map_matches_argmax_and_lookup() -> None:
+    from edge_vos.tracker.aggregate import label_map, soft_aggregate
+
+    generator = torch.Generator().manual_seed(0)
+    for objects in (1, 3):
+        full = soft_aggregate(torch.rand(objects, 37, 53, generator=generator))
+        full[:, :2, :2] = 1.0 / (objects + 1)  # exact ties go to the lower row, as argmax
+        ids = [7, 2, 200][:objects]
+        expected = torch.tensor([0, *ids], dtype=torch.uint8)[torch.argmax(full, dim=0)]
+        assert torch.equal(label_map(full, ids), expected)
+    with pytest.raises(ValueError, match="rows"):
+        label_map(torch.zeros(2, 4, 4), [1, 2])
+
+
+def test_deferred_memory_write_gives_the_same_stream(lite_network) -> None:
+    """A memory frame's mask is returned before its value encoding; the stream is the same as writing at once,
+    whether the caller writes after each step, lets the next step do it, or removes an object in between."""
+    frames = moving_square_frames(12, h=48, w=64)
+    mask = _box_mask(48, 64, {1: (16, 40, 8, 32), 2: (2, 10, 40, 60)})
+    immediate, deferred, lazy = _tracker(lite_network), _tracker(lite_network), _tracker(lite_network)
+    previous_written = False
+    for t, frame in enumerate(frames):
+        prompt = mask if t == 0 else None
+        a = immediate.step(frame, prompt)
+        b = deferred.step(frame, prompt, defer_memory_write=True)
+        c = lazy.step(frame, prompt, defer_memory_write=True)
+        assert a.memory_written == b.memory_written == c.memory_written
+        assert "value_encode" in a.timings_ms if a.memory_written else "value_encode" not in a.timings_ms
+        assert "value_encode" not in b.timings_ms
+        wrote = deferred.write_deferred_memory()
+        assert (wrote > 0) == b.memory_written and deferred.write_deferred_memory() == 0.0
+        assert ("deferred_write" in c.timings_ms) == previous_written  # the previous frame's write, done first
+        previous_written = c.memory_written
+        for r in (b, c):
+            np.testing.assert_array_equal(r.labels, a.labels)
+            np.testing.assert_allclose(r.probabilities, a.probabilities, atol=1e-5)
+        if t == 6:
+            for tracker in (immediate, deferred, lazy):
+                tracker.remove_object(2)  # writes the pending frame first (it holds object 2's value)
+            previous_written = False
+    assert immediate.memory is not None and deferred.memory is not None and lazy.memory is not None
+    lazy.write_deferred_memory()
+    assert torch.equal(immediate.memory.keys, lazy.memory.keys)
+    assert torch.allclose(immediate.memory.values, deferred.memory.values, atol=1e-5)
+
+
+def test_a_pending_write_is_dropped_by_reset_and_by_a_new_frame_size(lite_network) -> None:
+    tracker = _tracker(lite_network)
+    frames = moving_square_frames(2, h=48, w=64)
+    tracker.step(frames[0], _box_mask(48, 64, {1: (16, 40, 8, 32)}), defer_memory_write=True)
+    tracker.reset()
+    assert tracker.write_deferred_memory() == 0.0
+    tracker.step(frames[0], _box_mask(48, 64, {1: (16, 40, 8, 32)}), defer_memory_write=True)
+    small = moving_square_frames(1, h=32, w=48)[0]
+    tracker.step(small, _box_mask(32, 48, {4: (4, 20, 4, 20)}))  # a new stream: the old frame is not written
+    assert tracker.memory is not None and tracker.memory.keys.shape[-2:] == (2, 3)
+    assert tracker.object_ids == [4]

@@ -51,7 +51,7 @@ def _config(args: argparse.Namespace, pace: str, frames: int, fps: float = 30.0)
         "tracker.model.weights": weights, "publish.endpoint": "tcp://127.0.0.1:*", "publish.encoding": args.encoding,
         "publish.preview": False, "publish.wait_for_subscriber_s": 30.0, "publish.hwm": 1000,
         "control.endpoint": "", "metrics.enabled": False, "pipeline.max_frames": frames,
-        "pipeline.torch_threads": args.threads,
+        **({"pipeline.torch_threads": args.threads} if args.threads is not None else {}),
     })
 
 
@@ -85,7 +85,8 @@ def _tracker_loop(config: ServiceConfig, frames: int) -> dict[str, Any]:
             reader.rewind()
             image = reader.read()
         t0 = time.perf_counter()
-        tracker.step(image, mask=mask if i == 0 else None)
+        tracker.step(image, mask=mask if i == 0 else None, defer_memory_write=True)
+        tracker.write_deferred_memory()  # as the service does after publishing
         times.append((time.perf_counter() - t0) * 1000)
     steady = np.array(times[WARMUP:])
     return {"frames": len(steady), "step_ms_mean": float(steady.mean()), "step_ms_p50": float(np.median(steady)),
@@ -119,11 +120,18 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {f"p{q}": float(np.percentile(a, q)) for q in (50, 95, 99)}
 
 
+def _tracker_ms(message: MaskResult) -> float:
+    """The tracker's work between the previous publish and this one: this frame's step and the previous
+    frame's memory write, which the inference thread runs after handing that frame's mask on."""
+    timings = message.header["timings_ms"]
+    return float(timings["step"] + timings.get("previous_memory_write", 0.0))
+
+
 def summarize_fastest(got: list[MaskResult]) -> dict[str, Any]:
     steady = got[WARMUP:]
     published = np.array([m.header["t_publish_ns"] for m in steady]) / 1e6
     interval = float(np.diff(published).mean())
-    step = float(np.mean([m.header["timings_ms"]["step"] for m in steady[1:]]))
+    step = float(np.mean([_tracker_ms(m) for m in steady[1:]]))
     encode = float(np.mean([m.header["timings_ms"]["encode"] for m in steady]))
     return {
         "frames": len(steady), "fps": 1000 / interval, "frame_interval_ms": interval, "step_ms_mean": step,
@@ -137,7 +145,7 @@ def summarize_realtime(got: list[MaskResult]) -> dict[str, Any]:
     published = np.array([m.header["t_publish_ns"] for m in steady]) / 1e6
     captured = [m.header["capture_seq"] for m in steady]
     interval = float(np.diff(published).mean())
-    step = float(np.mean([m.header["timings_ms"]["step"] for m in steady[1:]]))
+    step = float(np.mean([_tracker_ms(m) for m in steady[1:]]))
     return {
         "frames": len(steady), "fps": 1000 / interval, "frame_interval_ms": interval, "step_ms_mean": step,
         "overhead_ms": interval - step, "overhead_pct": 100 * (interval - step) / step,
@@ -161,8 +169,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"subscriber on loopback; {setup['machine']}; load average {setup['load_before']:.1f} before, "
         f"{setup['load_after']:.1f} after (shared 2-core machine: absolute times are noisy, +-30%). "
         f"First {WARMUP} frames of each run excluded. Every run calls the tracker from a worker thread with "
-        f"{setup['threads']} torch thread(s) (`pipeline.torch_threads`): on this loaded machine two OpenMP threads "
-        f"made a step about 10x slower than one (3.5 s against 0.35 s at a load average of 6).",
+        f"{setup['threads']} torch thread(s) (`pipeline.torch_threads`; how that count was chosen: the "
+        f"step-threads section, `tools/bench_step.py --variants threads`).",
         "",
     ]
     if setup["weights"] == RANDOM_WEIGHTS:
@@ -171,7 +179,7 @@ def markdown(result: dict[str, Any]) -> str:
                   "arch; the masks are not meaningful.", ""]
     lines += [
         markdown_table(
-            ["run", "frames", "fps", "frame time ms", "of which Tracker.step ms", "service overhead",
+            ["run", "frames", "fps", "frame time ms", "of which tracker ms (step + memory write)", "service overhead",
              "capture->publish p50 / p95 / p99 ms"],
             [
                 ["tracker alone (`Tracker.step` loop)", alone["frames"], f"{alone['fps']:.2f}",
@@ -187,9 +195,10 @@ def markdown(result: dict[str, Any]) -> str:
             ],
         ),
         "",
-        "Frame time = mean publish-to-publish interval; the overhead is that minus the mean `Tracker.step` of the "
-        "same frames (from the headers), so load drift between runs cancels out; the tracker-alone row is a "
-        "separate run for reference.",
+        "Frame time = mean publish-to-publish interval; the overhead is that minus the mean tracker time of the "
+        "same frames (from the headers: `Tracker.step` up to the mask, plus the memory write the inference thread "
+        "runs after handing the previous mask to the publisher), so load drift between runs cancels out; the "
+        "tracker-alone row is a separate run for reference.",
         "",
         f"Service overhead (fastest run, same frames): mean publish-to-publish interval "
         f"{fast['frame_interval_ms']:.1f} ms against a mean `Tracker.step` of {fast['step_ms_mean']:.1f} ms: "
@@ -201,8 +210,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"({setup['frame_queue']} frames, plus one held by the waiting grabber), so it is about "
         f"{setup['frame_queue'] + 2} frame times by design. In `realtime` mode (a camera) the newest frame wins: "
         f"latency = waiting for the tracker to finish "
-        f"the previous frame (median {real['queued_ms_p50']:.0f} ms) + the step (median {real['step_ms_p50']:.0f} ms) "
-        f"+ encoding; {real['skipped']} of {real['frames'] + real['skipped']} captured frames were skipped. "
+        f"the previous frame and its memory write (median {real['queued_ms_p50']:.0f} ms) + the step up to the mask "
+        f"(median {real['step_ms_p50']:.0f} ms) + encoding; a memory frame's value encoding runs after its mask is "
+        f"handed to the publisher; {real['skipped']} of {real['frames'] + real['skipped']} captured frames were "
+        f"skipped. "
         f"Capture-to-receipt at the subscriber: p50 {real['receive_latency_ms']['p50']:.0f} ms, "
         f"p99 {real['receive_latency_ms']['p99']:.0f} ms.",
     ]
@@ -217,8 +228,9 @@ def main() -> int:
     parser.add_argument("--weights", help="checkpoint; default: the bundled weights, else 'random'")
     parser.add_argument("--encoding", default="png", choices=("raw", "png", "rle"))
     parser.add_argument("--realtime-fps", type=float, default=30.0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads of the inference thread in every run (pipeline.torch_threads)")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads of the inference thread in every run (pipeline.torch_threads); "
+                        "default: the config's")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-service.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-doc", action="store_true")
@@ -250,7 +262,8 @@ def main() -> int:
         "setup": {
             "config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
             "weights": config.tracker.model.weights or "bundled", "tracker": to_dict(config.tracker),
-            "encoding": args.encoding, "realtime_fps": args.realtime_fps, "threads": args.threads,
+            "encoding": args.encoding, "realtime_fps": args.realtime_fps,
+            "threads": config.pipeline.torch_threads or torch.get_num_threads(),
             "frame_queue": config.pipeline.frame_queue,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
             "load_before": load_before, "load_after": os.getloadavg()[0],

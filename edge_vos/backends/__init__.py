@@ -29,6 +29,24 @@ BACKEND_NAMES = ("auto", "torch", "onnxruntime", "tensorrt", "torch_tensorrt")
 CPU_FP32_DEFAULT = "onnxruntime"
 
 
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """The precision the network and memory really run in on `device` for a configured one.
+
+    `auto`: fp16 on CUDA; bf16 on a CPU with native bf16 kernels (`cpu_supports_bf16`, the one check of
+    that); fp32 elsewhere. `bf16` on a CPU without those kernels is fp32: emulated bf16 is slower than fp32.
+    Any other value passes through unchanged (the runners treat `fp16` on a CPU as fp32).
+    """
+    if device.type == "cuda":
+        return "fp16" if precision == "auto" else precision
+    if precision in ("auto", "bf16"):
+        if cpu_supports_bf16():
+            return "bf16"
+        if precision == "bf16":
+            log.warning("this CPU has no native bf16 kernels: running fp32 instead of bf16")
+        return "fp32"
+    return precision
+
+
 def choose_backend(device: torch.device, precision: str) -> tuple[str, str]:
     """The backend `auto` resolves to on this machine, and why (for the log)."""
     if device.type == "cuda":
@@ -37,6 +55,11 @@ def choose_backend(device: torch.device, precision: str) -> tuple[str, str]:
             return "tensorrt", "CUDA and TensorRT are usable"
         return "torch", f"CUDA device but TensorRT is not usable ({reason}); eager PyTorch on the GPU"
     if precision == "bf16" and cpu_supports_bf16():
+        if module_installed("onnxruntime"):
+            return "split", (
+                "CPU with native bf16 kernels and precision bf16: key encoder in onnxruntime (fp32, batch norms "
+                "folded), value encoder and decoder in eager PyTorch with bf16 autocast"
+            )
         return "torch", "CPU with native bf16 kernels and precision bf16: eager PyTorch with bf16 autocast"
     why = "no CUDA" if not torch.cuda.is_available() else f"device {device}"
     if precision == "bf16":
@@ -63,6 +86,7 @@ def create_runner(
     """
     if backend not in BACKEND_NAMES:
         raise BackendUnavailable(f"unknown backend {backend!r}; expected one of {list(BACKEND_NAMES)}")
+    precision = resolve_precision(device, precision)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if backend == "auto":
         backend, why = choose_backend(device, precision)
@@ -80,6 +104,13 @@ def _create(
     network: STCN, backend: str, device: torch.device, precision: str, padded_hw: tuple[int, int],
     max_objects: int, cache: Path,
 ) -> NetworkRunner:
+    if backend == "split":  # only `auto` picks it (choose_backend)
+        from edge_vos.backends.onnxruntime_backend import OnnxRuntimeRunner
+        from edge_vos.backends.split import SplitRunner
+
+        torch_runner = TorchRunner(network, device, precision)
+        ort_runner = OnnxRuntimeRunner(network, device, "fp32", padded_hw, cache, parts=("key_encoder",))
+        return SplitRunner({"key_encoder": ort_runner, "value_encoder": torch_runner, "decoder": torch_runner})
     if backend == "torch":
         return TorchRunner(network, device, precision)
     if backend == "onnxruntime":
@@ -97,5 +128,5 @@ def _create(
 
 __all__ = [
     "BACKEND_NAMES", "CPU_FP32_DEFAULT", "BackendUnavailable", "NetworkRunner", "TorchRunner", "choose_backend",
-    "create_runner",
+    "create_runner", "resolve_precision",
 ]

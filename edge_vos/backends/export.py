@@ -107,13 +107,13 @@ def export_part(
 
 
 def export_all(
-    network: STCN, padded_hw: tuple[int, int], **kwargs: object
+    network: STCN, padded_hw: tuple[int, int], *, parts: tuple[str, ...] = PART_NAMES, **kwargs: object
 ) -> dict[str, ExportedPart]:
-    """Exports (or finds cached) all three parts; computes the weights' hash once."""
+    """Exports (or finds cached) the parts (default: all three); computes the weights' hash once."""
     network_hash = cache.weights_hash(network)
     return {
         part: export_part(network, part, padded_hw, network_hash=network_hash, **kwargs)  # type: ignore[arg-type]
-        for part in PART_NAMES
+        for part in parts
     }
 
 

@@ -16,7 +16,7 @@ import torch
 
 from edge_vos.backends.base import BackendUnavailable, PartRunner
 from edge_vos.backends.export import export_all
-from edge_vos.backends.parts import INPUT_NAMES, OUTPUT_NAMES
+from edge_vos.backends.parts import INPUT_NAMES, OUTPUT_NAMES, PART_NAMES
 from edge_vos.model.network import STCN
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class OnnxRuntimeRunner(PartRunner):
 
     def __init__(
         self, network: STCN, device: torch.device, precision: str, padded_hw: tuple[int, int],
-        cache_dir: Path, threads: int | None = None,
+        cache_dir: Path, threads: int | None = None, parts: tuple[str, ...] = PART_NAMES,
     ) -> None:
         try:
             import onnxruntime  # noqa: F401
@@ -110,11 +110,11 @@ class OnnxRuntimeRunner(PartRunner):
         self.device = device
         self.precision = precision
         self.padded_hw = padded_hw
-        parts = export_all(network, padded_hw, cache_dir=cache_dir)
+        exported = export_all(network, padded_hw, cache_dir=cache_dir, parts=parts)
         providers = providers_for(device, precision, cache_dir)
         threads = threads or torch.get_num_threads()
-        self.sessions = {name: _Session(p.path, name, device, providers, threads) for name, p in parts.items()}
-        self.providers = self.sessions["key_encoder"].session.get_providers()
+        self.sessions = {name: _Session(p.path, name, device, providers, threads) for name, p in exported.items()}
+        self.providers = next(iter(self.sessions.values())).session.get_providers()
         log.info("onnxruntime providers: %s", self.providers)
 
     def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> list[torch.Tensor]:

@@ -1,6 +1,8 @@
 """The inference thread: the only user of the tracker. Per frame: take it from the frame buffer, apply the
 commands waiting in the command queue (through the PromptBook), step the tracker with the frame's prompt,
-hand the result to the result sink, publish numbers for `stats` and the metrics.
+hand the result to the result sink, publish numbers for `stats` and the metrics. A frame that goes to the
+tracker's memory is encoded into it only after its result was handed on (`write_deferred_memory`), so a
+memory frame does not delay its own mask.
 
 It is handed everything it uses (frame buffer, command queue, result sink, prompts and their reply
 callback, metrics, stop event) and knows nothing of sockets or of the Service. It ends when the source
@@ -73,6 +75,7 @@ class InferenceWorker(threading.Thread):
         self.last_processed = time.monotonic()  # the watchdog's evidence that frames are being processed
         self._step_ms: collections.deque[float] = collections.deque(maxlen=50)
         self._times: collections.deque[float] = collections.deque(maxlen=30)
+        self._last_write_ms = 0.0  # the deferred memory write after the previous result, for its header
 
     def run(self) -> None:
         if self.config.torch_threads:
@@ -106,7 +109,6 @@ class InferenceWorker(threading.Thread):
             self._apply_commands()  # commands that came while we waited apply to this frame
             try:
                 outcome = self._step(frame)
-                errors = 0
             except StartupError:
                 raise
             except Exception as exc:
@@ -121,10 +123,25 @@ class InferenceWorker(threading.Thread):
             self.on_progress()
             if not self.results(outcome):
                 return
+            try:
+                self._write_memory()
+                errors = 0
+            except Exception as exc:  # the mask is out; the memory misses this frame
+                errors += 1
+                log.exception("memory write of frame %d failed (%d tracker errors in a row)", frame.seq, errors)
+                if errors >= self.config.max_consecutive_errors:
+                    raise RuntimeError(f"tracker failed {errors} times in a row: {exc}") from exc
             if self.config.max_frames and self.frames >= self.config.max_frames:
                 log.info("processed %d frames (max_frames)", self.frames)
                 self.reached_max_frames = True
                 return
+
+    def _write_memory(self) -> None:
+        """The deferred memory write of the frame just handed on (after the publisher has its mask)."""
+        ms = self.tracker.write_deferred_memory()
+        self._last_write_ms = ms
+        if ms:
+            self.metrics.stage_latency.labels("value_encode").observe(ms / 1000)
 
     def _apply_commands(self) -> None:
         if self.commands is None:
@@ -168,6 +185,8 @@ class InferenceWorker(threading.Thread):
         self.snapshot = Snapshot(frames=self.frames + 1, fps=fps, objects=ids, frame_hw=(h, w),
                                  recent=self.prompts.recent, step_ms_p50=float(np.median(self._step_ms)))
         timings["step"] = step_ms
+        # Work done between the previous result and this frame's step: the previous frame's memory write.
+        timings["previous_memory_write"] = self._last_write_ms
         timings["queued"] = (time.monotonic_ns() - frame.t_capture_ns) / 1e6 - step_ms
         return Outcome(frame, int(result.frame_index), result.labels, ids, result.probabilities, timings,
                        time.monotonic_ns())
@@ -177,15 +196,15 @@ class InferenceWorker(threading.Thread):
         e.g. too many objects) is answered as refused and the frame is tracked without it. Any other error
         is the tracker's failure, not the prompt's, and propagates."""
         if prompt.labels is None:
-            return self.tracker.step(frame.image)
+            return self.tracker.step(frame.image, defer_memory_write=True)
         try:
-            result = self.tracker.step(frame.image, mask=prompt.labels, objects=prompt.objects)
+            result = self.tracker.step(frame.image, mask=prompt.labels, objects=prompt.objects, defer_memory_write=True)
         except TrackerInputError as exc:
             if prompt.initial:  # the operator's prompt.mask (e.g. more objects than max_objects)
                 raise StartupError(f"prompt.mask: the tracker refused it: {exc}") from None
             log.error("prompt on frame %d refused: %s", frame.seq, exc)
             self.prompts.refuse(prompt, str(exc))
-            return self.tracker.step(frame.image)
+            return self.tracker.step(frame.image, defer_memory_write=True)
         except Exception as exc:  # the tracker failed, not the prompt: its commands are told, then it counts
             self.prompts.refuse(prompt, f"the tracker failed on frame {frame.seq}: {exc}")
             raise

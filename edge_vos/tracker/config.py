@@ -11,7 +11,8 @@ from edge_vos.labels import MAX_OBJECT_ID
 from edge_vos.model.config import ModelConfig
 from edge_vos.readout import MODES, SVD_KINDS
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+# `auto`: bf16 on a CPU with native bf16 kernels, fp16 on CUDA, fp32 elsewhere (backends.resolve_precision).
+PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 DEVICES = ("auto", "cpu", "cuda")
 # What `readout.kind` may name: the STCN readout, or one of tmrn_readout's modes.
 READOUT_KINDS = ("stcn", *MODES)

@@ -3,6 +3,10 @@
 Per frame: encode the key once; if objects are tracked, read the memory out and decode all objects in one
 batch; apply a prompt mask if one came with the frame; aggregate objects softly; write the frame to
 memory when it is a prompt (pinned) or every `mem_every` frames (ring). Nothing here knows about I/O.
+
+The memory write (the value encoder) can be deferred: `step(..., defer_memory_write=True)` returns the
+label map first and `write_deferred_memory()` encodes the frame into memory afterwards, so a memory frame
+does not delay its own mask. A write still pending when anything else is called is done first.
 """
 
 from __future__ import annotations
@@ -15,14 +19,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from edge_vos.backends import NetworkRunner, create_runner
+from edge_vos.backends import NetworkRunner, create_runner, resolve_precision
 from edge_vos.model.network import STCN
 from edge_vos.model.preprocess import FrameGeometry, frame_geometry, image_to_tensor, masks_to_tensor, to_input_size
 from edge_vos.model.weights import load_configured_network
 from edge_vos.readout import SvdState, stcn_readout, tmrn_readout
-from edge_vos.tracker.aggregate import soft_aggregate
+from edge_vos.tracker.aggregate import label_map, soft_aggregate
 from edge_vos.tracker.config import TrackerConfig
 from edge_vos.tracker.errors import TrackerInputError
+from edge_vos.tracker.inputs import check_image
+from edge_vos.tracker.inputs import prompt_ids as check_prompt
 from edge_vos.tracker.memory import MemoryView, RingMemory
 from edge_vos.tracker.objects import ObjectManager
 from edge_vos.tracker.prior import MotionPrior
@@ -56,6 +62,18 @@ class _Frame:
     f4: torch.Tensor
 
 
+@dataclass
+class _MemoryWrite:
+    """A memory write decided by step() and run later (defer_memory_write=True)."""
+
+    runner: NetworkRunner
+    frame: _Frame
+    probs: torch.Tensor
+    ids: list[int]
+    pin: bool
+    frame_index: int
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -73,6 +91,8 @@ class Tracker:
         self.network = network
         self.network.eval()
         self.objects = ObjectManager(self.config.max_objects)
+        # What the configured precision (`auto` included) means on this device: the runners and the memory.
+        self.precision = resolve_precision(self.device, self.config.precision)
         self.memory_dtype = self._memory_dtype()
         self._runners: OrderedDict[tuple[int, int], NetworkRunner] = OrderedDict()  # most recent size last
         self._geometry: FrameGeometry | None = None
@@ -82,6 +102,7 @@ class Tracker:
         self._prior = MotionPrior(prior.margin, prior.min_margin_px) if prior.enabled else None
         self.frame_index = -1
         self._last_write = -(10**9)
+        self._pending_write: _MemoryWrite | None = None
 
     # ---- public API ----------------------------------------------------------------------------
 
@@ -95,6 +116,7 @@ class Tracker:
 
     def reset(self) -> None:
         """Forgets every object and the memory; the next frame starts a new stream."""
+        self._pending_write = None
         self.objects.clear()
         if self._memory is not None:
             self._memory.clear()
@@ -104,6 +126,8 @@ class Tracker:
         self._last_write = -(10**9)
 
     def remove_object(self, obj_id: int) -> None:
+        if obj_id in self.objects.ids:  # an unknown id raises below, with the pending write left as it was
+            self.write_deferred_memory()
         index = self.objects.remove(obj_id)
         if self._prior is not None:
             self._prior.forget(obj_id)
@@ -113,11 +137,21 @@ class Tracker:
             self.reset()
 
     @torch.no_grad()
-    def step(self, image: np.ndarray, mask: np.ndarray | None = None, objects: list[int] | None = None) -> StepResult:
-        """Tracks every object into `image` (RGB uint8 [H,W,3]); `mask` prompts objects on this frame."""
+    def step(
+        self, image: np.ndarray, mask: np.ndarray | None = None, objects: list[int] | None = None, *,
+        defer_memory_write: bool = False,
+    ) -> StepResult:
+        """Tracks every object into `image` (RGB uint8 [H,W,3]); `mask` prompts objects on this frame.
+
+        With `defer_memory_write`, a frame that goes to memory is only encoded into it by the next
+        `write_deferred_memory()` (or the next call that needs the memory): call that after handing the
+        result on. `memory_written` is True either way.
+        """
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         geometry, prompt_ids = self._prepare(image, mask, objects)
+        if self._pending_write is not None:  # the caller did not write the previous frame: it goes in first
+            timings["deferred_write"] = self.write_deferred_memory()
         self.frame_index += 1
         tracked = [i for i in self.objects.ids if i not in prompt_ids]
         if not tracked and not prompt_ids:
@@ -159,15 +193,30 @@ class Tracker:
         if self._prior is not None:
             self._prior.update(order, full[1:])
 
-        written = False
-        if prompt_ids or self.frame_index - self._last_write >= self.config.memory.mem_every:
-            with self._timed(timings, "value_encode"):
-                self._write_memory(runner, frame, full[1:], order, pin=bool(prompt_ids))
-            written = True
+        written = bool(prompt_ids) or self.frame_index - self._last_write >= self.config.memory.mem_every
+        if written:
+            self._last_write = self.frame_index
+            write = _MemoryWrite(runner, frame, full[1:], order, bool(prompt_ids), self.frame_index)
+            if defer_memory_write:
+                self._pending_write = write
+            else:
+                with self._timed(timings, "value_encode"):
+                    self._write_memory(write)
 
         with self._timed(timings, "postprocess"):
             labels, out_probs = self._outputs(full, order, geometry)
         return self._result(labels, order, out_probs, timings, t_start, written)
+
+    @torch.no_grad()
+    def write_deferred_memory(self) -> float:
+        """Encodes the frame a `step(defer_memory_write=True)` left for memory; returns its ms (0: none)."""
+        write, self._pending_write = self._pending_write, None
+        if write is None:
+            return 0.0
+        timings: dict[str, float] = {}
+        with self._timed(timings, "value_encode"):
+            self._write_memory(write)
+        return timings["value_encode"]
 
     @torch.no_grad()
     def add_prompt(self, image: np.ndarray, mask: np.ndarray, objects: list[int] | None = None) -> None:
@@ -176,19 +225,25 @@ class Tracker:
         Only the prompted objects get a value in that slot; other objects ignore it.
         """
         geometry, prompt_ids = self._prepare(image, mask, objects, prompt_required=True)
+        self.write_deferred_memory()
         for obj_id in prompt_ids:
             self.objects.add(obj_id)
         runner = self._runner(geometry)
         image_t = image_to_tensor(image, geometry, self.device)
         frame = _Frame(image_t, *runner.encode_key(image_t))
         prompt = self._mask_probabilities(mask, prompt_ids, geometry)
-        self._write_memory(runner, frame, soft_aggregate(prompt)[1:], prompt_ids, pin=True, advance=False)
+        self._write_memory(_MemoryWrite(runner, frame, soft_aggregate(prompt)[1:], prompt_ids, True, self.frame_index))
 
     # ---- internals -----------------------------------------------------------------------------
 
     def _memory_dtype(self) -> torch.dtype:
-        precision = self.config.precision
-        if precision == "fp16" and self.device.type == "cuda":
+        """Half memory on CUDA only. On a CPU, bf16 means bf16 autocast of the network's three calls while
+        the memory and the readout stay float32: bf16 keys there lost whole sequences on val-dev
+        (docs/benchmarks.md, "step")."""
+        precision = self.precision
+        if self.device.type != "cuda":
+            return torch.float32
+        if precision == "fp16":
             return torch.float16
         if precision == "bf16":
             return torch.bfloat16
@@ -199,20 +254,18 @@ class Tracker:
     ) -> tuple[FrameGeometry, list[int]]:
         """Validates the frame and its prompt, and only then starts a new stream if the frame size changed:
         a rejected frame loses nothing that was accepted before. Returns the geometry and the prompted ids."""
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            desc = f"{image.dtype} {list(image.shape)}" if isinstance(image, np.ndarray) else type(image).__name__
-            raise TrackerInputError(f"expected an RGB uint8 image [H,W,3], got {desc}")
-        h, w = image.shape[:2]
+        h, w = check_image(image)
         geometry = self._geometry
         same_size = geometry is not None and (geometry.in_h, geometry.in_w) == (h, w)
         if geometry is None or not same_size:
             geometry = frame_geometry(h, w, self.config.working_short_side(h, w))
         # A new size starts a new stream without objects: the prompt is checked against that.
         tracked = self.objects if same_size else ObjectManager(self.config.max_objects)
-        prompt_ids = self._prompt_ids(mask, objects, geometry, tracked)
+        prompt_ids = check_prompt(mask, objects, geometry, tracked)
         if prompt_required and not prompt_ids:
             raise TrackerInputError("the prompt mask holds none of the requested objects")
         if not same_size:
+            self._pending_write = None  # it belongs to the stream that ends here
             self._start_stream(geometry)
         return geometry, prompt_ids
 
@@ -234,35 +287,6 @@ class Tracker:
         self._svd_state.clear()
         self._last_write = -(10**9)
 
-    @staticmethod
-    def _prompt_ids(
-        mask: np.ndarray | None, objects: list[int] | None, geometry: FrameGeometry, tracked: ObjectManager
-    ) -> list[int]:
-        if mask is None:
-            if objects:
-                raise TrackerInputError("objects were named but no mask was given")
-            return []
-        if not isinstance(mask, np.ndarray) or mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
-            raise TrackerInputError("mask must be a 2-D integer label map (0 = background, value = object id)")
-        if mask.shape != (geometry.in_h, geometry.in_w):
-            raise TrackerInputError(
-                f"mask is {mask.shape[1]}x{mask.shape[0]} but the frame is {geometry.in_w}x{geometry.in_h}"
-            )
-        present = [int(v) for v in np.unique(mask) if v != 0]
-        for obj_id in present:
-            ObjectManager.check_id(obj_id)
-        if objects is None:
-            chosen = present
-        else:
-            for obj_id in objects:
-                ObjectManager.check_id(obj_id)
-            missing = [o for o in objects if o not in present]
-            if missing:
-                raise TrackerInputError(f"objects {missing} are not in the mask (it holds {present})")
-            chosen = list(dict.fromkeys(objects))
-        tracked.check_room(chosen)
-        return chosen
-
     def _mask_probabilities(self, mask: np.ndarray, ids: list[int], geometry: FrameGeometry) -> torch.Tensor:
         label = torch.from_numpy(mask.astype(np.int64)).to(self.device)
         one_hot = torch.stack([(label == i) for i in ids])[:, None].float()
@@ -276,7 +300,7 @@ class Tracker:
             self._runners.move_to_end(key)
             return self._runners[key]
         runner = create_runner(
-            self.network, self.config.backend, self.device, self.config.precision, key,
+            self.network, self.config.backend, self.device, self.precision, key,
             max_objects=self.config.max_objects,
         )
         log.info("backend %s at %dx%d", runner.name, key[1], key[0])
@@ -302,24 +326,22 @@ class Tracker:
             agents=cfg.agents, mode=cfg.kind, svd=cfg.svd, renormalize=cfg.renormalize, state=self._svd_state,
         )
 
-    def _write_memory(
-        self, runner: NetworkRunner, frame: _Frame, probs: torch.Tensor, ids: list[int], *, pin: bool,
-        advance: bool = True,
-    ) -> None:
+    def _write_memory(self, write: _MemoryWrite) -> None:
+        probs = write.probs
         others = probs.sum(dim=0, keepdim=True) - probs
-        values = runner.encode_value(frame.image, frame.f16, probs, others)
+        values = write.runner.encode_value(write.frame.image, write.frame.f16, probs, others)
         slot = self._memory_or_fail().write(
-            frame.key, values, [self.objects.index(i) for i in ids], pin=pin, frame_index=self.frame_index
+            write.frame.key, values, [self.objects.index(i) for i in write.ids], pin=write.pin,
+            frame_index=write.frame_index,
         )
-        if advance:
-            self._last_write = self.frame_index
-        log.debug("frame %d -> memory slot %d (pinned=%s)", self.frame_index, slot, pin)
+        log.debug("frame %d -> memory slot %d (pinned=%s)", write.frame_index, slot, write.pin)
 
-    def _outputs(self, full: torch.Tensor, order: list[int], geometry: FrameGeometry) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _outputs(full: torch.Tensor, order: list[int], geometry: FrameGeometry) -> tuple[np.ndarray, np.ndarray]:
+        """Label map and per-object probabilities at input size: one resize of the aggregated probabilities
+        (none when the working size is the input size); the probabilities are a view of that, not a copy."""
         full = to_input_size(full[:, 0][None], geometry)[0]  # [O+1,H,W]
-        index = torch.argmax(full, dim=0)
-        lut = torch.tensor([0, *order], dtype=torch.uint8, device=index.device)
-        labels = lut[index].cpu().numpy()
+        labels = label_map(full, order).cpu().numpy()
         return labels, full[1:].float().cpu().numpy()
 
     def _timed(self, timings: dict[str, float], name: str) -> _Timer:

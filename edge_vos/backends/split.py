@@ -1,0 +1,34 @@
+"""A runner that runs each network part on the backend that is fastest for it on this machine.
+
+On a CPU with native bf16 kernels the key encoder (a depthwise EfficientNet trunk: most of its time in
+batch norms and ReLU6 that eager PyTorch runs as separate passes) is fastest as ONNX Runtime fp32, which
+folds them into the convolutions, while the value encoder and the decoder (wide dense convolutions) are
+fastest in eager PyTorch with bf16 autocast. The measurements: docs/benchmarks.md, section "step".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from edge_vos.backends.base import PartRunner
+from edge_vos.backends.parts import PART_NAMES
+
+
+class SplitRunner(PartRunner):
+    """Delegates each part to its own runner; all runners must be on the same device."""
+
+    def __init__(self, runners: Mapping[str, PartRunner]) -> None:
+        missing = [p for p in PART_NAMES if p not in runners]
+        if missing:
+            raise ValueError(f"SplitRunner: no runner for {missing}")
+        devices = {r.device for r in runners.values()}
+        if len(devices) != 1:
+            raise ValueError(f"SplitRunner: runners on different devices {sorted(map(str, devices))}")
+        self.runners = dict(runners)
+        self.device = devices.pop()
+        self.name = "+".join(f"{part}:{self.runners[part].name}" for part in PART_NAMES)
+
+    def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> Sequence[torch.Tensor]:
+        return self.runners[part].run_part(part, objects, *inputs)
