@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = (240, 432)  # frame height, width
+SIZE = (240, 432)  # frame height, width (--size changes it)
 STAGES = ("preprocess", "key_encode", "readout", "decode", "aggregate", "postprocess", "value_encode")
 
 
@@ -112,6 +112,14 @@ def variants(kind: str, before: Path | None, threads: int) -> dict[str, dict[str
         out["after: stcn"] = {"tree": after, "threads": threads, "spec": {"defer": True, "overrides": stcn}}
         out["after: tmrn fp32"] = {"tree": after, "threads": threads,
                                    "spec": {"defer": True, "overrides": {"tracker.precision": "fp32"}}}
+    elif kind == "resolution":
+        # What the working resolution costs on camera-sized frames: the tree before (its shipped config)
+        # against today's shipped config at each working size.
+        if before is not None:
+            out["before: shipped"] = {"tree": str(before), "threads": threads, "spec": {"overrides": {}}}
+        for res in (240, 360, 480):
+            out[f"after: shipped, working size {res}"] = {
+                "tree": after, "threads": threads, "spec": {"defer": True, "overrides": {"tracker.resolution": res}}}
     elif kind == "threads":
         for n in (1, 2):
             out[f"tmrn (shipped), {n} thread(s)"] = {"tree": after, "threads": n, "spec": {"defer": True}}
@@ -233,7 +241,8 @@ def main() -> None:
     parser.add_argument("--sequence", default="cows")
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--variants", default="before-after", help="before-after | threads | backends")
+    parser.add_argument("--variants", default="before-after", help="before-after | threads | backends | resolution")
+    parser.add_argument("--size", default="240x432", help="frame HEIGHTxWIDTH the DAVIS frames are resized to")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of every configuration (the threads variant sets its own)")
     parser.add_argument("--before", help="source tree of the 'before' code (git archive of an older commit)")
@@ -246,6 +255,8 @@ def main() -> None:
     if args.cmd == "worker":
         worker(args)
         return
+    global SIZE
+    SIZE = tuple(int(v) for v in args.size.lower().split("x"))  # type: ignore[assignment]
     sys.path.insert(0, str(ROOT))
     result = run(args)
     result.update(variants=args.variants, when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -258,10 +269,12 @@ def main() -> None:
     if not args.no_doc:
         from tools.doc_tables import write_section
 
-        section = {"before-after": "step", "threads": "step-threads", "backends": "step-backends"}[args.variants]
+        section = {"before-after": "step", "threads": "step-threads", "backends": "step-backends",
+                   "resolution": "step-resolution"}[args.variants]
         title = {"step": "## Tracker.step stage by stage at 240x432 (CPU)",
                  "step-threads": "### Tracker.step: torch threads",
-                 "step-backends": "### Tracker.step: backend and precision"}[section]
+                 "step-backends": "### Tracker.step: backend and precision",
+                 "step-resolution": f"### Tracker.step: working resolution on {SIZE[1]}x{SIZE[0]} frames"}[section]
         write_section(args.doc, section, f"{title}\n\n{text}")
 
 
