@@ -39,16 +39,18 @@ LABELS = {"box": "tight box", "box_jitter": "box ±10 %", "click1": "1 click", "
           "click3": "3 clicks"}
 
 
-def _methods(weights: str | None, names: list[str], crop_size: int | None = None, flip: bool = True
-             ) -> dict[str, tuple[object, bool]]:
+def _methods(weights: str | None, names: list[str], crop_size: int | None = None, flip: bool = True,
+             refine: int | None = None, refine_size: int | None = None) -> dict[str, tuple[object, bool]]:
     """name -> (callable(image, prompt) -> mask, whether it gets its previous mask with further clicks)."""
     from edge_vos.prompt import grabcut_segment
-    from edge_vos.prompt.segmenter import BUNDLED_WEIGHTS, PromptSegmenter
+    from edge_vos.prompt.segmenter import BUNDLED_WEIGHTS, DEFAULT_REFINE, PromptSegmenter
 
     out: dict[str, tuple[object, bool]] = {}
     for name in names:
         if name == "learned":
-            out[name] = (PromptSegmenter.from_file(weights or BUNDLED_WEIGHTS, crop_size=crop_size, flip=flip), True)
+            out[name] = (PromptSegmenter.from_file(weights or BUNDLED_WEIGHTS, crop_size=crop_size, flip=flip,
+                                                  refine=DEFAULT_REFINE if refine is None else refine,
+                                                  refine_size=refine_size), True)
         elif name == "grabcut":
             out[name] = (grabcut_segment, False)
         else:
@@ -60,7 +62,8 @@ def accuracy(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    methods = _methods(args.weights, args.methods.split(","), args.crop_size, args.flip)
+    methods = _methods(args.weights, args.methods.split(","), args.crop_size, args.flip, args.refine,
+                       args.refine_size)
     scores: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
     frames = []
     t0 = time.time()
@@ -71,6 +74,7 @@ def accuracy(args: argparse.Namespace) -> int:
         log.info("%s %s", frames[-1], {m: round(s[-1]["box"], 3) for m, s in scores.items()})
     result = {
         "weights": args.weights or "bundled", "crop_size": args.crop_size, "flip": args.flip,
+        "refine": args.refine, "refine_size": args.refine_size,
         "frames": len(frames), "every": args.every,
         "seconds": round(time.time() - t0, 1),
         "mean_iou": {m: {k: round(float(np.mean([r[k] for r in rows])), 4) for k in PROMPT_TYPES}
@@ -97,7 +101,8 @@ def timing(args: argparse.Namespace) -> int:
     from edge_vos.prompt import make_prompt
 
     torch.set_num_threads(args.threads)
-    methods = _methods(args.weights, args.methods.split(","), args.crop_size, args.flip)
+    methods = _methods(args.weights, args.methods.split(","), args.crop_size, args.flip, args.refine,
+                       args.refine_size)
     frames = [f for f in davis_eval_frames(args.data, "val-dev", "480p", every=10_000)]
     times: dict[str, list[float]] = {f"{m} {p}": [] for m in methods for p in ("box", "click")}
     for repeat in range(args.repeats + 1):  # the first round warms up and is not counted
@@ -171,6 +176,9 @@ def main() -> int:
     parser.add_argument("--crop-size", type=int, help="the learned network's crop side (default: as trained)")
     parser.add_argument("--no-flip", dest="flip", action="store_false",
                         help="the learned network's final pass without mirrored-crop averaging")
+    parser.add_argument("--refine", type=int,
+                        help="the learned network's extra passes on its own mask (default: the segmenter's)")
+    parser.add_argument("--refine-size", type=int, help="crop side of those passes (default: --crop-size)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="where to write the result (default runs/bench-prompt/)")
