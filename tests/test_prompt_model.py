@@ -200,4 +200,5 @@ def test_training_options_run_on_real_layout_data(tmp_path: Path) -> None:
     live = PromptNet(ema_net.config)
     live.load_state_dict(state["model"])
     # The snapshot is the moving average, not the last weights.
-    assert any(not torch.equal(a, b) for a, b in zip(ema_net.state_dict().values(), live.state_dict().values()))
+    assert any(not torch.equal(a, b) for a, b in zip(ema_net.state_dict().values(), live.state_dict().values(),
+                                                    strict=True))
