@@ -8,6 +8,9 @@ validated `Prompt` into a bool mask on the frame:
   parts that hold a positive click are kept (a whole-frame look at low resolution sometimes adds a
   neighbouring thing); a second pass zooms into the window around them and the positive clicks, with them
   as the coarse mask.
+Then `refine` more passes (two by default): each looks again at the window around the box (or around the
+last prediction and the positive clicks) with the last prediction as the coarse mask, so the network corrects
+its own mask (holes, bleeding, a part it missed); only the last pass averages with the mirrored crop.
 Every pass runs on an S x S crop whatever the frame size, so a prompt's cost is bounded (docs/benchmarks.md
 "Prompts" has the measured times).
 
@@ -44,7 +47,7 @@ log = logging.getLogger(__name__)
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "prompt.safetensors"
 # Extra passes on the network's own mask (`PromptSegmenter.refine`); chosen on val-dev (model card).
-DEFAULT_REFINE = 0
+DEFAULT_REFINE = 2
 
 
 class PromptSegmenter:
