@@ -91,7 +91,8 @@ def accuracy(args: argparse.Namespace) -> int:
         log.info("%s %s", frames[-1], {m: round(s[-1]["box"], 3) for m, s in scores.items()})
     result = {
         "weights": args.weights or "bundled", "crop_size": args.crop_size, "flip": args.flip,
-        "refine": args.refine, "refine_size": args.refine_size, "previous_mask": args.previous_mask,
+        "refine": _effective_refine(args.refine), "refine_size": args.refine_size,
+        "previous_mask": args.previous_mask,
         "frames": len(frames), "every": args.every,
         "seconds": round(time.time() - t0, 1),
         "mean_iou": {m: {k: round(float(np.mean([r[k] for r in rows])), 4) for k in PROMPT_TYPES + MASK_FED_TYPES
@@ -103,6 +104,12 @@ def accuracy(args: argparse.Namespace) -> int:
     path.write_text(json.dumps(result, indent=1))
     print(json.dumps(result["mean_iou"], indent=1))
     return 0
+
+
+def _effective_refine(refine: int | None) -> int:
+    from edge_vos.prompt.segmenter import DEFAULT_REFINE
+
+    return DEFAULT_REFINE if refine is None else refine
 
 
 def _per_sequence(frames: list[str], rows: list[dict[str, float]]) -> dict[str, float]:
