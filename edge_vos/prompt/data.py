@@ -3,7 +3,10 @@
 Sources: frames of a DAVIS split (DAVIS-2016 `train`; never val-dev), seeded synthetic scenes
 (edge_vos.data.synthetic: several textured objects and look-alike distractors) and copy-paste composites
 (an object cut from a frame of another sequence pasted onto a frame at a random place and scale; the
-target is then either the pasted object or the original one, now partly hidden behind it).
+target is then either the pasted object or the original one, now partly hidden behind it), and other
+annotated stills (`extra_roots`, Cutie's example frames). With `geometric`, samples may be rotated, pasted
+objects are mirrored, rotated and re-coloured on their own, and some composites paste neighbours over the
+target's sides first (a crowd); without it the samples are drawn exactly as before it existed.
 
 Each sample imitates one way a prompt reaches the network at inference (crops.py):
 - `box`: a box from the truth, tight or with each side moved by up to `box_jitter` of its size;
@@ -148,7 +151,8 @@ class PromptData:
             obj = _colour(np.ascontiguousarray(obj), rng)
             obj, obj_mask = _rotate(np.ascontiguousarray(obj), np.ascontiguousarray(obj_mask),
                                     float(rng.uniform(-30, 30)) if rng.random() < 0.5 else 0.0)
-        scale = rng.uniform(0.3, 1.2) * min(1.0, 0.9 * min(h / obj.shape[0], w / obj.shape[1]))
+        low, high = (0.3, 1.2) if self.geometric else (0.4, 1.1)
+        scale = rng.uniform(low, high) * min(1.0, 0.9 * min(h / obj.shape[0], w / obj.shape[1]))
         ow, oh = max(4, int(obj.shape[1] * scale)), max(4, int(obj.shape[0] * scale))
         obj = cv2.resize(obj, (ow, oh), interpolation=cv2.INTER_LINEAR)
         alpha = cv2.GaussianBlur(cv2.resize(obj_mask, (ow, oh), interpolation=cv2.INTER_LINEAR), (3, 3), 0)
