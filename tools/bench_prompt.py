@@ -142,6 +142,7 @@ def timing(args: argparse.Namespace) -> int:
                     if repeat:
                         times[f"{name} {kind}"].append((time.perf_counter() - t0) * 1000)
     result = {"threads": args.threads, "frame": "854x480", "weights": args.weights or "bundled", "flip": args.flip,
+              "refine": _effective_refine(args.refine),
               "prompts_per_case": len(frames) * args.repeats,
               "median_ms": {k: round(statistics.median(v), 1) for k, v in times.items()},
               "p90_ms": {k: round(float(np.percentile(v, 90)), 1) for k, v in times.items()}}
@@ -183,7 +184,8 @@ def table(args: argparse.Namespace) -> int:
     for t in timings:
         trows = [[k, f"{t['median_ms'][k]:.0f}", f"{t['p90_ms'][k]:.0f}"] for k in t["median_ms"]]
         body += ["", f"Time per prompt at {t['frame']}, {t['threads']} torch thread(s), {t['prompts_per_case']} "
-                 "prompts per case (first frame of each val-dev sequence), methods interleaved, measured under "
+                 "prompts per case (first frame of each val-dev sequence), learned with "
+                 f"{t.get('refine', 0)} refinement passes, methods interleaved, measured under "
                  "`/work/bin/bench-lock` (training paused):", "",
                  markdown_table(["method prompt", "median ms", "p90 ms"], trows)]
     body += ["", "Commands: `OMP_NUM_THREADS=1 nice -n 5 python tools/bench_prompt.py accuracy`, "
