@@ -144,3 +144,61 @@ def test_bundled_network_segments_a_synthetic_object() -> None:
         mask = segment(frames[0], **kwargs)
         iou = (mask & truth).sum() / (mask | truth).sum()
         assert iou > 0.7, (kwargs, iou)
+
+
+def test_refine_pass_takes_the_first_prediction_as_its_coarse_mask() -> None:
+    torch.manual_seed(0)
+    model = PromptNet(PromptNetConfig(crop_size=64))
+    with torch.no_grad():
+        model.head.bias.fill_(3.0)  # an untrained network that says "object" over most of its window
+    seen: list[torch.Tensor] = []
+    model.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[1].clone()))
+    refining = PromptSegmenter(model, refine=1, refine_size=96, flip=False)
+    image = _image()
+    first = PromptSegmenter(model, flip=False).probabilities(image, make_prompt(HW, box=(35, 25, 105, 65)))
+    seen.clear()
+    mask = refining.segment(image, box=(35, 25, 105, 65))
+    assert len(seen) == 2 and mask.shape == HW
+    assert seen[0].shape[-1] == 64 and seen[1].shape[-1] == 96  # the second look at its own size
+    assert not seen[0][0, 3].any() and seen[1][0, 3].any()  # a plain box: no coarse mask the first time
+    window = box_window((35, 25, 105, 65))
+    assert torch.equal(seen[1][0, 3].bool(), torch.from_numpy(crop_image((first > 0.5).astype(np.float32),
+                                                                          window, 96) > 0.5))
+
+
+def test_training_options_run_on_real_layout_data(tmp_path: Path) -> None:
+    """EMA, trunk learning-rate share, box refinement and the geometric composites on a DAVIS-layout folder
+    (synthetic sequences written as DAVIS `train`), and an extra folder of annotated stills."""
+    from edge_vos.data.davis import write_mask
+    from edge_vos.data.synthetic import write_synthetic_davis
+    from edge_vos.prompt.data import PromptData
+    from edge_vos.prompt.train import main
+
+    write_synthetic_davis(tmp_path / "davis", 3, num_frames=3, size=(96, 160), split="train", res="240p",
+                          year="2016")
+    stills = tmp_path / "stills"
+    (stills / "images" / "clip").mkdir(parents=True)
+    cv2_write = __import__("cv2").imwrite
+    cv2_write(str(stills / "images" / "clip" / "00000.jpg"), np.full((96, 160, 3), 90, np.uint8))
+    labels = np.zeros((96, 159), np.uint8)  # one pixel narrower than its frame, as Cutie's judo mask is
+    labels[20:60, 30:90] = 1
+    write_mask(stills / "masks" / "clip" / "00000.png", labels)
+    data = PromptData(tmp_path / "davis", synthetic_sequences=0, size=64, paste_prob=1.0, geometric=True,
+                      extra_roots=(stills,))
+    assert len(data.extra) == 1 and data.extra[0][1].shape == (96, 160)
+    for i in range(40):
+        sample = data.sample(np.random.default_rng([0, i]))
+        assert sample.rgb.shape == (64, 64, 3) and sample.truth.shape == (64, 64)
+    out = tmp_path / "run"
+    args = ["--data", str(tmp_path / "davis"), "--synthetic", "0", "--size", "64", "--batch", "2", "--out", str(out),
+            "--checkpoint-every", "1", "--snapshot-every", "2", "--ema", "0.9", "--trunk-lr", "0.3",
+            "--weight-decay", "0.01", "--box-refine", "0.5", "--paste", "0.8", "--geometric", "--extra", str(stills)]
+    assert main([*args, "--steps", "2"]) == 0
+    assert main([*args, "--steps", "3"]) == 0
+    ema_net, _ = load_weights(out / "final.safetensors")
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    live = PromptNet(ema_net.config)
+    live.load_state_dict(state["model"])
+    # The snapshot is the moving average, not the last weights.
+    assert any(not torch.equal(a, b) for a, b in zip(ema_net.state_dict().values(), live.state_dict().values(),
+                                                    strict=True))

@@ -3,7 +3,10 @@
 Sources: frames of a DAVIS split (DAVIS-2016 `train`; never val-dev), seeded synthetic scenes
 (edge_vos.data.synthetic: several textured objects and look-alike distractors) and copy-paste composites
 (an object cut from a frame of another sequence pasted onto a frame at a random place and scale; the
-target is then either the pasted object or the original one, now partly hidden behind it).
+target is then either the pasted object or the original one, now partly hidden behind it), and other
+annotated stills (`extra_roots`, Cutie's example frames). With `geometric`, samples may be rotated, pasted
+objects are mirrored, rotated and re-coloured on their own, and some composites paste neighbours over the
+target's sides first (a crowd); without it the samples are drawn exactly as before it existed.
 
 Each sample imitates one way a prompt reaches the network at inference (crops.py):
 - `box`: a box from the truth, tight or with each side moved by up to `box_jitter` of its size;
@@ -68,8 +71,11 @@ def farthest_inside(region: np.ndarray) -> tuple[tuple[int, int], float, np.ndar
 class PromptData:
     def __init__(self, davis_root: str | Path | None, split: str = "train", res: str = "240p",
                  synthetic_sequences: int = 8, synthetic_frames: int = 12, size: int = 256,
-                 click_radius: float = 5.0, seed: int = 0) -> None:
+                 click_radius: float = 5.0, seed: int = 0, paste_prob: float = 0.4,
+                 extra_roots: tuple[str | Path, ...] = (), geometric: bool = False) -> None:
         self.size = size
+        self.paste_prob = paste_prob
+        self.geometric = geometric
         self.click_radius = click_radius
         self.real: list[tuple[int, np.ndarray, np.ndarray]] = []  # (sequence index, image, bool mask)
         if davis_root:
@@ -89,9 +95,13 @@ class PromptData:
             for i in range(synthetic_sequences):
                 frames, labels = generate_sequence(10_000 + seed * 1000 + i, num_frames=synthetic_frames)
                 self.synthetic += [(f, lab) for f, lab in zip(frames, labels, strict=True)]
+        self.extra: list[tuple[np.ndarray, np.ndarray]] = []  # (image, label map): other annotated stills
+        for root in extra_roots:
+            self.extra += _annotated_stills(root)
         if not self.real and not self.synthetic:
             raise FileNotFoundError("no training data: no DAVIS frames found and no synthetic scenes asked")
-        log.info("prompt training data: %d real frames, %d synthetic frames", len(self.real), len(self.synthetic))
+        log.info("prompt training data: %d real frames, %d synthetic frames, %d other stills", len(self.real),
+                 len(self.synthetic), len(self.extra))
 
     # -- sources -------------------------------------------------------------------------------------
 
@@ -102,33 +112,69 @@ class PromptData:
             ids = [int(v) for v in np.unique(labels) if v and (labels == v).sum() >= _MIN_AREA]
             if ids:
                 return image, labels == ids[int(rng.integers(len(ids)))]
+        if self.extra and rng.random() < 0.05:
+            image, labels = self.extra[int(rng.integers(len(self.extra)))]
+            ids = [int(v) for v in np.unique(labels) if v and (labels == v).sum() >= _MIN_AREA]
+            if ids:
+                return image, labels == ids[int(rng.integers(len(ids)))]
         seq, image, mask = self.real[int(rng.integers(len(self.real)))]
-        if rng.random() < 0.4 and len(self.real) > 1:
+        if rng.random() < self.paste_prob and len(self.real) > 1:
             return self._paste(rng, seq, image, mask)
         return image, mask
 
     def _paste(self, rng: np.random.Generator, seq: int, image: np.ndarray, mask: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
+        if self.geometric and rng.random() < 0.3:  # a crowd: more objects pasted around the target first
+            crowd, left = image, mask
+            for _ in range(int(rng.integers(1, 3))):
+                crowd, pasted = self._paste_one(rng, seq, crowd, near=left)
+                left = left & ~pasted
+            if left.sum() >= max(_MIN_AREA, 0.3 * mask.sum()):
+                return crowd, left
+        return self._paste_target(rng, seq, image, mask)
+
+    def _paste_one(self, rng: np.random.Generator, seq: int, image: np.ndarray, near: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """`image` with an object of another sequence pasted on it (scaled, maybe mirrored, rotated and
+        re-coloured when `geometric`), and the pasted object's mask."""
         for _ in range(8):
             other_seq, other, other_mask = self.real[int(rng.integers(len(self.real)))]
             if other_seq != seq:
                 break
-        h, w = mask.shape
+        h, w = image.shape[:2]
         ys, xs = np.nonzero(other_mask)
         x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
         obj, obj_mask = other[y0:y1, x0:x1], other_mask[y0:y1, x0:x1].astype(np.float32)
-        scale = rng.uniform(0.4, 1.1) * min(1.0, 0.9 * min(h / obj.shape[0], w / obj.shape[1]))
+        if self.geometric:
+            if rng.random() < 0.5:
+                obj, obj_mask = obj[:, ::-1], obj_mask[:, ::-1]
+            obj = _colour(np.ascontiguousarray(obj), rng)
+            obj, obj_mask = _rotate(np.ascontiguousarray(obj), np.ascontiguousarray(obj_mask),
+                                    float(rng.uniform(-30, 30)) if rng.random() < 0.5 else 0.0)
+        low, high = (0.3, 1.2) if self.geometric else (0.4, 1.1)
+        scale = rng.uniform(low, high) * min(1.0, 0.9 * min(h / obj.shape[0], w / obj.shape[1]))
         ow, oh = max(4, int(obj.shape[1] * scale)), max(4, int(obj.shape[0] * scale))
         obj = cv2.resize(obj, (ow, oh), interpolation=cv2.INTER_LINEAR)
         alpha = cv2.GaussianBlur(cv2.resize(obj_mask, (ow, oh), interpolation=cv2.INTER_LINEAR), (3, 3), 0)
         px, py = int(rng.integers(0, max(1, w - ow + 1))), int(rng.integers(0, max(1, h - oh + 1)))
+        if near is not None and near.any():  # overlapping the target's box edge, as a neighbour would
+            ys, xs = np.nonzero(near)
+            cx = xs.min() if rng.random() < 0.5 else xs.max()
+            cy = float(rng.uniform(ys.min(), ys.max() + 1))
+            px = int(np.clip(cx - ow / 2 + rng.uniform(-0.3, 0.3) * ow, 0, max(0, w - ow)))
+            py = int(np.clip(cy - oh / 2, 0, max(0, h - oh)))
         ow, oh = min(ow, w - px), min(oh, h - py)
         out = image.astype(np.float32).copy()
         a = alpha[:oh, :ow, None]
         out[py:py + oh, px:px + ow] = out[py:py + oh, px:px + ow] * (1 - a) + obj[:oh, :ow] * a
         pasted = np.zeros((h, w), bool)
         pasted[py:py + oh, px:px + ow] = alpha[:oh, :ow] > 0.5
-        composite = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8), pasted
+
+    def _paste_target(self, rng: np.random.Generator, seq: int, image: np.ndarray, mask: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """One object pasted; the target is the pasted object or the original one, partly hidden."""
+        composite, pasted = self._paste_one(rng, seq, image)
         hidden = mask & ~pasted
         if rng.random() < 0.5 and pasted.sum() >= _MIN_AREA:
             return composite, pasted
@@ -142,6 +188,11 @@ class PromptData:
         image, mask = self._source(rng)
         if rng.random() < 0.5:
             image, mask = image[:, ::-1], mask[:, ::-1]
+        if self.geometric and rng.random() < 0.3:
+            rotated, rmask = _rotate(np.ascontiguousarray(image), np.ascontiguousarray(mask).astype(np.float32),
+                                     float(rng.uniform(-20, 20)), keep_size=True)
+            if (rmask > 0.5).sum() >= _MIN_AREA:
+                image, mask = rotated, rmask > 0.5
         image = _colour(np.ascontiguousarray(image), rng)
         mask = np.ascontiguousarray(mask)
         kind = KINDS[int(rng.choice(len(KINDS), p=KIND_WEIGHTS))]
@@ -184,6 +235,42 @@ def _colour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     x = gray + (x - gray) * (1 + rng.uniform(-0.3, 0.3))
     x = (x - 128) * (1 + rng.uniform(-0.25, 0.25)) + 128 + rng.uniform(-25, 25)
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+
+
+def _rotate(image: np.ndarray, mask: np.ndarray, degrees: float, keep_size: bool = False
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Image and float mask rotated about their centre; the canvas grows to hold them unless `keep_size`
+    (then the corners are filled from the nearest pixel)."""
+    if not degrees:
+        return image, mask
+    h, w = mask.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    size = (w, h)
+    if not keep_size:
+        c, s = abs(m[0, 0]), abs(m[0, 1])
+        size = (int(h * s + w * c) + 1, int(h * c + w * s) + 1)
+        m[0, 2] += size[0] / 2 - w / 2
+        m[1, 2] += size[1] / 2 - h / 2
+    border = cv2.BORDER_REPLICATE if keep_size else cv2.BORDER_CONSTANT
+    return (cv2.warpAffine(image, m, size, flags=cv2.INTER_LINEAR, borderMode=border),
+            cv2.warpAffine(mask, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT))
+
+
+def _annotated_stills(root: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, label map) for every annotated frame of a folder laid out as `images/<clip>/<frame>.jpg` with
+    `masks/<clip>/<frame>.png` (Cutie's examples); a mask of another size is resized to its frame."""
+    from edge_vos.data.davis import read_image, read_mask
+
+    out = []
+    for mask_path in sorted(Path(root).glob("masks/*/*.png")):
+        image_path = Path(root) / "images" / mask_path.parent.name / (mask_path.stem + ".jpg")
+        if not image_path.is_file():
+            continue
+        image, labels = read_image(image_path), read_mask(mask_path)
+        if labels.shape != image.shape[:2]:
+            labels = cv2.resize(labels, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+        out.append((image, labels))
+    return out
 
 
 def _jitter_box(box: Window, hw: tuple[int, int], rng: np.random.Generator) -> Window:

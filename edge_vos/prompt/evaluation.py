@@ -29,6 +29,8 @@ from edge_vos.prompt.spec import Prompt, make_prompt
 Method = Callable[[np.ndarray, Prompt], np.ndarray]
 BOX_JITTER = 0.10
 PROMPT_TYPES = ("box", "box_jitter", "click1", "click2", "click3")
+# Clicks 2 and 3 with the method's own previous mask sent back as `mask` (an interactive client's way).
+MASK_FED_TYPES = ("click2_mask", "click3_mask")
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,16 @@ def evaluate_frame(
     rng = np.random.default_rng(seed)
     jitter = make_prompt(hw, box=jittered_box(frame.truth, rng))
     scores["box_jitter"] = iou(method(frame.image, jitter), frame.truth)
+    scores.update(evaluate_clicks(method, frame, clicks, uses_previous_mask))
+    return scores
+
+
+def evaluate_clicks(method: Method, frame: EvalFrame, clicks: int = 3, uses_previous_mask: bool = False
+                    ) -> dict[str, float]:
+    """IoU after each of `clicks` simulated clicks (click1, click2, ...), each placed on the method's own
+    errors; with `uses_previous_mask` the previous prediction goes along as the prompt's mask."""
+    scores: dict[str, float] = {}
+    hw = frame.truth.shape
     points: list[tuple[float, float]] = []
     labels: list[int] = []
     pred: np.ndarray | None = None

@@ -8,6 +8,9 @@ validated `Prompt` into a bool mask on the frame:
   parts that hold a positive click are kept (a whole-frame look at low resolution sometimes adds a
   neighbouring thing); a second pass zooms into the window around them and the positive clicks, with them
   as the coarse mask.
+Then `refine` more passes (two by default): each looks again at the window around the box (or around the
+last prediction and the positive clicks) with the last prediction as the coarse mask, so the network corrects
+its own mask (holes, bleeding, a part it missed); only the last pass averages with the mirrored crop.
 Every pass runs on an S x S crop whatever the frame size, so a prompt's cost is bounded (docs/benchmarks.md
 "Prompts" has the measured times).
 
@@ -43,29 +46,36 @@ from edge_vos.prompt.spec import Prompt, check_image, make_prompt
 log = logging.getLogger(__name__)
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "prompt.safetensors"
+# Extra passes on the network's own mask (`PromptSegmenter.refine`); chosen on val-dev (model card).
+DEFAULT_REFINE = 2
 
 
 class PromptSegmenter:
     """One prompt network on the CPU (or `device`), in inference mode."""
 
     def __init__(self, model: PromptNet, device: str = "cpu", crop_size: int | None = None,
-                 flip: bool = True) -> None:
+                 flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None) -> None:
         self.model = model.eval().to(device).to(memory_format=torch.channels_last)
         # The final pass averages with the mirrored crop: about twice its cost, measured better
         # (docs/model-card.md, "Prompt network").
         self.flip = flip
         self.device = torch.device(device)
         self.size = crop_size or model.config.crop_size  # the network is fully convolutional
+        # `refine` more passes, each on the window around the previous prediction with it as the coarse
+        # mask (a second look: the box or clicks stay, the network corrects its own mask), at `refine_size`.
+        self.refine = refine
+        self.refine_size = refine_size or self.size
         self.radius = model.config.click_radius
 
     @classmethod
     def from_file(cls, path: str | Path = BUNDLED_WEIGHTS, device: str = "cpu", crop_size: int | None = None,
-                  flip: bool = True) -> PromptSegmenter:
+                  flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None
+                  ) -> PromptSegmenter:
         if not Path(path).is_file():
             raise FileNotFoundError(f"prompt network weights not found: {path}")
         model, header = load_weights(path)
         log.info("prompt network loaded from %s (%s steps)", path, header.get("steps", "?"))
-        return cls(model, device, crop_size, flip)
+        return cls(model, device, crop_size, flip, refine, refine_size)
 
     def segment(self, image: np.ndarray, *, box: object = None, points: object = None, labels: object = None,
                 mask: np.ndarray | None = None) -> np.ndarray:
@@ -84,18 +94,27 @@ class PromptSegmenter:
             raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the prompt was made for "
                              f"{hw[1]}x{hw[0]}")
         positives = prompt.positives
+        last = not self.refine
         if prompt.box is not None:
-            return self._pass(image, box_window(prompt.box), prompt, prompt.mask)
-        if prompt.mask is not None:
+            prob = self._pass(image, box_window(prompt.box), prompt, prompt.mask, final=last)
+        elif prompt.mask is not None:
             window = box_window(mask_box(prompt.mask, positives) or frame_window(hw))
-            return self._pass(image, window, prompt, prompt.mask)
-        rough = _clicked_parts(self._pass(image, frame_window(hw), prompt, None, final=False) > 0.5, prompt)
-        window = box_window(mask_box(rough, positives) or frame_window(hw))
-        return self._pass(image, window, prompt, rough if rough.any() else None)
+            prob = self._pass(image, window, prompt, prompt.mask, final=last)
+        else:
+            rough = _clicked_parts(self._pass(image, frame_window(hw), prompt, None, final=False) > 0.5, prompt)
+            window = box_window(mask_box(rough, positives) or frame_window(hw))
+            prob = self._pass(image, window, prompt, rough if rough.any() else None, final=last)
+        for i in range(self.refine):
+            coarse = prob > 0.5
+            if not coarse.any():
+                break
+            window = box_window(prompt.box if prompt.box is not None else mask_box(coarse, positives))
+            prob = self._pass(image, window, prompt, coarse, final=i == self.refine - 1, size=self.refine_size)
+        return prob
 
     def _pass(self, image: np.ndarray, window: Window, prompt: Prompt, coarse: np.ndarray | None,
-              final: bool = True) -> np.ndarray:
-        s = self.size
+              final: bool = True, size: int | None = None) -> np.ndarray:
+        s = size or self.size
         maps = np.zeros((4, s, s), np.float32)
         if prompt.box is not None:
             maps[0] = box_map(prompt.box, window, s)

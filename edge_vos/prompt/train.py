@@ -47,9 +47,10 @@ def _batch(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def add_correction_clicks(model: PromptNet, rgb: torch.Tensor, maps: torch.Tensor, samples: list[Sample],
-                          iterations: int, radius: float) -> torch.Tensor:
+                          iterations: int, radius: float, refine: list[bool] | None = None) -> torch.Tensor:
     """`iterations` no-gradient passes; each adds one click per clickable sample at its largest error and
-    sets the previous-mask map to the prediction. Returns the updated maps."""
+    sets the previous-mask map to the prediction. Box samples marked in `refine` get the prediction as their
+    mask map without a click (the inference's second look at a box). Returns the updated maps."""
     maps = maps.clone()
     size = maps.shape[-1]
     for _ in range(iterations):
@@ -57,6 +58,8 @@ def add_correction_clicks(model: PromptNet, rgb: torch.Tensor, maps: torch.Tenso
             pred = (model(rgb, maps) > 0)[:, 0].numpy()
         for i, sample in enumerate(samples):
             if not sample.takes_clicks:
+                if refine is not None and refine[i]:
+                    maps[i, 3] = torch.from_numpy(pred[i].astype(np.float32))
                 continue
             truth = sample.truth > 0.5
             if not truth.any():
@@ -107,19 +110,26 @@ def train(args: argparse.Namespace) -> Path:
     for p in model.parameters():
         p.requires_grad_(id(p) not in frozen)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
+    trunk = {id(p) for p in model.trunk.parameters()}
+    groups = [{"params": [p for p in params if id(p) in trunk], "scale": args.trunk_lr},
+              {"params": [p for p in params if id(p) not in trunk], "scale": 1.0}]
+    optimiser = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
+    ema = EMA(model, args.ema) if args.ema else None
     start = 0
     checkpoint = out / "checkpoint.pt"
     if checkpoint.is_file() and not args.fresh:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
+        if ema is not None:
+            ema.state = state["ema"]
         start = int(state["step"])
         log.info("resumed from %s at step %d", checkpoint, start)
     model = model.to(memory_format=torch.channels_last)
     model.train()
     data = PromptData(args.data, split=args.split, res=args.res, synthetic_sequences=args.synthetic,
-                      size=args.size, click_radius=config.click_radius, seed=args.seed)
+                      size=args.size, click_radius=config.click_radius, seed=args.seed, paste_prob=args.paste,
+                      extra_roots=tuple(args.extra), geometric=args.geometric)
     log_path = out / "log.csv"
     new_log = not log_path.is_file() or start == 0
     if not new_log:  # rows logged after the checkpoint was written are done again: drop them
@@ -137,18 +147,21 @@ def train(args: argparse.Namespace) -> Path:
             torch.manual_seed(int(rng.integers(2**31)))
             lr = learning_rate(step, args.steps, args.lr)
             for group in optimiser.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("scale", 1.0)
             samples = [data.sample(rng) for _ in range(args.batch)]
             rgb, maps, truth = _batch(samples)
             rgb = rgb.contiguous(memory_format=torch.channels_last)
             iterations = int(rng.choice(ITERATION_CHOICES, p=ITERATION_WEIGHTS))
-            maps = add_correction_clicks(model, rgb, maps, samples, iterations, config.click_radius)
+            refine = [bool(r < args.box_refine) for r in rng.random(len(samples))]
+            maps = add_correction_clicks(model, rgb, maps, samples, iterations, config.click_radius, refine)
             logits = model(rgb, maps.contiguous(memory_format=torch.channels_last))
             loss = loss_fn(logits, truth, args.hard_share)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             optimiser.step()
+            if ema is not None:
+                ema.update(model)
             with torch.no_grad():
                 pred = logits > 0
                 t = truth > 0.5
@@ -161,13 +174,38 @@ def train(args: argparse.Namespace) -> Path:
             done = step + 1
             if done % args.checkpoint_every == 0 or done == args.steps:
                 tmp = out / "checkpoint.pt.tmp"
-                torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": done}, tmp)
+                torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": done,
+                            "ema": ema.state if ema is not None else {}}, tmp)
                 os.replace(tmp, checkpoint)
             if done % args.snapshot_every == 0:
-                save_weights(model, out / f"step_{done:05d}.safetensors", _provenance(args, done))
+                save_weights(_snapshot(model, ema), out / f"step_{done:05d}.safetensors", _provenance(args, done))
     final = out / "final.safetensors"
-    save_weights(model, final, _provenance(args, args.steps))
+    save_weights(_snapshot(model, ema), final, _provenance(args, args.steps))
     return final
+
+
+class EMA:
+    """An exponential moving average of the network's weights: the snapshots are the average, which
+    moves less with the last few batches of a small training set than the weights themselves do."""
+
+    def __init__(self, model: PromptNet, decay: float) -> None:
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: PromptNet) -> None:
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.state[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+
+
+def _snapshot(model: PromptNet, ema: EMA | None) -> PromptNet:
+    """The network to save: `model`, or a copy holding the EMA weights."""
+    if ema is None:
+        return model
+    averaged = PromptNet(model.config)
+    averaged.load_state_dict(ema.state)
+    return averaged
 
 
 def _last_elapsed(log_path: Path) -> float:
@@ -199,6 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hard-share", type=float, default=1.0,
                         help="cross-entropy over the hardest share of pixels (1.0 = all)")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--trunk-lr", type=float, default=1.0, help="the trunk's learning rate as a share of --lr")
+    parser.add_argument("--ema", type=float, default=0.0, help="decay of the weights' moving average (0 = off)")
+    parser.add_argument("--paste", type=float, default=0.4, help="share of real samples that are composites")
+    parser.add_argument("--geometric", action="store_true",
+                        help="rotations, mirrored and re-coloured pasted objects, crowds of pasted neighbours")
+    parser.add_argument("--box-refine", type=float, default=0.0,
+                        help="share of box samples that get the network's own mask back in the click passes")
+    parser.add_argument("--extra", action="append", default=[],
+                        help="folder of other annotated stills (images/<clip>/*.jpg + masks/<clip>/*.png)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint-every", type=int, default=25)
     parser.add_argument("--snapshot-every", type=int, default=250)
