@@ -7,6 +7,7 @@ import math
 import torch
 
 from edge_vos.readout.common import check_inputs, needs_grad, softmax_last
+from edge_vos.readout.sparse import gather_sum, slot_topk
 
 
 def stcn_readout(
@@ -82,28 +83,27 @@ def _masked_readout(logits: torch.Tensor, vals: torch.Tensor, mask: torch.Tensor
 
 
 def _topk_readout(logits: torch.Tensor, vals: torch.Tensor, mask: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Sparse top-k readout: per-slot top-k once, then per object a top-k among the valid candidates.
+    """Sparse top-k readout: per-slot top-k once (the sparse TMRN's `slot_topk`), then per object a top-k
+    among the valid candidates.
 
     The global top-k over the valid slots is contained in the union of the per-slot top-k, so the
     per-object selection runs on [hw_q, N*k] candidates instead of the full affinity, and the weighted
-    sum gathers k value rows per pixel instead of multiplying by a mostly-zero dense matrix.
+    sum is the sparse TMRN's value gather (`gather_sum`: k value rows per pixel) instead of a
+    mostly-zero dense matmul.
     logits [hw_q, N, hw_m], vals [O, N, Cv, hw_m], mask [O, N] -> [O, Cv, hw_q].
     """
     O, N, Cv, hw_m = vals.shape
     hw_q = logits.shape[0]
-    k_slot = min(top_k, hw_m)
-    top_val, top_idx = logits.topk(k_slot, dim=-1)  # [hw_q, N, k_slot]
+    top_val, top_idx = slot_topk(logits, top_k)  # [hw_q, N, k_slot]
+    k_slot = top_val.shape[-1]
     top_idx = top_idx + torch.arange(N, device=logits.device)[None, :, None] * hw_m
     cand = top_val[None].expand(O, -1, -1, -1)
     if not bool(mask.all()):
         cand = cand.masked_fill(~mask[:, None, :, None], float("-inf"))
     k = min(top_k, N * k_slot)
     best_val, best_pos = cand.reshape(O, hw_q, N * k_slot).topk(k, dim=-1)  # [O, hw_q, k]
-    weights = torch.softmax(best_val, dim=-1)
+    best_pos, order = best_pos.sort(dim=-1)  # candidates are in (slot, pixel) order: sorted columns
+    weights = torch.softmax(best_val.gather(-1, order), dim=-1)
     index = top_idx.reshape(1, hw_q, N * k_slot).expand(O, -1, -1).gather(-1, best_pos)  # [O, hw_q, k]
     rows = vals.permute(0, 1, 3, 2).reshape(O, N * hw_m, Cv)  # value rows, one per memory pixel
-    outs = []
-    for o in range(O):
-        picked = rows[o].index_select(0, index[o].reshape(-1)).view(hw_q, k, Cv)
-        outs.append(torch.bmm(weights[o][:, None, :], picked)[:, 0].T)  # [Cv, hw_q]
-    return torch.stack(outs)
+    return torch.stack([gather_sum(index[o], weights[o], rows[o]).T for o in range(O)])

@@ -9,7 +9,7 @@ from edge_vos.backends import BACKEND_NAMES
 from edge_vos.config import ConfigError, one_of, positive
 from edge_vos.labels import MAX_OBJECT_ID
 from edge_vos.model.config import ModelConfig
-from edge_vos.readout import MODES, SVD_KINDS
+from edge_vos.readout import AGENT_SOURCES, MODES, SVD_KINDS
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -26,12 +26,16 @@ class ReadoutConfig:
     # keys take S's row instead of 0/0. False: the paper's eq. 13 as written. Why True is the default, with
     # the measurements: docs/architecture.md, "Readout defaults".
     renormalize: bool = True
-    # STCN readout only: keep the top_k memory entries per query pixel (official STCN: 20). 0 = all.
+    # Kept affinity entries per query pixel: STCN over all slots (official STCN: 20), TMRN/ST per slot
+    # (the sparse path: everything after S on the kept entries; docs/readout.md). 0 = all (dense, exact).
     top_k: int = 20
+    # Where TMRN's agents come from: "svd" (the paper's method) or "pixels" (SVD-free, cheaper).
+    agent_source: str = "svd"
 
     def __post_init__(self) -> None:
         one_of("kind", self.kind, READOUT_KINDS)
         one_of("svd", self.svd, SVD_KINDS)
+        one_of("agent_source", self.agent_source, AGENT_SOURCES)
         positive("agents", self.agents)
         positive("top_k", self.top_k, allow_zero=True)
 
