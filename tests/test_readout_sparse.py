@@ -38,7 +38,7 @@ def test_sparse_products_equal_dense_products(csr, monkeypatch):
     torch.testing.assert_close(s.column_sums(), dense.sum(dim=1))
     sub = s.select(torch.tensor([2, 0]))
     torch.testing.assert_close(sub.mm(z[[2, 0]]), dense[[2, 0]] @ z[[2, 0]])
-    index = s._flat.view(3, 7, 4).transpose(0, 1).reshape(7, 12)
+    index = s.flat_index.view(3, 7, 4).transpose(0, 1).reshape(7, 12)
     weight = torch.rand(7, 12, generator=gen, dtype=F64)
     table = torch.randn(27, 6, generator=gen, dtype=F64)
     torch.testing.assert_close(gather_sum(index, weight, table), (weight[..., None] * table[index]).sum(1))

@@ -55,6 +55,29 @@ def gather_sum(index: torch.Tensor, weight: torch.Tensor, table: torch.Tensor) -
     return torch.bmm(weight.to(table.dtype)[:, None, :], picked)[:, 0]
 
 
+class _Pattern:
+    """Where the kept entries sit (shared by S, C * S and W of one frame), and its transpose, built on
+    first use: S^T's CSR for the power step of the subspace iteration."""
+
+    def __init__(self, index: torch.Tensor, cols: int) -> None:
+        N, R, k = index.shape
+        offsets = torch.arange(N, device=index.device)[:, None, None] * cols
+        self.flat = (index + offsets).reshape(-1)
+        self.shape = (N, R, k, cols)
+        self._transposed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def transposed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(crow, col, order) of S^T's CSR: entry e of S^T is entry order[e] of S."""
+        if self._transposed is None:
+            N, R, k, cols = self.shape
+            order = torch.argsort(self.flat, stable=True)
+            counts = torch.bincount(self.flat, minlength=N * cols)
+            crow = torch.zeros(N * cols + 1, dtype=torch.long, device=self.flat.device)
+            torch.cumsum(counts, dim=0, out=crow[1:])
+            self._transposed = (crow, torch.div(order, k, rounding_mode="floor"), order)
+        return self._transposed
+
+
 class SparseRows:
     """Per slot n, row i holds `value[n, i, j]` at column `index[n, i, j]` (j < k) of an R x cols matrix.
 
@@ -62,13 +85,14 @@ class SparseRows:
     built once and shared by every `with_value` copy, so S, C * S and W reuse it.
     """
 
-    def __init__(self, index: torch.Tensor, value: torch.Tensor, cols: int, _flat: torch.Tensor | None = None):
+    def __init__(self, index: torch.Tensor, value: torch.Tensor, cols: int, _pattern: _Pattern | None = None):
         self.index, self.value, self.cols = index, value, cols
-        N, R, k = index.shape
-        if _flat is None:  # column in the block-diagonal [N*R, N*cols] matrix, per kept entry
-            offsets = torch.arange(N, device=index.device)[:, None, None] * cols
-            _flat = (index + offsets).reshape(-1)
-        self._flat = _flat
+        self._pattern = _pattern or _Pattern(index, cols)
+
+    @property
+    def flat_index(self) -> torch.Tensor:
+        """[N*R*k]: the column of each kept entry in the block-diagonal [N*R, N*cols] matrix."""
+        return self._pattern.flat
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -80,7 +104,7 @@ class SparseRows:
         return self.value.dtype
 
     def with_value(self, value: torch.Tensor) -> SparseRows:
-        return SparseRows(self.index, value, self.cols, self._flat)
+        return SparseRows(self.index, value, self.cols, self._pattern)
 
     def detach(self) -> SparseRows:
         return self.with_value(self.value.detach())
@@ -99,7 +123,7 @@ class SparseRows:
     def _block_csr(self, value: torch.Tensor) -> torch.Tensor:
         N, R, k = self.index.shape
         crow = torch.arange(0, N * R * k + 1, k, device=self.index.device)
-        return _csr(crow, self._flat, value.reshape(-1), (N * R, N * self.cols))
+        return _csr(crow, self._pattern.flat, value.reshape(-1), (N * R, N * self.cols))
 
     def mm(self, z: torch.Tensor) -> torch.Tensor:
         """S z: z [N, cols, p] -> [N, R, p]."""
@@ -107,7 +131,7 @@ class SparseRows:
         p = z.shape[-1]
         if _use_csr(self.value, z):
             return (self._block_csr(self.value) @ z.reshape(N * self.cols, p)).view(N, R, p)
-        rows = z.reshape(N * self.cols, p).index_select(0, self._flat).view(N * R, k, p)
+        rows = z.reshape(N * self.cols, p).index_select(0, self._pattern.flat).view(N * R, k, p)
         return torch.bmm(self.value.reshape(N * R, 1, k).to(z.dtype), rows).view(N, R, p)
 
     def tmm(self, u: torch.Tensor) -> torch.Tensor:
@@ -115,11 +139,12 @@ class SparseRows:
         N, R, k = self.index.shape
         p = u.shape[-1]
         if _use_csr(self.value, u):
-            # (u^T S)^T as S^T u through the transpose of the block CSR (torch converts it once)
-            return (self._block_csr(self.value).t() @ u.reshape(N * R, p)).view(N, self.cols, p)
+            crow, col, order = self._pattern.transposed()
+            csr_t = _csr(crow, col, self.value.reshape(-1)[order], (N * self.cols, N * R))
+            return (csr_t @ u.reshape(N * R, p)).view(N, self.cols, p)
         contrib = (self.value.to(u.dtype)[..., None] * u[:, :, None, :]).reshape(N * R * k, p)
         out = torch.zeros(N * self.cols, p, dtype=u.dtype, device=u.device)
-        return out.index_add(0, self._flat, contrib).view(N, self.cols, p)
+        return out.index_add(0, self._pattern.flat, contrib).view(N, self.cols, p)
 
     def sample(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """(a b^T) at the kept entries: a [N, R, c], b [N, cols, c] -> [N, R, k] (SDDMM)."""
@@ -130,11 +155,11 @@ class SparseRows:
                 self._block_csr(self.value), a.reshape(N * R, c), b.reshape(N * self.cols, c).T, beta=0.0
             )
             return out.values().view(N, R, k)
-        rows = b.reshape(N * self.cols, c).index_select(0, self._flat).view(N * R, k, c)
+        rows = b.reshape(N * self.cols, c).index_select(0, self._pattern.flat).view(N * R, k, c)
         return torch.bmm(rows, a.reshape(N * R, c, 1)).view(N, R, k)
 
     def column_sums(self) -> torch.Tensor:
         """[N, cols]: the mass each memory pixel receives from all query pixels."""
         N, _, _ = self.index.shape
         out = torch.zeros(N * self.cols, dtype=self.value.dtype, device=self.value.device)
-        return out.index_add(0, self._flat, self.value.reshape(-1)).view(N, self.cols)
+        return out.index_add(0, self._pattern.flat, self.value.reshape(-1)).view(N, self.cols)

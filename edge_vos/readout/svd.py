@@ -31,7 +31,12 @@ FAST_COLD_ITERS = 2  # power iterations from a random start when there is no sta
 LAPACK_THREADS = 1
 CHOLESKY_RIDGE = 1e-5
 FAST_TOL = 0.1  # relative residual ||S^T U - V diag(sigma)|| / ||sigma|| that triggers an extra iteration
-FAST_MAX_EXTRA_ITERS = 1  # cap on those extra iterations per frame (scene cuts, big motion)
+FAST_MAX_EXTRA_ITERS = 1  # cap on those extra iterations per frame (scene cuts, big motion), dense S
+# Sparse (top-k) S: none. Its affinities come from trained keys, whose spectrum is degenerate (hundreds of
+# singular values equal to one): the residual stays above FAST_TOL on every slot of every frame, so the
+# extra iteration doubled the subspace step without bringing the output closer to exact (docs/readout.md).
+SPARSE_MAX_EXTRA_ITERS = 0
+SPARSE_OVERSAMPLE = 0  # and no extra columns: its cost there is the p x p work (eigh, Gram matrices), not S
 
 
 class RowOperator(Protocol):
@@ -278,7 +283,8 @@ def _orth_near(z: torch.Tensor) -> torch.Tensor:
 
 
 def svd_fast(
-    s: RowOperator, k: int, keys: torch.Tensor, state: SvdState | None, batch: int, slots: list[int]
+    s: RowOperator, k: int, keys: torch.Tensor, state: SvdState | None, batch: int, slots: list[int],
+    max_extra: int = FAST_MAX_EXTRA_ITERS, oversample: int = FAST_OVERSAMPLE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One block power iteration per frame, warm-started from last frame's subspace of the same slot.
 
@@ -287,12 +293,13 @@ def svd_fast(
     Per slot and frame: Rayleigh-Ritz of S on the stored right subspace (one product with K + 8
     columns, a (K + 8)^2 eigh), then one power step S^T U / sigma (a second product) stored as next
     frame's start, so the subspace follows the query. Slots without a usable entry start from a seeded
-    random subspace with FAST_COLD_ITERS iterations.
+    random subspace with FAST_COLD_ITERS iterations; a slot whose residual exceeds FAST_TOL gets up to
+    `max_extra` more iterations this frame.
     """
     N, hw_q, hw_m = s.shape
     dtype = keys.dtype if keys.dtype == torch.float64 else torch.float32
     device = keys.device
-    p = min(k + FAST_OVERSAMPLE, hw_q, hw_m)
+    p = min(k + oversample, hw_q, hw_m)
     prints = fingerprints(keys)
     bases: list[torch.Tensor | None] = [
         state.get(batch, t, prints[n], (hw_m, p)) if state is not None else None for n, t in enumerate(slots)
@@ -316,7 +323,7 @@ def svd_fast(
     # power step: S^T u_k / sigma_k = v_k for an exact triplet, so its distance to v measures staleness
     nxt = s.tmm(u) / sigma[:, None, :]
     todo = torch.arange(N, device=device)
-    for extra in range(FAST_MAX_EXTRA_ITERS):
+    for extra in range(max_extra):
         sig = sigma[todo, None, :k]
         resid = ((nxt[todo, :, :k] - v[todo, :, :k]) * sig).norm(dim=(1, 2)) / sig.norm(dim=(1, 2))
         todo = todo[resid > FAST_TOL]
@@ -324,7 +331,7 @@ def svd_fast(
             break
         log.debug("fast svd: extra iteration %d for slots %s", extra + 1, todo.tolist())
         sub = s.select(todo)
-        u[todo], v[todo], sigma[todo] = _ritz(sub, _orth(nxt[todo]))
+        u[todo], v[todo], sigma[todo] = _ritz(sub, _orth_near(nxt[todo]))
         nxt[todo] = sub.tmm(u[todo]) / sigma[todo][:, None, :]
     if state is not None:
         nxt = nxt / nxt.norm(dim=1, keepdim=True).clamp_min(torch.finfo(nxt.dtype).tiny)  # unit columns
@@ -352,7 +359,10 @@ def top_singular(
         else:
             s = s.detach().to(work)  # type: ignore[attr-defined]
         if kind == "fast":
-            u, v = svd_fast(s, k, keys, state, batch, slots)
+            if isinstance(s, DenseRows):
+                u, v = svd_fast(s, k, keys, state, batch, slots)
+            else:
+                u, v = svd_fast(s, k, keys, state, batch, slots, SPARSE_MAX_EXTRA_ITERS, SPARSE_OVERSAMPLE)
         else:
             dense = s.s if isinstance(s, DenseRows) else s.to_dense()  # type: ignore[attr-defined]
             if kind == "exact":

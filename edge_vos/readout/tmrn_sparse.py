@@ -71,7 +71,7 @@ def sparse_value_sum(
     are never read)."""
     O, N, Cv, hw_m = vals.shape
     hw_q, k = w.shape[1], w.shape[2]
-    index = s._flat.view(N, hw_q, k).transpose(0, 1).reshape(hw_q, N * k)  # sorted per row: slot, pixel
+    index = s.flat_index.view(N, hw_q, k).transpose(0, 1).reshape(hw_q, N * k)  # sorted per row: slot, pixel
     if bool(mask.all()):
         wide = (w * weights[0][..., None]).transpose(0, 1).reshape(hw_q, N * k)
         table = vals.permute(1, 3, 0, 2).reshape(N * hw_m, O * Cv)

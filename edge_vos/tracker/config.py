@@ -26,9 +26,11 @@ class ReadoutConfig:
     # keys take S's row instead of 0/0. False: the paper's eq. 13 as written. Why True is the default, with
     # the measurements: docs/architecture.md, "Readout defaults".
     renormalize: bool = True
-    # Kept affinity entries per query pixel: STCN over all slots (official STCN: 20), TMRN/ST per slot
-    # (the sparse path: everything after S on the kept entries; docs/readout.md). 0 = all (dense, exact).
+    # STCN readout: keep the top_k memory entries per query pixel over all slots (official STCN: 20). 0 = all.
     top_k: int = 20
+    # TMRN/ST readout: keep the slot_top_k largest entries of each row of every slot's affinity and run
+    # everything after it on those (the sparse path, docs/readout.md). 0 = all (the dense exact reference).
+    slot_top_k: int = 8
     # Where TMRN's agents come from: "svd" (the paper's method) or "pixels" (SVD-free, cheaper).
     agent_source: str = "svd"
 
@@ -38,6 +40,7 @@ class ReadoutConfig:
         one_of("agent_source", self.agent_source, AGENT_SOURCES)
         positive("agents", self.agents)
         positive("top_k", self.top_k, allow_zero=True)
+        positive("slot_top_k", self.slot_top_k, allow_zero=True)
 
 
 @dataclass
