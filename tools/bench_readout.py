@@ -13,6 +13,7 @@ is full.
 
     /work/bin/bench-lock .venv/bin/python -m tools.bench_readout          # -> docs/benchmarks.md
     .venv/bin/python -m tools.bench_readout --quick                       # smoke test, writes nothing
+    .venv/bin/python -m tools.bench_readout --device cuda                 # fp16 on CUDA -> docs/gpu.md
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ def methods(config: TrackerConfig) -> dict[str, Method]:
 TIMED_OUT = ("tmrn sparse exact-svd",)  # error only (a full SVD of the densified sparse S)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x.double() - ref.double()).norm() / ref.double().norm())
 
@@ -131,7 +137,7 @@ def bench_readouts(mk, mv, queries, t: int, objects: int, config: TrackerConfig,
     """Median wall ms per method, median error vs dense exact TMRN of each sparse mode."""
     fns = methods(config)
     mk, mv = mk[:, :t], mv[:, :objects, :t]
-    valid = torch.ones(1, t, dtype=torch.bool)
+    valid = torch.ones(1, t, dtype=torch.bool, device=mk.device)
     states = {name: SvdState() for name in fns}
     wall: dict[str, list[float]] = {n: [] for n in fns if n not in TIMED_OUT}
     errors: dict[str, list[float]] = {}
@@ -140,8 +146,10 @@ def bench_readouts(mk, mv, queries, t: int, objects: int, config: TrackerConfig,
         for name, fn in fns.items():
             if name in TIMED_OUT and not (with_exact and f > 0):
                 continue
+            _sync(mk.device)
             start = time.perf_counter()
             outs[name] = fn(q, mk, mv, valid, states[name])
+            _sync(mk.device)
             if f > 0 and name in wall:
                 wall[name].append((time.perf_counter() - start) * 1e3)
         if f == 0:
@@ -167,7 +175,7 @@ def perplexity(mk: torch.Tensor, q: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.clamp_min(1e-300).log()).sum(-1)).median())
 
 
-def tracker_variants(resolution: int) -> dict[str, TrackerConfig]:
+def tracker_variants(resolution: int, device: torch.device) -> dict[str, TrackerConfig]:
     shipped = shipped_config()
     variants = {
         "tmrn (shipped: sparse)": shipped,
@@ -177,13 +185,17 @@ def tracker_variants(resolution: int) -> dict[str, TrackerConfig]:
     }
     for config in variants.values():
         config.resolution = resolution
+        if device.type == "cuda":
+            config.device, config.precision = "cuda", "fp16"
     return variants
 
 
 @torch.no_grad()
-def bench_tracker(sequence: str, resolution: int, skip: int, frames: int) -> dict[str, tuple[float, float]]:
+def bench_tracker(
+    sequence: str, resolution: int, skip: int, frames: int, device: torch.device
+) -> dict[str, tuple[float, float]]:
     """Median (step total ms, readout ms) per tracker variant over `frames` frames after `skip`."""
-    variants = tracker_variants(resolution)
+    variants = tracker_variants(resolution, device)
     network = load_network(WEIGHTS).eval()
     trackers = {name: Tracker(config, network=network) for name, config in variants.items()}
     images = sorted((DATA / "JPEGImages" / "480p" / sequence).glob("*.jpg"))
@@ -208,7 +220,9 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%" if x >= 1e-4 else f"{100 * x:.0e}%"
 
 
-def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: int) -> str:
+def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: int, device_name: str = "cpu") -> str:
+    device = torch.device(device_name)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
     load_before = os.getloadavg()[0]
     config = shipped_config()
     r = config.readout
@@ -221,6 +235,8 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
     hw_of = {}
     for res in resolutions:
         mk, mv, queries = real_keys(sequence, RESOLUTIONS[res], max(ts), frames + 1, max(objs))
+        mk, mv = mk.to(device, dtype), mv.to(device, dtype)
+        queries = [q.to(device, dtype) for q in queries]
         hw_of[res] = mk.shape[-2] * mk.shape[-1]
         ppl = perplexity(mk, queries[0])
         for t in ts:
@@ -239,7 +255,7 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
     for res in resolutions:
         skip = 2 if quick else 30
         tracker_frames = 2 if quick else tracker_frames
-        steps = bench_tracker(sequence, RESOLUTIONS[res], skip, tracker_frames)
+        steps = bench_tracker(sequence, RESOLUTIONS[res], skip, tracker_frames, device)
         ref_total, ref_readout = steps[stk]
         for name, (total, readout) in steps.items():
             step_rows.append([res, name, _fmt(total), _fmt(readout), f"{total / ref_total:.3f}x",
@@ -247,10 +263,10 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
             log.info("%s", step_rows[-1])
     load_after = os.getloadavg()[0]
     md = "\n".join([
-        "## Readouts (CPU)",
+        "## Readouts (CPU)" if device.type == "cpu" else f"## Readouts ({torch.cuda.get_device_name(device)}, fp16)",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `tools/bench_readout.py`"
-        f"{' --quick' if quick else ''} under `/work/bin/bench-lock`, {torch.get_num_threads()} torch threads"
+        f"{' --quick' if quick else ''} (CPU: under `/work/bin/bench-lock`), {torch.get_num_threads()} torch threads"
         f" (load average {load_before:.1f} before, {load_after:.1f} after). Network: bundled stcn-effl0"
         f" (trained). Shipped CPU readout (configs/cpu.yaml): `{r.kind}`, svd `{r.svd}`, {r.agents} agents,"
         f" slot_top_k {r.slot_top_k} (TMRN, per slot), agents from `{r.agent_source}`; STCN's top_k {r.top_k}"
@@ -258,7 +274,8 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
         "",
         f"**Readout alone.** Keys: `encode_key` on DAVIS val-dev `{sequence}` (memory: every {MEM_EVERY}th"
         " frame from 0; queries: the frames after the last memory frame); values: `encode_value` with the GT"
-        f" mask (O = 4: rescaled copies); float32, no grad. Wall ms, median over {frames} query frames after"
+        f" mask (O = 4: rescaled copies); {str(dtype).removeprefix('torch.')}, no grad. Wall ms, median over"
+        f" {frames} query frames after"
         " one warm-up frame, all methods interleaved per frame. `tmrn sparse`: the tracker's default"
         " (warm-started subspace iteration on the sparse S); `pixels`: SVD-free agents (top-K pixels);"
         f" `slot-top-{SLOT_K_WIDE}`: the sparse TMRN keeping {SLOT_K_WIDE} entries per row and slot;"
@@ -283,8 +300,10 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
         markdown_table(["res", "readout", "step ms", "readout ms", f"step / {stk}", f"readout / {stk}"],
                        step_rows),
     ])
-    if write:
+    if write and device.type == "cpu":
         write_section(ROOT / "docs" / "benchmarks.md", "readout", md)
+    elif write:
+        write_section(ROOT / "docs" / "gpu.md", "readout-gpu", md, title="# GPU checks\n")
     return md
 
 
@@ -295,11 +314,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sequence", default="cows", help="val-dev sequence (needs 5*16+frames+1 frames)")
     parser.add_argument("--frames", type=int, default=3, help="timed query frames per readout configuration")
     parser.add_argument("--tracker-frames", type=int, default=20, help="timed tracker steps per resolution")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="cuda: readouts in fp16 and trackers with precision fp16; tables -> docs/gpu.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if not DATA.exists():
         raise SystemExit(f"no data at {DATA}")
-    print(run(args.quick, not (args.quick or args.no_write), args.sequence, args.frames, args.tracker_frames))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA is not available on this machine (torch.cuda.is_available() is False)")
+    print(run(args.quick, not (args.quick or args.no_write), args.sequence, args.frames, args.tracker_frames,
+              args.device))
 
 
 if __name__ == "__main__":
