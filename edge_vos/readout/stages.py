@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from edge_vos.readout.common import slot_softmax
+from edge_vos.readout.common import logits_dtype, slot_softmax
 from edge_vos.readout.sparse import SparseRows
 from edge_vos.readout.svd import SvdState, top_singular
 
@@ -55,9 +55,11 @@ def agent_probs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """P_Q = softmax(Q A^T / sqrt(Ck)) [N, hw_q, 2K] and P_M = softmax(M_t A^T / sqrt(Ck)) [N, hw_m, 2K]."""
     scale = 1.0 / math.sqrt(q.shape[-1])
+    out, dtype = q.dtype, logits_dtype(q.dtype)  # agent logits in float32 for half input (see logits_dtype)
+    q, m, keys = q.to(dtype), m.to(dtype), keys.to(dtype)
     p_q = torch.softmax(torch.matmul(q, keys.mT) * scale, dim=-1)
     p_m = torch.softmax(torch.bmm(m.mT, keys.mT) * scale, dim=-1)
-    return p_q, p_m
+    return p_q.to(out), p_m.to(out)
 
 
 def temporal_weights(q: torch.Tensor, aligned: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -66,8 +68,10 @@ def temporal_weights(q: torch.Tensor, aligned: torch.Tensor, mask: torch.Tensor)
     q [hw_q, Ck], aligned keys [N, hw_q, Ck], mask [O, N] -> [O, N, hw_q].
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
+    out, dtype = q.dtype, logits_dtype(q.dtype)  # float32 for half input (see logits_dtype)
+    aligned, q = aligned.to(dtype), q.to(dtype)
     logits = (2.0 * (aligned * q).sum(-1) - aligned.pow(2).sum(-1)) * scale  # [N, hw_q]
-    return slot_softmax(logits, mask)
+    return slot_softmax(logits, mask).to(out)
 
 
 def dead_rows(row_sums: torch.Tensor) -> torch.Tensor:

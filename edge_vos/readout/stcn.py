@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from edge_vos.readout.common import check_inputs, needs_grad, softmax_last
+from edge_vos.readout.common import check_inputs, needs_grad, sim_logits_flat, softmax_last
 from edge_vos.readout.sparse import gather_sum, slot_topk
 
 
@@ -28,7 +26,6 @@ def stcn_readout(
     if top_k is not None and top_k <= 0:
         raise ValueError(f"top_k must be positive or None, got {top_k}")
     hw = H * W
-    scale = 1.0 / math.sqrt(Ck)
     inplace = not needs_grad(qk, mk, mv)
     outs = []
     for b in range(B):
@@ -38,9 +35,8 @@ def stcn_readout(
         shared = bool(mask.all())
         q = qk[b].reshape(Ck, hw).T  # [hw_q, Ck]
         every = N == T  # all slots: views instead of index copies
-        m = (mk[b] if every else mk[b, sel]).reshape(N, Ck, hw).permute(1, 0, 2).reshape(Ck, N * hw)
-        m_sq = m.pow(2).sum(dim=0, keepdim=True)
-        logits = torch.addmm(m_sq, q, m, beta=-scale, alpha=2.0 * scale)  # [hw_q, N*hw_m]
+        m = (mk[b] if every else mk[b, sel]).reshape(N, Ck, hw)
+        logits = sim_logits_flat(q, m).view(hw, N * hw)  # [hw_q, N*hw_m], float32 for half input
         vals = mv[b] if every else mv[b][:, sel]  # [O, N, Cv, H, W]
         if not shared:  # slots invalid for an object may hold garbage (NaN) for that object
             vals = torch.where(mask[:, :, None, None, None], vals, 0)
@@ -48,7 +44,7 @@ def stcn_readout(
         if top_k is not None:
             out = _topk_readout(logits.view(hw, N, hw), vals, mask, top_k)
         elif shared:
-            p = softmax_last(logits, inplace).view(hw, N, hw)
+            p = softmax_last(logits, inplace).to(vals.dtype).view(hw, N, hw)
             # sum over slots of V_t P_t^T, accumulated in place: no [O, Cv, N*hw] copy of the values
             out = torch.zeros(O * Cv, hw, dtype=p.dtype, device=p.device)
             for n in range(N):
@@ -77,8 +73,8 @@ def _masked_readout(logits: torch.Tensor, vals: torch.Tensor, mask: torch.Tensor
     obj_max = slot_max[None].masked_fill(~mask[:, :, None], float("-inf")).amax(dim=1, keepdim=True)
     scale = torch.exp(slot_max[None] - obj_max) * mask[:, :, None]  # [O, N, hw_q]
     weights = scale / (scale * slot_sum[None]).sum(dim=1, keepdim=True)
-    y = torch.bmm(vals.permute(1, 0, 2, 3).reshape(N, O * Cv, hw_m), e.permute(1, 2, 0))  # [N, O*Cv, hw_q]
-    y = y.view(N, O, Cv, -1) * weights.transpose(0, 1)[:, :, None, :]
+    y = torch.bmm(vals.permute(1, 0, 2, 3).reshape(N, O * Cv, hw_m), e.permute(1, 2, 0).to(vals.dtype))
+    y = y.view(N, O, Cv, -1) * weights.transpose(0, 1)[:, :, None, :].to(vals.dtype)
     return y.sum(dim=0)
 
 
@@ -103,7 +99,7 @@ def _topk_readout(logits: torch.Tensor, vals: torch.Tensor, mask: torch.Tensor, 
     k = min(top_k, N * k_slot)
     best_val, best_pos = cand.reshape(O, hw_q, N * k_slot).topk(k, dim=-1)  # [O, hw_q, k]
     best_pos, order = best_pos.sort(dim=-1)  # candidates are in (slot, pixel) order: sorted columns
-    weights = torch.softmax(best_val.gather(-1, order), dim=-1)
+    weights = torch.softmax(best_val.gather(-1, order), dim=-1).to(vals.dtype)
     index = top_idx.reshape(1, hw_q, N * k_slot).expand(O, -1, -1).gather(-1, best_pos)  # [O, hw_q, k]
     rows = vals.permute(0, 1, 3, 2).reshape(O, N * hw_m, Cv)  # value rows, one per memory pixel
     return torch.stack([gather_sum(index[o], weights[o], rows[o]).T for o in range(O)])

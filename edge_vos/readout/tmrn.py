@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from edge_vos.readout.common import check_inputs, needs_grad, sim_logits, softmax_last
+from edge_vos.readout.common import check_inputs, logits_dtype, needs_grad, sim_logits, softmax_last
 from edge_vos.readout.stages import AGENT_SOURCES, agent_keys, agent_probs, dead_rows, temporal_weights
 from edge_vos.readout.svd import SVD_KINDS, SvdState
 from edge_vos.readout.tmrn_sparse import sparse_tmrn
@@ -105,8 +105,9 @@ def _dense_tmrn(
 def _affinity(q: torch.Tensor, m: torch.Tensor, inplace: bool, workspace: ReadoutWorkspace | None) -> torch.Tensor:
     """S = row-softmax(sim(Q, M_t)) [N, hw_q, hw_m] (rows: query pixels), written over its logits."""
     N, _, hw_m = m.shape
-    out = workspace.get("affinity", (N, q.shape[0], hw_m), q.dtype, q.device) if workspace is not None else None
-    return softmax_last(sim_logits(q.expand(N, -1, -1), m, out=out), inplace)
+    dtype = logits_dtype(q.dtype)  # float32 for half input; S itself goes back to the input dtype
+    out = workspace.get("affinity", (N, q.shape[0], hw_m), dtype, q.device) if workspace is not None else None
+    return softmax_last(sim_logits(q.expand(N, -1, -1), m, out=out), inplace).to(q.dtype)
 
 
 def _alignment(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from edge_vos.readout.common import sim_logits_flat
+from edge_vos.readout.common import logits_dtype, sim_logits_flat
 from edge_vos.readout.sparse import SparseRows, gather_sum, slot_topk
 from edge_vos.readout.stages import agent_keys, agent_probs, dead_rows, temporal_weights
 from edge_vos.readout.svd import SvdState
@@ -39,9 +39,10 @@ def sparse_tmrn(
 def sparse_affinity(q: torch.Tensor, m: torch.Tensor, top_k: int, workspace: ReadoutWorkspace | None) -> SparseRows:
     """S_t truncated to the top_k entries of each row (softmax over the kept logits): [N, hw_q, k]."""
     N, _, hw_m = m.shape
-    out = workspace.get("logits", (q.shape[0], N, hw_m), q.dtype, q.device) if workspace is not None else None
+    dtype = logits_dtype(q.dtype)
+    out = workspace.get("logits", (q.shape[0], N, hw_m), dtype, q.device) if workspace is not None else None
     top_val, top_idx = slot_topk(sim_logits_flat(q, m, out=out), top_k)  # [hw_q, N, k]
-    value = torch.softmax(top_val, dim=-1)
+    value = torch.softmax(top_val, dim=-1).to(q.dtype)  # the logits are float32 for half input
     return SparseRows(top_idx.transpose(0, 1).contiguous(), value.transpose(0, 1).contiguous(), hw_m)
 
 
