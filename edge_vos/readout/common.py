@@ -56,8 +56,9 @@ def needs_grad(*xs: torch.Tensor) -> bool:
 
 def logits_dtype(dtype: torch.dtype) -> torch.dtype:
     """dtype of similarity logits: float32 for half/bf16 input. Trained keys have norms ~60, so logits
-    reach the hundreds, where a half's spacing (0.25-0.5) alone changes softmax weights by 30-60%; the
-    probabilities after the softmax lie in [0, 1] and go back to the input dtype."""
+    reach the hundreds, where the spacing of half floats alone (a quarter to a half) changes softmax
+    weights by tens of percent; the probabilities after the softmax lie in [0, 1] and go back to the
+    input dtype."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 

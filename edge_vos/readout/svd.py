@@ -34,7 +34,8 @@ FAST_TOL = 0.1  # relative residual ||S^T U - V diag(sigma)|| / ||sigma|| that t
 FAST_MAX_EXTRA_ITERS = 1  # cap on those extra iterations per frame (scene cuts, big motion), dense S
 # Sparse (top-k) S: none. Its affinities come from trained keys, whose spectrum is degenerate (hundreds of
 # singular values equal to one): the residual stays above FAST_TOL on every slot of every frame, so the
-# extra iteration doubled the subspace step without bringing the output closer to exact (docs/readout.md).
+# extra iteration would always run, a second Ritz step per frame that does not bring the output closer to
+# exact (docs/readout.md has the measurements).
 SPARSE_MAX_EXTRA_ITERS = 0
 SPARSE_OVERSAMPLE = 0  # and no extra columns: its cost there is the p x p work (eigh, Gram matrices), not S
 
