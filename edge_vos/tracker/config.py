@@ -30,7 +30,7 @@ class ReadoutConfig:
     top_k: int = 20
     # TMRN/ST readout: keep the slot_top_k largest entries of each row of every slot's affinity and run
     # everything after it on those (the sparse path, docs/readout.md). 0 = all (the dense exact reference).
-    slot_top_k: int = 8
+    slot_top_k: int = 20
     # Where TMRN's agents come from: "svd" (the paper's method) or "pixels" (SVD-free, cheaper).
     agent_source: str = "svd"
 
