@@ -158,3 +158,17 @@ def test_cuda_half_readouts_close_to_float64(top_k, scale, svd):
     for k, tol in ((None, 0.01), (20, 0.03)) if scale > 1 else ((None, 0.01),):
         stcn = stcn_readout(*half, valid.to(cuda), top_k=k)
         assert rel_err(stcn.cpu(), stcn_readout(qk.double(), mk.double(), mv.double(), valid, top_k=k)) < tol
+
+
+def test_tracker_default_is_the_sparse_path():
+    """TrackerConfig's default and the shipped CPU config run the sparse TMRN (slot_top_k > 0)."""
+    from pathlib import Path
+
+    from edge_vos.config import from_dict, read_yaml
+    from edge_vos.tracker.config import ReadoutConfig, TrackerConfig
+
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "cpu.yaml"
+    for config in (TrackerConfig(), from_dict(TrackerConfig, read_yaml(shipped)["tracker"], "tracker")):
+        assert config.readout.kind == "tmrn" and config.readout.slot_top_k > 0 and config.readout.svd == "fast"
+    with pytest.raises(Exception, match="agent_source"):
+        ReadoutConfig(agent_source="random")
