@@ -1,28 +1,31 @@
-"""Readout time per frame on this CPU and the output error of the approximate SVDs, on real-frame keys.
+"""Readout time per frame on this CPU, the error of each sparse mode against dense exact TMRN, and the
+whole tracker step with each readout at the shipped CPU config, on real frames with the trained network.
 
-Keys come from `encode_key` on consecutive DAVIS val-dev frames (memory: every 5th frame, like the
+Readouts: keys from `encode_key` on consecutive DAVIS val-dev frames (memory: every 5th frame, like the
 tracker; queries: the frames that follow the last memory frame), values from `encode_value` with the GT
-masks (one object). The network is the trained default if edge_vos/weights/default.safetensors exists,
-else a random init (what exists today: the table says which). Each configuration runs every method on
-the same consecutive query frames, interleaved so machine noise hits all methods alike; the time is the
-median over those frames. svd="fast" carries an SvdState across the frames; its first (cold) frame is
-reported separately and left out of the median.
+mask (O = 4: the same values rescaled per object). Every method runs on the same query frames,
+interleaved so machine noise hits all alike; the time is the median over those frames. Stateful methods
+(svd="fast") carry an SvdState across frames after one warm-up frame.
 
-    nice .venv/bin/python -m tools.bench_readout            # full table -> docs/benchmarks.md
-    nice .venv/bin/python -m tools.bench_readout --quick    # smoke test, writes nothing
+Tracker: one `Tracker` per readout built from configs/cpu.yaml's tracker section (same weights), all fed
+the same frames of one sequence in turn; medians of the step's total and readout times once the memory
+is full.
+
+    /work/bin/bench-lock .venv/bin/python -m tools.bench_readout          # -> docs/benchmarks.md
+    .venv/bin/python -m tools.bench_readout --quick                       # smoke test, writes nothing
+    .venv/bin/python -m tools.bench_readout --device cuda                 # fp16 on CUDA -> docs/gpu.md
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import statistics
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,29 +35,31 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import edge_vos.readout.svd as svd_module  # noqa: E402
-from edge_vos.model import build_network, load_network  # noqa: E402
+from edge_vos.config import from_dict, read_yaml  # noqa: E402
+from edge_vos.model import load_network  # noqa: E402
 from edge_vos.model.preprocess import frame_geometry, image_to_tensor, masks_to_tensor  # noqa: E402
 from edge_vos.readout import SvdState, stcn_readout, tmrn_readout  # noqa: E402
+from edge_vos.tracker import Tracker  # noqa: E402
+from edge_vos.tracker.config import TrackerConfig  # noqa: E402
 from tools.doc_tables import markdown_table, write_section  # noqa: E402
 
 log = logging.getLogger("bench_readout")
 
 DATA = ROOT.parent / "shared" / "data" / "davis2016"
 WEIGHTS = ROOT / "edge_vos" / "weights" / "default.safetensors"
+SHIPPED = ROOT / "configs" / "cpu.yaml"
 RESOLUTIONS = {"240p": 240, "480p": 480}
 MEM_EVERY = 5
-MID_PERPLEXITY = 40.0  # affinity perplexity of the second error check (keys rescaled to it; table note)
+SHIPPED_RESOLUTION_MAX = 240  # tracker table: the dense TMRN tracker only up to this working size
+SLOT_K_ALT = 8  # a narrower sparse TMRN, for comparison with the shipped slot_top_k
+EXACT_MAX_HW = 1000  # no dense exact TMRN (the error reference) above this hw: a full SVD per slot takes minutes
 
 
-@dataclass
-class Keys:
-    """Real-frame features at one working resolution: memory slots and consecutive query frames."""
-
-    mk: torch.Tensor  # [1, Tmax, Ck, h, w]
-    mv: torch.Tensor  # [1, 1, Tmax, Cv, h, w]
-    queries: list[torch.Tensor]  # each [1, Ck, h, w]
-    network: str
+def shipped_config(**readout: object) -> TrackerConfig:
+    """configs/cpu.yaml's tracker section with readout fields replaced."""
+    config = from_dict(TrackerConfig, read_yaml(SHIPPED)["tracker"], "tracker")
+    config.readout = dataclasses.replace(config.readout, **readout)  # type: ignore[arg-type]
+    return config
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -66,317 +71,261 @@ def _read_rgb(path: Path) -> np.ndarray:
 def _read_mask(path: Path) -> np.ndarray:
     from PIL import Image
 
-    return (np.array(Image.open(path)) > 0).astype(np.float32)
-
-
-def load_network_for_bench() -> tuple[torch.nn.Module, str]:
-    if WEIGHTS.exists():
-        net = load_network(WEIGHTS).eval()
-        return net, f"{getattr(net, 'arch', '?')}, trained ({WEIGHTS.name})"
-    torch.manual_seed(0)  # the benchmark process's own init; no library code depends on it
-    return build_network("stcn-r18").eval(), "stcn-r18, random init (no trained weights yet)"
+    return (np.array(Image.open(path)) > 0).astype(np.uint8)
 
 
 @torch.no_grad()
-def real_keys(sequence: str, short_side: int, t_max: int, n_queries: int) -> Keys:
+def real_keys(sequence: str, short_side: int, t_max: int, n_queries: int, objects: int):
     """Encodes frames 0, 5, 10, ... (memory) and the n_queries frames after the last one (queries)."""
-    net, label = load_network_for_bench()
+    net = load_network(WEIGHTS).eval()
     frames = sorted((DATA / "JPEGImages" / "480p" / sequence).glob("*.jpg"))
     masks = sorted((DATA / "Annotations" / "480p" / sequence).glob("*.png"))
     mem_ids = [i * MEM_EVERY for i in range(t_max)]
     query_ids = [mem_ids[-1] + 1 + i for i in range(n_queries)]
     if query_ids[-1] >= len(frames):
         raise ValueError(f"{sequence} has {len(frames)} frames; need {query_ids[-1] + 1}")
-    image0 = _read_rgb(frames[0])
-    geo = frame_geometry(image0.shape[0], image0.shape[1], short_side)
+    geo = frame_geometry(*_read_rgb(frames[0]).shape[:2], short_side)
     keys, values, queries = [], [], []
     for i in mem_ids + query_ids:
         image = image_to_tensor(_read_rgb(frames[i]), geo)
         key, _, f16, _, _ = net.encode_key(image)
         if i in mem_ids:
-            mask = masks_to_tensor(torch.from_numpy(_read_mask(masks[i]))[None, None], geo)
+            mask = masks_to_tensor(torch.from_numpy(_read_mask(masks[i]).astype(np.float32))[None, None], geo)
             values.append(net.encode_value(image, f16, mask, torch.zeros_like(mask)))
             keys.append(key)
         else:
             queries.append(key)
     mk = torch.stack(keys, dim=1)
     mv = torch.stack(values, dim=1)[:, None]
-    return Keys(mk, mv, queries, label)
-
-
-def fast_fp32(
-    q: torch.Tensor, mk: torch.Tensor, mv: torch.Tensor, valid: torch.Tensor, state: SvdState
-) -> torch.Tensor:
-    """svd="fast" with all its GEMMs in float32 (FAST_GEMM_DTYPES emptied for the call; benchmark only):
-    what the bf16 GEMMs of the fast variant buy and cost."""
-    saved = dict(svd_module.FAST_GEMM_DTYPES)
-    svd_module.FAST_GEMM_DTYPES.clear()
-    try:
-        return tmrn_readout(q, mk, mv, valid, svd="fast", state=state)
-    finally:
-        svd_module.FAST_GEMM_DTYPES.update(saved)
+    mv = torch.cat([mv * (1 + 0.1 * o) for o in range(objects)], dim=1)
+    return mk, mv, queries
 
 
 Method = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, SvdState], torch.Tensor]
-METHODS: dict[str, Method] = {
-    "stcn top-20": lambda q, mk, mv, valid, state: stcn_readout(q, mk, mv, valid, top_k=20),
-    "stcn": lambda q, mk, mv, valid, state: stcn_readout(q, mk, mv, valid),
-    "tmrn exact": lambda q, mk, mv, valid, state: tmrn_readout(q, mk, mv, valid, svd="exact"),
-    "tmrn lowrank": lambda q, mk, mv, valid, state: tmrn_readout(q, mk, mv, valid, svd="lowrank"),
-    "tmrn fast": lambda q, mk, mv, valid, state: tmrn_readout(q, mk, mv, valid, svd="fast", state=state),
-    "tmrn fast fp32": fast_fp32,
-}
-APPROX = ("tmrn lowrank", "tmrn fast", "tmrn fast fp32")
-WARM = ("stcn", "stcn top-20", "tmrn fast", "tmrn fast fp32")  # run on the warm-up frame
 
 
-def random_agents_readout(q: torch.Tensor, mk: torch.Tensor, mv: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Yardstick: TMRN with random orthonormal U, V instead of the SVD (how much the agents matter at all).
-
-    Swaps the module's SVD function for the duration of the call (benchmark only).
-    """
-    import edge_vos.readout.tmrn as tmrn_module
-
-    def random_singular(s: torch.Tensor, k: int, kind: str, **_: object) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = torch.Generator().manual_seed(1)
-        n, hw_q, hw_m = s.shape
-        u = torch.linalg.qr(torch.randn(n, hw_q, k, generator=gen)).Q
-        v = torch.linalg.qr(torch.randn(n, hw_m, k, generator=gen)).Q
-        return u.to(s.dtype), v.to(s.dtype)
-
-    original = tmrn_module.top_singular
-    tmrn_module.top_singular = random_singular  # type: ignore[assignment]
-    try:
-        return tmrn_readout(q, mk, mv, valid)
-    finally:
-        tmrn_module.top_singular = original  # type: ignore[assignment]
+def methods(config: TrackerConfig) -> dict[str, Method]:
+    r = config.readout
+    k, sk, agents = r.top_k, r.slot_top_k, r.agents
+    return {
+        "stcn": lambda q, mk, mv, valid, st: stcn_readout(q, mk, mv, valid),
+        f"stcn top-{k}": lambda q, mk, mv, valid, st: stcn_readout(q, mk, mv, valid, top_k=k),
+        "tmrn sparse": lambda q, mk, mv, valid, st: tmrn_readout(
+            q, mk, mv, valid, agents=agents, svd="fast", top_k=sk, state=st),
+        "tmrn sparse pixels": lambda q, mk, mv, valid, st: tmrn_readout(
+            q, mk, mv, valid, agents=agents, top_k=sk, agent_source="pixels"),
+        f"tmrn sparse slot-top-{SLOT_K_ALT}": lambda q, mk, mv, valid, st: tmrn_readout(
+            q, mk, mv, valid, agents=agents, svd="fast", top_k=SLOT_K_ALT, state=st),
+        "tmrn sparse exact-svd": lambda q, mk, mv, valid, st: tmrn_readout(
+            q, mk, mv, valid, agents=agents, svd="exact", top_k=sk),
+    }
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%" if x >= 1e-4 else f"{100 * x:.0e}%"
+TIMED_OUT = ("tmrn sparse exact-svd",)  # error only (a full SVD of the densified sparse S)
 
 
-@dataclass
-class Result:
-    wall_ms: dict[str, float]  # median wall time over the timed frames, 2 torch threads
-    cpu_ms: dict[str, float]  # median CPU time of the same call with 1 torch thread (robust to load)
-    errors: dict[str, float]  # median relative error against svd="exact"
-    fast_cold_ms: float
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x.double() - ref.double()).norm() / ref.double().norm())
 
 
-def _cpu_ms(fn: Callable[[], torch.Tensor]) -> float:
-    """CPU time of fn with one torch thread: what the call costs, whatever else the machine runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        start = time.process_time()
-        fn()
-        return (time.process_time() - start) * 1e3
-    finally:
-        torch.set_num_threads(threads)
-
-
 @torch.no_grad()
-def bench_config(
-    keys: Keys, t: int, frames: int, key_scale: float = 1.0, methods: tuple[str, ...] = (), cpu: bool = True
-) -> Result:
-    """Runs every method on `frames` consecutive query frames after one warm-up frame.
-
-    The warm-up frame runs only the cheap methods (allocator warm-up, and the fast state's cold start,
-    timed as fast_cold_ms). Each timed frame runs all methods with 2 threads (wall time, and outputs for
-    the errors), then again with 1 thread for CPU time. Each method has its own SvdState per thread
-    setting (only the fast variants use one).
-    """
-    names = methods or tuple(METHODS)
-    mk, mv = keys.mk[:, :t] * key_scale, keys.mv[:, :, :t]
-    valid = torch.ones(1, t, dtype=torch.bool)
-    states: defaultdict[str, SvdState] = defaultdict(SvdState)
-    cpu_states: defaultdict[str, SvdState] = defaultdict(SvdState)
-    wall: dict[str, list[float]] = {n: [] for n in names}
-    cpu_t: dict[str, list[float]] = {n: [] for n in names if n != "tmrn exact"}
-    errors: dict[str, list[float]] = {n: [] for n in APPROX if n in names}
-    cold_ms = float("nan")
-    for f, q in enumerate(keys.queries[: frames + 1]):
-        q = q * key_scale
-        if f == 0:
-            for name in names:
-                if name in WARM:
-                    start = time.perf_counter()
-                    METHODS[name](q, mk, mv, valid, states[name])
-                    cold_ms = (time.perf_counter() - start) * 1e3 if name == "tmrn fast" else cold_ms
-                    if cpu and name in cpu_t:
-                        _cpu_ms(lambda n=name, q=q: METHODS[n](q, mk, mv, valid, cpu_states[n]))
-            continue
+def bench_readouts(mk, mv, queries, t: int, objects: int, config: TrackerConfig, with_exact: bool):
+    """Median wall ms per method, median error vs dense exact TMRN of each sparse mode."""
+    fns = methods(config)
+    mk, mv = mk[:, :t], mv[:, :objects, :t]
+    valid = torch.ones(1, t, dtype=torch.bool, device=mk.device)
+    states = {name: SvdState() for name in fns}
+    wall: dict[str, list[float]] = {n: [] for n in fns if n not in TIMED_OUT}
+    errors: dict[str, list[float]] = {}
+    for f, q in enumerate(queries):
         outs = {}
-        for name in names:
+        for name, fn in fns.items():
+            if name in TIMED_OUT and not (with_exact and f > 0):
+                continue
+            _sync(mk.device)
             start = time.perf_counter()
-            outs[name] = METHODS[name](q, mk, mv, valid, states[name])
-            wall[name].append((time.perf_counter() - start) * 1e3)
-            if cpu and name in cpu_t:
-                cpu_t[name].append(_cpu_ms(lambda n=name, q=q: METHODS[n](q, mk, mv, valid, cpu_states[n])))
-        if "tmrn exact" in outs:
-            for name in APPROX:
-                if name in outs:
-                    errors[name].append(rel_err(outs[name], outs["tmrn exact"]))
-            errors.setdefault("random agents", []).append(
-                rel_err(random_agents_readout(q, mk, mv, valid), outs["tmrn exact"])
-            )
-        log.info("T=%d frame %d wall %s cpu %s", t, f, {n: round(v[-1]) for n, v in wall.items()},
-                 {n: round(v[-1]) for n, v in cpu_t.items() if v})
-    return Result(
-        {n: statistics.median(v) for n, v in wall.items()},
-        {n: statistics.median(v) for n, v in cpu_t.items() if v},
-        {n: statistics.median(v) for n, v in errors.items() if v},
-        cold_ms,
-    )
+            outs[name] = fn(q, mk, mv, valid, states[name])
+            _sync(mk.device)
+            if f > 0 and name in wall:
+                wall[name].append((time.perf_counter() - start) * 1e3)
+        if f == 0:
+            continue
+        errors.setdefault(f"stcn top-{config.readout.top_k} vs stcn", []).append(
+            rel_err(outs[f"stcn top-{config.readout.top_k}"], outs["stcn"]))
+        if with_exact:
+            exact = tmrn_readout(q, mk, mv, valid, agents=config.readout.agents, svd="exact")
+            for name in ("tmrn sparse", "tmrn sparse pixels", f"tmrn sparse slot-top-{SLOT_K_ALT}",
+                         "tmrn sparse exact-svd"):
+                errors.setdefault(name, []).append(rel_err(outs[name], exact))
+            errors.setdefault("stcn vs tmrn exact", []).append(rel_err(outs["stcn"], exact))
+    return ({n: statistics.median(v) for n, v in wall.items()}, {n: statistics.median(v) for n, v in errors.items()})
 
 
 @torch.no_grad()
-def bench_objects(keys: Keys, t: int, objects: int, frames: int) -> tuple[float, float]:
-    """CPU time (1 thread) of stcn and tmrn fast with `objects` objects (values of object 1, rescaled)."""
-    mk = keys.mk[:, :t]
-    mv = torch.cat([keys.mv[:, :, :t] * (1 + 0.1 * o) for o in range(objects)], dim=1)
-    valid = torch.ones(1, t, dtype=torch.bool)
-    state = SvdState()
-    stcn, fast = [], []
-    for f, q in enumerate(keys.queries[: frames + 1]):
-        a = _cpu_ms(lambda q=q: stcn_readout(q, mk, mv, valid))
-        b = _cpu_ms(lambda q=q: tmrn_readout(q, mk, mv, valid, svd="fast", state=state))
-        if f > 0:
-            stcn.append(a)
-            fast.append(b)
-    return statistics.median(stcn), statistics.median(fast)
-
-
-@torch.no_grad()
-def perplexity(keys: Keys, scale: float) -> float:
-    """Median over query pixels of exp(entropy) of the affinity row of slot 0 (first query frame)."""
-    ck = keys.mk.shape[2]
-    q = keys.queries[0][0].reshape(ck, -1).T.double() * scale
-    m = keys.mk[0, 0].reshape(ck, -1).T.double() * scale
-    p = torch.softmax((2 * q @ m.T - (m * m).sum(1)[None]) / ck**0.5, dim=-1)
+def perplexity(mk: torch.Tensor, q: torch.Tensor) -> float:
+    """Median over query pixels of exp(entropy) of the affinity row of slot 0."""
+    ck = mk.shape[2]
+    qq = q[0].reshape(ck, -1).T.double()
+    m = mk[0, 0].reshape(ck, -1).T.double()
+    p = torch.softmax((2 * qq @ m.T - (m * m).sum(1)[None]) / ck**0.5, dim=-1)
     return float(torch.exp(-(p * p.clamp_min(1e-300).log()).sum(-1)).median())
 
 
-def scale_for_perplexity(keys: Keys, target: float) -> float:
-    """Key scale giving `target` perplexity (bisection in log scale; perplexity falls as keys grow)."""
-    lo, hi = 1e-3, 1e3
-    for _ in range(40):
-        mid = (lo * hi) ** 0.5
-        lo, hi = (mid, hi) if perplexity(keys, mid) > target else (lo, mid)
-    return (lo * hi) ** 0.5
+def tracker_variants(resolution: int, device: torch.device) -> dict[str, TrackerConfig]:
+    shipped = shipped_config()
+    variants = {
+        "tmrn (shipped: sparse)": shipped,
+        f"stcn top-{shipped.readout.top_k}": shipped_config(kind="stcn"),
+        "tmrn sparse pixels": shipped_config(agent_source="pixels"),
+    }
+    if resolution <= SHIPPED_RESOLUTION_MAX:  # the dense reference: a second per step beyond
+        variants["tmrn dense fast"] = shipped_config(slot_top_k=0)
+    for config in variants.values():
+        config.resolution = resolution
+        if device.type == "cuda":
+            config.device, config.precision = "cuda", "fp16"
+    return variants
+
+
+@torch.no_grad()
+def bench_tracker(
+    sequence: str, resolution: int, skip: int, frames: int, device: torch.device
+) -> dict[str, tuple[float, float]]:
+    """Median (step total ms, readout ms) per tracker variant over `frames` frames after `skip`."""
+    variants = tracker_variants(resolution, device)
+    network = load_network(WEIGHTS).eval()
+    trackers = {name: Tracker(config, network=network) for name, config in variants.items()}
+    images = sorted((DATA / "JPEGImages" / "480p" / sequence).glob("*.jpg"))
+    first = _read_mask(sorted((DATA / "Annotations" / "480p" / sequence).glob("*.png"))[0])
+    totals: dict[str, list[float]] = {n: [] for n in trackers}
+    readouts: dict[str, list[float]] = {n: [] for n in trackers}
+    for i, path in enumerate(images[: skip + frames + 1]):
+        image = _read_rgb(path)
+        for name, tracker in trackers.items():
+            result = tracker.step(image, first if i == 0 else None, [1] if i == 0 else None)
+            if i > skip:
+                totals[name].append(result.timings_ms["total"])
+                readouts[name].append(result.timings_ms.get("readout", float("nan")))
+    return {n: (statistics.median(totals[n]), statistics.median(readouts[n])) for n in trackers}
 
 
 def _fmt(ms: float) -> str:
     return f"{ms:.0f}" if ms >= 10 else f"{ms:.1f}"
 
 
-def run(quick: bool, write: bool, sequence: str, frames: int) -> str:
-    torch.set_num_threads(2)
-    resolutions = ["240p"] if quick else list(RESOLUTIONS)
-    ts = [2] if quick else [2, 4, 8, 16]
-    frames = 2 if quick else frames
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%" if x >= 1e-4 else f"{100 * x:.0e}%"
+
+
+def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: int, device_name: str = "cpu") -> str:
+    device = torch.device(device_name)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
     load_before = os.getloadavg()[0]
-    rows, err_rows, obj_rows = [], [], []
-    label = ""
+    config = shipped_config()
+    r = config.readout
+    stk = f"stcn top-{r.top_k}"
+    alt = f"tmrn sparse slot-top-{SLOT_K_ALT}"
+    resolutions = ["240p"] if quick else list(RESOLUTIONS)
+    ts, objs = ([4], [1]) if quick else ([4, 8, 16], [1, 4])
+    frames = 1 if quick else frames
+    rows, err_rows, step_rows = [], [], []
+    hw_of = {}
     for res in resolutions:
-        keys = real_keys(sequence, RESOLUTIONS[res], max(ts), frames + 1)
-        label = keys.network
-        hw = keys.mk.shape[-2] * keys.mk.shape[-1]
+        mk, mv, queries = real_keys(sequence, RESOLUTIONS[res], max(ts), frames + 1, max(objs))
+        mk, mv = mk.to(device, dtype), mv.to(device, dtype)
+        queries = [q.to(device, dtype) for q in queries]
+        hw_of[res] = mk.shape[-2] * mk.shape[-1]
+        ppl = perplexity(mk, queries[0])
         for t in ts:
-            r = bench_config(keys, t, frames)
-            w, c = r.wall_ms, r.cpu_ms
-            rows.append([
-                res, hw, t,
-                *(f"{_fmt(w[n])} / {_fmt(c[n])}" for n in ("stcn top-20", "stcn")),
-                _fmt(w["tmrn exact"]),
-                *(f"{_fmt(w[n])} / {_fmt(c[n])} ({_pct(r.errors[n])})" for n in APPROX),
-                _pct(r.errors["random agents"]),
-                _fmt(r.fast_cold_ms),
-                f"{c['tmrn fast'] / c['stcn']:.2f}x / {c['tmrn fast'] / c['stcn top-20']:.2f}x"
-                f" ({c['tmrn fast fp32'] / c['stcn']:.2f}x)",
-            ])
-            log.info("%s", rows[-1])
-        if not quick and res == "480p":
-            for objects in (1, 2, 4, 8):
-                stcn_ms, fast_ms = bench_objects(keys, 8, objects, frames)
-                obj_rows.append([res, 8, objects, _fmt(stcn_ms), _fmt(fast_ms), f"{fast_ms / stcn_ms:.2f}x"])
-                log.info("%s", obj_rows[-1])
-        if not quick:  # sharpened keys: affinities as peaky as a trained network's
-            scale = scale_for_perplexity(keys, MID_PERPLEXITY)
-            r = bench_config(keys, 8, frames, key_scale=scale, methods=("tmrn exact", *APPROX), cpu=False)
-            err_rows.append([res, 8, f"{scale:.3g}", f"{perplexity(keys, 1.0):.0f} -> {perplexity(keys, scale):.0f}",
-                             *(_pct(r.errors[n]) for n in (*APPROX, "random agents"))])
+            for o in objs:
+                exact = o == 1 and hw_of[res] <= EXACT_MAX_HW
+                wall, errors = bench_readouts(mk, mv, queries, t, o, config, with_exact=exact)
+                rows.append([res, hw_of[res], t, o, *(_fmt(wall[n]) for n in ("stcn", stk, "tmrn sparse",
+                             "tmrn sparse pixels", alt)), *(f"{wall[n] / wall[stk]:.2f}x" for n in (
+                                 "tmrn sparse", "tmrn sparse pixels", alt))])
+                log.info("%s", rows[-1])
+                if exact:
+                    err_rows.append([res, t, f"{ppl:.2f}", *(_pct(errors[n]) for n in (
+                        "tmrn sparse", "tmrn sparse exact-svd", "tmrn sparse pixels", alt, f"{stk} vs stcn",
+                        "stcn vs tmrn exact"))])
+                    log.info("%s", err_rows[-1])
+    for res in resolutions:
+        skip = 2 if quick else 30
+        tracker_frames = 2 if quick else tracker_frames
+        steps = bench_tracker(sequence, RESOLUTIONS[res], skip, tracker_frames, device)
+        ref_total, ref_readout = steps[stk]
+        for name, (total, readout) in steps.items():
+            step_rows.append([res, name, _fmt(total), _fmt(readout), f"{total / ref_total:.3f}x",
+                              f"{readout / ref_readout:.2f}x"])
+            log.info("%s", step_rows[-1])
     load_after = os.getloadavg()[0]
     md = "\n".join([
-        "## Readouts (CPU)",
+        "## Readouts (CPU)" if device.type == "cpu" else f"## Readouts ({torch.cuda.get_device_name(device)}, fp16)",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `tools/bench_readout.py`"
-        f"{' --quick' if quick else ''}. Network: {label}. Keys: `encode_key` on DAVIS val-dev"
-        f" `{sequence}` (memory: every {MEM_EVERY}th frame from 0; queries: the frames after the last memory"
-        " frame); values: `encode_value` with the GT mask, **O = 1 object**;"
-        f" Ck {keys.mk.shape[2]}, Cv {keys.mv.shape[3]}, K = 128 agents,"
-        f" float32 input, no grad. `tmrn fast` runs its big GEMMs (agent correlation C, aligned keys, the two"
-        " power-iteration products) in bfloat16 on this CPU (`FAST_GEMM_DTYPES`, AVX512-bf16); `fast fp32`"
-        " is the same variant with every GEMM in float32, for comparison. Each cell `wall / cpu`: median"
-        f" over {frames} consecutive query frames (after one"
-        " warm-up frame) of the wall time with 2 torch threads and of the CPU time (`process_time`) of the"
-        " same call with 1 torch thread; all methods interleaved on each frame. The machine's 2 cores were"
-        f" shared with other engineers' jobs (load average {load_before:.1f} before, {load_after:.1f} after), so"
-        " wall times are inflated several-fold and erratic (2-thread OpenMP regions stall when a core is"
-        " taken); the 1-thread CPU times measure the work itself and give the ratios. Error: median"
-        " ||out - out_exact|| / ||out_exact|| over the same frames. `fast` carries an `SvdState` from frame"
-        " to frame; *fast cold* is the wall time of its first frame (no state). Ratio: CPU time of fast /"
-        " stcn (dense) and fast / stcn top-20; in brackets fast fp32 / stcn (dense).",
+        f"{' --quick' if quick else ''} (CPU: under `/work/bin/bench-lock`), {torch.get_num_threads()} torch threads"
+        f" (load average {load_before:.1f} before, {load_after:.1f} after). Network: bundled stcn-effl0"
+        f" (trained). Shipped CPU readout (configs/cpu.yaml): `{r.kind}`, svd `{r.svd}`, {r.agents} agents,"
+        f" slot_top_k {r.slot_top_k} (TMRN, per slot), agents from `{r.agent_source}`; STCN's top_k {r.top_k}"
+        " (over all slots, official STCN).",
         "",
-        markdown_table(
-            ["res", "hw", "T", "stcn top-20", "stcn", "tmrn exact (wall)", "tmrn lowrank (err)",
-             "tmrn fast (err)", "tmrn fast fp32 (err)", "random agents err", "fast cold (wall)",
-             "fast / stcn, / top-20 (fp32 / stcn) (cpu)"],
-            rows,
-        ),
+        f"**Readout alone.** Keys: `encode_key` on DAVIS val-dev `{sequence}` (memory: every {MEM_EVERY}th"
+        " frame from 0; queries: the frames after the last memory frame); values: `encode_value` with the GT"
+        f" mask (O = 4: rescaled copies); {str(dtype).removeprefix('torch.')}, no grad. Wall ms, median over"
+        f" {frames} query frames after"
+        " one warm-up frame, all methods interleaved per frame. `tmrn sparse`: the tracker's default"
+        " (warm-started subspace iteration on the sparse S); `pixels`: SVD-free agents (top-K pixels);"
+        f" `slot-top-{SLOT_K_ALT}`: the sparse TMRN keeping {SLOT_K_ALT} entries per row and slot;"
+        " ratios against the STCN readout with its top-k.",
+        "",
+        markdown_table(["res", "hw", "T", "O", "stcn (dense)", stk, "tmrn sparse", "tmrn sparse pixels", alt,
+                        f"sparse / {stk}", f"pixels / {stk}", f"slot-top-{SLOT_K_ALT} / {stk}"], rows),
+        "",
+        "**Error** (O = 1): median ||out - ref|| / ||ref|| over the same frames; ref = dense exact TMRN"
+        f" (full SVD, {r.agents} agents) unless named. `exact-svd`: the sparse path with a full SVD of the"
+        " (densified) sparse S, which separates the truncation from the subspace iteration. No dense exact"
+        f" reference above hw {EXACT_MAX_HW} (a full SVD per slot: minutes per frame here). Perplexity:"
+        " median over query pixels of exp(entropy) of a trained affinity row (1: one-hot).",
+        "",
+        markdown_table(["res", "T", "perplexity", "tmrn sparse", "tmrn sparse exact-svd", "tmrn sparse pixels",
+                        alt, f"{stk} vs stcn (dense)", "stcn vs tmrn exact"], err_rows),
+        "",
+        f"**Whole tracker step** at the shipped CPU config (one Tracker per readout, same weights, fed the same"
+        f" frames of `{sequence}` in turn; one object; median over {tracker_frames} frames after the memory"
+        " filled): step total and its readout, ms; ratios against the STCN readout's tracker.",
+        "",
+        markdown_table(["res", "readout", "step ms", "readout ms", f"step / {stk}", f"readout / {stk}"],
+                       step_rows),
     ])
-    if err_rows:
-        md += "\n\n" + "\n".join([
-            "*random agents err* is a yardstick, not a method: TMRN with random orthonormal U, V instead of"
-            " the SVD, against exact. It shows how much the output depends on the agents at all, so that a"
-            " small error of lowrank/fast means a match rather than indifference. The network's own keys"
-            f" (std {float(keys.mk.std()):.3g} at the last resolution) give the affinity perplexity in the"
-            " table below (median over query pixels, slot 0; ~hw: near-uniform, ~1: one-hot, where the"
-            " renormalised C * S is S whatever the agents and every error is ~0). The same errors with the keys"
-            f" rescaled (the scale column) to a perplexity of ~{MID_PERPLEXITY:g}, a middle regime where the"
-            " output depends on the agents, T = 8:",
-            "",
-            markdown_table(["res", "T", "key scale", "perplexity (own -> rescaled)", "lowrank err", "fast err",
-                            "fast fp32 err", "random agents err"], err_rows),
-        ])
-    if obj_rows:
-        md += "\n\n" + "\n".join([
-            "More objects (values of the one GT object, rescaled per object; CPU ms, 1 thread): the"
-            " aggregation, identical in both readouts, grows with O while TMRN's extra work does not.",
-            "",
-            markdown_table(["res", "T", "O", "stcn", "tmrn fast", "fast / stcn"], obj_rows),
-        ])
-    if write:
+    if write and device.type == "cpu":
         write_section(ROOT / "docs" / "benchmarks.md", "readout", md)
+    elif write:
+        write_section(ROOT / "docs" / "gpu.md", "readout-gpu", md, title="# GPU checks\n")
     return md
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke test: 240p, T=2, one frame; writes nothing")
-    parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/benchmarks.md alone")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 240p, T=4, one frame; writes nothing")
+    parser.add_argument("--no-write", action="store_true", help="print the tables, leave docs/benchmarks.md alone")
     parser.add_argument("--sequence", default="cows", help="val-dev sequence (needs 5*16+frames+1 frames)")
-    parser.add_argument("--frames", type=int, default=3, help="timed query frames per configuration")
+    parser.add_argument("--frames", type=int, default=3, help="timed query frames per readout configuration")
+    parser.add_argument("--tracker-frames", type=int, default=20, help="timed tracker steps per resolution")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="cuda: readouts in fp16 and trackers with precision fp16; tables -> docs/gpu.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if not DATA.exists():
         raise SystemExit(f"no data at {DATA}")
-    print(run(args.quick, not (args.quick or args.no_write), args.sequence, args.frames))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA is not available on this machine (torch.cuda.is_available() is False)")
+    print(run(args.quick, not (args.quick or args.no_write), args.sequence, args.frames, args.tracker_frames,
+              args.device))
 
 
 if __name__ == "__main__":

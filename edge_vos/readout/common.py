@@ -54,8 +54,18 @@ def needs_grad(*xs: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(x.requires_grad for x in xs)
 
 
+def logits_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of similarity logits: float32 for half/bf16 input. Trained keys have norms ~60, so logits
+    reach the hundreds, where the spacing of half floats alone (a quarter to a half) changes softmax
+    weights by tens of percent; the probabilities after the softmax lie in [0, 1] and go back to the
+    input dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def sim_logits(q: torch.Tensor, m: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """(2 q.m - |m|^2) / sqrt(Ck): q [N, hw_q, Ck], m [N, Ck, hw_m] -> [N, hw_q, hw_m], one baddbmm."""
+    """(2 q.m - |m|^2) / sqrt(Ck): q [N, hw_q, Ck], m [N, Ck, hw_m] -> [N, hw_q, hw_m], one baddbmm,
+    in `logits_dtype`."""
+    q, m = q.to(logits_dtype(q.dtype)), m.to(logits_dtype(m.dtype))
     scale = 1.0 / math.sqrt(q.shape[-1])
     m_sq = m.pow(2).sum(dim=-2, keepdim=True)  # [N, 1, hw_m]
     if out is None:
@@ -69,6 +79,7 @@ def sim_logits_flat(q: torch.Tensor, m: torch.Tensor, out: torch.Tensor | None =
 
     Same values as sim_logits up to float rounding (not bit for bit: a different GEMM blocking).
     """
+    q, m = q.to(logits_dtype(q.dtype)), m.to(logits_dtype(m.dtype))
     N, Ck, hw_m = m.shape
     scale = 1.0 / math.sqrt(Ck)
     flat = m.permute(1, 0, 2).reshape(Ck, N * hw_m)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from edge_vos.readout.common import check_inputs, needs_grad, softmax_last
+from edge_vos.readout.common import check_inputs, needs_grad, sim_logits_flat, softmax_last
+from edge_vos.readout.sparse import gather_sum, slot_topk
 
 
 def stcn_readout(
@@ -27,7 +26,6 @@ def stcn_readout(
     if top_k is not None and top_k <= 0:
         raise ValueError(f"top_k must be positive or None, got {top_k}")
     hw = H * W
-    scale = 1.0 / math.sqrt(Ck)
     inplace = not needs_grad(qk, mk, mv)
     outs = []
     for b in range(B):
@@ -37,9 +35,8 @@ def stcn_readout(
         shared = bool(mask.all())
         q = qk[b].reshape(Ck, hw).T  # [hw_q, Ck]
         every = N == T  # all slots: views instead of index copies
-        m = (mk[b] if every else mk[b, sel]).reshape(N, Ck, hw).permute(1, 0, 2).reshape(Ck, N * hw)
-        m_sq = m.pow(2).sum(dim=0, keepdim=True)
-        logits = torch.addmm(m_sq, q, m, beta=-scale, alpha=2.0 * scale)  # [hw_q, N*hw_m]
+        m = (mk[b] if every else mk[b, sel]).reshape(N, Ck, hw)
+        logits = sim_logits_flat(q, m).view(hw, N * hw)  # [hw_q, N*hw_m], float32 for half input
         vals = mv[b] if every else mv[b][:, sel]  # [O, N, Cv, H, W]
         if not shared:  # slots invalid for an object may hold garbage (NaN) for that object
             vals = torch.where(mask[:, :, None, None, None], vals, 0)
@@ -47,7 +44,7 @@ def stcn_readout(
         if top_k is not None:
             out = _topk_readout(logits.view(hw, N, hw), vals, mask, top_k)
         elif shared:
-            p = softmax_last(logits, inplace).view(hw, N, hw)
+            p = softmax_last(logits, inplace).to(vals.dtype).view(hw, N, hw)
             # sum over slots of V_t P_t^T, accumulated in place: no [O, Cv, N*hw] copy of the values
             out = torch.zeros(O * Cv, hw, dtype=p.dtype, device=p.device)
             for n in range(N):
@@ -76,34 +73,33 @@ def _masked_readout(logits: torch.Tensor, vals: torch.Tensor, mask: torch.Tensor
     obj_max = slot_max[None].masked_fill(~mask[:, :, None], float("-inf")).amax(dim=1, keepdim=True)
     scale = torch.exp(slot_max[None] - obj_max) * mask[:, :, None]  # [O, N, hw_q]
     weights = scale / (scale * slot_sum[None]).sum(dim=1, keepdim=True)
-    y = torch.bmm(vals.permute(1, 0, 2, 3).reshape(N, O * Cv, hw_m), e.permute(1, 2, 0))  # [N, O*Cv, hw_q]
-    y = y.view(N, O, Cv, -1) * weights.transpose(0, 1)[:, :, None, :]
+    y = torch.bmm(vals.permute(1, 0, 2, 3).reshape(N, O * Cv, hw_m), e.permute(1, 2, 0).to(vals.dtype))
+    y = y.view(N, O, Cv, -1) * weights.transpose(0, 1)[:, :, None, :].to(vals.dtype)
     return y.sum(dim=0)
 
 
 def _topk_readout(logits: torch.Tensor, vals: torch.Tensor, mask: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Sparse top-k readout: per-slot top-k once, then per object a top-k among the valid candidates.
+    """Sparse top-k readout: per-slot top-k once (the sparse TMRN's `slot_topk`), then per object a top-k
+    among the valid candidates.
 
     The global top-k over the valid slots is contained in the union of the per-slot top-k, so the
     per-object selection runs on [hw_q, N*k] candidates instead of the full affinity, and the weighted
-    sum gathers k value rows per pixel instead of multiplying by a mostly-zero dense matrix.
+    sum is the sparse TMRN's value gather (`gather_sum`: k value rows per pixel) instead of a
+    mostly-zero dense matmul.
     logits [hw_q, N, hw_m], vals [O, N, Cv, hw_m], mask [O, N] -> [O, Cv, hw_q].
     """
     O, N, Cv, hw_m = vals.shape
     hw_q = logits.shape[0]
-    k_slot = min(top_k, hw_m)
-    top_val, top_idx = logits.topk(k_slot, dim=-1)  # [hw_q, N, k_slot]
+    top_val, top_idx = slot_topk(logits, top_k)  # [hw_q, N, k_slot]
+    k_slot = top_val.shape[-1]
     top_idx = top_idx + torch.arange(N, device=logits.device)[None, :, None] * hw_m
     cand = top_val[None].expand(O, -1, -1, -1)
     if not bool(mask.all()):
         cand = cand.masked_fill(~mask[:, None, :, None], float("-inf"))
     k = min(top_k, N * k_slot)
     best_val, best_pos = cand.reshape(O, hw_q, N * k_slot).topk(k, dim=-1)  # [O, hw_q, k]
-    weights = torch.softmax(best_val, dim=-1)
+    best_pos, order = best_pos.sort(dim=-1)  # candidates are in (slot, pixel) order: sorted columns
+    weights = torch.softmax(best_val.gather(-1, order), dim=-1).to(vals.dtype)
     index = top_idx.reshape(1, hw_q, N * k_slot).expand(O, -1, -1).gather(-1, best_pos)  # [O, hw_q, k]
     rows = vals.permute(0, 1, 3, 2).reshape(O, N * hw_m, Cv)  # value rows, one per memory pixel
-    outs = []
-    for o in range(O):
-        picked = rows[o].index_select(0, index[o].reshape(-1)).view(hw_q, k, Cv)
-        outs.append(torch.bmm(weights[o][:, None, :], picked)[:, 0].T)  # [Cv, hw_q]
-    return torch.stack(outs)
+    return torch.stack([gather_sum(index[o], weights[o], rows[o]).T for o in range(O)])

@@ -1,10 +1,11 @@
 """Top-K singular triplets of the per-slot affinity S (exact, randomized, warm-started) and their state.
 
 Only the agents A = [U^T Q ; V^T M] depend on the SVD and they carry no gradient, so everything here
-runs under no_grad in float32 (float64 for float64 input): CPU SVD/QR/eigh have no half kernels.
-The exception are the two big products of svd="fast" (S Z and S^T U, hw x hw x (K + 8) per slot),
-which run in the fast variant's GEMM dtype (`fast_gemm_dtype`: bfloat16 on CPUs with bf16 GEMM
-kernels); the bases, the Gram matrices, eigh and Cholesky stay in float32.
+runs under no_grad in float32 (float64 for float64 input): SVD/QR/eigh have no half kernels, and half
+input (CUDA fp16) gets its subspace step in float32. S is either a dense [N, hw_q, hw_m] tensor or a
+`SparseRows` (the top-k entries of each row, edge_vos/readout/sparse.py): the warm-started iteration
+(svd="fast") only multiplies by S and S^T, so on sparse S it costs hw*k*K per product instead of
+hw^2*K; "exact" and "lowrank" densify a sparse S first (reference and tests).
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
+
+from edge_vos.readout.workspace import ReadoutWorkspace
 
 log = logging.getLogger(__name__)
 
@@ -27,35 +31,47 @@ FAST_COLD_ITERS = 2  # power iterations from a random start when there is no sta
 LAPACK_THREADS = 1
 CHOLESKY_RIDGE = 1e-5
 FAST_TOL = 0.1  # relative residual ||S^T U - V diag(sigma)|| / ||sigma|| that triggers an extra iteration
-FAST_MAX_EXTRA_ITERS = 1  # cap on those extra iterations per frame (scene cuts, big motion)
-# svd="fast" only: dtype of its big GEMMs for float32 input, per device type (missing: float32). They
-# are the agent correlation C = P_Q P_M^T, the aligned keys W M_t (tmrn.py) and S Z, S^T U of the power
-# iteration (here); softmaxes, row sums of W (the normalisation), eigh/Cholesky, the bases and the
-# output accumulation stay float32. bf16 GEMMs (float32 accumulation inside, bf16 result) ran 2.5-2.8x
-# faster than float32 on the development CPUs (AVX512-bf16, no AMX) at an output error of ~0.07% on
-# the 480p benchmark keys (docs/readout.md). On CPU only where oneDNN reports bf16 support.
-FAST_GEMM_DTYPES: dict[str, torch.dtype] = {"cpu": torch.bfloat16}
+FAST_MAX_EXTRA_ITERS = 1  # cap on those extra iterations per frame (scene cuts, big motion), dense S
+# Sparse (top-k) S: none. Its affinities come from trained keys, whose spectrum is degenerate (hundreds of
+# singular values equal to one): the residual stays above FAST_TOL on every slot of every frame, so the
+# extra iteration would always run, a second Ritz step per frame that does not bring the output closer to
+# exact (docs/readout.md has the measurements).
+SPARSE_MAX_EXTRA_ITERS = 0
+SPARSE_OVERSAMPLE = 0  # and no extra columns: its cost there is the p x p work (eigh, Gram matrices), not S
 
 
-def fast_gemm_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """dtype of svd="fast"'s big products for operands of `dtype` on `device` (see FAST_GEMM_DTYPES).
+class RowOperator(Protocol):
+    """What the warm-started iteration needs of S [N, hw_q, hw_m]: products with S and S^T, a subset
+    of slots. A dense tensor is wrapped by `DenseRows`; `SparseRows` keeps the top-k entries per row."""
 
-    Only float32 is lowered: float64 stays (reference precision), half/bf16 input already is half.
-    On CPU only when oneDNN reports bf16 support: elsewhere a bf16 GEMM is slower than float32.
-    """
-    low = FAST_GEMM_DTYPES.get(device.type)
-    if dtype != torch.float32 or low is None or low == dtype:
-        return dtype
-    if device.type == "cpu" and low == torch.bfloat16 and not _cpu_bf16_gemm():
-        return dtype
-    return low
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+
+    def mm(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    def tmm(self, u: torch.Tensor) -> torch.Tensor: ...
+
+    def select(self, slots: torch.Tensor) -> RowOperator: ...
 
 
-def _cpu_bf16_gemm() -> bool:
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+class DenseRows:
+    """A dense S [N, hw_q, hw_m] as a RowOperator (bmm)."""
+
+    def __init__(self, s: torch.Tensor) -> None:
+        self.s = s
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.s.shape)  # type: ignore[return-value]
+
+    def mm(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(self.s, z)
+
+    def tmm(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(self.s.mT, u)
+
+    def select(self, slots: torch.Tensor) -> DenseRows:
+        return DenseRows(self.s[slots])
 
 
 @dataclass
@@ -67,7 +83,7 @@ class _SlotEntry:
 @dataclass
 class SvdState:
     """Warm start for svd="fast" (per batch element and slot, last frame's right singular subspace after
-    one power step) and the scratch buffers of the no-grad readout.
+    one power step) and the `workspace` of the no-grad dense readout: the per-stream readout state.
 
     Memory keys of a slot do not change between frames and the query moves little, so last frame's
     right singular vectors are a good start. The tracker keeps one state per stream and calls
@@ -78,24 +94,9 @@ class SvdState:
 
     _slots: dict[tuple[int, int], _SlotEntry] = field(default_factory=dict)
     _versions: dict[tuple[int, int], int] = field(default_factory=dict)
-    _buffers: dict[str, torch.Tensor] = field(default_factory=dict)
+    workspace: ReadoutWorkspace = field(default_factory=ReadoutWorkspace)
     hits: int = 0
     misses: int = 0
-
-    def buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """Scratch tensor reused from frame to frame (the [T, hw, hw] affinities; no grad use).
-
-        Allocating them anew costs page faults on every call, which on the development machines is
-        as slow as the softmax over them. Grows to the largest size asked for, then stays.
-        """
-        numel = 1
-        for n in shape:
-            numel *= n
-        buf = self._buffers.get(name)
-        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != device:
-            buf = torch.empty(numel, dtype=dtype, device=device)
-            self._buffers[name] = buf
-        return buf[:numel].view(shape)
 
     def invalidate(self, slot: int | None = None, batch: int | None = None) -> None:
         """Forgets one slot (all batch elements unless `batch`), or everything when slot is None."""
@@ -112,10 +113,10 @@ class SvdState:
                 self._versions[key] = version
 
     def clear(self) -> None:
-        """Forgets every slot and releases the scratch buffers."""
+        """Forgets every slot and releases the workspace's buffers."""
         self._slots.clear()
         self._versions.clear()
-        self._buffers.clear()
+        self.workspace.clear()
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -206,18 +207,12 @@ def _orth(x: torch.Tensor) -> torch.Tensor:
         return torch.linalg.qr(x).Q
 
 
-def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b in a's dtype (the GEMM dtype), result in b's dtype (the work dtype); no casts when equal."""
-    return torch.bmm(a, b.to(a.dtype)).to(b.dtype)
-
-
-def _ritz(s: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _ritz(s: RowOperator, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rayleigh-Ritz on an orthonormal right subspace: best triplets of S within span(basis), descending.
 
-    Y = S basis, eig(Y^T Y) = W diag(sigma^2) W^T -> V = basis W, U = Y W / sigma. S may be in a lower
-    GEMM dtype than the basis; everything but the product S basis runs in the basis' dtype.
+    Y = S basis, eig(Y^T Y) = W diag(sigma^2) W^T -> V = basis W, U = Y W / sigma.
     """
-    y = _bmm(s, basis)
+    y = s.mm(basis)
     gram = torch.bmm(y.mT, y)
     evals, evecs = _eigh_robust(gram)
     evals, evecs = evals.flip(-1), evecs.flip(-1)
@@ -245,11 +240,11 @@ def _eigh_robust(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return evals.to(gram.dtype), evecs.to(gram.dtype)
 
 
-def _range_right(s: torch.Tensor, basis: torch.Tensor, iters: int) -> torch.Tensor:
+def _range_right(s: RowOperator, basis: torch.Tensor, iters: int) -> torch.Tensor:
     """`iters` orthonormalised power steps on S^T S starting from `basis` [N, hw_m, p]."""
     for _ in range(iters):
-        left = _orth(_bmm(s, basis))
-        basis = _orth(_bmm(s.mT, left))
+        left = _orth(s.mm(basis))
+        basis = _orth(s.tmm(left))
     return basis
 
 
@@ -259,8 +254,9 @@ def svd_lowrank(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     p = min(k + LOWRANK_OVERSAMPLE, min(s.shape[-2:]))
     gen = torch.Generator(device=s.device).manual_seed(LOWRANK_SEED)
     omega = torch.randn(N, hw_m, p, generator=gen, device=s.device, dtype=s.dtype)
-    basis = _range_right(s, _orth(omega), LOWRANK_ITERS)
-    u, v, _ = _ritz(s, basis)
+    op = DenseRows(s)
+    basis = _range_right(op, _orth(omega), LOWRANK_ITERS)
+    u, v, _ = _ritz(op, basis)
     return u[..., :k], v[..., :k]
 
 
@@ -288,61 +284,56 @@ def _orth_near(z: torch.Tensor) -> torch.Tensor:
 
 
 def svd_fast(
-    s: torch.Tensor,
-    k: int,
-    keys: torch.Tensor,
-    state: SvdState | None,
-    batch: int,
-    slots: list[int],
-    dtype: torch.dtype | None = None,
+    s: RowOperator, k: int, keys: torch.Tensor, state: SvdState | None, batch: int, slots: list[int],
+    max_extra: int = FAST_MAX_EXTRA_ITERS, oversample: int = FAST_OVERSAMPLE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One block power iteration per frame, warm-started from last frame's subspace of the same slot.
 
-    s [N, hw_q, hw_m] in the GEMM dtype (only S Z and S^T U touch it), `dtype` the work dtype of
-    everything else (bases, Gram matrices, eigh; default: s's dtype), keys [N, ...] the slots' memory
-    keys (for the state's fingerprints), slots: the original slot index of each of the N matrices.
-    Per slot and frame: Rayleigh-Ritz of S on the stored right subspace (one GEMM with K + 8 columns,
-    a (K + 8)^2 eigh), then one power step S^T U / sigma (a second GEMM) stored as next frame's
-    start, so the subspace follows the query. Slots without a usable entry start from a seeded random
-    subspace with FAST_COLD_ITERS iterations.
+    s: S of the N slots (dense or sparse, in the work dtype: float32, or float64), keys [N, ...] the
+    slots' memory keys (for the state's fingerprints), slots: the original slot index of each of the N.
+    Per slot and frame: Rayleigh-Ritz of S on the stored right subspace (one product with K + 8
+    columns, a (K + 8)^2 eigh), then one power step S^T U / sigma (a second product) stored as next
+    frame's start, so the subspace follows the query. Slots without a usable entry start from a seeded
+    random subspace with FAST_COLD_ITERS iterations; a slot whose residual exceeds FAST_TOL gets up to
+    `max_extra` more iterations this frame.
     """
-    N, _, hw_m = s.shape
-    dtype = dtype or s.dtype
-    p = min(k + FAST_OVERSAMPLE, min(s.shape[-2:]))
+    N, hw_q, hw_m = s.shape
+    dtype = keys.dtype if keys.dtype == torch.float64 else torch.float32
+    device = keys.device
+    p = min(k + oversample, hw_q, hw_m)
     prints = fingerprints(keys)
     bases: list[torch.Tensor | None] = [
         state.get(batch, t, prints[n], (hw_m, p)) if state is not None else None for n, t in enumerate(slots)
     ]
     cold = [n for n, x in enumerate(bases) if x is None]
     if cold:
-        start = torch.empty(N, hw_m, p, dtype=dtype, device=s.device)
+        start = torch.empty(N, hw_m, p, dtype=dtype, device=device)
         for n, x in enumerate(bases):
             if x is not None:
                 start[n] = x
         if len(cold) < N:
-            warm = torch.tensor([n for n in range(N) if n not in cold], device=s.device)
+            warm = torch.tensor([n for n in range(N) if n not in cold], device=device)
             start[warm] = _orth_near(start[warm])
+        gen = torch.Generator(device=device).manual_seed(LOWRANK_SEED)
+        omega = torch.randn(len(cold), hw_m, p, generator=gen, device=device, dtype=dtype)
+        idx = torch.tensor(cold, device=device)
+        start[idx] = _range_right(s.select(idx), _orth(omega), FAST_COLD_ITERS)
     else:
         start = _orth_near(torch.stack(bases))  # type: ignore[arg-type]
-    if cold:
-        gen = torch.Generator(device=s.device).manual_seed(LOWRANK_SEED)
-        omega = torch.randn(len(cold), hw_m, p, generator=gen, device=s.device, dtype=dtype)
-        idx = torch.tensor(cold, device=s.device)
-        start[idx] = _range_right(s[idx], _orth(omega), FAST_COLD_ITERS)
     u, v, sigma = _ritz(s, start)
     # power step: S^T u_k / sigma_k = v_k for an exact triplet, so its distance to v measures staleness
-    nxt = _bmm(s.mT, u) / sigma[:, None, :]
-    todo = torch.arange(N, device=s.device)
-    for extra in range(FAST_MAX_EXTRA_ITERS):
+    nxt = s.tmm(u) / sigma[:, None, :]
+    todo = torch.arange(N, device=device)
+    for extra in range(max_extra):
         sig = sigma[todo, None, :k]
         resid = ((nxt[todo, :, :k] - v[todo, :, :k]) * sig).norm(dim=(1, 2)) / sig.norm(dim=(1, 2))
-        log.debug("fast svd: residuals %s", [round(float(r), 4) for r in resid])
         todo = todo[resid > FAST_TOL]
         if len(todo) == 0:
             break
         log.debug("fast svd: extra iteration %d for slots %s", extra + 1, todo.tolist())
-        u[todo], v[todo], sigma[todo] = _ritz(s[todo], _orth(nxt[todo]))
-        nxt[todo] = _bmm(s[todo].mT, u[todo]) / sigma[todo][:, None, :]
+        sub = s.select(todo)
+        u[todo], v[todo], sigma[todo] = _ritz(sub, _orth_near(nxt[todo]))
+        nxt[todo] = sub.tmm(u[todo]) / sigma[todo][:, None, :]
     if state is not None:
         nxt = nxt / nxt.norm(dim=1, keepdim=True).clamp_min(torch.finfo(nxt.dtype).tiny)  # unit columns
         for n, t in enumerate(slots):
@@ -351,7 +342,7 @@ def svd_fast(
 
 
 def top_singular(
-    s: torch.Tensor,
+    s: torch.Tensor | RowOperator,
     k: int,
     kind: str,
     *,
@@ -360,24 +351,25 @@ def top_singular(
     batch: int,
     slots: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k singular vectors of each S [N, hw_q, hw_m], sign-fixed, in S's dtype, without gradient.
-
-    "fast" multiplies S in `fast_gemm_dtype` (a copy of S in a reused scratch buffer of `state`).
-    """
+    """Top-k singular vectors of each S [N, hw_q, hw_m] (a dense tensor or a SparseRows), sign-fixed,
+    without gradient, in float32 (float64 for float64 keys): the caller casts them to its dtype."""
+    work = torch.float64 if keys.dtype == torch.float64 else torch.float32
     with torch.no_grad():
-        dtype = torch.float64 if s.dtype == torch.float64 else torch.float32
-        if kind == "exact":
-            u, v = svd_exact(s.detach().to(dtype), k)
-        elif kind == "lowrank":
-            u, v = svd_lowrank(s.detach().to(dtype), k)
-        elif kind == "fast":
-            gemm = fast_gemm_dtype(dtype, s.device)
-            if state is not None and gemm != s.dtype:
-                work = state.buffer("gemm", tuple(s.shape), gemm, s.device).copy_(s.detach())
-            else:
-                work = s.detach().to(gemm)
-            u, v = svd_fast(work, k, keys, state, batch, slots, dtype=dtype)
+        if isinstance(s, torch.Tensor):
+            s = DenseRows(s.detach().to(work))
         else:
-            raise ValueError(f"svd must be one of {SVD_KINDS}, got {kind!r}")
-        u, v = fix_signs(u, v)
-    return u.to(s.dtype), v.to(s.dtype)
+            s = s.detach().to(work)  # type: ignore[attr-defined]
+        if kind == "fast":
+            if isinstance(s, DenseRows):
+                u, v = svd_fast(s, k, keys, state, batch, slots)
+            else:
+                u, v = svd_fast(s, k, keys, state, batch, slots, SPARSE_MAX_EXTRA_ITERS, SPARSE_OVERSAMPLE)
+        else:
+            dense = s.s if isinstance(s, DenseRows) else s.to_dense()  # type: ignore[attr-defined]
+            if kind == "exact":
+                u, v = svd_exact(dense, k)
+            elif kind == "lowrank":
+                u, v = svd_lowrank(dense, k)
+            else:
+                raise ValueError(f"svd must be one of {SVD_KINDS}, got {kind!r}")
+        return fix_signs(u, v)

@@ -9,7 +9,7 @@ from edge_vos.backends import BACKEND_NAMES
 from edge_vos.config import ConfigError, one_of, positive
 from edge_vos.labels import MAX_OBJECT_ID
 from edge_vos.model.config import ModelConfig
-from edge_vos.readout import MODES, SVD_KINDS
+from edge_vos.readout import AGENT_SOURCES, MODES, SVD_KINDS
 
 # `auto`: bf16 on a CPU with native bf16 kernels, fp16 on CUDA, fp32 elsewhere (backends.resolve_precision).
 PRECISIONS = ("fp32", "fp16", "bf16", "auto")
@@ -27,14 +27,21 @@ class ReadoutConfig:
     # keys take S's row instead of 0/0. False: the paper's eq. 13 as written. Why True is the default, with
     # the measurements: docs/architecture.md, "Readout defaults".
     renormalize: bool = True
-    # STCN readout only: keep the top_k memory entries per query pixel (official STCN: 20). 0 = all.
+    # STCN readout: keep the top_k memory entries per query pixel over all slots (official STCN: 20). 0 = all.
     top_k: int = 20
+    # TMRN/ST readout: keep the slot_top_k largest entries of each row of every slot's affinity and run
+    # everything after it on those (the sparse path, docs/readout.md). 0 = all (the dense exact reference).
+    slot_top_k: int = 20
+    # Where TMRN's agents come from: "svd" (the paper's method) or "pixels" (SVD-free, cheaper).
+    agent_source: str = "svd"
 
     def __post_init__(self) -> None:
         one_of("kind", self.kind, READOUT_KINDS)
         one_of("svd", self.svd, SVD_KINDS)
+        one_of("agent_source", self.agent_source, AGENT_SOURCES)
         positive("agents", self.agents)
         positive("top_k", self.top_k, allow_zero=True)
+        positive("slot_top_k", self.slot_top_k, allow_zero=True)
 
 
 @dataclass

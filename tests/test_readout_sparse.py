@@ -1,0 +1,174 @@
+"""The sparse (top-k) readouts against the dense exact reference, and the sparse products on their own."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import edge_vos.readout.sparse as sparse_module
+from edge_vos.readout import SvdState, stcn_readout, tmrn_readout
+from edge_vos.readout.sparse import SparseRows, gather_sum, slot_topk
+from tests.test_readout import F64, VALID, clustered_inputs, make_inputs, ref_tmrn, rel_err, smooth_inputs
+
+NO_CUDA = None if torch.cuda.is_available() else "needs CUDA (torch.cuda.is_available() is False on this machine)"
+
+
+def random_rows(N=3, R=7, cols=9, k=4, p=5, dtype=F64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(R, N, cols, generator=gen, dtype=dtype)
+    val, idx = slot_topk(logits, k)
+    s = SparseRows(idx.transpose(0, 1).contiguous(), val.transpose(0, 1).contiguous(), cols)
+    return s, gen
+
+
+@pytest.mark.parametrize("csr", [True, False])
+def test_sparse_products_equal_dense_products(csr, monkeypatch):
+    """CSR kernels (CPU, no grad) and gathers (autograd, CUDA) both give the dense products."""
+    monkeypatch.setattr(sparse_module, "CSR_DEVICES", ("cpu",) if csr else ())
+    s, gen = random_rows()
+    dense = s.to_dense()
+    assert (dense != 0).sum(-1).eq(4).all()  # k entries per row
+    assert torch.equal(s.index, s.index.sort(dim=-1).values)  # sorted columns
+    z = torch.randn(3, 9, 5, generator=gen, dtype=F64)
+    u = torch.randn(3, 7, 5, generator=gen, dtype=F64)
+    torch.testing.assert_close(s.mm(z), dense @ z)
+    torch.testing.assert_close(s.tmm(u), dense.mT @ u)
+    sampled = s.sample(u, z)
+    torch.testing.assert_close(sampled, (u @ z.mT).gather(-1, s.index))
+    torch.testing.assert_close(s.column_sums(), dense.sum(dim=1))
+    sub = s.select(torch.tensor([2, 0]))
+    torch.testing.assert_close(sub.mm(z[[2, 0]]), dense[[2, 0]] @ z[[2, 0]])
+    index = s.flat_index.view(3, 7, 4).transpose(0, 1).reshape(7, 12)
+    weight = torch.rand(7, 12, generator=gen, dtype=F64)
+    table = torch.randn(27, 6, generator=gen, dtype=F64)
+    torch.testing.assert_close(gather_sum(index, weight, table), (weight[..., None] * table[index]).sum(1))
+
+
+@pytest.mark.parametrize("mode,renormalize", [("st", True), ("tmrn", True), ("tmrn", False)])
+def test_sparse_with_every_entry_kept_is_the_dense_reference(mode, renormalize):
+    """top_k = hw keeps all of S: the sparse path must reproduce the dense exact reference."""
+    qk, mk, mv = make_inputs()
+    ref = ref_tmrn(qk, mk, mv, VALID, agents=8, mode=mode, renormalize=renormalize)
+    dense = tmrn_readout(qk, mk, mv, VALID, agents=8, mode=mode, renormalize=renormalize)
+    out = tmrn_readout(qk, mk, mv, VALID, agents=8, mode=mode, renormalize=renormalize, top_k=20)
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(out, dense, rtol=1e-9, atol=1e-10)
+
+
+def test_sparse_per_object_masks_and_garbage_slots():
+    """Per-object validity: each object equals its own run on its valid slots; garbage is never read."""
+    qk, mk, mv = make_inputs(B=1, O=2, T=3)
+    valid = torch.tensor([[[True, True, False], [True, False, True]]])
+    poisoned = mv.clone()
+    poisoned[0, 0, 2] = float("nan")
+    poisoned[0, 1, 1] = float("inf")
+    both = tmrn_readout(qk, mk, poisoned, valid, agents=6, top_k=5)
+    for o in range(2):
+        alone = tmrn_readout(qk, mk, mv[:, o : o + 1], valid[:, o], agents=6, top_k=5)
+        torch.testing.assert_close(both[:, o : o + 1], alone)
+    stcn = stcn_readout(qk, mk, poisoned, valid, top_k=5)
+    assert torch.isfinite(both).all() and torch.isfinite(stcn).all()
+
+
+@pytest.mark.parametrize("svd", ["exact", "fast"])
+def test_sparse_close_to_dense_exact_on_peaky_affinities(svd):
+    """Trained-like keys (regions, motion; sharpened to an affinity perplexity of ~6, trained keys: ~1):
+    the sparse path with top-16 per slot stays close to the dense exact reference, warm frames included."""
+    qk, mk, mv = clustered_inputs(T=3)
+    qk, mk = qk * 6, mk * 6
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    state = SvdState()
+    errors = []
+    for q in (qk, torch.roll(qk, shifts=1, dims=-1), qk):
+        exact = tmrn_readout(q, mk, mv, valid, agents=16)
+        out = tmrn_readout(q, mk, mv, valid, agents=16, svd=svd, top_k=16, state=state)
+        errors.append(rel_err(out, exact))
+    assert max(errors) < 0.02, errors
+    assert errors[0] > 0  # truncation does change something
+    if svd == "fast":
+        assert state.hits == 6 and state.misses == 3
+
+
+def test_sparse_gradient_flows():
+    qk, mk, mv = (x.float().requires_grad_() for x in smooth_inputs(T=2, seed=3))
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    out = tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=6)
+    out.square().sum().backward()
+    for x in (qk, mk, mv):
+        assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with torch.no_grad():
+        torch.testing.assert_close(out, tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=6))
+
+
+@pytest.mark.parametrize("top_k", [None, 8])
+def test_pixel_agents(top_k):
+    """agent_source="pixels": agents are the keys of real pixels (no SVD); with every entry kept the
+    sparse path equals the dense one, and on sharpened keys it stays near the SVD agents' output."""
+    qk, mk, mv = clustered_inputs(T=3)
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    full = tmrn_readout(qk, mk, mv, valid, agents=16, agent_source="pixels", top_k=qk.shape[-1] * qk.shape[-2])
+    torch.testing.assert_close(full, tmrn_readout(qk, mk, mv, valid, agents=16, agent_source="pixels"))
+    out = tmrn_readout(qk * 3, mk * 3, mv, valid, agents=16, agent_source="pixels", top_k=top_k)
+    svd = tmrn_readout(qk * 3, mk * 3, mv, valid, agents=16, top_k=top_k)
+    assert torch.isfinite(out).all() and 0 < rel_err(out, svd) < 0.1
+    with pytest.raises(ValueError, match="agent_source"):
+        tmrn_readout(qk, mk, mv, valid, agent_source="random")
+
+
+def test_bad_top_k():
+    qk, mk, mv = make_inputs()
+    with pytest.raises(ValueError, match="top_k"):
+        tmrn_readout(qk, mk, mv, VALID, top_k=0)
+
+
+def test_half_input_sparse_path_on_cpu():
+    """Half input takes the gather path (as on CUDA) with float32 logits: as close to the float64 dense
+    reference as float32 input is."""
+    qk, mk, mv = clustered_inputs(T=3)
+    qk, mk = qk * 6, mk * 6
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    exact = tmrn_readout(qk.double(), mk.double(), mv.double(), valid, agents=16)
+    single = tmrn_readout(qk, mk, mv, valid, agents=16, svd="fast", top_k=16)
+    half = tmrn_readout(qk.half(), mk.half(), mv.half(), valid, agents=16, svd="fast", top_k=16)
+    assert half.dtype == torch.float16
+    assert rel_err(half, exact) < rel_err(single, exact) + 0.005
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(NO_CUDA is not None, reason=NO_CUDA or "")
+@pytest.mark.parametrize("top_k,scale,svd", [(None, 1.0, "exact"), (16, 6.0, "fast")])
+def test_cuda_half_readouts_close_to_float64(top_k, scale, svd):
+    """On CUDA the readouts run in half (affinities, agents, alignment, value sums) with the subspace
+    step in float32; the sparse path as gathers. Against the dense exact float64 reference on the CPU
+    (the same settings as the CPU tests above, plus the rounding of half). The same code runs in half on
+    the CPU in test_half_input_sparse_path_on_cpu; this one checks the CUDA kernels."""
+    qk, mk, mv = clustered_inputs(T=3)
+    qk, mk = qk * scale, mk * scale
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    cuda = torch.device("cuda")
+    half = [x.to(cuda, torch.float16) for x in (qk, mk, mv)]
+    exact = tmrn_readout(qk.double(), mk.double(), mv.double(), valid, agents=16)
+    state = SvdState()
+    for _ in range(2):  # cold, then warm
+        out = tmrn_readout(*half, valid.to(cuda), agents=16, svd=svd, top_k=top_k, state=state)
+        assert out.dtype == torch.float16 and out.device.type == "cuda"
+        assert rel_err(out.cpu(), exact) < 0.03
+    # STCN: dense, and top-20 on the peaky keys (on near-uniform ones the half inputs alone move the top-20
+    # boundary); the logits are float32 for half input (common.logits_dtype)
+    for k, tol in ((None, 0.01), (20, 0.03)) if scale > 1 else ((None, 0.01),):
+        stcn = stcn_readout(*half, valid.to(cuda), top_k=k)
+        assert rel_err(stcn.cpu(), stcn_readout(qk.double(), mk.double(), mv.double(), valid, top_k=k)) < tol
+
+
+def test_tracker_default_is_the_sparse_path():
+    """TrackerConfig's default and the shipped CPU config run the sparse TMRN (slot_top_k > 0)."""
+    from pathlib import Path
+
+    from edge_vos.config import from_dict, read_yaml
+    from edge_vos.tracker.config import ReadoutConfig, TrackerConfig
+
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "cpu.yaml"
+    for config in (TrackerConfig(), from_dict(TrackerConfig, read_yaml(shipped)["tracker"], "tracker")):
+        assert config.readout.kind == "tmrn" and config.readout.slot_top_k > 0 and config.readout.svd == "fast"
+    with pytest.raises(Exception, match="agent_source"):
+        ReadoutConfig(agent_source="random")
