@@ -25,14 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML of TrainConfig (edge_vos.train.config)")
     parser.add_argument("--out", help="run directory (overrides `out`)")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="dotted override, value parsed as YAML (e.g. --set video.steps=100); repeatable",
     )
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the run directory")
     parser.add_argument("--max-steps", type=int, help="stop after this global step (the run stays resumable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
-        "--export-checkpoint", action="store_true",
+        "--export-checkpoint",
+        action="store_true",
         help="only write the run's current checkpoint as OUT/step<N>.safetensors (to evaluate a run in progress)",
     )
 
@@ -67,9 +71,14 @@ def main(args: argparse.Namespace) -> int:
             log.info("wrote %s", export_checkpoint(cfg))
             return 0
         result = train(cfg, resume=not args.fresh, max_steps=args.max_steps)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ConfigError) as exc:
         log.error("%s", exc)
         return 2
-    log.info("done: %d steps, loss %.4f, %.0f s this session -> %s", result.steps, result.final_loss,
-             result.seconds, result.export if result.steps == cfg.total_steps else "(not finished)")
+    log.info(
+        "done: %d steps, loss %.4f, %.0f s this session -> %s",
+        result.steps,
+        result.final_loss,
+        result.seconds,
+        result.export if result.steps == cfg.total_steps else "(not finished)",
+    )
     return 0

@@ -74,7 +74,11 @@ def camera_motion(
 
 
 def video_camera(
-    rng: np.random.Generator, center: tuple[float, float], scale: float, num_frames: int, size: int,
+    rng: np.random.Generator,
+    center: tuple[float, float],
+    scale: float,
+    num_frames: int,
+    size: int,
     motion: CameraMotion,
 ) -> list[np.ndarray]:
     """One affine per frame: a shared rotation/shear, the clip's zoom and drift, small per-frame jitter."""
@@ -97,7 +101,11 @@ def static_camera(
     """Independent random affines per frame: a pseudo-video from one image (STCN's static stage)."""
     return [
         affine(
-            center, scale * rng.uniform(0.9, 1.1), rng.uniform(-20, 20), rng.uniform(-10, 10), size,
+            center,
+            scale * rng.uniform(0.9, 1.1),
+            rng.uniform(-20, 20),
+            rng.uniform(-10, 10),
+            size,
             (rng.uniform(-0.1, 0.1) * size, rng.uniform(-0.1, 0.1) * size),
         )
         for _ in range(num_frames)
@@ -124,9 +132,7 @@ class Layer:
     slot: int | None
 
 
-def draw_layer(
-    rng: np.random.Generator, layer: Layer, frames: np.ndarray, masks: np.ndarray, t: int
-) -> None:
+def draw_layer(rng: np.random.Generator, layer: Layer, frames: np.ndarray, masks: np.ndarray, t: int) -> None:
     """Composites the layer over frames[t] (float32 [S,S,3]) and updates masks[t] ([O,S,S]) in place."""
     size = frames.shape[1]
     f = t / max(1, len(layer.raw) - 1)
@@ -135,8 +141,14 @@ def draw_layer(
         layer.start[0] + (layer.end[0] - layer.start[0]) * f + rng.uniform(-1, 1) * j * size,
         layer.start[1] + (layer.end[1] - layer.start[1]) * f + rng.uniform(-1, 1) * j * size,
     )
-    m = affine(layer.center, layer.scale * rng.uniform(1 - j, 1 + j), layer.angle + rng.uniform(-100, 100) * j,
-               0.0, size, shift)
+    m = affine(
+        layer.center,
+        layer.scale * rng.uniform(1 - j, 1 + j),
+        layer.angle + rng.uniform(-100, 100) * j,
+        0.0,
+        size,
+        shift,
+    )
     img, labels = layer.raw[t]
     alpha = warp((labels == layer.obj_id).astype(np.float32), m, size)
     alpha = cv2.GaussianBlur(alpha, (3, 3), 0)

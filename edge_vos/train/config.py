@@ -100,6 +100,8 @@ class DataSection:
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ConfigError(name, f"must be in [0, 1], got {value}")
+        if self.davis_split.startswith("val"):
+            raise ConfigError("davis_split", f"{self.davis_split!r} is an evaluation split; training never sees it")
         if not 3 <= self.clip_frames <= MAX_CLIP_FRAMES:
             raise ConfigError("clip_frames", f"must be in [3, {MAX_CLIP_FRAMES}], got {self.clip_frames}")
         if self.synthetic_frames < self.clip_frames:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_vos.config import ConfigError
 from edge_vos.train.composite import (
     Layer,
     camera_motion,
@@ -73,12 +74,11 @@ def _colour(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.nd
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
-def held_out_names(root: str | Path, split: str) -> set[str]:
-    """Sequence names of every other split list under ROOT/ImageSets that is an evaluation split (val*)."""
+def held_out_names(root: str | Path) -> set[str]:
+    """Sequence names of every evaluation split list (ROOT/ImageSets/*/val*.txt): never training data."""
     from edge_vos.data.davis import read_split
 
-    sets = Path(root) / "ImageSets"
-    return {n for p in sets.glob("*/val*.txt") if p.stem != split for n in read_split(p)}
+    return {n for p in (Path(root) / "ImageSets").glob("*/val*.txt") for n in read_split(p)}
 
 
 class TrainData:
@@ -94,7 +94,9 @@ class TrainData:
         self.real_frames = [(s, i) for s, seq in enumerate(self.real) for i in range(len(seq.frames))]
         log.info(
             "training data: %d real sequences (%d annotated frames), %d synthetic sequences",
-            len(self.real), len(self.real_frames), cfg.synthetic_sequences,
+            len(self.real),
+            len(self.real_frames),
+            cfg.synthetic_sequences,
         )
 
     @property
@@ -108,9 +110,9 @@ class TrainData:
         found = []
         if cfg.davis_root:
             found += davis_sequences(cfg.davis_root, cfg.davis_split, cfg.davis_res, cfg.davis_year or None)
-            leaked = sorted({s.name for s in found} & held_out_names(cfg.davis_root, cfg.davis_split))
+            leaked = sorted({s.name for s in found} & held_out_names(cfg.davis_root))
             if leaked:
-                raise ValueError(f"data.davis_split {cfg.davis_split!r} lists evaluation sequences: {leaked}")
+                raise ConfigError("data.davis_split", f"{cfg.davis_split!r} lists evaluation sequences: {leaked}")
         if cfg.youtube_root:
             found += youtube_vos_sequences(cfg.youtube_root, "train")
         out = []
@@ -290,8 +292,15 @@ class TrainData:
         start = (rng.uniform(-0.3, 0.3) * size, rng.uniform(-0.3, 0.3) * size)
         move = (0.0, 0.0) if static else (rng.uniform(-0.2, 0.2) * size, rng.uniform(-0.2, 0.2) * size)
         return Layer(
-            raw, obj_id, center, size * rng.uniform(0.25, 0.6) / ext, rng.uniform(-15, 15), start,
-            (start[0] + move[0], start[1] + move[1]), 0.1 if static else 0.03, slot,
+            raw,
+            obj_id,
+            center,
+            size * rng.uniform(0.25, 0.6) / ext,
+            rng.uniform(-15, 15),
+            start,
+            (start[0] + move[0], start[1] + move[1]),
+            0.1 if static else 0.03,
+            slot,
         )
 
     def _duplicate(self, rng: np.random.Generator, raw: Raw, obj_id: int, scale: float, static: bool) -> Layer:
@@ -301,8 +310,15 @@ class TrainData:
         start = (rng.choice([-1, 1]) * rng.uniform(0.25, 0.45) * size, rng.uniform(-0.35, 0.35) * size)
         move = (0.0, 0.0) if static else (rng.uniform(-0.15, 0.15) * size, rng.uniform(-0.15, 0.15) * size)
         return Layer(
-            raw, obj_id, center, scale * rng.uniform(0.7, 1.1), rng.uniform(-15, 15),  # type: ignore[arg-type]
-            start, (start[0] + move[0], start[1] + move[1]), 0.1 if static else 0.03, None,
+            raw,
+            obj_id,
+            center,
+            scale * rng.uniform(0.7, 1.1),
+            rng.uniform(-15, 15),  # type: ignore[arg-type]
+            start,
+            (start[0] + move[0], start[1] + move[1]),
+            0.1 if static else 0.03,
+            None,
         )
 
     def _occluder(
