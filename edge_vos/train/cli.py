@@ -25,18 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML of TrainConfig (edge_vos.train.config)")
     parser.add_argument("--out", help="run directory (overrides `out`)")
     parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
+        "--set", action="append", default=[], metavar="KEY=VALUE",
         help="dotted override, value parsed as YAML (e.g. --set video.steps=100); repeatable",
     )
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the run directory")
     parser.add_argument("--max-steps", type=int, help="stop after this global step (the run stays resumable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
-        "--export-checkpoint",
-        action="store_true",
+        "--export-checkpoint", action="store_true",
         help="only write the run's current checkpoint as OUT/step<N>.safetensors (to evaluate a run in progress)",
     )
 
@@ -74,11 +70,6 @@ def main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ConfigError) as exc:
         log.error("%s", exc)
         return 2
-    log.info(
-        "done: %d steps, loss %.4f, %.0f s this session -> %s",
-        result.steps,
-        result.final_loss,
-        result.seconds,
-        result.export if result.steps == cfg.total_steps else "(not finished)",
-    )
+    log.info("done: %d steps, loss %.4f, %.0f s this session -> %s", result.steps, result.final_loss,
+             result.seconds, result.export if result.steps == cfg.total_steps else "(not finished)")
     return 0

@@ -216,12 +216,8 @@ def save_checkpoint(
             tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value)
             tensors[f"optim.{index}.{name}"] = tensor.detach().contiguous()
     meta = {
-        "step": str(step),
-        "loss_avg": repr(loss_avg),
-        "arch": net.arch,
-        "cbam": str(net.use_cbam),
-        "config": json.dumps(to_dict(cfg)),
-        "param_groups": json.dumps(state["param_groups"]),
+        "step": str(step), "loss_avg": repr(loss_avg), "arch": net.arch, "cbam": str(net.use_cbam),
+        "config": json.dumps(to_dict(cfg)), "param_groups": json.dumps(state["param_groups"]),
     }
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -256,10 +252,7 @@ def export_network(net: STCN, path: Path, cfg: TrainConfig, step: int, extra: di
     if cfg.export_fp16:
         out = out.half()  # floating tensors only; BN's num_batches_tracked stays int64
     meta = {
-        "steps": step,
-        "readout": cfg.readout.kind,
-        "seed": cfg.seed,
-        "dtype": "fp16" if cfg.export_fp16 else "fp32",
+        "steps": step, "readout": cfg.readout.kind, "seed": cfg.seed, "dtype": "fp16" if cfg.export_fp16 else "fp32",
     }
     meta.update(extra)
     save_network(out, path, meta)
@@ -362,18 +355,10 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
             dt = time.perf_counter() - t0
             done = step + 1
             if done % cfg.log_every == 0 or done == end:
-                writer.writerow(
-                    {
-                        "step": done,
-                        "stage": name,
-                        "loss": f"{value:.5f}",
-                        "p": f"{p:.3f}",
-                        "lr": f"{lr:.2e}",
-                        "max_gap": gap,
-                        "sec_per_step": f"{dt:.3f}",
-                        "elapsed_s": f"{time.perf_counter() - t_start:.1f}",
-                    }
-                )
+                writer.writerow({
+                    "step": done, "stage": name, "loss": f"{value:.5f}", "p": f"{p:.3f}", "lr": f"{lr:.2e}",
+                    "max_gap": gap, "sec_per_step": f"{dt:.3f}", "elapsed_s": f"{time.perf_counter() - t_start:.1f}",
+                })
                 csv_file.flush()
                 log.debug("step %d %s loss %.4f p %.2f lr %.1e %.2fs", done, name, value, p, lr, dt)
             if progress is not None:
