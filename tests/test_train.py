@@ -21,6 +21,8 @@ from edge_vos.train.trainer import (
     train,
 )
 
+from .conftest import require_davis
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -86,6 +88,130 @@ def test_samples_are_a_function_of_the_generator() -> None:
         assert a.selector[0] == 1.0
 
 
+def _synthetic_data(**overrides: object) -> DataSection:
+    base: dict[str, object] = dict(davis_root="", synthetic_sequences=3, synthetic_frames=8, crop=64)
+    base.update(overrides)
+    return DataSection(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("frames", [3, 4, 6])
+@pytest.mark.parametrize("stage", ["static", "video"])
+def test_clips_have_t_frames_and_three_object_slots(frames: int, stage: str) -> None:
+    cfg = _synthetic_data(
+        clip_frames=frames, max_objects=3, multi_object_prob=1.0, occluder_prob=0.5, zoom_prob=0.5, drift_prob=0.5
+    )
+    data = TrainData(cfg, seed=1)
+    seen_three = False
+    for step in range(6):
+        a = data.sample(np.random.default_rng([1, step]), stage, 3)
+        b = data.sample(np.random.default_rng([1, step]), stage, 3)
+        assert a.frames.shape == (frames, 64, 64, 3) and a.frames.dtype == np.uint8
+        assert a.masks.shape == (frames, 3, 64, 64) and a.selector.shape == (3,)
+        assert np.array_equal(a.frames, b.frames) and np.array_equal(a.masks, b.masks)
+        assert set(np.unique(a.masks)) <= {0.0, 1.0}
+        assert a.masks.sum(axis=1).max() <= 1  # one object per pixel: layers hide what lies beneath
+        assert a.selector[0] == 1.0
+        assert list(a.selector) == [float(a.masks[0, k].any()) for k in range(3)]
+        seen_three |= a.selector.sum() == 3
+    assert seen_three
+
+
+def test_occluder_hides_the_target_where_it_passes() -> None:
+    """Same draw with and without the occluder: the target's masks only lose pixels, and do lose some."""
+    plain_cfg = _synthetic_data(clip_frames=5, max_objects=1, crop=96, occluder_prob=0.0)
+    occl_cfg = _synthetic_data(clip_frames=5, max_objects=1, crop=96, occluder_prob=1.0)
+    plain, occluded = TrainData(plain_cfg, seed=2), TrainData(occl_cfg, seed=2)
+    hidden = 0
+    for step in range(8):
+        a = plain._clip(np.random.default_rng([2, step]), False, 2)
+        b = occluded._clip(np.random.default_rng([2, step]), False, 2)
+        # The base clip is drawn before the occluder; only the final mirror flip may differ between the two.
+        ref = a.masks if (b.masks <= a.masks).all() else a.masks[..., ::-1]
+        assert (b.masks <= ref).all()
+        hidden += int((ref - b.masks)[1:].sum() > 0)
+    assert hidden >= 4
+
+
+def test_a_layer_replaces_what_it_covers() -> None:
+    from edge_vos.train.composite import Layer, draw_layer
+
+    size = 32
+    frames = np.full((2, size, size, 3), 10.0, np.float32)
+    masks = np.zeros((2, 2, size, size), np.float32)
+    masks[:, 0, 8:24, 8:24] = 1
+    img = np.full((40, 40, 3), 200, np.uint8)
+    labels = np.zeros((40, 40), np.uint8)
+    labels[10:30, 10:20] = 3
+    for slot in (None, 1):
+        f, m = frames.copy(), masks.copy()
+        layer = Layer(((img, labels),) * 2, 3, (14.5, 19.5), 1.0, 0.0, (0.0, 0.0), (0.0, 0.0), 0.0, slot)
+        draw_layer(np.random.default_rng(0), layer, f, m, 1)
+        covered = f[1, ..., 0] > 105  # more than half the layer
+        assert covered.sum() > 100
+        assert not m[1, 0][covered].any() and m[1, 0].sum() > 0  # the target keeps its visible part only
+        assert np.array_equal(m[0], masks[0]) and np.array_equal(f[0], frames[0])  # other frames untouched
+        if slot is None:
+            assert not m[1, 1].any()
+        else:
+            assert np.array_equal(m[1, 1].astype(bool), covered)
+
+
+def test_camera_zoom_and_drift_reach_their_end_values() -> None:
+    from edge_vos.train.composite import CameraMotion, video_camera
+
+    cams = video_camera(np.random.default_rng(0), (50.0, 50.0), 1.0, 4, 100, CameraMotion(1.5, (30.0, -20.0)))
+    scale = [float(np.hypot(*m[:, 0])) for m in cams]
+    assert scale[-1] / scale[0] == pytest.approx(1.5, rel=0.08)
+    centre = [m[:, :2] @ np.array([50.0, 50.0]) + m[:, 2] for m in cams]
+    assert centre[-1] - centre[0] == pytest.approx(np.array([30.0, -20.0]), abs=7)
+
+
+def _fake_davis(root: Path) -> None:
+    from edge_vos.data.davis import write_davis_sequence, write_split
+
+    rng = np.random.default_rng(0)
+    for name in ("tr-a", "tr-b", "held-c"):
+        frames = rng.integers(0, 255, size=(5, 48, 64, 3), dtype=np.uint8)
+        labels = np.zeros((5, 48, 64), np.uint8)
+        labels[:, 10:30, 20:40] = 1
+        write_davis_sequence(root, name, frames, labels, res="240p")
+    write_split(root, "train", ["tr-a", "tr-b"], year="2016")
+    write_split(root, "val-dev", ["held-c"], year="2016")
+
+
+def test_training_split_comes_from_train_txt_and_never_holds_val_dev(tmp_path: Path) -> None:
+    _fake_davis(tmp_path)
+    cfg = DataSection(davis_root=str(tmp_path), synthetic_sequences=0, crop=32)
+    data = TrainData(cfg, seed=0)
+    assert data.sequence_names == ["tr-a", "tr-b"]
+    with pytest.raises(ConfigError, match="davis_split"):
+        DataSection(davis_root=str(tmp_path), davis_split="val-dev")
+    # A train list that names a val-dev sequence is refused, naming it.
+    (tmp_path / "ImageSets" / "2016" / "train.txt").write_text("tr-a\nheld-c\n")
+    with pytest.raises(ConfigError, match="held-c"):
+        TrainData(cfg, seed=0)
+
+
+def test_shared_davis_training_split_excludes_val_dev() -> None:
+    from edge_vos.data.davis import read_split
+
+    root = require_davis()
+    data = TrainData(DataSection(davis_root=str(root), synthetic_sequences=0), seed=0)
+    train_names = read_split(root / "ImageSets" / "2016" / "train.txt")
+    val_dev = set(read_split(root / "ImageSets" / "2016" / "val-dev.txt"))
+    assert data.sequence_names == train_names and len(train_names) == 30
+    assert not set(data.sequence_names) & val_dev
+
+
+def test_longer_clips_with_three_objects_train(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path / "t4")
+    cfg.data = _synthetic_data(clip_frames=4, max_objects=3, multi_object_prob=1.0, occluder_prob=1.0)
+    cfg.static = StageSection(steps=0)
+    cfg.video = StageSection(steps=1, batch_size=2, max_gap_start=1, max_gap_end=2)
+    result = train(cfg)
+    assert result.steps == 1 and np.isfinite(result.final_loss)
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -145,7 +271,8 @@ def test_cli_trains_from_yaml_with_overrides(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["train-cpu.yaml", "train-gpu.yaml", "train-cpu-r18-scratch.yaml", "train-cpu-tmrn-ft.yaml"]
+    "name",
+    ["train-cpu.yaml", "train-gpu.yaml", "train-cpu-r18-scratch.yaml", "train-cpu-tmrn-ft.yaml", "train-cpu-hard.yaml"],
 )
 def test_shipped_configs_are_valid(name: str) -> None:
     cfg = load_yaml(TrainConfig, CONFIGS / name)

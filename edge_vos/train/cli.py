@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
             log.info("wrote %s", export_checkpoint(cfg))
             return 0
         result = train(cfg, resume=not args.fresh, max_steps=args.max_steps)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ConfigError) as exc:
         log.error("%s", exc)
         return 2
     log.info("done: %d steps, loss %.4f, %.0f s this session -> %s", result.steps, result.final_loss,

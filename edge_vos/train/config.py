@@ -13,6 +13,9 @@ from edge_vos.readout import SVD_KINDS
 from edge_vos.tracker.config import READOUT_KINDS
 
 INITS = ("auto", "imagenet", "scratch")
+# Longest clip and most object slots a sample may have (memory and time per step grow with both).
+MAX_CLIP_FRAMES = 6
+MAX_TRAIN_OBJECTS = 3
 
 
 @dataclass
@@ -71,18 +74,44 @@ class DataSection:
     synthetic_fraction: float = 0.25
     # Square training crop (multiple of 16).
     crop: int = 192
-    # Probability that a sample carries two objects (soft aggregation as STCN) rather than one.
-    two_object_prob: float = 0.5
+    # Frames per clip (T): frame 0 is given with its masks, frames 1..T-1 are predicted from memory.
+    clip_frames: int = 3
+    # Object slots per sample (soft aggregation as STCN); with `multi_object_prob` a sample carries
+    # 2..max_objects objects (the source's own, then objects pasted from other clips), otherwise one.
+    max_objects: int = 2
+    multi_object_prob: float = 0.5
+    # Per sample: an unlabelled object pasted so that it crosses in front of the target during the clip.
+    occluder_prob: float = 0.0
+    # Per sample: an unlabelled copy of the target elsewhere in the crop (a look-alike to ignore).
+    duplicate_prob: float = 0.0
+    # Video clips: the crop zooms by a factor in [1/zoom_max, zoom_max] over the clip ...
+    zoom_prob: float = 0.0
+    zoom_max: float = 1.5
+    # ... and/or drifts by up to drift_max of the crop size (the objects move towards / out of the border).
+    drift_prob: float = 0.0
+    drift_max: float = 0.6
 
     def __post_init__(self) -> None:
         positive("synthetic_sequences", self.synthetic_sequences, allow_zero=True)
         positive("synthetic_frames", self.synthetic_frames)
-        if self.synthetic_frames < 3:
-            raise ConfigError("synthetic_frames", "must be >= 3 (3-frame clips)")
         if not 0 <= self.synthetic_fraction <= 1:
             raise ConfigError("synthetic_fraction", f"must be in [0, 1], got {self.synthetic_fraction}")
-        if not 0 <= self.two_object_prob <= 1:
-            raise ConfigError("two_object_prob", f"must be in [0, 1], got {self.two_object_prob}")
+        for name in ("multi_object_prob", "occluder_prob", "duplicate_prob", "zoom_prob", "drift_prob"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(name, f"must be in [0, 1], got {value}")
+        if self.davis_split.startswith("val"):
+            raise ConfigError("davis_split", f"{self.davis_split!r} is an evaluation split; training never sees it")
+        if not 3 <= self.clip_frames <= MAX_CLIP_FRAMES:
+            raise ConfigError("clip_frames", f"must be in [3, {MAX_CLIP_FRAMES}], got {self.clip_frames}")
+        if self.synthetic_frames < self.clip_frames:
+            raise ConfigError("synthetic_frames", f"must be >= clip_frames ({self.clip_frames})")
+        if not 1 <= self.max_objects <= MAX_TRAIN_OBJECTS:
+            raise ConfigError("max_objects", f"must be in [1, {MAX_TRAIN_OBJECTS}], got {self.max_objects}")
+        if self.zoom_max < 1:
+            raise ConfigError("zoom_max", f"must be >= 1, got {self.zoom_max}")
+        if not 0 <= self.drift_max <= 1.5:
+            raise ConfigError("drift_max", f"must be in [0, 1.5], got {self.drift_max}")
         if self.crop < 32 or self.crop % 16:
             raise ConfigError("crop", f"must be a multiple of 16 and >= 32, got {self.crop}")
         if not self.davis_root and not self.youtube_root and (self.synthetic_sequences == 0):

@@ -1,41 +1,54 @@
-"""Training samples: 3-frame clips with up to two objects, from static images or from videos.
+"""Training samples: T-frame clips with up to `max_objects` objects, from static images or from videos.
 
 Every sample is a pure function of a numpy Generator, and the trainer seeds one Generator per step from
 (seed, step): the data order and all augmentation are therefore resumable from the step number alone,
 with no sampler state to save. Sources are read on demand (real frames) or generated once from the seed
 and cached (synthetic sequences), neither of which changes what a given step sees.
 
-Static stage (STCN's pre-training on images): one frame becomes a pseudo-video by three independent random
-affine warps and colour changes; a second object, when wanted and absent, is cut from another frame and
-pasted with its own motion. Video stage: three frames in temporal order (or reversed) with gaps of at most
-`max_gap`, one shared crop with small per-frame jitter; a second object comes from the sequence itself
-(synthetic, YouTube-VOS) or is pasted from another clip with its own motion (DAVIS-2016 has one object).
+Static stage (STCN's pre-training on images): one frame becomes a pseudo-video by independent random
+affine warps. Video stage: T frames in temporal order (or reversed) with gaps of at most `max_gap`, one
+crop that may zoom and drift over the clip (objects change scale and leave the frame), small per-frame
+jitter. Both stages then draw copy-paste layers (edge_vos.train.composite): further tracked objects cut
+from other clips (DAVIS-2016 has one object per sequence), optionally a look-alike copy of the target,
+and an unlabelled occluder that passes in front of the target. Masks keep only what stays visible.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from edge_vos.config import ConfigError
+from edge_vos.train.composite import (
+    Layer,
+    camera_motion,
+    centroid,
+    crossing_path,
+    draw_layer,
+    extent,
+    static_camera,
+    video_camera,
+    warp,
+)
 from edge_vos.train.config import DataSection
 
 log = logging.getLogger(__name__)
 
-NUM_FRAMES = 3
-MAX_OBJECTS = 2
 # A first-frame object smaller than this share of the crop makes the sampler try another crop.
 _MIN_AREA = 0.004
 _RETRIES = 8
+_MIN_OBJECT_PIXELS = 64
+
+Source = tuple[str, int]  # ("real" | "synthetic", index)
+Raw = tuple[tuple[np.ndarray, np.ndarray], ...]  # (RGB uint8 [H,W,3], labels uint8 [H,W]) per clip frame
 
 
 @dataclass
 class Clip:
-    """One sample: frames uint8 [3,S,S,3], masks float32 [3,2,S,S] (0/1), selector float32 [2]."""
+    """One sample: frames uint8 [T,S,S,3], masks float32 [T,O,S,S] (0/1, visible pixels), selector [O]."""
 
     frames: np.ndarray
     masks: np.ndarray
@@ -47,22 +60,6 @@ class _RealSequence:
     name: str
     frames: tuple[Path, ...]
     masks: tuple[Path, ...]  # one per frame in `frames` (only annotated frames are kept)
-
-
-def _affine(
-    center: tuple[float, float], scale: float, angle_deg: float, shear: float, out: int, shift: tuple[float, float]
-) -> np.ndarray:
-    """2x3 matrix mapping source pixels to an out x out crop centred on `center` (then shifted)."""
-    a = math.radians(angle_deg)
-    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) * scale
-    rot = rot @ np.array([[1.0, math.tan(math.radians(shear))], [0.0, 1.0]])
-    t = np.array([out / 2 + shift[0], out / 2 + shift[1]]) - rot @ np.asarray(center, dtype=np.float64)
-    return np.concatenate([rot, t[:, None]], axis=1).astype(np.float32)
-
-
-def _warp(img: np.ndarray, m: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
-    flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
-    return cv2.warpAffine(img, m, (size, size), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def _colour(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
@@ -77,11 +74,11 @@ def _colour(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.nd
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
-def _centroid(mask: np.ndarray) -> tuple[float, float] | None:
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return None
-    return float(xs.mean()), float(ys.mean())
+def held_out_names(root: str | Path) -> set[str]:
+    """Sequence names of every evaluation split list (ROOT/ImageSets/*/val*.txt): never training data."""
+    from edge_vos.data.davis import read_split
+
+    return {n for p in (Path(root) / "ImageSets").glob("*/val*.txt") for n in read_split(p)}
 
 
 class TrainData:
@@ -97,8 +94,14 @@ class TrainData:
         self.real_frames = [(s, i) for s, seq in enumerate(self.real) for i in range(len(seq.frames))]
         log.info(
             "training data: %d real sequences (%d annotated frames), %d synthetic sequences",
-            len(self.real), len(self.real_frames), cfg.synthetic_sequences,
+            len(self.real),
+            len(self.real_frames),
+            cfg.synthetic_sequences,
         )
+
+    @property
+    def sequence_names(self) -> list[str]:
+        return [s.name for s in self.real]
 
     @staticmethod
     def _load_real(cfg: DataSection) -> list[_RealSequence]:
@@ -107,12 +110,15 @@ class TrainData:
         found = []
         if cfg.davis_root:
             found += davis_sequences(cfg.davis_root, cfg.davis_split, cfg.davis_res, cfg.davis_year or None)
+            leaked = sorted({s.name for s in found} & held_out_names(cfg.davis_root))
+            if leaked:
+                raise ConfigError("data.davis_split", f"{cfg.davis_split!r} lists evaluation sequences: {leaked}")
         if cfg.youtube_root:
             found += youtube_vos_sequences(cfg.youtube_root, "train")
         out = []
         for seq in found:
             keep = [(f, seq.masks[f.stem]) for f in seq.frames if f.stem in seq.masks]
-            if len(keep) >= NUM_FRAMES:
+            if len(keep) >= cfg.clip_frames:
                 out.append(_RealSequence(seq.name, tuple(f for f, _ in keep), tuple(m for _, m in keep)))
         return out
 
@@ -134,11 +140,11 @@ class TrainData:
             self._synthetic[index] = cached
         return cached
 
-    def _num_frames(self, source: tuple[str, int]) -> int:
+    def _num_frames(self, source: Source) -> int:
         kind, index = source
         return self.cfg.synthetic_frames if kind == "synthetic" else len(self.real[index].frames)
 
-    def _frame(self, source: tuple[str, int], t: int) -> tuple[np.ndarray, np.ndarray]:
+    def _frame(self, source: Source, t: int) -> tuple[np.ndarray, np.ndarray]:
         """RGB uint8 [H,W,3] and label map uint8 [H,W] of frame t of a source."""
         kind, index = source
         if kind == "synthetic":
@@ -153,7 +159,7 @@ class TrainData:
         labels[labels == 255] = 0
         return read_image(seq.frames[t]), labels
 
-    def _pick_source(self, rng: np.random.Generator) -> tuple[str, int]:
+    def _pick_source(self, rng: np.random.Generator) -> Source:
         use_synthetic = self.cfg.synthetic_sequences > 0 and (
             not self.real or rng.random() < self.cfg.synthetic_fraction
         )
@@ -161,22 +167,29 @@ class TrainData:
             return "synthetic", int(rng.integers(self.cfg.synthetic_sequences))
         return "real", int(rng.integers(len(self.real)))
 
+    def _raw(self, rng: np.random.Generator, source: Source, static: bool, max_gap: int) -> Raw:
+        """The clip's source frames: one frame repeated (static) or T frames of the sequence (video)."""
+        if static:
+            return (self._frame(source, int(rng.integers(self._num_frames(source)))),) * self.cfg.clip_frames
+        return tuple(self._frame(source, t) for t in self._frame_indices(rng, self._num_frames(source), max_gap))
+
+    def _frame_indices(self, rng: np.random.Generator, n: int, max_gap: int) -> list[int]:
+        steps = self.cfg.clip_frames - 1
+        gap = max(1, min(max_gap, (n - 1) // steps))
+        gaps = rng.integers(1, gap + 1, size=steps)
+        start = int(rng.integers(0, n - int(gaps.sum())))
+        idx = [start, *(start + np.cumsum(gaps)).tolist()]
+        return idx[::-1] if rng.random() < 0.5 else idx
+
     # -- samples -------------------------------------------------------------------------------------
 
     def sample(self, rng: np.random.Generator, stage: str, max_gap: int) -> Clip:
         """One clip of the given stage ("static" or "video")."""
         for _ in range(_RETRIES):
-            clip = self._static(rng) if stage == "static" else self._video(rng, max_gap)
+            clip = self._clip(rng, stage == "static", max_gap)
             if clip.masks[0, 0].mean() >= _MIN_AREA:
                 return clip
         return clip
-
-    def _frame_indices(self, rng: np.random.Generator, n: int, max_gap: int) -> list[int]:
-        gap = max(1, min(max_gap, (n - 1) // (NUM_FRAMES - 1)))
-        gaps = rng.integers(1, gap + 1, size=NUM_FRAMES - 1)
-        start = int(rng.integers(0, n - int(gaps.sum())))
-        idx = [start, start + int(gaps[0]), start + int(gaps.sum())]
-        return idx[::-1] if rng.random() < 0.5 else idx
 
     def _placement(
         self, rng: np.random.Generator, shape: tuple[int, int], obj: np.ndarray, zoom: tuple[float, float]
@@ -185,7 +198,7 @@ class TrainData:
         h, w = shape
         size = self.cfg.crop
         scale = size / min(h, w) * rng.uniform(*zoom)
-        c = _centroid(obj)
+        c = centroid(obj)
         if c is None or rng.random() < 0.2:
             c = (rng.uniform(0, w), rng.uniform(0, h))
         half = size / 2 / scale
@@ -195,126 +208,137 @@ class TrainData:
         cy = float(np.clip(cy, min(half, h / 2), max(h - half, h / 2)))
         return (cx, cy), scale
 
-    def _choose_objects(self, rng: np.random.Generator, labels: np.ndarray) -> tuple[list[int], bool]:
-        """Up to two object ids present in `labels`, and whether the sample wants two objects."""
+    def _object_ids(self, rng: np.random.Generator, labels: np.ndarray) -> list[int]:
+        """Ids of the objects of `labels` with at least a few pixels, in random order."""
         ids, counts = np.unique(labels[labels > 0], return_counts=True)
-        ids = [int(i) for i, c in zip(ids, counts, strict=True) if c >= 64]
-        rng.shuffle(ids)
-        two = bool(rng.random() < self.cfg.two_object_prob)
-        return ids[: MAX_OBJECTS if two else 1], two
+        out = [int(i) for i, c in zip(ids, counts, strict=True) if c >= _MIN_OBJECT_PIXELS]
+        rng.shuffle(out)
+        return out
 
-    def _static(self, rng: np.random.Generator) -> Clip:
-        size = self.cfg.crop
-        source = self._pick_source(rng)
-        img, labels = self._frame(source, int(rng.integers(self._num_frames(source))))
-        ids, two = self._choose_objects(rng, labels)
-        paste = self._paste_layer(rng, static=True) if two and len(ids) < 2 else None
-        center, scale = self._placement(rng, labels.shape, labels == (ids[0] if ids else 1), (0.9, 1.4))
-        flip = rng.random() < 0.5
-        frames = np.zeros((NUM_FRAMES, size, size, 3), np.uint8)
-        masks = np.zeros((NUM_FRAMES, MAX_OBJECTS, size, size), np.float32)
-        for t in range(NUM_FRAMES):
-            m = _affine(
-                center, scale * rng.uniform(0.9, 1.1), rng.uniform(-20, 20), rng.uniform(-10, 10), size,
-                (rng.uniform(-0.1, 0.1) * size, rng.uniform(-0.1, 0.1) * size),
-            )
-            frame = _warp(img, m, size)
-            lab = _warp(labels, m, size, nearest=True)
-            for k, obj_id in enumerate(ids):
-                masks[t, k] = lab == obj_id
-            if paste is not None:
-                frame = self._composite(rng, frame, masks[t], paste, t, static=True)
-            frames[t] = _colour(frame, rng, 1.0)
-        if flip:
-            frames, masks = frames[:, :, ::-1].copy(), masks[..., ::-1].copy()
-        selector = np.array([float(masks[0, k].any()) for k in range(MAX_OBJECTS)], np.float32)
-        return Clip(frames, masks, selector)
+    def _wanted_objects(self, rng: np.random.Generator) -> int:
+        cfg = self.cfg
+        if cfg.max_objects == 1 or rng.random() >= cfg.multi_object_prob:
+            return 1
+        return int(rng.integers(2, cfg.max_objects + 1))
 
-    def _video(self, rng: np.random.Generator, max_gap: int) -> Clip:
-        size = self.cfg.crop
-        source = self._pick_source(rng)
-        idx = self._frame_indices(rng, self._num_frames(source), max_gap)
-        raw = [self._frame(source, t) for t in idx]
-        ids, two = self._choose_objects(rng, raw[0][1])
-        paste = self._paste_layer(rng, static=False, max_gap=max_gap) if two and len(ids) < 2 else None
-        center, scale = self._placement(rng, raw[0][1].shape, raw[0][1] == (ids[0] if ids else 1), (1.0, 1.5))
-        angle, shear = rng.uniform(-10, 10), rng.uniform(-5, 5)
-        flip = rng.random() < 0.5
-        clip_colour = int(rng.integers(2**62))
-        frames = np.zeros((NUM_FRAMES, size, size, 3), np.uint8)
-        masks = np.zeros((NUM_FRAMES, MAX_OBJECTS, size, size), np.float32)
-        for t, (img, labels) in enumerate(raw):
-            m = _affine(
-                center, scale * rng.uniform(0.97, 1.03), angle + rng.uniform(-3, 3), shear, size,
-                (rng.uniform(-0.03, 0.03) * size, rng.uniform(-0.03, 0.03) * size),
-            )
-            frame = _warp(img, m, size)
-            lab = _warp(labels, m, size, nearest=True)
-            for k, obj_id in enumerate(ids):
-                masks[t, k] = lab == obj_id
-            if paste is not None:
-                frame = self._composite(rng, frame, masks[t], paste, t, static=False)
-            # One colour change for the whole clip (same generator seed every frame) plus a little per frame.
-            frames[t] = _colour(_colour(frame, np.random.default_rng(clip_colour), 0.7), rng, 0.2)
-        if flip:
-            frames, masks = frames[:, :, ::-1].copy(), masks[..., ::-1].copy()
-        selector = np.array([float(masks[0, k].any()) for k in range(MAX_OBJECTS)], np.float32)
-        return Clip(frames, masks, selector)
-
-    # -- copy-paste second object ----------------------------------------------------------------------
-
-    def _paste_layer(
-        self, rng: np.random.Generator, static: bool, max_gap: int = 1
-    ) -> dict[str, object] | None:
-        """An object cut from another frame (static) or clip (video) to paste as object 2."""
-        source = self._pick_source(rng)
+    def _clip(self, rng: np.random.Generator, static: bool, max_gap: int) -> Clip:
+        cfg, size = self.cfg, self.cfg.crop
+        T, O = cfg.clip_frames, cfg.max_objects
+        raw = self._raw(rng, self._pick_source(rng), static, max_gap)
+        wanted = self._wanted_objects(rng)
+        ids = self._object_ids(rng, raw[0][1])[:wanted]
+        target = raw[0][1] == (ids[0] if ids else 1)
+        center, scale = self._placement(rng, raw[0][1].shape, target, (0.9, 1.4) if static else (1.0, 1.5))
         if static:
-            t0 = int(rng.integers(self._num_frames(source)))
-            raw = [self._frame(source, t0)] * NUM_FRAMES
+            cameras = static_camera(rng, center, scale, T, size)
         else:
-            raw = [self._frame(source, t) for t in self._frame_indices(rng, self._num_frames(source), max_gap)]
-        ids, counts = np.unique(raw[0][1][raw[0][1] > 0], return_counts=True)
-        if len(ids) == 0:
-            return None
-        obj_id = int(ids[int(rng.integers(len(ids)))])
-        obj = raw[0][1] == obj_id
-        ys, xs = np.nonzero(obj)
-        extent = max(xs.max() - xs.min(), ys.max() - ys.min(), 8)
-        size = self.cfg.crop
-        scale = size * rng.uniform(0.25, 0.6) / extent
-        return {
-            "raw": raw, "id": obj_id, "center": _centroid(obj), "scale": scale, "angle": rng.uniform(-15, 15),
-            "shift": (rng.uniform(-0.3, 0.3) * size, rng.uniform(-0.3, 0.3) * size),
-        }
+            motion = camera_motion(rng, size, cfg.zoom_prob, cfg.zoom_max, cfg.drift_prob, cfg.drift_max)
+            cameras = video_camera(rng, center, scale, T, size, motion)
+        frames = np.zeros((T, size, size, 3), np.float32)
+        masks = np.zeros((T, O, size, size), np.float32)
+        for t, ((img, labels), m) in enumerate(zip(raw, cameras, strict=True)):
+            frames[t] = warp(img, m, size)
+            lab = warp(labels, m, size, nearest=True)
+            for k, obj_id in enumerate(ids):
+                masks[t, k] = lab == obj_id
 
-    def _composite(
-        self, rng: np.random.Generator, frame: np.ndarray, masks: np.ndarray, paste: dict[str, object] | None,
-        t: int, static: bool,
-    ) -> np.ndarray:
-        """Draws the pasted object over `frame` (it occludes object 1) and fills masks[1]."""
-        if paste is None:
-            return frame
+        layers: list[Layer] = []
+        for slot in range(len(ids), wanted):
+            layer = self._pasted_object(rng, static, max_gap, slot)
+            if layer is not None:
+                layers.append(layer)
+        if ids and rng.random() < cfg.duplicate_prob:
+            layers.append(self._duplicate(rng, raw, ids[0], scale, static))
+        if rng.random() < cfg.occluder_prob:
+            occluder = self._occluder(rng, static, max_gap, masks[0, 0], masks[-1, 0])
+            if occluder is not None:
+                layers.append(occluder)
+        for layer in layers:
+            for t in range(T):
+                draw_layer(rng, layer, frames, masks, t)
+
+        out = np.clip(frames + 0.5, 0, 255).astype(np.uint8)
+        if static:
+            out = np.stack([_colour(f, rng, 1.0) for f in out])
+        else:
+            # One colour change for the whole clip (same generator seed every frame) plus a little per frame.
+            clip_colour = int(rng.integers(2**62))
+            out = np.stack([_colour(_colour(f, np.random.default_rng(clip_colour), 0.7), rng, 0.2) for f in out])
+        if rng.random() < 0.5:
+            out, masks = out[:, :, ::-1].copy(), masks[..., ::-1].copy()
+        selector = np.array([float(masks[0, k].any()) for k in range(O)], np.float32)
+        return Clip(out, masks, selector)
+
+    # -- copy-paste layers -----------------------------------------------------------------------------
+
+    def _cut(
+        self, rng: np.random.Generator, static: bool, max_gap: int
+    ) -> tuple[Raw, int, tuple[float, float], float] | None:
+        """An object of another clip: its frames, id, first-frame centroid and extent (None: no object)."""
+        raw = self._raw(rng, self._pick_source(rng), static, max_gap)
+        ids = self._object_ids(rng, raw[0][1])
+        if not ids:
+            return None
+        obj = raw[0][1] == ids[0]
+        return raw, ids[0], centroid(obj), extent(obj)  # type: ignore[return-value]
+
+    def _pasted_object(self, rng: np.random.Generator, static: bool, max_gap: int, slot: int) -> Layer | None:
+        """A further tracked object from another clip, with its own (static: jittered, video: linear) motion."""
+        cut = self._cut(rng, static, max_gap)
+        if cut is None:
+            return None
+        raw, obj_id, center, ext = cut
         size = self.cfg.crop
-        img, labels = paste["raw"][t]  # type: ignore[index]
-        jitter = 0.1 if static else 0.03
-        shift = paste["shift"]  # type: ignore[assignment]
-        m = _affine(
-            paste["center"], paste["scale"] * rng.uniform(1 - jitter, 1 + jitter),  # type: ignore[arg-type,operator]
-            paste["angle"] + rng.uniform(-100, 100) * jitter, 0.0, size,  # type: ignore[operator]
-            (shift[0] + rng.uniform(-1, 1) * jitter * size, shift[1] + rng.uniform(-1, 1) * jitter * size),
+        start = (rng.uniform(-0.3, 0.3) * size, rng.uniform(-0.3, 0.3) * size)
+        move = (0.0, 0.0) if static else (rng.uniform(-0.2, 0.2) * size, rng.uniform(-0.2, 0.2) * size)
+        return Layer(
+            raw,
+            obj_id,
+            center,
+            size * rng.uniform(0.25, 0.6) / ext,
+            rng.uniform(-15, 15),
+            start,
+            (start[0] + move[0], start[1] + move[1]),
+            0.1 if static else 0.03,
+            slot,
         )
-        alpha = _warp((labels == paste["id"]).astype(np.float32), m, size)
-        alpha = cv2.GaussianBlur(alpha, (3, 3), 0)
-        fg = _warp(img, m, size).astype(np.float32)
-        out = frame.astype(np.float32) * (1 - alpha[..., None]) + fg * alpha[..., None]
-        inside = alpha > 0.5
-        masks[0][inside] = 0
-        masks[1] = inside
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+    def _duplicate(self, rng: np.random.Generator, raw: Raw, obj_id: int, scale: float, static: bool) -> Layer:
+        """An unlabelled copy of the target itself at another place: a look-alike the tracker must ignore."""
+        size = self.cfg.crop
+        center = centroid(raw[0][1] == obj_id)
+        start = (rng.choice([-1, 1]) * rng.uniform(0.25, 0.45) * size, rng.uniform(-0.35, 0.35) * size)
+        move = (0.0, 0.0) if static else (rng.uniform(-0.15, 0.15) * size, rng.uniform(-0.15, 0.15) * size)
+        return Layer(
+            raw,
+            obj_id,
+            center,
+            scale * rng.uniform(0.7, 1.1),
+            rng.uniform(-15, 15),  # type: ignore[arg-type]
+            start,
+            (start[0] + move[0], start[1] + move[1]),
+            0.1 if static else 0.03,
+            None,
+        )
+
+    def _occluder(
+        self, rng: np.random.Generator, static: bool, max_gap: int, first: np.ndarray, last: np.ndarray
+    ) -> Layer | None:
+        """An unlabelled object that crosses in front of the target during the clip."""
+        cut = self._cut(rng, static, max_gap)
+        if cut is None:
+            return None
+        raw, obj_id, center, ext = cut
+        size = self.cfg.crop
+        own = size * rng.uniform(0.3, 0.6)
+        path = crossing_path(rng, first, last, own, size)
+        if path is None:
+            return None
+        return Layer(raw, obj_id, center, own / ext, rng.uniform(-15, 15), path[0], path[1], 0.02, None)
 
 
 def collate(clips: list[Clip]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stacks clips: frames [B,3,S,S,3] uint8, masks [B,3,2,S,S], selector [B,2]."""
+    """Stacks clips: frames [B,T,S,S,3] uint8, masks [B,T,O,S,S], selector [B,O]."""
     return (
         np.stack([c.frames for c in clips]),
         np.stack([c.masks for c in clips]),

@@ -1,9 +1,9 @@
-"""The training loop: STCN's 3-frame recipe with a selectable readout, resumable checkpoints, CSV log.
+"""The training loop: STCN's recipe on T-frame clips, selectable readout, resumable checkpoints, CSV log.
 
-Per sample (two object slots, the second possibly empty): frame 0 is encoded into memory with its true
-masks; frame 1 is read out from memory and decoded, soft-aggregated over objects, and encoded into memory
-with its *predicted* probabilities; frame 2 is read out from both. The loss is bootstrapped cross-entropy
-over [background, objects] on frames 1 and 2.
+Per sample (`data.max_objects` slots, unused ones zeroed by a selector): frame 0 is encoded into memory
+with its true masks; each later frame is read out from all frames before it, decoded, soft-aggregated over
+objects and (except the last) encoded into memory with its *predicted* probabilities. The loss is
+bootstrapped cross-entropy over [background, objects] on frames 1..T-1.
 
 Reproducibility: the model is initialised from `seed`; step s draws its samples from a numpy Generator
 seeded (seed, s) and reseeds torch from the same pair, so a run resumed from a checkpoint (weights,
@@ -30,7 +30,7 @@ from edge_vos.config import to_dict
 from edge_vos.model.network import STCN, build_network
 from edge_vos.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from edge_vos.train.config import StageSection, TrainConfig
-from edge_vos.train.data import NUM_FRAMES, TrainData, collate
+from edge_vos.train.data import TrainData, collate
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def make_readout(kind: str, svd: str, agents: int, renormalize: bool = True) -> 
 def forward_clip(
     net: STCN, readout: Readout, frames: torch.Tensor, masks: torch.Tensor, selector: torch.Tensor
 ) -> list[torch.Tensor]:
-    """frames [B,3,3,H,W] normalised, masks [B,3,O,H,W], selector [B,O] -> log-probs of frames 1.. each [B,O+1,H,W]."""
+    """frames [B,T,3,H,W] normalised, masks [B,T,O,H,W], selector [B,O] -> log-probs of frames 1.. each [B,O+1,H,W]."""
     B, T, _, H, W = frames.shape
     O = masks.shape[2]
     key, qv, f16, f8, f4 = net.encode_key(frames.flatten(0, 1))
@@ -342,7 +342,7 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
             loss = sum(
                 bootstrapped_ce(lp, labels_from_masks(masks[:, t + 1] * selector[:, :, None, None]), p)
                 for t, lp in enumerate(outputs)
-            ) / (NUM_FRAMES - 1)
+            ) / len(outputs)
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[union-attr]
             if cfg.grad_clip > 0:
