@@ -32,6 +32,8 @@ def test_no_objects_gives_an_empty_label_map(lite_network) -> None:
     tracker = _tracker(lite_network)
     result = tracker.step(moving_square_frames(1)[0])
     assert result.labels.shape == (64, 96) and not result.labels.any() and result.object_ids == []
+    # The runner (an exported engine, on some backends) is ready before the first prompt arrives.
+    assert list(tracker._runners) == [(64, 96)]
 
 
 def test_prompt_frame_returns_the_prompt_and_outputs_have_input_size(lite_network) -> None:

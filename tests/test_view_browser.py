@@ -120,8 +120,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = Stack(proc, f"http://127.0.0.1:{view_port}/", f"tcp://127.0.0.1:{pub_port}",
                   f"tcp://127.0.0.1:{ctl_port}", labels)
     try:
-        _wait(lambda: proc.poll() is None and stack.state().get("state") == "streaming",
-              "edge-vos run --view streaming", timeout=120)
+        # A first frame published: the tracker has built its runner (on a fresh clone the split runner
+        # exports its key encoder first), so a prompt is answered within the reply timeout.
+        _wait(lambda: proc.poll() is None and stack.state().get("state") == "streaming"
+              and stack.state().get("seq") is not None, "edge-vos run --view streaming its first frame", timeout=240)
         yield stack
     finally:
         proc.terminate()

@@ -154,11 +154,13 @@ class Tracker:
             timings["deferred_write"] = self.write_deferred_memory()
         self.frame_index += 1
         tracked = [i for i in self.objects.ids if i not in prompt_ids]
+        # Built (an engine exported, maybe) on a stream's first frame, objects or not: the first prompt of a
+        # live stream must not wait for it.
+        runner = self._runner(geometry)
         if not tracked and not prompt_ids:
             empty = np.zeros((geometry.in_h, geometry.in_w), np.uint8)
             return self._result(empty, [], np.zeros((0, geometry.in_h, geometry.in_w), np.float32), timings, t_start)
 
-        runner = self._runner(geometry)
         with self._timed(timings, "preprocess"):
             image_t = image_to_tensor(image, geometry, self.device)
         with self._timed(timings, "key_encode"):
