@@ -181,7 +181,7 @@ def test_eval_defaults_to_the_shipped_cpu_config(tmp_path: Path) -> None:
     base = ["--data", "x", "--split", "v", "--out", "o"]
     shipped = yaml.safe_load(SHIPPED_CPU_CONFIG.read_text())["tracker"]
     config = tracker_config(parser.parse_args(base))
-    assert config.resolution == shipped["resolution"] == 240
+    assert config.resolution == shipped["resolution"] == 360
     assert config.model.arch == shipped["model"]["arch"] and config.memory.capacity == shipped["memory"]["capacity"]
     assert tracker_config(parser.parse_args([*base, "--resolution", "320"])).resolution == 320
     defaults = tracker_config(parser.parse_args([*base, "--config", "none"]))

@@ -31,7 +31,7 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
         "--config",
         default=str(SHIPPED_CPU_CONFIG),
         help="TrackerConfig YAML, or a service YAML whose `tracker:` section is used; default: the shipped "
-        "CPU config (configs/cpu.yaml: bundled weights, 240-pixel working size); 'none' = TrackerConfig's "
+        "CPU config (configs/cpu.yaml: bundled weights, 360-pixel working size); 'none' = TrackerConfig's "
         "own defaults",
     )
     group.add_argument("--weights", help="checkpoint file (overrides model.weights)")
