@@ -51,7 +51,7 @@ SHIPPED = ROOT / "configs" / "cpu.yaml"
 RESOLUTIONS = {"240p": 240, "480p": 480}
 MEM_EVERY = 5
 SHIPPED_RESOLUTION_MAX = 240  # tracker table: the dense TMRN tracker only up to this working size
-SLOT_K_ALT = 8  # a narrower sparse TMRN, for comparison with the shipped slot_top_k
+SLOT_K_ALT = 20  # the sparse TMRN's previous setting, for comparison with the shipped slot_top_k
 EXACT_MAX_HW = 1000  # no dense exact TMRN (the error reference) above this hw: a full SVD per slot takes minutes
 
 
@@ -98,6 +98,7 @@ def real_keys(sequence: str, short_side: int, t_max: int, n_queries: int, object
     mk = torch.stack(keys, dim=1)
     mv = torch.stack(values, dim=1)[:, None]
     mv = torch.cat([mv * (1 + 0.1 * o) for o in range(objects)], dim=1)
+    mv = mv.permute(0, 1, 2, 4, 5, 3).contiguous().permute(0, 1, 2, 5, 3, 4)  # channels-last, as tracker.memory
     return mk, mv, queries
 
 

@@ -120,6 +120,14 @@ def variants(kind: str, before: Path | None, threads: int) -> dict[str, dict[str
         for res in (240, 360, 480):
             out[f"after: shipped, working size {res}"] = {
                 "tree": after, "threads": threads, "spec": {"defer": True, "overrides": {"tracker.resolution": res}}}
+    elif kind == "readouts":
+        # Issue #11's ratios: the shipped TMRN against the STCN readout on the same weights, same frames,
+        # and the sparse TMRN as it was before (20 entries per slot, 64 agents)
+        out["tmrn (shipped)"] = {"tree": after, "threads": threads, "spec": {"defer": True}}
+        out["stcn"] = {"tree": after, "threads": threads, "spec": {"defer": True, "overrides": stcn}}
+        out["tmrn, previous sparse settings (slot_top_k 20, 64 agents)"] = {
+            "tree": after, "threads": threads,
+            "spec": {"defer": True, "overrides": {"tracker.readout.slot_top_k": 20, "tracker.readout.agents": 64}}}
     elif kind == "threads":
         for n in (1, 2):
             out[f"tmrn (shipped), {n} thread(s)"] = {"tree": after, "threads": n, "spec": {"defer": True}}
@@ -226,7 +234,13 @@ def table(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"time. `before` = the tree at {result.get('before_commit', '-')} (no deferred write: its value "
         f"encoding is inside `step`)."
     )
-    return head + "\n\n" + markdown_table(header, body)
+    text = head + "\n\n" + markdown_table(header, body)
+    base = next((r for r in rows if r["name"] == "stcn"), None)
+    if base is not None:  # --variants readouts: issue #11's ratios against the STCN readout, same run
+        ratios = [[r["name"], f"{r['to_mask_p50'] / base['to_mask_p50']:.3f}x",
+                   f"{r['stages']['readout'] / base['stages']['readout']:.2f}x"] for r in rows]
+        text += "\n\n" + markdown_table(["configuration", "to mask p50 / stcn", "readout / stcn"], ratios)
+    return text
 
 
 def main() -> None:
@@ -241,7 +255,7 @@ def main() -> None:
     parser.add_argument("--sequence", default="cows")
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--variants", default="before-after", help="before-after | threads | backends | resolution")
+    parser.add_argument("--variants", default="before-after", help="before-after | readouts | threads | backends | resolution")
     parser.add_argument("--size", default="240x432", help="frame HEIGHTxWIDTH the DAVIS frames are resized to")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of every configuration (the threads variant sets its own)")
@@ -270,11 +284,13 @@ def main() -> None:
         from tools.doc_tables import write_section
 
         section = {"before-after": "step", "threads": "step-threads", "backends": "step-backends",
-                   "resolution": "step-resolution"}[args.variants]
+                   "resolution": "step-resolution", "readouts": f"step-readouts-{SIZE[0]}"}[args.variants]
         title = {"step": "## Tracker.step stage by stage at 240x432 (CPU)",
                  "step-threads": "### Tracker.step: torch threads",
                  "step-backends": "### Tracker.step: backend and precision",
-                 "step-resolution": f"### Tracker.step: working resolution on {SIZE[1]}x{SIZE[0]} frames"}[section]
+                 "step-resolution": f"### Tracker.step: working resolution on {SIZE[1]}x{SIZE[0]} frames",
+                 f"step-readouts-{SIZE[0]}": f"### Tracker.step: TMRN against the STCN readout on {SIZE[1]}x{SIZE[0]} "
+                 "frames"}[section]
         write_section(args.doc, section, f"{title}\n\n{text}")
 
 

@@ -67,20 +67,22 @@ def sparse_value_sum(
     s: SparseRows, w: torch.Tensor, weights: torch.Tensor, vals: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
     """out_o[:, i] = sum_t a_o,t,i sum_j W_t,ij V_o,t[:, j] over the kept j: w [N, hw_q, k], weights
-    [O, N, hw_q], vals [O, N, Cv, hw_m] -> [O, Cv, hw_q]. All objects sharing the slot mask: one gather
-    over a table of [N*hw_m, O*Cv] value rows; otherwise one per object (invalid slots weigh zero and
-    are never read)."""
+    [O, N, hw_q], vals [O, N, Cv, hw_m] -> [O, Cv, hw_q].
+
+    One gather of value rows (a memory pixel's Cv channels) per object; the rows are a view when the
+    values are stored channels-last (tracker.memory does), a copy otherwise. The kept entries of slots
+    invalid for an object are left out of its gather, so garbage there (NaN) is never read.
+    """
     O, N, Cv, hw_m = vals.shape
     hw_q, k = w.shape[1], w.shape[2]
     index = s.flat_index.view(N, hw_q, k).transpose(0, 1).reshape(hw_q, N * k)  # sorted per row: slot, pixel
-    if bool(mask.all()):
-        wide = (w * weights[0][..., None]).transpose(0, 1).reshape(hw_q, N * k)
-        table = vals.permute(1, 3, 0, 2).reshape(N * hw_m, O * Cv)
-        return gather_sum(index, wide, table).view(hw_q, O, Cv).permute(1, 2, 0)
+    rows = vals.permute(0, 1, 3, 2)  # [O, N, hw_m, Cv]
     outs = []
     for o in range(O):
-        valid = mask[o]
         wide = (w * weights[o][..., None]).transpose(0, 1).reshape(hw_q, N * k)
-        table = torch.where(valid[:, None, None], vals[o], 0).permute(0, 2, 1).reshape(N * hw_m, Cv)
-        outs.append(gather_sum(index, wide, table).T)
+        idx, table = index, rows[o].reshape(N * hw_m, Cv)
+        if not bool(mask[o].all()):
+            keep = mask[o].repeat_interleave(k)
+            idx, wide = idx[:, keep], wide[:, keep]
+        outs.append(gather_sum(idx.contiguous(), wide.contiguous(), table).T)
     return torch.stack(outs)
