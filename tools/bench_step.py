@@ -99,15 +99,20 @@ def load_frames(data: Path, sequence: str, frames: int, out: Path) -> None:
     np.savez(out, images=images, mask=mask)
 
 
-def variants(kind: str, before: Path | None, threads: int) -> dict[str, dict[str, Any]]:
+def variants(kind: str, before: Path | None, threads: int, before_defers: bool = False) -> dict[str, dict[str, Any]]:
     """name -> {tree, threads, spec}: the configurations one run interleaves."""
     after = str(ROOT)
     stcn = {"tracker.readout.kind": "stcn"}
     out: dict[str, dict[str, Any]] = {}
     if kind == "before-after":
         if before is not None:
-            out["before: tmrn fp32"] = {"tree": str(before), "threads": threads, "spec": {"overrides": {}}}
-            out["before: stcn fp32"] = {"tree": str(before), "threads": threads, "spec": {"overrides": stcn}}
+            if before_defers:  # a tree with the deferred memory write and its own shipped config
+                out["before: tmrn (shipped)"] = {"tree": str(before), "threads": threads, "spec": {"defer": True}}
+                out["before: stcn"] = {"tree": str(before), "threads": threads,
+                                       "spec": {"defer": True, "overrides": stcn}}
+            else:
+                out["before: tmrn fp32"] = {"tree": str(before), "threads": threads, "spec": {"overrides": {}}}
+                out["before: stcn fp32"] = {"tree": str(before), "threads": threads, "spec": {"overrides": stcn}}
         out["after: tmrn (shipped)"] = {"tree": after, "threads": threads, "spec": {"defer": True}}
         out["after: stcn"] = {"tree": after, "threads": threads, "spec": {"defer": True, "overrides": stcn}}
         out["after: tmrn fp32"] = {"tree": after, "threads": threads,
@@ -147,7 +152,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp.mkdir(parents=True, exist_ok=True)
     frames_file = tmp / "bench_step_frames.npz"
     load_frames(args.data, args.sequence, args.frames, frames_file)
-    configs = variants(args.variants, Path(args.before).resolve() if args.before else None, args.threads)
+    configs = variants(args.variants, Path(args.before).resolve() if args.before else None, args.threads,
+                       args.before_defers)
     env = dict(os.environ)
     procs: dict[str, subprocess.Popen[str]] = {}
     for name, c in configs.items():
@@ -231,8 +237,7 @@ def table(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"*to mask*: wall time of `step()` until the label map is returned; *frame work*: that plus the deferred "
         f"memory write (`write_deferred_memory()`), i.e. all the work a frame costs; *CPU ms*: the process's CPU "
         f"time of the same calls (all its threads), which other jobs on the machine inflate far less than wall "
-        f"time. `before` = the tree at {result.get('before_commit', '-')} (no deferred write: its value "
-        f"encoding is inside `step`)."
+        f"time. `before` = the tree at {result.get('before_commit', '-')}."
     )
     text = head + "\n\n" + markdown_table(header, body)
     base = next((r for r in rows if r["name"] == "stcn"), None)
@@ -261,6 +266,8 @@ def main() -> None:
                         help="torch threads of every configuration (the threads variant sets its own)")
     parser.add_argument("--before", help="source tree of the 'before' code (git archive of an older commit)")
     parser.add_argument("--before-commit", default="-", help="the commit that tree holds (for the doc)")
+    parser.add_argument("--before-defers", action="store_true",
+                        help="the 'before' tree has the deferred memory write: run it with it, at its shipped config")
     parser.add_argument("--workdir", default="/tmp/bench_step")
     parser.add_argument("--json", type=Path, help="also write the raw per-frame records here")
     parser.add_argument("--no-doc", action="store_true")
