@@ -223,3 +223,45 @@ def test_few_entries_per_slot_on_peaky_keys():
     sixteen = tmrn_readout(qk, mk, mv, valid, agents=16, top_k=16)
     assert rel_err(four, sixteen) < 1e-3
     assert ReadoutConfig().slot_top_k == 4
+
+
+def test_staggered_agent_refresh(monkeypatch):
+    """agents_every=3: after a first frame that computes every slot's agents, each frame recomputes only
+    the slots whose turn it is (about N / 3), an overwritten slot at once; 1 is the every-frame default."""
+    import edge_vos.readout.stages as stages
+
+    calls: list[list[int]] = []
+    real = stages.top_singular
+
+    def spy(s, k, kind, *, keys, state, batch, slots):
+        calls.append(list(slots))
+        return real(s, k, kind, keys=keys, state=state, batch=batch, slots=slots)
+
+    monkeypatch.setattr(stages, "top_singular", spy)
+    qk, mk, mv = clustered_inputs(T=3)
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    state = SvdState()
+    state.sync_versions([1, 2, 3])
+    for _ in range(4):
+        out = tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=state, agents_every=3)
+        assert torch.isfinite(out).all()
+    assert calls == [[0, 1, 2], [2], [1], [0]]  # frame f: the slots t with (f + t) % 3 == 0
+    calls.clear()
+    state.sync_versions([1, 5, 3])  # slot 1 overwritten: its old agents are dropped
+    tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=state, agents_every=3)
+    assert calls == [[1, 2]]  # frame 4: slot 2's turn, and slot 1 at once
+    calls.clear()
+    every_frame = SvdState()
+    a = tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=every_frame, agents_every=1)
+    b = tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=SvdState())
+    torch.testing.assert_close(a, b)
+    assert calls == [[0, 1, 2], [0, 1, 2]]
+    with pytest.raises(ValueError, match="agents_every"):
+        tmrn_readout(qk, mk, mv, valid, agents_every=0)
+
+
+def test_agents_every_config_is_checked():
+    from edge_vos.tracker.config import ReadoutConfig
+
+    with pytest.raises(Exception, match="agents_every"):
+        ReadoutConfig(agents_every=0)

@@ -9,7 +9,7 @@ import torch
 
 from edge_vos.readout.common import logits_dtype, slot_softmax
 from edge_vos.readout.sparse import SparseRows
-from edge_vos.readout.svd import SvdState, top_singular
+from edge_vos.readout.svd import SvdState, fingerprints, top_singular
 
 # Where the agents come from: "svd", the top-K singular subspace of S (the paper's method and the
 # default); "pixels", the K memory pixels that receive the most affinity mass and the K query pixels
@@ -28,18 +28,24 @@ def agent_keys(
     state: SvdState | None,
     batch: int,
     slots: list[int],
+    every: int = 1,
 ) -> torch.Tensor:
     """The 2K agent keys of every slot: q [hw_q, Ck], m [N, Ck, hw_m], S [N, hw_q, hw_m] -> [N, 2K, Ck].
 
     "svd": A = [U^T Q ; V^T M_t] with U, V the top-K singular vectors of S (no gradient through them).
     "pixels": A = [Q_i for the K query pixels with the largest max_j S_ij ; M_j for the K memory pixels
     with the largest column sums of S] (no gradient through the choice).
+    `every` > 1 (svd="fast" with a `state`): a slot's agents are recomputed on one frame in `every`, the
+    slots' turns staggered so each frame refreshes about N / every of them; the others keep their last
+    agents (a slot without any, or overwritten, is computed at once).
     """
     N, hw_q, hw_m = s.shape
     k = min(agents, hw_q, hw_m)
     if source == "svd":
+        if every > 1 and state is not None and svd == "fast":
+            return _staggered_svd_keys(s, q, m, k, state, batch, slots, every)
         u, v = top_singular(s, k, svd, keys=m, state=state, batch=batch, slots=slots)
-        return torch.cat([u.to(q.dtype).mT @ q, v.to(m.dtype).mT @ m.mT], dim=1)
+        return _svd_keys(u, v, q, m)
     with torch.no_grad():
         if isinstance(s, SparseRows):
             strength, mass = s.value.amax(dim=-1), s.column_sums()  # [N, hw_q], [N, hw_m]
@@ -48,6 +54,30 @@ def agent_keys(
         rows = strength.float().topk(k, dim=-1).indices  # [N, K]
         cols = mass.float().topk(k, dim=-1).indices
     return torch.cat([q[rows], torch.gather(m, 2, cols[:, None, :].expand(-1, m.shape[1], -1)).mT], dim=1)
+
+
+def _svd_keys(u: torch.Tensor, v: torch.Tensor, q: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    return torch.cat([u.to(q.dtype).mT @ q, v.to(m.dtype).mT @ m.mT], dim=1)
+
+
+def _staggered_svd_keys(
+    s: torch.Tensor | SparseRows, q: torch.Tensor, m: torch.Tensor, k: int, state: SvdState, batch: int,
+    slots: list[int], every: int,
+) -> torch.Tensor:
+    """agent_keys with svd="fast" when each slot refreshes its agents on one frame in `every`."""
+    frame = state.next_frame(batch)
+    prints = fingerprints(m)
+    keys = [state.agent_keys(batch, t, prints[n]) for n, t in enumerate(slots)]
+    todo = [n for n, t in enumerate(slots) if keys[n] is None or (frame + t) % every == 0]
+    if todo:
+        idx = torch.tensor(todo, device=m.device)
+        sub = s.select(idx) if isinstance(s, SparseRows) else s[idx]
+        u, v = top_singular(sub, k, "fast", keys=m[idx], state=state, batch=batch, slots=[slots[n] for n in todo])
+        fresh = _svd_keys(u, v, q, m[idx])
+        for j, n in enumerate(todo):
+            keys[n] = fresh[j]
+            state.put_agent_keys(batch, slots[n], prints[n], fresh[j])
+    return torch.stack(keys)  # type: ignore[arg-type]
 
 
 def agent_probs(

@@ -94,15 +94,19 @@ class SvdState:
 
     _slots: dict[tuple[int, int], _SlotEntry] = field(default_factory=dict)
     _versions: dict[tuple[int, int], int] = field(default_factory=dict)
+    # agents_every > 1 (stages.agent_keys): each slot's last agent keys and a frame count per batch element
+    _keys: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    _frames: dict[int, int] = field(default_factory=dict)
     workspace: ReadoutWorkspace = field(default_factory=ReadoutWorkspace)
     hits: int = 0
     misses: int = 0
 
     def invalidate(self, slot: int | None = None, batch: int | None = None) -> None:
         """Forgets one slot (all batch elements unless `batch`), or everything when slot is None."""
-        for key in list(self._slots):
-            if (slot is None or key[1] == slot) and (batch is None or key[0] == batch):
-                del self._slots[key]
+        for entries in (self._slots, self._keys):
+            for key in list(entries):
+                if (slot is None or key[1] == slot) and (batch is None or key[0] == batch):
+                    del entries[key]
 
     def sync_versions(self, versions: Iterable[int], batch: int = 0) -> None:
         """Invalidates the slots whose version number changed since the last call (MemoryView.slot_versions)."""
@@ -110,12 +114,15 @@ class SvdState:
             key = (batch, slot)
             if self._versions.get(key) != version:
                 self._slots.pop(key, None)
+                self._keys.pop(key, None)
                 self._versions[key] = version
 
     def clear(self) -> None:
         """Forgets every slot and releases the workspace's buffers."""
         self._slots.clear()
         self._versions.clear()
+        self._keys.clear()
+        self._frames.clear()
         self.workspace.clear()
 
     def __len__(self) -> int:
@@ -131,6 +138,22 @@ class SvdState:
 
     def put(self, batch: int, slot: int, fingerprint: torch.Tensor, basis: torch.Tensor) -> None:
         self._slots[(batch, slot)] = _SlotEntry(fingerprint, basis)
+
+    def next_frame(self, batch: int) -> int:
+        """Counts the readouts of one batch element (the phase of each slot's agent refresh)."""
+        frame = self._frames.get(batch, -1) + 1
+        self._frames[batch] = frame
+        return frame
+
+    def agent_keys(self, batch: int, slot: int, fingerprint: torch.Tensor) -> torch.Tensor | None:
+        """The slot's last agent keys, or None (never computed, or the slot's keys changed since)."""
+        entry = self._keys.get((batch, slot))
+        if entry is None or not torch.equal(entry[0], fingerprint):
+            return None
+        return entry[1]
+
+    def put_agent_keys(self, batch: int, slot: int, fingerprint: torch.Tensor, keys: torch.Tensor) -> None:
+        self._keys[(batch, slot)] = (fingerprint, keys.detach())
 
 
 @contextmanager

@@ -35,6 +35,7 @@ def tmrn_readout(
     state: SvdState | None = None,
     top_k: int | None = None,
     agent_source: str = "svd",
+    agents_every: int = 1,
 ) -> torch.Tensor:
     """qk [B,Ck,H,W], mk [B,T,Ck,H,W], mv [B,O,T,Cv,H,W], valid [B,T] or [B,O,T] bool -> [B,O,Cv,H,W].
 
@@ -42,6 +43,8 @@ def tmrn_readout(
     when `renormalize`; False is eq. 13 of the paper to the letter). `svd`: "exact", "lowrank" (seeded
     randomized) or "fast" (warm-started from `state`, an SvdState kept per stream; optional). `top_k`:
     keep the k largest entries of each row of each slot's S (the sparse path); None: dense, exact.
+    `agents_every`: with svd="fast" and a `state`, each slot's agents are refreshed on one frame in
+    that many (staggered over slots; stages.agent_keys); 1: every frame.
     """
     B, O, T, Ck, Cv, H, W, valid = check_inputs(qk, mk, mv, valid)
     if mode not in MODES:
@@ -52,6 +55,8 @@ def tmrn_readout(
         raise ValueError(f"agent_source must be one of {AGENT_SOURCES}, got {agent_source!r}")
     if agents <= 0:
         raise ValueError(f"agents must be positive, got {agents}")
+    if agents_every <= 0:
+        raise ValueError(f"agents_every must be positive, got {agents_every}")
     if top_k is not None and top_k <= 0:
         raise ValueError(f"top_k must be positive or None, got {top_k}")
     if state is not None and not isinstance(state, SvdState):
@@ -69,7 +74,7 @@ def tmrn_readout(
         vals = (mv[b] if every else mv[b][:, sel]).reshape(O, N, Cv, hw)
         mask = valid[b][:, sel]  # [O, N]
         settings = dict(agents=agents, mode=mode, svd=svd, renormalize=renormalize, agent_source=agent_source,
-                        state=state, batch=b, slots=sel.tolist())
+                        state=state, batch=b, slots=sel.tolist(), every=agents_every)
         if top_k is not None:
             out = sparse_tmrn(q, m, vals, mask, top_k=top_k, workspace=workspace, **settings)  # type: ignore[arg-type]
         else:
@@ -80,8 +85,8 @@ def tmrn_readout(
 
 def _dense_tmrn(
     q: torch.Tensor, m: torch.Tensor, vals: torch.Tensor, mask: torch.Tensor, *, agents: int, mode: str, svd: str,
-    renormalize: bool, agent_source: str, state: SvdState | None, batch: int, slots: list[int], inplace: bool,
-    workspace: ReadoutWorkspace | None,
+    renormalize: bool, agent_source: str, state: SvdState | None, batch: int, slots: list[int], every: int,
+    inplace: bool, workspace: ReadoutWorkspace | None,
 ) -> torch.Tensor:
     """The exact reference for one batch element: q [hw_q, Ck], m [N, Ck, hw_m], vals [O, N, Cv, hw_m],
     mask [O, N] -> [O, Cv, hw_q]."""
@@ -89,7 +94,8 @@ def _dense_tmrn(
     if mode == "st":
         w, aligned, row_sums = s, torch.bmm(s, m.mT), None
     else:
-        keys = agent_keys(s, q, m, agents, svd=svd, source=agent_source, state=state, batch=batch, slots=slots)
+        keys = agent_keys(s, q, m, agents, svd=svd, source=agent_source, state=state, batch=batch, slots=slots,
+                          every=every)
         w, aligned, row_sums = _alignment(s, q, m, keys, inplace, workspace)
         if not renormalize:
             row_sums = None

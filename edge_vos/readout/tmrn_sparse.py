@@ -22,14 +22,15 @@ from edge_vos.readout.workspace import ReadoutWorkspace
 def sparse_tmrn(
     q: torch.Tensor, m: torch.Tensor, vals: torch.Tensor, mask: torch.Tensor, *, top_k: int, agents: int,
     mode: str, svd: str, renormalize: bool, agent_source: str, state: SvdState | None, batch: int,
-    slots: list[int], workspace: ReadoutWorkspace | None,
+    slots: list[int], every: int, workspace: ReadoutWorkspace | None,
 ) -> torch.Tensor:
     """One batch element: q [hw_q, Ck], m [N, Ck, hw_m], vals [O, N, Cv, hw_m], mask [O, N] -> [O, Cv, hw_q]."""
     s = sparse_affinity(q, m, top_k, workspace)
     if mode == "st":
         w = s.value  # rows already sum to one
     else:
-        keys = agent_keys(s, q, m, agents, svd=svd, source=agent_source, state=state, batch=batch, slots=slots)
+        keys = agent_keys(s, q, m, agents, svd=svd, source=agent_source, state=state, batch=batch, slots=slots,
+                          every=every)
         w = sparse_alignment(s, q, m, keys, renormalize)
     aligned = s.with_value(w).mm(m.mT)  # [N, hw_q, Ck]
     weights = temporal_weights(q, aligned, mask)  # [O, N, hw_q]
