@@ -194,7 +194,8 @@ def test_readouts_take_channels_last_values(top_k):
             tmrn_readout(qk, mk, cl, values_valid, agents=6, top_k=top_k),
             tmrn_readout(qk, mk, values, values_valid, agents=6, top_k=top_k))
         torch.testing.assert_close(
-            stcn_readout(qk, mk, cl, values_valid, top_k=top_k), stcn_readout(qk, mk, values, values_valid, top_k=top_k))
+            stcn_readout(qk, mk, cl, values_valid, top_k=top_k),
+            stcn_readout(qk, mk, values, values_valid, top_k=top_k))
 
 
 def test_ring_memory_stores_values_channels_last():
