@@ -94,8 +94,8 @@ class SvdState:
 
     _slots: dict[tuple[int, int], _SlotEntry] = field(default_factory=dict)
     _versions: dict[tuple[int, int], int] = field(default_factory=dict)
-    # agents_every > 1 (stages.agent_keys): each slot's last agent keys and a frame count per batch element
-    _keys: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    # agents_every > 1 (stages.agent_keys): each slot's last agent keys and P_M, a frame count per batch element
+    _keys: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     _frames: dict[int, int] = field(default_factory=dict)
     workspace: ReadoutWorkspace = field(default_factory=ReadoutWorkspace)
     hits: int = 0
@@ -145,15 +145,17 @@ class SvdState:
         self._frames[batch] = frame
         return frame
 
-    def agent_keys(self, batch: int, slot: int, fingerprint: torch.Tensor) -> torch.Tensor | None:
-        """The slot's last agent keys, or None (never computed, or the slot's keys changed since)."""
+    def agents(self, batch: int, slot: int, fingerprint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The slot's last agent keys and P_M, or None (never computed, or the slot's keys changed since)."""
         entry = self._keys.get((batch, slot))
         if entry is None or not torch.equal(entry[0], fingerprint):
             return None
-        return entry[1]
+        return entry[1], entry[2]
 
-    def put_agent_keys(self, batch: int, slot: int, fingerprint: torch.Tensor, keys: torch.Tensor) -> None:
-        self._keys[(batch, slot)] = (fingerprint, keys.detach())
+    def put_agents(
+        self, batch: int, slot: int, fingerprint: torch.Tensor, keys: torch.Tensor, p_m: torch.Tensor
+    ) -> None:
+        self._keys[(batch, slot)] = (fingerprint, keys.detach(), p_m.detach())
 
 
 @contextmanager

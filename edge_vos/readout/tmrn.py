@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from edge_vos.readout.common import check_inputs, logits_dtype, needs_grad, sim_logits, softmax_last
-from edge_vos.readout.stages import AGENT_SOURCES, agent_keys, agent_probs, dead_rows, temporal_weights
+from edge_vos.readout.stages import AGENT_SOURCES, Agents, agent_keys, agent_probs, dead_rows, temporal_weights
 from edge_vos.readout.svd import SVD_KINDS, SvdState
 from edge_vos.readout.tmrn_sparse import sparse_tmrn
 from edge_vos.readout.workspace import ReadoutWorkspace
@@ -94,9 +94,9 @@ def _dense_tmrn(
     if mode == "st":
         w, aligned, row_sums = s, torch.bmm(s, m.mT), None
     else:
-        keys = agent_keys(s, q, m, agents, svd=svd, source=agent_source, state=state, batch=batch, slots=slots,
-                          every=every)
-        w, aligned, row_sums = _alignment(s, q, m, keys, inplace, workspace)
+        chosen = agent_keys(s, q, m, agents, svd=svd, source=agent_source, state=state, batch=batch, slots=slots,
+                            every=every)
+        w, aligned, row_sums = _alignment(s, q, m, chosen, inplace, workspace)
         if not renormalize:
             row_sums = None
     inv_rows = 1.0 / row_sums if row_sums is not None else None  # [N, hw_q]
@@ -117,12 +117,12 @@ def _affinity(q: torch.Tensor, m: torch.Tensor, inplace: bool, workspace: Readou
 
 
 def _alignment(
-    s: torch.Tensor, q: torch.Tensor, m: torch.Tensor, keys: torch.Tensor, inplace: bool,
+    s: torch.Tensor, q: torch.Tensor, m: torch.Tensor, agents: Agents, inplace: bool,
     workspace: ReadoutWorkspace | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """W = (P_Q P_M^T) * S, its aligned keys W M_t and row sums (W [M_t | 1]: the last column is free)."""
     N, hw_q, hw_m = s.shape
-    p_q, p_m = agent_probs(q, m, keys)
+    p_q, p_m = agent_probs(q, m, agents.keys, agents.p_m)
     out = workspace.get("alignment", (N, hw_q, hw_m), s.dtype, s.device) if workspace is not None else None
     c = torch.bmm(p_q, p_m.mT, out=out) if out is not None else torch.bmm(p_q, p_m.mT)
     w = c.mul_(s) if inplace else c * s

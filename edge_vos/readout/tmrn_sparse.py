@@ -14,7 +14,7 @@ import torch
 
 from edge_vos.readout.common import logits_dtype, sim_logits_flat
 from edge_vos.readout.sparse import SparseRows, gather_sum, slot_topk
-from edge_vos.readout.stages import agent_keys, agent_probs, dead_rows, temporal_weights
+from edge_vos.readout.stages import Agents, agent_keys, agent_probs, dead_rows, temporal_weights
 from edge_vos.readout.svd import SvdState
 from edge_vos.readout.workspace import ReadoutWorkspace
 
@@ -29,9 +29,9 @@ def sparse_tmrn(
     if mode == "st":
         w = s.value  # rows already sum to one
     else:
-        keys = agent_keys(s, q, m, agents, svd=svd, source=agent_source, state=state, batch=batch, slots=slots,
-                          every=every)
-        w = sparse_alignment(s, q, m, keys, renormalize)
+        chosen = agent_keys(s, q, m, agents, svd=svd, source=agent_source, state=state, batch=batch, slots=slots,
+                            every=every)
+        w = sparse_alignment(s, q, m, chosen, renormalize)
     aligned = s.with_value(w).mm(m.mT)  # [N, hw_q, Ck]
     weights = temporal_weights(q, aligned, mask)  # [O, N, hw_q]
     return sparse_value_sum(s, w, weights, vals, mask)
@@ -48,11 +48,11 @@ def sparse_affinity(q: torch.Tensor, m: torch.Tensor, top_k: int, workspace: Rea
 
 
 def sparse_alignment(
-    s: SparseRows, q: torch.Tensor, m: torch.Tensor, keys: torch.Tensor, renormalize: bool
+    s: SparseRows, q: torch.Tensor, m: torch.Tensor, agents: Agents, renormalize: bool
 ) -> torch.Tensor:
     """W = (P_Q P_M^T) * S at S's kept entries [N, hw_q, k], divided by its row sums when `renormalize`;
     rows whose sum underflowed take S's row (see stages.dead_rows)."""
-    p_q, p_m = agent_probs(q, m, keys)
+    p_q, p_m = agent_probs(q, m, agents.keys, agents.p_m)
     w = s.sample(p_q, p_m).mul_(s.value) if not torch.is_grad_enabled() else s.sample(p_q, p_m) * s.value
     if not renormalize:
         return w
