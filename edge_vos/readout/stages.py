@@ -10,7 +10,8 @@ import torch
 
 from edge_vos.readout.common import logits_dtype, slot_softmax
 from edge_vos.readout.sparse import SparseRows
-from edge_vos.readout.svd import SvdState, fingerprints, top_singular
+from edge_vos.readout.state import SvdState, fingerprints
+from edge_vos.readout.svd import top_singular
 
 # Where the agents come from: "svd", the top-K singular subspace of S (the paper's method and the
 # default); "pixels", the K memory pixels that receive the most affinity mass and the K query pixels

@@ -15,7 +15,8 @@ import torch
 
 from edge_vos.readout.common import check_inputs, logits_dtype, needs_grad, sim_logits, softmax_last
 from edge_vos.readout.stages import AGENT_SOURCES, Agents, agent_keys, agent_probs, dead_rows, temporal_weights
-from edge_vos.readout.svd import SVD_KINDS, SvdState
+from edge_vos.readout.state import SvdState
+from edge_vos.readout.svd import SVD_KINDS
 from edge_vos.readout.tmrn_sparse import sparse_tmrn
 from edge_vos.readout.workspace import ReadoutWorkspace
 

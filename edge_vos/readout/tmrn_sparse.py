@@ -15,7 +15,7 @@ import torch
 from edge_vos.readout.common import logits_dtype, sim_logits_flat
 from edge_vos.readout.sparse import SparseRows, gather_sum, slot_topk
 from edge_vos.readout.stages import Agents, agent_keys, agent_probs, dead_rows, temporal_weights
-from edge_vos.readout.svd import SvdState
+from edge_vos.readout.state import SvdState
 from edge_vos.readout.workspace import ReadoutWorkspace
 
 
