@@ -240,11 +240,16 @@ def table(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"time. `before` = the tree at {result.get('before_commit', '-')}."
     )
     text = head + "\n\n" + markdown_table(header, body)
-    base = next((r for r in rows if r["name"] == "stcn"), None)
-    if base is not None:  # --variants readouts: issue #11's ratios against the STCN readout, same run
-        ratios = [[r["name"], f"{r['to_mask_p50'] / base['to_mask_p50']:.3f}x",
-                   f"{r['stages']['readout'] / base['stages']['readout']:.2f}x"] for r in rows]
-        text += "\n\n" + markdown_table(["configuration", "to mask p50 / stcn", "readout / stcn"], ratios)
+    ratios = []  # issue #11's ratios: each configuration against the STCN readout of its own tree, same run
+    for prefix in ("", "before: ", "after: "):
+        base = next((r for r in rows if r["name"] == f"{prefix}stcn"), None)
+        if base is None:
+            continue
+        group = [r for r in rows if r["name"].startswith(prefix) and (prefix or ":" not in r["name"])]
+        ratios += [[r["name"], f"{r['to_mask_p50'] / base['to_mask_p50']:.3f}x",
+                    f"{r['stages']['readout'] / base['stages']['readout']:.2f}x"] for r in group]
+    if ratios:
+        text += "\n\n" + markdown_table(["configuration", "to mask p50 / its tree's stcn", "readout / stcn"], ratios)
     return text
 
 
