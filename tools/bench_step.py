@@ -130,9 +130,11 @@ def variants(kind: str, before: Path | None, threads: int, before_defers: bool =
         # and the sparse TMRN as it was before (20 entries per slot, 64 agents)
         out["tmrn (shipped)"] = {"tree": after, "threads": threads, "spec": {"defer": True}}
         out["stcn"] = {"tree": after, "threads": threads, "spec": {"defer": True, "overrides": stcn}}
-        out["tmrn, previous sparse settings (slot_top_k 20, 64 agents)"] = {
-            "tree": after, "threads": threads,
-            "spec": {"defer": True, "overrides": {"tracker.readout.slot_top_k": 20, "tracker.readout.agents": 64}}}
+        out["tmrn, agents every frame (agents_every 1)"] = {
+            "tree": after, "threads": threads, "spec": {"defer": True, "overrides": {"tracker.readout.agents_every": 1}}}
+        out["tmrn, previous sparse settings (slot_top_k 20, agents every frame)"] = {
+            "tree": after, "threads": threads, "spec": {"defer": True, "overrides": {
+                "tracker.readout.slot_top_k": 20, "tracker.readout.agents_every": 1}}}
     elif kind == "threads":
         for n in (1, 2):
             out[f"tmrn (shipped), {n} thread(s)"] = {"tree": after, "threads": n, "spec": {"defer": True}}
