@@ -131,7 +131,8 @@ def variants(kind: str, before: Path | None, threads: int, before_defers: bool =
         out["tmrn (shipped)"] = {"tree": after, "threads": threads, "spec": {"defer": True}}
         out["stcn"] = {"tree": after, "threads": threads, "spec": {"defer": True, "overrides": stcn}}
         out["tmrn, agents every frame (agents_every 1)"] = {
-            "tree": after, "threads": threads, "spec": {"defer": True, "overrides": {"tracker.readout.agents_every": 1}}}
+            "tree": after, "threads": threads,
+            "spec": {"defer": True, "overrides": {"tracker.readout.agents_every": 1}}}
         out["tmrn, previous sparse settings (slot_top_k 20, agents every frame)"] = {
             "tree": after, "threads": threads, "spec": {"defer": True, "overrides": {
                 "tracker.readout.slot_top_k": 20, "tracker.readout.agents_every": 1}}}
