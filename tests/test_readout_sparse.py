@@ -172,3 +172,97 @@ def test_tracker_default_is_the_sparse_path():
         assert config.readout.kind == "tmrn" and config.readout.slot_top_k > 0 and config.readout.svd == "fast"
     with pytest.raises(Exception, match="agent_source"):
         ReadoutConfig(agent_source="random")
+
+
+def channels_last(mv: torch.Tensor) -> torch.Tensor:
+    """mv [B,O,T,Cv,H,W] with the storage of tracker.memory: Cv innermost."""
+    return mv.permute(0, 1, 2, 4, 5, 3).contiguous().permute(0, 1, 2, 5, 3, 4)
+
+
+@pytest.mark.parametrize("top_k", [None, 5])
+def test_readouts_take_channels_last_values(top_k):
+    """The memory stores values channels-last (value rows gathered as views); every readout gives the
+    same answer whatever the layout, per-object masks with garbage in invalid slots included."""
+    qk, mk, mv = make_inputs(B=1, O=2, T=3)
+    valid = torch.tensor([[[True, True, False], [True, False, True]]])
+    poisoned = mv.clone()
+    poisoned[0, 0, 2] = float("nan")
+    for values, values_valid in ((mv, VALID[:1]), (poisoned, valid)):
+        cl = channels_last(values)
+        assert not cl.is_contiguous()
+        torch.testing.assert_close(
+            tmrn_readout(qk, mk, cl, values_valid, agents=6, top_k=top_k),
+            tmrn_readout(qk, mk, values, values_valid, agents=6, top_k=top_k))
+        torch.testing.assert_close(
+            stcn_readout(qk, mk, cl, values_valid, top_k=top_k),
+            stcn_readout(qk, mk, values, values_valid, top_k=top_k))
+
+
+def test_ring_memory_stores_values_channels_last():
+    from edge_vos.tracker.memory import RingMemory
+
+    memory = RingMemory(3, 2, 4, 5, (2, 3), max_pinned=1)
+    values = torch.randn(2, 5, 2, 3)
+    memory.write(torch.randn(1, 4, 2, 3), values, [0, 1], pin=True, frame_index=0)
+    view = memory.view([0, 1])
+    assert view.values.shape == (1, 2, 1, 5, 2, 3) and view.values.stride()[3] == 1
+    torch.testing.assert_close(view.values[0, :, 0], values)
+    # the readouts' value rows (one memory pixel's channels) are a view, not a copy
+    rows = view.values[0].permute(0, 1, 3, 4, 2).reshape(2, 6, 5)
+    assert rows.data_ptr() == view.values.data_ptr()
+
+
+def test_few_entries_per_slot_on_peaky_keys():
+    """Affinities as peaky as trained ones (the first two logits of a row tens apart): keeping 4 entries per
+    row and slot (the default) gives what keeping 16 gives, and the default config keeps 4."""
+    from edge_vos.tracker.config import ReadoutConfig
+
+    qk, mk, mv = clustered_inputs(T=3)
+    qk, mk = qk * 24, mk * 24
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    four = tmrn_readout(qk, mk, mv, valid, agents=16, top_k=4)
+    sixteen = tmrn_readout(qk, mk, mv, valid, agents=16, top_k=16)
+    assert rel_err(four, sixteen) < 1e-3
+    assert ReadoutConfig().slot_top_k == 4
+
+
+def test_staggered_agent_refresh(monkeypatch):
+    """agents_every=3: after a first frame that computes every slot's agents, each frame recomputes only
+    the slots whose turn it is (about N / 3), an overwritten slot at once; 1 is the every-frame default."""
+    import edge_vos.readout.stages as stages
+
+    calls: list[list[int]] = []
+    real = stages.top_singular
+
+    def spy(s, k, kind, *, keys, state, batch, slots):
+        calls.append(list(slots))
+        return real(s, k, kind, keys=keys, state=state, batch=batch, slots=slots)
+
+    monkeypatch.setattr(stages, "top_singular", spy)
+    qk, mk, mv = clustered_inputs(T=3)
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    state = SvdState()
+    state.sync_versions([1, 2, 3])
+    for _ in range(4):
+        out = tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=state, agents_every=3)
+        assert torch.isfinite(out).all()
+    assert calls == [[0, 1, 2], [2], [1], [0]]  # frame f: the slots t with (f + t) % 3 == 0
+    calls.clear()
+    state.sync_versions([1, 5, 3])  # slot 1 overwritten: its old agents are dropped
+    tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=state, agents_every=3)
+    assert calls == [[1, 2]]  # frame 4: slot 2's turn, and slot 1 at once
+    calls.clear()
+    every_frame = SvdState()
+    a = tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=every_frame, agents_every=1)
+    b = tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=SvdState())
+    torch.testing.assert_close(a, b)
+    assert calls == [[0, 1, 2], [0, 1, 2]]
+    with pytest.raises(ValueError, match="agents_every"):
+        tmrn_readout(qk, mk, mv, valid, agents_every=0)
+
+
+def test_agents_every_config_is_checked():
+    from edge_vos.tracker.config import ReadoutConfig
+
+    with pytest.raises(Exception, match="agents_every"):
+        ReadoutConfig(agents_every=0)

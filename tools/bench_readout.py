@@ -51,7 +51,7 @@ SHIPPED = ROOT / "configs" / "cpu.yaml"
 RESOLUTIONS = {"240p": 240, "480p": 480}
 MEM_EVERY = 5
 SHIPPED_RESOLUTION_MAX = 240  # tracker table: the dense TMRN tracker only up to this working size
-SLOT_K_ALT = 8  # a narrower sparse TMRN, for comparison with the shipped slot_top_k
+SLOT_K_ALT = 20  # the sparse TMRN's previous setting, for comparison with the shipped slot_top_k
 EXACT_MAX_HW = 1000  # no dense exact TMRN (the error reference) above this hw: a full SVD per slot takes minutes
 
 
@@ -98,6 +98,7 @@ def real_keys(sequence: str, short_side: int, t_max: int, n_queries: int, object
     mk = torch.stack(keys, dim=1)
     mv = torch.stack(values, dim=1)[:, None]
     mv = torch.cat([mv * (1 + 0.1 * o) for o in range(objects)], dim=1)
+    mv = mv.permute(0, 1, 2, 4, 5, 3).contiguous().permute(0, 1, 2, 5, 3, 4)  # channels-last, as tracker.memory
     return mk, mv, queries
 
 
@@ -106,12 +107,12 @@ Method = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, SvdSt
 
 def methods(config: TrackerConfig) -> dict[str, Method]:
     r = config.readout
-    k, sk, agents = r.top_k, r.slot_top_k, r.agents
+    k, sk, agents, every = r.top_k, r.slot_top_k, r.agents, r.agents_every
     return {
         "stcn": lambda q, mk, mv, valid, st: stcn_readout(q, mk, mv, valid),
         f"stcn top-{k}": lambda q, mk, mv, valid, st: stcn_readout(q, mk, mv, valid, top_k=k),
         "tmrn sparse": lambda q, mk, mv, valid, st: tmrn_readout(
-            q, mk, mv, valid, agents=agents, svd="fast", top_k=sk, state=st),
+            q, mk, mv, valid, agents=agents, svd="fast", top_k=sk, state=st, agents_every=every),
         "tmrn sparse pixels": lambda q, mk, mv, valid, st: tmrn_readout(
             q, mk, mv, valid, agents=agents, top_k=sk, agent_source="pixels"),
         f"tmrn sparse slot-top-{SLOT_K_ALT}": lambda q, mk, mv, valid, st: tmrn_readout(
@@ -271,7 +272,8 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
         f"{' --quick' if quick else ''} (CPU: under `/work/bin/bench-lock`), {torch.get_num_threads()} torch threads"
         f" (load average {load_before:.1f} before, {load_after:.1f} after). Network: bundled stcn-effl0"
         f" (trained). Shipped CPU readout (configs/cpu.yaml): `{r.kind}`, svd `{r.svd}`, {r.agents} agents,"
-        f" slot_top_k {r.slot_top_k} (TMRN, per slot), agents from `{r.agent_source}`; STCN's top_k {r.top_k}"
+        f" slot_top_k {r.slot_top_k} (TMRN, per slot), agents from `{r.agent_source}`, agents_every"
+        f" {r.agents_every}; STCN's top_k {r.top_k}"
         " (over all slots, official STCN).",
         "",
         f"**Readout alone.** Keys: `encode_key` on DAVIS val-dev `{sequence}` (memory: every {MEM_EVERY}th"
@@ -279,7 +281,8 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
         f" mask (O = 4: rescaled copies); {str(dtype).removeprefix('torch.')}, no grad. Wall ms, median over"
         f" {frames} query frames after"
         " one warm-up frame, all methods interleaved per frame. `tmrn sparse`: the tracker's default"
-        " (warm-started subspace iteration on the sparse S); `pixels`: SVD-free agents (top-K pixels);"
+        f" (warm-started subspace iteration on the sparse S, each slot's agents recomputed one frame in"
+        f" {r.agents_every}); `pixels`: SVD-free agents (top-K pixels);"
         f" `slot-top-{SLOT_K_ALT}`: the sparse TMRN keeping {SLOT_K_ALT} entries per row and slot;"
         " ratios against the STCN readout with its top-k.",
         "",

@@ -99,15 +99,20 @@ def load_frames(data: Path, sequence: str, frames: int, out: Path) -> None:
     np.savez(out, images=images, mask=mask)
 
 
-def variants(kind: str, before: Path | None, threads: int) -> dict[str, dict[str, Any]]:
+def variants(kind: str, before: Path | None, threads: int, before_defers: bool = False) -> dict[str, dict[str, Any]]:
     """name -> {tree, threads, spec}: the configurations one run interleaves."""
     after = str(ROOT)
     stcn = {"tracker.readout.kind": "stcn"}
     out: dict[str, dict[str, Any]] = {}
     if kind == "before-after":
         if before is not None:
-            out["before: tmrn fp32"] = {"tree": str(before), "threads": threads, "spec": {"overrides": {}}}
-            out["before: stcn fp32"] = {"tree": str(before), "threads": threads, "spec": {"overrides": stcn}}
+            if before_defers:  # a tree with the deferred memory write and its own shipped config
+                out["before: tmrn (shipped)"] = {"tree": str(before), "threads": threads, "spec": {"defer": True}}
+                out["before: stcn"] = {"tree": str(before), "threads": threads,
+                                       "spec": {"defer": True, "overrides": stcn}}
+            else:
+                out["before: tmrn fp32"] = {"tree": str(before), "threads": threads, "spec": {"overrides": {}}}
+                out["before: stcn fp32"] = {"tree": str(before), "threads": threads, "spec": {"overrides": stcn}}
         out["after: tmrn (shipped)"] = {"tree": after, "threads": threads, "spec": {"defer": True}}
         out["after: stcn"] = {"tree": after, "threads": threads, "spec": {"defer": True, "overrides": stcn}}
         out["after: tmrn fp32"] = {"tree": after, "threads": threads,
@@ -120,6 +125,17 @@ def variants(kind: str, before: Path | None, threads: int) -> dict[str, dict[str
         for res in (240, 360, 480):
             out[f"after: shipped, working size {res}"] = {
                 "tree": after, "threads": threads, "spec": {"defer": True, "overrides": {"tracker.resolution": res}}}
+    elif kind == "readouts":
+        # Issue #11's ratios: the shipped TMRN against the STCN readout on the same weights, same frames,
+        # and the sparse TMRN as it was before (20 entries per slot, 64 agents)
+        out["tmrn (shipped)"] = {"tree": after, "threads": threads, "spec": {"defer": True}}
+        out["stcn"] = {"tree": after, "threads": threads, "spec": {"defer": True, "overrides": stcn}}
+        out["tmrn, agents every frame (agents_every 1)"] = {
+            "tree": after, "threads": threads,
+            "spec": {"defer": True, "overrides": {"tracker.readout.agents_every": 1}}}
+        out["tmrn, previous sparse settings (slot_top_k 20, agents every frame)"] = {
+            "tree": after, "threads": threads, "spec": {"defer": True, "overrides": {
+                "tracker.readout.slot_top_k": 20, "tracker.readout.agents_every": 1}}}
     elif kind == "threads":
         for n in (1, 2):
             out[f"tmrn (shipped), {n} thread(s)"] = {"tree": after, "threads": n, "spec": {"defer": True}}
@@ -139,7 +155,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp.mkdir(parents=True, exist_ok=True)
     frames_file = tmp / "bench_step_frames.npz"
     load_frames(args.data, args.sequence, args.frames, frames_file)
-    configs = variants(args.variants, Path(args.before).resolve() if args.before else None, args.threads)
+    configs = variants(args.variants, Path(args.before).resolve() if args.before else None, args.threads,
+                       args.before_defers)
     env = dict(os.environ)
     procs: dict[str, subprocess.Popen[str]] = {}
     for name, c in configs.items():
@@ -223,10 +240,20 @@ def table(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"*to mask*: wall time of `step()` until the label map is returned; *frame work*: that plus the deferred "
         f"memory write (`write_deferred_memory()`), i.e. all the work a frame costs; *CPU ms*: the process's CPU "
         f"time of the same calls (all its threads), which other jobs on the machine inflate far less than wall "
-        f"time. `before` = the tree at {result.get('before_commit', '-')} (no deferred write: its value "
-        f"encoding is inside `step`)."
+        f"time. `before` = the tree at {result.get('before_commit', '-')}."
     )
-    return head + "\n\n" + markdown_table(header, body)
+    text = head + "\n\n" + markdown_table(header, body)
+    ratios = []  # issue #11's ratios: each configuration against the STCN readout of its own tree, same run
+    for prefix in ("", "before: ", "after: "):
+        base = next((r for r in rows if r["name"] == f"{prefix}stcn"), None)
+        if base is None:
+            continue
+        group = [r for r in rows if r["name"].startswith(prefix) and (prefix or ":" not in r["name"])]
+        ratios += [[r["name"], f"{r['to_mask_p50'] / base['to_mask_p50']:.3f}x",
+                    f"{r['stages']['readout'] / base['stages']['readout']:.2f}x"] for r in group]
+    if ratios:
+        text += "\n\n" + markdown_table(["configuration", "to mask p50 / its tree's stcn", "readout / stcn"], ratios)
+    return text
 
 
 def main() -> None:
@@ -241,12 +268,15 @@ def main() -> None:
     parser.add_argument("--sequence", default="cows")
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--variants", default="before-after", help="before-after | threads | backends | resolution")
+    parser.add_argument("--variants", default="before-after",
+                        help="before-after | readouts | threads | backends | resolution")
     parser.add_argument("--size", default="240x432", help="frame HEIGHTxWIDTH the DAVIS frames are resized to")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of every configuration (the threads variant sets its own)")
     parser.add_argument("--before", help="source tree of the 'before' code (git archive of an older commit)")
     parser.add_argument("--before-commit", default="-", help="the commit that tree holds (for the doc)")
+    parser.add_argument("--before-defers", action="store_true",
+                        help="the 'before' tree has the deferred memory write: run it with it, at its shipped config")
     parser.add_argument("--workdir", default="/tmp/bench_step")
     parser.add_argument("--json", type=Path, help="also write the raw per-frame records here")
     parser.add_argument("--no-doc", action="store_true")
@@ -270,11 +300,13 @@ def main() -> None:
         from tools.doc_tables import write_section
 
         section = {"before-after": "step", "threads": "step-threads", "backends": "step-backends",
-                   "resolution": "step-resolution"}[args.variants]
+                   "resolution": "step-resolution", "readouts": f"step-readouts-{SIZE[0]}"}[args.variants]
         title = {"step": "## Tracker.step stage by stage at 240x432 (CPU)",
                  "step-threads": "### Tracker.step: torch threads",
                  "step-backends": "### Tracker.step: backend and precision",
-                 "step-resolution": f"### Tracker.step: working resolution on {SIZE[1]}x{SIZE[0]} frames"}[section]
+                 "step-resolution": f"### Tracker.step: working resolution on {SIZE[1]}x{SIZE[0]} frames",
+                 f"step-readouts-{SIZE[0]}": f"### Tracker.step: TMRN against the STCN readout on {SIZE[1]}x{SIZE[0]} "
+                 "frames"}[section]
         write_section(args.doc, section, f"{title}\n\n{text}")
 
 

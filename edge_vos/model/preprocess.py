@@ -51,12 +51,17 @@ def image_to_tensor(image: np.ndarray, geometry: FrameGeometry, device: torch.de
     """RGB uint8 [H,W,3] -> normalised, resized, padded float tensor [1,3,h,w]."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image [H,W,3], got {image.dtype} {list(image.shape)}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float().div_(255)
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
     if (geometry.work_h, geometry.work_w) != (geometry.in_h, geometry.in_w):
         x = F.interpolate(x, size=(geometry.work_h, geometry.work_w), mode="bilinear", align_corners=False)
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return F.pad((x - mean) / std, geometry.pad)
+    # (x / 255 - mean) / std in one pass, written straight into the zero-padded canvas (this runs per frame)
+    left, _, top, _ = geometry.pad
+    canvas = torch.zeros(1, 3, *geometry.padded_hw, device=x.device)
+    inner = canvas[..., top : top + geometry.work_h, left : left + geometry.work_w]
+    torch.addcmul(-mean / std, x, 1.0 / (255.0 * std), out=inner)
+    return canvas
 
 
 def masks_to_tensor(masks: torch.Tensor, geometry: FrameGeometry) -> torch.Tensor:

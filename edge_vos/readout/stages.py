@@ -4,17 +4,27 @@ the agents and their softmaxes, and the temporal weights."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from edge_vos.readout.common import logits_dtype, slot_softmax
 from edge_vos.readout.sparse import SparseRows
-from edge_vos.readout.svd import SvdState, top_singular
+from edge_vos.readout.state import SvdState, fingerprints
+from edge_vos.readout.svd import top_singular
 
 # Where the agents come from: "svd", the top-K singular subspace of S (the paper's method and the
 # default); "pixels", the K memory pixels that receive the most affinity mass and the K query pixels
 # with the strongest match (the paper's Table 3 "Top-K" row: a cheaper construction without an SVD).
 AGENT_SOURCES = ("svd", "pixels")
+
+
+@dataclass
+class Agents:
+    """The 2K agent keys of every slot [N, 2K, Ck], and their P_M [N, hw_m, 2K] where already known."""
+
+    keys: torch.Tensor
+    p_m: torch.Tensor | None = None
 
 
 def agent_keys(
@@ -28,18 +38,24 @@ def agent_keys(
     state: SvdState | None,
     batch: int,
     slots: list[int],
-) -> torch.Tensor:
+    every: int = 1,
+) -> Agents:
     """The 2K agent keys of every slot: q [hw_q, Ck], m [N, Ck, hw_m], S [N, hw_q, hw_m] -> [N, 2K, Ck].
 
     "svd": A = [U^T Q ; V^T M_t] with U, V the top-K singular vectors of S (no gradient through them).
     "pixels": A = [Q_i for the K query pixels with the largest max_j S_ij ; M_j for the K memory pixels
     with the largest column sums of S] (no gradient through the choice).
+    `every` > 1 (svd="fast" with a `state`): a slot's agents are recomputed on one frame in `every`, the
+    slots' turns staggered so each frame refreshes about N / every of them; the others keep their last
+    agents (a slot without any, or overwritten, is computed at once).
     """
     N, hw_q, hw_m = s.shape
     k = min(agents, hw_q, hw_m)
     if source == "svd":
+        if every > 1 and state is not None and svd == "fast":
+            return _staggered_svd_keys(s, q, m, k, state, batch, slots, every)
         u, v = top_singular(s, k, svd, keys=m, state=state, batch=batch, slots=slots)
-        return torch.cat([u.to(q.dtype).mT @ q, v.to(m.dtype).mT @ m.mT], dim=1)
+        return Agents(_svd_keys(u, v, q, m))
     with torch.no_grad():
         if isinstance(s, SparseRows):
             strength, mass = s.value.amax(dim=-1), s.column_sums()  # [N, hw_q], [N, hw_m]
@@ -47,19 +63,51 @@ def agent_keys(
             strength, mass = s.amax(dim=-1), s.sum(dim=1)
         rows = strength.float().topk(k, dim=-1).indices  # [N, K]
         cols = mass.float().topk(k, dim=-1).indices
-    return torch.cat([q[rows], torch.gather(m, 2, cols[:, None, :].expand(-1, m.shape[1], -1)).mT], dim=1)
+    return Agents(torch.cat([q[rows], torch.gather(m, 2, cols[:, None, :].expand(-1, m.shape[1], -1)).mT], dim=1))
+
+
+def _svd_keys(u: torch.Tensor, v: torch.Tensor, q: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    return torch.cat([u.to(q.dtype).mT @ q, v.to(m.dtype).mT @ m.mT], dim=1)
+
+
+def _staggered_svd_keys(
+    s: torch.Tensor | SparseRows, q: torch.Tensor, m: torch.Tensor, k: int, state: SvdState, batch: int,
+    slots: list[int], every: int,
+) -> Agents:
+    """agent_keys with svd="fast" when each slot refreshes its agents on one frame in `every`; the kept
+    slots' P_M comes back with them (same keys, same memory: the same P_M)."""
+    frame = state.next_frame(batch)
+    prints = fingerprints(m)
+    kept = [state.agents(batch, t, prints[n]) for n, t in enumerate(slots)]
+    todo = [n for n, t in enumerate(slots) if kept[n] is None or (frame + t) % every == 0]
+    if todo:
+        idx = torch.tensor(todo, device=m.device)
+        sub = s.select(idx) if isinstance(s, SparseRows) else s[idx]
+        u, v = top_singular(sub, k, "fast", keys=m[idx], state=state, batch=batch, slots=[slots[n] for n in todo])
+        keys = _svd_keys(u, v, q, m[idx])
+        p_m = memory_probs(m[idx], keys)
+        for j, n in enumerate(todo):
+            kept[n] = (keys[j], p_m[j])
+            state.put_agents(batch, slots[n], prints[n], keys[j], p_m[j])
+    return Agents(torch.stack([x[0] for x in kept]), torch.stack([x[1] for x in kept]))  # type: ignore[index]
 
 
 def agent_probs(
-    q: torch.Tensor, m: torch.Tensor, keys: torch.Tensor
+    q: torch.Tensor, m: torch.Tensor, keys: torch.Tensor, p_m: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """P_Q = softmax(Q A^T / sqrt(Ck)) [N, hw_q, 2K] and P_M = softmax(M_t A^T / sqrt(Ck)) [N, hw_m, 2K]."""
-    scale = 1.0 / math.sqrt(q.shape[-1])
+    """P_Q = softmax(Q A^T / sqrt(Ck)) [N, hw_q, 2K] and P_M = softmax(M_t A^T / sqrt(Ck)) [N, hw_m, 2K];
+    `p_m`, when given, is P_M for these keys already (agents kept from an earlier frame)."""
     out, dtype = q.dtype, logits_dtype(q.dtype)  # agent logits in float32 for half input (see logits_dtype)
-    q, m, keys = q.to(dtype), m.to(dtype), keys.to(dtype)
-    p_q = torch.softmax(torch.matmul(q, keys.mT) * scale, dim=-1)
-    p_m = torch.softmax(torch.bmm(m.mT, keys.mT) * scale, dim=-1)
-    return p_q.to(out), p_m.to(out)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    p_q = torch.softmax(torch.matmul(q.to(dtype), keys.to(dtype).mT) * scale, dim=-1).to(out)
+    return p_q, (memory_probs(m, keys) if p_m is None else p_m)
+
+
+def memory_probs(m: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """P_M = softmax(M_t A^T / sqrt(Ck)): m [N, Ck, hw_m], keys [N, 2K, Ck] -> [N, hw_m, 2K]."""
+    out, dtype = m.dtype, logits_dtype(m.dtype)
+    scale = 1.0 / math.sqrt(m.shape[1])
+    return torch.softmax(torch.bmm(m.to(dtype).mT, keys.to(dtype).mT) * scale, dim=-1).to(out)
 
 
 def temporal_weights(q: torch.Tensor, aligned: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

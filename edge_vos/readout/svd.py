@@ -11,14 +11,13 @@ hw^2*K; "exact" and "lowrank" densify a sparse S first (reference and tests).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 
-from edge_vos.readout.workspace import ReadoutWorkspace
+from edge_vos.readout.state import SvdState, fingerprints
 
 log = logging.getLogger(__name__)
 
@@ -74,65 +73,6 @@ class DenseRows:
         return DenseRows(self.s[slots])
 
 
-@dataclass
-class _SlotEntry:
-    fingerprint: torch.Tensor  # float64 [2]: sum and sum of squares of the slot's memory keys
-    basis: torch.Tensor  # [hw_m, K + oversample] S^T U / sigma with unit columns: next frame's start
-
-
-@dataclass
-class SvdState:
-    """Warm start for svd="fast" (per batch element and slot, last frame's right singular subspace after
-    one power step) and the `workspace` of the no-grad dense readout: the per-stream readout state.
-
-    Memory keys of a slot do not change between frames and the query moves little, so last frame's
-    right singular vectors are a good start. The tracker keeps one state per stream and calls
-    `invalidate(slot)` when it overwrites a slot (or `sync_versions(versions)` once per frame). As a
-    safety net each entry also stores a fingerprint of the slot's keys and is dropped when they change.
-    A stale or missing entry only costs speed (a cold start), never correctness of the output shape.
-    """
-
-    _slots: dict[tuple[int, int], _SlotEntry] = field(default_factory=dict)
-    _versions: dict[tuple[int, int], int] = field(default_factory=dict)
-    workspace: ReadoutWorkspace = field(default_factory=ReadoutWorkspace)
-    hits: int = 0
-    misses: int = 0
-
-    def invalidate(self, slot: int | None = None, batch: int | None = None) -> None:
-        """Forgets one slot (all batch elements unless `batch`), or everything when slot is None."""
-        for key in list(self._slots):
-            if (slot is None or key[1] == slot) and (batch is None or key[0] == batch):
-                del self._slots[key]
-
-    def sync_versions(self, versions: Iterable[int], batch: int = 0) -> None:
-        """Invalidates the slots whose version number changed since the last call (MemoryView.slot_versions)."""
-        for slot, version in enumerate(versions):
-            key = (batch, slot)
-            if self._versions.get(key) != version:
-                self._slots.pop(key, None)
-                self._versions[key] = version
-
-    def clear(self) -> None:
-        """Forgets every slot and releases the workspace's buffers."""
-        self._slots.clear()
-        self._versions.clear()
-        self.workspace.clear()
-
-    def __len__(self) -> int:
-        return len(self._slots)
-
-    def get(self, batch: int, slot: int, fingerprint: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor | None:
-        entry = self._slots.get((batch, slot))
-        if entry is None or entry.basis.shape != shape or not torch.equal(entry.fingerprint, fingerprint):
-            self.misses += 1
-            return None
-        self.hits += 1
-        return entry.basis
-
-    def put(self, batch: int, slot: int, fingerprint: torch.Tensor, basis: torch.Tensor) -> None:
-        self._slots[(batch, slot)] = _SlotEntry(fingerprint, basis)
-
-
 @contextmanager
 def lapack_threads(device: torch.device, threads: int = LAPACK_THREADS) -> Iterator[None]:
     """Runs the small LAPACK calls (eigh, qr, svd) with `threads` intra-op threads on CPU.
@@ -152,12 +92,6 @@ def lapack_threads(device: torch.device, threads: int = LAPACK_THREADS) -> Itera
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def fingerprints(keys: torch.Tensor) -> torch.Tensor:
-    """keys [N, ...] -> float64 [N, 2] (sum, sum of squares): changes when a slot is overwritten."""
-    x = keys.detach().reshape(keys.shape[0], -1).double()
-    return torch.stack([x.sum(dim=1), x.pow(2).sum(dim=1)], dim=1)
 
 
 def fix_signs(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

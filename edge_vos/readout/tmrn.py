@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 
 from edge_vos.readout.common import check_inputs, logits_dtype, needs_grad, sim_logits, softmax_last
-from edge_vos.readout.stages import AGENT_SOURCES, agent_keys, agent_probs, dead_rows, temporal_weights
-from edge_vos.readout.svd import SVD_KINDS, SvdState
+from edge_vos.readout.stages import AGENT_SOURCES, Agents, agent_keys, agent_probs, dead_rows, temporal_weights
+from edge_vos.readout.state import SvdState
+from edge_vos.readout.svd import SVD_KINDS
 from edge_vos.readout.tmrn_sparse import sparse_tmrn
 from edge_vos.readout.workspace import ReadoutWorkspace
 
@@ -35,6 +36,7 @@ def tmrn_readout(
     state: SvdState | None = None,
     top_k: int | None = None,
     agent_source: str = "svd",
+    agents_every: int = 1,
 ) -> torch.Tensor:
     """qk [B,Ck,H,W], mk [B,T,Ck,H,W], mv [B,O,T,Cv,H,W], valid [B,T] or [B,O,T] bool -> [B,O,Cv,H,W].
 
@@ -42,6 +44,8 @@ def tmrn_readout(
     when `renormalize`; False is eq. 13 of the paper to the letter). `svd`: "exact", "lowrank" (seeded
     randomized) or "fast" (warm-started from `state`, an SvdState kept per stream; optional). `top_k`:
     keep the k largest entries of each row of each slot's S (the sparse path); None: dense, exact.
+    `agents_every`: with svd="fast" and a `state`, each slot's agents are refreshed on one frame in
+    that many (staggered over slots; stages.agent_keys); 1: every frame.
     """
     B, O, T, Ck, Cv, H, W, valid = check_inputs(qk, mk, mv, valid)
     if mode not in MODES:
@@ -52,6 +56,8 @@ def tmrn_readout(
         raise ValueError(f"agent_source must be one of {AGENT_SOURCES}, got {agent_source!r}")
     if agents <= 0:
         raise ValueError(f"agents must be positive, got {agents}")
+    if agents_every <= 0:
+        raise ValueError(f"agents_every must be positive, got {agents_every}")
     if top_k is not None and top_k <= 0:
         raise ValueError(f"top_k must be positive or None, got {top_k}")
     if state is not None and not isinstance(state, SvdState):
@@ -69,7 +75,7 @@ def tmrn_readout(
         vals = (mv[b] if every else mv[b][:, sel]).reshape(O, N, Cv, hw)
         mask = valid[b][:, sel]  # [O, N]
         settings = dict(agents=agents, mode=mode, svd=svd, renormalize=renormalize, agent_source=agent_source,
-                        state=state, batch=b, slots=sel.tolist())
+                        state=state, batch=b, slots=sel.tolist(), every=agents_every)
         if top_k is not None:
             out = sparse_tmrn(q, m, vals, mask, top_k=top_k, workspace=workspace, **settings)  # type: ignore[arg-type]
         else:
@@ -80,8 +86,8 @@ def tmrn_readout(
 
 def _dense_tmrn(
     q: torch.Tensor, m: torch.Tensor, vals: torch.Tensor, mask: torch.Tensor, *, agents: int, mode: str, svd: str,
-    renormalize: bool, agent_source: str, state: SvdState | None, batch: int, slots: list[int], inplace: bool,
-    workspace: ReadoutWorkspace | None,
+    renormalize: bool, agent_source: str, state: SvdState | None, batch: int, slots: list[int], every: int,
+    inplace: bool, workspace: ReadoutWorkspace | None,
 ) -> torch.Tensor:
     """The exact reference for one batch element: q [hw_q, Ck], m [N, Ck, hw_m], vals [O, N, Cv, hw_m],
     mask [O, N] -> [O, Cv, hw_q]."""
@@ -89,8 +95,9 @@ def _dense_tmrn(
     if mode == "st":
         w, aligned, row_sums = s, torch.bmm(s, m.mT), None
     else:
-        keys = agent_keys(s, q, m, agents, svd=svd, source=agent_source, state=state, batch=batch, slots=slots)
-        w, aligned, row_sums = _alignment(s, q, m, keys, inplace, workspace)
+        chosen = agent_keys(s, q, m, agents, svd=svd, source=agent_source, state=state, batch=batch, slots=slots,
+                            every=every)
+        w, aligned, row_sums = _alignment(s, q, m, chosen, inplace, workspace)
         if not renormalize:
             row_sums = None
     inv_rows = 1.0 / row_sums if row_sums is not None else None  # [N, hw_q]
@@ -111,12 +118,12 @@ def _affinity(q: torch.Tensor, m: torch.Tensor, inplace: bool, workspace: Readou
 
 
 def _alignment(
-    s: torch.Tensor, q: torch.Tensor, m: torch.Tensor, keys: torch.Tensor, inplace: bool,
+    s: torch.Tensor, q: torch.Tensor, m: torch.Tensor, agents: Agents, inplace: bool,
     workspace: ReadoutWorkspace | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """W = (P_Q P_M^T) * S, its aligned keys W M_t and row sums (W [M_t | 1]: the last column is free)."""
     N, hw_q, hw_m = s.shape
-    p_q, p_m = agent_probs(q, m, keys)
+    p_q, p_m = agent_probs(q, m, agents.keys, agents.p_m)
     out = workspace.get("alignment", (N, hw_q, hw_m), s.dtype, s.device) if workspace is not None else None
     c = torch.bmm(p_q, p_m.mT, out=out) if out is not None else torch.bmm(p_q, p_m.mT)
     w = c.mul_(s) if inplace else c * s

@@ -14,23 +14,24 @@ import torch
 
 from edge_vos.readout.common import logits_dtype, sim_logits_flat
 from edge_vos.readout.sparse import SparseRows, gather_sum, slot_topk
-from edge_vos.readout.stages import agent_keys, agent_probs, dead_rows, temporal_weights
-from edge_vos.readout.svd import SvdState
+from edge_vos.readout.stages import Agents, agent_keys, agent_probs, dead_rows, temporal_weights
+from edge_vos.readout.state import SvdState
 from edge_vos.readout.workspace import ReadoutWorkspace
 
 
 def sparse_tmrn(
     q: torch.Tensor, m: torch.Tensor, vals: torch.Tensor, mask: torch.Tensor, *, top_k: int, agents: int,
     mode: str, svd: str, renormalize: bool, agent_source: str, state: SvdState | None, batch: int,
-    slots: list[int], workspace: ReadoutWorkspace | None,
+    slots: list[int], every: int, workspace: ReadoutWorkspace | None,
 ) -> torch.Tensor:
     """One batch element: q [hw_q, Ck], m [N, Ck, hw_m], vals [O, N, Cv, hw_m], mask [O, N] -> [O, Cv, hw_q]."""
     s = sparse_affinity(q, m, top_k, workspace)
     if mode == "st":
         w = s.value  # rows already sum to one
     else:
-        keys = agent_keys(s, q, m, agents, svd=svd, source=agent_source, state=state, batch=batch, slots=slots)
-        w = sparse_alignment(s, q, m, keys, renormalize)
+        chosen = agent_keys(s, q, m, agents, svd=svd, source=agent_source, state=state, batch=batch, slots=slots,
+                            every=every)
+        w = sparse_alignment(s, q, m, chosen, renormalize)
     aligned = s.with_value(w).mm(m.mT)  # [N, hw_q, Ck]
     weights = temporal_weights(q, aligned, mask)  # [O, N, hw_q]
     return sparse_value_sum(s, w, weights, vals, mask)
@@ -47,11 +48,11 @@ def sparse_affinity(q: torch.Tensor, m: torch.Tensor, top_k: int, workspace: Rea
 
 
 def sparse_alignment(
-    s: SparseRows, q: torch.Tensor, m: torch.Tensor, keys: torch.Tensor, renormalize: bool
+    s: SparseRows, q: torch.Tensor, m: torch.Tensor, agents: Agents, renormalize: bool
 ) -> torch.Tensor:
     """W = (P_Q P_M^T) * S at S's kept entries [N, hw_q, k], divided by its row sums when `renormalize`;
     rows whose sum underflowed take S's row (see stages.dead_rows)."""
-    p_q, p_m = agent_probs(q, m, keys)
+    p_q, p_m = agent_probs(q, m, agents.keys, agents.p_m)
     w = s.sample(p_q, p_m).mul_(s.value) if not torch.is_grad_enabled() else s.sample(p_q, p_m) * s.value
     if not renormalize:
         return w
@@ -67,20 +68,22 @@ def sparse_value_sum(
     s: SparseRows, w: torch.Tensor, weights: torch.Tensor, vals: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
     """out_o[:, i] = sum_t a_o,t,i sum_j W_t,ij V_o,t[:, j] over the kept j: w [N, hw_q, k], weights
-    [O, N, hw_q], vals [O, N, Cv, hw_m] -> [O, Cv, hw_q]. All objects sharing the slot mask: one gather
-    over a table of [N*hw_m, O*Cv] value rows; otherwise one per object (invalid slots weigh zero and
-    are never read)."""
+    [O, N, hw_q], vals [O, N, Cv, hw_m] -> [O, Cv, hw_q].
+
+    One gather of value rows (a memory pixel's Cv channels) per object; the rows are a view when the
+    values are stored channels-last (tracker.memory does), a copy otherwise. The kept entries of slots
+    invalid for an object are left out of its gather, so garbage there (NaN) is never read.
+    """
     O, N, Cv, hw_m = vals.shape
     hw_q, k = w.shape[1], w.shape[2]
     index = s.flat_index.view(N, hw_q, k).transpose(0, 1).reshape(hw_q, N * k)  # sorted per row: slot, pixel
-    if bool(mask.all()):
-        wide = (w * weights[0][..., None]).transpose(0, 1).reshape(hw_q, N * k)
-        table = vals.permute(1, 3, 0, 2).reshape(N * hw_m, O * Cv)
-        return gather_sum(index, wide, table).view(hw_q, O, Cv).permute(1, 2, 0)
+    rows = vals.permute(0, 1, 3, 2)  # [O, N, hw_m, Cv]
     outs = []
     for o in range(O):
-        valid = mask[o]
         wide = (w * weights[o][..., None]).transpose(0, 1).reshape(hw_q, N * k)
-        table = torch.where(valid[:, None, None], vals[o], 0).permute(0, 2, 1).reshape(N * hw_m, Cv)
-        outs.append(gather_sum(index, wide, table).T)
+        idx, table = index, rows[o].reshape(N * hw_m, Cv)
+        if not bool(mask[o].all()):
+            keep = mask[o].repeat_interleave(k)
+            idx, wide = idx[:, keep], wide[:, keep]
+        outs.append(gather_sum(idx.contiguous(), wide.contiguous(), table).T)
     return torch.stack(outs)

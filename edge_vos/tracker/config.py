@@ -31,15 +31,21 @@ class ReadoutConfig:
     top_k: int = 20
     # TMRN/ST readout: keep the slot_top_k largest entries of each row of every slot's affinity and run
     # everything after it on those (the sparse path, docs/readout.md). 0 = all (the dense exact reference).
-    slot_top_k: int = 20
+    # Trained affinities put nearly all of a row's mass on its first one or two entries, so a handful
+    # suffices; the measurements that chose it: docs/readout.md, "How many entries per row".
+    slot_top_k: int = 4
     # Where TMRN's agents come from: "svd" (the paper's method) or "pixels" (SVD-free, cheaper).
     agent_source: str = "svd"
+    # svd "fast": each slot's agents are recomputed on one frame in agents_every (slots take turns), the
+    # others keep their last ones. 1 = every frame (the paper). Measurements: docs/readout.md.
+    agents_every: int = 1
 
     def __post_init__(self) -> None:
         one_of("kind", self.kind, READOUT_KINDS)
         one_of("svd", self.svd, SVD_KINDS)
         one_of("agent_source", self.agent_source, AGENT_SOURCES)
         positive("agents", self.agents)
+        positive("agents_every", self.agents_every)
         positive("top_k", self.top_k, allow_zero=True)
         positive("slot_top_k", self.slot_top_k, allow_zero=True)
 

@@ -58,9 +58,12 @@ class RingMemory:
         h, w = self.feature_hw
         old = getattr(self, "keys", None)
         keys = torch.zeros(1, capacity, self.key_dim, h, w, device=self.device, dtype=self.dtype)
+        # values are stored channels-last ([.., h, w, Cv]) and exposed as the [.., Cv, h, w] view the readouts
+        # take: the sparse readouts gather whole value rows (one memory pixel's Cv channels), which this
+        # layout makes a plain view instead of a transposed copy of every value on every frame
         values = torch.zeros(
-            1, self.max_objects, capacity, self.value_dim, h, w, device=self.device, dtype=self.dtype
-        )
+            1, self.max_objects, capacity, h, w, self.value_dim, device=self.device, dtype=self.dtype
+        ).permute(0, 1, 2, 5, 3, 4)
         valid = torch.zeros(capacity, dtype=torch.bool)
         pinned = torch.zeros(capacity, dtype=torch.bool)
         object_valid = torch.zeros(self.max_objects, capacity, dtype=torch.bool)

@@ -326,7 +326,7 @@ class Tracker:
         return tmrn_readout(
             qk, view.keys, view.values, view.valid,
             agents=cfg.agents, mode=cfg.kind, svd=cfg.svd, renormalize=cfg.renormalize, state=self._svd_state,
-            top_k=cfg.slot_top_k or None, agent_source=cfg.agent_source,
+            top_k=cfg.slot_top_k or None, agent_source=cfg.agent_source, agents_every=cfg.agents_every,
         )
 
     def _write_memory(self, write: _MemoryWrite) -> None:
