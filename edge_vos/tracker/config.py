@@ -90,6 +90,11 @@ class PriorConfig:
     growth: float = 1.3
     # split "track": a piece other than the main one is kept when this share of it lies in the expected box.
     keep_inside: float = 0.5
+    # An object whose mask shrinks below this share of its usual area in one frame has its probabilities
+    # scaled up (at most 3x, inside its window) until that share passes: a matcher unsure of an object
+    # among look-alikes fades it for a frame, and the faded frame written to memory would teach the loss.
+    # 0 = off.
+    hold: float = 0.0
 
     def __post_init__(self) -> None:
         positive("margin", self.margin)
@@ -102,6 +107,8 @@ class PriorConfig:
             raise ConfigError("growth", f"must be > 1 (a ratio of areas), got {self.growth}")
         if not 0 < self.keep_inside <= 1:
             raise ConfigError("keep_inside", f"must be in (0, 1], got {self.keep_inside}")
+        if not 0 <= self.hold < 1:
+            raise ConfigError("hold", f"must be in [0, 1) (a share of the usual area; 0 = off), got {self.hold}")
 
 
 @dataclass

@@ -29,6 +29,9 @@ _AREA_EMA = 0.3
 # Frames a "merged" state may last before the merged size becomes the object's size (a real growth:
 # the object came closer, an occluder left).
 _MAX_MERGED_FRAMES = 30
+# `hold` scales a fading object's probabilities by at most this: below 1/_MAX_GAIN of _PRESENT a pixel
+# is too unlike the object to be called it.
+_MAX_GAIN = 3.0
 
 
 @dataclass
@@ -49,7 +52,7 @@ class MotionPrior:
 
     def __init__(
         self, margin: float, min_margin_px: float, *, velocity: float = 0.0, split: str = "keep",
-        growth: float = 1.3, keep_inside: float = 0.5,
+        growth: float = 1.3, keep_inside: float = 0.5, hold: float = 0.0,
     ) -> None:
         self.margin = margin
         self.min_margin_px = min_margin_px
@@ -57,6 +60,7 @@ class MotionPrior:
         self.split = split
         self.growth = growth
         self.keep_inside = keep_inside
+        self.hold = hold
         self._tracks: dict[int, _Track] = {}
 
     def clear(self) -> None:
@@ -87,18 +91,21 @@ class MotionPrior:
         return out
 
     def select(self, ids: list[int], probs: torch.Tensor) -> torch.Tensor:
-        """With `split: track`, zeroes the pieces of each object's mask that do not fit its track.
+        """Applies `split: track` and `hold` to each object's windowed probabilities.
 
         probs: [len(ids),1,H,W] per-object probabilities before aggregation; returned changed in place.
         """
-        if self.split != "track":
+        if self.split != "track" and not self.hold:
             return probs
         for row, obj_id in enumerate(ids):
             track = self._tracks.get(obj_id)
             if track is None:
                 continue
-            reference = track.anchor if track.anchor is not None else track.box.shifted(*track.velocity)
-            keep_track_pieces(probs[row, 0], reference, _PRESENT, self.keep_inside, self.min_margin_px)
+            if self.split == "track":
+                reference = track.anchor if track.anchor is not None else track.box.shifted(*track.velocity)
+                keep_track_pieces(probs[row, 0], reference, _PRESENT, self.keep_inside, self.min_margin_px)
+            if self.hold:
+                _hold(probs[row, 0], self.hold * track.area)
         return probs
 
     def update(self, ids: list[int], probs: torch.Tensor) -> None:
@@ -139,6 +146,18 @@ class MotionPrior:
 
     def _width(self, extent: float) -> float:
         return max(self.margin * extent, self.min_margin_px)
+
+
+def _hold(plane: torch.Tensor, area: float) -> None:
+    """Scales an object's probabilities up (at most _MAX_GAIN x) so that about `area` pixels pass
+    _PRESENT, when fewer do: a matcher unsure of an object next to its look-alikes fades it for a
+    frame or two, and a frame it vanishes from goes to memory as background and teaches the loss."""
+    k = int(area)
+    if k < 1 or k > plane.numel() or int((plane > _PRESENT).sum()) >= k:
+        return
+    kth = float(plane.flatten().kthvalue(plane.numel() - k + 1).values)
+    gain = min(_PRESENT / max(kth, 1e-6) * 1.01, _MAX_GAIN)
+    plane.mul_(gain).clamp_(max=1.0)
 
 
 def _falloff(coords: torch.Tensor, lo: float, hi: float, width: float) -> torch.Tensor:

@@ -101,7 +101,7 @@ class Tracker:
         prior = self.config.prior
         self._prior = MotionPrior(
             prior.margin, prior.min_margin_px, velocity=prior.velocity, split=prior.split, growth=prior.growth,
-            keep_inside=prior.keep_inside,
+            keep_inside=prior.keep_inside, hold=prior.hold,
         ) if prior.enabled else None
         self.frame_index = -1
         self._last_write = -(10**9)
