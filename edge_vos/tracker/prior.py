@@ -29,6 +29,8 @@ _AREA_EMA = 0.3
 # Frames a "merged" state may last before the merged size becomes the object's size (a real growth:
 # the object came closer, an occluder left).
 _MAX_MERGED_FRAMES = 30
+# Frames after a merge ends during which the velocity keeps its pre-merge value.
+_SETTLE_FRAMES = 3
 # `hold` scales a fading object's probabilities by at most this: below 1/_MAX_GAIN of _PRESENT a pixel
 # is too unlike the object to be called it.
 _MAX_GAIN = 3.0
@@ -45,6 +47,7 @@ class _Track:
     # moved on by the velocity each frame; pieces are judged against it instead of the merged box.
     anchor: Box | None = None
     merged_frames: int = 0
+    settling: int = 0  # frames left, after a merge, before the velocity follows the box again
 
 
 class MotionPrior:
@@ -137,11 +140,16 @@ class MotionPrior:
             if not ended:
                 return replace(track, box=box, anchor=track.anchor.shifted(vy, vx),
                                merged_frames=track.merged_frames + 1)
-            return _Track(box, track.velocity, area if area > self.growth * track.area else track.area)
+            # Back to its size: the look-alike left, or stands right on the object, so the box may still
+            # be moved by it for a few frames: the velocity waits.
+            area_ref = area if area > self.growth * track.area else track.area
+            return _Track(box, track.velocity, area_ref, settling=_SETTLE_FRAMES)
         if self.split == "track" and area > self.growth * track.area:
             return replace(track, box=box, anchor=track.box.shifted(vy, vx), merged_frames=1)
         (cy0, cx0), (cy1, cx1) = track.box.center, box.center
         area_ref = (1 - _AREA_EMA) * track.area + _AREA_EMA * area
+        if track.settling:
+            return _Track(box, track.velocity, area_ref, settling=track.settling - 1)
         return _Track(box, (cy1 - cy0, cx1 - cx0), area_ref)
 
     def _width(self, extent: float) -> float:
