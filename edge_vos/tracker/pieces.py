@@ -57,18 +57,26 @@ def keep_track_pieces(
     is kept when at least `keep_inside` of it lies inside the reference box grown by `pad_px`.
     plane: [H,W] probabilities of one object.
     """
-    mask = (plane > threshold).to(torch.uint8).cpu().numpy()
+    full = (plane > threshold).cpu().numpy()
+    rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
+    if rows.size == 0:
+        return 0
+    # Work on the mask's own box (grown by the fringe that goes with a dropped piece), not the canvas.
+    h, w = full.shape
+    top, left = max(0, rows[0] - _DROP_GROW_PX), max(0, cols[0] - _DROP_GROW_PX)
+    bottom, right = min(h, rows[-1] + _DROP_GROW_PX + 1), min(w, cols[-1] + _DROP_GROW_PX + 1)
+    mask = full[top:bottom, left:right].astype(np.uint8)
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 2:  # background and at most one piece
         return 0
     areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
     cy, cx = reference.center
-    dist = np.hypot(centroids[1:, 1] - cy, centroids[1:, 0] - cx)
+    dist = np.hypot(centroids[1:, 1] + top - cy, centroids[1:, 0] + left - cx)
     dist[areas < _MAIN_MIN_SHARE * areas.max()] = np.inf
     main = int(np.argmin(dist))
-    h, w = mask.shape
-    y0, y1 = max(0, math.floor(reference.y0 - pad_px)), min(h, math.ceil(reference.y1 + pad_px) + 1)
-    x0, x1 = max(0, math.floor(reference.x0 - pad_px)), min(w, math.ceil(reference.x1 + pad_px) + 1)
+    ch, cw = mask.shape
+    y0, y1 = max(0, math.floor(reference.y0 - pad_px) - top), min(ch, math.ceil(reference.y1 + pad_px) + 1 - top)
+    x0, x1 = max(0, math.floor(reference.x0 - pad_px) - left), min(cw, math.ceil(reference.x1 + pad_px) + 1 - left)
     inside = np.zeros(count, np.float64)
     if y0 < y1 and x0 < x1:
         inside = np.bincount(labels[y0:y1, x0:x1].ravel(), minlength=count).astype(np.float64)
@@ -76,9 +84,12 @@ def keep_track_pieces(
     keep[main] = True
     if keep.all():
         return 0
-    dropped = np.isin(labels, np.flatnonzero(~keep) + 1)
-    kept = np.isin(labels, np.flatnonzero(keep) + 1)
+    lookup = np.zeros(count, np.uint8)  # label -> 1 for a dropped piece (a table: one pass over the crop)
+    lookup[1:][~keep] = 1
+    dropped = lookup[labels]
     size = 2 * _DROP_GROW_PX + 1
-    dropped = cv2.dilate(dropped.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool) & ~kept
-    plane[torch.from_numpy(dropped).to(plane.device)] = 0
+    dropped = cv2.dilate(dropped, np.ones((size, size), np.uint8)).astype(bool)
+    lookup[1:][keep] = 2
+    dropped &= lookup[labels] != 2
+    plane[top:bottom, left:right][torch.from_numpy(dropped).to(plane.device)] = 0
     return int((~keep).sum())

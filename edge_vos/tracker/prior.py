@@ -146,14 +146,24 @@ class MotionPrior:
             return _Track(box, track.velocity, area_ref, settling=_SETTLE_FRAMES)
         if self.split == "track" and area > self.growth * track.area:
             return replace(track, box=box, anchor=track.box.shifted(vy, vx), merged_frames=1)
-        (cy0, cx0), (cy1, cx1) = track.box.center, box.center
-        area_ref = (1 - _AREA_EMA) * track.area + _AREA_EMA * area
         if track.settling:
-            return _Track(box, track.velocity, area_ref, settling=track.settling - 1)
-        return _Track(box, (cy1 - cy0, cx1 - cx0), area_ref)
+            return _Track(box, track.velocity, track.area, settling=track.settling - 1)
+        area_ref = (1 - _AREA_EMA) * track.area + _AREA_EMA * area
+        old = track.box
+        return _Track(box, (_shift(old.y0, old.y1, box.y0, box.y1), _shift(old.x0, old.x1, box.x0, box.x1)), area_ref)
 
     def _width(self, extent: float) -> float:
         return max(self.margin * extent, self.min_margin_px)
+
+
+def _shift(lo0: float, hi0: float, lo1: float, hi1: float) -> float:
+    """How far an object moved along one axis, from its box's two edges: the smaller edge motion when both
+    edges moved the same way, else 0. A box that grows on one side (something touching the object, a
+    limb stretching) has not moved, which the centre's motion would say it had."""
+    a, b = lo1 - lo0, hi1 - hi0
+    if a * b <= 0:
+        return 0.0
+    return a if abs(a) < abs(b) else b
 
 
 def _hold(plane: torch.Tensor, area: float) -> None:
