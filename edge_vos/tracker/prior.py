@@ -105,7 +105,7 @@ class MotionPrior:
             if track is None:
                 continue
             if self.split == "track":
-                reference = track.anchor if track.anchor is not None else track.box.shifted(*track.velocity)
+                reference = (track.anchor if track.anchor is not None else track.box).shifted(*track.velocity)
                 keep_track_pieces(probs[row, 0], reference, _PRESENT, self.keep_inside, self.min_margin_px)
             if self.hold:
                 _hold(probs[row, 0], self.hold * track.area)
