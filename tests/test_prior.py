@@ -1,4 +1,5 @@
-"""The motion prior: windows from previous boxes, and a look-alike far from the object left alone."""
+"""The motion prior: windows from previous boxes, a look-alike far away left alone, mask pieces that do not fit
+the track dropped (`split: track`), a fading object held (`hold`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import torch
 from edge_vos.config import ConfigError
 from edge_vos.data.synthetic import generate_sequence
 from edge_vos.tracker import Tracker, TrackerConfig
-from edge_vos.tracker.config import MemoryConfig, PriorConfig, ReadoutConfig
 from edge_vos.tracker.aggregate import soft_aggregate
+from edge_vos.tracker.config import MemoryConfig, PriorConfig, ReadoutConfig
 from edge_vos.tracker.prior import MotionPrior
 
 
@@ -109,8 +110,10 @@ def _run_look_alike_pass(split: str) -> list[torch.Tensor]:
     for t in range(30):
         look_alike_x = 150 - 4 * t  # 150 -> 34: overlaps the object (x = 60) around t = 20-26, then past
         matcher = torch.maximum(_disk(h, w, 30, 60, r), _disk(h, w, 30, look_alike_x, r))[None, None]
-        windowed = matcher * prior.windows([1], (h, w), torch.device("cpu")) if t else _disk(h, w, 30, 60, r)[None, None]
-        probs = prior.select([1], windowed.clone()) if t else windowed
+        if t == 0:  # the prompt
+            probs = _disk(h, w, 30, 60, r)[None, None]
+        else:
+            probs = prior.select([1], matcher * prior.windows([1], (h, w), torch.device("cpu")))
         full = soft_aggregate(probs)
         prior.update([1], full[1:])
         masks.append(full[1, 0] > 0.5)

@@ -248,7 +248,8 @@ def main() -> None:
     parser.add_argument("--sequence", default="cows")
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--variants", default="before-after", help="before-after | threads | backends | resolution | prior")
+    parser.add_argument("--variants", default="before-after",
+                        help="before-after | threads | backends | resolution | prior")
     parser.add_argument("--size", default="240x432", help="frame HEIGHTxWIDTH the DAVIS frames are resized to")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of every configuration (the threads variant sets its own)")

@@ -7,11 +7,12 @@ its previous bounding box and falls off as a Gaussian outside it, with a width p
 size (large objects move more pixels per frame). Objects with no previous mask (just lost, fully
 occluded) get no window, so they can be found again anywhere. Cost: one [H] and one [W] vector per object.
 
-Two optional refinements (PriorConfig): the window can move ahead with the object's last motion
-(`velocity`), and a mask that falls apart into separate pieces can be cut back to the pieces that fit
-the track (`split: track`, edge_vos/tracker/pieces.py). The second is what stops a look-alike that
-overlapped the object from leaving with part of its mask: the window alone follows whatever the mask
-is on, so it cannot undo a mask that has already taken something in.
+Optional refinements (PriorConfig): the window can move ahead with the object's last motion
+(`velocity`); a mask that falls apart into separate pieces can be cut back to the pieces that fit the
+track (`split: track`, edge_vos/tracker/pieces.py), which stops a look-alike that overlapped the object
+from leaving with part of its mask (the window alone follows whatever the mask is on, so it cannot undo
+a mask that has already taken something in); and an object whose mask suddenly shrinks can be scaled
+back up inside its window (`hold`), so one unsure frame does not lose it and teach the memory the loss.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class _Track:
     """One object's state between frames (working-canvas pixels)."""
 
     box: Box  # last observed box: the window's centre
-    velocity: tuple[float, float] = (0.0, 0.0)  # last box-centre motion, rows and columns per frame
+    velocity: tuple[float, float] = (0.0, 0.0)  # last motion (rows, columns per frame), from the box's edges
     area: float = 0.0  # reference area: what the object covered before any sudden growth
     # While merged (the mask grew past `growth` x area in one go): the object's box before the growth,
     # moved on by the velocity each frame; pieces are judged against it instead of the merged box.
@@ -71,11 +72,6 @@ class MotionPrior:
 
     def forget(self, obj_id: int) -> None:
         self._tracks.pop(obj_id, None)
-
-    def box(self, obj_id: int) -> Box | None:
-        """The last observed box of an object (None: no mask on the previous frame)."""
-        track = self._tracks.get(obj_id)
-        return None if track is None else track.box
 
     def windows(self, ids: list[int], hw: tuple[int, int], device: torch.device) -> torch.Tensor:
         """[len(ids),1,H,W] multipliers in (0, 1]; all ones for objects without a previous box."""
