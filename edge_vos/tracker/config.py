@@ -84,6 +84,7 @@ class PriorConfig:
     # An object's mask that falls apart into separate pieces: "keep" them all; "track" keeps the piece
     # nearest where the object is expected and the pieces inside its expected box, and drops the rest
     # (edge_vos/tracker/pieces.py): a look-alike that overlapped the object does not leave with its mask.
+    # Runs on the CPU (OpenCV): on a GPU it copies each object's mask to the host once per frame.
     split: str = "keep"
     # split "track": a mask that grows past this many times the object's usual area in one frame has taken
     # something in; pieces are then judged against the box the object had before, moved on by its velocity.
