@@ -1,4 +1,5 @@
-"""The motion prior: windows from previous boxes, and a look-alike far from the object left alone."""
+"""The motion prior: windows from previous boxes, a look-alike far away left alone, mask pieces that do not fit
+the track dropped (`split: track`), a fading object held (`hold`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from edge_vos.config import ConfigError
 from edge_vos.data.synthetic import generate_sequence
 from edge_vos.tracker import Tracker, TrackerConfig
+from edge_vos.tracker.aggregate import soft_aggregate
 from edge_vos.tracker.config import MemoryConfig, PriorConfig, ReadoutConfig
 from edge_vos.tracker.prior import MotionPrior
 
@@ -88,3 +90,157 @@ def test_with_the_prior_the_trained_model_leaves_a_distant_look_alike_alone() ->
     truth = labels[-1] == 1
     iou = (predicted & truth).sum() / (predicted | truth).sum()
     assert on_copy < 0.05 and iou > 0.9, (on_copy, iou)
+
+
+# ---- velocity, split: track, hold ----------------------------------------------------------------------
+
+
+def _disk(h: int, w: int, cy: float, cx: float, r: float, value: float = 0.9) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    return ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).float() * value
+
+
+def _run_look_alike_pass(split: str) -> list[torch.Tensor]:
+    """An object stands still at the left; a look-alike slides in from the right, overlaps it, and leaves
+    on the other side. The matcher (scripted) paints both wherever the window lets it. Returns the
+    object's mask after each frame."""
+    h, w, r = 60, 200, 10
+    prior = MotionPrior(margin=0.5, min_margin_px=4, split=split)
+    masks = []
+    for t in range(30):
+        look_alike_x = 150 - 4 * t  # 150 -> 34: overlaps the object (x = 60) around t = 20-26, then past
+        matcher = torch.maximum(_disk(h, w, 30, 60, r), _disk(h, w, 30, look_alike_x, r))[None, None]
+        if t == 0:  # the prompt
+            probs = _disk(h, w, 30, 60, r)[None, None]
+        else:
+            probs = prior.select([1], matcher * prior.windows([1], (h, w), torch.device("cpu")))
+        full = soft_aggregate(probs)
+        prior.update([1], full[1:])
+        masks.append(full[1, 0] > 0.5)
+    return masks
+
+
+def test_split_track_drops_a_look_alike_that_overlapped_and_left() -> None:
+    """The window alone follows the merged mask, so the look-alike leaves with part of it; `split: track`
+    keeps the piece where the object was before the merge."""
+    truth = _disk(60, 200, 30, 60, 10) > 0
+    kept = _run_look_alike_pass("keep")[-1]
+    assert (kept & ~truth).sum() > 0.5 * truth.sum()  # the look-alike is still painted as the object
+    tracked = _run_look_alike_pass("track")[-1]
+    assert (tracked & ~truth).sum() == 0 and (tracked & truth).sum() == truth.sum()
+
+
+def test_split_track_keeps_pieces_inside_the_expected_box() -> None:
+    """An occluder across the object cuts its mask in two: both halves are the object."""
+    prior = MotionPrior(margin=0.5, min_margin_px=4, split="track")
+    whole = _disk(60, 100, 30, 50, 15)
+    prior.update([1], whole[None, None])
+    cut = whole.clone()
+    cut[:, 48:53] = 0
+    out = prior.select([1], cut[None, None].clone())
+    assert torch.equal(out[0, 0], cut)
+
+
+def test_split_track_drops_a_speck_outside_the_box() -> None:
+    prior = MotionPrior(margin=0.5, min_margin_px=2, split="track")
+    prior.update([1], _disk(60, 100, 30, 30, 10)[None, None])
+    frame = _disk(60, 100, 30, 30, 10) + _disk(60, 100, 30, 80, 3)
+    out = prior.select([1], frame[None, None].clone())[0, 0]
+    assert out[30, 80] == 0 and out[30, 30] > 0.5
+
+
+def test_hold_brings_back_a_fading_object_and_leaves_a_steady_one_alone() -> None:
+    prior = MotionPrior(margin=0.5, min_margin_px=4, hold=0.5)
+    disk = _disk(60, 100, 30, 50, 12)
+    prior.update([1], disk[None, None])
+    faded = disk * 0.4 / 0.9  # the matcher is unsure for a frame: nothing passes 0.5
+    held = prior.select([1], faded[None, None].clone())[0, 0]
+    assert (held > 0.5).sum() >= 0.5 * (disk > 0).sum()
+    assert torch.all(held[disk == 0] == 0)  # nothing is added where the object has no probability
+    steady = prior.select([1], disk[None, None].clone())[0, 0]
+    assert torch.equal(steady, disk)
+    gone = disk * 0.1  # too unlike the object: the gain is bounded, it is let go
+    assert (prior.select([1], gone[None, None].clone())[0, 0] > 0.5).sum() == 0
+
+
+def test_velocity_moves_the_window_ahead() -> None:
+    prior = MotionPrior(margin=0.5, min_margin_px=1, velocity=1.0)
+    prior.update([1], _probs(40, 100, [(10, 19, 20, 29)]))
+    prior.update([1], _probs(40, 100, [(10, 19, 30, 39)]))  # moved 10 px right
+    window = prior.windows([1], (40, 100), torch.device("cpu"))[0, 0]
+    assert torch.all(window[10:20, 40:50] == 1) and window[15, 30] < 1
+    still = MotionPrior(margin=0.5, min_margin_px=1)
+    still.update([1], _probs(40, 100, [(10, 19, 20, 29)]))
+    still.update([1], _probs(40, 100, [(10, 19, 30, 39)]))
+    assert torch.all(still.windows([1], (40, 100), torch.device("cpu"))[0, 0, 10:20, 30:40] == 1)
+
+
+def test_new_prior_options_are_off_by_default() -> None:
+    prior = TrackerConfig().prior
+    assert (prior.enabled, prior.velocity, prior.split, prior.hold) == (False, 0.0, "keep", 0.0)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("velocity", -0.1), ("velocity", 3.0), ("split", "largest"), ("growth", 1.0), ("keep_inside", 0.0),
+    ("keep_inside", 1.5), ("hold", 1.0), ("hold", -0.5),
+])
+def test_config_rejects_bad_new_prior_options(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field):
+        PriorConfig(**{field: value})
+
+
+def test_tracker_runs_with_every_prior_option_on(lite_network: torch.nn.Module) -> None:
+    frames, labels = generate_sequence(seed=1, num_frames=4, size=(120, 216), num_objects=2, num_distractors=1)
+    config = TrackerConfig(
+        resolution=120, device="cpu", readout=ReadoutConfig(kind="stcn"),
+        prior=PriorConfig(enabled=True, velocity=1.0, split="track", hold=0.5),
+    )
+    tracker = Tracker(config, network=lite_network)
+    tracker.step(frames[0], labels[0])
+    for frame in frames[1:]:
+        result = tracker.step(frame)
+    assert result.labels.shape == labels[0].shape and result.object_ids == [1, 2]
+
+
+def _scene_with_a_passing_copy(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, list[int]]:
+    """A still one-object frame; an exact copy of the object slides in from one side, across the object
+    and out on the other side, 2 widths away at both ends. Returns frames, labels, the object's shape,
+    the copy's top row and its left column per frame (frames 1..n-1)."""
+    frames, labels = generate_sequence(seed=0, num_frames=1, size=(240, 432), num_objects=1, num_distractors=0)
+    ys, xs = np.nonzero(labels[0] == 1)
+    shape = labels[0, ys.min():ys.max() + 1, xs.min():xs.max() + 1] == 1
+    patch = frames[0, ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    frames, labels = np.repeat(frames, n, axis=0), np.repeat(labels, n, axis=0)
+    width = shape.shape[1]
+    start = xs.min() + 2 * width if xs.min() + 3 * width < 432 else xs.min() - 2 * width
+    end = int(np.clip(xs.min() - 2 * width if start > xs.min() else xs.min() + 2 * width, 0, 432 - width))
+    lefts = []
+    for t in range(1, n):
+        left = int(round(start + (end - start) * t / (n - 1)))
+        frames[t, ys.min():ys.max() + 1, left:left + width][shape] = patch[shape]
+        lefts.append(left)
+    return frames, labels, shape, int(ys.min()), lefts
+
+
+@pytest.mark.parametrize("split", ["keep", "track"])
+def test_the_trained_model_lets_a_passing_copy_go_with_split_track(split: str) -> None:
+    """The bundled model paints the copy as the object while they overlap (it cannot tell them apart),
+    and the window follows the merged mask, so the copy leaves with it; `split: track` keeps the piece
+    where the object was when they part."""
+    n = 24
+    frames, labels, shape, top, lefts = _scene_with_a_passing_copy(n)
+    config = TrackerConfig(
+        resolution=240, device="cpu", readout=ReadoutConfig(kind="stcn"),
+        memory=MemoryConfig(capacity=4, mem_every=2, max_pinned=1), prior=PriorConfig(enabled=True, split=split),
+    )
+    tracker = Tracker(config)
+    tracker.step(frames[0], labels[0])
+    for frame in frames[1:]:
+        predicted = tracker.step(frame).labels == 1
+    on_copy = predicted[top:top + shape.shape[0], lefts[-1]:lefts[-1] + shape.shape[1]][shape].mean()
+    truth = labels[-1] == 1
+    iou = (predicted & truth).sum() / (predicted | truth).sum()
+    if split == "keep":  # the failure `split: track` is for
+        assert on_copy > 0.5 and iou < 0.7, (on_copy, iou)
+    else:
+        assert on_copy < 0.05 and iou > 0.85, (on_copy, iou)

@@ -136,6 +136,13 @@ def variants(kind: str, before: Path | None, threads: int, before_defers: bool =
         out["tmrn, previous sparse settings (slot_top_k 20, agents every frame)"] = {
             "tree": after, "threads": threads, "spec": {"defer": True, "overrides": {
                 "tracker.readout.slot_top_k": 20, "tracker.readout.agents_every": 1}}}
+    elif kind == "prior":
+        # What the motion prior's mask-piece selection and hold cost: the window alone against the shipped
+        # prior (docs/model-card.md, "Look-alikes in the tracker").
+        window_only = {"tracker.prior.split": "keep", "tracker.prior.hold": 0.0}
+        out["prior: window only"] = {"tree": after, "threads": threads,
+                                     "spec": {"defer": True, "overrides": window_only}}
+        out["prior: shipped (split: track, hold)"] = {"tree": after, "threads": threads, "spec": {"defer": True}}
     elif kind == "threads":
         for n in (1, 2):
             out[f"tmrn (shipped), {n} thread(s)"] = {"tree": after, "threads": n, "spec": {"defer": True}}
@@ -269,7 +276,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--variants", default="before-after",
-                        help="before-after | readouts | threads | backends | resolution")
+                        help="before-after | readouts | threads | backends | resolution | prior")
     parser.add_argument("--size", default="240x432", help="frame HEIGHTxWIDTH the DAVIS frames are resized to")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of every configuration (the threads variant sets its own)")
@@ -300,13 +307,15 @@ def main() -> None:
         from tools.doc_tables import write_section
 
         section = {"before-after": "step", "threads": "step-threads", "backends": "step-backends",
-                   "resolution": "step-resolution", "readouts": f"step-readouts-{SIZE[0]}"}[args.variants]
+                   "resolution": "step-resolution", "readouts": f"step-readouts-{SIZE[0]}",
+                   "prior": "step-prior"}[args.variants]
         title = {"step": "## Tracker.step stage by stage at 240x432 (CPU)",
                  "step-threads": "### Tracker.step: torch threads",
                  "step-backends": "### Tracker.step: backend and precision",
                  "step-resolution": f"### Tracker.step: working resolution on {SIZE[1]}x{SIZE[0]} frames",
                  f"step-readouts-{SIZE[0]}": f"### Tracker.step: TMRN against the STCN readout on {SIZE[1]}x{SIZE[0]} "
-                 "frames"}[section]
+                 "frames",
+                 "step-prior": "### Tracker.step: motion prior's pieces and hold"}[section]
         write_section(args.doc, section, f"{title}\n\n{text}")
 
 

@@ -16,6 +16,8 @@ PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 DEVICES = ("auto", "cpu", "cuda")
 # What `readout.kind` may name: the STCN readout, or one of tmrn_readout's modes.
 READOUT_KINDS = ("stcn", *MODES)
+# What the motion prior does with an object's mask that falls apart into pieces (PriorConfig.split).
+SPLIT_MODES = ("keep", "track")
 
 
 @dataclass
@@ -82,10 +84,38 @@ class PriorConfig:
     margin: float = 0.5
     # Lower bound of that width in working-canvas pixels (small objects still move).
     min_margin_px: float = 8.0
+    # Share of the box's last frame-to-frame motion the window moves ahead by: 0 = centred on the previous
+    # box, 1 = on a constant-velocity prediction of it.
+    velocity: float = 0.0
+    # An object's mask that falls apart into separate pieces: "keep" them all; "track" keeps the piece
+    # nearest where the object is expected and the pieces inside its expected box, and drops the rest
+    # (edge_vos/tracker/pieces.py): a look-alike that overlapped the object does not leave with its mask.
+    # Runs on the CPU (OpenCV): on a GPU it copies each object's mask to the host once per frame.
+    split: str = "keep"
+    # split "track": a mask that grows past this many times the object's usual area in one frame has taken
+    # something in; pieces are then judged against the box the object had before, moved on by its velocity.
+    growth: float = 1.3
+    # split "track": a piece other than the main one is kept when this share of it lies in the expected box.
+    keep_inside: float = 0.5
+    # An object whose mask shrinks below this share of its usual area in one frame has its probabilities
+    # scaled up (at most 3x, inside its window) until that share passes: a matcher unsure of an object
+    # among look-alikes fades it for a frame, and the faded frame written to memory would teach the loss.
+    # 0 = off.
+    hold: float = 0.0
 
     def __post_init__(self) -> None:
         positive("margin", self.margin)
         positive("min_margin_px", self.min_margin_px)
+        positive("velocity", self.velocity, allow_zero=True)
+        if self.velocity > 2:
+            raise ConfigError("velocity", f"must be <= 2 (a share of the last motion), got {self.velocity}")
+        one_of("split", self.split, SPLIT_MODES)
+        if self.growth <= 1:
+            raise ConfigError("growth", f"must be > 1 (a ratio of areas), got {self.growth}")
+        if not 0 < self.keep_inside <= 1:
+            raise ConfigError("keep_inside", f"must be in (0, 1], got {self.keep_inside}")
+        if not 0 <= self.hold < 1:
+            raise ConfigError("hold", f"must be in [0, 1) (a share of the usual area; 0 = off), got {self.hold}")
 
 
 @dataclass
@@ -133,5 +163,5 @@ class TrackerConfig:
 
 __all__ = [
     "DEVICES", "PRECISIONS", "READOUT_KINDS", "MemoryConfig", "ModelConfig", "PriorConfig", "ReadoutConfig",
-    "TrackerConfig",
+    "SPLIT_MODES", "TrackerConfig",
 ]

@@ -6,41 +6,72 @@ a bounded distance between frames, so each object's probability is multiplied by
 its previous bounding box and falls off as a Gaussian outside it, with a width proportional to the box's
 size (large objects move more pixels per frame). Objects with no previous mask (just lost, fully
 occluded) get no window, so they can be found again anywhere. Cost: one [H] and one [W] vector per object.
+
+Optional refinements (PriorConfig): the window can move ahead with the object's last motion
+(`velocity`); a mask that falls apart into separate pieces can be cut back to the pieces that fit the
+track (`split: track`, edge_vos/tracker/pieces.py), which stops a look-alike that overlapped the object
+from leaving with part of its mask (the window alone follows whatever the mask is on, so it cannot undo
+a mask that has already taken something in); and an object whose mask suddenly shrinks can be scaled
+back up inside its window (`hold`), so one unsure frame does not lose it and teach the memory the loss.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from edge_vos.tracker.pieces import Box, keep_track_pieces
+
 # A pixel counts as the object's when its aggregated probability is above this (argmax of two classes).
 _PRESENT = 0.5
+# Smoothing of the reference area (the object's usual size) from frame to frame.
+_AREA_EMA = 0.3
+# Frames a "merged" state may last before the merged size becomes the object's size (a real growth:
+# the object came closer, an occluder left).
+_MAX_MERGED_FRAMES = 30
+# Frames after a merge ends during which the velocity keeps its pre-merge value.
+_SETTLE_FRAMES = 3
+# `hold` scales a fading object's probabilities by at most this: below 1/_MAX_GAIN of _PRESENT a pixel
+# is too unlike the object to be called it.
+_MAX_GAIN = 3.0
 
 
-@dataclass(frozen=True)
-class Box:
-    """Inclusive pixel box on the working canvas."""
+@dataclass
+class _Track:
+    """One object's state between frames (working-canvas pixels)."""
 
-    y0: int
-    y1: int
-    x0: int
-    x1: int
+    box: Box  # last observed box: the window's centre
+    velocity: tuple[float, float] = (0.0, 0.0)  # last motion (rows, columns per frame), from the box's edges
+    area: float = 0.0  # reference area: what the object covered before any sudden growth
+    # While merged (the mask grew past `growth` x area in one go): the object's box before the growth,
+    # moved on by the velocity each frame; pieces are judged against it instead of the merged box.
+    anchor: Box | None = None
+    merged_frames: int = 0
+    settling: int = 0  # frames left, after a merge, before the velocity follows the box again
 
 
 class MotionPrior:
     """Previous boxes per object id, and the windows they imply for the next frame."""
 
-    def __init__(self, margin: float, min_margin_px: float) -> None:
+    def __init__(
+        self, margin: float, min_margin_px: float, *, velocity: float = 0.0, split: str = "keep",
+        growth: float = 1.3, keep_inside: float = 0.5, hold: float = 0.0,
+    ) -> None:
         self.margin = margin
         self.min_margin_px = min_margin_px
-        self._boxes: dict[int, Box] = {}
+        self.velocity = velocity
+        self.split = split
+        self.growth = growth
+        self.keep_inside = keep_inside
+        self.hold = hold
+        self._tracks: dict[int, _Track] = {}
 
     def clear(self) -> None:
-        self._boxes.clear()
+        self._tracks.clear()
 
     def forget(self, obj_id: int) -> None:
-        self._boxes.pop(obj_id, None)
+        self._tracks.pop(obj_id, None)
 
     def windows(self, ids: list[int], hw: tuple[int, int], device: torch.device) -> torch.Tensor:
         """[len(ids),1,H,W] multipliers in (0, 1]; all ones for objects without a previous box."""
@@ -49,32 +80,101 @@ class MotionPrior:
         ys = torch.arange(h, device=device, dtype=torch.float32)
         xs = torch.arange(w, device=device, dtype=torch.float32)
         for row, obj_id in enumerate(ids):
-            box = self._boxes.get(obj_id)
-            if box is None:
+            track = self._tracks.get(obj_id)
+            if track is None:
                 continue
-            wy = _falloff(ys, box.y0, box.y1, self._width(box.y1 - box.y0 + 1))
-            wx = _falloff(xs, box.x0, box.x1, self._width(box.x1 - box.x0 + 1))
+            box = track.box.shifted(self.velocity * track.velocity[0], self.velocity * track.velocity[1])
+            wy = _falloff(ys, box.y0, box.y1, self._width(box.height))
+            wx = _falloff(xs, box.x0, box.x1, self._width(box.width))
             torch.outer(wy, wx, out=out[row, 0])
         return out
+
+    def select(self, ids: list[int], probs: torch.Tensor) -> torch.Tensor:
+        """Applies `split: track` and `hold` to each object's windowed probabilities.
+
+        probs: [len(ids),1,H,W] per-object probabilities before aggregation; returned changed in place.
+        """
+        if self.split != "track" and not self.hold:
+            return probs
+        for row, obj_id in enumerate(ids):
+            track = self._tracks.get(obj_id)
+            if track is None:
+                continue
+            if self.split == "track":
+                reference = (track.anchor if track.anchor is not None else track.box).shifted(*track.velocity)
+                keep_track_pieces(probs[row, 0], reference, _PRESENT, self.keep_inside, self.min_margin_px)
+            if self.hold:
+                _hold(probs[row, 0], self.hold * track.area)
+        return probs
 
     def update(self, ids: list[int], probs: torch.Tensor) -> None:
         """Remembers each object's box from this frame's aggregated probabilities [O,1,H,W] (ids order)."""
         present = probs[:, 0] > _PRESENT
         rows = present.any(dim=2)  # [O,H]
         cols = present.any(dim=1)  # [O,W]
+        areas = present.sum(dim=(1, 2)).tolist()
         for i, obj_id in enumerate(ids):
             r = torch.nonzero(rows[i]).flatten()
             if r.numel() == 0:
-                self._boxes.pop(obj_id, None)
+                self._tracks.pop(obj_id, None)
                 continue
             c = torch.nonzero(cols[i]).flatten()
-            self._boxes[obj_id] = Box(int(r[0]), int(r[-1]), int(c[0]), int(c[-1]))
+            box = Box(int(r[0]), int(r[-1]), int(c[0]), int(c[-1]))
+            track = self._tracks.get(obj_id)
+            if track is None:
+                self._tracks[obj_id] = _Track(box, area=float(areas[i]))
+            else:
+                self._tracks[obj_id] = self._advance(track, box, float(areas[i]))
 
-    def _width(self, extent: int) -> float:
+    def _advance(self, track: _Track, box: Box, area: float) -> _Track:
+        """The track after one more frame: its velocity and usual size keep their pre-merge values
+        while the mask is larger than the object (merged with a look-alike), so they still describe
+        the object when the two part."""
+        vy, vx = track.velocity
+        if track.anchor is not None:
+            ended = area <= self.growth * track.area or track.merged_frames >= _MAX_MERGED_FRAMES
+            if not ended:
+                return replace(track, box=box, anchor=track.anchor.shifted(vy, vx),
+                               merged_frames=track.merged_frames + 1)
+            # Back to its size: the look-alike left, or stands right on the object, so the box may still
+            # be moved by it for a few frames: the velocity waits.
+            area_ref = area if area > self.growth * track.area else track.area
+            return _Track(box, track.velocity, area_ref, settling=_SETTLE_FRAMES)
+        if self.split == "track" and area > self.growth * track.area:
+            return replace(track, box=box, anchor=track.box.shifted(vy, vx), merged_frames=1)
+        if track.settling:
+            return _Track(box, track.velocity, track.area, settling=track.settling - 1)
+        area_ref = (1 - _AREA_EMA) * track.area + _AREA_EMA * area
+        old = track.box
+        return _Track(box, (_shift(old.y0, old.y1, box.y0, box.y1), _shift(old.x0, old.x1, box.x0, box.x1)), area_ref)
+
+    def _width(self, extent: float) -> float:
         return max(self.margin * extent, self.min_margin_px)
 
 
-def _falloff(coords: torch.Tensor, lo: int, hi: int, width: float) -> torch.Tensor:
+def _shift(lo0: float, hi0: float, lo1: float, hi1: float) -> float:
+    """How far an object moved along one axis, from its box's two edges: the smaller edge motion when both
+    edges moved the same way, else 0. A box that grows on one side (something touching the object, a
+    limb stretching) has not moved, which the centre's motion would say it had."""
+    a, b = lo1 - lo0, hi1 - hi0
+    if a * b <= 0:
+        return 0.0
+    return a if abs(a) < abs(b) else b
+
+
+def _hold(plane: torch.Tensor, area: float) -> None:
+    """Scales an object's probabilities up (at most _MAX_GAIN x) so that about `area` pixels pass
+    _PRESENT, when fewer do: a matcher unsure of an object next to its look-alikes fades it for a
+    frame or two, and a frame it vanishes from goes to memory as background and teaches the loss."""
+    k = int(area)
+    if k < 1 or k > plane.numel() or int((plane > _PRESENT).sum()) >= k:
+        return
+    kth = float(plane.flatten().kthvalue(plane.numel() - k + 1).values)
+    gain = min(_PRESENT / max(kth, 1e-6) * 1.01, _MAX_GAIN)
+    plane.mul_(gain).clamp_(max=1.0)
+
+
+def _falloff(coords: torch.Tensor, lo: float, hi: float, width: float) -> torch.Tensor:
     """1 inside [lo, hi], exp(-d^2 / (2 width^2)) at distance d outside."""
     d = torch.clamp(lo - coords, min=0) + torch.clamp(coords - hi, min=0)
     return torch.exp(-0.5 * (d / width) ** 2)

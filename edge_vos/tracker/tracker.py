@@ -99,7 +99,10 @@ class Tracker:
         self._memory: RingMemory | None = None
         self._svd_state = SvdState()  # warm start of svd="fast", per memory slot
         prior = self.config.prior
-        self._prior = MotionPrior(prior.margin, prior.min_margin_px) if prior.enabled else None
+        self._prior = MotionPrior(
+            prior.margin, prior.min_margin_px, velocity=prior.velocity, split=prior.split, growth=prior.growth,
+            keep_inside=prior.keep_inside, hold=prior.hold,
+        ) if prior.enabled else None
         self.frame_index = -1
         self._last_write = -(10**9)
         self._pending_write: _MemoryWrite | None = None
@@ -182,7 +185,8 @@ class Tracker:
             rows = [order.index(i) for i in readable]
             probs[rows] = torch.sigmoid(logits)
             if self._prior is not None:
-                probs[rows] *= self._prior.windows(readable, geometry.padded_hw, self.device)
+                window = self._prior.windows(readable, geometry.padded_hw, self.device)
+                probs[rows] = self._prior.select(readable, probs[rows] * window)
         if prompt_ids:
             if mask is None:  # _prepare takes prompt ids from the mask only
                 raise RuntimeError("internal error: prompted objects without a mask")
