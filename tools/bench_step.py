@@ -30,7 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (240, 432)  # frame height, width (--size changes it)
-STAGES = ("preprocess", "key_encode", "readout", "decode", "aggregate", "postprocess", "value_encode")
+STAGES = ("preprocess", "key_encode", "readout", "decode", "prior", "aggregate", "postprocess", "value_encode")
 
 
 # ---- worker ------------------------------------------------------------------------------------------------

@@ -185,8 +185,9 @@ class Tracker:
             rows = [order.index(i) for i in readable]
             probs[rows] = torch.sigmoid(logits)
             if self._prior is not None:
-                window = self._prior.windows(readable, geometry.padded_hw, self.device)
-                probs[rows] = self._prior.select(readable, probs[rows] * window)
+                with self._timed(timings, "prior"):
+                    window = self._prior.windows(readable, geometry.padded_hw, self.device)
+                    probs[rows] = self._prior.select(readable, probs[rows] * window)
         if prompt_ids:
             if mask is None:  # _prepare takes prompt ids from the mask only
                 raise RuntimeError("internal error: prompted objects without a mask")
@@ -197,7 +198,8 @@ class Tracker:
         with self._timed(timings, "aggregate"):
             full = soft_aggregate(probs)  # [O+1,1,H,W]
         if self._prior is not None:
-            self._prior.update(order, full[1:])
+            with self._timed(timings, "prior"):
+                self._prior.update(order, full[1:])
 
         written = bool(prompt_ids) or self.frame_index - self._last_write >= self.config.memory.mem_every
         if written:
