@@ -266,3 +266,13 @@ def test_agents_every_config_is_checked():
 
     with pytest.raises(Exception, match="agents_every"):
         ReadoutConfig(agents_every=0)
+
+
+def test_staggered_agents_follow_a_new_agent_count():
+    """Agents kept from a frame with another agent count (or size) are computed anew, not stacked."""
+    qk, mk, mv = clustered_inputs(T=3)
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    state = SvdState()
+    tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=state, agents_every=2)
+    out = tmrn_readout(qk, mk, mv, valid, agents=6, svd="fast", top_k=4, state=state, agents_every=2)
+    assert torch.isfinite(out).all()
