@@ -201,6 +201,9 @@ def _frozen_frame(driver: Any) -> int:
     if button.get_attribute("aria-pressed") != "true":
         button.click()
     time.sleep(0.3)  # a decode in flight finishes before the freeze takes hold
+    # the page shows a frozen frame (its badge is up) before anything is drawn on it
+    _wait(lambda: driver.execute_script("const b = document.getElementById('frozen-badge');"
+                                        "return !b.hidden && b.textContent.startsWith('frozen');"), "a frozen frame")
     return int(driver.find_element("id", "m-frame").text)
 
 
@@ -220,6 +223,9 @@ def _drag(driver: Any, box: tuple[int, int, int, int]) -> None:
     for step in range(1, 5):
         chain = chain.move_to_element_with_offset(svg, ax + (bx - ax) * step // 4, ay + (by - ay) * step // 4)
     chain.release().perform()
+    # the box is drawn on the page (a prompt exists) before Track is pressed
+    _wait(lambda: driver.execute_script("return document.querySelector('#draw .prompt').innerHTML.length > 0"),
+          "the dragged box drawn", timeout=10)
 
 
 def _click(driver: Any, x: float, y: float, shift: bool = False) -> None:
