@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import statistics
 import sys
@@ -39,6 +40,7 @@ from edge_vos.config import from_dict, read_yaml  # noqa: E402
 from edge_vos.model import load_network  # noqa: E402
 from edge_vos.model.preprocess import frame_geometry, image_to_tensor, masks_to_tensor  # noqa: E402
 from edge_vos.readout import SvdState, stcn_readout, tmrn_readout  # noqa: E402
+from edge_vos.readout.common import sim_logits_flat  # noqa: E402
 from edge_vos.tracker import Tracker  # noqa: E402
 from edge_vos.tracker.config import TrackerConfig  # noqa: E402
 from tools.doc_tables import markdown_table, write_section  # noqa: E402
@@ -177,6 +179,23 @@ def perplexity(mk: torch.Tensor, q: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.clamp_min(1e-300).log()).sum(-1)).median())
 
 
+SPARSITY_RATIO = 1e-6  # row sparsity: entries whose softmax weight is within this factor of the row's largest
+
+
+@torch.no_grad()
+def row_sparsity(mk: torch.Tensor, q: torch.Tensor) -> list[str]:
+    """How peaky trained affinity rows are, over every slot's rows for one query (float32 logits as the
+    readouts compute them): the median gap between a row's first and second logit, and how many entries
+    lie within SPARSITY_RATIO of the row's largest weight (mean, median, p90, p99, max)."""
+    ck = mk.shape[2]
+    logits = sim_logits_flat(q[0].reshape(ck, -1).T.float(), mk[0].reshape(mk.shape[1], ck, -1).float())
+    top2 = logits.topk(2, dim=-1).values
+    near = (logits >= logits.amax(dim=-1, keepdim=True) + math.log(SPARSITY_RATIO)).sum(-1).double().flatten()
+    quantiles = torch.quantile(near, torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64))
+    return [f"{float((top2[..., 0] - top2[..., 1]).median()):.1f}", f"{float(near.mean()):.2f}",
+            *(f"{float(x):.0f}" for x in quantiles), f"{float(near.max()):.0f}"]
+
+
 def tracker_variants(resolution: int, device: torch.device) -> dict[str, TrackerConfig]:
     shipped = shipped_config()
     variants = {
@@ -234,7 +253,7 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
     resolutions = ["240p"] if quick else list(RESOLUTIONS)
     ts, objs = ([4], [1]) if quick else ([4, 8, 16], [1, 4])
     frames = 1 if quick else frames
-    rows, err_rows, step_rows = [], [], []
+    rows, err_rows, step_rows, sparsity_rows = [], [], [], []
     hw_of = {}
     for res in resolutions:
         mk, mv, queries = real_keys(sequence, RESOLUTIONS[res], max(ts), frames + 1, max(objs))
@@ -242,6 +261,7 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
         queries = [q.to(device, dtype) for q in queries]
         hw_of[res] = mk.shape[-2] * mk.shape[-1]
         ppl = perplexity(mk, queries[0])
+        sparsity_rows.append([res, max(ts), *row_sparsity(mk, queries[0])])
         for t in ts:
             for o in objs:
                 exact = o == 1 and hw_of[res] <= EXACT_MAX_HW
@@ -297,6 +317,14 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
         "",
         markdown_table(["res", "T", "perplexity", "tmrn sparse", "tmrn sparse exact-svd", "tmrn sparse pixels",
                         alt, f"{stk} vs stcn (dense)", "stcn vs tmrn exact"], err_rows),
+        "",
+        f"**Row sparsity** (why `slot_top_k` can be small): the logits of one query frame against all"
+        f" {max(ts)} memory slots, one row per (query pixel, slot); *gap*: median difference between a row's"
+        f" first and second logit (the runner-up weighs e^-gap); *entries*: how many entries of a row have a"
+        f" softmax weight within {SPARSITY_RATIO:g} of the row's largest.",
+        "",
+        markdown_table(["res", "T", "gap 1st-2nd logit", "entries: mean", "median", "p90", "p99", "max"],
+                       sparsity_rows),
         "",
         f"**Whole tracker step** at the shipped CPU config (one Tracker per readout, same weights, fed the same"
         f" frames of `{sequence}` in turn; one object; median over {tracker_frames} frames after the memory"

@@ -78,9 +78,8 @@ def _staggered_svd_keys(
     slots' P_M comes back with them (same keys, same memory: the same P_M)."""
     frame = state.next_frame(batch)
     prints = fingerprints(m)
-    kept = [state.agents(batch, t, prints[n]) for n, t in enumerate(slots)]
-    kept = [x if x is not None and x[0].shape == (2 * k, m.shape[1]) and x[1].shape[0] == m.shape[2] else None
-            for x in kept]  # another agent count or working size: computed anew
+    shape = (2 * k, m.shape[1], m.shape[2])
+    kept = [state.agents(batch, t, prints[n], shape) for n, t in enumerate(slots)]
     todo = [n for n, t in enumerate(slots) if kept[n] is None or (frame + t) % every == 0]
     if todo:
         idx = torch.tensor(todo, device=m.device)

@@ -91,12 +91,18 @@ class SvdState:
         self._frames[batch] = frame
         return frame
 
-    def agents(self, batch: int, slot: int, fingerprint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The slot's last agent keys and P_M, or None (never computed, or the slot's keys changed since)."""
+    def agents(
+        self, batch: int, slot: int, fingerprint: torch.Tensor, shape: tuple[int, int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The slot's last agent keys and P_M, or None: never computed, the slot's keys changed since, or
+        they do not have `shape` = (2K, Ck, hw_m) (another agent count or working size)."""
         entry = self._keys.get((batch, slot))
         if entry is None or not torch.equal(entry[0], fingerprint):
             return None
-        return entry[1], entry[2]
+        keys, p_m = entry[1], entry[2]
+        if (*keys.shape, p_m.shape[0]) != shape:
+            return None
+        return keys, p_m
 
     def put_agents(
         self, batch: int, slot: int, fingerprint: torch.Tensor, keys: torch.Tensor, p_m: torch.Tensor

@@ -85,5 +85,5 @@ def sparse_value_sum(
         if not bool(mask[o].all()):
             keep = mask[o].repeat_interleave(k)
             idx, wide = idx[:, keep], wide[:, keep]
-        outs.append(gather_sum(idx.contiguous(), wide.contiguous(), table).T)
+        outs.append(gather_sum(idx, wide, table).T)
     return torch.stack(outs)
