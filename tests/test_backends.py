@@ -304,4 +304,4 @@ def test_auto_on_a_bf16_cpu_splits_the_parts(r18_network, engines_dir, monkeypat
 
     monkeypatch.setattr(backends, "cpu_supports_bf16", lambda: True)
     runner = backends.create_runner(r18_network, "auto", torch.device("cpu"), "auto", (64, 96), cache_dir=engines_dir)
-    assert runner.name == "key_encoder:onnxruntime+value_encoder:torch+decoder:torch"
+    assert runner.name == "key_encoder:onnxruntime+value_encoder:onnxruntime+decoder:torch"

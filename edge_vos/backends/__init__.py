@@ -13,6 +13,7 @@ import torch
 
 from edge_vos.backends.base import BackendUnavailable, NetworkRunner, module_installed
 from edge_vos.backends.cache import default_cache_dir
+from edge_vos.backends.parts import PART_NAMES
 from edge_vos.backends.tensorrt_backend import tensorrt_unavailable_reason
 from edge_vos.backends.torch_backend import TorchRunner, cpu_supports_bf16
 from edge_vos.model.network import STCN
@@ -27,6 +28,11 @@ BACKEND_NAMES = ("auto", "torch", "onnxruntime", "tensorrt", "torch_tensorrt")
 # noisy on a loaded CPU. With precision bf16 on a CPU with native bf16 kernels, eager torch with bf16
 # autocast is used instead (fastest of all, at bf16 accuracy, which only the user may choose).
 CPU_FP32_DEFAULT = "onnxruntime"
+# The parts the split runner (bf16 CPUs, backend auto) runs in ONNX Runtime fp32; the rest run in eager
+# PyTorch with bf16 autocast. Both encoders are EfficientNet trunks whose separate batch-norm and ReLU6
+# passes ONNX Runtime folds away; the decoder's wide dense convolutions gain most from bf16. Measured per
+# part: docs/benchmarks.md, "step-notes".
+SPLIT_ORT_PARTS = ("key_encoder", "value_encoder")
 
 
 def resolve_precision(device: torch.device, precision: str) -> str:
@@ -57,8 +63,8 @@ def choose_backend(device: torch.device, precision: str) -> tuple[str, str]:
     if precision == "bf16" and cpu_supports_bf16():
         if module_installed("onnxruntime"):
             return "split", (
-                "CPU with native bf16 kernels and precision bf16: key encoder in onnxruntime (fp32, batch norms "
-                "folded), value encoder and decoder in eager PyTorch with bf16 autocast"
+                "CPU with native bf16 kernels and precision bf16: key and value encoders in onnxruntime (fp32, "
+                "batch norms folded), decoder in eager PyTorch with bf16 autocast"
             )
         return "torch", "CPU with native bf16 kernels and precision bf16: eager PyTorch with bf16 autocast"
     why = "no CUDA" if not torch.cuda.is_available() else f"device {device}"
@@ -109,8 +115,8 @@ def _create(
         from edge_vos.backends.split import SplitRunner
 
         torch_runner = TorchRunner(network, device, precision)
-        ort_runner = OnnxRuntimeRunner(network, device, "fp32", padded_hw, cache, parts=("key_encoder",))
-        return SplitRunner({"key_encoder": ort_runner, "value_encoder": torch_runner, "decoder": torch_runner})
+        ort_runner = OnnxRuntimeRunner(network, device, "fp32", padded_hw, cache, parts=SPLIT_ORT_PARTS)
+        return SplitRunner({part: ort_runner if part in SPLIT_ORT_PARTS else torch_runner for part in PART_NAMES})
     if backend == "torch":
         return TorchRunner(network, device, precision)
     if backend == "onnxruntime":
@@ -128,5 +134,5 @@ def _create(
 
 __all__ = [
     "BACKEND_NAMES", "CPU_FP32_DEFAULT", "BackendUnavailable", "NetworkRunner", "TorchRunner", "choose_backend",
-    "create_runner", "resolve_precision",
+    "SPLIT_ORT_PARTS", "create_runner", "resolve_precision",
 ]

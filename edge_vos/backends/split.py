@@ -1,9 +1,9 @@
 """A runner that runs each network part on the backend that is fastest for it on this machine.
 
-On a CPU with native bf16 kernels the key encoder (a depthwise EfficientNet trunk: most of its time in
-batch norms and ReLU6 that eager PyTorch runs as separate passes) is fastest as ONNX Runtime fp32, which
-folds them into the convolutions, while the value encoder and the decoder (wide dense convolutions) are
-fastest in eager PyTorch with bf16 autocast. The measurements: docs/benchmarks.md, section "step".
+On a CPU with native bf16 kernels the encoders (EfficientNet trunks: much of their eager time goes to batch
+norms and ReLU6 run as separate passes) are fastest as ONNX Runtime fp32, which folds them into the
+convolutions, while the decoder (wide dense convolutions) is fastest in eager PyTorch with bf16 autocast.
+Which parts go where: `backends.SPLIT_ORT_PARTS`; the measurements: docs/benchmarks.md, "step-notes".
 """
 
 from __future__ import annotations
