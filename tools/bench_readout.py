@@ -64,6 +64,12 @@ def shipped_config(**readout: object) -> TrackerConfig:
     return config
 
 
+def shipped_torch_threads() -> int:
+    """configs/cpu.yaml's `pipeline.torch_threads` (0 = torch's default): the tracker table runs with it."""
+    threads = int(read_yaml(SHIPPED).get("pipeline", {}).get("torch_threads", 0))
+    return threads or torch.get_num_threads()
+
+
 def _read_rgb(path: Path) -> np.ndarray:
     from PIL import Image
 
@@ -216,8 +222,21 @@ def tracker_variants(resolution: int, device: torch.device) -> dict[str, Tracker
 def bench_tracker(
     sequence: str, resolution: int, skip: int, frames: int, device: torch.device
 ) -> dict[str, tuple[float, float]]:
-    """Median (step total ms, readout ms) per tracker variant over `frames` frames after `skip`."""
+    """Median (step total ms, readout ms) per tracker variant over `frames` frames after `skip`, on CPU with
+    the shipped config's torch threads (the kernel tables above keep the process's own count)."""
     variants = tracker_variants(resolution, device)
+    threads_before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(shipped_torch_threads())
+    try:
+        return _bench_trackers(variants, sequence, skip, frames)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _bench_trackers(
+    variants: dict[str, TrackerConfig], sequence: str, skip: int, frames: int
+) -> dict[str, tuple[float, float]]:
     network = load_network(WEIGHTS).eval()
     trackers = {name: Tracker(config, network=network) for name, config in variants.items()}
     images = sorted((DATA / "JPEGImages" / "480p" / sequence).glob("*.jpg"))
@@ -285,6 +304,7 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
                               f"{readout / ref_readout:.2f}x"])
             log.info("%s", step_rows[-1])
     load_after = os.getloadavg()[0]
+    step_threads = shipped_torch_threads() if device.type == "cpu" else "the device's"
     md = "\n".join([
         "## Readouts (CPU)" if device.type == "cpu" else f"## Readouts ({torch.cuda.get_device_name(device)}, fp16)",
         "",
@@ -326,7 +346,8 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
         markdown_table(["res", "T", "gap 1st-2nd logit", "entries: mean", "median", "p90", "p99", "max"],
                        sparsity_rows),
         "",
-        f"**Whole tracker step** at the shipped CPU config (one Tracker per readout, same weights, fed the same"
+        f"**Whole tracker step** at the shipped CPU config ({step_threads}"
+        " torch thread(s) as `pipeline.torch_threads` ships; one Tracker per readout, same weights, fed the same"
         f" frames of `{sequence}` in turn; one object; median over {tracker_frames} frames after the memory"
         " filled): step total and its readout, ms; ratios against the STCN readout's tracker.",
         "",
