@@ -25,12 +25,12 @@ def _probs(h: int, w: int, boxes: list[tuple[int, int, int, int] | None]) -> tor
 
 
 def test_no_previous_box_means_no_window() -> None:
-    prior = MotionPrior(margin=0.5, min_margin_px=4)
+    prior = MotionPrior(PriorConfig(enabled=True, margin=0.5, min_margin_px=4))
     assert torch.equal(prior.windows([1, 2], (20, 30), torch.device("cpu")), torch.ones(2, 1, 20, 30))
 
 
 def test_window_is_one_on_the_box_and_falls_off_with_distance() -> None:
-    prior = MotionPrior(margin=0.5, min_margin_px=1)
+    prior = MotionPrior(PriorConfig(enabled=True, margin=0.5, min_margin_px=1))
     prior.update([7], _probs(40, 60, [(10, 19, 20, 29)]))  # a 10x10 box: width 5 px
     window = prior.windows([7], (40, 60), torch.device("cpu"))[0, 0]
     assert torch.all(window[10:20, 20:30] == 1)
@@ -41,7 +41,7 @@ def test_window_is_one_on_the_box_and_falls_off_with_distance() -> None:
 
 
 def test_a_lost_object_loses_its_window_and_forget_and_clear_drop_boxes() -> None:
-    prior = MotionPrior(margin=0.5, min_margin_px=4)
+    prior = MotionPrior(PriorConfig(enabled=True, margin=0.5, min_margin_px=4))
     prior.update([1, 2], _probs(20, 30, [(2, 5, 2, 5), (10, 15, 10, 20)]))
     prior.update([1, 2], _probs(20, 30, [None, (10, 15, 10, 20)]))
     windows = prior.windows([1, 2], (20, 30), torch.device("cpu"))
@@ -105,7 +105,7 @@ def _run_look_alike_pass(split: str) -> list[torch.Tensor]:
     on the other side. The matcher (scripted) paints both wherever the window lets it. Returns the
     object's mask after each frame."""
     h, w, r = 60, 200, 10
-    prior = MotionPrior(margin=0.5, min_margin_px=4, split=split)
+    prior = MotionPrior(PriorConfig(enabled=True, margin=0.5, min_margin_px=4, split=split))
     masks = []
     for t in range(30):
         look_alike_x = 150 - 4 * t  # 150 -> 34: overlaps the object (x = 60) around t = 20-26, then past
@@ -132,7 +132,7 @@ def test_split_track_drops_a_look_alike_that_overlapped_and_left() -> None:
 
 def test_split_track_keeps_pieces_inside_the_expected_box() -> None:
     """An occluder across the object cuts its mask in two: both halves are the object."""
-    prior = MotionPrior(margin=0.5, min_margin_px=4, split="track")
+    prior = MotionPrior(PriorConfig(enabled=True, margin=0.5, min_margin_px=4, split="track"))
     whole = _disk(60, 100, 30, 50, 15)
     prior.update([1], whole[None, None])
     cut = whole.clone()
@@ -142,7 +142,7 @@ def test_split_track_keeps_pieces_inside_the_expected_box() -> None:
 
 
 def test_split_track_drops_a_speck_outside_the_box() -> None:
-    prior = MotionPrior(margin=0.5, min_margin_px=2, split="track")
+    prior = MotionPrior(PriorConfig(enabled=True, margin=0.5, min_margin_px=2, split="track"))
     prior.update([1], _disk(60, 100, 30, 30, 10)[None, None])
     frame = _disk(60, 100, 30, 30, 10) + _disk(60, 100, 30, 80, 3)
     out = prior.select([1], frame[None, None].clone())[0, 0]
@@ -150,7 +150,7 @@ def test_split_track_drops_a_speck_outside_the_box() -> None:
 
 
 def test_hold_brings_back_a_fading_object_and_leaves_a_steady_one_alone() -> None:
-    prior = MotionPrior(margin=0.5, min_margin_px=4, hold=0.5)
+    prior = MotionPrior(PriorConfig(enabled=True, margin=0.5, min_margin_px=4, hold=0.5))
     disk = _disk(60, 100, 30, 50, 12)
     prior.update([1], disk[None, None])
     faded = disk * 0.4 / 0.9  # the matcher is unsure for a frame: nothing passes 0.5
@@ -164,12 +164,12 @@ def test_hold_brings_back_a_fading_object_and_leaves_a_steady_one_alone() -> Non
 
 
 def test_velocity_moves_the_window_ahead() -> None:
-    prior = MotionPrior(margin=0.5, min_margin_px=1, velocity=1.0)
+    prior = MotionPrior(PriorConfig(enabled=True, margin=0.5, min_margin_px=1, velocity=1.0))
     prior.update([1], _probs(40, 100, [(10, 19, 20, 29)]))
     prior.update([1], _probs(40, 100, [(10, 19, 30, 39)]))  # moved 10 px right
     window = prior.windows([1], (40, 100), torch.device("cpu"))[0, 0]
     assert torch.all(window[10:20, 40:50] == 1) and window[15, 30] < 1
-    still = MotionPrior(margin=0.5, min_margin_px=1)
+    still = MotionPrior(PriorConfig(enabled=True, margin=0.5, min_margin_px=1))
     still.update([1], _probs(40, 100, [(10, 19, 20, 29)]))
     still.update([1], _probs(40, 100, [(10, 19, 30, 39)]))
     assert torch.all(still.windows([1], (40, 100), torch.device("cpu"))[0, 0, 10:20, 30:40] == 1)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from edge_vos.tracker.config import PriorConfig
 from edge_vos.tracker.pieces import Box, keep_track_pieces
 
 # A pixel counts as the object's when its aggregated probability is above this (argmax of two classes).
@@ -54,17 +55,8 @@ class _Track:
 class MotionPrior:
     """Previous boxes per object id, and the windows they imply for the next frame."""
 
-    def __init__(
-        self, margin: float, min_margin_px: float, *, velocity: float = 0.0, split: str = "keep",
-        growth: float = 1.3, keep_inside: float = 0.5, hold: float = 0.0,
-    ) -> None:
-        self.margin = margin
-        self.min_margin_px = min_margin_px
-        self.velocity = velocity
-        self.split = split
-        self.growth = growth
-        self.keep_inside = keep_inside
-        self.hold = hold
+    def __init__(self, config: PriorConfig) -> None:
+        self.config = config
         self._tracks: dict[int, _Track] = {}
 
     def clear(self) -> None:
@@ -83,7 +75,8 @@ class MotionPrior:
             track = self._tracks.get(obj_id)
             if track is None:
                 continue
-            box = track.box.shifted(self.velocity * track.velocity[0], self.velocity * track.velocity[1])
+            lead = self.config.velocity
+            box = track.box.shifted(lead * track.velocity[0], lead * track.velocity[1])
             wy = _falloff(ys, box.y0, box.y1, self._width(box.height))
             wx = _falloff(xs, box.x0, box.x1, self._width(box.width))
             torch.outer(wy, wx, out=out[row, 0])
@@ -94,17 +87,19 @@ class MotionPrior:
 
         probs: [len(ids),1,H,W] per-object probabilities before aggregation; returned changed in place.
         """
-        if self.split != "track" and not self.hold:
+        if self.config.split != "track" and not self.config.hold:
             return probs
         for row, obj_id in enumerate(ids):
             track = self._tracks.get(obj_id)
             if track is None:
                 continue
-            if self.split == "track":
+            if self.config.split == "track":
                 reference = (track.anchor if track.anchor is not None else track.box).shifted(*track.velocity)
-                keep_track_pieces(probs[row, 0], reference, _PRESENT, self.keep_inside, self.min_margin_px)
-            if self.hold:
-                _hold(probs[row, 0], self.hold * track.area)
+                keep_track_pieces(
+                    probs[row, 0], reference, _PRESENT, self.config.keep_inside, self.config.min_margin_px
+                )
+            if self.config.hold:
+                _hold(probs[row, 0], self.config.hold * track.area)
         return probs
 
     def update(self, ids: list[int], probs: torch.Tensor) -> None:
@@ -132,15 +127,15 @@ class MotionPrior:
         the object when the two part."""
         vy, vx = track.velocity
         if track.anchor is not None:
-            ended = area <= self.growth * track.area or track.merged_frames >= _MAX_MERGED_FRAMES
+            ended = area <= self.config.growth * track.area or track.merged_frames >= _MAX_MERGED_FRAMES
             if not ended:
                 return replace(track, box=box, anchor=track.anchor.shifted(vy, vx),
                                merged_frames=track.merged_frames + 1)
             # Back to its size: the look-alike left, or stands right on the object, so the box may still
             # be moved by it for a few frames: the velocity waits.
-            area_ref = area if area > self.growth * track.area else track.area
+            area_ref = area if area > self.config.growth * track.area else track.area
             return _Track(box, track.velocity, area_ref, settling=_SETTLE_FRAMES)
-        if self.split == "track" and area > self.growth * track.area:
+        if self.config.split == "track" and area > self.config.growth * track.area:
             return replace(track, box=box, anchor=track.box.shifted(vy, vx), merged_frames=1)
         if track.settling:
             return _Track(box, track.velocity, track.area, settling=track.settling - 1)
@@ -149,7 +144,7 @@ class MotionPrior:
         return _Track(box, (_shift(old.y0, old.y1, box.y0, box.y1), _shift(old.x0, old.x1, box.x0, box.x1)), area_ref)
 
     def _width(self, extent: float) -> float:
-        return max(self.margin * extent, self.min_margin_px)
+        return max(self.config.margin * extent, self.config.min_margin_px)
 
 
 def _shift(lo0: float, hi0: float, lo1: float, hi1: float) -> float:

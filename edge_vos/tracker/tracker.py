@@ -98,11 +98,7 @@ class Tracker:
         self._geometry: FrameGeometry | None = None
         self._memory: RingMemory | None = None
         self._svd_state = SvdState()  # warm start of svd="fast", per memory slot
-        prior = self.config.prior
-        self._prior = MotionPrior(
-            prior.margin, prior.min_margin_px, velocity=prior.velocity, split=prior.split, growth=prior.growth,
-            keep_inside=prior.keep_inside, hold=prior.hold,
-        ) if prior.enabled else None
+        self._prior = MotionPrior(self.config.prior) if self.config.prior.enabled else None
         self.frame_index = -1
         self._last_write = -(10**9)
         self._pending_write: _MemoryWrite | None = None
