@@ -234,9 +234,9 @@ def test_staggered_agent_refresh(monkeypatch):
     calls: list[list[int]] = []
     real = stages.top_singular
 
-    def spy(s, k, kind, *, keys, state, batch, slots):
+    def spy(s, k, kind, *, keys, state, batch, slots, prints=None):
         calls.append(list(slots))
-        return real(s, k, kind, keys=keys, state=state, batch=batch, slots=slots)
+        return real(s, k, kind, keys=keys, state=state, batch=batch, slots=slots, prints=prints)
 
     monkeypatch.setattr(stages, "top_singular", spy)
     qk, mk, mv = clustered_inputs(T=3)

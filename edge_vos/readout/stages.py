@@ -84,7 +84,8 @@ def _staggered_svd_keys(
     if todo:
         idx = torch.tensor(todo, device=m.device)
         sub = s.select(idx) if isinstance(s, SparseRows) else s[idx]
-        u, v = top_singular(sub, k, "fast", keys=m[idx], state=state, batch=batch, slots=[slots[n] for n in todo])
+        u, v = top_singular(sub, k, "fast", keys=m[idx], state=state, batch=batch, slots=[slots[n] for n in todo],
+                            prints=prints[idx])
         keys = _svd_keys(u, v, q, m[idx])
         p_m = memory_probs(m[idx], keys)
         for j, n in enumerate(todo):

@@ -219,12 +219,13 @@ def _orth_near(z: torch.Tensor) -> torch.Tensor:
 
 def svd_fast(
     s: RowOperator, k: int, keys: torch.Tensor, state: SvdState | None, batch: int, slots: list[int],
-    max_extra: int = FAST_MAX_EXTRA_ITERS, oversample: int = FAST_OVERSAMPLE,
+    max_extra: int = FAST_MAX_EXTRA_ITERS, oversample: int = FAST_OVERSAMPLE, prints: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One block power iteration per frame, warm-started from last frame's subspace of the same slot.
 
     s: S of the N slots (dense or sparse, in the work dtype: float32, or float64), keys [N, ...] the
-    slots' memory keys (for the state's fingerprints), slots: the original slot index of each of the N.
+    slots' memory keys (for the state's fingerprints; `prints`: those fingerprints when the caller has
+    them already), slots: the original slot index of each of the N.
     Per slot and frame: Rayleigh-Ritz of S on the stored right subspace (one product with K + 8
     columns, a (K + 8)^2 eigh), then one power step S^T U / sigma (a second product) stored as next
     frame's start, so the subspace follows the query. Slots without a usable entry start from a seeded
@@ -235,7 +236,7 @@ def svd_fast(
     dtype = keys.dtype if keys.dtype == torch.float64 else torch.float32
     device = keys.device
     p = min(k + oversample, hw_q, hw_m)
-    prints = fingerprints(keys)
+    prints = fingerprints(keys) if prints is None else prints
     bases: list[torch.Tensor | None] = [
         state.get(batch, t, prints[n], (hw_m, p)) if state is not None else None for n, t in enumerate(slots)
     ]
@@ -284,9 +285,11 @@ def top_singular(
     state: SvdState | None,
     batch: int,
     slots: list[int],
+    prints: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k singular vectors of each S [N, hw_q, hw_m] (a dense tensor or a SparseRows), sign-fixed,
-    without gradient, in float32 (float64 for float64 keys): the caller casts them to its dtype."""
+    without gradient, in float32 (float64 for float64 keys): the caller casts them to its dtype.
+    `prints`: the slots' key fingerprints for svd "fast" when the caller computed them already."""
     work = torch.float64 if keys.dtype == torch.float64 else torch.float32
     with torch.no_grad():
         if isinstance(s, torch.Tensor):
@@ -295,9 +298,9 @@ def top_singular(
             s = s.detach().to(work)  # type: ignore[attr-defined]
         if kind == "fast":
             if isinstance(s, DenseRows):
-                u, v = svd_fast(s, k, keys, state, batch, slots)
+                u, v = svd_fast(s, k, keys, state, batch, slots, prints=prints)
             else:
-                u, v = svd_fast(s, k, keys, state, batch, slots, SPARSE_MAX_EXTRA_ITERS, SPARSE_OVERSAMPLE)
+                u, v = svd_fast(s, k, keys, state, batch, slots, SPARSE_MAX_EXTRA_ITERS, SPARSE_OVERSAMPLE, prints)
         else:
             dense = s.s if isinstance(s, DenseRows) else s.to_dense()  # type: ignore[attr-defined]
             if kind == "exact":
