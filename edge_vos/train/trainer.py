@@ -180,7 +180,7 @@ def freeze_key_low_levels(net: STCN, upto: str) -> int:
         return 0
     enc = net.key_encoder
     if isinstance(enc, EfficientNetLiteTrunk):
-        last = 2 if upto == "f4" else 4
+        last = enc.f4_block if upto == "f4" else enc.f8_block
         modules: list[nn.Module] = [enc.conv1, enc.bn1, *list(enc.blocks)[: last + 1]]
     else:
         modules = [enc.conv1, enc.bn1, getattr(enc, enc.first_stage_name)]
