@@ -102,6 +102,30 @@ def test_weights_round_trip(tmp_path: Path, segmenter: PromptSegmenter) -> None:
         load_weights(tmp_path / "bad.safetensors")
 
 
+def test_trunk_choice_is_in_the_header_and_old_files_load_as_lite0(tmp_path: Path) -> None:
+    import json
+
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    lite2 = PromptNet(PromptNetConfig(crop_size=64, trunk="lite2"))
+    save_weights(lite2, tmp_path / "l2.safetensors")
+    model, header = load_weights(tmp_path / "l2.safetensors")
+    assert header["arch"] == "prompt-effl2" and model.config.trunk == "lite2"
+    assert model.trunk.channels == (16, 24, 48, 120)
+    # A file from before the choice: arch prompt-effl0 and no `trunk` in its config.
+    lite0 = PromptNet(PromptNetConfig(crop_size=64))
+    config = json.loads(lite0.header()["config"])
+    del config["trunk"]
+    state = {k: v.contiguous() for k, v in lite0.state_dict().items()}
+    save_file(state, str(tmp_path / "old.safetensors"), metadata={"arch": "prompt-effl0", "config": json.dumps(config)})
+    old, _ = load_weights(tmp_path / "old.safetensors")
+    assert old.config == lite0.config and old.config.trunk == "lite0"
+    save_file(state, str(tmp_path / "lie.safetensors"), metadata={"arch": "prompt-effl2", "config": json.dumps(config)})
+    with pytest.raises(ValueError, match="does not match"):
+        load_weights(tmp_path / "lie.safetensors")
+
+
 def test_prompt_masks_dispatch_and_missing_weights(tmp_path: Path) -> None:
     image = _image()
     prompt = make_prompt(HW, box=(35, 25, 105, 65))

