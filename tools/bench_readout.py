@@ -36,11 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from edge_vos.config import from_dict, read_yaml  # noqa: E402
+from edge_vos.config import from_dict, load_yaml, read_yaml  # noqa: E402
 from edge_vos.model import load_network  # noqa: E402
 from edge_vos.model.preprocess import frame_geometry, image_to_tensor, masks_to_tensor  # noqa: E402
 from edge_vos.readout import SvdState, stcn_readout, tmrn_readout  # noqa: E402
 from edge_vos.readout.common import sim_logits_flat  # noqa: E402
+from edge_vos.service.config import ServiceConfig  # noqa: E402
 from edge_vos.tracker import Tracker  # noqa: E402
 from edge_vos.tracker.config import TrackerConfig  # noqa: E402
 from tools.doc_tables import markdown_table, write_section  # noqa: E402
@@ -66,8 +67,7 @@ def shipped_config(**readout: object) -> TrackerConfig:
 
 def shipped_torch_threads() -> int:
     """configs/cpu.yaml's `pipeline.torch_threads` (0 = torch's default): the tracker table runs with it."""
-    threads = int(read_yaml(SHIPPED).get("pipeline", {}).get("torch_threads", 0))
-    return threads or torch.get_num_threads()
+    return load_yaml(ServiceConfig, SHIPPED).pipeline.torch_threads or torch.get_num_threads()
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -220,14 +220,13 @@ def tracker_variants(resolution: int, device: torch.device) -> dict[str, Tracker
 
 @torch.no_grad()
 def bench_tracker(
-    sequence: str, resolution: int, skip: int, frames: int, device: torch.device
+    sequence: str, resolution: int, skip: int, frames: int, device: torch.device, threads: int
 ) -> dict[str, tuple[float, float]]:
-    """Median (step total ms, readout ms) per tracker variant over `frames` frames after `skip`, on CPU with
-    the shipped config's torch threads (the kernel tables above keep the process's own count)."""
+    """Median (step total ms, readout ms) per tracker variant over `frames` frames after `skip`, with
+    `threads` torch threads (the shipped config's on CPU; the kernel tables keep the process's own count)."""
     variants = tracker_variants(resolution, device)
     threads_before = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(shipped_torch_threads())
+    torch.set_num_threads(threads)
     try:
         return _bench_trackers(variants, sequence, skip, frames)
     finally:
@@ -294,17 +293,17 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
                         "tmrn sparse", "tmrn sparse exact-svd", "tmrn sparse pixels", alt, f"{stk} vs stcn",
                         "stcn vs tmrn exact"))])
                     log.info("%s", err_rows[-1])
+    step_threads = shipped_torch_threads() if device.type == "cpu" else torch.get_num_threads()
     for res in resolutions:
         skip = 2 if quick else 30
         tracker_frames = 2 if quick else tracker_frames
-        steps = bench_tracker(sequence, RESOLUTIONS[res], skip, tracker_frames, device)
+        steps = bench_tracker(sequence, RESOLUTIONS[res], skip, tracker_frames, device, step_threads)
         ref_total, ref_readout = steps[stk]
         for name, (total, readout) in steps.items():
             step_rows.append([res, name, _fmt(total), _fmt(readout), f"{total / ref_total:.3f}x",
                               f"{readout / ref_readout:.2f}x"])
             log.info("%s", step_rows[-1])
     load_after = os.getloadavg()[0]
-    step_threads = shipped_torch_threads() if device.type == "cpu" else "the device's"
     md = "\n".join([
         "## Readouts (CPU)" if device.type == "cpu" else f"## Readouts ({torch.cuda.get_device_name(device)}, fp16)",
         "",
@@ -346,8 +345,9 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
         markdown_table(["res", "T", "gap 1st-2nd logit", "entries: mean", "median", "p90", "p99", "max"],
                        sparsity_rows),
         "",
-        f"**Whole tracker step** at the shipped CPU config ({step_threads}"
-        " torch thread(s) as `pipeline.torch_threads` ships; one Tracker per readout, same weights, fed the same"
+        f"**Whole tracker step** at the shipped CPU config ({step_threads} torch thread(s)"
+        f"{' as `pipeline.torch_threads` ships' if device.type == 'cpu' else ''}; one Tracker per readout, same"
+        " weights, fed the same"
         f" frames of `{sequence}` in turn; one object; median over {tracker_frames} frames after the memory"
         " filled): step total and its readout, ms; ratios against the STCN readout's tracker.",
         "",
