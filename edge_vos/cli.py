@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
+import re
 import sys
 
 from edge_vos import __version__
@@ -23,6 +25,30 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("edge_vos.train.cli", "train the network"),
     "build-engines": ("edge_vos.engines_cli", "export ONNX and build TensorRT engines"),
 }
+# Subcommands that need an optional extra of pyproject.toml on top of the runtime dependencies.
+SUBCOMMAND_EXTRAS: dict[str, str] = {"eval": "eval", "bench": "eval", "train": "train"}
+
+
+def missing_extra(extra: str, distribution: str = "edge-vos") -> list[str]:
+    """The requirements of `extra` that are not installed, read from the installed package's metadata.
+
+    Empty when the metadata is absent (a source tree on PYTHONPATH): the imports then speak for themselves.
+    """
+    try:
+        requirements = importlib.metadata.requires(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    missing = []
+    for requirement in requirements:
+        spec, _, marker = requirement.partition(";")
+        if not re.search(rf"""extra\s*==\s*["']{re.escape(extra)}["']""", marker):
+            continue
+        name = re.split(r"[\s<>=!~\[(]", spec.strip(), maxsplit=1)[0]
+        try:
+            importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name)
+    return missing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text)
         if name == chosen:
+            extra = SUBCOMMAND_EXTRAS.get(name)
+            missing = missing_extra(extra) if extra else []
+            if missing:
+                parser.exit(2, f"edge-vos {name} needs the optional '{extra}' dependencies (not installed: "
+                               f"{', '.join(missing)}): pip install 'edge-vos[{extra}]'\n")
             module = importlib.import_module(module_name)
             module.add_arguments(sub)
             sub.set_defaults(_module=module)

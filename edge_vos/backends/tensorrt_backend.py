@@ -42,7 +42,7 @@ DEFAULT_WORKSPACE_BYTES = 1 << 30  # enough for these conv nets; Jetson Orin Nan
 Shape = tuple[int, ...]
 _INSTALL_HINT = (
     "Jetson: JetPack's python3-libnvinfer in a venv with --system-site-packages; desktop: "
-    "pip install 'tensorrt-cu12>=10,<11'; see docs/engines.md"
+    "pip install 'edge-vos[gpu]'; see docs/engines.md"
 )
 
 

