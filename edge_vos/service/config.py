@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edge_vos.config import ConfigError, one_of, positive
+from edge_vos.ros2.config import Ros2Config
 from edge_vos.service.protocol import ENCODINGS
 from edge_vos.tracker.config import TrackerConfig
 from edge_vos.view.config import ViewConfig
@@ -122,6 +123,9 @@ class PublishConfig:
     wait_for_subscriber_s: float = 0.0
     # Seconds close() waits to flush queued messages.
     linger_s: float = 1.0
+    # Also record every published mask into a new rosbag2 (MCAP) at this folder: the label map as
+    # sensor_msgs/Image mono8 and the objects as vision_msgs/Detection2DArray (docs/ros2.md). Empty = off.
+    rosbag: str = ""
 
     def __post_init__(self) -> None:
         if not self.endpoint:
@@ -225,6 +229,8 @@ class ServiceConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     # The live web page (edge_vos/view, docs/view.md); off unless `view.listen` is set (`run --view`).
     view: ViewConfig = field(default_factory=ViewConfig)
+    # The live ROS 2 bridge over DDS (edge_vos/ros2, docs/ros2.md); off unless `ros2.enabled`.
+    ros2: Ros2Config = field(default_factory=Ros2Config)
 
     def __post_init__(self) -> None:
         if not self.stream_id or len(self.stream_id) > 64:
