@@ -129,7 +129,7 @@ def frame_from_image(msg: Any) -> np.ndarray:
     rows = buffer[: step * height].reshape(height, step)[:, : width * channels]
     pixels = rows.reshape(height, width, channels)
     if conversion is None:
-        return np.ascontiguousarray(pixels)
+        return pixels.copy()  # writable, and not a view that keeps the whole message alive
     return cv2.cvtColor(pixels, conversion)
 
 
