@@ -84,5 +84,6 @@ def frames_bag(path: Path, frames: np.ndarray, encoding: str = "rgb8", frame_id:
     """A bag of `frames` as sensor_msgs/Image in `encoding`; returns it and the header stamps."""
     store = typestore()
     stamps = [first_stamp_ns + i * period_ns for i in range(len(frames))]
-    messages = [image_msg(store, encode_pixels(f, encoding), encoding, s, frame_id) for f, s in zip(frames, stamps)]
+    messages = [image_msg(store, encode_pixels(f, encoding), encoding, s, frame_id)
+                for f, s in zip(frames, stamps, strict=True)]
     return write_bag(path, messages, topic, log_times_ns=stamps), stamps

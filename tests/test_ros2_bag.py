@@ -39,7 +39,7 @@ def test_every_encoding_reads_back_as_the_rgb_frame(tmp_path: Path, encoding: st
     got = _read_all(reader)
     expected = clip if encoding != "mono8" else [cv2.cvtColor(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
                                                  for f in clip]
-    assert len(got) == 3 and all(np.array_equal(a, b) for a, b in zip(got, expected))
+    assert len(got) == 3 and all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
     assert reader.stamp is not None and reader.stamp.stamp_ns == stamps[-1] and reader.stamp.frame_id == "cam_optical"
 
 
@@ -48,12 +48,12 @@ def test_padded_rows_compressed_images_and_a_bare_mcap_file(tmp_path: Path) -> N
     clip = frames(2, seed=3)
     padded = [image_msg(store, encode_pixels(f, "bgr8"), "bgr8", 10 + i, "cam", pad=7) for i, f in enumerate(clip)]
     got = _read_all(BagReader(write_bag(tmp_path / "padded", padded)))
-    assert all(np.array_equal(a, b) for a, b in zip(got, clip))
+    assert all(np.array_equal(a, b) for a, b in zip(got, clip, strict=True))
     compressed = [compressed_msg(store, f, 10 + i, "cam") for i, f in enumerate(clip)]
     bag = write_bag(tmp_path / "png", compressed, topic="/camera/image_raw/compressed")
     mcap = next(bag.glob("*.mcap"))
     got = _read_all(open_reader(SourceConfig(uri=f"rosbag2:{mcap}")))  # one image topic: no ?topic= needed
-    assert all(np.array_equal(a, b) for a, b in zip(got, clip))
+    assert all(np.array_equal(a, b) for a, b in zip(got, clip, strict=True))
 
 
 def test_bad_bags_are_start_up_errors_naming_the_problem(tmp_path: Path) -> None:
@@ -136,14 +136,14 @@ def test_the_service_tracks_a_bag_carries_its_stamps_and_records_a_bag_rosbags_r
             by_topic[connection.topic].append(msg)
     images, detections = by_topic["/edge_vos/masks"], by_topic["/edge_vos/detections"]
     assert len(images) == len(detections) == 6
-    for sent, image, det in zip(received, images, detections):
+    for sent, image, det in zip(received, images, detections, strict=True):
         stamp = image.header.stamp.sec * 1_000_000_000 + image.header.stamp.nanosec
         assert stamp == sent.header["source_stamp_ns"] and image.header.frame_id == "cam_optical"
         assert (image.encoding, image.height, image.width, image.step) == ("mono8", H, W, W)
         assert np.array_equal(image.data.reshape(H, W), sent.labels)
         visible = [o for o in sent.header["objects"] if o["area"]]
         assert [d.id for d in det.detections] == [str(o["id"]) for o in visible] == ["3"]
-        for d, o in zip(det.detections, visible):
+        for d, o in zip(det.detections, visible, strict=True):
             x, y, w, h = o["bbox"]
             assert (d.bbox.center.position.x, d.bbox.center.position.y) == (x + w / 2, y + h / 2)
             assert (d.bbox.size_x, d.bbox.size_y) == (w, h)

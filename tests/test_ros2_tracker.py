@@ -41,9 +41,9 @@ def _same_masks(folder: Path, first_mask: np.ndarray, bag: Path, encoding: str) 
     frames_bag(bag, np.stack(folder_frames), encoding)
     bag_frames = _frames(f"rosbag2:{bag}?topic=/camera/image_raw", FRAMES)
     assert len(bag_frames) == len(folder_frames) == FRAMES
-    assert all(np.array_equal(a, b) for a, b in zip(bag_frames, folder_frames))
+    assert all(np.array_equal(a, b) for a, b in zip(bag_frames, folder_frames, strict=True))
     from_folder, from_bag = _track(folder_frames, first_mask), _track(bag_frames, first_mask)
-    assert all(np.array_equal(a, b) for a, b in zip(from_bag, from_folder))
+    assert all(np.array_equal(a, b) for a, b in zip(from_bag, from_folder, strict=True))
     ids = {int(i) for i in np.unique(first_mask) if i}
     assert {int(i) for i in np.unique(from_bag[-1]) if i} == ids  # the objects are still tracked
 

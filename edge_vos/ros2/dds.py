@@ -73,7 +73,10 @@ class DdsNode:
 
 
 def take(reader: Any, timeout_s: float) -> Any | None:
-    """The next sample, waiting at most `timeout_s`; None when none came."""
+    """The next sample, waiting at most `timeout_s` (0: only what has arrived); None when none came."""
+    if timeout_s <= 0:  # Cyclone reads a zero timeout as "wait forever"
+        samples = reader.take(N=1)
+        return samples[0] if samples else None
     try:
         return reader.take_one(timeout=duration(seconds=timeout_s))
     except (TimeoutError, StopIteration):
