@@ -150,13 +150,18 @@ def test_a_ros2_camera_topic_feeds_the_tracker(tmp_path: Path) -> None:
         with running(cfg, reader=None, tracker=Tracker(tracker_config)) as service, \
                 Subscriber(service.publisher.last_endpoint, timeout_s=0.2) as sub:
             _matched(camera)
-            for frame, stamp in zip(clip, stamps, strict=True):  # lock-step: the next frame once this one's mask is out
+            bad = image_msg(node.store, clip[0], "rgb8", 5, "cam")
+            bad.encoding = "yuv422"  # skipped, counted, named in the log; the stream goes on
+            camera.write(dds_message(bad))
+            # Lock-step: the next frame once this one's mask is out, so the service tracks every frame.
+            for frame, stamp in zip(clip, stamps, strict=True):
                 camera.write(dds_message(image_msg(node.store, encode_pixels(frame, "bgr8"), "bgr8", stamp, "cam")))
                 deadline = time.monotonic() + 30
                 while not received or received[-1].header.get("source_stamp_ns") != stamp:
                     assert time.monotonic() < deadline, f"no mask for the frame stamped {stamp}"
                     if isinstance(message := sub.recv(), MaskResult):
                         received.append(message)
+            assert service.stats()["source"]["unreadable"] == 1
     finally:
         node.close()
     assert [m.header["source_stamp_ns"] for m in received] == stamps

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge_vos.ros2.dds import DdsNode, take
-from edge_vos.ros2.messages import COMPRESSED_IMAGE, IMAGE, ImageError, frame_from_message, stamp_of
+from edge_vos.ros2.messages import COMPRESSED_IMAGE, IMAGE, frame_from_message, stamp_of
 from edge_vos.service.source_base import SourceError, SourceStamp
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class TopicReader:
                 continue
             try:
                 image = frame_from_message(sample)
-            except ImageError as exc:
+            except Exception as exc:  # ImageError, or anything a malformed message provokes in the decoders
                 self.unreadable += 1
                 if self.unreadable <= 3 or self.unreadable % 100 == 0:  # input-driven: rate-limited
                     log.warning("%s: skipping a message: %s (%d skipped so far)", self.description, exc,

@@ -315,8 +315,8 @@ def source_kind(uri: str) -> str:
 
 
 def is_recording(uri: str) -> bool:
-    """True when `uri` names a video file or an image folder on disk (not a camera, stream or scene)."""
-    return source_kind(uri) in ("file", "folder")
+    """True when `uri` names a video file, an image folder or a rosbag2 on disk (not a camera, stream or scene)."""
+    return source_kind(uri) in ("file", "folder", "rosbag2")
 
 
 def open_reader(config: SourceConfig) -> FrameReader:
