@@ -14,6 +14,7 @@ from edge_vos.config import ConfigError
 MAX_DOMAIN_ID = 232  # the highest ROS 2 domain id with Cyclone DDS's default port mapping
 # The bridge's topics, under `ros2.namespace` (docs/ros2.md).
 MASKS, DETECTIONS, COMMAND, COMMAND_RESULT = "masks", "detections", "command", "command_result"
+FRAMES = "image"  # the tracked frames, in a recording with `publish.rosbag_frames`
 _NAME = re.compile(r"^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
 
 

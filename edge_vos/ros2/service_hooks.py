@@ -29,7 +29,8 @@ class ServiceRos2:
             _need("rosbags", "publish.rosbag")
             from edge_vos.ros2.recorder import ServiceRecorder
 
-            self.recorder = ServiceRecorder(config.publish.rosbag, config.ros2.namespace, config.ros2.frame_id)
+            self.recorder = ServiceRecorder(config.publish.rosbag, config.ros2.namespace, config.ros2.frame_id,
+                                            config.publish.rosbag_frames)
         if config.ros2.enabled:
             _need("cyclonedds", "ros2.enabled")
             _need("rosbags", "ros2.enabled")
@@ -51,10 +52,10 @@ class ServiceRos2:
             self.bridge = Ros2Bridge(self.config.ros2, masks_endpoint, control_endpoint)
             self.bridge.start()
 
-    def on_published(self, header: dict[str, Any], labels: np.ndarray) -> None:
+    def on_published(self, header: dict[str, Any], labels: np.ndarray, frame: np.ndarray) -> None:
         """Called by the publisher thread after each mask message went out."""
         if self.recorder is not None:
-            self.recorder.record(header, labels)
+            self.recorder.record(header, labels, frame)
 
     def stop(self) -> None:
         """After the publisher has drained: every published mask is in the bag."""

@@ -126,6 +126,9 @@ class PublishConfig:
     # Also record every published mask into a new rosbag2 (MCAP) at this folder: the label map as
     # sensor_msgs/Image mono8 and the objects as vision_msgs/Detection2DArray (docs/ros2.md). Empty = off.
     rosbag: str = ""
+    # With `rosbag`: also record each tracked frame (sensor_msgs/Image rgb8, NAMESPACE/image), for sources
+    # that are not themselves recorded (cameras). Raw frames: about 1 MB per 640x480 frame.
+    rosbag_frames: bool = False
 
     def __post_init__(self) -> None:
         if not self.endpoint:
@@ -141,6 +144,8 @@ class PublishConfig:
         positive("hwm", self.hwm)
         positive("wait_for_subscriber_s", self.wait_for_subscriber_s, allow_zero=True)
         positive("linger_s", self.linger_s, allow_zero=True)
+        if self.rosbag_frames and not self.rosbag:
+            raise ConfigError("rosbag_frames", "records frames into publish.rosbag, which is not set")
 
 
 @dataclass

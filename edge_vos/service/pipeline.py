@@ -328,7 +328,7 @@ class Service:
 
     def _on_published(self, outcome: Outcome, header: dict[str, Any]) -> None:
         if self.ros2 is not None:
-            self.ros2.on_published(header, outcome.labels)
+            self.ros2.on_published(header, outcome.labels, outcome.frame.image)
         if not self._ready:
             self._ready = True
             self.notifier.ready(f"streaming {self.config.stream_id}")
