@@ -51,6 +51,27 @@ def test_topic_names_follow_ros2() -> None:
             check_topic(bad)
 
 
+def test_ros2_sources_and_the_ros2_section_name_what_is_wrong() -> None:
+    from edge_vos.config import ConfigError, from_dict
+    from edge_vos.service.config import ServiceConfig, SourceConfig
+    from edge_vos.service.sources import open_reader
+
+    reader = open_reader(SourceConfig(uri="ros2:/camera/image_raw/compressed?domain=7"))
+    assert (reader.msgtype, reader.domain_id, reader.live) == ("sensor_msgs/msg/CompressedImage", 7, True)
+    cases = {"ros2:/cam?domain=300": "domain id must be in 0..232", "ros2:/cam?domain=x": "domain must be an integer",
+             "ros2:/cam?type=h264": "type must be one of", "ros2:/9cam": "not a ROS 2 topic name",
+             "ros2:/cam?qos=reliable": "unknown parameter(s) ['qos']", "ros2:": "names no bag or topic"}
+    for uri, message in cases.items():
+        with pytest.raises(ConfigError, match="source.uri") as info:
+            open_reader(SourceConfig(uri=uri))
+        assert message in str(info.value), uri
+    for values, field in (({"domain_id": 233}, "ros2.domain_id"), ({"namespace": "edge_vos"}, "ros2.namespace")):
+        with pytest.raises(ConfigError, match=field):
+            from_dict(ServiceConfig, {"ros2": values})
+    with pytest.raises(ConfigError, match="publish.rosbag_frames"):
+        from_dict(ServiceConfig, {"publish": {"rosbag_frames": True}})
+
+
 def test_the_bridge_publishes_ros2_masks_and_detections_byte_for_byte(tmp_path: Path) -> None:
     domain = private_domain()
     mask = first_mask()

@@ -52,8 +52,9 @@ class Ros2Bridge:
     """`start()` joins the DDS domain and starts both threads; `stop()` ends them within a second or two."""
 
     def __init__(self, config: Ros2Config, masks_endpoint: str, control_endpoint: str = "",
-                 server_public_key: str | None = None, client_secret_key: str | None = None) -> None:
-        self.config = config
+                 server_public_key: str | None = None, client_secret_key: str | None = None,
+                 masks_topic: str = "masks") -> None:
+        self.config, self.masks_topic = config, masks_topic
         self.masks_endpoint, self.control_endpoint = masks_endpoint, control_endpoint
         self._keys = (server_public_key or None, client_secret_key or None)
         self.stop_event = threading.Event()
@@ -102,7 +103,7 @@ class Ros2Bridge:
         masks = node.writer(cfg.topic(MASKS), IMAGE)
         detections = node.writer(cfg.topic(DETECTIONS), DETECTIONS_TYPE)
         problem = _Limited("cannot forward a mask message")
-        with Subscriber(self.masks_endpoint, ["masks"], latest_only=True, timeout_s=0.2,
+        with Subscriber(self.masks_endpoint, [self.masks_topic], latest_only=True, timeout_s=0.2,
                         server_public_key=self._keys[0], client_secret_key=self._keys[1]) as sub:
             while not self.stop_event.is_set():
                 try:

@@ -5,13 +5,12 @@
 
 A client of the service's two ZeroMQ sockets (like `edge-vos view`): masks and detections out as ROS 2
 topics over DDS, commands in from a topic. Does not import torch. Exit status 0 after SIGINT/SIGTERM, 1
-when a bridge thread failed, 2 for bad options or a missing `ros2` extra.
+when a bridge thread failed, 2 for bad options or a missing `ros2` extra (rosbags, cyclonedds).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import signal
@@ -22,6 +21,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--masks", default="tcp://127.0.0.1:5555", help="the service's publish endpoint")
+    parser.add_argument("--topic", default="masks", help="the service's mask topic (publish.topic)")
     parser.add_argument("--control", default="tcp://127.0.0.1:5556",
                         help="the service's control endpoint ('none': no command topic)")
     parser.add_argument("--domain-id", type=int, default=None,
@@ -34,13 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from edge_vos.config import ConfigError, from_dict
-    from edge_vos.ros2.config import Ros2Config
+    from edge_vos.ros2.config import Ros2Config, require
 
-    missing = [p for p in ("cyclonedds", "rosbags") if importlib.util.find_spec(p) is None]
-    if missing:
-        log.error("the ROS 2 bridge needs %s: pip install 'edge-vos[ros2]'", " and ".join(missing))
-        return 2
     try:
+        require(("cyclonedds", "rosbags"), "ros2-bridge")
         domain = args.domain_id if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID") or 0)
         config = from_dict(Ros2Config, {"enabled": True, "domain_id": domain, "namespace": args.namespace,
                                         "frame_id": args.frame_id}, "ros2")
@@ -52,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     from edge_vos.ros2.bridge import Ros2Bridge
 
     control = "" if args.control.lower() in ("", "none", "off") else args.control
-    bridge = Ros2Bridge(config, args.masks, control, args.server_key, args.client_key)
+    bridge = Ros2Bridge(config, args.masks, control, args.server_key, args.client_key, masks_topic=args.topic)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):

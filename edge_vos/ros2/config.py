@@ -6,6 +6,7 @@ ROS 2 is used.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass
 
@@ -16,6 +17,13 @@ MAX_DOMAIN_ID = 232  # the highest ROS 2 domain id with Cyclone DDS's default po
 MASKS, DETECTIONS, COMMAND, COMMAND_RESULT = "masks", "detections", "command", "command_result"
 FRAMES = "image"  # the tracked frames, in a recording with `publish.rosbag_frames`
 _NAME = re.compile(r"^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def require(packages: tuple[str, ...], field: str) -> None:
+    """ConfigError naming `field` when a package of the `ros2` extra is not installed."""
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    if missing:
+        raise ConfigError(field, f"needs {' and '.join(missing)}: pip install 'edge-vos[ros2]'")
 
 
 def check_topic(name: str) -> str:

@@ -135,13 +135,13 @@ def frame_from_image(msg: Any) -> np.ndarray:
 
 def frame_from_compressed(msg: Any) -> np.ndarray:
     """A JPEG or PNG CompressedImage; the size is read from the file's header and checked before decoding."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     data = bytes(msg.data) if isinstance(msg.data, list) else np.asarray(msg.data, np.uint8).tobytes()
     try:
         with Image.open(io.BytesIO(data)) as probe:
             kind, (width, height) = probe.format, probe.size
-    except (UnidentifiedImageError, OSError) as exc:
+    except Exception as exc:  # PIL raises many types (unidentified, truncated, decompression bomb)
         raise ImageError(f"CompressedImage (format {str(msg.format)!r}) holds no readable image: {exc}") from None
     if kind not in ("JPEG", "PNG"):
         raise ImageError(f"CompressedImage holds a {kind}; supported are JPEG and PNG")

@@ -6,18 +6,13 @@ in which case nothing of edge_vos/ros2 (nor rosbags, nor cyclonedds) is imported
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import numpy as np
 
 from edge_vos.config import ConfigError
+from edge_vos.ros2.config import require
 from edge_vos.service.config import ServiceConfig
-
-
-def _need(package: str, field: str) -> None:
-    if importlib.util.find_spec(package) is None:
-        raise ConfigError(field, f"needs the {package!r} package: pip install 'edge-vos[ros2]'")
 
 
 class ServiceRos2:
@@ -26,14 +21,13 @@ class ServiceRos2:
         self.recorder: Any = None
         self.bridge: Any = None
         if config.publish.rosbag:
-            _need("rosbags", "publish.rosbag")
+            require(("rosbags",), "publish.rosbag")
             from edge_vos.ros2.recorder import ServiceRecorder
 
             self.recorder = ServiceRecorder(config.publish.rosbag, config.ros2.namespace, config.ros2.frame_id,
                                             config.publish.rosbag_frames)
         if config.ros2.enabled:
-            _need("cyclonedds", "ros2.enabled")
-            _need("rosbags", "ros2.enabled")
+            require(("cyclonedds", "rosbags"), "ros2.enabled")
             if config.security.curve:
                 raise ConfigError("ros2.enabled", "the in-service bridge has no CURVE client key; with "
                                                   "security.curve run `edge-vos ros2-bridge --server-key ... "
@@ -49,7 +43,8 @@ class ServiceRos2:
         if self.config.ros2.enabled:
             from edge_vos.ros2.bridge import Ros2Bridge
 
-            self.bridge = Ros2Bridge(self.config.ros2, masks_endpoint, control_endpoint)
+            self.bridge = Ros2Bridge(self.config.ros2, masks_endpoint, control_endpoint,
+                                     masks_topic=self.config.publish.topic)
             self.bridge.start()
 
     def on_published(self, header: dict[str, Any], labels: np.ndarray, frame: np.ndarray) -> None:

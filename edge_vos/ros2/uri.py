@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from edge_vos.config import ConfigError
+from edge_vos.ros2.config import require
 from edge_vos.service.config import SourceConfig
 
 if TYPE_CHECKING:
@@ -36,22 +37,15 @@ def _split(rest: str, known: set[str]) -> tuple[str, dict[str, str]]:
     return target, params
 
 
-def _need(package: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(package) is None:
-        raise ConfigError(FIELD, f"ROS 2 sources need the {package!r} package: pip install 'edge-vos[ros2]'")
-
-
 def open_ros2_reader(kind: str, rest: str, config: SourceConfig) -> BagReader | TopicReader:
     if kind == "rosbag2":
         path, params = _split(rest, {"topic"})
-        _need("rosbags")
+        require(("rosbags",), FIELD)
         from edge_vos.ros2.bag_source import BagReader
 
         return BagReader(Path(path).expanduser(), params.get("topic", ""))
     topic, params = _split(rest, {"domain", "type"})
-    _need("cyclonedds")
+    require(("cyclonedds", "rosbags"), FIELD)
     from edge_vos.ros2.config import check_domain, check_topic
     from edge_vos.ros2.topic_source import TopicReader
 
