@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "subscribe": ("edge_vos.client_cli", "watch a running service: print, save masks or show an overlay"),
     "ctl": ("edge_vos.ctl_cli", "send a command to a running service: add, remove, reset, stats, ..."),
     "view": ("edge_vos.view.cli", "serve the live web view (point-and-track) of a service running elsewhere"),
+    "ros2-bridge": ("edge_vos.ros2.cli", "bridge a running service to ROS 2 over DDS: masks, detections, commands"),
     "eval": ("edge_vos.evaluation.cli", "DAVIS-style J&F evaluation of the tracker on a dataset split"),
     "bench": ("edge_vos.evaluation.bench", "long-stream latency and memory benchmark"),
     "train": ("edge_vos.train.cli", "train the network"),

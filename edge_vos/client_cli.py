@@ -3,6 +3,7 @@
     edge-vos subscribe                                   # one line per frame: seq, latency, objects
     edge-vos subscribe --save out/ --count 100           # palette PNG label maps, one per frame
     edge-vos subscribe --show                            # overlay window (needs a display and GUI OpenCV)
+    edge-vos subscribe --rosbag masks_bag                # a rosbag2 (MCAP) of masks + detections (docs/ros2.md)
 
 Does not import torch. Exit status 0 when --count messages arrived, 1 when the stream went silent for
 --timeout seconds, 2 for bad arguments.
@@ -17,6 +18,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=30.0, help="give up after this many silent seconds")
     parser.add_argument("--save", type=Path, help="write each label map as DIR/<seq>.png (palette)")
     parser.add_argument("--show", action="store_true", help="overlay window (needs the preview topic enabled)")
+    parser.add_argument("--rosbag", type=Path, help="record the masks into a new rosbag2 (MCAP) folder DIR: "
+                                                   "/edge_vos/masks (Image mono8), /edge_vos/detections")
     parser.add_argument("--latest", action="store_true", help="skip to the newest message when behind")
     parser.add_argument("--json", action="store_true", help="print each header as one JSON line")
     parser.add_argument("--server-key", help="CURVE: the server's public key file")
@@ -36,15 +40,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import json
-
-    from edge_vos.client import MaskResult, Preview, Status, Subscriber
-
     if args.show and not _can_show():
         log.error("--show needs a display ($DISPLAY/$WAYLAND_DISPLAY) and an OpenCV with GUI support "
                   "(pip install opencv-python instead of opencv-python-headless); use --save instead")
         return 2
     topics = ["masks", "status"] + (["preview"] if args.show else [])
+    bag = None
+    if args.rosbag:
+        try:
+            from edge_vos.ros2.recorder import MaskBagWriter
+
+            bag = MaskBagWriter(args.rosbag)
+            bag.open()
+        except ImportError:
+            log.error("--rosbag needs the rosbags package: pip install 'edge-vos[ros2]'")
+            return 2
+        except OSError as exc:
+            log.error("--rosbag: %s", exc)
+            return 2
+    try:
+        return _receive(args, topics, bag)
+    finally:
+        if bag is not None:
+            bag.close()
+
+
+def _receive(args: argparse.Namespace, topics: list[str], bag: Any) -> int:
+    import json
+
+    from edge_vos.client import MaskResult, Preview, Status, Subscriber
+
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -86,6 +111,8 @@ def main(args: argparse.Namespace) -> int:
                 from edge_vos.data.davis import write_mask
 
                 write_mask(args.save / f"{h['seq']:06d}.png", message.labels)
+            if bag is not None:
+                bag.write(h, message.labels)
             if args.show and last_image is not None:
                 _show(last_image, message.labels)
             if args.count and received >= args.count:

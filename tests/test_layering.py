@@ -9,7 +9,7 @@ a package (service/cli.py) belongs to that package's layer and may only drive wh
   model         model/, readout/ (pure tensor code), data/ (datasets on disk), prompt/ (clicks -> mask)
   backends      backends/ (how the network's three calls run: torch, ONNX Runtime, TensorRT; the build cache)
   tracker       tracker/ (one stream: memory, objects, step())
-  applications  service/, client, view/, evaluation/, train/
+  applications  service/, client, view/, evaluation/, train/, ros2/ (rosbag2 and DDS, beside the service)
   cli           edge_vos.cli (the `edge-vos` entry point) and the top-level *_cli modules
 
 Every import counts, also those inside functions and under TYPE_CHECKING: a lazy import is still a
@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("backends", ("edge_vos.backends",)),
     ("tracker", ("edge_vos.tracker",)),
     ("applications", ("edge_vos.service", "edge_vos.client", "edge_vos.view", "edge_vos.evaluation",
-                      "edge_vos.train")),
+                      "edge_vos.train", "edge_vos.ros2")),
     ("cli", ("edge_vos.cli", "edge_vos.engines_cli", "edge_vos.client_cli", "edge_vos.ctl_cli")),
 )
 LAYER_NAMES = [name for name, _ in LAYERS]

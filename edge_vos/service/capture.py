@@ -1,7 +1,8 @@
 """The capture thread and the frame buffers between it and the inference thread.
 
 `CaptureThread` drives any reader (sources.FrameReader): stamps `time.monotonic_ns()` right after the
-grab, paces files like a camera when asked, reconnects with back-off when the source is lost, and hands
+grab (and keeps the stamp a ROS 2 message brought), paces files like a camera when asked (a recording
+with its own times by them), reconnects with back-off when the source is lost, and hands
 frames to a buffer. Two buffers: `LatestFrame` (live/realtime: keeps only the newest frame, counts the
 ones it skipped) and `FrameQueue` (fastest: bounded, the grabber waits, nothing is dropped).
 """
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 
 from edge_vos.service.config import SourceConfig
+from edge_vos.service.source_base import SourceStamp
 from edge_vos.service.sources import FrameReader, SourceError
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ class Frame:
     t_capture_ns: int  # time.monotonic_ns() right after the grab
     t_capture_unix_ns: int  # time.time_ns() at the same moment (for consumers on other hosts)
     image: np.ndarray  # RGB uint8 [H,W,3]
-
+    source: SourceStamp | None = None  # the time and frame id the source gave it (ROS 2 headers)
 
 
 # ---- buffers -------------------------------------------------------------------------------------
@@ -204,14 +206,25 @@ class CaptureThread(threading.Thread):
         """Reads until stop ("stopped"), the end ("ended") or a failure ("lost")."""
         realtime = self.pace == "realtime" and not self.reader.live
         fps = self.reader.nominal_fps() or self.config.fps
+        recorded_time = getattr(self.reader, "next_time_ns", None)  # a recording paced by its own times
         t0 = time.monotonic()
+        anchor: tuple[float, int] | None = None  # (monotonic s, recorded ns) of the first frame since a rewind
+        last_ns = 0
         n = 0
         since_rewind = -1
         while not self.stop_event.is_set():
-            if realtime:  # behave like a camera: frame n is "grabbed" at t0 + n / fps
-                wait = t0 + n / fps - time.monotonic()
-                if wait > 0 and self.stop_event.wait(wait):
-                    return "stopped"
+            if realtime:  # behave like a camera: frame n is "grabbed" at t0 + n / fps (or its recorded time)
+                due = t0 + n / fps
+                next_ns = recorded_time() if recorded_time is not None else None
+                if next_ns is not None:
+                    if anchor is None or next_ns < last_ns:  # the first frame, or the recording started over
+                        anchor = (time.monotonic(), next_ns)
+                    last_ns = next_ns
+                    due = anchor[0] + (next_ns - anchor[1]) / 1e9
+                while (wait := due - time.monotonic()) > 0:  # in slices: a recording may pause for minutes
+                    if self.stop_event.wait(min(wait, 0.5)):
+                        return "stopped"
+                    self.last_activity = time.monotonic()
             try:
                 image = self.reader.read()
             except (SourceError, OSError, cv2.error) as exc:
@@ -234,7 +247,7 @@ class CaptureThread(threading.Thread):
                     self.reader.close()
                     self.reader.open()
                 continue
-            frame = Frame(self.frames, time.monotonic_ns(), time.time_ns(), image)
+            frame = Frame(self.frames, time.monotonic_ns(), time.time_ns(), image, getattr(self.reader, "stamp", None))
             if self.state != "streaming":  # announced with the first frame, not when the open succeeded
                 self._set_state("streaming", self.reader.description)
             self.frames += 1

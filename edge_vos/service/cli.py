@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--config", type=Path, help="ServiceConfig YAML (see configs/)")
     parser.add_argument("--source", help="overrides source.uri: synthetic:, camera index, /dev/videoN, file, "
-                                         "folder, rtsp://..., GStreamer pipeline")
+                                         "folder, rtsp://..., GStreamer pipeline, rosbag2:BAG?topic=/camera/image_raw, "
+                                         "ros2:/camera/image_raw (docs/ros2.md)")
     parser.add_argument("--prompt-mask", help="overrides prompt.mask: palette/label PNG of the first frame")
     parser.add_argument("--publish", help="overrides publish.endpoint, e.g. tcp://127.0.0.1:5555")
     parser.add_argument("--control", help="overrides control.endpoint ('' or 'none' disables commands)")
@@ -71,7 +72,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     import yaml
 
     from edge_vos.config import ConfigError
-    from edge_vos.service.sources import is_recording
+    from edge_vos.service.sources import is_recording, source_kind
 
     overrides: dict[str, Any] = {}
     for item in args.set:
@@ -99,8 +100,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             overrides["source.pace"] = "fastest"
         if args.loop is None:
             overrides["source.loop"] = False
-        log.info("--source is a %s: pace %s, %s (--pace, --loop to change)", "folder" if Path(args.source).is_dir()
-                 else "file", overrides["source.pace"], "loop" if overrides["source.loop"] else "no loop")
+        log.info("--source is a %s: pace %s, %s (--pace, --loop to change)", source_kind(args.source),
+                 overrides["source.pace"], "loop" if overrides["source.loop"] else "no loop")
     if getattr(args, "view", None):
         overrides["view.listen"] = args.view
         overrides["publish.preview"] = True

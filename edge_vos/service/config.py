@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edge_vos.config import ConfigError, one_of, positive
+from edge_vos.ros2.config import Ros2Config
 from edge_vos.service.protocol import ENCODINGS
 from edge_vos.tracker.config import TrackerConfig
 from edge_vos.view.config import ViewConfig
@@ -122,6 +123,12 @@ class PublishConfig:
     wait_for_subscriber_s: float = 0.0
     # Seconds close() waits to flush queued messages.
     linger_s: float = 1.0
+    # Also record every published mask into a new rosbag2 (MCAP) at this folder: the label map as
+    # sensor_msgs/Image mono8 and the objects as vision_msgs/Detection2DArray (docs/ros2.md). Empty = off.
+    rosbag: str = ""
+    # With `rosbag`: also record each tracked frame (sensor_msgs/Image rgb8, NAMESPACE/image), for sources
+    # that are not themselves recorded (cameras). Raw frames: about 1 MB per 640x480 frame.
+    rosbag_frames: bool = False
 
     def __post_init__(self) -> None:
         if not self.endpoint:
@@ -137,6 +144,8 @@ class PublishConfig:
         positive("hwm", self.hwm)
         positive("wait_for_subscriber_s", self.wait_for_subscriber_s, allow_zero=True)
         positive("linger_s", self.linger_s, allow_zero=True)
+        if self.rosbag_frames and not self.rosbag:
+            raise ConfigError("rosbag_frames", "records frames into publish.rosbag, which is not set")
 
 
 @dataclass
@@ -225,6 +234,8 @@ class ServiceConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     # The live web page (edge_vos/view, docs/view.md); off unless `view.listen` is set (`run --view`).
     view: ViewConfig = field(default_factory=ViewConfig)
+    # The live ROS 2 bridge over DDS (edge_vos/ros2, docs/ros2.md); off unless `ros2.enabled`.
+    ros2: Ros2Config = field(default_factory=Ros2Config)
 
     def __post_init__(self) -> None:
         if not self.stream_id or len(self.stream_id) > 64:

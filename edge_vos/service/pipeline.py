@@ -89,6 +89,7 @@ class Service:
         self.startup_failed = False  # the error is the operator's configuration (exit status 2)
         self.started_at = time.monotonic()
         self.view: Any = None  # edge_vos.view.server.ViewServer when view.listen is set (built once bound)
+        self.ros2: Any = None  # edge_vos.ros2.service_hooks.ServiceRos2 for publish.rosbag / ros2.enabled
         self._ready = False
         self._last_status = 0.0
         self._status_lock = threading.Lock()
@@ -103,6 +104,10 @@ class Service:
         elif cfg.prompt.use_source_mask:
             initial_mask = self.reader.initial_mask()
         self.keys = load_server_keys(cfg.security)
+        if cfg.publish.rosbag or cfg.ros2.enabled:  # ROS 2 packages load only when configured
+            from edge_vos.ros2.service_hooks import ServiceRos2
+
+            self.ros2 = ServiceRos2(cfg)
         tracker = (tracker_factory or build_tracker)(cfg)
         # The prompt network is loaded here, once, not on the first prompt: a prompt then costs one crop's
         # inference on the inference thread (bounded whatever the frame size), never a model load.
@@ -164,6 +169,8 @@ class Service:
                                                self.control.last_endpoint if self.control else "",
                                                cfg.security.server_secret_key if cfg.security.curve else "")
             self.view.start()
+        if self.ros2 is not None:  # the bag opens, the bridge connects to the sockets just bound
+            self.ros2.start(self.publisher.last_endpoint, self.control.last_endpoint if self.control else "")
         if cfg.metrics.enabled:
             try:
                 self.metrics.serve(cfg.metrics.address, cfg.metrics.port)
@@ -235,6 +242,8 @@ class Service:
                 publisher.join(1.0)
         if self.control is not None and self.control.is_alive():
             self.control.join(max(0.1, deadline - time.monotonic()))
+        if self.ros2 is not None:
+            self.ros2.stop()
         if self._authenticator is not None:
             self._authenticator.stop()
             self._authenticator = None
@@ -318,6 +327,8 @@ class Service:
             self.publisher.submit_status(StatusEvent(state, detail))
 
     def _on_published(self, outcome: Outcome, header: dict[str, Any]) -> None:
+        if self.ros2 is not None:
+            self.ros2.on_published(header, outcome.labels, outcome.frame.image)
         if not self._ready:
             self._ready = True
             self.notifier.ready(f"streaming {self.config.stream_id}")

@@ -271,6 +271,9 @@ class Publisher(threading.Thread):
             "objects": objects,
             "timings_ms": {k: round(v, 2) for k, v in item.timings_ms.items()},
         }
+        if item.frame.source is not None:  # optional fields: the stamp and frame a ROS 2 source gave the frame
+            header["source_stamp_ns"] = item.frame.source.stamp_ns
+            header["frame_id"] = item.frame.source.frame_id
         encode_ms = (time.perf_counter() - t0) * 1000
         header["timings_ms"]["encode"] = round(encode_ms, 2)
         header["t_publish_ns"] = time.monotonic_ns()

@@ -18,6 +18,7 @@ import numpy as np
 
 from edge_vos.config import ConfigError
 from edge_vos.service.config import SourceConfig
+from edge_vos.service.source_base import SourceError as SourceError
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
 
-class SourceError(RuntimeError):
-    """The source cannot be opened or was lost; the capture thread reconnects."""
-
-
 class FrameReader(Protocol):
+    """A source of RGB frames. Readers whose frames carry their own time (ROS 2 messages, edge_vos/ros2)
+    also have `stamp` (a `SourceStamp` for the frame `read()` returned last, or None) and `next_time_ns()`
+    (the recorded time of the next frame, None at the end), by which the capture thread paces a
+    recording in `realtime` instead of by `fps`."""
+
     live: bool  # a camera or stream: frames come at their own pace and cannot be replayed
     description: str
     unreadable: int  # frames the reader skipped because they could not be decoded (counted, warned)
@@ -289,11 +291,13 @@ def has_gstreamer() -> bool:
 
 
 def source_kind(uri: str) -> str:
-    """What `source.uri` names: synthetic, camera (an index), v4l2 (/dev/videoN), stream (a URL),
-    gstreamer (a pipeline), folder, file, or unknown."""
+    """What `source.uri` names: synthetic, rosbag2 (a recorded ROS 2 topic), ros2 (a live ROS 2 topic over
+    DDS), camera (an index), v4l2 (/dev/videoN), stream (a URL), gstreamer (a pipeline), folder, file, or
+    unknown."""
     uri = uri.strip()
-    if uri.startswith("synthetic:"):
-        return "synthetic"
+    for scheme in ("synthetic", "rosbag2", "ros2"):
+        if uri.startswith(scheme + ":"):
+            return scheme
     if uri.isdigit():
         return "camera"
     if uri.startswith("/dev/video"):
@@ -311,8 +315,8 @@ def source_kind(uri: str) -> str:
 
 
 def is_recording(uri: str) -> bool:
-    """True when `uri` names a video file or an image folder on disk (not a camera, stream or scene)."""
-    return source_kind(uri) in ("file", "folder")
+    """True when `uri` names a video file, an image folder or a rosbag2 on disk (not a camera, stream or scene)."""
+    return source_kind(uri) in ("file", "folder", "rosbag2")
 
 
 def open_reader(config: SourceConfig) -> FrameReader:
@@ -322,6 +326,10 @@ def open_reader(config: SourceConfig) -> FrameReader:
     if kind == "synthetic":
         query = uri[len("synthetic:"):].lstrip("?")
         return SyntheticReader(dict(parse_qsl(query, keep_blank_values=True)) if query else {})
+    if kind in ("rosbag2", "ros2"):  # edge_vos/ros2 (docs/ros2.md); rosbags / cyclonedds load only here
+        from edge_vos.ros2.uri import open_ros2_reader
+
+        return open_ros2_reader(kind, uri[len(kind) + 1:], config)
     if config.camera.requested and kind not in ("camera", "v4l2"):
         log.warning("source.camera settings apply to cameras (an index or /dev/videoN); ignored for a %s", kind)
     if kind == "camera":
