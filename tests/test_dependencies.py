@@ -71,10 +71,14 @@ def _is_type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def _scan(name: str, path: Path, modules: set[str]) -> tuple[set[str], list[ThirdPartyImport]]:
-    """The edge_vos modules `name` imports and its third-party imports (TYPE_CHECKING blocks skipped)."""
+Scan = tuple[dict[str, bool], list[ThirdPartyImport]]
+
+
+def _scan(name: str, path: Path, modules: set[str]) -> Scan:
+    """The edge_vos modules `name` imports (each with whether every import of it is lazy) and its
+    third-party imports (TYPE_CHECKING blocks skipped)."""
     is_package = path.name == "__init__.py"
-    internal: set[str] = set()
+    internal: dict[str, bool] = {}
     external: list[ThirdPartyImport] = []
 
     def visit(node: ast.AST, lazy: bool) -> None:
@@ -97,7 +101,7 @@ def _scan(name: str, path: Path, modules: set[str]) -> tuple[set[str], list[Thir
                 if top == "edge_vos":
                     while target not in modules:
                         target = target.rpartition(".")[0]
-                    internal.add(target)
+                    internal[target] = internal.get(target, True) and lazy
                 elif top not in sys.stdlib_module_names and top != "__future__":
                     external.append(ThirdPartyImport(name, top, child.lineno, lazy))
 
@@ -106,7 +110,7 @@ def _scan(name: str, path: Path, modules: set[str]) -> tuple[set[str], list[Thir
 
 
 @pytest.fixture(scope="module")
-def scanned() -> dict[str, tuple[set[str], list[ThirdPartyImport]]]:
+def scanned() -> dict[str, Scan]:
     paths = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
     return {name: _scan(name, path, set(paths)) for name, path in paths.items()}
 
@@ -119,18 +123,21 @@ def _subcommand_modules() -> dict[str, str]:
     raise AssertionError("edge_vos/cli.py has no SUBCOMMANDS registry")
 
 
-def runtime_closure(scanned: dict[str, tuple[set[str], list[ThirdPartyImport]]], entries: list[str]) -> set[str]:
-    seen: set[str] = set()
-    todo = list(entries)
+def runtime_closure(scanned: dict[str, Scan], entries: list[str]) -> dict[str, bool]:
+    """Every module the entries can import -> whether it is imported at start-up (a chain of module-level
+    imports from an entry). A module reached only through a lazy import is an optional feature's: it runs
+    only when that feature is used, so its own module-level imports count as lazy."""
+    eager: dict[str, bool] = {}
+    todo = [(entry, True) for entry in entries]
     while todo:
-        module = todo.pop()
-        if module in seen:
+        module, at_start = todo.pop()
+        if module in eager and (eager[module] or not at_start):
             continue
-        seen.add(module)
+        eager[module] = at_start
         parts = module.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
-        todo += scanned[module][0]
-    return seen
+        todo += [(".".join(parts[:i]), at_start) for i in range(1, len(parts))]
+        todo += [(target, at_start and not lazy) for target, lazy in scanned[module][0].items()]
+    return eager
 
 
 @pytest.fixture(scope="module")
@@ -162,15 +169,16 @@ def test_every_runtime_module_imports_only_runtime_packages_at_import_time(proje
     faults = []
     for module in sorted(closure):
         for imp in scanned[module][1]:
+            lazy = imp.lazy or not closure[module]
             where = f"{module}:{imp.line} imports {imp.name}"
             owners = import_owners.get(imp.name)
             if owners is None:
                 if imp.name not in VENDOR_PACKAGES:
                     faults.append(f"{where}: no installed distribution provides it and it is not a vendor package")
-                elif not imp.lazy:
+                elif not lazy:
                     faults.append(f"{where}: a vendor package imported at module level")
             elif not owners & runtime:
-                if not imp.lazy:
+                if not lazy:
                     faults.append(f"{where} at module level, from {sorted(owners)}: not a runtime dependency")
                 elif not owners & optional:
                     faults.append(f"{where} from {sorted(owners)}: declared nowhere in pyproject.toml")
@@ -199,7 +207,7 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
         "def f():\n    import matplotlib.pyplot\n"
     )
     internal, external = _scan("edge_vos.fake", source, {"edge_vos", "edge_vos.fake", "edge_vos.labels"})
-    assert internal == {"edge_vos.labels"}
+    assert internal == {"edge_vos.labels": False}
     assert [(i.name, i.lazy) for i in external] == [("numpy", False), ("matplotlib", True)]
 
 
@@ -215,3 +223,15 @@ def test_the_cli_names_the_extra_a_subcommand_needs(monkeypatch, capsys) -> None
         cli.main(["eval", "--help"])
     assert stop.value.code == 2
     assert "pip install 'edge-vos[eval]'" in capsys.readouterr().err
+
+
+def test_a_module_reached_only_lazily_is_an_optional_feature() -> None:
+    """Its module-level imports run only when the feature runs; what it imports eagerly is eager again."""
+    scanned: dict[str, Scan] = {
+        "edge_vos": ({}, []),
+        "edge_vos.cli": ({"edge_vos.feature": True, "edge_vos.labels": False}, []),
+        "edge_vos.feature": ({"edge_vos.labels": False}, []),
+        "edge_vos.labels": ({}, []),
+    }
+    assert runtime_closure(scanned, ["edge_vos.cli"]) == {
+        "edge_vos": True, "edge_vos.cli": True, "edge_vos.feature": False, "edge_vos.labels": True}
