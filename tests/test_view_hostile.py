@@ -34,6 +34,7 @@ from .view_attacks import (
     view_config,
     ws_handshake,
     ws_text_frame,
+    ws_texts,
 )
 
 TOKEN = "s3cret-token-for-tests"
@@ -240,7 +241,7 @@ def test_a_pong_never_echoes_nan_or_infinity(service: Service) -> None:
     try:
         for t in ("NaN", "Infinity", "-Infinity", "1e999", "1" * 4000, "true", "1234.5"):
             sock.sendall(ws_text_frame(f'{{"type": "ping", "t": {t}}}'))
-        texts = _ws_texts(sock, until=lambda text: '"pong"' in text and "1234.5" in text)
+        texts = ws_texts(sock, until=lambda text: '"pong"' in text and "1234.5" in text)
     finally:
         sock.close()
 
@@ -251,30 +252,7 @@ def test_a_pong_never_echoes_nan_or_infinity(service: Service) -> None:
     assert [p["t"] for p in pongs] == [1234.5] and all(math.isfinite(p["server_ms"]) for p in pongs)
 
 
-def _ws_texts(sock: socket.socket, until: Any, timeout_s: float = 10) -> list[str]:
-    """Server text frames until one satisfies `until` (binary frames are skipped; the server never masks)."""
-    texts: list[str] = []
-    buffer = b""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        buffer += sock.recv(1 << 16)
-        while len(buffer) >= 2:
-            opcode, length, start = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
-            if length == 126:
-                length, start = int.from_bytes(buffer[2:4], "big"), 4
-            elif length == 127:
-                length, start = int.from_bytes(buffer[2:10], "big"), 10
-            if len(buffer) < start + length:
-                break
-            payload, buffer = buffer[start : start + length], buffer[start + length :]
-            if opcode == 1:
-                texts.append(payload.decode())
-                if until(texts[-1]):
-                    return texts
-    raise AssertionError(f"no such message within {timeout_s} s: {texts}")
-
-
-def test_a_slow_body_holds_no_command_slot() -> None:
+def test_a_slow_body_holds_no_command_slot(tally: LogTally) -> None:
     with running(view_config(command_queue=1, send_timeout_s=5.0), None) as svc:
         port = svc.view.port
         slow = socket.create_connection(("127.0.0.1", port))
@@ -282,5 +260,8 @@ def test_a_slow_body_holds_no_command_slot() -> None:
             slow.sendall(b"POST /api/command HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
             time.sleep(0.3)
             assert request(port, "POST", "/api/command", b'{"cmd": "ping"}').json() == {"ok": True, "pong": True}
+            tally.clear()
         finally:
-            slow.close()
+            slow.close()  # halfway through its body: one refusal line, no traceback
+        wait_for(lambda: svc.view.refusals.total >= 1, 5)
+        assert not tally.errors and not tally.tracebacks

@@ -8,6 +8,7 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,6 +165,29 @@ def ws_text_frame(text: str) -> bytes:
     payload = text.encode()
     size = bytes([0x80 | len(payload)]) if len(payload) < 126 else b"\xfe" + len(payload).to_bytes(2, "big")
     return b"\x81" + size + b"\x00\x00\x00\x00" + payload
+
+
+def ws_texts(sock: socket.socket, until: Callable[[str], bool], timeout_s: float = 30) -> list[str]:
+    """The server's text messages until one satisfies `until` (binary ones skipped; servers never mask)."""
+    texts: list[str] = []
+    buffer = b""
+    deadline = time.monotonic() + timeout_s
+    sock.settimeout(timeout_s)
+    while time.monotonic() < deadline:
+        buffer += sock.recv(1 << 16)
+        while len(buffer) >= 2:
+            opcode, length, start = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
+            if length >= 126:
+                start = 4 if length == 126 else 10
+                length = int.from_bytes(buffer[2:start], "big")
+            if len(buffer) < start + length:
+                break
+            payload, buffer = buffer[start : start + length], buffer[start + length :]
+            if opcode == 1:
+                texts.append(payload.decode())
+                if until(texts[-1]):
+                    return texts
+    raise AssertionError(f"no such message within {timeout_s} s: {texts[-5:]}")
 
 
 class LogTally(logging.Handler):

@@ -299,6 +299,8 @@ class ViewServer:
             return _error(413, f"body larger than view.max_body_bytes ({self.config.max_body_bytes})")
         except web.RequestPayloadError as exc:  # a body its Content-Encoding or chunks do not decode
             return _error(400, f"the body cannot be read: {one_line(exc.__cause__ or exc)}")
+        except ConnectionError:  # the client left halfway through its body; nobody reads this answer
+            return _error(400, "the connection closed before the body arrived")
         try:
             command = json.loads(body)
         except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, an integer of 4,300+ digits
