@@ -204,6 +204,21 @@ def test_a_client_that_pipelines_and_never_reads_is_cut_off() -> None:
         assert request(view.port, "GET", "/api/state").status == 200
 
 
+def test_one_address_cannot_take_every_connection() -> None:
+    with running(view_config(max_connections=8, max_connections_per_client=4), None) as svc:
+        view = svc.view
+        idle = [socket.create_connection(("127.0.0.1", view.port)) for _ in range(8)]
+        try:
+            wait_for(lambda: view.connections.open == 8 or view.connections.refused == 4, 5)
+            refused = [sock.recv(1024) for sock in idle[4:]]
+            assert all(reply.startswith(b"HTTP/1.1 503") and b"from this address" in reply for reply in refused)
+            assert request(view.port, "GET", "/api/state", source="127.0.0.2").status == 200  # another client
+        finally:
+            for sock in idle:
+                sock.close()
+        wait_for(lambda: view.connections.open == 0 and not view.connections.by_client, 5)
+
+
 # ---- 4: stalled viewers free their slots ---------------------------------------------------------------
 
 

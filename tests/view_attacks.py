@@ -69,10 +69,10 @@ class Reply:
         return json.loads(self.body)
 
 
-def exchange(port: int, data: bytes, timeout_s: float = 5.0) -> Reply:
-    """Sends `data` on a fresh connection and reads one answer (to the end of its body, or until the server
-    closes)."""
-    with socket.create_connection((LOOPBACK, port), timeout=timeout_s) as sock:
+def exchange(port: int, data: bytes, timeout_s: float = 5.0, source: str = LOOPBACK) -> Reply:
+    """Sends `data` on a fresh connection from `source` (any 127.x.y.z is loopback too) and reads one
+    answer (to the end of its body, or until the server closes)."""
+    with socket.create_connection((LOOPBACK, port), timeout=timeout_s, source_address=(source, 0)) as sock:
         try:
             sock.sendall(data)
         except OSError:  # the server answered and closed before it read everything
@@ -116,12 +116,12 @@ def _parse(data: bytes) -> Reply:
 
 
 def request(port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
-            timeout_s: float = 10.0) -> Reply:
+            timeout_s: float = 10.0, source: str = LOOPBACK) -> Reply:
     """One request whose header values go out byte for byte as `wire` makes them (a broken or hostile
     client's bytes, not a well-behaved client's encoding)."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {LOOPBACK}:{port}", f"Content-Length: {len(body)}",
              "Connection: close", *(f"{k}: {v}" for k, v in (headers or {}).items())]
-    return exchange(port, b"".join(wire(line) + b"\r\n" for line in lines) + b"\r\n" + body, timeout_s)
+    return exchange(port, b"".join(wire(line) + b"\r\n" for line in lines) + b"\r\n" + body, timeout_s, source)
 
 
 def wire(text: str) -> bytes:

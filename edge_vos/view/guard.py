@@ -10,8 +10,10 @@ counts connections from the moment they are accepted and every write has a deadl
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -116,48 +118,62 @@ class JsonErrorHandler(web.RequestHandler):
         self.failures.log("%s", one_line(args[0] % args[1:] if len(args) > 1 else args[0]), exc_info=exc)
 
 
-class _Refuse(asyncio.Protocol):
-    """Answers a connection beyond the cap with 503 and closes it, without parsing anything."""
+def _refuse(transport: asyncio.BaseTransport, why: str) -> None:
+    """503 and close, without parsing anything."""
+    assert isinstance(transport, asyncio.Transport)
+    body = json.dumps({"ok": False, "error": why}).encode()
+    transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+    transport.close()
 
-    BODY = b'{"ok": false, "error": "too many connections"}'
+
+class _Refuse(asyncio.Protocol):
+    """A connection beyond the cap."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(self.BODY), self.BODY))
-        transport.close()
+        _refuse(transport, "too many connections")
 
 
 class _Counted(asyncio.Protocol):
-    """Forwards a connection to aiohttp's handler, reports when it ends, and remembers since when what was
-    written to it waits unsent (for `ConnectionCap.enforce_write_deadline`)."""
+    """Forwards a connection to aiohttp's handler once the cap admits its address, reports when it ends, and
+    remembers since when what was written to it waits unsent (for `ConnectionCap.enforce_write_deadline`)."""
 
-    def __init__(self, inner: asyncio.Protocol, on_lost: Callable[[_Counted], None]) -> None:
-        self.inner, self.on_lost = inner, on_lost
+    def __init__(self, inner: asyncio.Protocol, cap: ConnectionCap) -> None:
+        self.inner, self.cap = inner, cap
         self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.admitted = False
         self.unsent = 0  # bytes waiting in the transport at the last look
         self.stalled_since: float | None = None  # since when none of them left
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.inner.connection_made(transport)
+        self.transport, self.peer = transport, _peer(transport)
+        self.admitted = self.cap.admit(self)
+        if self.admitted:
+            self.inner.connection_made(transport)
+        else:
+            _refuse(transport, "too many connections from this address")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.on_lost(self)
-        self.inner.connection_lost(exc)
+        self.cap.release(self)
+        if self.admitted:
+            self.inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
+        if self.admitted:
+            self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
+        return self.inner.eof_received() if self.admitted else None
 
     def pause_writing(self) -> None:
-        self.inner.pause_writing()
+        if self.admitted:
+            self.inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self.inner.resume_writing()
+        if self.admitted:
+            self.inner.resume_writing()
 
     def stalled_for(self, now: float) -> float:
         """Seconds during which bytes waited in the transport and none left it (the peer reads nothing)."""
@@ -174,12 +190,14 @@ class _Counted(asyncio.Protocol):
 
 class ConnectionCap:
     """At most `limit` connections at once, counted from accept (aiohttp registers a connection a loop
-    iteration later, so its own list lets a burst through); the rest get a 503 and are closed at once.
-    Used from the event loop thread only."""
+    iteration later, so its own list lets a burst through), and at most `per_client` from one address (so
+    one client cannot take every slot); the rest get a 503 and are closed at once. Used from the event
+    loop thread only."""
 
-    def __init__(self, limit: int, refusals: RateLimitedLog) -> None:
-        self.limit, self.refusals = limit, refusals
+    def __init__(self, limit: int, per_client: int, refusals: RateLimitedLog) -> None:
+        self.limit, self.per_client, self.refusals = limit, per_client, refusals
         self.live: set[_Counted] = set()
+        self.by_client: collections.Counter[str] = collections.Counter()
         self.refused = 0
         self.aborted = 0  # connections cut because their peer read nothing within the write deadline
 
@@ -194,11 +212,27 @@ class ConnectionCap:
                 self.refusals.log("503: connection beyond view.max_connections (%d); %d refused so far",
                                   self.limit, self.refused)
                 return _Refuse()
-            connection = _Counted(make_handler(), self.live.discard)
+            connection = _Counted(make_handler(), self)
             self.live.add(connection)
             return connection
 
         return make
+
+    def admit(self, connection: _Counted) -> bool:
+        if self.by_client[connection.peer] >= self.per_client:
+            self.refused += 1
+            self.refusals.log("503: connection from %s beyond view.max_connections_per_client (%d); %d refused "
+                              "so far", connection.peer, self.per_client, self.refused)
+            return False
+        self.by_client[connection.peer] += 1
+        return True
+
+    def release(self, connection: _Counted) -> None:
+        self.live.discard(connection)
+        if connection.admitted:
+            self.by_client[connection.peer] -= 1
+            if self.by_client[connection.peer] <= 0:
+                del self.by_client[connection.peer]
 
     async def enforce_write_deadline(self, timeout_s: float) -> None:
         """Aborts every connection whose peer has taken none of the bytes written to it for `timeout_s`: a
@@ -211,7 +245,7 @@ class ConnectionCap:
                 if connection.stalled_for(now) > timeout_s and connection.transport is not None:
                     self.aborted += 1
                     self.refusals.log("connection from %s aborted: it read nothing for %.0f s (view.send_timeout_s)",
-                                      _peer(connection.transport), timeout_s)
+                                      connection.peer, timeout_s)
                     with contextlib.suppress(Exception):
                         connection.transport.abort()
 

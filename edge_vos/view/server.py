@@ -84,7 +84,7 @@ class ViewServer:
         self.refusals = RateLimitedLog(log, "view: refused", level=logging.WARNING)
         self.failures = RateLimitedLog(log, "view: internal error", level=logging.ERROR)
         self.viewers = Viewers(config.max_viewers, config.send_timeout_s)
-        self.connections = ConnectionCap(config.max_connections, self.refusals)
+        self.connections = ConnectionCap(config.max_connections, config.max_connections_per_client, self.refusals)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
