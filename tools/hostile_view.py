@@ -144,7 +144,9 @@ def flood(tally: LogTally, count: int) -> list[Row]:
 
 
 def slow_readers(tally: LogTally, connections: int) -> list[Row]:
-    with running(view_config(send_timeout_s=10.0, idle_timeout_s=15.0, max_connections=connections), None) as svc:
+    config = view_config(send_timeout_s=10.0, idle_timeout_s=15.0, max_connections=connections,
+                         max_connections_per_client=connections)  # one address may take them all, as in #24
+    with running(config, None) as svc:
         view = svc.view
         socks = []
         t0 = time.monotonic()
@@ -176,6 +178,24 @@ def slow_readers(tally: LogTally, connections: int) -> list[Row]:
              "never read; view.send_timeout_s 10, idle_timeout_s 15",
              f"GET /api/state meanwhile: {held}; {freed} ({aborted} aborted by the write deadline); GET "
              f"/api/state then: {after}; {_logged(tally)}")]
+
+
+def one_address(tally: LogTally, connections: int) -> list[Row]:
+    with running(view_config(max_connections=connections), None) as svc:
+        view = svc.view
+        socks = [socket.create_connection(("127.0.0.1", view.port)) for _ in range(connections)]
+        wait_for(lambda: view.connections.open + view.connections.refused >= connections, 10)
+        time.sleep(0.5)
+        refused = view.connections.refused
+        other = request(view.port, "GET", "/api/state", source="127.0.0.2").status
+        same = request(view.port, "GET", "/api/state").status
+        for sock in socks:
+            sock.close()
+        per_client = view.config.max_connections_per_client
+    return [("one address", f"{connections} idle connections from 127.0.0.1 (view.max_connections {connections}, "
+             f"max_connections_per_client {per_client})",
+             f"{connections - refused} admitted, {refused} answered 503; GET /api/state from 127.0.0.2: {other}, "
+             f"from 127.0.0.1: {same}; {_logged(tally)}")]
 
 
 def stalled_viewers(tally: LogTally, viewers: int) -> list[Row]:
@@ -262,6 +282,7 @@ def slow_bodies(tally: LogTally, count: int) -> list[Row]:
 GROUPS: dict[str, tuple[Callable[[LogTally, int], list[Row]], str]] = {
     "bodies": (bodies, "examples"), "headers": (origins_and_tokens, "examples"),
     "malformed": (malformed, "repeats"), "flood": (flood, "flood"), "slow-readers": (slow_readers, "connections"),
+    "one-address": (one_address, "connections"),
     "stalled-viewers": (stalled_viewers, "viewers"), "pings": (pings, "examples"),
     "slow-bodies": (slow_bodies, "queue"),
 }
