@@ -235,14 +235,17 @@ def stalled_viewers(tally: LogTally, viewers: int) -> list[Row]:
 def pings(tally: LogTally, examples: int) -> list[Row]:
     values = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "9" * 4000, "true", "null", '"x"']) \
         | numbers.map(lambda n: json.dumps(n))
-    sent = 0
+    sent = finite = 0
     with running(view_config(), None) as svc:
         sock = ws_handshake(svc.view.port, rcvbuf=1 << 20)
+        ack = ws_text_frame('{"type": "ack"}')
 
         def ping(value: str) -> None:
             nonlocal sent
-            sock.sendall(ws_text_frame(f'{{"type": "ping", "t": {value}}}'))
+            nonlocal finite
+            sock.sendall(ws_text_frame(f'{{"type": "ping", "t": {value}}}') + ack)  # acks keep it connected
             sent += 1
+            finite += _is_finite_number(value)
 
         _fuzz(values, examples, ping)
         sock.sendall(ws_text_frame('{"type": "ping", "t": -1}'))  # the last one: wait for its pong
@@ -257,11 +260,20 @@ def pings(tally: LogTally, examples: int) -> list[Row]:
         except ValueError:
             bad += 1
     return [("WebSocket pings", f"{sent + 1} pings: NaN, Infinity, 1e999, 4000-digit integers, non-numbers and "
-             "hypothesis's numbers", f"{pongs} pongs, {bad} not strict JSON or not finite; {_logged(tally)}")]
+             "hypothesis's numbers", f"{pongs} pongs for {finite + 1} pings with a finite number (a viewer's oldest "
+             f"waiting texts beyond 8 are dropped), {bad} not strict JSON or not finite; {_logged(tally)}")]
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(name)
+
+
+def _is_finite_number(text: str) -> bool:
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    except (ValueError, OverflowError):
+        return False
 
 
 def slow_bodies(tally: LogTally, count: int) -> list[Row]:

@@ -35,9 +35,12 @@ NO_CACHE = {"Cache-Control": "no-cache, no-store"}
 
 
 def error_response(status: int, message: str) -> web.Response:
-    """Every HTTP error of the view: `{"ok": false, "error": ...}` (docs/view.md, "HTTP API")."""
-    return web.json_response({"ok": False, "error": message}, status=status, headers={**NO_CACHE,
-                                                                                       **SECURITY_HEADERS})
+    """Every HTTP error of the view: `{"ok": false, "error": ...}` (docs/view.md, "HTTP API"); the message
+    also stays on the response (`response["error"]`) for the log line."""
+    response = web.json_response({"ok": False, "error": message}, status=status,
+                                 headers={**NO_CACHE, **SECURITY_HEADERS})
+    response["error"] = message
+    return response
 
 
 def one_line(text: object, limit: int = 200) -> str:

@@ -242,9 +242,8 @@ class ViewServer:
                     raise
                 response = _error(exc.status, exc.reason or exc.text or "error")
         if response.status >= 400:
-            text = response.text if isinstance(response, web.Response) else ""
             self.refusals.log("%d %s %r from %s: %s", response.status, request.method, request.path[:80],
-                              request.remote, one_line(text))
+                              request.remote, one_line(response.get("error", response.reason)))
         if not response.prepared:
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
