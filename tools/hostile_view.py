@@ -321,14 +321,19 @@ def main() -> int:
     tally = LogTally()
     root.addHandler(tally)
     rows: list[Row] = []
+    errors = tracebacks = 0
     started = time.monotonic()
     for group in chosen:
         print(f"group {group}", file=sys.stderr)  # noqa: T201 - progress
         tally.clear()
         attack, size = GROUPS[group]
         rows += attack(tally, getattr(args, size))
+        errors, tracebacks = errors + len(tally.errors), tracebacks + len(tally.tracebacks)
     table = markdown_table(["attack", "what", "result"], rows)
-    print(table)  # noqa: T201 - the tool's output
+    internal = sum(" x 500" in result for _, _, result in rows)
+    summary = (f"In all: {internal} attacks answered 500 at least once, {errors} ERROR lines, {tracebacks} "
+               "tracebacks logged.")
+    print(table + "\n\n" + summary)  # noqa: T201 - the tool's output
     if args.doc:
         command = " ".join(["python tools/hostile_view.py", *sys.argv[1:]])
         body = "\n".join([
@@ -337,6 +342,8 @@ def main() -> int:
             "the attack, `500` would be an internal error.",
             "",
             table,
+            "",
+            summary,
         ])
         write_section(args.doc, "hostile-view", body, title="# The live web view\n")
     return 0
