@@ -5,7 +5,8 @@ Layers, lowest first (docs/architecture.md draws them). A module may import its 
 A module's folder decides its layer, so the folder tree shows the architecture: a subcommand module inside
 a package (service/cli.py) belongs to that package's layer and may only drive what lies below it.
 
-  foundation    edge_vos, config (typed-config helpers), labels (the label-map convention)
+  foundation    edge_vos, config (typed-config helpers), labels (the label-map convention), ratelog
+                (rate-limited logging of what input drives)
   model         model/, readout/ (pure tensor code), data/ (datasets on disk), prompt/ (clicks -> mask)
   backends      backends/ (how the network's three calls run: torch, ONNX Runtime, TensorRT; the build cache)
   tracker       tracker/ (one stream: memory, objects, step())
@@ -28,7 +29,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "edge_vos"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("edge_vos", "edge_vos.config", "edge_vos.labels")),
+    ("foundation", ("edge_vos", "edge_vos.config", "edge_vos.labels", "edge_vos.ratelog")),
     ("model", ("edge_vos.model", "edge_vos.readout", "edge_vos.data", "edge_vos.prompt")),
     ("backends", ("edge_vos.backends",)),
     ("tracker", ("edge_vos.tracker",)),

@@ -29,6 +29,7 @@ from typing import Any
 
 import zmq
 
+from edge_vos.ratelog import RateLimitedLog
 from edge_vos.service.commands import Command, CommandError, Limits, Query, parse_command, valid_req
 from edge_vos.service.config import ControlConfig
 from edge_vos.service.metrics import ServiceMetrics
@@ -77,7 +78,7 @@ class ControlServer(threading.Thread):
         # Replies a full client could not take yet: (give-up time, envelope + body), oldest first.
         self._outbox: collections.deque[tuple[float, list[bytes]]] = collections.deque()
         self.last_loop = time.monotonic()
-        self._refusals = _RateLimitedLog(log, "refused command", period_s=10.0, burst=20)
+        self._refusals = RateLimitedLog(log, "refused command", period_s=10.0, burst=20)
 
     def reply(self, token: int, body: dict[str, Any]) -> None:
         """Called by the inference thread when it applied (or refused) a command."""
@@ -160,7 +161,7 @@ class ControlServer(threading.Thread):
             command = parse_command(body, self._limits())
         except CommandError as exc:
             self.metrics.commands.labels("invalid", "error").inc()
-            self._refusals.info("%s", exc)
+            self._refusals.log("%s", exc)
             return exc.to_reply(_req_of(body))
         name = command.name
         if isinstance(command, Query):
@@ -244,30 +245,6 @@ class ControlServer(threading.Thread):
                 continue
             kept.append((deadline, message))
         self._outbox = kept
-
-
-class _RateLimitedLog:
-    """At most `burst` lines per `period_s`, then one line saying how many were left out (a flood of bad
-    requests must not flood the journal)."""
-
-    def __init__(self, logger: logging.Logger, prefix: str, period_s: float, burst: int) -> None:
-        self.logger, self.prefix, self.period_s, self.burst = logger, prefix, period_s, burst
-        self._window = 0.0
-        self._count = 0
-        self._suppressed = 0
-
-    def info(self, fmt: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._window > self.period_s:
-            if self._suppressed:
-                self.logger.info("%s: %d more not logged in the last %.0f s", self.prefix, self._suppressed,
-                                 self.period_s)
-            self._window, self._count, self._suppressed = now, 0, 0
-        self._count += 1
-        if self._count <= self.burst:
-            self.logger.info(f"{self.prefix}: {fmt}", *args)
-        else:
-            self._suppressed += 1
 
 
 def _req_of(body: bytes) -> Any:

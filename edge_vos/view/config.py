@@ -90,8 +90,11 @@ class ViewConfig:
     # LoadCredential=), so it does not appear on a command line.
     token: str = field(default="", metadata=SECRET)
     token_file: str = ""
-    # Most TCP connections served at once (more are answered 503 and closed), and most live viewers.
+    # Most TCP connections served at once (more are answered 503 and closed), of them most from one client
+    # address (so one client cannot take every slot; clients behind one proxy or tunnel share an address),
+    # and most live viewers.
     max_connections: int = 64
+    max_connections_per_client: int = 16
     max_viewers: int = 8
     # Largest POST /api/command body (a mask as base64 PNG); larger bodies are refused with 413.
     max_body_bytes: int = 4 * 1024 * 1024
@@ -121,6 +124,7 @@ class ViewConfig:
         if self.token_file and not Path(self.token_file).is_file():
             raise ConfigError("token_file", f"file not found: {self.token_file}")
         positive("max_connections", self.max_connections)
+        positive("max_connections_per_client", self.max_connections_per_client)
         positive("max_viewers", self.max_viewers)
         positive("max_body_bytes", self.max_body_bytes)
         positive("send_timeout_s", self.send_timeout_s)

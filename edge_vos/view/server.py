@@ -29,10 +29,19 @@ import zmq
 from aiohttp import web
 
 from edge_vos.config import ConfigError
+from edge_vos.ratelog import RateLimitedLog
 from edge_vos.view.commands import Busy, CommandWorker
 from edge_vos.view.config import ListenAddress, ViewConfig, is_loopback
 from edge_vos.view.feed import NO_KEYS, ClientKeys, Feed, LiveFrame
-from edge_vos.view.guard import SECURITY_HEADERS, ConnectionCap, refusal
+from edge_vos.view.guard import (
+    NO_CACHE,
+    SECURITY_HEADERS,
+    ConnectionCap,
+    JsonErrorHandler,
+    error_response,
+    one_line,
+    refusal,
+)
 from edge_vos.view.viewers import Viewers
 
 log = logging.getLogger(__name__)
@@ -41,11 +50,10 @@ STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.c
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, headers={"Cache-Control": "no-cache, no-store"})
+    return web.json_response(body, status=status, headers=NO_CACHE)
 
 
-def _error(status: int, message: str) -> web.Response:
-    return _json({"ok": False, "error": message}, status)
+_error = error_response
 
 
 class ViewServer:
@@ -71,8 +79,12 @@ class ViewServer:
                                           queue_size=config.command_queue, stats_every_s=config.stats_every_s,
                                           keys=keys, context=self.context)
         self.port = self.address.port
-        self.viewers = Viewers(config.max_viewers, config.send_timeout_s)  # event loop thread only
-        self.connections = ConnectionCap(config.max_connections)  # event loop thread only
+        # Every refusal is one WARNING line, every failure of the view one ERROR line, both rate-limited
+        # (clients choose how many there are). Event loop thread only, like the two below.
+        self.refusals = RateLimitedLog(log, "view: refused", level=logging.WARNING)
+        self.failures = RateLimitedLog(log, "view: internal error", level=logging.ERROR)
+        self.viewers = Viewers(config.max_viewers, config.send_timeout_s)
+        self.connections = ConnectionCap(config.max_connections, config.max_connections_per_client, self.refusals)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -189,20 +201,28 @@ class ViewServer:
         app.router.add_get("/api/state", self._state)
         app.router.add_post("/api/command", self._command)
         app.router.add_get("/api/stream", self._stream)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                               keepalive_timeout=self.config.idle_timeout_s, max_line_size=8190,
-                               max_field_size=8190)
+        loop = asyncio.get_running_loop()
+        options: dict[str, Any] = {"access_log": None, "keepalive_timeout": self.config.idle_timeout_s,
+                                   "max_line_size": 8190, "max_field_size": 8190}
+        runner = web.AppRunner(app, handle_signals=False, **options)
         await runner.setup()
-        assert runner.server is not None and self._sock is not None
+        web_server, sock = runner.server, self._sock
+        assert web_server is not None and sock is not None
+
+        def handler() -> JsonErrorHandler:  # aiohttp's connection handler, answering malformed requests in JSON
+            return JsonErrorHandler(web_server, loop=loop, refusals=self.refusals, failures=self.failures,
+                                    **options)
+
         # A deep accept queue: a flood of connections is accepted and refused quickly instead of waiting in
         # the kernel for SYN retries.
-        server = await asyncio.get_running_loop().create_server(self.connections.factory(runner.server),
-                                                                sock=self._sock, backlog=1024)
+        server = await loop.create_server(self.connections.factory(handler), sock=sock, backlog=1024)
+        deadline = asyncio.ensure_future(self.connections.enforce_write_deadline(self.config.send_timeout_s))
         self._ready.set()
         try:
             await self._stopping.wait()
         finally:
             server.close()
+            deadline.cancel()
             await self.viewers.close_all()
             await runner.cleanup()
 
@@ -221,6 +241,9 @@ class ViewServer:
                 if exc.status < 400:
                     raise
                 response = _error(exc.status, exc.reason or exc.text or "error")
+        if response.status >= 400:
+            self.refusals.log("%d %s %r from %s: %s", response.status, request.method, request.path[:80],
+                              request.remote, one_line(response.get("error", response.reason)))
         if not response.prepared:
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
@@ -264,26 +287,30 @@ class ViewServer:
     async def _command(self, request: web.Request) -> web.Response:
         if self.commands is None:
             return _error(503, "this view has no control endpoint: commands are disabled")
-        slots = self._command_slots
-        assert slots is not None
-        if slots.locked():
-            return _error(503, f"busy: {self.config.command_queue} commands are already waiting")
         if request.content_length is not None and request.content_length > self.config.max_body_bytes:
             return _error(413, f"body of {request.content_length} bytes is larger than view.max_body_bytes "
                                f"({self.config.max_body_bytes})")
+        try:
+            body = await asyncio.wait_for(request.read(), self.config.send_timeout_s)
+        except asyncio.TimeoutError:
+            return _error(408, f"the body did not arrive within {self.config.send_timeout_s:.0f} s")
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"body larger than view.max_body_bytes ({self.config.max_body_bytes})")
+        except web.RequestPayloadError as exc:  # a body its Content-Encoding or chunks do not decode
+            return _error(400, f"the body cannot be read: {one_line(exc.__cause__ or exc)}")
+        except ConnectionError:  # the client left halfway through its body; nobody reads this answer
+            return _error(400, "the connection closed before the body arrived")
+        try:
+            command = json.loads(body)
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, an integer of 4,300+ digits
+            return _error(400, f"body is not valid JSON: {exc}"[:300])
+        if not isinstance(command, dict):
+            return _error(400, f"body must be one JSON object (a command), got {type(command).__name__}")
+        slots = self._command_slots  # taken once the body is in: a slow body holds no slot
+        assert slots is not None
+        if slots.locked():
+            return _error(503, f"busy: {self.config.command_queue} commands are already waiting")
         async with slots:
-            try:
-                body = await asyncio.wait_for(request.read(), self.config.send_timeout_s)
-            except asyncio.TimeoutError:
-                return _error(408, f"the body did not arrive within {self.config.send_timeout_s:.0f} s")
-            except web.HTTPRequestEntityTooLarge:
-                return _error(413, f"body larger than view.max_body_bytes ({self.config.max_body_bytes})")
-            try:
-                command = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-                return _error(400, f"body is not valid JSON: {exc}"[:300])
-            if not isinstance(command, dict):
-                return _error(400, f"body must be one JSON object (a command), got {type(command).__name__}")
             try:
                 future = self.commands.submit(command)
             except Busy as exc:

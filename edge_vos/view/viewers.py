@@ -4,8 +4,9 @@ viewer can take it (docs/view.md, "HTTP API" for the messages).
 Flow control: a viewer acknowledges every frame (`{"type": "ack"}`) and is sent a new one only while
 fewer than MAX_IN_FLIGHT are unacknowledged, so what waits in socket buffers on the way is bounded
 whatever the kernel's buffers: a slow viewer sees the present with fewer frames, never the past with all
-of them; one that acknowledges nothing for `send_timeout_s` is disconnected. Used from the event loop
-thread only.
+of them; one that acknowledges nothing for `send_timeout_s`, or whose socket takes nothing that long, is
+disconnected: its closing handshake gets CLOSE_TIMEOUT_S, then the connection is cut, and its slot is free at
+once either way. Used from the event loop thread only.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
+from edge_vos.ratelog import RateLimitedLog
 from edge_vos.view.feed import LiveFrame
 
 log = logging.getLogger(__name__)
@@ -27,11 +30,13 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE = 4096  # viewers only send acknowledgements and pings
 MAX_TEXT_BACKLOG = 8  # state and pong messages kept per viewer; older ones are dropped
 MAX_IN_FLIGHT = 2
+CLOSE_TIMEOUT_S = 2.0  # a viewer's closing handshake; a peer that reads nothing never completes it
 
 
 @dataclass(eq=False)  # identity semantics: viewers live in a set
 class Viewer:
     ws: web.WebSocketResponse
+    transport: asyncio.Transport | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     texts: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=MAX_TEXT_BACKLOG))
     last_frame: LiveFrame | None = None
@@ -46,6 +51,8 @@ class Viewers:
         self.connected: set[Viewer] = set()
         self.latest: LiveFrame | None = None
         self.frames_in = 0  # frames handed over by the feed (each viewer gets the newest when it can)
+        self.dropped = 0  # viewers disconnected for being too slow
+        self._drops = RateLimitedLog(log, "view: viewer disconnected")  # viewers choose how many there are
 
     @property
     def full(self) -> bool:
@@ -67,7 +74,7 @@ class Viewers:
         """Runs one viewer's connection until it closes; `hello` is its first message (the state)."""
         ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_MESSAGE, heartbeat=20.0, writer_limit=64 * 1024)
         await ws.prepare(request)
-        viewer = Viewer(ws, joined_at_frame=self.frames_in)
+        viewer = Viewer(ws, request.transport, joined_at_frame=self.frames_in)
         viewer.texts.append(hello)
         viewer.wake.set()
         self.connected.add(viewer)
@@ -88,15 +95,29 @@ class Viewers:
         return ws
 
     async def close_all(self) -> None:
-        for viewer in list(self.connected):
-            await viewer.ws.close(code=1001, message=b"the view is stopping")
+        await asyncio.gather(*(self._close(viewer, 1001, b"the view is stopping") for viewer in list(self.connected)))
+
+    async def _drop(self, viewer: Viewer, why: str) -> None:
+        self.dropped += 1
+        self._drops.log("%s for %.0f s", why, self.send_timeout_s)
+        await self._close(viewer, 1008, b"too slow")
+
+    async def _close(self, viewer: Viewer, code: int, message: bytes) -> None:
+        """Frees the viewer's slot at once; the closing handshake gets CLOSE_TIMEOUT_S, then the connection is
+        cut (a peer that reads nothing would hold `ws.close()` forever)."""
+        self.connected.discard(viewer)
+        try:
+            await asyncio.wait_for(viewer.ws.close(code=code, message=message), CLOSE_TIMEOUT_S)
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            if viewer.transport is not None:
+                viewer.transport.abort()
 
     def _on_message(self, viewer: Viewer, text: str) -> None:
         """`{"type": "ack"}` per frame; `{"type": "ping", "t": <their clock, ms>}` for the latency figure's
         clock offset; anything else is ignored."""
         try:
             message = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):
             return
         if not isinstance(message, dict):
             return
@@ -104,8 +125,8 @@ class Viewers:
             if viewer.unacked:
                 viewer.unacked.popleft()
                 viewer.wake.set()
-        elif message.get("type") == "ping" and isinstance(message.get("t"), (int, float)):
-            viewer.texts.append(json.dumps({"type": "pong", "t": message["t"], "server_ms": time.time() * 1000}))
+        elif message.get("type") == "ping" and (t := _finite(message.get("t"))) is not None:
+            viewer.texts.append(json.dumps({"type": "pong", "t": t, "server_ms": time.time() * 1000}))
             viewer.wake.set()
 
     async def _send_loop(self, viewer: Viewer) -> None:
@@ -117,8 +138,7 @@ class Viewers:
             viewer.wake.clear()
             try:
                 if viewer.unacked and time.monotonic() - viewer.unacked[0] > timeout:
-                    log.info("view: a viewer acknowledged no frame for %.0f s; disconnected", timeout)
-                    await ws.close(code=1008, message=b"too slow")
+                    await self._drop(viewer, "it acknowledged no frame")
                     return
                 while viewer.texts:
                     await asyncio.wait_for(ws.send_str(viewer.texts.popleft()), timeout)
@@ -129,8 +149,17 @@ class Viewers:
                     await asyncio.wait_for(ws.send_bytes(frame.packet), timeout)
                     viewer.sent += 1
             except asyncio.TimeoutError:
-                log.info("view: a viewer's socket took nothing for %.0f s; disconnected", timeout)
-                await ws.close(code=1008, message=b"too slow")
+                await self._drop(viewer, "its socket took nothing")
                 return
             except (ConnectionError, RuntimeError):  # the peer went away mid-send
                 return
+
+
+def _finite(value: object) -> float | int | None:
+    """A ping's `t` as it may be echoed: a finite number (JSON has no NaN or Infinity), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return value if math.isfinite(value) else None
+    except OverflowError:  # an integer beyond any float
+        return None
