@@ -7,7 +7,7 @@ from typing import Protocol
 
 import torch
 
-from edge_vos.readout.config import ReadoutConfig
+from edge_vos.readout.config import ReadoutConfig, StcnOptions, TmrnOptions
 from edge_vos.readout.stcn import stcn_readout
 from edge_vos.readout.tmrn import TmrnReadout
 
@@ -43,7 +43,5 @@ class StcnReadout:
 def build_readout(config: ReadoutConfig) -> Readout:
     """The readout `config` describes (validated when the config was built)."""
     if config.kind == "stcn":
-        assert config.stcn is not None  # ReadoutConfig fills the chosen kind's section
-        return StcnReadout(config.stcn.top_k)
-    assert config.tmrn is not None
-    return TmrnReadout(config.tmrn)
+        return StcnReadout((config.stcn or StcnOptions()).top_k)  # ReadoutConfig fills the chosen section
+    return TmrnReadout(config.tmrn or TmrnOptions())
