@@ -59,7 +59,7 @@ class ReadoutConfig:
         for other in READOUT_KINDS:
             if other != self.kind and getattr(self, other) is not None:
                 raise ConfigError(other, f"readout.kind is {self.kind!r}, which ignores the {other} options: "
-                                         f"remove them, or set kind: {other}")
+                                         f"remove them (or set them to null), or set kind: {other}")
         if self.kind == "tmrn" and self.tmrn is None:
             self.tmrn = TmrnOptions()
         if self.kind == "stcn" and self.stcn is None:
