@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_vos.backends.names import BACKEND_NAMES
-from edge_vos.config import ConfigError, from_dict, one_of, positive, read_yaml
+from edge_vos.config import ConfigError, apply_overrides, from_dict, one_of, positive, read_yaml
 from edge_vos.labels import MAX_OBJECT_ID
 from edge_vos.model.config import ModelConfig
 from edge_vos.readout.config import READOUT_KINDS, ReadoutConfig, StcnOptions
@@ -135,20 +135,13 @@ class TrackerConfig:
     @classmethod
     def from_yaml(cls, path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrackerConfig:
         """From a tracker YAML, or from the `tracker:` section of a service YAML, then dotted-key
-        `overrides` ({"readout.kind": "stcn"}); None: the defaults (the shipped tracker). Errors name the
+        `overrides` ({"resolution": 240}); None: the defaults (the shipped tracker). Errors name the
         field as the file spells it."""
         data = read_yaml(path) if path is not None else {}
         prefix = ""
         if isinstance(data.get("tracker"), dict):
             data, prefix = data["tracker"], "tracker"
-        for dotted, value in (overrides or {}).items():
-            node = data
-            *parents, last = dotted.split(".")
-            for key in parents:
-                node = node.setdefault(key, {})
-                if not isinstance(node, dict):
-                    raise ConfigError(dotted, "cannot override inside a non-mapping value")
-            node[last] = value
+        apply_overrides(data, overrides)
         return from_dict(cls, data, prefix)
 
     def official_stcn(self) -> TrackerConfig:
