@@ -1,7 +1,7 @@
 """The TMRN readout's reference paths and ablations: test and benchmark code, not options of the product.
 
-- `reference_tmrn(..., top_k=None)`: the dense exact reference, every hw x hw matrix of every slot;
-- `reference_tmrn(..., top_k=k)`: the shipped sparse readout (edge_vos/readout/tmrn.py) with one stage
+- `reference_tmrn(..., slot_top_k=None)`: the dense exact reference, every hw x hw matrix of every slot;
+- `reference_tmrn(..., slot_top_k=k)`: the shipped sparse readout (edge_vos/readout/tmrn.py) with one stage
   swapped where an ablation asks for it (`AblatedTmrn`);
 and the options both take: `svd` "exact" (full SVD), "lowrank" (seeded randomized SVD) or "fast" (the
 shipped warm-started iteration); `agent_source` "svd" or "pixels" (the paper's Table 3 "Top-K" row: the K
@@ -40,17 +40,17 @@ DENSE_FAST_MAX_EXTRA_ITERS = 1  # extra iterations per frame where the residual 
 def reference_tmrn(
     qk: torch.Tensor, mk: torch.Tensor, mv: torch.Tensor, valid: torch.Tensor, *, agents: int = 128,
     mode: str = "tmrn", svd: str = "exact", renormalize: bool = True, state: TmrnState | None = None,
-    top_k: int | None = None, agent_source: str = "svd", agents_every: int = 1,
+    slot_top_k: int | None = None, agent_source: str = "svd", agents_every: int = 1,
 ) -> torch.Tensor:
     """qk [B,Ck,H,W], mk [B,T,Ck,H,W], mv [B,O,T,Cv,H,W], valid [B,T] or [B,O,T] bool -> [B,O,Cv,H,W].
-    `top_k` None: dense; k: the sparse readout keeping k entries per row and slot. `state`: a stream's
+    `slot_top_k` None: dense; k: the sparse readout keeping k entries per row and slot. `state`: a stream's
     TmrnState kept between calls (svd "fast"), None: a fresh one."""
     for name, value, allowed in (("mode", mode, MODES), ("svd", svd, SVD_KINDS),
                                  ("agent_source", agent_source, AGENT_SOURCES)):
         if value not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    if top_k is not None:
-        readout = AblatedTmrn(TmrnOptions(agents=agents, slot_top_k=top_k, agents_every=agents_every), svd=svd,
+    if slot_top_k is not None:
+        readout = AblatedTmrn(TmrnOptions(agents=agents, slot_top_k=slot_top_k, agents_every=agents_every), svd=svd,
                               mode=mode, renormalize=renormalize, agent_source=agent_source)
         if state is not None:
             readout.state = state

@@ -366,15 +366,15 @@ def test_grad_and_no_grad_paths_agree_and_buffers_are_reused(top_k, role):
     valid = torch.tensor([[[True, True, False], [True, False, True]], [[True, True, True], [True, True, True]]])
     state, grad_state = TmrnState(), TmrnState()
     with torch.no_grad():
-        a = [reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", state=state, top_k=top_k)]
+        a = [reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", state=state, slot_top_k=top_k)]
         ptr = state.workspace.get(role, (1,), torch.float32, qk.device).data_ptr() if role else None
-        a.append(reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", state=state, top_k=top_k))  # warm
+        a.append(reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", state=state, slot_top_k=top_k))  # warm
         if role:
             assert state.workspace.get(role, (1,), torch.float32, qk.device).data_ptr() == ptr
         c = stcn_readout(qk, mk, mv, valid, top_k=top_k)
     qk.requires_grad_()
     for i in range(2):
-        b = reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", state=grad_state, top_k=top_k)
+        b = reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", state=grad_state, slot_top_k=top_k)
         torch.testing.assert_close(b.detach(), a[i], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(stcn_readout(qk, mk, mv, valid, top_k=top_k).detach(), c, rtol=1e-5, atol=1e-6)
     state.clear()
@@ -412,7 +412,7 @@ def test_peaky_affinities_stay_finite(svd, top_k):
     for a one-hot S, so the readout equals the ST readout (W = S)."""
     qk, mk, mv = (x.float() for x in make_inputs(B=1, O=2, T=3, Ck=16, H=6, W=7, seed=15, key_scale=60.0))
     valid = torch.ones(1, 3, dtype=torch.bool)
-    out = reference_tmrn(qk, mk, mv, valid, agents=8, svd=svd, state=TmrnState(), top_k=top_k)
+    out = reference_tmrn(qk, mk, mv, valid, agents=8, svd=svd, state=TmrnState(), slot_top_k=top_k)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, reference_tmrn(qk, mk, mv, valid, mode="st"), rtol=1e-4, atol=1e-4)
 

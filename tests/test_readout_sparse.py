@@ -52,7 +52,7 @@ def test_sparse_with_every_entry_kept_is_the_dense_reference(mode, renormalize):
     qk, mk, mv = make_inputs()
     ref = ref_tmrn(qk, mk, mv, VALID, agents=8, mode=mode, renormalize=renormalize)
     dense = reference_tmrn(qk, mk, mv, VALID, agents=8, mode=mode, renormalize=renormalize)
-    out = reference_tmrn(qk, mk, mv, VALID, agents=8, mode=mode, renormalize=renormalize, top_k=20)
+    out = reference_tmrn(qk, mk, mv, VALID, agents=8, mode=mode, renormalize=renormalize, slot_top_k=20)
     torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(out, dense, rtol=1e-9, atol=1e-10)
 
@@ -64,9 +64,9 @@ def test_sparse_per_object_masks_and_garbage_slots():
     poisoned = mv.clone()
     poisoned[0, 0, 2] = float("nan")
     poisoned[0, 1, 1] = float("inf")
-    both = reference_tmrn(qk, mk, poisoned, valid, agents=6, top_k=5)
+    both = reference_tmrn(qk, mk, poisoned, valid, agents=6, slot_top_k=5)
     for o in range(2):
-        alone = reference_tmrn(qk, mk, mv[:, o : o + 1], valid[:, o], agents=6, top_k=5)
+        alone = reference_tmrn(qk, mk, mv[:, o : o + 1], valid[:, o], agents=6, slot_top_k=5)
         torch.testing.assert_close(both[:, o : o + 1], alone)
     stcn = stcn_readout(qk, mk, poisoned, valid, top_k=5)
     assert torch.isfinite(both).all() and torch.isfinite(stcn).all()
@@ -83,7 +83,7 @@ def test_sparse_close_to_dense_exact_on_peaky_affinities(svd):
     errors = []
     for q in (qk, torch.roll(qk, shifts=1, dims=-1), qk):
         exact = reference_tmrn(q, mk, mv, valid, agents=16)
-        out = reference_tmrn(q, mk, mv, valid, agents=16, svd=svd, top_k=16, state=state)
+        out = reference_tmrn(q, mk, mv, valid, agents=16, svd=svd, slot_top_k=16, state=state)
         errors.append(rel_err(out, exact))
     assert max(errors) < 0.02, errors
     assert errors[0] > 0  # truncation does change something
@@ -94,12 +94,12 @@ def test_sparse_close_to_dense_exact_on_peaky_affinities(svd):
 def test_sparse_gradient_flows():
     qk, mk, mv = (x.float().requires_grad_() for x in smooth_inputs(T=2, seed=3))
     valid = torch.ones(1, 2, dtype=torch.bool)
-    out = reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", top_k=6)
+    out = reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", slot_top_k=6)
     out.square().sum().backward()
     for x in (qk, mk, mv):
         assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     with torch.no_grad():
-        torch.testing.assert_close(out, reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", top_k=6))
+        torch.testing.assert_close(out, reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", slot_top_k=6))
 
 
 @pytest.mark.parametrize("top_k", [None, 8])
@@ -108,10 +108,10 @@ def test_pixel_agents(top_k):
     sparse path equals the dense one, and on sharpened keys it stays near the SVD agents' output."""
     qk, mk, mv = clustered_inputs(T=3)
     valid = torch.ones(1, 3, dtype=torch.bool)
-    full = reference_tmrn(qk, mk, mv, valid, agents=16, agent_source="pixels", top_k=qk.shape[-1] * qk.shape[-2])
+    full = reference_tmrn(qk, mk, mv, valid, agents=16, agent_source="pixels", slot_top_k=qk.shape[-1] * qk.shape[-2])
     torch.testing.assert_close(full, reference_tmrn(qk, mk, mv, valid, agents=16, agent_source="pixels"))
-    out = reference_tmrn(qk * 3, mk * 3, mv, valid, agents=16, agent_source="pixels", top_k=top_k)
-    svd = reference_tmrn(qk * 3, mk * 3, mv, valid, agents=16, top_k=top_k)
+    out = reference_tmrn(qk * 3, mk * 3, mv, valid, agents=16, agent_source="pixels", slot_top_k=top_k)
+    svd = reference_tmrn(qk * 3, mk * 3, mv, valid, agents=16, slot_top_k=top_k)
     assert torch.isfinite(out).all() and 0 < rel_err(out, svd) < 0.1
     with pytest.raises(ValueError, match="agent_source"):
         reference_tmrn(qk, mk, mv, valid, agent_source="random")
@@ -120,7 +120,7 @@ def test_pixel_agents(top_k):
 def test_bad_top_k():
     qk, mk, mv = make_inputs()
     with pytest.raises(ValueError, match="top_k"):
-        reference_tmrn(qk, mk, mv, VALID, top_k=0)
+        reference_tmrn(qk, mk, mv, VALID, slot_top_k=0)
 
 
 def test_half_input_sparse_path_on_cpu():
@@ -130,8 +130,8 @@ def test_half_input_sparse_path_on_cpu():
     qk, mk = qk * 6, mk * 6
     valid = torch.ones(1, 3, dtype=torch.bool)
     exact = reference_tmrn(qk.double(), mk.double(), mv.double(), valid, agents=16)
-    single = reference_tmrn(qk, mk, mv, valid, agents=16, svd="fast", top_k=16)
-    half = reference_tmrn(qk.half(), mk.half(), mv.half(), valid, agents=16, svd="fast", top_k=16)
+    single = reference_tmrn(qk, mk, mv, valid, agents=16, svd="fast", slot_top_k=16)
+    half = reference_tmrn(qk.half(), mk.half(), mv.half(), valid, agents=16, svd="fast", slot_top_k=16)
     assert half.dtype == torch.float16
     assert rel_err(half, exact) < rel_err(single, exact) + 0.005
 
@@ -152,7 +152,7 @@ def test_cuda_half_readouts_close_to_float64(top_k, scale, svd):
     exact = reference_tmrn(qk.double(), mk.double(), mv.double(), valid, agents=16)
     state = TmrnState()
     for _ in range(2):  # cold, then warm
-        out = reference_tmrn(*half, valid.to(cuda), agents=16, svd=svd, top_k=top_k, state=state)
+        out = reference_tmrn(*half, valid.to(cuda), agents=16, svd=svd, slot_top_k=top_k, state=state)
         assert out.dtype == torch.float16 and out.device.type == "cuda"
         assert rel_err(out.cpu(), exact) < 0.03
     # STCN: dense, and top-20 on the peaky keys (on near-uniform ones the half inputs alone move the top-20
@@ -196,8 +196,8 @@ def test_readouts_take_channels_last_values(top_k):
         cl = channels_last(values)
         assert not cl.is_contiguous()
         torch.testing.assert_close(
-            reference_tmrn(qk, mk, cl, values_valid, agents=6, top_k=top_k),
-            reference_tmrn(qk, mk, values, values_valid, agents=6, top_k=top_k))
+            reference_tmrn(qk, mk, cl, values_valid, agents=6, slot_top_k=top_k),
+            reference_tmrn(qk, mk, values, values_valid, agents=6, slot_top_k=top_k))
         torch.testing.assert_close(
             stcn_readout(qk, mk, cl, values_valid, top_k=top_k),
             stcn_readout(qk, mk, values, values_valid, top_k=top_k))
@@ -225,8 +225,8 @@ def test_few_entries_per_slot_on_peaky_keys():
     qk, mk, mv = clustered_inputs(T=3)
     qk, mk = qk * 24, mk * 24
     valid = torch.ones(1, 3, dtype=torch.bool)
-    four = reference_tmrn(qk, mk, mv, valid, agents=16, top_k=4)
-    sixteen = reference_tmrn(qk, mk, mv, valid, agents=16, top_k=16)
+    four = reference_tmrn(qk, mk, mv, valid, agents=16, slot_top_k=4)
+    sixteen = reference_tmrn(qk, mk, mv, valid, agents=16, slot_top_k=16)
     assert rel_err(four, sixteen) < 1e-3
     assert ReadoutConfig().tmrn is not None and ReadoutConfig().tmrn.slot_top_k == 4
 
@@ -249,17 +249,17 @@ def test_staggered_agent_refresh(monkeypatch):
     state = TmrnState()
     state.sync_versions([1, 2, 3])
     for _ in range(4):
-        out = reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=state, agents_every=3)
+        out = reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", slot_top_k=4, state=state, agents_every=3)
         assert torch.isfinite(out).all()
     assert calls == [[0, 1, 2], [2], [1], [0]]  # frame f: the slots t with (f + t) % 3 == 0
     calls.clear()
     state.sync_versions([1, 5, 3])  # slot 1 overwritten: its old agents are dropped
-    reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=state, agents_every=3)
+    reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", slot_top_k=4, state=state, agents_every=3)
     assert calls == [[1, 2]]  # frame 4: slot 2's turn, and slot 1 at once
     calls.clear()
     every_frame = TmrnState()
-    a = reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=every_frame, agents_every=1)
-    b = reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=TmrnState())
+    a = reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", slot_top_k=4, state=every_frame, agents_every=1)
+    b = reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", slot_top_k=4, state=TmrnState())
     torch.testing.assert_close(a, b)
     assert calls == [[0, 1, 2], [0, 1, 2]]
 
@@ -278,6 +278,6 @@ def test_staggered_agents_follow_a_new_agent_count():
     qk, mk, mv = clustered_inputs(T=3)
     valid = torch.ones(1, 3, dtype=torch.bool)
     state = TmrnState()
-    reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=state, agents_every=2)
-    out = reference_tmrn(qk, mk, mv, valid, agents=6, svd="fast", top_k=4, state=state, agents_every=2)
+    reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", slot_top_k=4, state=state, agents_every=2)
+    out = reference_tmrn(qk, mk, mv, valid, agents=6, svd="fast", slot_top_k=4, state=state, agents_every=2)
     assert torch.isfinite(out).all()
