@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
     from edge_vos.model.preprocess import frame_geometry
 
     try:
-        config = load_tracker_config(args.config)
+        config = TrackerConfig.from_yaml(args.config)
         overrides = {"precision": args.precision, "max_objects": args.max_objects}
         config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
         sizes = [_parse_size(s) for s in (args.input_size or ["854x480"])]
@@ -114,18 +114,6 @@ def main(args: argparse.Namespace) -> int:
             log.info("TensorRT is not usable here (%s): exported ONNX only; build the engines on the device "
                      "with this command or the trtexec lines above", reason)
     return status
-
-
-def load_tracker_config(path: Path | None) -> TrackerConfig:
-    """TrackerConfig from a tracker YAML or from the `tracker:` section of a service YAML."""
-    from edge_vos.config import from_dict, read_yaml
-
-    if path is None:
-        return TrackerConfig()
-    data = read_yaml(path)
-    if "tracker" in data:
-        return from_dict(TrackerConfig, data["tracker"], "tracker")
-    return from_dict(TrackerConfig, data)
 
 
 def _network(config: TrackerConfig, args: argparse.Namespace) -> Any:

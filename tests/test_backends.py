@@ -235,7 +235,7 @@ def test_fp16_export_for_strongly_typed_tensorrt_keeps_fp32_inputs_and_outputs(t
 
 @pytest.mark.skipif(not NO_CUDA, reason="needs TensorRT to fail to start")
 def test_auto_falls_back_to_torch_when_tensorrt_fails_to_start(r18_network, monkeypatch, caplog) -> None:
-    import edge_vos.backends as backends
+    import edge_vos.backends.factory as backends
 
     monkeypatch.setattr(backends, "choose_backend", lambda device, precision: ("tensorrt", "forced for the test"))
     with caplog.at_level(logging.WARNING, logger="edge_vos.backends"):
@@ -256,7 +256,7 @@ def test_a_stub_only_tensorrt_directory_does_not_count_as_installed(tmp_path, mo
 
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_precision_auto_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, native_bf16: bool) -> None:
-    import edge_vos.backends as backends
+    import edge_vos.backends.factory as backends
 
     monkeypatch.setattr(backends, "cpu_supports_bf16", lambda: native_bf16)
     cpu = torch.device("cpu")
@@ -268,7 +268,7 @@ def test_precision_auto_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, nativ
 
 
 def test_the_tracker_runs_and_stores_memory_in_the_resolved_precision(monkeypatch) -> None:
-    import edge_vos.backends as backends
+    import edge_vos.backends.factory as backends
     from edge_vos.tracker import Tracker, TrackerConfig
     from edge_vos.tracker.config import ModelConfig
 
@@ -300,7 +300,7 @@ def test_split_runner_delegates_each_part_and_matches_its_runners(r18_network, e
 
 
 def test_auto_on_a_bf16_cpu_splits_the_parts(r18_network, engines_dir, monkeypatch) -> None:
-    import edge_vos.backends as backends
+    import edge_vos.backends.factory as backends
 
     monkeypatch.setattr(backends, "cpu_supports_bf16", lambda: True)
     runner = backends.create_runner(r18_network, "auto", torch.device("cpu"), "auto", (64, 96), cache_dir=engines_dir)

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from edge_vos.model.weights import DEFAULT_WEIGHTS
+from edge_vos.readout import StcnOptions
 from edge_vos.tracker import Tracker, TrackerConfig
-from edge_vos.tracker.config import MemoryConfig, ReadoutConfig
+from edge_vos.tracker.config import MemoryConfig, PriorConfig, ReadoutConfig
 
 from .conftest import require_davis
 
@@ -42,8 +43,9 @@ def _run(network, backend: str, frames: list[np.ndarray], first_mask: np.ndarray
         # The readout is the same PyTorch code for both backends; STCN's is used because TMRN's SVD agents are
         # ill-conditioned on trained keys (hundreds of singular values equal 1, docs/readout.md), so 1e-6
         # differences in the keys may pick another subspace: that would test the SVD, not the backend.
-        readout=ReadoutConfig(kind="stcn", top_k=0),
+        readout=ReadoutConfig(kind="stcn", stcn=StcnOptions(top_k=0)),
         memory=MemoryConfig(capacity=4, mem_every=3, max_pinned=1),
+        precision="fp32", prior=PriorConfig(enabled=False),  # both backends in fp32, the network's output alone
     )
     torch.manual_seed(0)
     tracker = Tracker(config, network=network)

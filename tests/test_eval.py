@@ -123,12 +123,14 @@ def test_cli_config_composition(tmp_path: Path) -> None:
     yaml_file = tmp_path / "t.yaml"
     yaml_file.write_text("resolution: 240\nmemory:\n  capacity: 6\n")
     base = ["--data", "x", "--split", "v", "--out", "o", "--config", str(yaml_file)]
-    config = tracker_config(parser.parse_args([*base, "--readout", "st", "--weights", "w.safetensors"]))
-    assert (config.resolution, config.memory.capacity, config.readout.kind) == (240, 6, "st")
+    config = tracker_config(parser.parse_args([*base, "--readout", "stcn", "--weights", "w.safetensors"]))
+    assert (config.resolution, config.memory.capacity, config.readout.kind) == (240, 6, "stcn")
     assert config.model.weights == "w.safetensors"
+    yaml_file.write_text("readout: {kind: tmrn, tmrn: {agents: 32}}\n")
+    assert tracker_config(parser.parse_args([*base, "--readout", "stcn"])).readout.tmrn is None  # replaced
     official = tracker_config(parser.parse_args([*base, "--official-stcn"]))
-    assert official.readout.kind == "stcn" and official.readout.top_k == 20
-    assert official.memory.unbounded and official.memory.mem_every == 5 and official.resolution == 240
+    assert official.readout.kind == "stcn" and official.readout.stcn is not None and official.readout.stcn.top_k == 20
+    assert official.memory.unbounded and official.memory.mem_every == 5 and official.resolution == 360
     with pytest.raises(ConfigError):
         tracker_config(parser.parse_args([*base, "--official-stcn", "--readout", "tmrn"]))
 
@@ -170,21 +172,17 @@ def test_sequences_option_picks_named_sequences(synth_root: Path, tmp_path: Path
 
 
 def test_eval_defaults_to_the_shipped_cpu_config(tmp_path: Path) -> None:
+    """Without --config, eval runs TrackerConfig's defaults, which are configs/cpu.yaml's tracker; no file is
+    looked up next to the package."""
     import argparse
 
-    import yaml
-
-    from edge_vos.evaluation.cli import SHIPPED_CPU_CONFIG, add_arguments, tracker_config
+    from edge_vos.evaluation.cli import add_arguments, tracker_config
+    from edge_vos.tracker.config import TrackerConfig
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     base = ["--data", "x", "--split", "v", "--out", "o"]
-    shipped = yaml.safe_load(SHIPPED_CPU_CONFIG.read_text())["tracker"]
-    config = tracker_config(parser.parse_args(base))
-    assert config.resolution == shipped["resolution"] == 360
-    assert config.model.arch == shipped["model"]["arch"] and config.memory.capacity == shipped["memory"]["capacity"]
+    shipped = TrackerConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "cpu.yaml")
+    assert tracker_config(parser.parse_args(base)) == shipped == TrackerConfig()
     assert tracker_config(parser.parse_args([*base, "--resolution", "320"])).resolution == 320
-    defaults = tracker_config(parser.parse_args([*base, "--config", "none"]))
-    from edge_vos.tracker.config import TrackerConfig
-
-    assert defaults == TrackerConfig()
+    assert tracker_config(parser.parse_args([*base, "--config", "none"])) == TrackerConfig()

@@ -79,8 +79,9 @@ def test_with_the_prior_the_trained_model_leaves_a_distant_look_alike_alone() ->
     object (it takes the whole copy without the prior); the prior keeps the object where it can have moved."""
     frames, labels, shape, (cy, cx) = _scene_with_a_late_look_alike(10)
     config = TrackerConfig(
-        resolution=240, device="cpu", readout=ReadoutConfig(kind="stcn"),
-        memory=MemoryConfig(capacity=4, mem_every=2, max_pinned=1), prior=PriorConfig(enabled=True),
+        resolution=240, device="cpu", backend="torch", precision="fp32", readout=ReadoutConfig(kind="stcn"),
+        memory=MemoryConfig(capacity=4, mem_every=2, max_pinned=1),
+        prior=PriorConfig(enabled=True, split="keep", hold=0.0),  # the window alone
     )
     tracker = Tracker(config)
     tracker.step(frames[0], labels[0])
@@ -175,9 +176,11 @@ def test_velocity_moves_the_window_ahead() -> None:
     assert torch.all(still.windows([1], (40, 100), torch.device("cpu"))[0, 0, 10:20, 30:40] == 1)
 
 
-def test_new_prior_options_are_off_by_default() -> None:
+def test_the_prior_defaults_are_the_shipped_ones() -> None:
+    """TrackerConfig's defaults are the shipped tracker: the window, `split: track` and `hold: 0.7`, no velocity
+    (configs/cpu.yaml; tests/test_tracker_config.py keeps the two equal)."""
     prior = TrackerConfig().prior
-    assert (prior.enabled, prior.velocity, prior.split, prior.hold) == (False, 0.0, "keep", 0.0)
+    assert (prior.enabled, prior.velocity, prior.split, prior.hold) == (True, 0.0, "track", 0.7)
 
 
 @pytest.mark.parametrize(("field", "value"), [
@@ -192,7 +195,7 @@ def test_config_rejects_bad_new_prior_options(field: str, value: object) -> None
 def test_tracker_runs_with_every_prior_option_on(lite_network: torch.nn.Module) -> None:
     frames, labels = generate_sequence(seed=1, num_frames=4, size=(120, 216), num_objects=2, num_distractors=1)
     config = TrackerConfig(
-        resolution=120, device="cpu", readout=ReadoutConfig(kind="stcn"),
+        resolution=120, device="cpu", backend="torch", precision="fp32", readout=ReadoutConfig(kind="stcn"),
         prior=PriorConfig(enabled=True, velocity=1.0, split="track", hold=0.5),
     )
     tracker = Tracker(config, network=lite_network)
@@ -230,8 +233,9 @@ def test_the_trained_model_lets_a_passing_copy_go_with_split_track(split: str) -
     n = 24
     frames, labels, shape, top, lefts = _scene_with_a_passing_copy(n)
     config = TrackerConfig(
-        resolution=240, device="cpu", readout=ReadoutConfig(kind="stcn"),
-        memory=MemoryConfig(capacity=4, mem_every=2, max_pinned=1), prior=PriorConfig(enabled=True, split=split),
+        resolution=240, device="cpu", backend="torch", precision="fp32", readout=ReadoutConfig(kind="stcn"),
+        memory=MemoryConfig(capacity=4, mem_every=2, max_pinned=1),
+        prior=PriorConfig(enabled=True, split=split, hold=0.0),
     )
     tracker = Tracker(config)
     tracker.step(frames[0], labels[0])

@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from edge_vos.readout import SvdState, stcn_readout, tmrn_readout
+from edge_vos.readout.state import TmrnState
+from edge_vos.readout.stcn import stcn_readout
+from tests.readout_reference import reference_tmrn
 
 F64 = torch.float64
 
@@ -118,7 +120,7 @@ def test_stcn_matches_reference(top_k):
 @pytest.mark.parametrize("mode,renormalize", [("st", True), ("tmrn", True), ("tmrn", False)])
 def test_tmrn_matches_reference(mode, renormalize):
     qk, mk, mv = make_inputs(seed=1)
-    out = tmrn_readout(qk, mk, mv, VALID, agents=6, mode=mode, renormalize=renormalize)
+    out = reference_tmrn(qk, mk, mv, VALID, agents=6, mode=mode, renormalize=renormalize)
     ref = ref_tmrn(qk, mk, mv, VALID, agents=6, mode=mode, renormalize=renormalize)
     assert out.dtype == F64
     torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
@@ -128,7 +130,7 @@ def test_tmrn_agents_cover_all_pixels():
     """K = min(agents, hw): more agents than pixels is allowed and equals agents = hw."""
     qk, mk, mv = make_inputs(B=1, H=2, W=3, seed=2)
     valid = torch.ones(1, 3, dtype=torch.bool)
-    out = tmrn_readout(qk, mk, mv, valid, agents=128)
+    out = reference_tmrn(qk, mk, mv, valid, agents=128)
     torch.testing.assert_close(out, ref_tmrn(qk, mk, mv, valid, agents=6), rtol=1e-9, atol=1e-9)
 
 
@@ -136,7 +138,7 @@ def test_st_with_one_slot_equals_stcn():
     qk, mk, mv = make_inputs(seed=3)
     valid = torch.tensor([[False, True, False], [False, False, True]])
     torch.testing.assert_close(
-        tmrn_readout(qk, mk, mv, valid, mode="st"), stcn_readout(qk, mk, mv, valid), rtol=1e-12, atol=1e-12
+        reference_tmrn(qk, mk, mv, valid, mode="st"), stcn_readout(qk, mk, mv, valid), rtol=1e-12, atol=1e-12
     )
 
 
@@ -154,9 +156,9 @@ def _poison(mk, mv, valid):
     "fn", [
         lambda *a: stcn_readout(*a),
         lambda *a: stcn_readout(*a, top_k=3),
-        lambda *a: tmrn_readout(*a, agents=5),
-        lambda *a: tmrn_readout(*a, agents=5, svd="lowrank"),
-        lambda *a: tmrn_readout(*a, agents=5, svd="fast"),
+        lambda *a: reference_tmrn(*a, agents=5),
+        lambda *a: reference_tmrn(*a, agents=5, svd="lowrank"),
+        lambda *a: reference_tmrn(*a, agents=5, svd="fast"),
     ],
     ids=["stcn", "stcn-top3", "tmrn-exact", "tmrn-lowrank", "tmrn-fast"],
 )
@@ -177,8 +179,8 @@ def test_slot_order_changes_nothing(mode):
     qk, mk, mv = make_inputs(T=4, seed=5)
     valid = torch.tensor([[True, False, True, True], [True, True, True, True]])
     perm = [2, 0, 3, 1]
-    out = tmrn_readout(qk, mk, mv, valid, agents=5, mode=mode)
-    permuted = tmrn_readout(qk, mk[:, perm], mv[:, :, perm], valid[:, perm], agents=5, mode=mode)
+    out = reference_tmrn(qk, mk, mv, valid, agents=5, mode=mode)
+    permuted = reference_tmrn(qk, mk[:, perm], mv[:, :, perm], valid[:, perm], agents=5, mode=mode)
     torch.testing.assert_close(permuted, out, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(
         stcn_readout(qk, mk[:, perm], mv[:, :, perm], valid[:, perm]), stcn_readout(qk, mk, mv, valid)
@@ -189,9 +191,9 @@ def test_slot_order_changes_nothing(mode):
     "fn", [
         lambda *a: stcn_readout(*a),
         lambda *a: stcn_readout(*a, top_k=4),
-        lambda *a: tmrn_readout(*a, agents=5, mode="st"),
-        lambda *a: tmrn_readout(*a, agents=5),
-        lambda *a: tmrn_readout(*a, agents=5, renormalize=False),
+        lambda *a: reference_tmrn(*a, agents=5, mode="st"),
+        lambda *a: reference_tmrn(*a, agents=5),
+        lambda *a: reference_tmrn(*a, agents=5, renormalize=False),
     ],
     ids=["stcn", "stcn-top4", "st", "tmrn", "tmrn-eq13"],
 )
@@ -216,8 +218,8 @@ def test_per_object_valid_equals_per_object_runs(fn):
     "fn", [
         lambda *a: stcn_readout(*a),
         lambda *a: stcn_readout(*a, top_k=5),
-        lambda *a: tmrn_readout(*a, agents=8),
-        lambda *a: tmrn_readout(*a, agents=8, svd="fast"),
+        lambda *a: reference_tmrn(*a, agents=8),
+        lambda *a: reference_tmrn(*a, agents=8, svd="fast"),
     ],
     ids=["stcn", "stcn-top5", "tmrn", "tmrn-fast"],
 )
@@ -253,35 +255,33 @@ def test_lowrank_reproducible_without_global_rng():
     qk, mk, mv = smooth_inputs(T=2, seed=9)
     valid = torch.ones(1, 2, dtype=torch.bool)
     rng = torch.get_rng_state()
-    a = tmrn_readout(qk, mk, mv, valid, agents=16, svd="lowrank")
-    b = tmrn_readout(qk, mk, mv, valid, agents=16, svd="lowrank")
+    a = reference_tmrn(qk, mk, mv, valid, agents=16, svd="lowrank")
+    b = reference_tmrn(qk, mk, mv, valid, agents=16, svd="lowrank")
     assert torch.equal(torch.get_rng_state(), rng)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
-    exact = tmrn_readout(qk, mk, mv, valid, agents=16)
+    exact = reference_tmrn(qk, mk, mv, valid, agents=16)
     assert rel_err(a, exact) < 0.02
 
 
 def test_fast_close_to_exact_with_and_without_state():
     qk, mk, mv = smooth_inputs(T=3, H=8, W=10, seed=10)
     valid = torch.ones(1, 3, dtype=torch.bool)
-    exact = tmrn_readout(qk, mk, mv, valid, agents=16)
-    assert rel_err(tmrn_readout(qk, mk, mv, valid, agents=16, svd="fast"), exact) < 0.02
-    state = SvdState()
-    first = tmrn_readout(qk, mk, mv, valid, agents=16, svd="fast", state=state)
+    exact = reference_tmrn(qk, mk, mv, valid, agents=16)
+    assert rel_err(reference_tmrn(qk, mk, mv, valid, agents=16, svd="fast"), exact) < 0.02
+    state = TmrnState()
+    first = reference_tmrn(qk, mk, mv, valid, agents=16, svd="fast", state=state)
     assert len(state) == 3 and state.misses == 3
     # next frame: a slightly moved query, warm start from the state
     qk2 = qk + 0.05 * torch.randn(qk.shape, generator=torch.Generator().manual_seed(0), dtype=F64)
-    warm = tmrn_readout(qk2, mk, mv, valid, agents=16, svd="fast", state=state)
+    warm = reference_tmrn(qk2, mk, mv, valid, agents=16, svd="fast", state=state)
     assert state.hits == 3
     assert rel_err(first, exact) < 0.02
-    assert rel_err(warm, tmrn_readout(qk2, mk, mv, valid, agents=16)) < 0.02
-    # an overwritten slot is detected by its keys' fingerprint even without invalidate()
+    assert rel_err(warm, reference_tmrn(qk2, mk, mv, valid, agents=16)) < 0.02
+    # an overwritten slot is detected by its keys' fingerprint even without a version change
     mk2 = mk.clone()
     mk2[:, 1] = mk[:, 0]
-    tmrn_readout(qk2, mk2, mv, valid, agents=16, svd="fast", state=state)
+    reference_tmrn(qk2, mk2, mv, valid, agents=16, svd="fast", state=state)
     assert state.misses == 4
-    state.invalidate(slot=0)
-    assert len(state) == 2
     state.sync_versions([5, 6, 7])
     assert len(state) == 0
     state.put(0, 0, torch.zeros(2, dtype=F64), torch.zeros(80, 24))
@@ -295,7 +295,7 @@ def test_no_valid_slot_is_an_error():
     qk, mk, mv = make_inputs()
     valid = torch.tensor([[True, False, True], [False, False, False]])
     with pytest.raises(ValueError, match="no valid memory slot for batch element 1"):
-        tmrn_readout(qk, mk, mv, valid)
+        reference_tmrn(qk, mk, mv, valid)
     per_object = torch.ones(2, 2, 3, dtype=torch.bool)
     per_object[0, 1] = False
     with pytest.raises(ValueError, match="batch element 0, object 1"):
@@ -306,9 +306,9 @@ def test_bad_arguments():
     qk, mk, mv = make_inputs()
     valid = torch.ones(2, 3, dtype=torch.bool)
     with pytest.raises(ValueError, match="svd"):
-        tmrn_readout(qk, mk, mv, valid, svd="nope")
+        reference_tmrn(qk, mk, mv, valid, svd="nope")
     with pytest.raises(ValueError, match="mode"):
-        tmrn_readout(qk, mk, mv, valid, mode="nope")
+        reference_tmrn(qk, mk, mv, valid, mode="nope")
     with pytest.raises(ValueError, match="valid"):
         stcn_readout(qk, mk, mv, valid.float())
     with pytest.raises(ValueError, match="valid"):
@@ -321,8 +321,8 @@ def test_bad_arguments():
     "fn", [
         lambda *a: stcn_readout(*a),
         lambda *a: stcn_readout(*a, top_k=3),
-        lambda *a: tmrn_readout(*a, agents=4),
-        lambda *a: tmrn_readout(*a, agents=4, svd="fast", state=SvdState()),
+        lambda *a: reference_tmrn(*a, agents=4),
+        lambda *a: reference_tmrn(*a, agents=4, svd="fast", state=TmrnState()),
     ],
     ids=["stcn", "stcn-top3", "tmrn", "tmrn-fast"],
 )
@@ -348,31 +348,33 @@ def test_fast_follows_a_moving_query():
     qk, mk, mv = smooth_inputs(T=2, H=8, W=12, seed=12)
     other, _, _ = smooth_inputs(T=2, H=8, W=12, seed=14)
     valid = torch.ones(1, 2, dtype=torch.bool)
-    state = SvdState()
+    state = TmrnState()
     errors = []
     for i in range(7):  # the query jumps in thirds to an unrelated frame, then stays
         q = qk + (other - qk) * min(1.0, i / 3)
-        exact = tmrn_readout(q, mk, mv, valid, agents=4)
-        errors.append(rel_err(tmrn_readout(q, mk, mv, valid, agents=4, svd="fast", state=state), exact))
+        exact = reference_tmrn(q, mk, mv, valid, agents=4)
+        errors.append(rel_err(reference_tmrn(q, mk, mv, valid, agents=4, svd="fast", state=state), exact))
     assert state.hits == 12
     # a big jump costs accuracy for a frame or two (4 agents only: each matters), then it recovers
     assert errors[0] < 0.02 and errors[-1] < 0.02 and max(errors) < 0.5, errors
 
 
-@pytest.mark.parametrize("top_k,role", [(None, "affinity"), (12, "logits")])
+@pytest.mark.parametrize("top_k,role", [(None, None), (12, "logits")])
 def test_grad_and_no_grad_paths_agree_and_buffers_are_reused(top_k, role):
+    """The dense reference keeps no buffers (role None); the sparse readout keeps its logits' buffer."""
     qk, mk, mv = (x.float() for x in smooth_inputs(B=2, O=2, T=3, seed=13))
     valid = torch.tensor([[[True, True, False], [True, False, True]], [[True, True, True], [True, True, True]]])
-    state, grad_state = SvdState(), SvdState()
+    state, grad_state = TmrnState(), TmrnState()
     with torch.no_grad():
-        a = [tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", state=state, top_k=top_k)]
-        ptr = state.workspace.get(role, (1,), torch.float32, qk.device).data_ptr()
-        a.append(tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", state=state, top_k=top_k))  # warm
-        assert state.workspace.get(role, (1,), torch.float32, qk.device).data_ptr() == ptr
+        a = [reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", state=state, slot_top_k=top_k)]
+        ptr = state.workspace.get(role, (1,), torch.float32, qk.device).data_ptr() if role else None
+        a.append(reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", state=state, slot_top_k=top_k))  # warm
+        if role:
+            assert state.workspace.get(role, (1,), torch.float32, qk.device).data_ptr() == ptr
         c = stcn_readout(qk, mk, mv, valid, top_k=top_k)
     qk.requires_grad_()
     for i in range(2):
-        b = tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", state=grad_state, top_k=top_k)
+        b = reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", state=grad_state, slot_top_k=top_k)
         torch.testing.assert_close(b.detach(), a[i], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(stcn_readout(qk, mk, mv, valid, top_k=top_k).detach(), c, rtol=1e-5, atol=1e-6)
     state.clear()
@@ -410,9 +412,9 @@ def test_peaky_affinities_stay_finite(svd, top_k):
     for a one-hot S, so the readout equals the ST readout (W = S)."""
     qk, mk, mv = (x.float() for x in make_inputs(B=1, O=2, T=3, Ck=16, H=6, W=7, seed=15, key_scale=60.0))
     valid = torch.ones(1, 3, dtype=torch.bool)
-    out = tmrn_readout(qk, mk, mv, valid, agents=8, svd=svd, state=SvdState(), top_k=top_k)
+    out = reference_tmrn(qk, mk, mv, valid, agents=8, svd=svd, state=TmrnState(), slot_top_k=top_k)
     assert torch.isfinite(out).all()
-    torch.testing.assert_close(out, tmrn_readout(qk, mk, mv, valid, mode="st"), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out, reference_tmrn(qk, mk, mv, valid, mode="st"), rtol=1e-4, atol=1e-4)
 
 
 def test_eigh_failure_falls_back_instead_of_raising(monkeypatch) -> None:

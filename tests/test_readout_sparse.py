@@ -6,8 +6,10 @@ import pytest
 import torch
 
 import edge_vos.readout.sparse as sparse_module
-from edge_vos.readout import SvdState, stcn_readout, tmrn_readout
 from edge_vos.readout.sparse import SparseRows, gather_sum, slot_topk
+from edge_vos.readout.state import TmrnState
+from edge_vos.readout.stcn import stcn_readout
+from tests.readout_reference import reference_tmrn
 from tests.test_readout import F64, VALID, clustered_inputs, make_inputs, ref_tmrn, rel_err, smooth_inputs
 
 NO_CUDA = None if torch.cuda.is_available() else "needs CUDA (torch.cuda.is_available() is False on this machine)"
@@ -49,8 +51,8 @@ def test_sparse_with_every_entry_kept_is_the_dense_reference(mode, renormalize):
     """top_k = hw keeps all of S: the sparse path must reproduce the dense exact reference."""
     qk, mk, mv = make_inputs()
     ref = ref_tmrn(qk, mk, mv, VALID, agents=8, mode=mode, renormalize=renormalize)
-    dense = tmrn_readout(qk, mk, mv, VALID, agents=8, mode=mode, renormalize=renormalize)
-    out = tmrn_readout(qk, mk, mv, VALID, agents=8, mode=mode, renormalize=renormalize, top_k=20)
+    dense = reference_tmrn(qk, mk, mv, VALID, agents=8, mode=mode, renormalize=renormalize)
+    out = reference_tmrn(qk, mk, mv, VALID, agents=8, mode=mode, renormalize=renormalize, slot_top_k=20)
     torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(out, dense, rtol=1e-9, atol=1e-10)
 
@@ -62,9 +64,9 @@ def test_sparse_per_object_masks_and_garbage_slots():
     poisoned = mv.clone()
     poisoned[0, 0, 2] = float("nan")
     poisoned[0, 1, 1] = float("inf")
-    both = tmrn_readout(qk, mk, poisoned, valid, agents=6, top_k=5)
+    both = reference_tmrn(qk, mk, poisoned, valid, agents=6, slot_top_k=5)
     for o in range(2):
-        alone = tmrn_readout(qk, mk, mv[:, o : o + 1], valid[:, o], agents=6, top_k=5)
+        alone = reference_tmrn(qk, mk, mv[:, o : o + 1], valid[:, o], agents=6, slot_top_k=5)
         torch.testing.assert_close(both[:, o : o + 1], alone)
     stcn = stcn_readout(qk, mk, poisoned, valid, top_k=5)
     assert torch.isfinite(both).all() and torch.isfinite(stcn).all()
@@ -77,11 +79,11 @@ def test_sparse_close_to_dense_exact_on_peaky_affinities(svd):
     qk, mk, mv = clustered_inputs(T=3)
     qk, mk = qk * 6, mk * 6
     valid = torch.ones(1, 3, dtype=torch.bool)
-    state = SvdState()
+    state = TmrnState()
     errors = []
     for q in (qk, torch.roll(qk, shifts=1, dims=-1), qk):
-        exact = tmrn_readout(q, mk, mv, valid, agents=16)
-        out = tmrn_readout(q, mk, mv, valid, agents=16, svd=svd, top_k=16, state=state)
+        exact = reference_tmrn(q, mk, mv, valid, agents=16)
+        out = reference_tmrn(q, mk, mv, valid, agents=16, svd=svd, slot_top_k=16, state=state)
         errors.append(rel_err(out, exact))
     assert max(errors) < 0.02, errors
     assert errors[0] > 0  # truncation does change something
@@ -92,12 +94,12 @@ def test_sparse_close_to_dense_exact_on_peaky_affinities(svd):
 def test_sparse_gradient_flows():
     qk, mk, mv = (x.float().requires_grad_() for x in smooth_inputs(T=2, seed=3))
     valid = torch.ones(1, 2, dtype=torch.bool)
-    out = tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=6)
+    out = reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", slot_top_k=6)
     out.square().sum().backward()
     for x in (qk, mk, mv):
         assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     with torch.no_grad():
-        torch.testing.assert_close(out, tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=6))
+        torch.testing.assert_close(out, reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", slot_top_k=6))
 
 
 @pytest.mark.parametrize("top_k", [None, 8])
@@ -106,19 +108,19 @@ def test_pixel_agents(top_k):
     sparse path equals the dense one, and on sharpened keys it stays near the SVD agents' output."""
     qk, mk, mv = clustered_inputs(T=3)
     valid = torch.ones(1, 3, dtype=torch.bool)
-    full = tmrn_readout(qk, mk, mv, valid, agents=16, agent_source="pixels", top_k=qk.shape[-1] * qk.shape[-2])
-    torch.testing.assert_close(full, tmrn_readout(qk, mk, mv, valid, agents=16, agent_source="pixels"))
-    out = tmrn_readout(qk * 3, mk * 3, mv, valid, agents=16, agent_source="pixels", top_k=top_k)
-    svd = tmrn_readout(qk * 3, mk * 3, mv, valid, agents=16, top_k=top_k)
+    full = reference_tmrn(qk, mk, mv, valid, agents=16, agent_source="pixels", slot_top_k=qk.shape[-1] * qk.shape[-2])
+    torch.testing.assert_close(full, reference_tmrn(qk, mk, mv, valid, agents=16, agent_source="pixels"))
+    out = reference_tmrn(qk * 3, mk * 3, mv, valid, agents=16, agent_source="pixels", slot_top_k=top_k)
+    svd = reference_tmrn(qk * 3, mk * 3, mv, valid, agents=16, slot_top_k=top_k)
     assert torch.isfinite(out).all() and 0 < rel_err(out, svd) < 0.1
     with pytest.raises(ValueError, match="agent_source"):
-        tmrn_readout(qk, mk, mv, valid, agent_source="random")
+        reference_tmrn(qk, mk, mv, valid, agent_source="random")
 
 
 def test_bad_top_k():
     qk, mk, mv = make_inputs()
     with pytest.raises(ValueError, match="top_k"):
-        tmrn_readout(qk, mk, mv, VALID, top_k=0)
+        reference_tmrn(qk, mk, mv, VALID, slot_top_k=0)
 
 
 def test_half_input_sparse_path_on_cpu():
@@ -127,9 +129,9 @@ def test_half_input_sparse_path_on_cpu():
     qk, mk, mv = clustered_inputs(T=3)
     qk, mk = qk * 6, mk * 6
     valid = torch.ones(1, 3, dtype=torch.bool)
-    exact = tmrn_readout(qk.double(), mk.double(), mv.double(), valid, agents=16)
-    single = tmrn_readout(qk, mk, mv, valid, agents=16, svd="fast", top_k=16)
-    half = tmrn_readout(qk.half(), mk.half(), mv.half(), valid, agents=16, svd="fast", top_k=16)
+    exact = reference_tmrn(qk.double(), mk.double(), mv.double(), valid, agents=16)
+    single = reference_tmrn(qk, mk, mv, valid, agents=16, svd="fast", slot_top_k=16)
+    half = reference_tmrn(qk.half(), mk.half(), mv.half(), valid, agents=16, svd="fast", slot_top_k=16)
     assert half.dtype == torch.float16
     assert rel_err(half, exact) < rel_err(single, exact) + 0.005
 
@@ -147,10 +149,10 @@ def test_cuda_half_readouts_close_to_float64(top_k, scale, svd):
     valid = torch.ones(1, 3, dtype=torch.bool)
     cuda = torch.device("cuda")
     half = [x.to(cuda, torch.float16) for x in (qk, mk, mv)]
-    exact = tmrn_readout(qk.double(), mk.double(), mv.double(), valid, agents=16)
-    state = SvdState()
+    exact = reference_tmrn(qk.double(), mk.double(), mv.double(), valid, agents=16)
+    state = TmrnState()
     for _ in range(2):  # cold, then warm
-        out = tmrn_readout(*half, valid.to(cuda), agents=16, svd=svd, top_k=top_k, state=state)
+        out = reference_tmrn(*half, valid.to(cuda), agents=16, svd=svd, slot_top_k=top_k, state=state)
         assert out.dtype == torch.float16 and out.device.type == "cuda"
         assert rel_err(out.cpu(), exact) < 0.03
     # STCN: dense, and top-20 on the peaky keys (on near-uniform ones the half inputs alone move the top-20
@@ -161,17 +163,20 @@ def test_cuda_half_readouts_close_to_float64(top_k, scale, svd):
 
 
 def test_tracker_default_is_the_sparse_path():
-    """TrackerConfig's default and the shipped CPU config run the sparse TMRN (slot_top_k > 0)."""
+    """TrackerConfig's default and the shipped CPU config build the sparse TMRN readout; the reference
+    options are not config options."""
     from pathlib import Path
 
-    from edge_vos.config import from_dict, read_yaml
+    from edge_vos.config import ConfigError, from_dict
+    from edge_vos.readout import TmrnReadout, build_readout
     from edge_vos.tracker.config import ReadoutConfig, TrackerConfig
 
     shipped = Path(__file__).resolve().parents[1] / "configs" / "cpu.yaml"
-    for config in (TrackerConfig(), from_dict(TrackerConfig, read_yaml(shipped)["tracker"], "tracker")):
-        assert config.readout.kind == "tmrn" and config.readout.slot_top_k > 0 and config.readout.svd == "fast"
-    with pytest.raises(Exception, match="agent_source"):
-        ReadoutConfig(agent_source="random")
+    for config in (TrackerConfig(), TrackerConfig.from_yaml(shipped)):
+        assert isinstance(build_readout(config.readout), TmrnReadout)
+    for option in ("svd", "agent_source", "renormalize"):
+        with pytest.raises(ConfigError, match=option):
+            from_dict(ReadoutConfig, {"tmrn": {option: "x"}})
 
 
 def channels_last(mv: torch.Tensor) -> torch.Tensor:
@@ -191,8 +196,8 @@ def test_readouts_take_channels_last_values(top_k):
         cl = channels_last(values)
         assert not cl.is_contiguous()
         torch.testing.assert_close(
-            tmrn_readout(qk, mk, cl, values_valid, agents=6, top_k=top_k),
-            tmrn_readout(qk, mk, values, values_valid, agents=6, top_k=top_k))
+            reference_tmrn(qk, mk, cl, values_valid, agents=6, slot_top_k=top_k),
+            reference_tmrn(qk, mk, values, values_valid, agents=6, slot_top_k=top_k))
         torch.testing.assert_close(
             stcn_readout(qk, mk, cl, values_valid, top_k=top_k),
             stcn_readout(qk, mk, values, values_valid, top_k=top_k))
@@ -220,10 +225,10 @@ def test_few_entries_per_slot_on_peaky_keys():
     qk, mk, mv = clustered_inputs(T=3)
     qk, mk = qk * 24, mk * 24
     valid = torch.ones(1, 3, dtype=torch.bool)
-    four = tmrn_readout(qk, mk, mv, valid, agents=16, top_k=4)
-    sixteen = tmrn_readout(qk, mk, mv, valid, agents=16, top_k=16)
+    four = reference_tmrn(qk, mk, mv, valid, agents=16, slot_top_k=4)
+    sixteen = reference_tmrn(qk, mk, mv, valid, agents=16, slot_top_k=16)
     assert rel_err(four, sixteen) < 1e-3
-    assert ReadoutConfig().slot_top_k == 4
+    assert ReadoutConfig().tmrn is not None and ReadoutConfig().tmrn.slot_top_k == 4
 
 
 def test_staggered_agent_refresh(monkeypatch):
@@ -234,45 +239,45 @@ def test_staggered_agent_refresh(monkeypatch):
     calls: list[list[int]] = []
     real = stages.top_singular
 
-    def spy(s, k, kind, *, keys, state, batch, slots, prints=None):
+    def spy(s, k, *, keys, state, batch, slots, prints=None):
         calls.append(list(slots))
-        return real(s, k, kind, keys=keys, state=state, batch=batch, slots=slots, prints=prints)
+        return real(s, k, keys=keys, state=state, batch=batch, slots=slots, prints=prints)
 
     monkeypatch.setattr(stages, "top_singular", spy)
     qk, mk, mv = clustered_inputs(T=3)
     valid = torch.ones(1, 3, dtype=torch.bool)
-    state = SvdState()
+    state = TmrnState()
     state.sync_versions([1, 2, 3])
     for _ in range(4):
-        out = tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=state, agents_every=3)
+        out = reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", slot_top_k=4, state=state, agents_every=3)
         assert torch.isfinite(out).all()
     assert calls == [[0, 1, 2], [2], [1], [0]]  # frame f: the slots t with (f + t) % 3 == 0
     calls.clear()
     state.sync_versions([1, 5, 3])  # slot 1 overwritten: its old agents are dropped
-    tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=state, agents_every=3)
+    reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", slot_top_k=4, state=state, agents_every=3)
     assert calls == [[1, 2]]  # frame 4: slot 2's turn, and slot 1 at once
     calls.clear()
-    every_frame = SvdState()
-    a = tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=every_frame, agents_every=1)
-    b = tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=SvdState())
+    every_frame = TmrnState()
+    a = reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", slot_top_k=4, state=every_frame, agents_every=1)
+    b = reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", slot_top_k=4, state=TmrnState())
     torch.testing.assert_close(a, b)
     assert calls == [[0, 1, 2], [0, 1, 2]]
-    with pytest.raises(ValueError, match="agents_every"):
-        tmrn_readout(qk, mk, mv, valid, agents_every=0)
 
 
-def test_agents_every_config_is_checked():
-    from edge_vos.tracker.config import ReadoutConfig
+def test_tmrn_options_are_checked():
+    from edge_vos.config import ConfigError
+    from edge_vos.readout import TmrnOptions
 
-    with pytest.raises(Exception, match="agents_every"):
-        ReadoutConfig(agents_every=0)
+    for option in ("agents", "slot_top_k", "agents_every"):
+        with pytest.raises(ConfigError, match=option):
+            TmrnOptions(**{option: 0})
 
 
 def test_staggered_agents_follow_a_new_agent_count():
     """Agents kept from a frame with another agent count (or size) are computed anew, not stacked."""
     qk, mk, mv = clustered_inputs(T=3)
     valid = torch.ones(1, 3, dtype=torch.bool)
-    state = SvdState()
-    tmrn_readout(qk, mk, mv, valid, agents=8, svd="fast", top_k=4, state=state, agents_every=2)
-    out = tmrn_readout(qk, mk, mv, valid, agents=6, svd="fast", top_k=4, state=state, agents_every=2)
+    state = TmrnState()
+    reference_tmrn(qk, mk, mv, valid, agents=8, svd="fast", slot_top_k=4, state=state, agents_every=2)
+    out = reference_tmrn(qk, mk, mv, valid, agents=6, svd="fast", slot_top_k=4, state=state, agents_every=2)
     assert torch.isfinite(out).all()

@@ -30,12 +30,15 @@ from edge_vos.service.sources import FolderReader
 from .conftest import CUTIE, moving_square_frames, require_data
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACKER = {
+TRACKER = {  # a small eager fp32 tracker without the prior: these tests are about the service around it
     "model": {"arch": "stcn-r18-lite", "weights": "random"},
-    "readout": {"kind": "tmrn", "svd": "fast", "agents": 16},
+    "readout": {"kind": "tmrn", "tmrn": {"agents": 16, "agents_every": 1}},
     "memory": {"capacity": 4, "mem_every": 3, "max_pinned": 2},
+    "prior": {"enabled": False},
     "resolution": 64,
     "device": "cpu",
+    "backend": "torch",
+    "precision": "fp32",
 }
 
 
@@ -90,7 +93,7 @@ def test_video_file_through_edge_vos_run(tmp_path: Path) -> None:
     # STCN readout here: the replay below must reproduce the service's masks bit for bit, and TMRN's SVD agents
     # are sensitive to the summation order of bf16 GEMMs (thread count), which is not what this test is about.
     config = _write_config(tmp_path / "service.yaml", publish={"encoding": "rle", "wait_for_subscriber_s": 60},
-                           tracker={**TRACKER, "readout": {"kind": "stcn", "top_k": 20}})
+                           tracker={**TRACKER, "readout": {"kind": "stcn", "stcn": {"top_k": 20}}})
     notify, name = _notify_socket()
     messages: list[str] = []
     stop = threading.Event()

@@ -27,7 +27,8 @@ from .service_support import drain, notify_socket
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACKER = {"model": {"arch": "stcn-r18-lite", "weights": "random"}, "resolution": 64, "device": "cpu",
-           "readout": {"kind": "stcn"}, "memory": {"capacity": 3, "max_pinned": 1}}
+           "readout": {"kind": "stcn"}, "memory": {"capacity": 3, "max_pinned": 1},
+           "backend": "torch", "precision": "fp32", "prior": {"enabled": False}}  # a small eager tracker
 
 
 def _config(tmp_path: Path, **sections: Any) -> Path:

@@ -6,16 +6,20 @@ import numpy as np
 import pytest
 import torch
 
+from edge_vos.readout import TmrnOptions
 from edge_vos.tracker import Tracker, TrackerConfig
-from edge_vos.tracker.config import MemoryConfig, ReadoutConfig
+from edge_vos.tracker.config import MemoryConfig, PriorConfig, ReadoutConfig
 
 from .conftest import moving_square_frames
+
+# Eager fp32 without the prior: the tests here are about streaming, not about a backend or the prior.
+EAGER = {"device": "cpu", "backend": "torch", "precision": "fp32", "prior": PriorConfig(enabled=False)}
 
 
 def _tracker(network, **memory) -> Tracker:
     config = TrackerConfig(
-        resolution=0, device="cpu",
-        readout=ReadoutConfig(kind="tmrn", svd="fast", agents=8),
+        resolution=0, profile=True, **EAGER,  # type: ignore[arg-type]
+        readout=ReadoutConfig(tmrn=TmrnOptions(agents=8, agents_every=1)),
         memory=MemoryConfig(**{"capacity": 4, "mem_every": 2, "max_pinned": 2, **memory}),
     )
     return Tracker(config, network=network)
@@ -191,7 +195,7 @@ def test_runners_of_least_recently_used_sizes_are_dropped(lite_network, monkeypa
 
 
 def test_official_stcn_mode_grows_memory(lite_network) -> None:
-    config = TrackerConfig.official_stcn(resolution=0, device="cpu")
+    config = TrackerConfig(resolution=0, **EAGER).official_stcn()  # type: ignore[arg-type]
     config.memory.capacity = 2
     tracker = Tracker(config, network=lite_network)
     frames = moving_square_frames(12, h=32, w=48)
@@ -225,7 +229,7 @@ def test_working_size_scales_down_but_never_up(lite_network) -> None:
     assert config.working_short_side(480, 854) == 240 and config.working_short_side(240, 432) is None
     assert config.working_short_side(200, 432) is None
     assert TrackerConfig(resolution=0).working_short_side(480, 854) is None
-    tracker = Tracker(TrackerConfig(resolution=480, device="cpu", readout=ReadoutConfig(kind="stcn")),
+    tracker = Tracker(TrackerConfig(resolution=480, readout=ReadoutConfig(kind="stcn"), **EAGER),  # type: ignore[arg-type]
                       network=lite_network)
     frame = moving_square_frames(1, h=64, w=96)[0]
     result = tracker.step(frame, _box_mask(64, 96, {1: (16, 40, 8, 32)}))
@@ -290,3 +294,24 @@ def test_a_pending_write_is_dropped_by_reset_and_by_a_new_frame_size(lite_networ
     tracker.step(small, _box_mask(32, 48, {4: (4, 20, 4, 20)}))  # a new stream: the old frame is not written
     assert tracker.memory is not None and tracker.memory.keys.shape[-2:] == (2, 3)
     assert tracker.object_ids == [4]
+
+
+def test_stage_timings_only_when_profiling(lite_network, monkeypatch) -> None:
+    """Without `profile` a step reports its total only and never synchronises CUDA around a stage."""
+    from edge_vos.tracker import tracker as tracker_module
+
+    frames = moving_square_frames(3, h=48, w=64)
+    mask = _box_mask(48, 64, {1: (16, 40, 8, 32)})
+    quiet = Tracker(TrackerConfig(resolution=0, **EAGER), network=lite_network)  # type: ignore[arg-type]
+    quiet.step(frames[0], mask)
+    assert set(quiet.step(frames[1]).timings_ms) == {"total"}
+    syncs: list[object] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: syncs.append(device))
+    cuda = torch.device("cuda")
+    with tracker_module._Timer(None, "readout", cuda):
+        pass
+    assert syncs == []
+    timings: dict[str, float] = {}
+    with tracker_module._Timer(timings, "readout", cuda):
+        pass
+    assert syncs == [cuda, cuda] and set(timings) == {"readout"}

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from edge_vos.config import ConfigError, load_yaml
-from edge_vos.train.config import DataSection, LossSection, ModelSection, ReadoutSection, StageSection, TrainConfig
+from edge_vos.readout import ReadoutConfig, StcnOptions, TmrnOptions
+from edge_vos.train.config import DataSection, LossSection, ModelSection, StageSection, TrainConfig
 from edge_vos.train.data import TrainData
 from edge_vos.train.trainer import (
     bootstrap_p_at,
@@ -29,7 +30,8 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 def tiny_config(out: Path, readout: str = "stcn", arch: str = "stcn-effl0") -> TrainConfig:
     return TrainConfig(
         model=ModelSection(arch=arch, init="scratch", freeze_key_to="f8"),
-        readout=ReadoutSection(kind=readout, svd="lowrank", agents=8),
+        readout=ReadoutConfig(kind="tmrn", tmrn=TmrnOptions(agents=8)) if readout == "tmrn"
+        else ReadoutConfig(kind="stcn", stcn=StcnOptions(top_k=0)),
         data=DataSection(davis_root="", synthetic_sequences=2, synthetic_frames=6, crop=64),
         static=StageSection(steps=2, batch_size=2, lr=1e-3),
         video=StageSection(steps=2, batch_size=2, lr=1e-3, max_gap_start=1, max_gap_end=2),

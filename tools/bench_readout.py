@@ -5,7 +5,7 @@ Readouts: keys from `encode_key` on consecutive DAVIS val-dev frames (memory: ev
 tracker; queries: the frames that follow the last memory frame), values from `encode_value` with the GT
 mask (O = 4: the same values rescaled per object). Every method runs on the same query frames,
 interleaved so machine noise hits all alike; the time is the median over those frames. Stateful methods
-(svd="fast") carry an SvdState across frames after one warm-up frame.
+(the shipped TMRN) keep their state across frames after one warm-up frame.
 
 Tracker: one `Tracker` per readout built from configs/cpu.yaml's tracker section (same weights), all fed
 the same frames of one sequence in turn; medians of the step's total and readout times once the memory
@@ -39,11 +39,13 @@ if str(ROOT) not in sys.path:
 from edge_vos.config import from_dict, load_yaml, read_yaml  # noqa: E402
 from edge_vos.model import load_network  # noqa: E402
 from edge_vos.model.preprocess import frame_geometry, image_to_tensor, masks_to_tensor  # noqa: E402
-from edge_vos.readout import SvdState, stcn_readout, tmrn_readout  # noqa: E402
+from edge_vos.readout import Readout, StcnOptions, TmrnOptions, TmrnReadout  # noqa: E402
 from edge_vos.readout.common import sim_logits_flat  # noqa: E402
+from edge_vos.readout.stcn import stcn_readout  # noqa: E402
 from edge_vos.service.config import ServiceConfig  # noqa: E402
 from edge_vos.tracker import Tracker  # noqa: E402
-from edge_vos.tracker.config import TrackerConfig  # noqa: E402
+from edge_vos.tracker.config import ReadoutConfig, TrackerConfig  # noqa: E402
+from tests.readout_reference import AblatedTmrn, DenseTmrn, reference_tmrn  # noqa: E402
 from tools.doc_tables import markdown_table, write_section  # noqa: E402
 
 log = logging.getLogger("bench_readout")
@@ -55,13 +57,16 @@ RESOLUTIONS = {"240p": 240, "480p": 480}
 MEM_EVERY = 5
 SHIPPED_RESOLUTION_MAX = 240  # tracker table: the dense TMRN tracker only up to this working size
 SLOT_K_ALT = 20  # the sparse TMRN's previous setting, for comparison with the shipped slot_top_k
+STCN_TOP_K = StcnOptions().top_k  # official STCN's
 EXACT_MAX_HW = 1000  # no dense exact TMRN (the error reference) above this hw: a full SVD per slot takes minutes
 
 
 def shipped_config(**readout: object) -> TrackerConfig:
-    """configs/cpu.yaml's tracker section with readout fields replaced."""
+    """configs/cpu.yaml's tracker section (stage timings on), its readout section replaced by `readout`."""
     config = from_dict(TrackerConfig, read_yaml(SHIPPED)["tracker"], "tracker")
-    config.readout = dataclasses.replace(config.readout, **readout)  # type: ignore[arg-type]
+    config.profile = True
+    if readout:
+        config.readout = from_dict(ReadoutConfig, readout, "readout")
     return config
 
 
@@ -110,23 +115,21 @@ def real_keys(sequence: str, short_side: int, t_max: int, n_queries: int, object
     return mk, mv, queries
 
 
-Method = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, SvdState], torch.Tensor]
+Method = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def methods(config: TrackerConfig) -> dict[str, Method]:
-    r = config.readout
-    k, sk, agents, every = r.top_k, r.slot_top_k, r.agents, r.agents_every
+    """Each a readout keeping its own state across the frames of one run (a new one per call of this)."""
+    tmrn = config.readout.tmrn or TmrnOptions()
+    k = STCN_TOP_K
+    every_frame = dataclasses.replace(tmrn, agents_every=1)
     return {
-        "stcn": lambda q, mk, mv, valid, st: stcn_readout(q, mk, mv, valid),
-        f"stcn top-{k}": lambda q, mk, mv, valid, st: stcn_readout(q, mk, mv, valid, top_k=k),
-        "tmrn sparse": lambda q, mk, mv, valid, st: tmrn_readout(
-            q, mk, mv, valid, agents=agents, svd="fast", top_k=sk, state=st, agents_every=every),
-        "tmrn sparse pixels": lambda q, mk, mv, valid, st: tmrn_readout(
-            q, mk, mv, valid, agents=agents, top_k=sk, agent_source="pixels"),
-        f"tmrn sparse slot-top-{SLOT_K_ALT}": lambda q, mk, mv, valid, st: tmrn_readout(
-            q, mk, mv, valid, agents=agents, svd="fast", top_k=SLOT_K_ALT, state=st),
-        "tmrn sparse exact-svd": lambda q, mk, mv, valid, st: tmrn_readout(
-            q, mk, mv, valid, agents=agents, svd="exact", top_k=sk),
+        "stcn": lambda q, mk, mv, valid: stcn_readout(q, mk, mv, valid),
+        f"stcn top-{k}": lambda q, mk, mv, valid: stcn_readout(q, mk, mv, valid, top_k=k),
+        "tmrn sparse": TmrnReadout(tmrn),
+        "tmrn sparse pixels": AblatedTmrn(every_frame, agent_source="pixels"),
+        f"tmrn sparse slot-top-{SLOT_K_ALT}": TmrnReadout(dataclasses.replace(every_frame, slot_top_k=SLOT_K_ALT)),
+        "tmrn sparse exact-svd": AblatedTmrn(every_frame, svd="exact"),
     }
 
 
@@ -148,7 +151,6 @@ def bench_readouts(mk, mv, queries, t: int, objects: int, config: TrackerConfig,
     fns = methods(config)
     mk, mv = mk[:, :t], mv[:, :objects, :t]
     valid = torch.ones(1, t, dtype=torch.bool, device=mk.device)
-    states = {name: SvdState() for name in fns}
     wall: dict[str, list[float]] = {n: [] for n in fns if n not in TIMED_OUT}
     errors: dict[str, list[float]] = {}
     for f, q in enumerate(queries):
@@ -158,16 +160,16 @@ def bench_readouts(mk, mv, queries, t: int, objects: int, config: TrackerConfig,
                 continue
             _sync(mk.device)
             start = time.perf_counter()
-            outs[name] = fn(q, mk, mv, valid, states[name])
+            outs[name] = fn(q, mk, mv, valid)
             _sync(mk.device)
             if f > 0 and name in wall:
                 wall[name].append((time.perf_counter() - start) * 1e3)
         if f == 0:
             continue
-        errors.setdefault(f"stcn top-{config.readout.top_k} vs stcn", []).append(
-            rel_err(outs[f"stcn top-{config.readout.top_k}"], outs["stcn"]))
+        errors.setdefault(f"stcn top-{STCN_TOP_K} vs stcn", []).append(
+            rel_err(outs[f"stcn top-{STCN_TOP_K}"], outs["stcn"]))
         if with_exact:
-            exact = tmrn_readout(q, mk, mv, valid, agents=config.readout.agents, svd="exact")
+            exact = reference_tmrn(q, mk, mv, valid, agents=(config.readout.tmrn or TmrnOptions()).agents, svd="exact")
             for name in ("tmrn sparse", "tmrn sparse pixels", f"tmrn sparse slot-top-{SLOT_K_ALT}",
                          "tmrn sparse exact-svd"):
                 errors.setdefault(name, []).append(rel_err(outs[name], exact))
@@ -202,16 +204,19 @@ def row_sparsity(mk: torch.Tensor, q: torch.Tensor) -> list[str]:
             *(f"{float(x):.0f}" for x in quantiles), f"{float(near.max()):.0f}"]
 
 
-def tracker_variants(resolution: int, device: torch.device) -> dict[str, TrackerConfig]:
+def tracker_variants(resolution: int, device: torch.device) -> dict[str, tuple[TrackerConfig, Readout | None]]:
+    """name -> (config, a reference readout replacing the config's, or None)."""
     shipped = shipped_config()
-    variants = {
-        "tmrn (shipped: sparse)": shipped,
-        f"stcn top-{shipped.readout.top_k}": shipped_config(kind="stcn"),
-        "tmrn sparse pixels": shipped_config(agent_source="pixels"),
+    tmrn = shipped.readout.tmrn or TmrnOptions()
+    variants: dict[str, tuple[TrackerConfig, Readout | None]] = {
+        "tmrn (shipped: sparse)": (shipped, None),
+        f"stcn top-{STCN_TOP_K}": (shipped_config(kind="stcn", stcn={"top_k": STCN_TOP_K}), None),
+        "tmrn sparse pixels": (shipped_config(), AblatedTmrn(dataclasses.replace(tmrn, agents_every=1),
+                                                             agent_source="pixels")),
     }
     if resolution <= SHIPPED_RESOLUTION_MAX:  # the dense reference: a second per step beyond
-        variants["tmrn dense fast"] = shipped_config(slot_top_k=0)
-    for config in variants.values():
+        variants["tmrn dense fast"] = (shipped_config(), DenseTmrn(tmrn.agents))
+    for config, _ in variants.values():
         config.resolution = resolution
         if device.type == "cuda":
             config.device, config.precision = "cuda", "fp16"
@@ -234,10 +239,10 @@ def bench_tracker(
 
 
 def _bench_trackers(
-    variants: dict[str, TrackerConfig], sequence: str, skip: int, frames: int
+    variants: dict[str, tuple[TrackerConfig, Readout | None]], sequence: str, skip: int, frames: int
 ) -> dict[str, tuple[float, float]]:
     network = load_network(WEIGHTS).eval()
-    trackers = {name: Tracker(config, network=network) for name, config in variants.items()}
+    trackers = {name: Tracker(config, network=network, readout=readout) for name, (config, readout) in variants.items()}
     images = sorted((DATA / "JPEGImages" / "480p" / sequence).glob("*.jpg"))
     first = _read_mask(sorted((DATA / "Annotations" / "480p" / sequence).glob("*.png"))[0])
     totals: dict[str, list[float]] = {n: [] for n in trackers}
@@ -265,8 +270,8 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     load_before = os.getloadavg()[0]
     config = shipped_config()
-    r = config.readout
-    stk = f"stcn top-{r.top_k}"
+    r = config.readout.tmrn or TmrnOptions()
+    stk = f"stcn top-{STCN_TOP_K}"
     alt = f"tmrn sparse slot-top-{SLOT_K_ALT}"
     resolutions = ["240p"] if quick else list(RESOLUTIONS)
     ts, objs = ([4], [1]) if quick else ([4, 8, 16], [1, 4])
@@ -310,10 +315,9 @@ def run(quick: bool, write: bool, sequence: str, frames: int, tracker_frames: in
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `tools/bench_readout.py`"
         f"{' --quick' if quick else ''} (CPU: under `/work/bin/bench-lock`), {torch.get_num_threads()} torch threads"
         f" (load average {load_before:.1f} before, {load_after:.1f} after). Network: bundled stcn-effl0"
-        f" (trained). Shipped CPU readout (configs/cpu.yaml): `{r.kind}`, svd `{r.svd}`, {r.agents} agents,"
-        f" slot_top_k {r.slot_top_k} (TMRN, per slot), agents from `{r.agent_source}`, agents_every"
-        f" {r.agents_every}; STCN's top_k {r.top_k}"
-        " (over all slots, official STCN).",
+        f" (trained). Shipped CPU readout (configs/cpu.yaml): `{config.readout.kind}` (sparse, SVD agents by the"
+        f" warm-started iteration), {r.agents} agents, slot_top_k {r.slot_top_k} (per slot), agents_every"
+        f" {r.agents_every}; STCN's top_k {STCN_TOP_K} (over all slots, official STCN).",
         "",
         f"**Readout alone.** Keys: `encode_key` on DAVIS val-dev `{sequence}` (memory: every {MEM_EVERY}th"
         " frame from 0; queries: the frames after the last memory frame); values: `encode_value` with the GT"

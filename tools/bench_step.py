@@ -53,6 +53,8 @@ def worker(args: argparse.Namespace) -> None:
 
     spec = json.loads(args.spec)
     config = load_yaml(ServiceConfig, tree / "configs" / "cpu.yaml", spec.get("overrides", {})).tracker
+    if hasattr(config, "profile"):  # stage timings are opt-in (a tree before that timed every stage always)
+        config.profile = True
     tracker = Tracker(config)
     defer = bool(spec.get("defer"))
     data = np.load(args.frames)
@@ -102,7 +104,7 @@ def load_frames(data: Path, sequence: str, frames: int, out: Path) -> None:
 def variants(kind: str, before: Path | None, threads: int, before_defers: bool = False) -> dict[str, dict[str, Any]]:
     """name -> {tree, threads, spec}: the configurations one run interleaves."""
     after = str(ROOT)
-    stcn = {"tracker.readout.kind": "stcn"}
+    stcn = {"tracker.readout": {"kind": "stcn"}}  # the STCN readout with its default options (top-20)
     out: dict[str, dict[str, Any]] = {}
     if kind == "before-after":
         if before is not None:
@@ -132,10 +134,10 @@ def variants(kind: str, before: Path | None, threads: int, before_defers: bool =
         out["stcn"] = {"tree": after, "threads": threads, "spec": {"defer": True, "overrides": stcn}}
         out["tmrn, agents every frame (agents_every 1)"] = {
             "tree": after, "threads": threads,
-            "spec": {"defer": True, "overrides": {"tracker.readout.agents_every": 1}}}
+            "spec": {"defer": True, "overrides": {"tracker.readout.tmrn.agents_every": 1}}}
         out["tmrn, previous sparse settings (slot_top_k 20, agents every frame)"] = {
             "tree": after, "threads": threads, "spec": {"defer": True, "overrides": {
-                "tracker.readout.slot_top_k": 20, "tracker.readout.agents_every": 1}}}
+                "tracker.readout.tmrn.slot_top_k": 20, "tracker.readout.tmrn.agents_every": 1}}}
     elif kind == "prior":
         # What the motion prior's mask-piece selection and hold cost: the window alone against the shipped
         # prior (docs/model-card.md, "Look-alikes in the tracker").

@@ -25,8 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 def main(argv: list[str] | None = None) -> int:
     from edge_vos.data.davis import davis_sequences
-    from edge_vos.evaluation.cli import SHIPPED_CPU_CONFIG, _load_tracker_yaml
-    from edge_vos.tracker import Tracker
+    from edge_vos.tracker import Tracker, TrackerConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("old")
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     seq = next(s for s in davis_sequences(args.data, "val-dev", "480p") if s.name == "blackswan")
     images = [seq.image(i) for i in range(min(40, len(seq)))]
     mask = (seq.mask(0) > 0).astype(np.uint8)
-    trackers = {w: Tracker(_load_tracker_yaml(SHIPPED_CPU_CONFIG, {"model.weights": w})) for w in (args.old, args.new)}
+    trackers = {w: Tracker(TrackerConfig.from_yaml(None, {"model.weights": w})) for w in (args.old, args.new)}
     times: dict[str, list[float]] = {w: [] for w in trackers}
     for tracker in trackers.values():
         tracker.step(images[0], mask, [1])

@@ -1,135 +1,45 @@
 """Execution backends for the encoders and the decoder (the readout always runs in PyTorch).
 
-`create_runner` is the one entry point the tracker uses; it returns a NetworkRunner for a backend name
-from TrackerConfig.backend: torch, onnxruntime, tensorrt, torch_tensorrt or auto.
+`create_runner` (factory.py) is the one entry point the tracker uses; it returns a NetworkRunner for a
+backend name from TrackerConfig.backend: torch, onnxruntime, tensorrt, torch_tensorrt or auto. Importing the
+package imports no torch (`BACKEND_NAMES` is what config modules need); the rest is loaded on first use.
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from edge_vos.backends.names import BACKEND_NAMES
 
-from edge_vos.backends.base import BackendUnavailable, NetworkRunner, module_installed
-from edge_vos.backends.cache import default_cache_dir
-from edge_vos.backends.parts import PART_NAMES
-from edge_vos.backends.tensorrt_backend import tensorrt_unavailable_reason
-from edge_vos.backends.torch_backend import TorchRunner, cpu_supports_bf16
-from edge_vos.model.network import STCN
+if TYPE_CHECKING:
+    from edge_vos.backends.base import BackendUnavailable, NetworkRunner
+    from edge_vos.backends.factory import (
+        CPU_FP32_DEFAULT,
+        SPLIT_ORT_PARTS,
+        choose_backend,
+        create_runner,
+        resolve_precision,
+    )
+    from edge_vos.backends.torch_backend import TorchRunner
 
-log = logging.getLogger(__name__)
-
-BACKEND_NAMES = ("auto", "torch", "onnxruntime", "tensorrt", "torch_tensorrt")
-
-# The fastest fp32 CPU backend for the encoders and decoder, measured with tools/bench_backends.py
-# (docs/benchmarks.md, section "backends"; stcn-r18, 2 threads, 240x432 and 480x864). A documented
-# decision rather than a start-up micro-benchmark: timing three parts on every start costs seconds and is
-# noisy on a loaded CPU. With precision bf16 on a CPU with native bf16 kernels, eager torch with bf16
-# autocast is used instead (fastest of all, at bf16 accuracy, which only the user may choose).
-CPU_FP32_DEFAULT = "onnxruntime"
-# The parts the split runner (bf16 CPUs, backend auto) runs in ONNX Runtime fp32; the rest run in eager
-# PyTorch with bf16 autocast. Both encoders are EfficientNet trunks whose separate batch-norm and ReLU6
-# passes ONNX Runtime folds away; the decoder's wide dense convolutions gain most from bf16. Measured per
-# part: docs/benchmarks.md, "step-notes".
-SPLIT_ORT_PARTS = ("key_encoder", "value_encoder")
+_FACTORY = ("CPU_FP32_DEFAULT", "SPLIT_ORT_PARTS", "choose_backend", "create_runner", "resolve_precision")
 
 
-def resolve_precision(device: torch.device, precision: str) -> str:
-    """The precision the network and memory really run in on `device` for a configured one.
+def __getattr__(name: str) -> object:
+    """The torch-backed names, imported when first asked for (a config loader never asks)."""
+    if name in _FACTORY:
+        from edge_vos.backends import factory
 
-    `auto`: fp16 on CUDA; bf16 on a CPU with native bf16 kernels (`cpu_supports_bf16`, the one check of
-    that); fp32 elsewhere. `bf16` on a CPU without those kernels is fp32: emulated bf16 is slower than fp32.
-    Any other value passes through unchanged (the runners treat `fp16` on a CPU as fp32).
-    """
-    if device.type == "cuda":
-        return "fp16" if precision == "auto" else precision
-    if precision in ("auto", "bf16"):
-        if cpu_supports_bf16():
-            return "bf16"
-        if precision == "bf16":
-            log.warning("this CPU has no native bf16 kernels: running fp32 instead of bf16")
-        return "fp32"
-    return precision
+        return getattr(factory, name)
+    if name in ("BackendUnavailable", "NetworkRunner"):
+        from edge_vos.backends import base
 
+        return getattr(base, name)
+    if name == "TorchRunner":
+        from edge_vos.backends import torch_backend
 
-def choose_backend(device: torch.device, precision: str) -> tuple[str, str]:
-    """The backend `auto` resolves to on this machine, and why (for the log)."""
-    if device.type == "cuda":
-        reason = tensorrt_unavailable_reason(device)
-        if reason is None:
-            return "tensorrt", "CUDA and TensorRT are usable"
-        return "torch", f"CUDA device but TensorRT is not usable ({reason}); eager PyTorch on the GPU"
-    if precision == "bf16" and cpu_supports_bf16():
-        if module_installed("onnxruntime"):
-            return "split", (
-                "CPU with native bf16 kernels and precision bf16: key and value encoders in onnxruntime (fp32, "
-                "batch norms folded), decoder in eager PyTorch with bf16 autocast"
-            )
-        return "torch", "CPU with native bf16 kernels and precision bf16: eager PyTorch with bf16 autocast"
-    why = "no CUDA" if not torch.cuda.is_available() else f"device {device}"
-    if precision == "bf16":
-        why += ", this CPU has no native bf16 kernels"
-    if CPU_FP32_DEFAULT == "onnxruntime" and not module_installed("onnxruntime"):
-        return "torch", f"{why}; onnxruntime is not installed, so eager PyTorch (channels_last)"
-    return CPU_FP32_DEFAULT, f"{why}; {CPU_FP32_DEFAULT} is the fastest fp32 CPU backend (docs/benchmarks.md)"
-
-
-def create_runner(
-    network: STCN,
-    backend: str,
-    device: torch.device,
-    precision: str,
-    padded_hw: tuple[int, int],
-    *,
-    max_objects: int = 8,
-    cache_dir: str | Path | None = None,
-) -> NetworkRunner:
-    """Builds the runner for a backend name at a fixed padded input size (exporting/building if needed).
-
-    Raises BackendUnavailable with the reason when the backend cannot run here (e.g. `tensorrt` without
-    CUDA: checked before any TensorRT object exists). `auto` never raises for a missing accelerator.
-    """
-    if backend not in BACKEND_NAMES:
-        raise BackendUnavailable(f"unknown backend {backend!r}; expected one of {list(BACKEND_NAMES)}")
-    precision = resolve_precision(device, precision)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if backend == "auto":
-        backend, why = choose_backend(device, precision)
-        log.info("backend auto -> %s: %s", backend, why)
-        if backend == "tensorrt":
-            try:
-                return _create(network, backend, device, precision, padded_hw, max_objects, cache)
-            except (BackendUnavailable, ImportError, OSError) as exc:  # e.g. TensorRT 8, missing libnvinfer
-                log.warning("backend auto: TensorRT failed to start (%s); using eager PyTorch on %s", exc, device)
-                backend = "torch"
-    return _create(network, backend, device, precision, padded_hw, max_objects, cache)
-
-
-def _create(
-    network: STCN, backend: str, device: torch.device, precision: str, padded_hw: tuple[int, int],
-    max_objects: int, cache: Path,
-) -> NetworkRunner:
-    if backend == "split":  # only `auto` picks it (choose_backend)
-        from edge_vos.backends.onnxruntime_backend import OnnxRuntimeRunner
-        from edge_vos.backends.split import SplitRunner
-
-        torch_runner = TorchRunner(network, device, precision)
-        ort_runner = OnnxRuntimeRunner(network, device, "fp32", padded_hw, cache, parts=SPLIT_ORT_PARTS)
-        return SplitRunner({part: ort_runner if part in SPLIT_ORT_PARTS else torch_runner for part in PART_NAMES})
-    if backend == "torch":
-        return TorchRunner(network, device, precision)
-    if backend == "onnxruntime":
-        from edge_vos.backends.onnxruntime_backend import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(network, device, precision, padded_hw, cache)
-    if backend == "tensorrt":
-        from edge_vos.backends.tensorrt_backend import TensorRTRunner
-
-        return TensorRTRunner(network, device, precision, padded_hw, cache, max_objects=max_objects)
-    from edge_vos.backends.torch_tensorrt_backend import TorchTensorRTRunner
-
-    return TorchTensorRTRunner(network, device, precision, padded_hw, cache, max_objects=max_objects)
+        return torch_backend.TorchRunner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

@@ -30,13 +30,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edge_vos.evaluation.cli import (
-    add_tracker_arguments,
-    build_tracker,
-    check_data_folder,
-    config_path,
-    tracker_config,
-)
+from edge_vos.evaluation.cli import add_tracker_arguments, check_data_folder, config_path, tracker_config
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +230,7 @@ def load_clip(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
 
 def main(args: argparse.Namespace) -> int:
     from edge_vos.config import ConfigError
+    from edge_vos.tracker import build_tracker
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
@@ -247,7 +242,7 @@ def main(args: argparse.Namespace) -> int:
         configs = {}
         for mode in modes:
             args.official_stcn = mode == "official-stcn"
-            configs[mode] = tracker_config(args)
+            configs[mode] = dataclasses.replace(tracker_config(args), profile=True)  # the per-stage table
             if mode == "unbounded":
                 configs[mode].memory = dataclasses.replace(configs[mode].memory, unbounded=True)
     except (FileNotFoundError, ConfigError) as exc:
@@ -259,8 +254,8 @@ def main(args: argparse.Namespace) -> int:
         config = configs[mode]
         try:
             tracker = build_tracker(config)
-        except FileNotFoundError as exc:
-            log.error("%s (give --weights FILE or --random-network)", exc)
+        except ConfigError as exc:
+            log.error("%s", exc)
             return 2
         log.info(
             "%s: %d frames of %s, readout %s, resolution %s",
@@ -278,7 +273,7 @@ def main(args: argparse.Namespace) -> int:
     setup = {
         "clip": clip,
         "frames": args.frames,
-        "config_file": str(config_path(args.config) or "none (TrackerConfig defaults)"),
+        "config_file": str(config_path(args.config) or "none (TrackerConfig defaults: the shipped tracker)"),
         "configs": {m: _config_dict(c) for m, c in configs.items()},
         "random_network": bool(args.random_network),
         "warmup_frames_excluded": WARMUP,

@@ -9,19 +9,14 @@ Writes DIR/<sequence>/<frame>.png (palette), DIR/per-sequence.csv and DIR/metric
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
-from edge_vos.config import ConfigError, load_yaml, to_dict
+from edge_vos.config import ConfigError, to_dict
 from edge_vos.tracker.config import DEVICES, PRECISIONS, READOUT_KINDS
 
 log = logging.getLogger(__name__)
-
-# The configuration `edge-vos run` ships for a CPU (tools/demo.sh runs it): eval and bench measure what a
-# user runs unless told otherwise.
-SHIPPED_CPU_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "cpu.yaml"
 
 
 def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,10 +24,8 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("tracker")
     group.add_argument(
         "--config",
-        default=str(SHIPPED_CPU_CONFIG),
-        help="TrackerConfig YAML, or a service YAML whose `tracker:` section is used; default: the shipped "
-        "CPU config (configs/cpu.yaml: bundled weights, 360-pixel working size); 'none' = TrackerConfig's "
-        "own defaults",
+        help="TrackerConfig YAML, or a service YAML whose `tracker:` section is used; default: TrackerConfig's "
+        "defaults, the shipped tracker (configs/cpu.yaml states them: bundled weights, 360-pixel working size)",
     )
     group.add_argument("--weights", help="checkpoint file (overrides model.weights)")
     group.add_argument(
@@ -40,7 +33,8 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="use an untrained network (seeded) instead of weights: pipeline and speed checks only",
     )
-    group.add_argument("--readout", choices=READOUT_KINDS, help="overrides readout.kind")
+    group.add_argument("--readout", choices=READOUT_KINDS,
+                       help="another readout kind, with that kind's default options (replaces readout)")
     group.add_argument(
         "--official-stcn",
         action="store_true",
@@ -78,56 +72,26 @@ def tracker_config(args: argparse.Namespace) -> Any:
         from edge_vos.model.weights import RANDOM_WEIGHTS
 
         overrides["model.weights"] = RANDOM_WEIGHTS
-    for option, key in (("readout", "readout.kind"), ("resolution", "resolution"), ("device", "device")):
+    for option, key in (("resolution", "resolution"), ("device", "device")):
         if getattr(args, option, None) is not None:
             overrides[key] = getattr(args, option)
     if getattr(args, "precision", None):
         overrides["precision"] = args.precision
-    config = _load_tracker_yaml(getattr(args, "config", None), overrides)
+    if getattr(args, "readout", None) is not None:
+        overrides["readout"] = {"kind": args.readout}
+    config = TrackerConfig.from_yaml(config_path(getattr(args, "config", None)), overrides)
     if getattr(args, "official_stcn", False):
         if getattr(args, "readout", None) not in (None, "stcn"):
             raise ConfigError("readout.kind", "--official-stcn uses the STCN readout; drop --readout")
-        fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-        config = TrackerConfig.official_stcn(**fields)
+        config = config.official_stcn()
     return config
 
 
 def config_path(value: str | Path | None) -> Path | None:
-    """The --config file; None for 'none' (TrackerConfig's defaults)."""
+    """The --config file; None (also for 'none') = TrackerConfig's defaults, the shipped tracker."""
     if value is None or str(value).lower() == "none":
         return None
-    path = Path(value)
-    if path == SHIPPED_CPU_CONFIG and not path.is_file():
-        raise ConfigError("--config", f"the shipped CPU config {path} is missing (installed without the "
-                                      "repository?): give --config FILE, or --config none for the defaults")
-    return path
-
-
-def _load_tracker_yaml(value: str | Path | None, overrides: dict[str, Any]) -> Any:
-    """TrackerConfig from a tracker YAML or from a service YAML's `tracker:` section, with overrides."""
-    import yaml
-
-    from edge_vos.tracker.config import TrackerConfig
-
-    path = config_path(value)
-    if path is not None and path.is_file():
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError("", f"{path}: not valid YAML: {exc}") from None
-        if isinstance(data, dict) and isinstance(data.get("tracker"), dict):  # a service config
-            from edge_vos.service.config import ServiceConfig
-
-            service = load_yaml(ServiceConfig, path, {f"tracker.{k}": v for k, v in overrides.items()})
-            return service.tracker
-    return load_yaml(TrackerConfig, path, overrides)
-
-
-def build_tracker(config: Any) -> Any:
-    """A Tracker with the configured weights (`--random-network` set them to the seeded untrained network)."""
-    from edge_vos.tracker import Tracker
-
-    return Tracker(config)
+    return Path(value)
 
 
 def check_data_folder(root: Path, layout: str = "davis") -> None:
@@ -163,6 +127,7 @@ def _sequences(args: argparse.Namespace) -> tuple[list[Any], bool]:
 
 def main(args: argparse.Namespace) -> int:
     from edge_vos.evaluation.runner import evaluate, write_report
+    from edge_vos.tracker import build_tracker
 
     try:
         sequences, separate_objects = _sequences(args)
@@ -190,14 +155,12 @@ def main(args: argparse.Namespace) -> int:
         try:
             config = tracker_config(args)
             tracker = build_tracker(config)
-        except (ConfigError, FileNotFoundError) as exc:
+        except ConfigError as exc:
             log.error("%s", exc)
-            if isinstance(exc, FileNotFoundError):
-                log.error("give --weights FILE, or --random-network for an untrained network")
             return 2
         extra["method"] = "official-stcn" if args.official_stcn else f"tracker ({config.readout.kind})"
         extra["random_network"] = bool(args.random_network)
-        extra["config_file"] = str(config_path(args.config) or "none (TrackerConfig defaults)")
+        extra["config_file"] = str(config_path(args.config) or "none (TrackerConfig defaults: the shipped tracker)")
         extra["config"] = to_dict(config)
         log.info("tracker config: %s (working short side %s)", extra["config_file"], config.resolution or "input")
     log.info("evaluating %s on %d sequences of %s/%s", extra["method"], len(sequences), args.data, args.split)

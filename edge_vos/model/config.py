@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge_vos.config import one_of
-from edge_vos.model.network import ARCHS
+from edge_vos.model.archs import ARCHS
 
 
 @dataclass

@@ -7,46 +7,15 @@ frame for all objects at once (objects are the batch axis of the value encoder a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_vos.model.archs import ARCHS, EFFICIENTNET_LITE0, KEY_DIM, VALUE_DIM, ArchSpec
 from edge_vos.model.efficientnet import LITE0_CHANNELS, EfficientNetLiteTrunk
 from edge_vos.model.modules import FeatureFusionBlock, ResBlock, UpsampleBlock
 from edge_vos.model.resnet import ResNetTrunk
 from edge_vos.model.resnet import trunk_channels as resnet_channels
-
-EFFICIENTNET_LITE0 = "efficientnet-lite0"
-
-KEY_DIM = 64
-VALUE_DIM = 512
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """What varies between architectures: trunks and head widths (official STCN: 512 / 512, 256, 256)."""
-
-    name: str
-    key_trunk: str
-    value_trunk: str = "resnet18"
-    value_dim: int = VALUE_DIM
-    decoder_dims: tuple[int, int, int] = (512, 256, 256)  # widths at /16, /8, /4
-
-
-ARCHS: dict[str, ArchSpec] = {
-    "stcn-r18": ArchSpec("stcn-r18", key_trunk="resnet18"),
-    "stcn-r50": ArchSpec("stcn-r50", key_trunk="resnet50"),
-    # Compact archs for edge devices and the bundled model (< 30 MB): narrow value and decoder heads.
-    "stcn-effl0": ArchSpec(
-        "stcn-effl0", key_trunk=EFFICIENTNET_LITE0, value_trunk=EFFICIENTNET_LITE0, value_dim=128,
-        decoder_dims=(128, 64, 32),
-    ),
-    "stcn-r18-lite": ArchSpec(
-        "stcn-r18-lite", key_trunk="resnet18", value_trunk="resnet18", value_dim=128, decoder_dims=(128, 64, 32),
-    ),
-}
 
 
 def trunk_channels(name: str) -> tuple[int, int, int]:

@@ -1,11 +1,32 @@
-"""Memory readouts: STCN (one softmax over all memory pixels) and TMRN (agent-aligned, per-slot), each
-dense (exact) or on the top-k entries of each affinity row (sparse)."""
+"""Memory readouts: the TMRN readout that ships (tmrn.py, its stages in stages.py) and STCN's (stcn.py), built
+by `build_readout(ReadoutConfig)`. Importing the package imports no torch: `ReadoutConfig` is plain data, the
+rest is loaded on first use."""
 
-from edge_vos.readout.stages import AGENT_SOURCES
-from edge_vos.readout.state import SvdState
-from edge_vos.readout.stcn import stcn_readout
-from edge_vos.readout.svd import SVD_KINDS
-from edge_vos.readout.tmrn import MODES, tmrn_readout
-from edge_vos.readout.workspace import ReadoutWorkspace
+from __future__ import annotations
 
-__all__ = ["AGENT_SOURCES", "MODES", "SVD_KINDS", "ReadoutWorkspace", "SvdState", "stcn_readout", "tmrn_readout"]
+from typing import TYPE_CHECKING
+
+from edge_vos.readout.config import READOUT_KINDS, ReadoutConfig, StcnOptions, TmrnOptions
+
+if TYPE_CHECKING:
+    from edge_vos.readout.build import Readout, StcnReadout, build_readout
+    from edge_vos.readout.tmrn import TmrnReadout
+
+
+def __getattr__(name: str) -> object:
+    """The tensor code, imported when first asked for (a config loader never asks)."""
+    if name in ("Readout", "StcnReadout", "build_readout"):
+        from edge_vos.readout import build
+
+        return getattr(build, name)
+    if name == "TmrnReadout":
+        from edge_vos.readout import tmrn
+
+        return tmrn.TmrnReadout
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "READOUT_KINDS", "Readout", "ReadoutConfig", "StcnOptions", "StcnReadout", "TmrnOptions", "TmrnReadout",
+    "build_readout",
+]

@@ -1,4 +1,4 @@
-"""What the readout keeps per stream between frames: warm starts of the subspace iteration, the agents of
+"""What the TMRN readout keeps per stream between frames: warm starts of the subspace iteration, the agents of
 `agents_every`, the workspace's buffers; and the fingerprints that notice an overwritten slot."""
 
 from __future__ import annotations
@@ -27,15 +27,16 @@ class _SlotEntry:
 
 
 @dataclass
-class SvdState:
-    """Warm start for svd="fast" (per batch element and slot, last frame's right singular subspace after
-    one power step) and the `workspace` of the no-grad dense readout: the per-stream readout state.
+class TmrnState:
+    """The per-stream state a TmrnReadout owns: per batch element and slot, last frame's right singular
+    subspace after one power step (the warm start of the subspace iteration) and, with agents_every > 1,
+    the slot's last agents; and the `workspace` of the no-grad path.
 
     Memory keys of a slot do not change between frames and the query moves little, so last frame's
-    right singular vectors are a good start. The tracker keeps one state per stream and calls
-    `invalidate(slot)` when it overwrites a slot (or `sync_versions(versions)` once per frame). As a
-    safety net each entry also stores a fingerprint of the slot's keys and is dropped when they change.
-    A stale or missing entry only costs speed (a cold start), never correctness of the output shape.
+    right singular vectors are a good start. The readout calls `sync_versions(versions)` with the memory's
+    slot versions on every frame, so an overwritten slot starts cold. As a safety net each entry also
+    stores a fingerprint of the slot's keys and is dropped when they change. A stale or missing entry only
+    costs speed (a cold start), never correctness of the output shape.
     """
 
     _slots: dict[tuple[int, int], _SlotEntry] = field(default_factory=dict)
@@ -46,13 +47,6 @@ class SvdState:
     workspace: ReadoutWorkspace = field(default_factory=ReadoutWorkspace)
     hits: int = 0
     misses: int = 0
-
-    def invalidate(self, slot: int | None = None, batch: int | None = None) -> None:
-        """Forgets one slot (all batch elements unless `batch`), or everything when slot is None."""
-        for entries in (self._slots, self._keys):
-            for key in list(entries):
-                if (slot is None or key[1] == slot) and (batch is None or key[0] == batch):
-                    del entries[key]
 
     def sync_versions(self, versions: Iterable[int], batch: int = 0) -> None:
         """Invalidates the slots whose version number changed since the last call (MemoryView.slot_versions)."""

@@ -1,11 +1,11 @@
-"""Top-K singular triplets of the per-slot affinity S (exact, randomized, warm-started) and their state.
+"""Top-K singular vectors of the per-slot affinity S by a warm-started subspace iteration.
 
 Only the agents A = [U^T Q ; V^T M] depend on the SVD and they carry no gradient, so everything here
-runs under no_grad in float32 (float64 for float64 input): SVD/QR/eigh have no half kernels, and half
-input (CUDA fp16) gets its subspace step in float32. S is either a dense [N, hw_q, hw_m] tensor or a
-`SparseRows` (the top-k entries of each row, edge_vos/readout/sparse.py): the warm-started iteration
-(svd="fast") only multiplies by S and S^T, so on sparse S it costs hw*k*K per product instead of
-hw^2*K; "exact" and "lowrank" densify a sparse S first (reference and tests).
+runs under no_grad in float32 (float64 for float64 input): QR/eigh have no half kernels, and half
+input (CUDA fp16) gets its subspace step in float32. The iteration only multiplies by S and S^T (a
+`RowOperator`): on the readout's `SparseRows` (the top-k entries of each row) that costs hw*k*K per
+product instead of hw^2*K. The exact and randomized SVDs, and the iteration on a dense S, are the
+reference's (tests/readout_reference.py).
 """
 
 from __future__ import annotations
@@ -17,31 +17,28 @@ from typing import Protocol
 
 import torch
 
-from edge_vos.readout.state import SvdState, fingerprints
+from edge_vos.readout.sparse import SparseRows
+from edge_vos.readout.state import TmrnState, fingerprints
 
 log = logging.getLogger(__name__)
 
-SVD_KINDS = ("exact", "lowrank", "fast")
-LOWRANK_OVERSAMPLE = 8
-LOWRANK_ITERS = 2
-LOWRANK_SEED = 0
-FAST_OVERSAMPLE = 8  # extra subspace columns: the tail of the top-K spectrum is nearly degenerate
+COLD_SEED = 0  # seed of the random start of a slot without a warm start (reproducible, no global RNG)
 FAST_COLD_ITERS = 2  # power iterations from a random start when there is no state for a slot
 LAPACK_THREADS = 1
 CHOLESKY_RIDGE = 1e-5
 FAST_TOL = 0.1  # relative residual ||S^T U - V diag(sigma)|| / ||sigma|| that triggers an extra iteration
-FAST_MAX_EXTRA_ITERS = 1  # cap on those extra iterations per frame (scene cuts, big motion), dense S
-# Sparse (top-k) S: none. Its affinities come from trained keys, whose spectrum is degenerate (hundreds of
-# singular values equal to one): the residual stays above FAST_TOL on every slot of every frame, so the
-# extra iteration would always run, a second Ritz step per frame that does not bring the output closer to
-# exact (docs/readout.md has the measurements).
+# The readout's sparse S gets no extra iteration: its affinities come from trained keys, whose spectrum is
+# degenerate (hundreds of singular values equal to one), so the residual stays above FAST_TOL on every slot
+# of every frame and the extra iteration would always run, a second Ritz step per frame that does not bring
+# the output closer to exact (docs/readout.md). Nor extra columns: its cost there is the p x p work (eigh,
+# Gram matrices), not S. The dense reference uses both (tests/readout_reference.py).
 SPARSE_MAX_EXTRA_ITERS = 0
-SPARSE_OVERSAMPLE = 0  # and no extra columns: its cost there is the p x p work (eigh, Gram matrices), not S
+SPARSE_OVERSAMPLE = 0
 
 
 class RowOperator(Protocol):
     """What the warm-started iteration needs of S [N, hw_q, hw_m]: products with S and S^T, a subset
-    of slots. A dense tensor is wrapped by `DenseRows`; `SparseRows` keeps the top-k entries per row."""
+    of slots. `SparseRows` keeps the top-k entries per row; a dense tensor is wrapped by `DenseRows`."""
 
     @property
     def shape(self) -> tuple[int, int, int]: ...
@@ -100,48 +97,14 @@ def fix_signs(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return u * sign, v * sign
 
 
-def svd_exact(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full SVD, top k: s [N, hw_q, hw_m] -> U [N, hw_q, k], V [N, hw_m, k]."""
-    with lapack_threads(s.device):
-        try:
-            u, _, vh = torch.linalg.svd(s, full_matrices=False)
-        except torch.linalg.LinAlgError:  # rare: gesdd fails on many repeated singular values
-            return _svd_exact_fallback(s, k)
-    return u[..., :k], vh[..., :k, :].mT
 
-
-def _svd_exact_fallback(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Slot by slot: SVD, else SVD in float64, else eigh of S^T S (always converges; U = S V / sigma).
-
-    gesdd fails to converge on some affinities with hundreds of equal singular values (one-hot rows
-    from trained keys: measured at 480p); any basis of such a degenerate subspace is equally exact.
-    """
-    us, vs = [], []
-    for x in s:
-        for attempt in (x, x.double()):
-            try:
-                u, _, vh = torch.linalg.svd(attempt, full_matrices=False)
-                break
-            except torch.linalg.LinAlgError:
-                continue
-        else:
-            evals, evecs = torch.linalg.eigh(x.double().T @ x.double())
-            v = evecs.flip(-1)
-            sigma = evals.flip(-1).clamp_min(torch.finfo(torch.float64).tiny).sqrt()
-            u, vh = (x.double() @ v) / sigma, v.T
-            log.warning("exact svd: gesdd failed twice on a %s slot, used eigh(S^T S)", tuple(x.shape))
-        us.append(u[:, :k].to(s.dtype))
-        vs.append(vh[:k].T.to(s.dtype))
-    return torch.stack(us), torch.stack(vs)
-
-
-def _orth(x: torch.Tensor) -> torch.Tensor:
+def orth(x: torch.Tensor) -> torch.Tensor:
     """Orthonormal basis of the columns of x [N, n, p] (Householder QR)."""
     with lapack_threads(x.device):
         return torch.linalg.qr(x).Q
 
 
-def _ritz(s: RowOperator, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ritz(s: RowOperator, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rayleigh-Ritz on an orthonormal right subspace: best triplets of S within span(basis), descending.
 
     Y = S basis, eig(Y^T Y) = W diag(sigma^2) W^T -> V = basis W, U = Y W / sigma.
@@ -174,24 +137,13 @@ def _eigh_robust(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return evals.to(gram.dtype), evecs.to(gram.dtype)
 
 
-def _range_right(s: RowOperator, basis: torch.Tensor, iters: int) -> torch.Tensor:
+def range_right(s: RowOperator, basis: torch.Tensor, iters: int) -> torch.Tensor:
     """`iters` orthonormalised power steps on S^T S starting from `basis` [N, hw_m, p]."""
     for _ in range(iters):
-        left = _orth(s.mm(basis))
-        basis = _orth(s.tmm(left))
+        left = orth(s.mm(basis))
+        basis = orth(s.tmm(left))
     return basis
 
-
-def svd_lowrank(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Randomized SVD (Halko et al.) from a seeded local generator: reproducible, no global RNG."""
-    N, _, hw_m = s.shape
-    p = min(k + LOWRANK_OVERSAMPLE, min(s.shape[-2:]))
-    gen = torch.Generator(device=s.device).manual_seed(LOWRANK_SEED)
-    omega = torch.randn(N, hw_m, p, generator=gen, device=s.device, dtype=s.dtype)
-    op = DenseRows(s)
-    basis = _range_right(op, _orth(omega), LOWRANK_ITERS)
-    u, v, _ = _ritz(op, basis)
-    return u[..., :k], v[..., :k]
 
 
 def _orth_near(z: torch.Tensor) -> torch.Tensor:
@@ -218,16 +170,16 @@ def _orth_near(z: torch.Tensor) -> torch.Tensor:
 
 
 def svd_fast(
-    s: RowOperator, k: int, keys: torch.Tensor, state: SvdState | None, batch: int, slots: list[int],
-    max_extra: int = FAST_MAX_EXTRA_ITERS, oversample: int = FAST_OVERSAMPLE, prints: torch.Tensor | None = None,
+    s: RowOperator, k: int, keys: torch.Tensor, state: TmrnState | None, batch: int, slots: list[int],
+    max_extra: int, oversample: int, prints: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One block power iteration per frame, warm-started from last frame's subspace of the same slot.
 
     s: S of the N slots (dense or sparse, in the work dtype: float32, or float64), keys [N, ...] the
     slots' memory keys (for the state's fingerprints; `prints`: those fingerprints when the caller has
     them already), slots: the original slot index of each of the N.
-    Per slot and frame: Rayleigh-Ritz of S on the stored right subspace (one product with K + 8
-    columns, a (K + 8)^2 eigh), then one power step S^T U / sigma (a second product) stored as next
+    Per slot and frame: Rayleigh-Ritz of S on the stored right subspace (one product with K + `oversample`
+    columns, a (K + oversample)^2 eigh), then one power step S^T U / sigma (a second product) stored as next
     frame's start, so the subspace follows the query. Slots without a usable entry start from a seeded
     random subspace with FAST_COLD_ITERS iterations; a slot whose residual exceeds FAST_TOL gets up to
     `max_extra` more iterations this frame.
@@ -249,13 +201,13 @@ def svd_fast(
         if len(cold) < N:
             warm = torch.tensor([n for n in range(N) if n not in cold], device=device)
             start[warm] = _orth_near(start[warm])
-        gen = torch.Generator(device=device).manual_seed(LOWRANK_SEED)
+        gen = torch.Generator(device=device).manual_seed(COLD_SEED)
         omega = torch.randn(len(cold), hw_m, p, generator=gen, device=device, dtype=dtype)
         idx = torch.tensor(cold, device=device)
-        start[idx] = _range_right(s.select(idx), _orth(omega), FAST_COLD_ITERS)
+        start[idx] = range_right(s.select(idx), orth(omega), FAST_COLD_ITERS)
     else:
         start = _orth_near(torch.stack(bases))  # type: ignore[arg-type]
-    u, v, sigma = _ritz(s, start)
+    u, v, sigma = ritz(s, start)
     # power step: S^T u_k / sigma_k = v_k for an exact triplet, so its distance to v measures staleness
     nxt = s.tmm(u) / sigma[:, None, :]
     todo = torch.arange(N, device=device)
@@ -267,7 +219,7 @@ def svd_fast(
             break
         log.debug("fast svd: extra iteration %d for slots %s", extra + 1, todo.tolist())
         sub = s.select(todo)
-        u[todo], v[todo], sigma[todo] = _ritz(sub, _orth_near(nxt[todo]))
+        u[todo], v[todo], sigma[todo] = ritz(sub, _orth_near(nxt[todo]))
         nxt[todo] = sub.tmm(u[todo]) / sigma[todo][:, None, :]
     if state is not None:
         nxt = nxt / nxt.norm(dim=1, keepdim=True).clamp_min(torch.finfo(nxt.dtype).tiny)  # unit columns
@@ -277,36 +229,14 @@ def svd_fast(
 
 
 def top_singular(
-    s: torch.Tensor | RowOperator,
-    k: int,
-    kind: str,
-    *,
-    keys: torch.Tensor,
-    state: SvdState | None,
-    batch: int,
-    slots: list[int],
+    s: SparseRows, k: int, *, keys: torch.Tensor, state: TmrnState | None, batch: int, slots: list[int],
     prints: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k singular vectors of each S [N, hw_q, hw_m] (a dense tensor or a SparseRows), sign-fixed,
-    without gradient, in float32 (float64 for float64 keys): the caller casts them to its dtype.
-    `prints`: the slots' key fingerprints for svd "fast" when the caller computed them already."""
+    """Top-k singular vectors of each slot's sparse S [N, hw_q, hw_m], sign-fixed, without gradient, in
+    float32 (float64 for float64 keys): the caller casts them to its dtype. `prints`: the slots' key
+    fingerprints when the caller computed them already."""
     work = torch.float64 if keys.dtype == torch.float64 else torch.float32
     with torch.no_grad():
-        if isinstance(s, torch.Tensor):
-            s = DenseRows(s.detach().to(work))
-        else:
-            s = s.detach().to(work)  # type: ignore[attr-defined]
-        if kind == "fast":
-            if isinstance(s, DenseRows):
-                u, v = svd_fast(s, k, keys, state, batch, slots, prints=prints)
-            else:
-                u, v = svd_fast(s, k, keys, state, batch, slots, SPARSE_MAX_EXTRA_ITERS, SPARSE_OVERSAMPLE, prints)
-        else:
-            dense = s.s if isinstance(s, DenseRows) else s.to_dense()  # type: ignore[attr-defined]
-            if kind == "exact":
-                u, v = svd_exact(dense, k)
-            elif kind == "lowrank":
-                u, v = svd_lowrank(dense, k)
-            else:
-                raise ValueError(f"svd must be one of {SVD_KINDS}, got {kind!r}")
+        u, v = svd_fast(s.detach().to(work), k, keys, state, batch, slots, SPARSE_MAX_EXTRA_ITERS,
+                        SPARSE_OVERSAMPLE, prints)
         return fix_signs(u, v)

@@ -1,4 +1,4 @@
-"""Scratch tensors of the no-grad dense readout: one named buffer per role, reused from frame to frame."""
+"""Scratch tensors of the no-grad readout: one named buffer per role, reused from frame to frame."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import torch
 # Every role that holds an hw x N*hw tensor. Each role owns its buffer, so no stage can overwrite
 # another stage's result whatever the order of the calls.
 ROLES = (
-    "affinity",  # dense: S [N, hw_q, hw_m], the softmax written over its logits
-    "alignment",  # dense: W = C * S [N, hw_q, hw_m], written over C
-    "logits",  # sparse: the logits [hw_q, N, hw_m] the per-slot top-k is taken from
+    "logits",  # the logits [hw_q, N, hw_m] the per-slot top-k is taken from
 )
 
 
@@ -19,8 +17,8 @@ class ReadoutWorkspace:
     """The readout's hw x N*hw tensors, one buffer per role in ROLES (no autograd use).
 
     Allocating them anew on every frame costs page faults on every call, which on the development machines
-    is as slow as the softmax over them. Each buffer grows to the largest size asked for, then stays. The
-    sparse readout (the default) only keeps its logits here: everything after them is hw x k.
+    is as slow as the softmax over them. Each buffer grows to the largest size asked for, then stays. Only
+    the logits are that large: everything after the per-slot top-k is hw x k.
     """
 
     def __init__(self) -> None:

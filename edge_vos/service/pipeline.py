@@ -40,26 +40,14 @@ log = logging.getLogger(__name__)
 
 
 def build_tracker(config: ServiceConfig) -> TrackerLike:
-    """The configured Tracker (`model.weights: random`, a seeded untrained network, is the model's to build).
-    A weights file that is missing or unusable, or a device this machine lacks, is a ConfigError naming the
-    file or field (one line; details at INFO)."""
-    from edge_vos.tracker import CheckpointError, Tracker, resolve_device
+    """The configured Tracker (tracker.build_tracker); what cannot run here is a ConfigError naming the field
+    under `tracker.`."""
+    from edge_vos.tracker import build_tracker as build
 
     try:
-        resolve_device(config.tracker.device)
-    except RuntimeError as exc:
-        raise ConfigError("tracker.device", str(exc)) from None
-    try:
-        return Tracker(config.tracker)
-    except FileNotFoundError as exc:
-        raise ConfigError("tracker.model.weights", f"{exc}. For a pipeline check without trained weights use "
-                                                   "--weights random (an untrained network; masks are meaningless)"
-                          ) from None
-    except CheckpointError as exc:
-        first, _, details = str(exc).partition("\n")
-        if details:
-            log.info("checkpoint details:\n%s", details)
-        raise ConfigError("tracker.model.weights", first) from None
+        return build(config.tracker)
+    except ConfigError as exc:
+        raise exc.under("tracker") from None
 
 
 class Service:

@@ -1,65 +1,38 @@
-"""Typed configuration of the tracker: network (the model's own ModelConfig), readout, memory, precision,
-device, backend."""
+"""Typed configuration of the tracker: network (the model's own ModelConfig), readout (the readout's own
+ReadoutConfig), memory, motion prior, precision, device, backend.
+
+The defaults are the tracker that ships (configs/cpu.yaml states them; tests/test_tracker_config.py keeps the
+two equal); device configs state only their differences. Torch-free: loading a config loads no network.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from edge_vos.backends import BACKEND_NAMES
-from edge_vos.config import ConfigError, one_of, positive
+from edge_vos.backends.names import BACKEND_NAMES
+from edge_vos.config import ConfigError, apply_overrides, from_dict, one_of, positive, read_yaml
 from edge_vos.labels import MAX_OBJECT_ID
 from edge_vos.model.config import ModelConfig
-from edge_vos.readout import AGENT_SOURCES, MODES, SVD_KINDS
+from edge_vos.readout.config import READOUT_KINDS, ReadoutConfig, StcnOptions
 
 # `auto`: bf16 on a CPU with native bf16 kernels, fp16 on CUDA, fp32 elsewhere (backends.resolve_precision).
 PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 DEVICES = ("auto", "cpu", "cuda")
-# What `readout.kind` may name: the STCN readout, or one of tmrn_readout's modes.
-READOUT_KINDS = ("stcn", *MODES)
 # What the motion prior does with an object's mask that falls apart into pieces (PriorConfig.split).
 SPLIT_MODES = ("keep", "track")
 
 
 @dataclass
-class ReadoutConfig:
-    kind: str = "tmrn"
-    svd: str = "fast"
-    agents: int = 128
-    # True: W = C * S row-renormalised (the interface's default); rows of C * S that underflow on trained
-    # keys take S's row instead of 0/0. False: the paper's eq. 13 as written. Why True is the default, with
-    # the measurements: docs/architecture.md, "Readout defaults".
-    renormalize: bool = True
-    # STCN readout: keep the top_k memory entries per query pixel over all slots (official STCN: 20). 0 = all.
-    top_k: int = 20
-    # TMRN/ST readout: keep the slot_top_k largest entries of each row of every slot's affinity and run
-    # everything after it on those (the sparse path, docs/readout.md). 0 = all (the dense exact reference).
-    # Trained affinities put nearly all of a row's mass on its first one or two entries, so a handful
-    # suffices; the measurements that chose it: docs/readout.md, "How many entries per row".
-    slot_top_k: int = 4
-    # Where TMRN's agents come from: "svd" (the paper's method) or "pixels" (SVD-free, cheaper).
-    agent_source: str = "svd"
-    # svd "fast": each slot's agents are recomputed on one frame in agents_every (slots take turns), the
-    # others keep their last ones. 1 = every frame (the paper). Measurements: docs/readout.md.
-    agents_every: int = 1
-
-    def __post_init__(self) -> None:
-        one_of("kind", self.kind, READOUT_KINDS)
-        one_of("svd", self.svd, SVD_KINDS)
-        one_of("agent_source", self.agent_source, AGENT_SOURCES)
-        positive("agents", self.agents)
-        positive("agents_every", self.agents_every)
-        positive("top_k", self.top_k, allow_zero=True)
-        positive("slot_top_k", self.slot_top_k, allow_zero=True)
-
-
-@dataclass
 class MemoryConfig:
     # Total slots, prompt frames included. Preallocated once; never grows unless `unbounded`.
-    capacity: int = 8
+    capacity: int = 6
     # Write the current frame to memory every `mem_every` frames.
     mem_every: int = 5
     # Most slots that prompt frames may pin; older prompts beyond this are unpinned oldest-first.
-    max_pinned: int = 4
+    max_pinned: int = 2
     # Official-STCN mode for comparison: every memory frame is kept, memory grows without bound.
     unbounded: bool = False
 
@@ -79,7 +52,9 @@ class MemoryConfig:
 class PriorConfig:
     """The motion prior (edge_vos/tracker/prior.py): each object's probability is kept near its previous box."""
 
-    enabled: bool = False
+    # Each object stays near its previous box, so a look-alike far away is not painted (docs/model-card.md,
+    # "Motion prior"); false = appearance matching alone.
+    enabled: bool = True
     # Gaussian width outside the previous box, as a fraction of the box's height (rows) and width (columns).
     margin: float = 0.5
     # Lower bound of that width in working-canvas pixels (small objects still move).
@@ -91,7 +66,7 @@ class PriorConfig:
     # nearest where the object is expected and the pieces inside its expected box, and drops the rest
     # (edge_vos/tracker/pieces.py): a look-alike that overlapped the object does not leave with its mask.
     # Runs on the CPU (OpenCV): on a GPU it copies each object's mask to the host once per frame.
-    split: str = "keep"
+    split: str = "track"
     # split "track": a mask that grows past this many times the object's usual area in one frame has taken
     # something in; pieces are then judged against the box the object had before, moved on by its velocity.
     growth: float = 1.3
@@ -101,7 +76,7 @@ class PriorConfig:
     # scaled up (at most 3x, inside its window) until that share passes: a matcher unsure of an object
     # among look-alikes fades it for a frame, and the faded frame written to memory would teach the loss.
     # 0 = off.
-    hold: float = 0.0
+    hold: float = 0.7
 
     def __post_init__(self) -> None:
         positive("margin", self.margin)
@@ -124,13 +99,19 @@ class TrackerConfig:
     readout: ReadoutConfig = field(default_factory=ReadoutConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
-    # Working resolution: the short side the network sees (official STCN: 480); a smaller input is not
-    # scaled up (that costs time and adds no detail). 0 = the input size.
-    resolution: int = 480
-    device: str = "auto"
-    precision: str = "fp32"
-    backend: str = "torch"
+    # Working resolution: the short side the network sees; a smaller input is not scaled up (that costs
+    # time and adds no detail). 0 = the input size. 360 is where the bundled model scores best
+    # (docs/model-card.md, "Working resolution"); official STCN weights (stcn-r50) are a 480 network.
+    resolution: int = 360
+    device: str = "cpu"
+    # auto: bf16 where the CPU has native bf16 kernels (AVX512-BF16/AMX, Arm BF16), else fp32; fp16 on CUDA.
+    precision: str = "auto"
+    # auto: the fastest backend here (backends.choose_backend); on bf16 CPUs both encoders in ONNX Runtime
+    # fp32 and the decoder eager bf16.
+    backend: str = "auto"
     max_objects: int = 8
+    # Per-stage timings in StepResult.timings_ms (synchronising CUDA around every stage); off: "total" only.
+    profile: bool = False
 
     def __post_init__(self) -> None:
         positive("resolution", self.resolution, allow_zero=True)
@@ -152,13 +133,24 @@ class TrackerConfig:
         return self.resolution
 
     @classmethod
-    def official_stcn(cls, **kwargs: object) -> TrackerConfig:
-        """Official STCN's inference: STCN readout with top-20, every 5th frame kept forever, no prior."""
-        config = cls(**kwargs)  # type: ignore[arg-type]
-        config.readout = ReadoutConfig(kind="stcn", top_k=20)
-        config.prior = PriorConfig(enabled=False)
-        config.memory = MemoryConfig(capacity=config.memory.capacity, mem_every=5, unbounded=True)
-        return config
+    def from_yaml(cls, path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrackerConfig:
+        """From a tracker YAML, or from the `tracker:` section of a service YAML, then dotted-key
+        `overrides` ({"resolution": 240}); None: the defaults (the shipped tracker). Errors name the
+        field as the file spells it."""
+        data = read_yaml(path) if path is not None else {}
+        prefix = ""
+        if isinstance(data.get("tracker"), dict):
+            data, prefix = data["tracker"], "tracker"
+        apply_overrides(data, overrides)
+        return from_dict(cls, data, prefix)
+
+    def official_stcn(self) -> TrackerConfig:
+        """This config with official STCN's inference: STCN readout with top-20, every 5th frame kept
+        forever, no prior."""
+        return dataclasses.replace(
+            self, readout=ReadoutConfig(kind="stcn", stcn=StcnOptions(top_k=20)), prior=PriorConfig(enabled=False),
+            memory=MemoryConfig(capacity=self.memory.capacity, mem_every=5, unbounded=True),
+        )
 
 
 __all__ = [

@@ -19,17 +19,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from edge_vos.backends import NetworkRunner, create_runner, resolve_precision
+from edge_vos.backends.base import NetworkRunner
+from edge_vos.backends.factory import create_runner, resolve_precision
 from edge_vos.model.network import STCN
 from edge_vos.model.preprocess import FrameGeometry, frame_geometry, image_to_tensor, masks_to_tensor, to_input_size
 from edge_vos.model.weights import load_configured_network
-from edge_vos.readout import SvdState, stcn_readout, tmrn_readout
+from edge_vos.readout.build import Readout, build_readout
 from edge_vos.tracker.aggregate import label_map, soft_aggregate
 from edge_vos.tracker.config import TrackerConfig
 from edge_vos.tracker.errors import TrackerInputError
 from edge_vos.tracker.inputs import check_image
 from edge_vos.tracker.inputs import prompt_ids as check_prompt
-from edge_vos.tracker.memory import MemoryView, RingMemory
+from edge_vos.tracker.memory import RingMemory
 from edge_vos.tracker.objects import ObjectManager
 from edge_vos.tracker.prior import MotionPrior
 
@@ -46,6 +47,7 @@ class StepResult:
     labels: np.ndarray  # uint8 [H,W], object ids, 0 = background
     object_ids: list[int]
     probabilities: np.ndarray  # float32 [O,H,W] in object_ids order
+    # "total" always; per stage (key_encode, readout, decode, ...) only with TrackerConfig.profile
     timings_ms: dict[str, float] = field(default_factory=dict)
     memory_written: bool = False
 
@@ -83,7 +85,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Tracker:
-    def __init__(self, config: TrackerConfig | None = None, network: STCN | None = None) -> None:
+    def __init__(
+        self, config: TrackerConfig | None = None, network: STCN | None = None, readout: Readout | None = None
+    ) -> None:
+        """`network`: instead of loading the configured weights; `readout`: instead of the configured one (the
+        reference readouts of tests/readout_reference.py in tools/bench_readout.py)."""
         self.config = config or TrackerConfig()
         self.device = resolve_device(self.config.device)
         if network is None:
@@ -97,7 +103,7 @@ class Tracker:
         self._runners: OrderedDict[tuple[int, int], NetworkRunner] = OrderedDict()  # most recent size last
         self._geometry: FrameGeometry | None = None
         self._memory: RingMemory | None = None
-        self._svd_state = SvdState()  # warm start of svd="fast", per memory slot
+        self._readout = readout or build_readout(self.config.readout)  # owns what it keeps per stream
         self._prior = MotionPrior(self.config.prior) if self.config.prior.enabled else None
         self.frame_index = -1
         self._last_write = -(10**9)
@@ -119,7 +125,7 @@ class Tracker:
         self.objects.clear()
         if self._memory is not None:
             self._memory.clear()
-        self._svd_state.clear()
+        self._readout.reset()
         if self._prior is not None:
             self._prior.clear()
         self._last_write = -(10**9)
@@ -150,7 +156,9 @@ class Tracker:
         timings: dict[str, float] = {}
         geometry, prompt_ids = self._prepare(image, mask, objects)
         if self._pending_write is not None:  # the caller did not write the previous frame: it goes in first
-            timings["deferred_write"] = self.write_deferred_memory()
+            written_ms = self.write_deferred_memory()
+            if self.config.profile:
+                timings["deferred_write"] = written_ms
         self.frame_index += 1
         tracked = [i for i in self.objects.ids if i not in prompt_ids]
         # Built (an engine exported, maybe) on a stream's first frame, objects or not: the first prompt of a
@@ -175,7 +183,8 @@ class Tracker:
         if readable:
             with self._timed(timings, "readout"):
                 view = memory.view([self.objects.index(i) for i in readable])
-                memory_readout = self._readout(frame.key, view)[0].float()
+                qk = frame.key.to(self.memory_dtype)
+                memory_readout = self._readout(qk, view.keys, view.values, view.valid, view.slot_versions)[0].float()
             with self._timed(timings, "decode"):
                 logits = runner.decode(memory_readout, frame.query_value, frame.f8, frame.f4)
             rows = [order.index(i) for i in readable]
@@ -213,14 +222,16 @@ class Tracker:
 
     @torch.no_grad()
     def write_deferred_memory(self) -> float:
-        """Encodes the frame a `step(defer_memory_write=True)` left for memory; returns its ms (0: none)."""
+        """Encodes the frame a `step(defer_memory_write=True)` left for memory; returns its ms (0: none). On
+        CUDA without TrackerConfig.profile that is the time to queue the work, not to run it."""
         write, self._pending_write = self._pending_write, None
         if write is None:
             return 0.0
         timings: dict[str, float] = {}
+        start = time.perf_counter()
         with self._timed(timings, "value_encode"):
             self._write_memory(write)
-        return timings["value_encode"]
+        return timings.get("value_encode", (time.perf_counter() - start) * 1000)
 
     @torch.no_grad()
     def add_prompt(self, image: np.ndarray, mask: np.ndarray, objects: list[int] | None = None) -> None:
@@ -288,7 +299,7 @@ class Tracker:
             geometry.feature_hw, max_pinned=mem.max_pinned, unbounded=mem.unbounded,
             device=self.device, dtype=self.memory_dtype,
         )
-        self._svd_state.clear()
+        self._readout.reset()
         self._last_write = -(10**9)
 
     def _mask_probabilities(self, mask: np.ndarray, ids: list[int], geometry: FrameGeometry) -> torch.Tensor:
@@ -319,18 +330,6 @@ class Tracker:
             raise RuntimeError("no memory yet")
         return self._memory
 
-    def _readout(self, key: torch.Tensor, view: MemoryView) -> torch.Tensor:
-        cfg = self.config.readout
-        qk = key.to(self.memory_dtype)
-        if cfg.kind == "stcn":
-            return stcn_readout(qk, view.keys, view.values, view.valid, top_k=cfg.top_k or None)
-        self._svd_state.sync_versions(view.slot_versions)  # overwritten slots lose their warm start
-        return tmrn_readout(
-            qk, view.keys, view.values, view.valid,
-            agents=cfg.agents, mode=cfg.kind, svd=cfg.svd, renormalize=cfg.renormalize, state=self._svd_state,
-            top_k=cfg.slot_top_k or None, agent_source=cfg.agent_source, agents_every=cfg.agents_every,
-        )
-
     def _write_memory(self, write: _MemoryWrite) -> None:
         probs = write.probs
         others = probs.sum(dim=0, keepdim=True) - probs
@@ -350,7 +349,7 @@ class Tracker:
         return labels, full[1:].float().cpu().numpy()
 
     def _timed(self, timings: dict[str, float], name: str) -> _Timer:
-        return _Timer(timings, name, self.device)
+        return _Timer(timings if self.config.profile else None, name, self.device)
 
     def _result(
         self, labels: np.ndarray, order: list[int], probs: np.ndarray, timings: dict[str, float],
@@ -361,17 +360,23 @@ class Tracker:
 
 
 class _Timer:
-    """Adds the wall time of a block to timings[name] in ms (synchronising CUDA so the time is real)."""
+    """Adds the wall time of a block to timings[name] in ms, synchronising CUDA so that the time is the
+    stage's and not its launch's; does nothing when `timings` is None (profiling off: a synchronisation per
+    stage would stall the GPU's queue on every frame)."""
 
-    def __init__(self, timings: dict[str, float], name: str, device: torch.device) -> None:
+    def __init__(self, timings: dict[str, float] | None, name: str, device: torch.device) -> None:
         self.timings, self.name, self.device = timings, name, device
 
     def __enter__(self) -> None:
+        if self.timings is None:
+            return
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.start = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:
+        if self.timings is None:
+            return
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.timings[self.name] = self.timings.get(self.name, 0.0) + (time.perf_counter() - self.start) * 1000

@@ -1,7 +1,7 @@
 """`edge-vos train --config FILE`: trains (or resumes) the network as a YAML TrainConfig describes.
 
     edge-vos train --config configs/train-cpu.yaml --out runs/effl0-stcn
-    edge-vos train --config configs/train-cpu.yaml --set readout.kind=tmrn --set video.steps=200
+    edge-vos train --config configs/train-cpu.yaml --set readout.kind=tmrn --set readout.stcn=null --set video.steps=200
 
 A run directory holds checkpoint.safetensors (weights + optimizer + step: rerunning the same command
 resumes), log.csv (one row per `log_every` steps), config.json and, at the end, final.safetensors.

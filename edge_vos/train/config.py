@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edge_vos.config import ConfigError, one_of, positive
-from edge_vos.readout import SVD_KINDS
-from edge_vos.tracker.config import READOUT_KINDS
+from edge_vos.readout.config import ReadoutConfig, StcnOptions
 
 INITS = ("auto", "imagenet", "scratch")
 # Longest clip and most object slots a sample may have (memory and time per step grow with both).
@@ -37,26 +36,11 @@ class ModelSection:
     freeze_key_to: str = ""
 
     def __post_init__(self) -> None:
-        from edge_vos.model.network import ARCHS
+        from edge_vos.model.archs import ARCHS
 
         one_of("arch", self.arch, ARCHS)
         one_of("init", self.init, INITS)
         one_of("freeze_key_to", self.freeze_key_to, ("", "f4", "f8"))
-
-
-@dataclass
-class ReadoutSection:
-    kind: str = "stcn"
-    svd: str = "lowrank"
-    agents: int = 64
-    # TMRN: divide the aligned affinity by its row sums (as the tracker's default). False is the paper's
-    # eq. 13 to the letter, and avoids a 1/0 where (P_Q P_M^T) * S underflows to zero on a whole row.
-    renormalize: bool = True
-
-    def __post_init__(self) -> None:
-        one_of("kind", self.kind, READOUT_KINDS)
-        one_of("svd", self.svd, SVD_KINDS)
-        positive("agents", self.agents)
 
 
 @dataclass
@@ -168,7 +152,9 @@ class LossSection:
 @dataclass
 class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
-    readout: ReadoutSection = field(default_factory=ReadoutSection)
+    # The readout in the loop (the tracker's ReadoutConfig, built by the same build_readout). Default: STCN's
+    # full softmax over all memory pixels, as STCN trains (top_k 0).
+    readout: ReadoutConfig = field(default_factory=lambda: ReadoutConfig(kind="stcn", stcn=StcnOptions(top_k=0)))
     data: DataSection = field(default_factory=DataSection)
     static: StageSection = field(default_factory=lambda: StageSection(steps=300, max_gap_start=1, max_gap_end=1))
     video: StageSection = field(default_factory=lambda: StageSection(steps=1500))

@@ -29,6 +29,7 @@ from torch import nn
 from edge_vos.config import to_dict
 from edge_vos.model.network import STCN, build_network
 from edge_vos.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from edge_vos.readout.build import build_readout
 from edge_vos.train.config import StageSection, TrainConfig
 from edge_vos.train.data import TrainData, collate
 
@@ -94,17 +95,6 @@ def labels_from_masks(masks: torch.Tensor) -> torch.Tensor:
     """Object masks [B,O,H,W] (0/1) -> class map [B,H,W] (0 = background, k = object k)."""
     background = (masks.sum(dim=1, keepdim=True) < 0.5).float()
     return torch.cat([background, masks], dim=1).argmax(dim=1)
-
-
-def make_readout(kind: str, svd: str, agents: int, renormalize: bool = True) -> Readout:
-    """The training readout: STCN's full softmax (no top-k, as in STCN's training) or ST / TMRN."""
-    from edge_vos.readout import stcn_readout, tmrn_readout
-
-    if kind == "stcn":
-        return lambda qk, mk, mv, valid: stcn_readout(qk, mk, mv, valid, top_k=None)
-    return lambda qk, mk, mv, valid: tmrn_readout(
-        qk, mk, mv, valid, agents=agents, mode=kind, svd=svd, renormalize=renormalize
-    )
 
 
 def forward_clip(
@@ -312,8 +302,7 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
     _trim_csv(out / LOG_CSV, start)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     data = TrainData(cfg.data, cfg.seed)
-    r = cfg.readout
-    readout = make_readout(r.kind, r.svd, r.agents, r.renormalize)
+    readout = build_readout(cfg.readout)
     end = cfg.total_steps if max_steps is None else min(cfg.total_steps, max_steps)
     set_train_mode(net, cfg.model.freeze_bn)
 
