@@ -158,6 +158,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load_yaml(cls: type[T], path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> T:
     """Reads YAML (or nothing), applies dotted-key overrides such as {"source.uri": "x.mp4"}, validates."""
     data = read_yaml(path) if path is not None else {}
+    return from_dict(cls, with_overrides(data, overrides))
+
+
+def with_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`data` (changed in place) with dotted-key overrides such as {"source.uri": "x.mp4"} applied."""
     for dotted, value in (overrides or {}).items():
         node = data
         keys = dotted.split(".")
@@ -166,4 +171,4 @@ def load_yaml(cls: type[T], path: str | Path | None, overrides: Mapping[str, Any
             if not isinstance(node, dict):
                 raise ConfigError(dotted, "cannot override inside a non-mapping value")
         node[keys[-1]] = value
-    return from_dict(cls, data)
+    return data

@@ -22,7 +22,7 @@ from edge_vos.service.commands import (
     fit_mask,
     parse_command,
 )
-from edge_vos.service.protocol import encode_rle
+from edge_vos.wire.protocol import encode_rle
 
 from .conftest import CUTIE, require_data
 

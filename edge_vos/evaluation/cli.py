@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from edge_vos.config import ConfigError, load_yaml, to_dict
+from edge_vos.config import ConfigError, from_dict, load_yaml, to_dict, with_overrides
 from edge_vos.tracker.config import DEVICES, PRECISIONS, READOUT_KINDS
 
 log = logging.getLogger(__name__)
@@ -115,11 +115,8 @@ def _load_tracker_yaml(value: str | Path | None, overrides: dict[str, Any]) -> A
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError("", f"{path}: not valid YAML: {exc}") from None
-        if isinstance(data, dict) and isinstance(data.get("tracker"), dict):  # a service config
-            from edge_vos.service.config import ServiceConfig
-
-            service = load_yaml(ServiceConfig, path, {f"tracker.{k}": v for k, v in overrides.items()})
-            return service.tracker
+        if isinstance(data, dict) and isinstance(data.get("tracker"), dict):  # a run config: its tracker section
+            return from_dict(TrackerConfig, with_overrides(data["tracker"], overrides), "tracker")
     return load_yaml(TrackerConfig, path, overrides)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_vos.labels import MAX_OBJECT_ID
 from edge_vos.prompt import DEFAULT_METHOD, METHODS, Prompt, PromptError, make_prompt
-from edge_vos.service.protocol import ProtocolError, decode_png, decode_rle
+from edge_vos.wire.protocol import ProtocolError, decode_png, decode_rle
 
 COMMANDS = ("add", "remove", "reset", "stats", "config", "ping")
 MASK_FIELDS = ("mask", "rle", "polygon")  # an object's pixels, taken as is unless refined

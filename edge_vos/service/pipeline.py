@@ -88,7 +88,6 @@ class Service:
         self.exit_error: str | None = None
         self.startup_failed = False  # the error is the operator's configuration (exit status 2)
         self.started_at = time.monotonic()
-        self.view: Any = None  # edge_vos.view.server.ViewServer when view.listen is set (built once bound)
         self._ready = False
         self._last_status = 0.0
         self._status_lock = threading.Lock()
@@ -157,13 +156,6 @@ class Service:
         if self.control is not None:
             self.control.start()
             self._wait_bound(self.control, "control.endpoint")
-        if cfg.view.enabled:  # the web page: a client of the two sockets just bound, like any other
-            from edge_vos.view.server import ViewServer
-
-            self.view = ViewServer.for_service(cfg.view, self.publisher.last_endpoint,
-                                               self.control.last_endpoint if self.control else "",
-                                               cfg.security.server_secret_key if cfg.security.curve else "")
-            self.view.start()
         if cfg.metrics.enabled:
             try:
                 self.metrics.serve(cfg.metrics.address, cfg.metrics.port)
@@ -218,8 +210,6 @@ class Service:
         """Stops every thread (each within `timeout`), flushing what the publisher holds."""
         self.notifier.stopping()
         self.stop_event.set()
-        if self.view is not None:
-            self.view.stop()
         deadline = time.monotonic() + timeout
         for thread in (self.capture, self.worker):
             if thread.is_alive():
