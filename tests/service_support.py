@@ -32,7 +32,8 @@ def first_mask() -> np.ndarray:
     return mask
 
 
-def service_config(**sections: Any) -> ServiceConfig:
+def service_config(config_class: type[ServiceConfig] = ServiceConfig, **sections: Any) -> ServiceConfig:
+    """A test service config (a RunConfig with `config_class=RunConfig`, for a `view:` section)."""
     data: dict[str, Any] = {
         "source": {"uri": "synthetic:", "pace": "fastest", "reconnect_initial_s": 0.05, "reconnect_max_s": 0.1},
         "publish": {"endpoint": "tcp://127.0.0.1:*"},
@@ -41,7 +42,7 @@ def service_config(**sections: Any) -> ServiceConfig:
     }
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value}
-    return from_dict(ServiceConfig, data)
+    return from_dict(config_class, data)
 
 
 @contextmanager

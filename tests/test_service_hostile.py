@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_vos.client import CommandClient
-from edge_vos.service.commands import Command, CommandError, Limits, parse_command
+from edge_vos.service.commands import Command, CommandError, Limits, parse_request
 from edge_vos.service.notify import Notifier
 from edge_vos.service.pipeline import Service
 
@@ -22,7 +22,12 @@ from .fakes import ArrayReader, FakeTracker
 from .service_support import drain, first_mask, frames, notify_socket, running, service_config, wait_for
 from .strategies import command_objects, huge_number_requests, requests
 
-LIMITS = Limits(frame_hw=(120, 160), max_objects=8, max_polygon_points=100)
+LIMITS = Limits(frame_hw=(120, 160), max_polygon_points=100)
+
+
+def parse_command(raw: bytes, limits: Limits) -> Command:
+    """The command of a valid request (the request id is the control thread's and tested there)."""
+    return parse_request(raw, limits).command
 
 
 def _parse_or_refuse(raw: bytes) -> None:

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from edge_vos.service.capture import Frame, FrameBuffer
+from edge_vos.service.commands import PendingCommand
 from edge_vos.service.config import PipelineConfig
-from edge_vos.service.control import PendingCommand
 from edge_vos.service.metrics import ServiceMetrics
 from edge_vos.service.prompts import FramePrompt, PromptBook, StartupError, TrackerLike
 from edge_vos.service.publisher import Outcome

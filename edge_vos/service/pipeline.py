@@ -259,8 +259,6 @@ class Service:
         return StatusEvent("ended", "end of source")
 
     def control_reply(self, token: int, body: dict[str, Any]) -> None:
-        if body.get("req") is None:
-            body.pop("req", None)
         if self.control is not None:
             self.control.reply(token, body)
 
@@ -335,8 +333,7 @@ class Service:
 
     def _limits(self) -> Limits:
         snap = self.worker.snapshot
-        return Limits(snap.frame_hw, self.config.tracker.max_objects, self.config.control.max_polygon_points,
-                      self.config.prompt.resize_tolerance)
+        return Limits(snap.frame_hw, self.config.control.max_polygon_points, self.config.prompt.resize_tolerance)
 
     def _query(self, what: str) -> dict[str, Any]:
         if what == "ping":

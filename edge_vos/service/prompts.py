@@ -25,9 +25,8 @@ from edge_vos.config import ConfigError
 from edge_vos.prompt import PromptError
 from edge_vos.prompt.methods import PromptMasks
 from edge_vos.service.capture import Frame
-from edge_vos.service.commands import AddObject, CommandError, RemoveObject, Reset, fit_mask
+from edge_vos.service.commands import AddObject, CommandError, PendingCommand, RemoveObject, Reset, fit_mask
 from edge_vos.service.config import PromptConfig
-from edge_vos.service.control import PendingCommand
 from edge_vos.tracker import TrackerInputError
 
 log = logging.getLogger(__name__)
@@ -86,11 +85,8 @@ class FramePrompt:
     initial: bool = False  # it carries the initial prompt
 
 
-def _reply_body(ok: bool, req: Any, **fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"ok": ok, **fields}
-    if req is not None:
-        body["req"] = req
-    return body
+def _reply_body(ok: bool, **fields: Any) -> dict[str, Any]:
+    return {"ok": ok, **fields}
 
 
 class PromptBook:
@@ -122,11 +118,10 @@ class PromptBook:
         try:
             body = self._apply(pending)
         except (CommandError, TrackerInputError) as exc:
-            body = exc.to_reply(command.req) if isinstance(exc, CommandError) else _reply_body(False, command.req,
-                                                                                            error=str(exc))
+            body = exc.to_reply() if isinstance(exc, CommandError) else _reply_body(False, error=str(exc))
         except Exception as exc:
             log.exception("%s command failed", command.name)
-            body = _reply_body(False, command.req, error=f"internal error: {exc!r}")
+            body = _reply_body(False, error=f"internal error: {exc!r}")
         if body is not None:
             self.reply(pending.token, body)
 
@@ -136,12 +131,12 @@ class PromptBook:
         if isinstance(cmd, Reset):
             self.tracker.reset()
             self.cancel_waiting("cancelled by reset")
-            return _reply_body(True, cmd.req)
+            return _reply_body(True)
         if isinstance(cmd, RemoveObject):
             if cmd.obj_id not in tracked:
                 raise CommandError("id", f"unknown object id {cmd.obj_id}; tracking {tracked}")
             self.tracker.remove_object(cmd.obj_id)
-            return _reply_body(True, cmd.req, id=cmd.obj_id, objects=list(self.tracker.object_ids))
+            return _reply_body(True, id=cmd.obj_id, objects=list(self.tracker.object_ids))
         if not isinstance(cmd, AddObject):
             raise CommandError("cmd", f"{cmd.name} is not applied by the inference thread")
         waiting_new = set(self.waiting_objects()) - set(tracked)
@@ -158,7 +153,7 @@ class PromptBook:
             raise CommandError("frame", f"frame {cmd.frame} is not among the recent frames ({span})")
         mask = self._object_mask(cmd, frame)
         self.tracker.add_prompt(frame.image, mask.astype(np.uint8) * np.uint8(cmd.obj_id), [cmd.obj_id])
-        return _reply_body(True, cmd.req, id=cmd.obj_id, frame=frame.seq, area=int(mask.sum()))
+        return _reply_body(True, id=cmd.obj_id, frame=frame.seq, area=int(mask.sum()))
 
     def waiting_objects(self) -> list[int]:
         """Ids the next frame will prompt: the initial prompt's and the waiting adds'."""
@@ -168,7 +163,7 @@ class PromptBook:
     def cancel_waiting(self, reason: str) -> None:
         """Answers the adds still waiting for a frame (reset, or the service stopping)."""
         for pending in self._next:
-            self.reply(pending.token, _reply_body(False, pending.command.req, error=reason))
+            self.reply(pending.token, _reply_body(False, error=reason))
         self._next = []
 
     # ---- the next frame --------------------------------------------------------------------------
@@ -195,11 +190,11 @@ class PromptBook:
             try:
                 mask = self._object_mask(cmd, frame)
             except CommandError as exc:
-                self.reply(pending.token, exc.to_reply(cmd.req))
+                self.reply(pending.token, exc.to_reply())
                 continue
             except Exception as exc:  # e.g. OpenCV failing inside a segmentation method
                 log.exception("making the mask of add %s failed", cmd.obj_id)
-                self.reply(pending.token, _reply_body(False, cmd.req, error=f"internal error: {exc!r}"))
+                self.reply(pending.token, _reply_body(False, error=f"internal error: {exc!r}"))
                 continue
             if labels is None:
                 labels = np.zeros((h, w), np.uint8)
@@ -212,8 +207,7 @@ class PromptBook:
         present = set(np.unique(labels).tolist())
         # An object painted over entirely by a later one has nothing left to prompt with.
         for pending, _ in [c for c in carried if c[0].command.obj_id not in present]:
-            self.reply(pending.token, _reply_body(False, pending.command.req,
-                                                  error="mask entirely covered by a later object's mask"))
+            self.reply(pending.token, _reply_body(False, error="mask entirely covered by a later object's mask"))
         carried = [c for c in carried if c[0].command.obj_id in present]
         objects = [o for o in objects if o in present]
         initial = self.initial_mask is not None
@@ -226,21 +220,18 @@ class PromptBook:
             log.info("initial prompt applied on frame %d: objects %s", frame_seq, prompt.objects)
         for pending, area in prompt.commands or []:
             cmd = pending.command
-            self.reply(pending.token, _reply_body(True, cmd.req, id=cmd.obj_id, frame=frame_seq, area=area))
+            self.reply(pending.token, _reply_body(True, id=cmd.obj_id, frame=frame_seq, area=area))
 
     def refuse(self, prompt: FramePrompt, error: str) -> None:
         """The prompt was not applied (the tracker refused it or failed): each add command is told why; the
         initial prompt waits for the next frame."""
         for pending, _ in prompt.commands or []:
-            self.reply(pending.token, _reply_body(False, pending.command.req, error=error))
+            self.reply(pending.token, _reply_body(False, error=error))
 
     def _object_mask(self, cmd: AddObject, frame: Frame) -> np.ndarray:
         h, w = frame.image.shape[:2]
+        _check_frame_size(cmd, (h, w))
         if cmd.prompt is not None:
-            if cmd.prompt.frame_hw != (h, w):
-                ph, pw = cmd.prompt.frame_hw
-                raise CommandError("box" if cmd.prompt.box is not None else "points",
-                                   f"the prompt was given for a {pw}x{ph} frame but the frame is {w}x{h}")
             try:
                 mask = self.prompt_masks(frame.image, cmd.prompt, cmd.method)
             except PromptError as exc:
@@ -252,6 +243,16 @@ class PromptBook:
             return mask
         if cmd.mask is None:
             raise CommandError("mask", "the command carries neither a mask nor a prompt")
-        if cmd.mask.shape != (h, w):
-            raise CommandError("mask", f"the mask is {cmd.mask.shape[1]}x{cmd.mask.shape[0]} but the frame is {w}x{h}")
         return cmd.mask
+
+
+def _check_frame_size(cmd: AddObject, frame_hw: tuple[int, int]) -> None:
+    """The one check that an add fits the frame it is applied to. The control thread decoded it at the
+    stream's size when it arrived; the stream may have changed size since (a camera reconnecting)."""
+    given = cmd.prompt.frame_hw if cmd.prompt is not None else cmd.mask.shape[:2] if cmd.mask is not None else None
+    if given is None or tuple(given) == frame_hw:
+        return
+    field = "mask" if cmd.prompt is None else "box" if cmd.prompt.box is not None else "points"
+    (gh, gw), (h, w) = given, frame_hw
+    raise CommandError(field, f"the {'mask' if cmd.prompt is None else 'prompt'} was given for a {gw}x{gh} frame "
+                              f"but the frame is {w}x{h}")
