@@ -27,7 +27,7 @@ from edge_vos.wire.protocol import ProtocolError, decode_png, decode_rle
 COMMANDS = ("add", "remove", "reset", "stats", "config", "ping")
 MASK_FIELDS = ("mask", "rle", "polygon")  # an object's pixels, taken as is unless refined
 PROMPT_FIELDS = ("box", "points")  # where the object is; a method makes the mask
-ADD_FIELDS = {"id", *MASK_FIELDS, *PROMPT_FIELDS, "labels", "method", "refine", "frame", "resize"}
+ADD_FIELDS = {"id", *MASK_FIELDS, *PROMPT_FIELDS, "labels", "method", "refine", "frame", "resize", "correct"}
 MAX_REQ_CHARS = 64
 
 
@@ -61,7 +61,9 @@ class Limits:
 
 @dataclass
 class AddObject:
-    """Exactly one of `mask` (taken as is) and `prompt` (made into a mask by `method` on the frame)."""
+    """Exactly one of `mask` (taken as is) and `prompt` (made into a mask by `method` on the frame). With
+    `correct`, the prompt's clicks correct a tracked object's mask on a recent frame (`frame` None: the latest
+    frame tracked), starting from that mask."""
 
     name: ClassVar[str] = "add"  # the protocol's command name (metrics, logs)
 
@@ -69,7 +71,8 @@ class AddObject:
     mask: np.ndarray | None = None  # bool [H,W] at frame size: a mask, rle or polygon taken as is
     prompt: Prompt | None = None  # box / points / coarse mask to refine
     method: str = DEFAULT_METHOD
-    frame: int | None = None  # capture seq of a recent frame; None = the next frame
+    frame: int | None = None  # capture seq of a recent frame; None = the next frame (the latest, correcting)
+    correct: bool = False
 
 
 @dataclass
@@ -200,6 +203,8 @@ def _parse_add(data: dict[str, Any], limits: Limits) -> AddObject:
         raise CommandError(masks[1], f"give at most one of mask, rle, polygon (got {masks})")
     if "labels" in data and "points" not in data:
         raise CommandError("labels", "labels were given without points")
+    if data.get("correct", False) is not False:
+        return _parse_correction(data, obj_id, limits)
     if not masks and not prompts:
         raise CommandError("mask", "give a mask, rle, polygon, box or points (with labels)")
     frame = None
@@ -229,6 +234,34 @@ def _parse_add(data: dict[str, Any], limits: Limits) -> AddObject:
         field = {"mask": masks[0] if masks else "mask", "": "box"}.get(exc.field, exc.field)
         raise CommandError(field, exc.message) from None
     return AddObject(obj_id, prompt=prompt, method=method, frame=frame)
+
+
+def _parse_correction(data: dict[str, Any], obj_id: int, limits: Limits) -> AddObject:
+    """`"correct": true`: clicks (and optionally a box) on a tracked object's error; its current mask on the
+    frame is the coarse mask they refine, supplied by the inference thread when it applies the command."""
+    if data["correct"] is not True:
+        raise CommandError("correct", "must be true or false")
+    given = sorted(k for k in (*MASK_FIELDS, "refine", "resize") if k in data)
+    if given:
+        raise CommandError(given[0], "a correction starts from the object's current mask: give points (and "
+                                     "labels), not a mask, rle, polygon, refine or resize")
+    if "points" not in data:
+        raise CommandError("points", "a correction needs clicks: points with labels (1 on a missed part of the "
+                                     "object, 0 on a wrongly painted part)")
+    frame = None
+    if data.get("frame") is not None:
+        frame = _int(data, "frame")
+        if frame < 0:
+            raise CommandError("frame", f"must be a frame sequence number >= 0, got {_short(str(frame))}")
+    method = _method(data, True)
+    if limits.frame_hw is None:
+        raise CommandError("", "no frame has arrived yet; retry when the stream is running")
+    try:
+        prompt = make_prompt(limits.frame_hw, box=data.get("box"), points=data["points"], labels=data.get("labels"),
+                             mask_follows=True)
+    except PromptError as exc:
+        raise CommandError(exc.field or "points", exc.message) from None
+    return AddObject(obj_id, prompt=prompt, method=method, frame=frame, correct=True)
 
 
 def _method(data: dict[str, Any], applies: bool) -> str:

@@ -169,6 +169,7 @@ class InferenceWorker(threading.Thread):
         t0 = time.perf_counter()
         result = self._track(frame, prompt)
         step_ms = (time.perf_counter() - t0) * 1000
+        self.prompts.tracked(frame, result.labels)  # what a correction on this frame starts from
         m = self.metrics
         m.frames_processed.inc()
         m.stage_latency.labels("step").observe(step_ms / 1000)

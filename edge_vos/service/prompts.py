@@ -6,6 +6,9 @@ that change tracking are applied. Used by the inference thread only (it owns the
 - An `add` for the next frame waits here, combined with the other adds for that frame (a later command wins
   where masks overlap), and is answered after that frame's step with the pixels it got.
 - An `add` for a recent frame, `remove` and `reset` apply at once (`add_prompt`, `remove_object`, `reset`).
+- A correction (`add` with `"correct": true`) applies at once to a recent frame: its clicks refine the object's
+  mask on that frame (the tracker's own output, kept here with the frame), and the result is prompted there
+  (`add_prompt`), so the tracker goes on from the corrected mask. The reply carries the corrected mask.
 - The object limit counts the tracked objects and those waiting to be added.
 Every command gets exactly one reply through the `reply(token, body)` callback.
 """
@@ -22,12 +25,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_vos.config import ConfigError
-from edge_vos.prompt import PromptError
+from edge_vos.prompt import PromptError, with_coarse_mask
 from edge_vos.prompt.methods import PromptMasks
 from edge_vos.service.capture import Frame
 from edge_vos.service.commands import AddObject, CommandError, PendingCommand, RemoveObject, Reset, fit_mask
 from edge_vos.service.config import PromptConfig
 from edge_vos.tracker import TrackerInputError
+from edge_vos.wire.protocol import encode_rle_counts
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +102,18 @@ class PromptBook:
         self.prompt_masks = prompt_masks or PromptMasks(config.weights or None)
         self.initial_mask = initial_mask
         self.history: collections.deque[Frame] = collections.deque(maxlen=history)  # recent frames, for `frame`
+        self.tracked_labels: dict[int, np.ndarray] = {}  # capture seq -> the label map tracked (recent frames)
         self._next: list[PendingCommand] = []  # adds waiting for the next frame
 
     def remember(self, frame: Frame) -> None:
         self.history.append(frame)
+
+    def tracked(self, frame: Frame, labels: np.ndarray) -> None:
+        """The tracker's label map for a recent frame: what a correction on that frame starts from."""
+        kept = {f.seq for f in self.history}
+        self.tracked_labels = {seq: m for seq, m in self.tracked_labels.items() if seq in kept}
+        if frame.seq in kept:
+            self.tracked_labels[frame.seq] = labels
 
     @property
     def recent(self) -> tuple[int, int] | None:
@@ -139,6 +151,8 @@ class PromptBook:
             return _reply_body(True, id=cmd.obj_id, objects=list(self.tracker.object_ids))
         if not isinstance(cmd, AddObject):
             raise CommandError("cmd", f"{cmd.name} is not applied by the inference thread")
+        if cmd.correct:
+            return self._correct(cmd, tracked)
         waiting_new = set(self.waiting_objects()) - set(tracked)
         if cmd.obj_id not in tracked and cmd.obj_id not in waiting_new:
             if len(tracked) + len(waiting_new) + 1 > self.max_objects:
@@ -147,13 +161,47 @@ class PromptBook:
         if cmd.frame is None:
             self._next.append(pending)  # applied with the next frame; answered after its step
             return None
-        frame = next((f for f in self.history if f.seq == cmd.frame), None)
-        if frame is None:
-            span = "{}..{}".format(*self.recent) if self.recent else "none yet"
-            raise CommandError("frame", f"frame {cmd.frame} is not among the recent frames ({span})")
+        frame = self._recent_frame(cmd.frame)
         mask = self._object_mask(cmd, frame)
         self.tracker.add_prompt(frame.image, mask.astype(np.uint8) * np.uint8(cmd.obj_id), [cmd.obj_id])
         return _reply_body(True, id=cmd.obj_id, frame=frame.seq, area=int(mask.sum()))
+
+    def _recent_frame(self, seq: int | None) -> Frame:
+        """The kept frame `seq` (None: the latest), or a CommandError naming the range kept."""
+        frame = self.history[-1] if seq is None and self.history else next(
+            (f for f in self.history if f.seq == seq), None)
+        if frame is None:
+            span = "{}..{}".format(*self.recent) if self.recent else "none yet"
+            raise CommandError("frame", f"frame {seq} is not among the recent frames ({span})")
+        return frame
+
+    def _correct(self, cmd: AddObject, tracked: list[int]) -> dict[str, Any]:
+        """Refines object `cmd.obj_id`'s mask on a recent frame with the command's clicks, starting from the
+        mask it has there, and prompts the tracker with the result on that frame."""
+        if cmd.obj_id not in tracked:
+            raise CommandError("id", f"object {cmd.obj_id} is not tracked, so there is nothing to correct "
+                                     f"(tracking {tracked}); add it without \"correct\"")
+        seq = max(self.tracked_labels, default=None) if cmd.frame is None else cmd.frame  # None: the latest tracked
+        frame = self._recent_frame(seq)
+        labels = self.tracked_labels.get(frame.seq)
+        if labels is None:  # kept, but its step failed or has not run: there is no mask to start from
+            raise CommandError("frame", f"frame {frame.seq} has no tracked masks to correct; pick another frame")
+        if cmd.prompt is None:
+            raise CommandError("points", "the correction carries no clicks")
+        _check_frame_size(cmd, labels.shape[:2])
+        try:
+            prompt = with_coarse_mask(cmd.prompt, labels == cmd.obj_id)
+        except PromptError as exc:
+            raise CommandError(exc.field, f"object {cmd.obj_id} on frame {frame.seq}: {exc.message}") from None
+        mask = self._object_mask(AddObject(cmd.obj_id, prompt=prompt, method=cmd.method), frame)
+        self.tracker.add_prompt(frame.image, mask.astype(np.uint8) * np.uint8(cmd.obj_id), [cmd.obj_id])
+        corrected = labels.copy()
+        corrected[corrected == cmd.obj_id] = 0
+        corrected[mask] = cmd.obj_id
+        self.tracked_labels[frame.seq] = corrected  # a next correction on this frame starts from this one
+        h, w = mask.shape
+        return _reply_body(True, id=cmd.obj_id, frame=frame.seq, area=int(mask.sum()), corrected=True,
+                           rle={"size": [h, w], "counts": encode_rle_counts(mask)})
 
     def waiting_objects(self) -> list[int]:
         """Ids the next frame will prompt: the initial prompt's and the waiting adds'."""
