@@ -256,3 +256,12 @@ def test_modules_stay_small_unless_listed(graph) -> None:
     assert not too_long, f"split these (or name them in LONG_MODULES and docs/architecture.md): {too_long}"
     stale = sorted(m for m in LONG_MODULES if lines.get(m, 0) <= MAX_LINES)
     assert not stale, f"no longer long (or gone): remove from LONG_MODULES: {stale}"
+
+
+def test_the_web_pages_scripts_stay_small() -> None:
+    """The view's JavaScript is held to the same bound: plain ES modules, one job each (docs/view.md)."""
+    scripts = sorted(PACKAGE.rglob("*.js"))
+    assert scripts, "no scripts found under edge_vos/"
+    too_long = {str(p.relative_to(PACKAGE.parent)): n for p in scripts
+                if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not too_long, f"split these scripts into modules: {too_long}"

@@ -8,6 +8,7 @@ import asyncio
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -183,9 +184,14 @@ def test_page_and_static_files(service: Program) -> None:
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert b"static/app.js" in body and b"http" not in body.split(b"<body>")[0].replace(b"http-equiv", b"")
     assert "script-src 'self'" in headers["Content-Security-Policy"] and headers["X-Frame-Options"] == "DENY"
-    for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
-        status, headers, body = _request(service.view, "GET", f"/static/{name}")
-        assert status == 200 and headers["Content-Type"].startswith(kind) and len(body) > 1000
+    assert b'<script type="module" src="static/app.js">' in body  # plain ES modules, no build step
+    static = ROOT / "edge_vos" / "view" / "static"
+    scripts = sorted(p.name for p in static.glob("*.js"))
+    imported = {name for p in static.glob("*.js") for name in re.findall(r'from "\./([\w-]+\.js)"', p.read_text())}
+    assert imported and imported <= set(scripts)  # every module a module imports is in the folder...
+    for name, kind in (*((s, "text/javascript") for s in scripts), ("style.css", "text/css")):
+        status, headers, body = _request(service.view, "GET", f"/static/{name}")  # ...and served
+        assert status == 200 and headers["Content-Type"].startswith(kind) and len(body) > 500, name
     assert _request(service.view, "GET", "/static/../config.py")[0] == 404
     assert _request(service.view, "GET", "/static/nothing.js")[0] == 404
 

@@ -365,6 +365,56 @@ def test_polygon_adds_an_object(page: Any, stack: Stack) -> None:
     assert _severe(page) == []
 
 
+def _bbox_width(driver: Any, obj_id: int) -> float:
+    """Width of object `obj_id`'s box drawn over the frame on screen (0: none)."""
+    return driver.execute_script("""
+        const tag = [...document.querySelectorAll('#draw .tags rect.bbox')]
+            .find((r) => r.getAttribute('stroke') === arguments[0]);
+        return tag ? Number(tag.getAttribute('width')) : 0;""", "rgb(255, 77, 77)" if obj_id == 1 else "")
+
+
+def test_correct_an_object_by_clicking_what_it_missed(page: Any, stack: Stack) -> None:
+    """Object 1 tracked from half its mask; select it, click its missed half on the frozen frame: the page
+    shows the fixed mask at once, and after Done the track goes on from it (the published areas grow)."""
+    with CommandClient(stack.control, timeout_s=WAIT_S) as ctl:
+        seq = ctl.stats()["recent_frames"][1]
+        truth = stack.labels[_index(seq)] == 1
+        half = truth.copy()
+        half[:, int(np.median(np.nonzero(truth)[1])):] = False
+        ctl.add_mask(1, half, frame=seq)
+    _wait(lambda: any(o["id"] == 1 and o["area"] for o in stack.state()["objects"]), "object 1 tracked")
+    time.sleep(1.0)  # a few frames tracked from the half mask
+    _wait(lambda: page.find_elements("css selector", '#objects li[data-id="1"]'), "object 1 listed")
+    page.find_element("css selector", '#objects li[data-id="1"] button.correct').click()
+    assert page.find_element("id", "correct-bar").is_displayed()
+    assert not page.find_element("id", "prompt-tools").is_displayed()
+    _wait(lambda: not page.find_element("id", "frozen-badge").get_attribute("hidden"), "the picture frozen")
+    frozen = int(page.find_element("id", "m-frame").text)
+    before = _bbox_width(page, 1)
+    area_before = next(o["area"] for o in stack.state()["objects"] if o["id"] == 1)
+    ys, xs = np.nonzero(stack.labels[_index(frozen)] == 1)
+    right = np.argsort(xs)[-max(1, len(xs) // 10):]  # a pixel in the object's right tenth: the missed part
+    pick = right[len(right) // 2]
+    _click(page, xs[pick] + 0.5, ys[pick] + 0.5)
+    toast = _wait(lambda: page.execute_script(
+        "const t = [...document.querySelectorAll('.toast')].pop(); return t ? t.textContent : ''"), "the reply")
+    assert f"object 1 corrected on frame {frozen}" in toast, toast
+    assert len(page.find_elements("css selector", "#draw .correction .pt-pos")) == 1
+    assert _bbox_width(page, 1) > 1.3 * max(before, 1), "the fixed mask is not shown"
+    page.find_element("id", "correct-done").click()
+    assert not page.find_element("id", "correct-bar").is_displayed()
+    assert page.find_element("id", "freeze").get_attribute("aria-pressed") == "false"  # live again
+    _wait(lambda: next((o["area"] for o in stack.state()["objects"] if o["id"] == 1), 0) > 1.3 * area_before,
+          f"the track going on from the fixed mask (area before the correction {area_before})")
+    assert _severe(page) == []
+
+
+def _index(capture_seq: int) -> int:
+    """The scene frame the source sent as `capture_seq` (it loops forwards then backwards)."""
+    r = capture_seq % (2 * FRAMES - 2)
+    return r if r < FRAMES else 2 * FRAMES - 2 - r
+
+
 def test_phone_sized_screen(page: Any, stack: Stack) -> None:
     with CommandClient(stack.control) as ctl:  # something to show: object 1 by a box on a recent frame
         seq = ctl.stats()["recent_frames"][1]

@@ -241,18 +241,15 @@ def _parse_correction(data: dict[str, Any], obj_id: int, limits: Limits) -> AddO
     frame is the coarse mask they refine, supplied by the inference thread when it applies the command."""
     if data["correct"] is not True:
         raise CommandError("correct", "must be true or false")
-    given = sorted(k for k in (*MASK_FIELDS, "refine", "resize") if k in data)
-    if given:
-        raise CommandError(given[0], "a correction starts from the object's current mask: give points (and "
-                                     "labels), not a mask, rle, polygon, refine or resize")
+    for given in sorted(k for k in (*MASK_FIELDS, "refine", "resize") if k in data):
+        raise CommandError(given, "a correction starts from the object's current mask: give points (and labels), "
+                                  "not a mask, rle, polygon, refine or resize")
     if "points" not in data:
         raise CommandError("points", "a correction needs clicks: points with labels (1 on a missed part of the "
                                      "object, 0 on a wrongly painted part)")
-    frame = None
-    if data.get("frame") is not None:
-        frame = _int(data, "frame")
-        if frame < 0:
-            raise CommandError("frame", f"must be a frame sequence number >= 0, got {_short(str(frame))}")
+    frame = None if data.get("frame") is None else _int(data, "frame")
+    if frame is not None and frame < 0:
+        raise CommandError("frame", f"must be a frame sequence number >= 0, got {_short(str(frame))}")
     method = _method(data, True)
     if limits.frame_hw is None:
         raise CommandError("", "no frame has arrived yet; retry when the stream is running")
