@@ -373,17 +373,22 @@ def _bbox_width(driver: Any, obj_id: int) -> float:
         return tag ? Number(tag.getAttribute('width')) : 0;""", "rgb(255, 77, 77)" if obj_id == 1 else "")
 
 
-def test_correct_an_object_by_clicking_what_it_missed(page: Any, stack: Stack) -> None:
-    """Object 1 tracked from half its mask; select it, click its missed half on the frozen frame: the page
-    shows the fixed mask at once, and after Done the track goes on from it (the published areas grow)."""
+def test_correct_an_object_by_clicking_what_it_painted_wrongly(page: Any, stack: Stack) -> None:
+    """Object 1 is added with a square of background far from it (a mask painted wrongly), so the tracker
+    follows both. Select it, shift-click the square on the frozen frame: the page shows the fixed mask at once
+    (the object's box shrinks to the object), and after Done the track goes on from it (the published areas
+    drop)."""
     with CommandClient(stack.control, timeout_s=WAIT_S) as ctl:
         seq = ctl.stats()["recent_frames"][1]
-        truth = stack.labels[_index(seq)] == 1
-        half = truth.copy()
-        half[:, int(np.median(np.nonzero(truth)[1])):] = False
-        ctl.add_mask(1, half, frame=seq)
+        labels = stack.labels[_index(seq)]
+        wrong = np.zeros(labels.shape, bool)
+        ys, xs = np.nonzero(labels == 1)
+        far_right = xs.mean() < SIZE[1] / 2  # the square goes to the half of the frame away from the object
+        x0 = SIZE[1] - 60 if far_right else 20
+        wrong[20:60, x0:x0 + 40] = True
+        ctl.add_mask(1, (labels == 1) | wrong, frame=seq)
     _wait(lambda: any(o["id"] == 1 and o["area"] for o in stack.state()["objects"]), "object 1 tracked")
-    time.sleep(1.0)  # a few frames tracked from the half mask
+    time.sleep(1.0)  # a few frames tracked with the square
     _wait(lambda: page.find_elements("css selector", '#objects li[data-id="1"]'), "object 1 listed")
     page.find_element("css selector", '#objects li[data-id="1"] button.correct').click()
     assert page.find_element("id", "correct-bar").is_displayed()
@@ -392,19 +397,17 @@ def test_correct_an_object_by_clicking_what_it_missed(page: Any, stack: Stack) -
     frozen = int(page.find_element("id", "m-frame").text)
     before = _bbox_width(page, 1)
     area_before = next(o["area"] for o in stack.state()["objects"] if o["id"] == 1)
-    ys, xs = np.nonzero(stack.labels[_index(frozen)] == 1)
-    right = np.argsort(xs)[-max(1, len(xs) // 10):]  # a pixel in the object's right tenth: the missed part
-    pick = right[len(right) // 2]
-    _click(page, xs[pick] + 0.5, ys[pick] + 0.5)
+    assert before > 150, f"the square is not part of object 1's tracked mask (box width {before})"
+    _click(page, x0 + 20.5, 40.5, shift=True)  # the square's centre: a part painted wrongly
     toast = _wait(lambda: page.execute_script(
         "const t = [...document.querySelectorAll('.toast')].pop(); return t ? t.textContent : ''"), "the reply")
     assert f"object 1 corrected on frame {frozen}" in toast, toast
-    assert len(page.find_elements("css selector", "#draw .correction .pt-pos")) == 1
-    assert _bbox_width(page, 1) > 1.3 * max(before, 1), "the fixed mask is not shown"
+    assert len(page.find_elements("css selector", "#draw .correction .pt-neg")) == 1
+    assert _bbox_width(page, 1) < 0.7 * before, "the fixed mask is not shown"
     page.find_element("id", "correct-done").click()
     assert not page.find_element("id", "correct-bar").is_displayed()
     assert page.find_element("id", "freeze").get_attribute("aria-pressed") == "false"  # live again
-    _wait(lambda: next((o["area"] for o in stack.state()["objects"] if o["id"] == 1), 0) > 1.3 * area_before,
+    _wait(lambda: 0 < next((o["area"] for o in stack.state()["objects"] if o["id"] == 1), 0) < 0.8 * area_before,
           f"the track going on from the fixed mask (area before the correction {area_before})")
     assert _severe(page) == []
 
