@@ -16,7 +16,7 @@ import sys
 from edge_vos import __version__
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("edge_vos.service.cli", "run the streaming service (capture -> tracker -> ZeroMQ)"),
+    "run": ("edge_vos.run_cli", "run the streaming service (capture -> tracker -> ZeroMQ)"),
     "subscribe": ("edge_vos.client_cli", "watch a running service: print, save masks or show an overlay"),
     "ctl": ("edge_vos.ctl_cli", "send a command to a running service: add, remove, reset, stats, ..."),
     "view": ("edge_vos.view.cli", "serve the live web view (point-and-track) of a service running elsewhere"),

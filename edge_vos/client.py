@@ -7,6 +7,8 @@
     with CommandClient("tcp://127.0.0.1:5556") as ctl:
         ctl.add_box(3, (40, 30, 120, 110))       # the service makes the mask inside the box
         ctl.add_prompt(4, points=[(60, 80), (90, 80)], labels=[1, 0])   # clicks: object, background
+        fixed = ctl.correct(4, points=[(70, 95)], labels=[0])   # object 4 painted too far: a negative click
+        mask = correction_mask(fixed)                           # its corrected mask on that frame
         print(ctl.stats())
 
 Only pyzmq, numpy, Pillow and pycocotools are imported (no torch). Every socket belongs to the object
@@ -29,8 +31,15 @@ from typing import Any
 import numpy as np
 import zmq
 
-from edge_vos.service.protocol import ProtocolError, decode_labels, encode_rle, loads_header, validate_mask_header
-from edge_vos.service.security import make_client_socket
+from edge_vos.wire.curve import make_client_socket
+from edge_vos.wire.protocol import (
+    ProtocolError,
+    decode_labels,
+    decode_rle,
+    encode_rle,
+    loads_header,
+    validate_mask_header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +286,24 @@ class CommandClient:
             command["frame"] = frame
         return self.request(command)
 
+    def correct(self, obj_id: int, points: Sequence[Sequence[float]], labels: Sequence[int], *,
+                frame: int | None = None, box: Sequence[float] | None = None, method: str | None = None
+                ) -> dict[str, Any]:
+        """Corrects tracked object `obj_id` on a recent frame (`frame`: its capture_seq; None: the latest frame
+        tracked) with clicks on its error: 1 on a missed part, 0 on a wrongly painted part. The service starts
+        from the object's mask on that frame and tracks on from the corrected one; the reply's `rle` is that
+        mask (`correction_mask(reply)`)."""
+        command: dict[str, Any] = {"cmd": "add", "id": obj_id, "correct": True,
+                                   "points": [[float(x), float(y)] for x, y in points],
+                                   "labels": [int(v) for v in labels]}
+        if box is not None:
+            command["box"] = [float(v) for v in box]
+        if method is not None:
+            command["method"] = method
+        if frame is not None:
+            command["frame"] = frame
+        return self.request(command)
+
     def add_polygon(self, obj_id: int, points: Sequence[Sequence[float]], *, frame: int | None = None
                     ) -> dict[str, Any]:
         return self.request({"cmd": "add", "id": obj_id, "polygon": [[float(x), float(y)] for x, y in points],
@@ -307,3 +334,10 @@ class CommandClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def correction_mask(reply: dict[str, Any]) -> np.ndarray:
+    """The corrected mask [H,W] bool a correction's reply carries (`CommandClient.correct`)."""
+    if "rle" not in reply:
+        raise ProtocolError("the reply carries no corrected mask (not a correction's reply?)")
+    return decode_rle(reply["rle"])

@@ -158,12 +158,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load_yaml(cls: type[T], path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> T:
     """Reads YAML (or nothing), applies dotted-key overrides such as {"source.uri": "x.mp4"}, validates."""
     data = read_yaml(path) if path is not None else {}
-    apply_overrides(data, overrides)
-    return from_dict(cls, data)
+    return from_dict(cls, with_overrides(data, overrides))
 
 
-def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | None) -> None:
-    """Sets dotted keys such as {"source.uri": "x.mp4"} in plain config data, creating sections as needed."""
+def with_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`data` (changed in place) with dotted-key overrides such as {"source.uri": "x.mp4"} applied."""
     for dotted, value in (overrides or {}).items():
         node = data
         keys = dotted.split(".")
@@ -172,3 +171,4 @@ def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | None) -
             if not isinstance(node, dict):
                 raise ConfigError(dotted, "cannot override inside a non-mapping value")
         node[keys[-1]] = value
+    return data

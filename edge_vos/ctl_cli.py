@@ -5,6 +5,7 @@
     edge-vos ctl add-points 4 60,50 90,70,0              # clicks: X,Y (object) or X,Y,0 (background)
     edge-vos ctl add-polygon 5 10,10 60,10 60,50
     edge-vos ctl add-mask 6 mask.png --frame 1234 --resize
+    edge-vos ctl correct 4 90,70,0 --frame 1234          # object 4 on frame 1234: not at 90,70 (0) / here (1)
     edge-vos ctl remove 3
     edge-vos ctl reset
     edge-vos ctl send '{"cmd": "add", "id": 7, "box": [0, 0, 50, 50], "method": "grabcut"}'
@@ -22,6 +23,8 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mask.add_argument("png", type=Path)
     mask.add_argument("--resize", action="store_true", help="accept a mask within the resize tolerance (2%%)")
     mask.add_argument("--encoding", choices=("png", "rle"), default="png", help="how the mask travels")
-    for p in (box, points):
+    correct = sub.add_parser("correct", help="correct a tracked object's mask on a recent frame with clicks on its "
+                                             "error: X,Y (a missed part) or X,Y,0 (a wrongly painted part)")
+    correct.add_argument("id", type=int)
+    correct.add_argument("clicks", nargs="+", metavar="X,Y[,LABEL]")
+    correct.add_argument("--frame", type=int, help="capture_seq of a recent frame (default: the latest tracked)")
+    correct.add_argument("--save", type=Path, metavar="PNG", help="write the corrected mask (255 = the object)")
+    for p in (box, points, correct):
         p.add_argument("--method", help="how the service makes the mask (its default when not given)")
     for p in (box, points, polygon, mask):
         p.add_argument("--frame", type=int, help="capture_seq of a recent frame (default: the next frame)")
@@ -91,6 +100,10 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
         if args.box:
             command["box"] = args.box
         return command
+    if args.ctl == "correct":
+        clicks = _pairs(args.clicks, "click", (2, 3))
+        return {"cmd": "add", "id": args.id, "correct": True, "points": [c[:2] for c in clicks],
+                "labels": [int(c[2]) if len(c) == 3 else 1 for c in clicks], **method, **frame}
     if args.ctl == "add-polygon":
         return {"cmd": "add", "id": args.id, "polygon": _pairs(args.vertices, "vertex", (2,)), **frame}
     if args.ctl == "send":
@@ -132,5 +145,13 @@ def main(args: argparse.Namespace) -> int:
         except ServiceUnavailable as exc:
             sys.stdout.write(json.dumps({"ok": False, "error": str(exc)}) + "\n")
             return 1
+    if "rle" in reply:  # a correction's mask: a file on request, not thousands of run lengths on the terminal
+        if getattr(args, "save", None):
+            from PIL import Image
+
+            from edge_vos.client import correction_mask
+
+            Image.fromarray(correction_mask(reply).astype(np.uint8) * 255).save(args.save)
+        reply = {**reply, "rle": {"size": reply["rle"]["size"], "counts": f"<{len(reply['rle']['counts'])} runs>"}}
     sys.stdout.write(json.dumps(reply, indent=2) + "\n")
     return 0

@@ -162,7 +162,7 @@ def test_every_runtime_module_imports_only_runtime_packages_at_import_time(proje
     subcommands = _subcommand_modules()
     entries = ["edge_vos.cli", *(subcommands[s] for s in RUNTIME_SUBCOMMANDS)]
     closure = runtime_closure(scanned, entries)
-    assert "edge_vos.service.cli" in closure and "edge_vos.view.server" in closure
+    assert "edge_vos.run_cli" in closure and "edge_vos.view.server" in closure
     assert not any(m.startswith(("edge_vos.evaluation", "edge_vos.train")) for m in closure), sorted(closure)
     runtime = {_requirement_name(r) for r in project["dependencies"]}
     optional = {_requirement_name(r) for reqs in project["optional-dependencies"].values() for r in reqs}

@@ -7,14 +7,18 @@ a package (service/cli.py) belongs to that package's layer and may only drive wh
 
   foundation    edge_vos, config (typed-config helpers), labels (the label-map convention), ratelog
                 (rate-limited logging of what input drives)
+  wire          wire/ (what the service and its clients say: the mask stream's format, CURVE for clients)
   model         model/, readout/ (pure tensor code), data/ (datasets on disk), prompt/ (clicks -> mask)
   backends      backends/ (how the network's three calls run: torch, ONNX Runtime, TensorRT; the build cache)
   tracker       tracker/ (one stream: memory, objects, step())
   applications  service/, client, view/, evaluation/, train/, ros2/ (rosbag2 and DDS, beside the service)
-  cli           edge_vos.cli (the `edge-vos` entry point) and the top-level *_cli modules
+  cli           edge_vos.cli (the `edge-vos` entry point), the top-level *_cli modules, and program (where
+                `edge-vos run` composes the service and its web view)
 
 Every import counts, also those inside functions and under TYPE_CHECKING: a lazy import is still a
-dependency, and a type-only one still means the lower layer knows the upper one.
+dependency, and a type-only one still means the lower layer knows the upper one. Cycles are forbidden
+between modules and between packages (edge_vos/service and edge_vos/view may not import each other in
+either direction through any chain, even though both are applications).
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edge_vos"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("edge_vos", "edge_vos.config", "edge_vos.labels", "edge_vos.ratelog")),
+    ("wire", ("edge_vos.wire",)),
     ("model", ("edge_vos.model", "edge_vos.readout", "edge_vos.data", "edge_vos.prompt")),
     ("backends", ("edge_vos.backends",)),
     ("tracker", ("edge_vos.tracker",)),
     ("applications", ("edge_vos.service", "edge_vos.client", "edge_vos.view", "edge_vos.evaluation",
                       "edge_vos.train", "edge_vos.ros2")),
-    ("cli", ("edge_vos.cli", "edge_vos.engines_cli", "edge_vos.client_cli", "edge_vos.ctl_cli")),
+    ("cli", ("edge_vos.cli", "edge_vos.engines_cli", "edge_vos.client_cli", "edge_vos.ctl_cli", "edge_vos.run_cli",
+             "edge_vos.program")),
 )
 LAYER_NAMES = [name for name, _ in LAYERS]
 
@@ -197,6 +203,35 @@ def test_no_import_cycles(graph) -> None:
     assert _cycles(edges) == [], "module import cycles"
 
 
+def package_of(module: str) -> str:
+    """The package a module belongs to: `edge_vos.service.control` -> `edge_vos.service`; a top-level module
+    (`edge_vos.client`, `edge_vos.program`) is its own unit."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def _package_edges(imports: list[Import]) -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for imp in imports:
+        source, target = package_of(imp.source), package_of(imp.target)
+        if source != target and target != "edge_vos":  # the package root is the foundation's version string
+            edges.setdefault(source, set()).add(target)
+    return edges
+
+
+def test_no_cycles_between_packages(graph) -> None:
+    """Modules may be acyclic while their packages are not (service/pipeline -> view/server and view/feed ->
+    service/protocol): the packages of one layer must not depend on each other both ways either."""
+    modules, imports = graph
+    cycles = _cycles(_package_edges(imports))
+    if cycles:
+        detail = [f"{imp.source} -> {imp.target} ({modules[imp.source].relative_to(PACKAGE.parent)}:{imp.line})"
+                  for imp in imports
+                  if any(package_of(imp.source) in c and package_of(imp.target) in c
+                         and package_of(imp.source) != package_of(imp.target) for c in cycles)]
+        raise AssertionError(f"package import cycles {cycles}:\n" + "\n".join(detail))
+
+
 def test_the_checks_catch_what_they_are_for() -> None:
     """The helpers above on made-up names: layers by folder, and a cycle is found."""
     assert layer_of("edge_vos.backends.cache") == LAYER_NAMES.index("backends")
@@ -206,6 +241,13 @@ def test_the_checks_catch_what_they_are_for() -> None:
     assert layer_of("edge_vos.backends") < layer_of("edge_vos.tracker.tracker")  # type: ignore[operator]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+    assert package_of("edge_vos.service.control") == "edge_vos.service" and package_of("edge_vos.client") == \
+        "edge_vos.client"
+    # The loop issue #25 found: acyclic as modules, a cycle as packages.
+    loop = [Import("edge_vos.service.pipeline", "edge_vos.view.server", 1),
+            Import("edge_vos.view.feed", "edge_vos.service.protocol", 1)]
+    assert _cycles({i.source: {i.target} for i in loop}) == []
+    assert _cycles(_package_edges(loop)) == [["edge_vos.service", "edge_vos.view"]]
 
 
 def test_modules_stay_small_unless_listed(graph) -> None:
@@ -215,3 +257,12 @@ def test_modules_stay_small_unless_listed(graph) -> None:
     assert not too_long, f"split these (or name them in LONG_MODULES and docs/architecture.md): {too_long}"
     stale = sorted(m for m in LONG_MODULES if lines.get(m, 0) <= MAX_LINES)
     assert not stale, f"no longer long (or gone): remove from LONG_MODULES: {stale}"
+
+
+def test_the_web_pages_scripts_stay_small() -> None:
+    """The view's JavaScript is held to the same bound: plain ES modules, one job each (docs/view.md)."""
+    scripts = sorted(PACKAGE.rglob("*.js"))
+    assert scripts, "no scripts found under edge_vos/"
+    too_long = {str(p.relative_to(PACKAGE.parent)): n for p in scripts
+                if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not too_long, f"split these scripts into modules: {too_long}"

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from edge_vos.client import MaskResult, decode_message
-from edge_vos.service.protocol import (
+from edge_vos.wire.protocol import (
     HEADER_FIELDS,
     OBJECT_FIELDS,
     PROTOCOL_VERSION,

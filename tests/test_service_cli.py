@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_vos.service.cli import add_arguments, overrides_from_args
+from edge_vos.run_cli import add_arguments, overrides_from_args
 
 ROOT = Path(__file__).resolve().parents[1]
 

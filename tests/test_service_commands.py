@@ -14,19 +14,26 @@ from PIL import Image
 from edge_vos.prompt import DEFAULT_METHOD
 from edge_vos.service.commands import (
     AddObject,
+    Command,
     CommandError,
     Limits,
     Query,
     RemoveObject,
+    Request,
     Reset,
     fit_mask,
-    parse_command,
+    parse_request,
 )
-from edge_vos.service.protocol import encode_rle
+from edge_vos.wire.protocol import encode_rle
 
 from .conftest import CUTIE, require_data
 
-LIMITS = Limits(frame_hw=(120, 160), max_objects=8, max_polygon_points=100)
+LIMITS = Limits(frame_hw=(120, 160), max_polygon_points=100)
+
+
+def parse_command(raw: bytes, limits: Limits) -> Command:
+    """The command of a valid request (the request id is the control thread's and tested there)."""
+    return parse_request(raw, limits).command
 
 
 def _png(mask: np.ndarray) -> str:
@@ -47,9 +54,9 @@ def _square(h: int = 120, w: int = 160) -> np.ndarray:
 
 def test_simple_commands() -> None:
     assert isinstance(parse_command(_cmd(cmd="reset"), LIMITS), Reset)
-    assert parse_command(_cmd(cmd="stats", req="a"), LIMITS) == Query("stats", "a")
-    remove = parse_command(_cmd(cmd="remove", id=4, req=9), LIMITS)
-    assert isinstance(remove, RemoveObject) and remove.obj_id == 4 and remove.req == 9
+    assert parse_request(_cmd(cmd="stats", req="a"), LIMITS) == Request(Query("stats"), "a")
+    remove = parse_request(_cmd(cmd="remove", id=4, req=9), LIMITS)
+    assert isinstance(remove.command, RemoveObject) and remove.command.obj_id == 4 and remove.req == 9
 
 
 def test_add_by_png_rle_polygon_box() -> None:
@@ -162,8 +169,17 @@ def test_hostile_and_malformed_requests(raw: bytes, field: str, message: str) ->
         parse_command(raw, LIMITS)
     assert info.value.field == field
     assert message in str(info.value)
-    reply = info.value.to_reply(req=5)
-    assert reply["ok"] is False and reply["req"] == 5 and message in reply["error"]
+    reply = info.value.to_reply()
+    assert reply["ok"] is False and "req" not in reply and message in reply["error"]
+
+
+def test_an_invalid_request_keeps_its_id_for_the_control_thread() -> None:
+    with pytest.raises(CommandError) as info:
+        parse_request(_cmd(cmd="remove", id=0, req="r-7"), LIMITS)
+    assert info.value.req == "r-7" and info.value.field == "id"
+    with pytest.raises(CommandError) as info:  # an id that is itself invalid is not echoed
+        parse_request(_cmd(cmd="ping", req=[1]), LIMITS)
+    assert info.value.req is None and info.value.field == "req"
 
 
 def test_huge_png_mask_is_refused_before_decoding() -> None:

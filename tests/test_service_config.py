@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from edge_vos.config import ConfigError, from_dict, load_yaml
-from edge_vos.service.cli import add_arguments, overrides_from_args
+from edge_vos.program import RunConfig
+from edge_vos.run_cli import add_arguments, overrides_from_args
 from edge_vos.service.config import ServiceConfig
 from edge_vos.service.sources import FolderReader, OpenCVReader, SyntheticReader, open_reader
 from edge_vos.tracker.config import TrackerConfig
@@ -21,14 +22,14 @@ CONFIGS = ("cpu.yaml", "jetson.yaml", "desktop-gpu.yaml")
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_bundled_configs_validate(name: str) -> None:
-    config = load_yaml(ServiceConfig, ROOT / "configs" / name)
+    config = load_yaml(RunConfig, ROOT / "configs" / name)  # a run config: the service's sections and `view:`
     assert isinstance(config.tracker, TrackerConfig)
     assert config.publish.endpoint.startswith("tcp://127.0.0.1:")  # loopback unless deliberately changed
     assert config.control.endpoint.startswith("tcp://127.0.0.1:")
 
 
 def test_default_config_is_the_bundled_scene() -> None:
-    config = load_yaml(ServiceConfig, ROOT / "configs" / "cpu.yaml")
+    config = load_yaml(RunConfig, ROOT / "configs" / "cpu.yaml")
     reader = open_reader(config.source)
     assert isinstance(reader, SyntheticReader)
     assert config.tracker.model.weights == ""  # the bundled weights
@@ -107,7 +108,7 @@ def test_json_log_lines() -> None:
     import json
     import logging
 
-    from edge_vos.service.cli import JsonFormatter
+    from edge_vos.run_cli import JsonFormatter
 
     record = logging.LogRecord("edge_vos.service.pipeline", logging.INFO, __file__, 1, "%d frames", (5,), None)
     record.fields = {"frames": 5, "source": "streaming"}

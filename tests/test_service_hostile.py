@@ -14,15 +14,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_vos.client import CommandClient
-from edge_vos.service.commands import Command, CommandError, Limits, parse_command
+from edge_vos.service.commands import Command, CommandError, Limits, parse_request
 from edge_vos.service.notify import Notifier
 from edge_vos.service.pipeline import Service
 
 from .fakes import ArrayReader, FakeTracker
-from .service_support import drain, first_mask, frames, notify_socket, running, service_config, wait_for
+from .service_support import Dealer, drain, first_mask, frames, notify_socket, running, service_config, wait_for
 from .strategies import command_objects, huge_number_requests, requests
 
-LIMITS = Limits(frame_hw=(120, 160), max_objects=8, max_polygon_points=100)
+LIMITS = Limits(frame_hw=(120, 160), max_polygon_points=100)
+
+
+def parse_command(raw: bytes, limits: Limits) -> Command:
+    """The command of a valid request (the request id is the control thread's and tested there)."""
+    return parse_request(raw, limits).command
 
 
 def _parse_or_refuse(raw: bytes) -> None:
@@ -68,33 +73,11 @@ def service() -> Iterator[Service]:
         yield svc
 
 
-class _Dealer:
-    """A DEALER client with an empty delimiter, like REQ, but free to pipeline."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(endpoint)
-
-    def send(self, body: bytes) -> None:
-        self.socket.send_multipart([b"", body])
-
-    def recv(self, timeout_s: float) -> dict[str, Any] | None:
-        if not self.socket.poll(int(timeout_s * 1000)):
-            return None
-        return json.loads(self.socket.recv_multipart()[-1])
-
-    def close(self) -> None:
-        self.socket.close()
-        self.context.term()
-
-
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.function_scoped_fixture])
 @given(body=requests | huge_number_requests())
 def test_generated_requests_over_the_socket_get_exactly_one_reply(service: Service, body: bytes) -> None:
-    client = _Dealer(service.control.last_endpoint)
+    client = Dealer(service.control.last_endpoint)
     try:
         client.send(body)
         reply = client.recv(timeout_s=5)
@@ -107,7 +90,7 @@ def test_generated_requests_over_the_socket_get_exactly_one_reply(service: Servi
 
 
 def test_a_pipelined_flood_gets_one_reply_per_request(service: Service) -> None:
-    client = _Dealer(service.control.last_endpoint)
+    client = Dealer(service.control.last_endpoint)
     n = 3000
     try:
         for i in range(n):
@@ -128,7 +111,7 @@ def test_a_pipelined_flood_gets_one_reply_per_request(service: Service) -> None:
 
 def test_a_client_that_reads_replies_late_still_gets_them_all(service: Service) -> None:
     """Replies beyond the socket's high-water mark wait in the outbox instead of being dropped."""
-    client = _Dealer(service.control.last_endpoint)
+    client = Dealer(service.control.last_endpoint)
     client.socket.setsockopt(zmq.RCVHWM, 10)  # a small client-side queue: the service's side fills up
     n = 20000  # 1.4 kB replies: 28 MB, more than the socket buffers and the high-water marks hold
     try:
@@ -173,7 +156,7 @@ def test_a_control_thread_that_dies_stops_the_watchdog_and_the_service() -> None
             raise _Fatal("simulated")
 
         svc.control._handle = fatal  # type: ignore[method-assign]
-        client = _Dealer(svc.control.last_endpoint)
+        client = Dealer(svc.control.last_endpoint)
         client.send(b'{"cmd": "ping"}')
         try:
             wait_for(lambda: not svc.control.is_alive(), 5)
@@ -193,7 +176,7 @@ def test_a_control_thread_that_dies_stops_the_watchdog_and_the_service() -> None
                                  b'{"cmd":"remove","id":3}', b'{"cmd":"stats"}']), min_size=1, max_size=30))
 def test_pipelined_command_sequences_get_one_reply_each(service: Service, sequence: list[bytes]) -> None:
     """Adds, removes and resets as the inference thread applies them between frames: one reply each."""
-    client = _Dealer(service.control.last_endpoint)
+    client = Dealer(service.control.last_endpoint)
     try:
         for body in sequence:
             client.send(body)

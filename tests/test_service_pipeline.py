@@ -522,9 +522,12 @@ def test_metrics_name_commands_as_the_protocol_does_and_show_threads_and_the_pro
 
 
 def test_config_reply_hides_the_view_token() -> None:
-    """The `config` command answers anyone on the control socket: the web view's token must not be in it."""
+    """The `config` command answers anyone on the control socket: the web view's token (in the config of
+    `edge-vos run`, which the service is given) must not be in it."""
+    from edge_vos.program import RunConfig
+
     secret = "do-not-leak-this-token"
-    config = _config(view={"token": secret})
+    config = _config(RunConfig, view={"token": secret})
     with running(config, ArrayReader(_frames(300), mask=_first_mask()), FakeTracker(delay_s=0.01)) as service:
         with CommandClient(service.control.last_endpoint, timeout_s=3, retries=0) as ctl:
             reply = ctl.config()

@@ -4,7 +4,6 @@ wrong size end with one line naming the file and the problem, and exit status 2.
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import signal
@@ -17,18 +16,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from edge_vos.cli import main as cli_main
 from edge_vos.data.davis import write_mask
 
-from .service_support import drain, notify_socket
-
-ROOT = Path(__file__).resolve().parents[1]
-TRACKER = {"model": {"arch": "stcn-r18-lite", "weights": "random"}, "resolution": 64, "device": "cpu",
-           "readout": {"kind": "stcn"}, "memory": {"capacity": 3, "max_pinned": 1},
-           "backend": "torch", "precision": "fp32", "prior": {"enabled": False}}  # a small eager tracker
+from .service_support import CHEAP_TRACKER as TRACKER
+from .service_support import ROOT, bad_weights, drain, notify_socket
 
 
 def _config(tmp_path: Path, **sections: Any) -> Path:
@@ -106,46 +100,11 @@ def test_a_signal_at_any_moment_of_start_up_exits_0_within_5_s(tmp_path: Path) -
 
 # ---- unusable files ------------------------------------------------------------------------------
 
-class _Evil:
-    def __reduce__(self) -> Any:
-        return (print, ("this must never run",))
-
-
-def _bad_weights(tmp_path: Path) -> dict[str, tuple[Path, str]]:
-    """name -> (file, the problem its error must name)."""
-    good = (ROOT / "edge_vos" / "weights" / "default.safetensors").read_bytes()
-    files = {
-        "truncated.safetensors": (good[:4096], "not a readable safetensors file"),
-        "garbage.safetensors": (np.random.default_rng(0).bytes(5000), "not a readable safetensors file"),
-        "bad-header.safetensors": ((64).to_bytes(8, "little") + b"{not json" + b" " * 64,
-                                   "not a readable safetensors file"),
-        "empty.safetensors": (b"", "the file is empty"),
-        "garbage.pth": (np.random.default_rng(1).bytes(3000), "not a tensor-only checkpoint"),
-    }
-    out = {}
-    for name, (data, problem) in files.items():
-        (tmp_path / name).write_bytes(data)
-        out[name] = (tmp_path / name, problem)
-    pickled = tmp_path / "pickled.pth"
-    torch.save({"key_proj.weight": torch.zeros(2), "hook": _Evil()}, pickled)
-    out["pickled.pth"] = (pickled, "not a tensor-only checkpoint")
-    truncated = tmp_path / "truncated.pth"
-    torch.save(collections.OrderedDict(a=torch.zeros(64)), truncated)
-    truncated.write_bytes(truncated.read_bytes()[:200])
-    out["truncated.pth"] = (truncated, "not a readable torch checkpoint")
-    mismatched = tmp_path / "other-network.safetensors"
-    from safetensors.torch import save_file
-
-    save_file({"not.a.stcn.weight": torch.zeros(3)}, str(mismatched))
-    out["other-network.safetensors"] = (mismatched, "key_encoder")
-    return out
-
-
 def test_unusable_weights_files_end_in_one_line_and_status_2(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str], restore_signals: None,
 ) -> None:
     config = _config(tmp_path)
-    for name, (path, problem) in _bad_weights(tmp_path).items():
+    for name, (path, problem) in bad_weights(tmp_path).items():
         caplog.clear()
         with caplog.at_level(logging.INFO):
             rc = cli_main(["run", "--config", str(config), "--weights", str(path)])

@@ -8,6 +8,7 @@ import asyncio
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import zmq
 
 from edge_vos.client import CommandClient, MaskResult, Subscriber
 from edge_vos.config import ConfigError, from_dict, load_yaml
+from edge_vos.program import Program, RunConfig
 from edge_vos.service.config import ServiceConfig
 from edge_vos.service.pipeline import Service
 from edge_vos.view.config import ViewConfig, parse_listen
@@ -38,21 +40,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENE = "synthetic:seed=1&frames=40&size=120x160&objects=2&distractors=1"
 
 
-def _service(**overrides: Any) -> Service:
+def _service(**overrides: Any) -> Program:
     settings = {
         "source.uri": SCENE, "source.loop": True, "source.fps": 20.0, "source.pace": "realtime",
         "publish.endpoint": "tcp://127.0.0.1:*", "control.endpoint": "tcp://127.0.0.1:*", "publish.preview": True,
         "control.history": 64, "view.listen": "127.0.0.1:0", "view.send_timeout_s": 2.0,
         "view.stats_every_s": 0.2, **overrides,
     }
-    config = load_yaml(ServiceConfig, None, settings)
-    service = Service(config, tracker_factory=lambda c: FakeTracker(delay_s=0.01))
-    service.start()
-    return service
+    config = load_yaml(RunConfig, None, settings)
+    program = Program(config, tracker_factory=lambda c: FakeTracker(delay_s=0.01))
+    program.start()
+    return program
 
 
 @pytest.fixture(scope="module")
-def service() -> Iterator[Service]:
+def service() -> Iterator[Program]:
     svc = _service()
     try:
         _wait(lambda: svc.view.feed.snapshot["state"] == "streaming", "the view sees frames")
@@ -62,7 +64,7 @@ def service() -> Iterator[Service]:
 
 
 @pytest.fixture(scope="module")
-def guarded() -> Iterator[Service]:
+def guarded() -> Iterator[Program]:
     """A service whose view demands a token."""
     svc = _service(**{"view.token": "s3cret-token-for-tests"})
     try:
@@ -138,17 +140,19 @@ def test_view_config_validation(tmp_path: Path) -> None:
     assert generated and len(token) >= 20
 
 
-def test_service_config_needs_the_preview_for_the_view() -> None:
+def test_run_config_needs_the_preview_for_the_view() -> None:
     with pytest.raises(ConfigError, match=r"publish\.preview"):
-        load_yaml(ServiceConfig, None, {"view.listen": "8080", "publish.preview": False})
+        load_yaml(RunConfig, None, {"view.listen": "8080", "publish.preview": False})
     with pytest.raises(ConfigError, match=r"view\.listen"):
-        load_yaml(ServiceConfig, None, {"view.listen": "8080:x"})
+        load_yaml(RunConfig, None, {"view.listen": "8080:x"})
+    with pytest.raises(ConfigError, match=r"unknown field.*view"):  # the service itself has no view section
+        load_yaml(ServiceConfig, None, {"view.listen": "8080"})
 
 
 def test_run_view_option_sets_listen_and_preview() -> None:
     import argparse
 
-    from edge_vos.service import cli
+    from edge_vos import run_cli as cli
 
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
@@ -175,19 +179,24 @@ def test_frame_packet_round_trip() -> None:
 # ---- the API ----------------------------------------------------------------------------------------
 
 
-def test_page_and_static_files(service: Service) -> None:
+def test_page_and_static_files(service: Program) -> None:
     status, headers, body = _request(service.view, "GET", "/")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert b"static/app.js" in body and b"http" not in body.split(b"<body>")[0].replace(b"http-equiv", b"")
     assert "script-src 'self'" in headers["Content-Security-Policy"] and headers["X-Frame-Options"] == "DENY"
-    for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
-        status, headers, body = _request(service.view, "GET", f"/static/{name}")
-        assert status == 200 and headers["Content-Type"].startswith(kind) and len(body) > 1000
+    assert b'<script type="module" src="static/app.js">' in body  # plain ES modules, no build step
+    static = ROOT / "edge_vos" / "view" / "static"
+    scripts = sorted(p.name for p in static.glob("*.js"))
+    imported = {name for p in static.glob("*.js") for name in re.findall(r'from "\./([\w-]+\.js)"', p.read_text())}
+    assert imported and imported <= set(scripts)  # every module a module imports is in the folder...
+    for name, kind in (*((s, "text/javascript") for s in scripts), ("style.css", "text/css")):
+        status, headers, body = _request(service.view, "GET", f"/static/{name}")  # ...and served
+        assert status == 200 and headers["Content-Type"].startswith(kind) and len(body) > 500, name
     assert _request(service.view, "GET", "/static/../config.py")[0] == 404
     assert _request(service.view, "GET", "/static/nothing.js")[0] == 404
 
 
-def test_state_describes_the_stream(service: Service) -> None:
+def test_state_describes_the_stream(service: Program) -> None:
     _wait(lambda: _api(service.view, "/api/state")[1]["recent_frames"] is not None, "stats polled")
     status, state = _api(service.view, "/api/state")
     assert status == 200
@@ -199,10 +208,10 @@ def test_state_describes_the_stream(service: Service) -> None:
         assert set(obj) == {"id", "area", "bbox", "score"}
 
 
-def test_command_reply_is_the_control_sockets_reply(service: Service) -> None:
+def test_command_reply_is_the_control_sockets_reply(service: Program) -> None:
     bad = {"cmd": "remove", "id": 77, "req": "x1"}
     status, via_http = _api(service.view, "/api/command", bad)
-    with CommandClient(service.control.last_endpoint) as ctl:
+    with CommandClient(service.service.control.last_endpoint) as ctl:
         direct = ctl.request(bad, check=False)
     assert status == 200 and via_http == direct and via_http["ok"] is False and via_http["field"] == "id"
     status, reply = _api(service.view, "/api/command", {"cmd": "ping"})
@@ -211,8 +220,8 @@ def test_command_reply_is_the_control_sockets_reply(service: Service) -> None:
     assert status == 200 and reply["ok"] is False and reply["field"] == "cmd"
 
 
-def test_add_and_remove_through_the_api(service: Service) -> None:
-    with Subscriber(service.publisher.last_endpoint, timeout_s=10) as sub:
+def test_add_and_remove_through_the_api(service: Program) -> None:
+    with Subscriber(service.service.publisher.last_endpoint, timeout_s=10) as sub:
         seq = service.view.feed.snapshot["capture_seq"]
         status, reply = _api(service.view, "/api/command", {"cmd": "add", "id": 9, "box": [20, 20, 70, 80],
                                                             "frame": seq})
@@ -229,7 +238,7 @@ def test_add_and_remove_through_the_api(service: Service) -> None:
     _wait(lambda: 9 not in [o["id"] for o in _api(service.view, "/api/state")[1]["objects"]], "id 9 gone")
 
 
-def test_bad_bodies_are_refused_with_json_errors(service: Service) -> None:
+def test_bad_bodies_are_refused_with_json_errors(service: Program) -> None:
     view = service.view
     for body, fragment in ((b"{not json", "not valid JSON"), (b"\xff\xfe", "not valid JSON"),
                            (b"[1, 2]", "one JSON object"), (b"[" * 100000, "")):
@@ -250,7 +259,7 @@ def test_bad_bodies_are_refused_with_json_errors(service: Service) -> None:
     assert _api(view, "/api/state")[0] == 200  # and it still answers
 
 
-def test_cross_origin_and_foreign_hosts_are_refused(service: Service) -> None:
+def test_cross_origin_and_foreign_hosts_are_refused(service: Program) -> None:
     view = service.view
     for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
         status, reply = _api(view, "/api/command", {"cmd": "reset"}, headers)
@@ -263,7 +272,7 @@ def test_cross_origin_and_foreign_hosts_are_refused(service: Service) -> None:
     assert _request(view, "GET", "/", headers={"Host": f"localhost:{view.port}"})[0] == 200
 
 
-def test_token_is_checked_on_every_api_call_and_the_stream(guarded: Service) -> None:
+def test_token_is_checked_on_every_api_call_and_the_stream(guarded: Program) -> None:
     view = guarded.view
     assert _request(view, "GET", "/")[0] == 200  # the page itself holds nothing; it asks for the token
     for headers in ({}, {"Authorization": "Bearer wrong-token-123"}):
@@ -314,7 +323,7 @@ async def _receive_frames(port: int, count: int, headers: dict[str, str] | None 
     return texts, frames
 
 
-def test_stream_sends_frames_with_their_label_maps(service: Service) -> None:
+def test_stream_sends_frames_with_their_label_maps(service: Program) -> None:
     texts, frames = asyncio.run(_receive_frames(service.view.port, 6))
     assert texts[0]["type"] == "state" and texts[0]["state"] == "streaming"
     assert any(t["type"] == "pong" and t["t"] == 1234.5 and t["server_ms"] > 0 for t in texts)
@@ -333,7 +342,7 @@ def test_stream_sends_frames_with_their_label_maps(service: Service) -> None:
         assert int((labels == obj["id"]).sum()) == obj["area"]
 
 
-def test_stream_refuses_cross_origin_and_too_many_viewers(service: Service) -> None:
+def test_stream_refuses_cross_origin_and_too_many_viewers(service: Program) -> None:
     port = service.view.port
 
     async def handshake(headers: dict[str, str]) -> int:
@@ -365,7 +374,7 @@ def test_stream_refuses_cross_origin_and_too_many_viewers(service: Service) -> N
     assert statuses.count(101) == service.view.config.max_viewers and statuses[-2:] == [503, 503]
 
 
-def test_a_viewer_that_reads_nothing_loses_frames_and_never_holds_up_anyone(service: Service) -> None:
+def test_a_viewer_that_reads_nothing_loses_frames_and_never_holds_up_anyone(service: Program) -> None:
     """A raw WebSocket client that completes the handshake and then never reads: the view keeps only the
     newest frame for it (nothing queues), the service keeps publishing, another viewer keeps getting fresh
     frames, and after send_timeout_s the stuck viewer is disconnected."""
@@ -378,24 +387,24 @@ def test_a_viewer_that_reads_nothing_loses_frames_and_never_holds_up_anyone(serv
     try:
         _wait(lambda: len(view.viewers.connected) >= 1, "the stuck viewer joined")
         stuck_viewer = next(iter(view.viewers.connected))
-        frames_before, published_before = view.viewers.frames_in, service.publisher.seq
+        frames_before, published_before = view.viewers.frames_in, service.service.publisher.seq
         time.sleep(1.0)
         assert stuck_viewer.sent <= MAX_IN_FLIGHT  # unacknowledged: nothing more is sent, nothing queues
         _, frames = asyncio.run(_receive_frames(view.port, 5))  # a healthy viewer meanwhile
-        assert service.publisher.seq - published_before >= 10  # 20 fps source: the service did not wait
+        assert service.service.publisher.seq - published_before >= 10  # 20 fps source: the service did not wait
         assert view.viewers.frames_in - frames_before >= 10
-        assert frames[-1][0]["seq"] >= service.publisher.seq - 3  # fresh frames, not a backlog
+        assert frames[-1][0]["seq"] >= service.service.publisher.seq - 3  # fresh frames, not a backlog
         _wait(lambda: not view.viewers.connected, "the stuck viewer disconnected",
               timeout=view.config.send_timeout_s + 10)
     finally:
         stuck.close()
 
 
-def test_thousands_of_connections_are_capped_and_the_service_keeps_running(service: Service) -> None:
+def test_thousands_of_connections_are_capped_and_the_service_keeps_running(service: Program) -> None:
     view = service.view
     n = 1500
     conns: list[socket.socket] = []
-    published_before = service.publisher.seq
+    published_before = service.service.publisher.seq
     try:
         for _ in range(n):
             s = socket.socket()
@@ -408,7 +417,7 @@ def test_thousands_of_connections_are_capped_and_the_service_keeps_running(servi
         _wait(lambda: view.connections.refused >= n - view.config.max_connections - 50, "connections refused")
         assert view.connections.open <= view.config.max_connections
         time.sleep(0.5)
-        assert service.publisher.seq - published_before >= 5  # frames kept flowing
+        assert service.service.publisher.seq - published_before >= 5  # frames kept flowing
     finally:
         for s in conns:
             s.close()
@@ -483,15 +492,15 @@ def test_port_in_use_fails_start_up_naming_the_field() -> None:
             _service(**{"view.listen": f"127.0.0.1:{port}"})
 
 
-def test_edge_vos_view_command_serves_a_remote_service(service: Service, tmp_path: Path) -> None:
+def test_edge_vos_view_command_serves_a_remote_service(service: Program, tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     token_file = tmp_path / "token"
     token_file.write_text("remote-view-token\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_vos.cli", "view", "--masks", service.publisher.last_endpoint,
-         "--control", service.control.last_endpoint, "--listen", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "edge_vos.cli", "view", "--masks", service.service.publisher.last_endpoint,
+         "--control", service.service.control.last_endpoint, "--listen", f"127.0.0.1:{port}",
          "--token-file", str(token_file)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONWARNINGS": "error::ResourceWarning"})
@@ -534,7 +543,7 @@ def test_curve_view_uses_the_service_key(tmp_path: Path) -> None:
     public, _ = zmq.auth.create_certificates(str(keys), "view")
     Path(public).rename(allowed / "view.key")
     with pytest.raises(ConfigError, match=r"view\.client_secret_key"):
-        load_yaml(ServiceConfig, None, {"view.listen": "0", "publish.preview": True, "security.curve": True,
+        load_yaml(RunConfig, None, {"view.listen": "0", "publish.preview": True, "security.curve": True,
                                         "security.server_secret_key": str(keys / "server.key_secret")})
     svc = _service(**{"security.curve": True, "security.server_secret_key": str(keys / "server.key_secret"),
                       "security.allowed_clients_dir": str(allowed),
@@ -560,7 +569,7 @@ def test_feed_survives_garbage_on_the_stream() -> None:
     stop = threading.Event()
 
     def send() -> None:
-        from edge_vos.service.protocol import PROTOCOL_VERSION, dumps_header, encode_labels
+        from edge_vos.wire.protocol import PROTOCOL_VERSION, dumps_header, encode_labels
 
         labels = np.zeros((32, 48), np.uint8)
         labels[4:10, 4:12] = 3

@@ -39,10 +39,10 @@ if str(ROOT) not in sys.path:
 from edge_vos.config import from_dict, load_yaml, read_yaml  # noqa: E402
 from edge_vos.model import load_network  # noqa: E402
 from edge_vos.model.preprocess import frame_geometry, image_to_tensor, masks_to_tensor  # noqa: E402
+from edge_vos.program import RunConfig  # noqa: E402
 from edge_vos.readout import Readout, StcnOptions, TmrnOptions, TmrnReadout  # noqa: E402
 from edge_vos.readout.common import sim_logits_flat  # noqa: E402
 from edge_vos.readout.stcn import stcn_readout  # noqa: E402
-from edge_vos.service.config import ServiceConfig  # noqa: E402
 from edge_vos.tracker import Tracker  # noqa: E402
 from edge_vos.tracker.config import ReadoutConfig, TrackerConfig  # noqa: E402
 from tests.readout_reference import AblatedTmrn, DenseTmrn, reference_tmrn  # noqa: E402
@@ -72,7 +72,7 @@ def shipped_config(**readout: object) -> TrackerConfig:
 
 def shipped_torch_threads() -> int:
     """configs/cpu.yaml's `pipeline.torch_threads` (0 = torch's default): the tracker table runs with it."""
-    return load_yaml(ServiceConfig, SHIPPED).pipeline.torch_threads or torch.get_num_threads()
+    return load_yaml(RunConfig, SHIPPED).pipeline.torch_threads or torch.get_num_threads()
 
 
 def _read_rgb(path: Path) -> np.ndarray:

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from edge_vos.client import MaskResult, Subscriber  # noqa: E402
 from edge_vos.config import load_yaml, to_dict  # noqa: E402
 from edge_vos.model.weights import DEFAULT_WEIGHTS, RANDOM_WEIGHTS  # noqa: E402
+from edge_vos.program import RunConfig  # noqa: E402
 from edge_vos.service.config import ServiceConfig  # noqa: E402
 from edge_vos.service.pipeline import Service, build_tracker  # noqa: E402
 from tools.doc_tables import markdown_table, write_section  # noqa: E402
@@ -46,7 +47,7 @@ WARMUP = 3
 def _config(args: argparse.Namespace, pace: str, frames: int, fps: float = 30.0) -> ServiceConfig:
     weights = args.weights or ("" if DEFAULT_WEIGHTS.is_file() else RANDOM_WEIGHTS)
     uri = f"synthetic:seed=3&frames={args.clip}&size={SIZE[0]}x{SIZE[1]}&objects=2&distractors=1"
-    return load_yaml(ServiceConfig, args.config, {
+    return load_yaml(RunConfig, args.config, {
         "source.uri": uri, "source.pace": pace, "source.loop": True, "source.fps": fps,
         "tracker.model.weights": weights, "publish.endpoint": "tcp://127.0.0.1:*", "publish.encoding": args.encoding,
         "publish.preview": False, "publish.wait_for_subscriber_s": 30.0, "publish.hwm": 1000,

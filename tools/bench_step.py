@@ -43,8 +43,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     import edge_vos
-    from edge_vos.config import load_yaml
-    from edge_vos.service.config import ServiceConfig
+    from edge_vos.config import from_dict, read_yaml
+    from edge_vos.tracker.config import TrackerConfig
 
     if not Path(edge_vos.__file__).resolve().is_relative_to(tree):
         raise SystemExit(f"worker imported edge_vos from {edge_vos.__file__}, not from {tree}")
@@ -52,7 +52,14 @@ def worker(args: argparse.Namespace) -> None:
     from edge_vos.tracker import Tracker
 
     spec = json.loads(args.spec)
-    config = load_yaml(ServiceConfig, tree / "configs" / "cpu.yaml", spec.get("overrides", {})).tracker
+    shipped = read_yaml(tree / "configs" / "cpu.yaml")
+    for dotted, value in spec.get("overrides", {}).items():  # "tracker.resolution": 240, ...
+        *path, last = dotted.split(".")
+        node = shipped
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = value
+    config = from_dict(TrackerConfig, shipped["tracker"], "tracker")
     if hasattr(config, "profile"):  # stage timings are opt-in (a tree before that timed every stage always)
         config.profile = True
     tracker = Tracker(config)

@@ -104,11 +104,11 @@ def _free_port() -> int:
 def _config(args: argparse.Namespace, view: bool, port: int) -> Any:
     from edge_vos.config import load_yaml
     from edge_vos.model.weights import DEFAULT_WEIGHTS, RANDOM_WEIGHTS
-    from edge_vos.service.config import ServiceConfig
+    from edge_vos.program import RunConfig
 
     weights = args.weights or ("" if DEFAULT_WEIGHTS.is_file() else RANDOM_WEIGHTS)
     uri = f"synthetic:seed=3&frames=60&size={SIZE[0]}x{SIZE[1]}&objects=2&distractors=1"
-    return load_yaml(ServiceConfig, args.config, {
+    return load_yaml(RunConfig, args.config, {
         "source.uri": uri, "source.pace": "fastest", "source.loop": True, "tracker.model.weights": weights,
         "publish.endpoint": "tcp://127.0.0.1:*", "control.endpoint": "tcp://127.0.0.1:*", "publish.hwm": 1000,
         "publish.encoding": "png", "publish.preview": view, "publish.wait_for_subscriber_s": 30.0,
@@ -280,8 +280,8 @@ def stream_costs(repeat: int) -> list[dict[str, Any]]:
     import cv2
 
     from edge_vos.data.synthetic import generate_sequence
-    from edge_vos.service.protocol import encode_jpeg, encode_labels
     from edge_vos.view.feed import pack_frame
+    from edge_vos.wire.protocol import encode_jpeg, encode_labels
 
     cv2.setNumThreads(1)
     palette = np.zeros((256, 3), np.uint8)

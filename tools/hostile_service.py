@@ -9,169 +9,39 @@ docs/service.md (section `reliability`).
 Every socket is on 127.0.0.1 (the endpoints are built here from free loopback ports; nothing else is
 reachable). Every attack is bounded in count and time. The service runs an untrained stcn-r18-lite at a
 64-pixel working size (`--weights random`): the attacks are on the service, not on the model, and the tracker
-stays cheap on a shared machine. Needs the dev extras (hypothesis generates the fuzzed requests, with the
-strategies of tests/strategies.py).
+stays cheap on a shared machine. Needs the dev extras: the test suite's helpers (tests/service_support.py:
+ports, the notify socket, the pipelining client, the unusable weights files) and its request strategies
+(tests/strategies.py, with hypothesis).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import itertools
 import json
 import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-import psutil
-import yaml
-import zmq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_vos.client import MaskResult, Preview, Status, Subscriber  # noqa: E402
+from tests.service_support import Dealer, bad_weights, free_port  # noqa: E402
 from tools.doc_tables import markdown_table, write_section  # noqa: E402
+from tools.hostile_process import LOOPBACK, Service  # noqa: E402
 
 log = logging.getLogger("hostile_service")
-LOOPBACK = "127.0.0.1"
-TRACKER = {"model": {"arch": "stcn-r18-lite", "weights": "random"}, "resolution": 64, "device": "cpu",
-           "readout": {"kind": "stcn"}, "memory": {"capacity": 3, "max_pinned": 1}}
 Row = tuple[str, str, str]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
-
-
-class Notify:
-    """A datagram socket standing in for systemd's notify socket (READY=1 tells when start-up is over)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.name = f"@edge-vos-hostile-{os.getpid()}-{time.monotonic_ns()}"
-        self.sock.bind(b"\0" + self.name[1:].encode())
-        self.sock.settimeout(0.05)
-
-    def wait_ready(self, proc: subprocess.Popen[str], timeout_s: float = 180) -> float:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout_s:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the service exited with {proc.returncode} before READY")
-            try:
-                if b"READY=1" in self.sock.recv(4096):
-                    return time.monotonic() - t0
-            except (TimeoutError, BlockingIOError):
-                continue
-        raise RuntimeError("no READY=1")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class Service:
-    """One `edge-vos run` subprocess with its own loopback ports and config."""
-
-    def __init__(self, work: Path, *args: str, **sections: Any) -> None:
-        self.publish = f"tcp://{LOOPBACK}:{free_port()}"
-        self.control = f"tcp://{LOOPBACK}:{free_port()}"
-        data: dict[str, Any] = {
-            "source": {"uri": "synthetic:frames=20&size=96x128&objects=1", "pace": "realtime", "fps": 20,
-                       "loop": True},
-            "tracker": TRACKER, "publish": {"endpoint": self.publish}, "control": {"endpoint": self.control},
-            "pipeline": {"torch_threads": 1, "status_every_s": 5},
-        }
-        for key, value in sections.items():
-            data[key] = {**data.get(key, {}), **value}
-        self.config = work / f"service-{time.monotonic_ns()}.yaml"
-        self.config.write_text(yaml.safe_dump(data))
-        self.args = args
-        self.notify = Notify()
-        self.output = ""
-
-    def start(self) -> subprocess.Popen[str]:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "NOTIFY_SOCKET": self.notify.name}
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge_vos.cli", "run", "--config", str(self.config),
-                                      *self.args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        return self.proc
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15) -> tuple[int, float]:
-        t0 = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            self.output, _ = self.proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.output, _ = self.proc.communicate()
-        self.notify.close()
-        return self.proc.returncode, time.monotonic() - t0
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[Service]:
-        self.start()
-        try:
-            self.notify.wait_ready(self.proc)
-            yield self
-        finally:
-            if self.proc.poll() is None:
-                self.stop()
-            else:
-                self.output = self.proc.communicate()[0]
-                self.notify.close()
-
-    def run_to_exit(self, timeout_s: float = 120) -> tuple[int, str]:
-        """Runs a service expected to end by itself (a bad file, a finite source): exit status, output."""
-        self.start()
-        try:
-            self.output, _ = self.proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.stop()
-        self.notify.close()
-        return self.proc.returncode, self.output
-
-    def rss_mib(self) -> float:
-        return psutil.Process(self.proc.pid).memory_info().rss / 2**20
-
-
-class Client:
-    """A DEALER on the control socket: sends without waiting, so requests can be pipelined."""
-
-    def __init__(self, endpoint: str, rcvhwm: int = 1000) -> None:
-        self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.RCVHWM, rcvhwm)
-        self.socket.connect(endpoint)
-
-    def send(self, body: bytes) -> None:
-        self.socket.send_multipart([b"", body])
-
-    def recv(self, timeout_s: float) -> dict[str, Any] | None:
-        if not self.socket.poll(int(timeout_s * 1000)):
-            return None
-        return json.loads(self.socket.recv_multipart()[-1])
-
-    def request(self, body: dict[str, Any], timeout_s: float = 5) -> dict[str, Any] | None:
-        self.send(json.dumps(body).encode())
-        return self.recv(timeout_s)
-
-    def close(self) -> None:
-        self.socket.close()
-        self.context.term()
 
 
 # ---- control traffic ------------------------------------------------------------------------------
@@ -184,7 +54,7 @@ def fuzz(work: Path, messages: int) -> list[Row]:
     outcome: Counter[str] = Counter()
     latencies: list[float] = []
     with Service(work, control={"max_message_bytes": 1_000_000}).running() as svc:
-        client = Client(svc.control)
+        client = Dealer(svc.control)
         rss_before = svc.rss_mib()
 
         @settings(max_examples=messages, deadline=None, database=None, phases=[Phase.generate],
@@ -224,7 +94,7 @@ def fuzz(work: Path, messages: int) -> list[Row]:
 def flood(work: Path) -> list[Row]:
     rows = []
     with Service(work).running() as svc:
-        client = Client(svc.control)
+        client = Dealer(svc.control)
         n = 3000
         for i in range(n):
             body = {"cmd": "add", "id": 2, "box": [10, 10, 50, 50], "req": i} if i % 3 else {"cmd": "ping", "req": i}
@@ -238,7 +108,7 @@ def flood(work: Path) -> list[Row]:
         rows.append(("pipelined flood", f"{n} requests (2/3 add, 1/3 ping) sent without reading a reply",
                      f"{len(seen)} of {n} answered, {sum(v - 1 for v in seen.values())} twice, "
                      f"{n - len(seen)} unanswered ({kinds['busy']} busy, {kinds['ok']} ok, {kinds['error']} errors)"))
-        client = Client(svc.control, rcvhwm=10)
+        client = Dealer(svc.control, rcvhwm=10)
         n = 20000
         for i in range(n):
             client.send(json.dumps({"cmd": "config", "req": i}).encode())
@@ -249,11 +119,11 @@ def flood(work: Path) -> list[Row]:
         client.close()
         rows.append(("late reader", f"{n} `config` requests (1.4 kB replies, 28 MB), read only afterwards",
                      f"{got} of {n} replies arrived"))
-        big = Client(svc.control)
+        big = Dealer(svc.control)
         big.send(b"x" * (9 * 2**20))
         answered = big.recv(2) is not None
         big.close()
-        client = Client(svc.control)
+        client = Dealer(svc.control)
         pong = client.request({"cmd": "ping"})
         client.close()
         rows.append(("oversized request", "one 9 MiB request (limit `control.max_message_bytes` 8 MiB)",
@@ -268,7 +138,7 @@ def flood(work: Path) -> list[Row]:
 def signals(work: Path) -> list[Row]:
     svc = Service(work)
     svc.start()
-    ready_s = svc.notify.wait_ready(svc.proc)
+    ready_s = svc.wait_ready()
     rc, took = svc.stop(signal.SIGTERM)
     results = [(rc, took, "Traceback" in svc.output)]
     fractions = (0.05, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9)
@@ -391,44 +261,15 @@ def sources(work: Path) -> list[Row]:
 
 
 def _ranges(values: list[int]) -> str:
-    if not values:
-        return "none"
-    out, start, prev = [], values[0], values[0]
-    for v in values[1:] + [None]:  # type: ignore[list-item]
-        if v is None or v != prev + 1:
-            out.append(f"{start}-{prev}" if prev != start else f"{start}")
-            if v is not None:
-                start = v
-        if v is not None:
-            prev = v
-    return ", ".join(out)
+    """Sorted ints as runs: [1, 2, 3, 7, 9, 10] -> '1-3, 7, 9-10'."""
+    runs = [[v for _, v in g] for _, g in itertools.groupby(enumerate(values), key=lambda iv: iv[1] - iv[0])]
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs) or "none"
 
 
 # ---- unusable files ------------------------------------------------------------------------------
 
 def files(work: Path) -> list[Row]:
-    import collections
-
-    import torch
-
-    good = (ROOT / "edge_vos" / "weights" / "default.safetensors").read_bytes()
-    rng = np.random.default_rng(0)
-    bad = {
-        "truncated.safetensors": good[:4096], "garbage.safetensors": rng.bytes(5000),
-        "bad-header.safetensors": (64).to_bytes(8, "little") + b"{not json" + b" " * 64, "empty.safetensors": b"",
-        "garbage.pth": rng.bytes(3000),
-    }
-    paths = []
-    for name, data in bad.items():
-        (work / name).write_bytes(data)
-        paths.append(work / name)
-    torch.save(collections.OrderedDict(a=torch.zeros(64)), work / "truncated.pth")
-    (work / "truncated.pth").write_bytes((work / "truncated.pth").read_bytes()[:200])
-    paths.append(work / "truncated.pth")
-    pickled = work / "pickled.pth"
-    pickled.write_bytes(_pickled_checkpoint())
-    paths.append(pickled)
-    paths.append(work / "missing.safetensors")
+    paths = [path for path, _ in bad_weights(work).values()] + [work / "missing.safetensors"]
     verdicts = []
     for path in paths:
         rc, output = Service(work, "--weights", str(path)).run_to_exit()
@@ -442,27 +283,13 @@ def files(work: Path) -> list[Row]:
     hint = "--set prompt.resize=true" in output
     return [
         ("unusable weights files", f"{len(paths)} files: truncated, garbage, bad-header and empty safetensors; "
-                                   "garbage, truncated and pickled-object .pth; a missing file",
+                                   "garbage, truncated and pickled-object .pth; another network's weights; "
+                                   "a missing file",
          f"{sum(verdicts)}/{len(paths)}: exit 2 with one ERROR line naming the file and the problem, no traceback, "
          "never torch's `weights_only=False` advice"),
         ("prompt mask of the wrong size", "128x90 `prompt.mask` for a 128x96 stream",
          f"exit {rc}, {'names both sizes and `--set prompt.resize=true`' if hint else 'NO HINT'}"),
     ]
-
-
-def _pickled_checkpoint() -> bytes:
-    """A torch file holding a pickled callable next to a tensor (refused unread, never executed)."""
-    import io
-
-    import torch
-
-    class Hook:
-        def __reduce__(self) -> Any:
-            return (print, ("this must never run",))
-
-    buf = io.BytesIO()
-    torch.save({"key_proj.weight": torch.zeros(2), "hook": Hook()}, buf)
-    return buf.getvalue()
 
 
 GROUPS = {"fuzz": None, "flood": flood, "signals": signals, "sources": sources, "files": files}

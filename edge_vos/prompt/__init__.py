@@ -19,10 +19,19 @@ from typing import Any
 import numpy as np
 
 from edge_vos.prompt.grabcut import grabcut_segment
-from edge_vos.prompt.spec import DEFAULT_METHOD, MAX_POINTS, METHODS, Prompt, PromptError, check_image, make_prompt
+from edge_vos.prompt.spec import (
+    DEFAULT_METHOD,
+    MAX_POINTS,
+    METHODS,
+    Prompt,
+    PromptError,
+    check_image,
+    make_prompt,
+    with_coarse_mask,
+)
 
 __all__ = ["DEFAULT_METHOD", "MAX_POINTS", "METHODS", "Prompt", "PromptError", "check_image", "grabcut_segment",
-           "make_prompt", "segment"]
+           "make_prompt", "segment", "with_coarse_mask"]
 
 
 def segment(image: np.ndarray, *, box: Any = None, points: Any = None, labels: Any = None,

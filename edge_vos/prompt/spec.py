@@ -10,6 +10,7 @@ Pure numpy: no torch, no OpenCV.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ def make_prompt(
     points: Sequence[Sequence[float]] | np.ndarray | None = None,
     labels: Sequence[int] | np.ndarray | None = None,
     mask: np.ndarray | None = None,
+    mask_follows: bool = False,
 ) -> Prompt:
     """Validates a prompt for a frame of `frame_hw` = (height, width); raises PromptError naming the field.
 
@@ -79,6 +81,8 @@ def make_prompt(
     points inside the frame; without a box or a mask at least one point must be positive (negatives alone
     say where the object is not, not where it is); a box may stick out of the frame (a detector's box
     often does) but must cover at least 4x4 pixels of it; a mask has the frame's size and is not empty.
+    `mask_follows`: the coarse mask comes later (a correction starts from the tracked object's mask on its
+    frame, `with_coarse_mask`), so negative clicks alone are valid here.
     """
     h, w = frame_hw
     if labels is not None and points is None:
@@ -88,9 +92,19 @@ def make_prompt(
     parsed_box = None if box is None else _box(box, h, w)
     pts, lbl = _points(points, labels, h, w)
     coarse = None if mask is None else _mask(mask, h, w)
-    if parsed_box is None and coarse is None and not (lbl == 1).any():
+    if parsed_box is None and coarse is None and not mask_follows and not (lbl == 1).any():
         raise PromptError("labels", "without a box or a mask at least one point must be labelled 1 (object)")
     return Prompt((h, w), parsed_box, pts, lbl, coarse)
+
+
+def with_coarse_mask(prompt: Prompt, mask: np.ndarray) -> Prompt:
+    """`prompt`'s box and clicks on the coarse mask `mask` (a correction: the object's current mask). An empty
+    mask (the object was lost on that frame) leaves the clicks alone, which then need a positive one."""
+    h, w = prompt.frame_hw
+    coarse = _mask(mask, h, w) if np.any(mask) else None
+    if prompt.box is None and coarse is None and not (prompt.labels == 1).any():
+        raise PromptError("labels", "the object has no mask on this frame to correct: click on it (label 1)")
+    return dataclasses.replace(prompt, mask=coarse)
 
 
 def _numbers(value: Any, field: str) -> Any:

@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,45 +22,48 @@ import numpy as np
 
 from edge_vos.labels import MAX_OBJECT_ID
 from edge_vos.prompt import DEFAULT_METHOD, METHODS, Prompt, PromptError, make_prompt
-from edge_vos.service.protocol import ProtocolError, decode_png, decode_rle
+from edge_vos.wire.protocol import ProtocolError, decode_png, decode_rle
 
 COMMANDS = ("add", "remove", "reset", "stats", "config", "ping")
 MASK_FIELDS = ("mask", "rle", "polygon")  # an object's pixels, taken as is unless refined
 PROMPT_FIELDS = ("box", "points")  # where the object is; a method makes the mask
-ADD_FIELDS = {"id", *MASK_FIELDS, *PROMPT_FIELDS, "labels", "method", "refine", "frame", "resize"}
+ADD_FIELDS = {"id", *MASK_FIELDS, *PROMPT_FIELDS, "labels", "method", "refine", "frame", "resize", "correct"}
 MAX_REQ_CHARS = 64
 
 
 class CommandError(ValueError):
-    """An invalid command; `field` names the offending JSON field (empty for the whole message)."""
+    """An invalid command; `field` names the offending JSON field (empty for the whole message). `req` is the
+    request's id when it could be read (the control thread echoes it; nothing else handles request ids)."""
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         self.message = message
+        self.req: Any = None
         super().__init__(f"{field}: {message}" if field else message)
 
-    def to_reply(self, req: Any = None) -> dict[str, Any]:
+    def to_reply(self) -> dict[str, Any]:
         reply: dict[str, Any] = {"ok": False, "error": str(self)}
         if self.field:
             reply["field"] = self.field
-        if req is not None:
-            reply["req"] = req
         return reply
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What the current stream allows: the frame size masks must match, and command size limits."""
+    """What the control thread needs to decode a command: the stream's current frame size (a polygon is drawn
+    at it, a PNG or RLE may not decode to more pixels than it allows) and the size limits. Whether a command
+    fits the frame and the object limit it applies to is decided once, on the inference thread (PromptBook)."""
 
     frame_hw: tuple[int, int] | None  # None until the first frame arrived
-    max_objects: int = 8
     max_polygon_points: int = 4096
     resize_tolerance: float = 0.02
 
 
 @dataclass
 class AddObject:
-    """Exactly one of `mask` (taken as is) and `prompt` (made into a mask by `method` on the frame)."""
+    """Exactly one of `mask` (taken as is) and `prompt` (made into a mask by `method` on the frame). With
+    `correct`, the prompt's clicks correct a tracked object's mask on a recent frame (`frame` None: the latest
+    frame tracked), starting from that mask."""
 
     name: ClassVar[str] = "add"  # the protocol's command name (metrics, logs)
 
@@ -67,8 +71,8 @@ class AddObject:
     mask: np.ndarray | None = None  # bool [H,W] at frame size: a mask, rle or polygon taken as is
     prompt: Prompt | None = None  # box / points / coarse mask to refine
     method: str = DEFAULT_METHOD
-    frame: int | None = None  # capture seq of a recent frame; None = the next frame
-    req: Any = None
+    frame: int | None = None  # capture seq of a recent frame; None = the next frame (the latest, correcting)
+    correct: bool = False
 
 
 @dataclass
@@ -76,14 +80,11 @@ class RemoveObject:
     name: ClassVar[str] = "remove"
 
     obj_id: int
-    req: Any = None
 
 
 @dataclass
 class Reset:
     name: ClassVar[str] = "reset"
-
-    req: Any = None
 
 
 @dataclass
@@ -91,7 +92,6 @@ class Query:
     """Answered by the control thread itself: stats, config, ping."""
 
     what: str
-    req: Any = None
 
     @property
     def name(self) -> str:
@@ -101,8 +101,27 @@ class Query:
 Command = AddObject | RemoveObject | Reset | Query
 
 
-def parse_command(raw: bytes, limits: Limits) -> Command:
-    """Parses one request body; raises CommandError for anything that is not a valid command."""
+@dataclass(frozen=True)
+class Request:
+    """A valid request: its command and the client's request id (None: none given)."""
+
+    command: Command
+    req: Any = None
+
+
+@dataclass
+class PendingCommand:
+    """A command on its way from the control thread to the inference thread, which answers it by `token`;
+    `cancelled` is set when its reply timed out. The request id stays with the control thread."""
+
+    token: int
+    command: Command
+    cancelled: threading.Event
+
+
+def parse_request(raw: bytes, limits: Limits) -> Request:
+    """Parses one request body; raises CommandError (with `req` set when the id was readable) for anything
+    that is not a valid request."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -116,6 +135,14 @@ def parse_command(raw: bytes, limits: Limits) -> Command:
     req = data.get("req")
     if req is not None and not valid_req(req):
         raise CommandError("req", f"must be an integer or a string of at most {MAX_REQ_CHARS} characters")
+    try:
+        return Request(_command(data, limits), req)
+    except CommandError as exc:
+        exc.req = req
+        raise
+
+
+def _command(data: dict[str, Any], limits: Limits) -> Command:
     cmd = data.get("cmd")
     if not isinstance(cmd, str):
         raise CommandError("cmd", f"required, one of {list(COMMANDS)}")
@@ -123,12 +150,12 @@ def parse_command(raw: bytes, limits: Limits) -> Command:
         raise CommandError("cmd", f"unknown command {_short(cmd)!r}; expected one of {list(COMMANDS)}")
     _known(data, {"add": ADD_FIELDS, "remove": {"id"}}.get(cmd, set()))
     if cmd == "remove":
-        return RemoveObject(_object_id(data), req)
+        return RemoveObject(_object_id(data))
     if cmd == "reset":
-        return Reset(req)
+        return Reset()
     if cmd in ("stats", "config", "ping"):
-        return Query(cmd, req)
-    return _parse_add(data, limits, req)
+        return Query(cmd)
+    return _parse_add(data, limits)
 
 
 def valid_req(req: Any) -> bool:
@@ -168,7 +195,7 @@ def _object_id(data: dict[str, Any]) -> int:
     return obj_id
 
 
-def _parse_add(data: dict[str, Any], limits: Limits, req: Any) -> AddObject:
+def _parse_add(data: dict[str, Any], limits: Limits) -> AddObject:
     obj_id = _object_id(data)
     masks = [k for k in MASK_FIELDS if k in data]
     prompts = [k for k in PROMPT_FIELDS if k in data]
@@ -176,6 +203,8 @@ def _parse_add(data: dict[str, Any], limits: Limits, req: Any) -> AddObject:
         raise CommandError(masks[1], f"give at most one of mask, rle, polygon (got {masks})")
     if "labels" in data and "points" not in data:
         raise CommandError("labels", "labels were given without points")
+    if data.get("correct", False) is not False:
+        return _parse_correction(data, obj_id, limits)
     if not masks and not prompts:
         raise CommandError("mask", "give a mask, rle, polygon, box or points (with labels)")
     frame = None
@@ -197,14 +226,39 @@ def _parse_add(data: dict[str, Any], limits: Limits, req: Any) -> AddObject:
     h, w = limits.frame_hw
     mask = _mask_field(data, masks[0], (h, w), limits, resize) if masks else None
     if not prompts and not refine:
-        return AddObject(obj_id, mask=mask, frame=frame, req=req)
+        return AddObject(obj_id, mask=mask, frame=frame)
     try:
         prompt = make_prompt((h, w), box=data.get("box"), points=data.get("points"), labels=data.get("labels"),
                              mask=mask)
     except PromptError as exc:
         field = {"mask": masks[0] if masks else "mask", "": "box"}.get(exc.field, exc.field)
         raise CommandError(field, exc.message) from None
-    return AddObject(obj_id, prompt=prompt, method=method, frame=frame, req=req)
+    return AddObject(obj_id, prompt=prompt, method=method, frame=frame)
+
+
+def _parse_correction(data: dict[str, Any], obj_id: int, limits: Limits) -> AddObject:
+    """`"correct": true`: clicks (and optionally a box) on a tracked object's error; its current mask on the
+    frame is the coarse mask they refine, supplied by the inference thread when it applies the command."""
+    if data["correct"] is not True:
+        raise CommandError("correct", "must be true or false")
+    for given in sorted(k for k in (*MASK_FIELDS, "refine", "resize") if k in data):
+        raise CommandError(given, "a correction starts from the object's current mask: give points (and labels), "
+                                  "not a mask, rle, polygon, refine or resize")
+    if "points" not in data:
+        raise CommandError("points", "a correction needs clicks: points with labels (1 on a missed part of the "
+                                     "object, 0 on a wrongly painted part)")
+    frame = None if data.get("frame") is None else _int(data, "frame")
+    if frame is not None and frame < 0:
+        raise CommandError("frame", f"must be a frame sequence number >= 0, got {_short(str(frame))}")
+    method = _method(data, True)
+    if limits.frame_hw is None:
+        raise CommandError("", "no frame has arrived yet; retry when the stream is running")
+    try:
+        prompt = make_prompt(limits.frame_hw, box=data.get("box"), points=data["points"], labels=data.get("labels"),
+                             mask_follows=True)
+    except PromptError as exc:
+        raise CommandError(exc.field or "points", exc.message) from None
+    return AddObject(obj_id, prompt=prompt, method=method, frame=frame, correct=True)
 
 
 def _method(data: dict[str, Any], applies: bool) -> str:

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 
 from edge_vos.config import ConfigError, one_of, positive
 from edge_vos.ros2.config import Ros2Config
-from edge_vos.service.protocol import ENCODINGS
 from edge_vos.tracker.config import TrackerConfig
-from edge_vos.view.config import ViewConfig
+from edge_vos.wire.protocol import ENCODINGS
 
 PACES = ("auto", "realtime", "fastest")
 # Pixel formats a camera can be asked for (V4L2 FOURCCs OpenCV decodes): MJPG is compressed (high
@@ -232,8 +231,6 @@ class ServiceConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    # The live web page (edge_vos/view, docs/view.md); off unless `view.listen` is set (`run --view`).
-    view: ViewConfig = field(default_factory=ViewConfig)
     # The live ROS 2 bridge over DDS (edge_vos/ros2, docs/ros2.md); off unless `ros2.enabled`.
     ros2: Ros2Config = field(default_factory=Ros2Config)
 
@@ -243,9 +240,3 @@ class ServiceConfig:
         same = self.control.endpoint == self.publish.endpoint and not self.publish.endpoint.endswith(":*")
         if self.control.endpoint and same:
             raise ConfigError("control.endpoint", "must differ from publish.endpoint")
-        if self.view.enabled and not self.publish.preview:
-            raise ConfigError("publish.preview", "must be true when view.listen is set (the page shows the "
-                                                 "preview frames; `run --view` turns it on)")
-        if self.view.enabled and self.security.curve and not self.view.client_secret_key:
-            raise ConfigError("view.client_secret_key", "is required with security.curve: the view is a ZeroMQ "
-                                                        "client of the service (and must be on its allow-list)")

@@ -7,6 +7,9 @@ it. A command the inference thread does not answer within `reply_timeout_s` gets
 cancelled, so a stalled pipeline cannot stall clients; a full queue answers "busy" at once. Requests
 larger than `max_message_bytes` are refused by libzmq (ZMQ_MAXMSGSIZE) before they reach Python.
 
+This thread alone handles request ids: it reads a request's `req`, keeps it with the pending command and
+puts it on the reply; the inference thread answers by token and never sees it.
+
 Exactly one reply per request: nothing a request contains can end this thread (any exception while
 handling one becomes an error reply and a log line), and replies are never dropped silently. The socket
 is ROUTER_MANDATORY, so a reply for a client whose queue is full waits in an outbox instead of vanishing;
@@ -24,13 +27,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
 from edge_vos.ratelog import RateLimitedLog
-from edge_vos.service.commands import Command, CommandError, Limits, Query, parse_command, valid_req
+from edge_vos.service.commands import CommandError, Limits, PendingCommand, Query, parse_request, valid_req
 from edge_vos.service.config import ControlConfig
 from edge_vos.service.metrics import ServiceMetrics
 from edge_vos.service.security import ServerKeys, make_server_socket
@@ -41,15 +43,6 @@ log = logging.getLogger(__name__)
 REPLY_HWM = 1000
 # While this many replies wait in the outbox, no new request is read.
 OUTBOX_PAUSE = 1000
-
-
-@dataclass
-class PendingCommand:
-    """A command on its way to the inference thread; `cancelled` is set when its reply timed out."""
-
-    token: int
-    command: Command
-    cancelled: threading.Event
 
 
 class ControlServer(threading.Thread):
@@ -72,7 +65,6 @@ class ControlServer(threading.Thread):
         self.error: BaseException | None = None
         self.last_endpoint = ""
         self._tokens = itertools.count()
-        # token -> (envelope, deadline, command name, cancelled flag)
         # Commands waiting for the inference thread: token -> (envelope, reply deadline, name, cancelled, req).
         self._pending: dict[int, tuple[list[bytes], float, str, threading.Event, Any]] = {}
         # Replies a full client could not take yet: (give-up time, envelope + body), oldest first.
@@ -149,20 +141,19 @@ class ControlServer(threading.Thread):
             except Exception as exc:  # a bug met by one request: answer it, log it, keep serving
                 log.exception("internal error handling a request")
                 self.metrics.commands.labels("invalid", "error").inc()
-                reply = {"ok": False, "error": f"internal error while handling the request: {type(exc).__name__}"}
-                req = _req_of(body)
-                if req is not None:
-                    reply["req"] = req
+                reply = _with_req({"ok": False, "error": "internal error while handling the request: "
+                                                         f"{type(exc).__name__}"}, _req_of(body))
             if reply is not None:
                 self._send(sock, envelope, reply)
 
     def _handle(self, body: bytes, envelope: list[bytes]) -> dict[str, Any] | None:
         try:
-            command = parse_command(body, self._limits())
+            request = parse_request(body, self._limits())
         except CommandError as exc:
             self.metrics.commands.labels("invalid", "error").inc()
             self._refusals.log("%s", exc)
-            return exc.to_reply(_req_of(body))
+            return _with_req(exc.to_reply(), exc.req)
+        command, req = request.command, request.req
         name = command.name
         if isinstance(command, Query):
             try:
@@ -170,20 +161,16 @@ class ControlServer(threading.Thread):
             except Exception as exc:
                 log.exception("query %s failed", command.what)
                 reply = {"ok": False, "error": f"{command.what} failed: {exc}"}
-            if command.req is not None:
-                reply["req"] = command.req
             self.metrics.commands.labels(name, "ok" if reply["ok"] else "error").inc()
-            return reply
+            return _with_req(reply, req)
         token = next(self._tokens)
         cancelled = threading.Event()
         try:
             self.commands.put_nowait(PendingCommand(token, command, cancelled))
         except queue.Full:
             self.metrics.commands.labels(name, "busy").inc()
-            return {"ok": False, "error": "busy: too many commands waiting; retry later",
-                    **({"req": command.req} if command.req is not None else {})}
-        self._pending[token] = (envelope, time.monotonic() + self.config.reply_timeout_s, name, cancelled,
-                                command.req)
+            return _with_req({"ok": False, "error": "busy: too many commands waiting; retry later"}, req)
+        self._pending[token] = (envelope, time.monotonic() + self.config.reply_timeout_s, name, cancelled, req)
         return None
 
     def _send_replies(self, sock: zmq.Socket) -> None:
@@ -206,8 +193,7 @@ class ControlServer(threading.Thread):
 
     def _answer(self, sock: zmq.Socket, token: int, body: dict[str, Any]) -> None:
         envelope, _, name, _, req = self._pending.pop(token)
-        if req is not None:  # every reply the service makes up itself (timeout, stopping) names its request too
-            body = {**body, "req": req}
+        body = _with_req(body, req)  # the inference thread's replies, timeouts and "stopping" alike
         self.metrics.commands.labels(name, "ok" if body.get("ok") else "error").inc()
         self._send(sock, envelope, body)
 
@@ -247,8 +233,13 @@ class ControlServer(threading.Thread):
         self._outbox = kept
 
 
+def _with_req(reply: dict[str, Any], req: Any) -> dict[str, Any]:
+    """The reply as sent: with the request's id when it gave one."""
+    return reply if req is None else {**reply, "req": req}
+
+
 def _req_of(body: bytes) -> Any:
-    """The request id of a request that failed validation, when it can be read safely."""
+    """The request id of a request whose handling failed unexpectedly, when it can be read safely."""
     try:
         data = json.loads(body)
         req = data.get("req") if isinstance(data, dict) else None

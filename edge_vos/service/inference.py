@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from edge_vos.service.capture import Frame, FrameBuffer
+from edge_vos.service.commands import PendingCommand
 from edge_vos.service.config import PipelineConfig
-from edge_vos.service.control import PendingCommand
 from edge_vos.service.metrics import ServiceMetrics
 from edge_vos.service.prompts import FramePrompt, PromptBook, StartupError, TrackerLike
 from edge_vos.service.publisher import Outcome
@@ -169,6 +169,7 @@ class InferenceWorker(threading.Thread):
         t0 = time.perf_counter()
         result = self._track(frame, prompt)
         step_ms = (time.perf_counter() - t0) * 1000
+        self.prompts.tracked(frame, result.labels)  # what a correction on this frame starts from
         m = self.metrics
         m.frames_processed.inc()
         m.stage_latency.labels("step").observe(step_ms / 1000)

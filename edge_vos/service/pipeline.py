@@ -76,7 +76,6 @@ class Service:
         self.exit_error: str | None = None
         self.startup_failed = False  # the error is the operator's configuration (exit status 2)
         self.started_at = time.monotonic()
-        self.view: Any = None  # edge_vos.view.server.ViewServer when view.listen is set (built once bound)
         self.ros2: Any = None  # edge_vos.ros2.service_hooks.ServiceRos2 for publish.rosbag / ros2.enabled
         self._ready = False
         self._last_status = 0.0
@@ -150,13 +149,6 @@ class Service:
         if self.control is not None:
             self.control.start()
             self._wait_bound(self.control, "control.endpoint")
-        if cfg.view.enabled:  # the web page: a client of the two sockets just bound, like any other
-            from edge_vos.view.server import ViewServer
-
-            self.view = ViewServer.for_service(cfg.view, self.publisher.last_endpoint,
-                                               self.control.last_endpoint if self.control else "",
-                                               cfg.security.server_secret_key if cfg.security.curve else "")
-            self.view.start()
         if self.ros2 is not None:  # the bag opens, the bridge connects to the sockets just bound
             self.ros2.start(self.publisher.last_endpoint, self.control.last_endpoint if self.control else "")
         if cfg.metrics.enabled:
@@ -213,8 +205,6 @@ class Service:
         """Stops every thread (each within `timeout`), flushing what the publisher holds."""
         self.notifier.stopping()
         self.stop_event.set()
-        if self.view is not None:
-            self.view.stop()
         deadline = time.monotonic() + timeout
         for thread in (self.capture, self.worker):
             if thread.is_alive():
@@ -266,8 +256,6 @@ class Service:
         return StatusEvent("ended", "end of source")
 
     def control_reply(self, token: int, body: dict[str, Any]) -> None:
-        if body.get("req") is None:
-            body.pop("req", None)
         if self.control is not None:
             self.control.reply(token, body)
 
@@ -344,8 +332,7 @@ class Service:
 
     def _limits(self) -> Limits:
         snap = self.worker.snapshot
-        return Limits(snap.frame_hw, self.config.tracker.max_objects, self.config.control.max_polygon_points,
-                      self.config.prompt.resize_tolerance)
+        return Limits(snap.frame_hw, self.config.control.max_polygon_points, self.config.prompt.resize_tolerance)
 
     def _query(self, what: str) -> dict[str, Any]:
         if what == "ping":

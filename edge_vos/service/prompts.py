@@ -6,6 +6,9 @@ that change tracking are applied. Used by the inference thread only (it owns the
 - An `add` for the next frame waits here, combined with the other adds for that frame (a later command wins
   where masks overlap), and is answered after that frame's step with the pixels it got.
 - An `add` for a recent frame, `remove` and `reset` apply at once (`add_prompt`, `remove_object`, `reset`).
+- A correction (`add` with `"correct": true`) applies at once to a recent frame: its clicks refine the object's
+  mask on that frame (the tracker's own output, kept here with the frame), and the result is prompted there
+  (`add_prompt`), so the tracker goes on from the corrected mask. The reply carries the corrected mask.
 - The object limit counts the tracked objects and those waiting to be added.
 Every command gets exactly one reply through the `reply(token, body)` callback.
 """
@@ -22,13 +25,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_vos.config import ConfigError
-from edge_vos.prompt import PromptError
+from edge_vos.prompt import PromptError, with_coarse_mask
 from edge_vos.prompt.methods import PromptMasks
 from edge_vos.service.capture import Frame
-from edge_vos.service.commands import AddObject, CommandError, RemoveObject, Reset, fit_mask
+from edge_vos.service.commands import AddObject, CommandError, PendingCommand, RemoveObject, Reset, fit_mask
 from edge_vos.service.config import PromptConfig
-from edge_vos.service.control import PendingCommand
 from edge_vos.tracker import TrackerInputError
+from edge_vos.wire.protocol import encode_rle_counts
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +89,8 @@ class FramePrompt:
     initial: bool = False  # it carries the initial prompt
 
 
-def _reply_body(ok: bool, req: Any, **fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"ok": ok, **fields}
-    if req is not None:
-        body["req"] = req
-    return body
+def _reply_body(ok: bool, **fields: Any) -> dict[str, Any]:
+    return {"ok": ok, **fields}
 
 
 class PromptBook:
@@ -102,10 +102,18 @@ class PromptBook:
         self.prompt_masks = prompt_masks or PromptMasks(config.weights or None)
         self.initial_mask = initial_mask
         self.history: collections.deque[Frame] = collections.deque(maxlen=history)  # recent frames, for `frame`
+        self.tracked_labels: dict[int, np.ndarray] = {}  # capture seq -> the label map tracked (recent frames)
         self._next: list[PendingCommand] = []  # adds waiting for the next frame
 
     def remember(self, frame: Frame) -> None:
         self.history.append(frame)
+
+    def tracked(self, frame: Frame, labels: np.ndarray) -> None:
+        """The tracker's label map for a recent frame: what a correction on that frame starts from."""
+        kept = {f.seq for f in self.history}
+        self.tracked_labels = {seq: m for seq, m in self.tracked_labels.items() if seq in kept}
+        if frame.seq in kept:
+            self.tracked_labels[frame.seq] = labels
 
     @property
     def recent(self) -> tuple[int, int] | None:
@@ -122,11 +130,10 @@ class PromptBook:
         try:
             body = self._apply(pending)
         except (CommandError, TrackerInputError) as exc:
-            body = exc.to_reply(command.req) if isinstance(exc, CommandError) else _reply_body(False, command.req,
-                                                                                            error=str(exc))
+            body = exc.to_reply() if isinstance(exc, CommandError) else _reply_body(False, error=str(exc))
         except Exception as exc:
             log.exception("%s command failed", command.name)
-            body = _reply_body(False, command.req, error=f"internal error: {exc!r}")
+            body = _reply_body(False, error=f"internal error: {exc!r}")
         if body is not None:
             self.reply(pending.token, body)
 
@@ -136,14 +143,16 @@ class PromptBook:
         if isinstance(cmd, Reset):
             self.tracker.reset()
             self.cancel_waiting("cancelled by reset")
-            return _reply_body(True, cmd.req)
+            return _reply_body(True)
         if isinstance(cmd, RemoveObject):
             if cmd.obj_id not in tracked:
                 raise CommandError("id", f"unknown object id {cmd.obj_id}; tracking {tracked}")
             self.tracker.remove_object(cmd.obj_id)
-            return _reply_body(True, cmd.req, id=cmd.obj_id, objects=list(self.tracker.object_ids))
+            return _reply_body(True, id=cmd.obj_id, objects=list(self.tracker.object_ids))
         if not isinstance(cmd, AddObject):
             raise CommandError("cmd", f"{cmd.name} is not applied by the inference thread")
+        if cmd.correct:
+            return self._correct(cmd, tracked)
         waiting_new = set(self.waiting_objects()) - set(tracked)
         if cmd.obj_id not in tracked and cmd.obj_id not in waiting_new:
             if len(tracked) + len(waiting_new) + 1 > self.max_objects:
@@ -152,13 +161,47 @@ class PromptBook:
         if cmd.frame is None:
             self._next.append(pending)  # applied with the next frame; answered after its step
             return None
-        frame = next((f for f in self.history if f.seq == cmd.frame), None)
-        if frame is None:
-            span = "{}..{}".format(*self.recent) if self.recent else "none yet"
-            raise CommandError("frame", f"frame {cmd.frame} is not among the recent frames ({span})")
+        frame = self._recent_frame(cmd.frame)
         mask = self._object_mask(cmd, frame)
         self.tracker.add_prompt(frame.image, mask.astype(np.uint8) * np.uint8(cmd.obj_id), [cmd.obj_id])
-        return _reply_body(True, cmd.req, id=cmd.obj_id, frame=frame.seq, area=int(mask.sum()))
+        return _reply_body(True, id=cmd.obj_id, frame=frame.seq, area=int(mask.sum()))
+
+    def _recent_frame(self, seq: int | None) -> Frame:
+        """The kept frame `seq` (None: the latest), or a CommandError naming the range kept."""
+        frame = self.history[-1] if seq is None and self.history else next(
+            (f for f in self.history if f.seq == seq), None)
+        if frame is None:
+            span = "{}..{}".format(*self.recent) if self.recent else "none yet"
+            raise CommandError("frame", f"frame {seq} is not among the recent frames ({span})")
+        return frame
+
+    def _correct(self, cmd: AddObject, tracked: list[int]) -> dict[str, Any]:
+        """Refines object `cmd.obj_id`'s mask on a recent frame with the command's clicks, starting from the
+        mask it has there, and prompts the tracker with the result on that frame."""
+        if cmd.obj_id not in tracked:
+            raise CommandError("id", f"object {cmd.obj_id} is not tracked, so there is nothing to correct "
+                                     f"(tracking {tracked}); add it without \"correct\"")
+        seq = max(self.tracked_labels, default=None) if cmd.frame is None else cmd.frame  # None: the latest tracked
+        frame = self._recent_frame(seq)
+        labels = self.tracked_labels.get(frame.seq)
+        if labels is None:  # kept, but its step failed or has not run: there is no mask to start from
+            raise CommandError("frame", f"frame {frame.seq} has no tracked masks to correct; pick another frame")
+        if cmd.prompt is None:
+            raise CommandError("points", "the correction carries no clicks")
+        _check_frame_size(cmd, labels.shape[:2])
+        try:
+            prompt = with_coarse_mask(cmd.prompt, labels == cmd.obj_id)
+        except PromptError as exc:
+            raise CommandError(exc.field, f"object {cmd.obj_id} on frame {frame.seq}: {exc.message}") from None
+        mask = self._object_mask(AddObject(cmd.obj_id, prompt=prompt, method=cmd.method), frame)
+        self.tracker.add_prompt(frame.image, mask.astype(np.uint8) * np.uint8(cmd.obj_id), [cmd.obj_id])
+        corrected = labels.copy()
+        corrected[corrected == cmd.obj_id] = 0
+        corrected[mask] = cmd.obj_id
+        self.tracked_labels[frame.seq] = corrected  # a next correction on this frame starts from this one
+        h, w = mask.shape
+        return _reply_body(True, id=cmd.obj_id, frame=frame.seq, area=int(mask.sum()), corrected=True,
+                           rle={"size": [h, w], "counts": encode_rle_counts(mask)})
 
     def waiting_objects(self) -> list[int]:
         """Ids the next frame will prompt: the initial prompt's and the waiting adds'."""
@@ -168,7 +211,7 @@ class PromptBook:
     def cancel_waiting(self, reason: str) -> None:
         """Answers the adds still waiting for a frame (reset, or the service stopping)."""
         for pending in self._next:
-            self.reply(pending.token, _reply_body(False, pending.command.req, error=reason))
+            self.reply(pending.token, _reply_body(False, error=reason))
         self._next = []
 
     # ---- the next frame --------------------------------------------------------------------------
@@ -195,11 +238,11 @@ class PromptBook:
             try:
                 mask = self._object_mask(cmd, frame)
             except CommandError as exc:
-                self.reply(pending.token, exc.to_reply(cmd.req))
+                self.reply(pending.token, exc.to_reply())
                 continue
             except Exception as exc:  # e.g. OpenCV failing inside a segmentation method
                 log.exception("making the mask of add %s failed", cmd.obj_id)
-                self.reply(pending.token, _reply_body(False, cmd.req, error=f"internal error: {exc!r}"))
+                self.reply(pending.token, _reply_body(False, error=f"internal error: {exc!r}"))
                 continue
             if labels is None:
                 labels = np.zeros((h, w), np.uint8)
@@ -212,8 +255,7 @@ class PromptBook:
         present = set(np.unique(labels).tolist())
         # An object painted over entirely by a later one has nothing left to prompt with.
         for pending, _ in [c for c in carried if c[0].command.obj_id not in present]:
-            self.reply(pending.token, _reply_body(False, pending.command.req,
-                                                  error="mask entirely covered by a later object's mask"))
+            self.reply(pending.token, _reply_body(False, error="mask entirely covered by a later object's mask"))
         carried = [c for c in carried if c[0].command.obj_id in present]
         objects = [o for o in objects if o in present]
         initial = self.initial_mask is not None
@@ -226,21 +268,18 @@ class PromptBook:
             log.info("initial prompt applied on frame %d: objects %s", frame_seq, prompt.objects)
         for pending, area in prompt.commands or []:
             cmd = pending.command
-            self.reply(pending.token, _reply_body(True, cmd.req, id=cmd.obj_id, frame=frame_seq, area=area))
+            self.reply(pending.token, _reply_body(True, id=cmd.obj_id, frame=frame_seq, area=area))
 
     def refuse(self, prompt: FramePrompt, error: str) -> None:
         """The prompt was not applied (the tracker refused it or failed): each add command is told why; the
         initial prompt waits for the next frame."""
         for pending, _ in prompt.commands or []:
-            self.reply(pending.token, _reply_body(False, pending.command.req, error=error))
+            self.reply(pending.token, _reply_body(False, error=error))
 
     def _object_mask(self, cmd: AddObject, frame: Frame) -> np.ndarray:
         h, w = frame.image.shape[:2]
+        _check_frame_size(cmd, (h, w))
         if cmd.prompt is not None:
-            if cmd.prompt.frame_hw != (h, w):
-                ph, pw = cmd.prompt.frame_hw
-                raise CommandError("box" if cmd.prompt.box is not None else "points",
-                                   f"the prompt was given for a {pw}x{ph} frame but the frame is {w}x{h}")
             try:
                 mask = self.prompt_masks(frame.image, cmd.prompt, cmd.method)
             except PromptError as exc:
@@ -252,6 +291,16 @@ class PromptBook:
             return mask
         if cmd.mask is None:
             raise CommandError("mask", "the command carries neither a mask nor a prompt")
-        if cmd.mask.shape != (h, w):
-            raise CommandError("mask", f"the mask is {cmd.mask.shape[1]}x{cmd.mask.shape[0]} but the frame is {w}x{h}")
         return cmd.mask
+
+
+def _check_frame_size(cmd: AddObject, frame_hw: tuple[int, int]) -> None:
+    """The one check that an add fits the frame it is applied to. The control thread decoded it at the
+    stream's size when it arrived; the stream may have changed size since (a camera reconnecting)."""
+    given = cmd.prompt.frame_hw if cmd.prompt is not None else cmd.mask.shape[:2] if cmd.mask is not None else None
+    if given is None or tuple(given) == frame_hw:
+        return
+    field = "mask" if cmd.prompt is None else "box" if cmd.prompt.box is not None else "points"
+    (gh, gw), (h, w) = given, frame_hw
+    raise CommandError(field, f"the {'mask' if cmd.prompt is None else 'prompt'} was given for a {gw}x{gh} frame "
+                              f"but the frame is {w}x{h}")

@@ -27,14 +27,14 @@ from zmq.utils.monitor import recv_monitor_message
 from edge_vos.service.capture import Frame
 from edge_vos.service.config import PublishConfig
 from edge_vos.service.metrics import ServiceMetrics
-from edge_vos.service.protocol import (
+from edge_vos.service.security import ServerKeys, make_server_socket
+from edge_vos.wire.protocol import (
     PROTOCOL_VERSION,
     dumps_header,
     encode_jpeg,
     encode_labels,
     object_infos,
 )
-from edge_vos.service.security import ServerKeys, make_server_socket
 
 log = logging.getLogger(__name__)
 

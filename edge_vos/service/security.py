@@ -1,4 +1,5 @@
-"""CURVE encryption and the client allow-list for the service's sockets.
+"""CURVE encryption and the client allow-list for the service's sockets (the server half; a client makes its
+socket a CURVE client with edge_vos.wire.curve).
 
 Keys are the files `zmq.auth.create_certificates` writes (Z85 text, never pickles). With an allow-list
 folder a `zmq.auth.ThreadAuthenticator` (its own thread and socket, on the service's own context)
@@ -19,7 +20,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from edge_vos.config import ConfigError
 
-if TYPE_CHECKING:  # importing the config would import the tracker package (torch); clients must not
+if TYPE_CHECKING:  # the config imports the tracker package (torch), needed here for a type only
     from edge_vos.service.config import SecurityConfig
 
 log = logging.getLogger(__name__)
@@ -73,18 +74,3 @@ def make_server_socket(socket: zmq.Socket, keys: ServerKeys | None) -> None:
     socket.curve_publickey = keys.public
     socket.curve_server = True
 
-
-def make_client_socket(socket: zmq.Socket, server_public_key: str | Path | None,
-                       client_secret_key: str | Path | None) -> None:
-    """Turns `socket` into a CURVE client (before connect); both key files or neither."""
-    if not server_public_key and not client_secret_key:
-        return
-    if not (server_public_key and client_secret_key):
-        raise ValueError("CURVE needs both the server's public key file and the client's secret key file")
-    server_public, _ = zmq.auth.load_certificate(server_public_key)
-    client_public, client_secret = zmq.auth.load_certificate(client_secret_key)
-    if not client_secret:
-        raise ValueError(f"{client_secret_key} holds no secret key (use the .key_secret file)")
-    socket.curve_serverkey = server_public
-    socket.curve_publickey = client_public
-    socket.curve_secretkey = client_secret

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_vos.backends.names import BACKEND_NAMES
-from edge_vos.config import ConfigError, apply_overrides, from_dict, one_of, positive, read_yaml
+from edge_vos.config import ConfigError, from_dict, one_of, positive, read_yaml, with_overrides
 from edge_vos.labels import MAX_OBJECT_ID
 from edge_vos.model.config import ModelConfig
 from edge_vos.readout.config import READOUT_KINDS, ReadoutConfig, StcnOptions
@@ -141,7 +141,7 @@ class TrackerConfig:
         prefix = ""
         if isinstance(data.get("tracker"), dict):
             data, prefix = data["tracker"], "tracker"
-        apply_overrides(data, overrides)
+        with_overrides(data, overrides)
         return from_dict(cls, data, prefix)
 
     def official_stcn(self) -> TrackerConfig:

@@ -1,8 +1,8 @@
-"""Typed configuration of the live web view (`view:` in a service YAML, or `edge-vos view` options).
+"""Typed configuration of the live web view (`view:` in a run config, edge_vos/program.py, or `edge-vos view`
+options).
 
 Validated once at start-up like every other section: a bad value raises `ConfigError` naming the field.
-Importing this module imports nothing heavy (the service config imports it; `edge-vos view` must not
-pull in torch).
+Importing this module imports nothing heavy (`edge-vos view` must not pull in torch).
 """
 
 from __future__ import annotations

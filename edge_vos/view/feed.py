@@ -23,8 +23,8 @@ from typing import Any
 
 import zmq
 
-from edge_vos.service.protocol import ProtocolError, decode_labels, encode_labels, loads_header, validate_mask_header
-from edge_vos.service.security import make_client_socket
+from edge_vos.wire.curve import make_client_socket
+from edge_vos.wire.protocol import ProtocolError, decode_labels, encode_labels, loads_header, validate_mask_header
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,8 @@ from edge_vos.view.viewers import Viewers
 
 log = logging.getLogger(__name__)
 
-STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+STATIC_FILES = {"index.html": "text/html", "style.css": "text/css", **{f"{module}.js": "text/javascript" for module in (
+    "app", "api", "colours", "correct", "drawing", "panels", "prompt", "state", "stream")}}
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:

@@ -92,6 +92,17 @@ def encode_rle(labels: np.ndarray, object_ids: Sequence[int]) -> list[dict[str, 
     ]
 
 
+def encode_rle_counts(mask: np.ndarray) -> list[int]:
+    """Uncompressed COCO RLE counts of a bool mask [H,W]: run lengths in column-major order, the first one
+    background (0 when the first pixel is the object). What a correction's reply carries: a browser decodes
+    it in a few lines, and `decode_rle` reads it back."""
+    flat = np.asarray(mask, bool).ravel(order="F")
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate(([0], changes, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    return ([0] + runs) if flat.size and flat[0] else runs
+
+
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     """One COCO RLE (compressed string counts or uncompressed list counts) -> bool mask [H,W]."""
     from pycocotools import mask as mask_utils

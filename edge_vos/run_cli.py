@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from edge_vos.service.config import PACES
-    from edge_vos.service.protocol import ENCODINGS
+    from edge_vos.wire.protocol import ENCODINGS
 
     parser.add_argument("--config", type=Path, help="ServiceConfig YAML (see configs/)")
     parser.add_argument("--source", help="overrides source.uri: synthetic:, camera index, /dev/videoN, file, "
@@ -122,14 +122,13 @@ def main(args: argparse.Namespace) -> int:
     import yaml
 
     from edge_vos.config import ConfigError, load_yaml, redacted_dict
-    from edge_vos.service.config import ServiceConfig
-    from edge_vos.service.pipeline import Service
+    from edge_vos.program import Program, RunConfig
 
     if args.log_json:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
     try:
-        config = load_yaml(ServiceConfig, args.config, overrides_from_args(args))
+        config = load_yaml(RunConfig, args.config, overrides_from_args(args))
     except ConfigError as exc:
         log.error("invalid configuration: %s", exc)
         return 2
@@ -137,23 +136,24 @@ def main(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(redacted_dict(config), sort_keys=False), end="")  # noqa: T201 - the requested output
         return 0
     try:
-        service = Service(config)  # reader, prompt, keys, tracker and weights: the slow part
+        program = Program(config)  # reader, prompt, keys, tracker and weights: the slow part
     except ConfigError as exc:
         log.error("cannot start: %s", exc)
         return 2
     # From here on a signal asks the service to stop; it flushes and exits 0 within a few seconds.
     if on_main_thread:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda signum, _frame: _on_signal(service, signum))
+            signal.signal(sig, lambda signum, _frame: _on_signal(program, signum))
     try:
-        service.start()
+        program.start()
     except ConfigError as exc:
         log.error("cannot start: %s", exc)
         return 2
     try:
-        service.wait()
+        program.wait()
     finally:
-        service.stop()
+        program.stop()
+    service = program.service
     if service.exit_error:
         log.error("service stopped: %s", service.exit_error)
         return 2 if service.startup_failed else 1
@@ -171,6 +171,6 @@ def _exit_during_startup(signum: int, _frame: Any) -> None:
     os._exit(0)
 
 
-def _on_signal(service: Any, signum: int) -> None:
+def _on_signal(program: Any, signum: int) -> None:
     log.info("signal %s: stopping", signal.Signals(signum).name)
-    service.request_stop()
+    program.request_stop()
