@@ -1,5 +1,7 @@
-"""Where `edge-vos run` wires the program: the service, and its web view as a client of the service's own
-sockets. The service knows nothing of the view (it serves any client the same way); the view knows the
+"""Where `edge-vos run` wires the program: the service, its web view as a client of the service's own
+sockets, and, when configured, ROS 2 (edge_vos/ros2: `rosbag2:`/`ros2:` sources, the `publish.rosbag`
+recording and the DDS bridge, attached to the service as a `PublishHook`). The service knows nothing of
+the view (it serves any client the same way); the view knows the
 service only through the wire protocol (edge_vos/wire). This module, in the CLI layer above both, is the
 one place that configures, starts and stops them together.
 
@@ -14,8 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_vos.config import ConfigError
+from edge_vos.ros2.config import Ros2Config
 from edge_vos.service.config import ServiceConfig
-from edge_vos.service.pipeline import Service
+from edge_vos.service.pipeline import PublishHook, Service
+from edge_vos.service.sources import source_kind
 from edge_vos.view.config import ViewConfig
 from edge_vos.view.server import ViewServer
 
@@ -24,6 +28,8 @@ from edge_vos.view.server import ViewServer
 class RunConfig(ServiceConfig):
     # The live web page (edge_vos/view, docs/view.md); off unless `view.listen` is set (`run --view`).
     view: ViewConfig = field(default_factory=ViewConfig)
+    # The live ROS 2 bridge over DDS (edge_vos/ros2, docs/ros2.md); off unless `ros2.enabled`.
+    ros2: Ros2Config = field(default_factory=Ros2Config)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -41,7 +47,16 @@ class Program:
 
     def __init__(self, config: RunConfig, **service_options: Any) -> None:
         self.config = config
-        self.service = Service(config, **service_options)  # the slow part: reader, keys, tracker, weights
+        if service_options.get("reader") is None and source_kind(config.source.uri) in ("rosbag2", "ros2"):
+            from edge_vos.ros2.uri import open_source  # rosbags / cyclonedds load only for these sources
+
+            service_options["reader"] = open_source(config.source)
+        hooks: list[PublishHook] = []
+        if config.publish.rosbag or config.ros2.enabled:  # ROS 2 packages load only when configured
+            from edge_vos.ros2.service_hooks import ServiceRos2
+
+            hooks.append(ServiceRos2(config, config.ros2))
+        self.service = Service(config, hooks=hooks, **service_options)  # the slow part: reader, keys, tracker
         self.view: ViewServer | None = None
 
     def start(self) -> None:

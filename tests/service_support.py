@@ -58,15 +58,20 @@ def service_config(config_class: type[ServiceConfig] = ServiceConfig, **sections
 @contextmanager
 def running(config: ServiceConfig, reader: Any, tracker: Any = None,
             notifier: Notifier | None = None) -> Iterator[Service]:
+    """The service of `config` (with what the program attaches: the view, ROS 2, for a RunConfig) running."""
+    from edge_vos.program import Program, RunConfig
+
     tracker = tracker or FakeTracker()
-    service = Service(config, tracker_factory=lambda _: tracker, reader=reader, notifier=notifier)
-    service.start()
+    options: dict[str, Any] = {"tracker_factory": lambda _: tracker, "reader": reader, "notifier": notifier}
+    program = Program(config, **options) if isinstance(config, RunConfig) else None
+    service = program.service if program is not None else Service(config, **options)
+    (program or service).start()
     service.tracker = tracker  # type: ignore[attr-defined]
     try:
         yield service
     finally:
         t0 = time.monotonic()
-        service.stop(timeout=3)
+        (program or service).stop(timeout=3)
         assert time.monotonic() - t0 < 5
         assert not service.worker.is_alive() and not service.publisher.is_alive()
 

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from edge_vos.config import ConfigError
+from edge_vos.program import RunConfig
 from edge_vos.ros2.bag_source import BagReader
 from edge_vos.ros2.messages import DETECTIONS, IMAGE, IMAGE_ENCODINGS, MAX_SIDE, typestore
 from edge_vos.ros2.recorder import MaskBagWriter
+from edge_vos.ros2.uri import open_source as open_reader
 from edge_vos.service.config import SourceConfig
-from edge_vos.service.sources import open_reader
 
 from .ros2_support import compressed_msg, encode_pixels, frames_bag, image_msg, write_bag
 from .service_support import H, W, first_mask, frames, masks, running, service_config
@@ -112,7 +113,7 @@ def test_the_service_tracks_a_bag_carries_its_stamps_and_records_a_bag_rosbags_r
     mask_file = tmp_path / "first.png"
     cv2.imwrite(str(mask_file), first_mask() * 3)  # object id 3
     out = tmp_path / "masks"
-    cfg = service_config(source={"uri": f"rosbag2:{bag}?topic=/camera/image_raw", "pace": "fastest"},
+    cfg = service_config(RunConfig, source={"uri": f"rosbag2:{bag}?topic=/camera/image_raw", "pace": "fastest"},
                          publish={"rosbag": str(out), "rosbag_frames": True, "wait_for_subscriber_s": 5},
                          prompt={"mask": str(mask_file)})
     from edge_vos.client import Subscriber
@@ -155,7 +156,7 @@ def test_the_service_tracks_a_bag_carries_its_stamps_and_records_a_bag_rosbags_r
 def test_realtime_paces_a_bag_by_its_recorded_times(tmp_path: Path) -> None:
     period = 200_000_000
     bag, stamps = frames_bag(tmp_path / "in", frames(4), period_ns=period)
-    cfg = service_config(source={"uri": f"rosbag2:{bag}", "pace": "realtime", "fps": 1000.0},
+    cfg = service_config(RunConfig, source={"uri": f"rosbag2:{bag}", "pace": "realtime", "fps": 1000.0},
                          publish={"wait_for_subscriber_s": 5})
     from edge_vos.client import Subscriber
 
@@ -174,9 +175,9 @@ def test_a_recording_never_overwrites_and_an_unwritable_one_stops_alone(tmp_path
     with pytest.raises(FileExistsError, match="already exists"):
         MaskBagWriter(tmp_path / "exists")
     with pytest.raises(ConfigError, match="publish.rosbag"):
-        from edge_vos.service.pipeline import Service
+        from edge_vos.program import Program
 
-        Service(service_config(publish={"rosbag": str(tmp_path / "exists")}))
+        Program(service_config(RunConfig, publish={"rosbag": str(tmp_path / "exists")}))
     with MaskBagWriter(tmp_path / "ok") as writer:
         header = {"t_capture_unix_ns": time.time_ns(), "objects": []}
         writer.write(header, np.zeros((4, 4), np.uint8))

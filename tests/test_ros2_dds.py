@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from edge_vos.client import MaskResult, Subscriber
+from edge_vos.program import RunConfig
 from edge_vos.ros2.config import check_topic, dds_topic
 from edge_vos.ros2.dds import DdsNode, take
 from edge_vos.ros2.dds_types import Detection2DArray, Image
@@ -53,8 +54,8 @@ def test_topic_names_follow_ros2() -> None:
 
 def test_ros2_sources_and_the_ros2_section_name_what_is_wrong() -> None:
     from edge_vos.config import ConfigError, from_dict
+    from edge_vos.ros2.uri import open_source as open_reader
     from edge_vos.service.config import ServiceConfig, SourceConfig
-    from edge_vos.service.sources import open_reader
 
     reader = open_reader(SourceConfig(uri="ros2:/camera/image_raw/compressed?domain=7"))
     assert (reader.msgtype, reader.domain_id, reader.live) == ("sensor_msgs/msg/CompressedImage", 7, True)
@@ -67,7 +68,7 @@ def test_ros2_sources_and_the_ros2_section_name_what_is_wrong() -> None:
         assert message in str(info.value), uri
     for values, field in (({"domain_id": 233}, "ros2.domain_id"), ({"namespace": "edge_vos"}, "ros2.namespace")):
         with pytest.raises(ConfigError, match=field):
-            from_dict(ServiceConfig, {"ros2": values})
+            from_dict(RunConfig, {"ros2": values})
     with pytest.raises(ConfigError, match="publish.rosbag_frames"):
         from_dict(ServiceConfig, {"publish": {"rosbag_frames": True}})
 
@@ -76,7 +77,7 @@ def test_the_bridge_publishes_ros2_masks_and_detections_byte_for_byte(tmp_path: 
     domain = private_domain()
     mask = first_mask()
     mask[70:100, 100:150] = 5
-    cfg = service_config(source={"pace": "realtime", "fps": 20.0},
+    cfg = service_config(RunConfig, source={"pace": "realtime", "fps": 20.0},
                          ros2={"enabled": True, "domain_id": domain, "frame_id": "cam_link"})
     node = DdsNode(domain)
     masks_in = node.reader("/edge_vos/masks", IMAGE)
@@ -119,7 +120,7 @@ def test_the_bridge_publishes_ros2_masks_and_detections_byte_for_byte(tmp_path: 
 
 def test_commands_over_a_topic_are_answered_on_command_result() -> None:
     domain = private_domain()
-    cfg = service_config(source={"pace": "realtime", "fps": 20.0, "loop": True},
+    cfg = service_config(RunConfig, source={"pace": "realtime", "fps": 20.0, "loop": True},
                          ros2={"enabled": True, "domain_id": domain})
     node = DdsNode(domain)
     commands = node.writer("/edge_vos/command", STRING, sensor_data=False)
@@ -146,7 +147,7 @@ def test_commands_over_a_topic_are_answered_on_command_result() -> None:
             refused = ask(json.dumps({"cmd": "remove", "id": 99}))
             assert not refused["ok"] and "unknown object id 99" in refused["error"]
             assert ask(json.dumps({"cmd": "reset"}))["ok"]
-            assert service.ros2.bridge.alive()  # nothing a message brought ended a thread
+            assert service.hooks[0].bridge.alive()  # nothing a message brought ended a thread
     finally:
         node.close()
 
@@ -159,7 +160,7 @@ def test_a_ros2_camera_topic_feeds_the_tracker(tmp_path: Path) -> None:
     clip, labels = generate_sequence(seed=2, num_frames=5, size=(96, 128), num_objects=1, num_distractors=0)
     mask_file = tmp_path / "first.png"
     cv2.imwrite(str(mask_file), labels[0])
-    cfg = service_config(source={"uri": f"ros2:/camera/image_raw?domain={domain}", "pace": "fastest",
+    cfg = service_config(RunConfig, source={"uri": f"ros2:/camera/image_raw?domain={domain}", "pace": "fastest",
                                  "read_timeout_s": 10.0},
                          prompt={"mask": str(mask_file)}, publish={"wait_for_subscriber_s": 5})
     tracker_config = TrackerConfig(device="cpu", resolution=0)

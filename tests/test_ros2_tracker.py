@@ -11,8 +11,8 @@ import pytest
 
 from edge_vos.data.davis import read_mask
 from edge_vos.data.synthetic import generate_sequence
+from edge_vos.ros2.uri import open_source as open_reader
 from edge_vos.service.config import SourceConfig
-from edge_vos.service.sources import open_reader
 from edge_vos.tracker import Tracker, TrackerConfig
 
 from .conftest import DAVIS, require_data

@@ -11,22 +11,25 @@ from typing import Any
 import numpy as np
 
 from edge_vos.config import ConfigError
-from edge_vos.ros2.config import require
+from edge_vos.ros2.config import Ros2Config, require
 from edge_vos.service.config import ServiceConfig
 
 
 class ServiceRos2:
-    def __init__(self, config: ServiceConfig) -> None:
+    """The service's `PublishHook` for ROS 2 (service/pipeline.PublishHook), attached by the program."""
+
+    def __init__(self, config: ServiceConfig, ros2: Ros2Config) -> None:
         self.config = config
+        self.ros2 = ros2
         self.recorder: Any = None
         self.bridge: Any = None
         if config.publish.rosbag:
             require(("rosbags",), "publish.rosbag")
             from edge_vos.ros2.recorder import ServiceRecorder
 
-            self.recorder = ServiceRecorder(config.publish.rosbag, config.ros2.namespace, config.ros2.frame_id,
+            self.recorder = ServiceRecorder(config.publish.rosbag, ros2.namespace, ros2.frame_id,
                                             config.publish.rosbag_frames)
-        if config.ros2.enabled:
+        if ros2.enabled:
             require(("cyclonedds", "rosbags"), "ros2.enabled")
             if config.security.curve:
                 raise ConfigError("ros2.enabled", "the in-service bridge has no CURVE client key; with "
@@ -40,10 +43,10 @@ class ServiceRos2:
                 self.recorder.open()
             except Exception as exc:
                 raise ConfigError("publish.rosbag", f"cannot create {self.config.publish.rosbag}: {exc}") from None
-        if self.config.ros2.enabled:
+        if self.ros2.enabled:
             from edge_vos.ros2.bridge import Ros2Bridge
 
-            self.bridge = Ros2Bridge(self.config.ros2, masks_endpoint, control_endpoint,
+            self.bridge = Ros2Bridge(self.ros2, masks_endpoint, control_endpoint,
                                      masks_topic=self.config.publish.topic)
             self.bridge.start()
 

@@ -1,4 +1,5 @@
-"""Which ROS 2 reader a `rosbag2:` or `ros2:` source URI names (called by service.sources.open_reader).
+"""Which ROS 2 reader a `rosbag2:` or `ros2:` source URI names (`open_source`: the program opens the source
+with it, falling back to service.sources.open_reader for every other kind).
 
     rosbag2:PATH[?topic=/camera/image_raw]          a recorded topic (bag folder or .mcap file)
     ros2:/camera/image_raw[?domain=N&type=image|compressed]   a live topic over DDS
@@ -17,6 +18,7 @@ from urllib.parse import parse_qsl
 from edge_vos.config import ConfigError
 from edge_vos.ros2.config import require
 from edge_vos.service.config import SourceConfig
+from edge_vos.service.sources import FrameReader, open_reader, source_kind
 
 if TYPE_CHECKING:
     from edge_vos.ros2.bag_source import BagReader
@@ -35,6 +37,15 @@ def _split(rest: str, known: set[str]) -> tuple[str, dict[str, str]]:
     if not target:
         raise ConfigError(FIELD, "names no bag or topic")
     return target, params
+
+
+def open_source(config: SourceConfig) -> FrameReader:
+    """The reader `config.uri` names, ROS 2's kinds included."""
+    uri = config.uri.strip()
+    kind = source_kind(uri)
+    if kind in ("rosbag2", "ros2"):
+        return open_ros2_reader(kind, uri[len(kind) + 1:], config)
+    return open_reader(config)
 
 
 def open_ros2_reader(kind: str, rest: str, config: SourceConfig) -> BagReader | TopicReader:

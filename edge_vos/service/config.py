@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edge_vos.config import ConfigError, one_of, positive
-from edge_vos.ros2.config import Ros2Config
 from edge_vos.tracker.config import TrackerConfig
 from edge_vos.wire.protocol import ENCODINGS
 
@@ -231,8 +230,6 @@ class ServiceConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    # The live ROS 2 bridge over DDS (edge_vos/ros2, docs/ros2.md); off unless `ros2.enabled`.
-    ros2: Ros2Config = field(default_factory=Ros2Config)
 
     def __post_init__(self) -> None:
         if not self.stream_id or len(self.stream_id) > 64:

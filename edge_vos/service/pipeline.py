@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
+import numpy as np
 import zmq
 
 from edge_vos.config import ConfigError, redacted_dict
@@ -50,6 +51,18 @@ def build_tracker(config: ServiceConfig) -> TrackerLike:
         raise exc.under("tracker") from None
 
 
+class PublishHook(Protocol):
+    """Something the program attaches to the service (the ROS 2 recording and bridge, edge_vos/ros2): started
+    once the sockets are bound, told of every published mask by the publisher thread, stopped after the
+    publisher has drained. The service knows only this shape, not what implements it."""
+
+    def start(self, masks_endpoint: str, control_endpoint: str) -> None: ...
+
+    def on_published(self, header: dict[str, Any], labels: np.ndarray, frame: np.ndarray) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class Service:
     """One stream: build with a config, `start()`, then `wait()` or `stop()`.
 
@@ -67,6 +80,7 @@ class Service:
         tracker_factory: Callable[[ServiceConfig], TrackerLike] | None = None,
         reader: FrameReader | None = None,
         notifier: Notifier | None = None,
+        hooks: Sequence[PublishHook] = (),
     ) -> None:
         self.config = cfg = config
         self.notifier = notifier or Notifier()
@@ -76,7 +90,7 @@ class Service:
         self.exit_error: str | None = None
         self.startup_failed = False  # the error is the operator's configuration (exit status 2)
         self.started_at = time.monotonic()
-        self.ros2: Any = None  # edge_vos.ros2.service_hooks.ServiceRos2 for publish.rosbag / ros2.enabled
+        self.hooks = tuple(hooks)
         self._ready = False
         self._last_status = 0.0
         self._status_lock = threading.Lock()
@@ -91,10 +105,6 @@ class Service:
         elif cfg.prompt.use_source_mask:
             initial_mask = self.reader.initial_mask()
         self.keys = load_server_keys(cfg.security)
-        if cfg.publish.rosbag or cfg.ros2.enabled:  # ROS 2 packages load only when configured
-            from edge_vos.ros2.service_hooks import ServiceRos2
-
-            self.ros2 = ServiceRos2(cfg)
         tracker = (tracker_factory or build_tracker)(cfg)
         # The prompt network is loaded here, once, not on the first prompt: a prompt then costs one crop's
         # inference on the inference thread (bounded whatever the frame size), never a model load.
@@ -149,8 +159,8 @@ class Service:
         if self.control is not None:
             self.control.start()
             self._wait_bound(self.control, "control.endpoint")
-        if self.ros2 is not None:  # the bag opens, the bridge connects to the sockets just bound
-            self.ros2.start(self.publisher.last_endpoint, self.control.last_endpoint if self.control else "")
+        for hook in self.hooks:  # e.g. a bag opens, a bridge connects to the sockets just bound
+            hook.start(self.publisher.last_endpoint, self.control.last_endpoint if self.control else "")
         if cfg.metrics.enabled:
             try:
                 self.metrics.serve(cfg.metrics.address, cfg.metrics.port)
@@ -220,8 +230,8 @@ class Service:
                 publisher.join(1.0)
         if self.control is not None and self.control.is_alive():
             self.control.join(max(0.1, deadline - time.monotonic()))
-        if self.ros2 is not None:
-            self.ros2.stop()
+        for hook in self.hooks:
+            hook.stop()
         if self._authenticator is not None:
             self._authenticator.stop()
             self._authenticator = None
@@ -303,8 +313,8 @@ class Service:
             self.publisher.submit_status(StatusEvent(state, detail))
 
     def _on_published(self, outcome: Outcome, header: dict[str, Any]) -> None:
-        if self.ros2 is not None:
-            self.ros2.on_published(header, outcome.labels, outcome.frame.image)
+        for hook in self.hooks:
+            hook.on_published(header, outcome.labels, outcome.frame.image)
         if not self._ready:
             self._ready = True
             self.notifier.ready(f"streaming {self.config.stream_id}")

@@ -326,10 +326,9 @@ def open_reader(config: SourceConfig) -> FrameReader:
     if kind == "synthetic":
         query = uri[len("synthetic:"):].lstrip("?")
         return SyntheticReader(dict(parse_qsl(query, keep_blank_values=True)) if query else {})
-    if kind in ("rosbag2", "ros2"):  # edge_vos/ros2 (docs/ros2.md); rosbags / cyclonedds load only here
-        from edge_vos.ros2.uri import open_ros2_reader
-
-        return open_ros2_reader(kind, uri[len(kind) + 1:], config)
+    if kind in ("rosbag2", "ros2"):  # readers of edge_vos/ros2, above the service: the program opens them
+        raise ConfigError("source.uri", f"a {kind}: source is opened by `edge-vos run` (edge_vos/ros2, "
+                                        "docs/ros2.md), not by the service alone")
     if config.camera.requested and kind not in ("camera", "v4l2"):
         log.warning("source.camera settings apply to cameras (an index or /dev/videoN); ignored for a %s", kind)
     if kind == "camera":
