@@ -272,7 +272,7 @@ def test_cli_trains_from_yaml_with_overrides(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["train-cpu.yaml", "train-gpu.yaml", "train-cpu-r18-scratch.yaml", "train-cpu-tmrn-ft.yaml", "train-cpu-hard.yaml"],
+    sorted(p.name for p in CONFIGS.glob("train-*.yaml")),
 )
 def test_shipped_configs_are_valid(name: str) -> None:
     cfg = load_yaml(TrainConfig, CONFIGS / name)

@@ -1,5 +1,8 @@
 """The training loop: STCN's recipe on T-frame clips, selectable readout, resumable checkpoints, CSV log.
 
+The parts live beside it: schedules.py (stage, lr, gap, bootstrap share), loss.py, readout_factory.py (the
+readout in the loop), setup.py (network, initialisation, freezing), checkpoints.py, data.py (samples).
+
 Per sample (`data.max_objects` slots, unused ones zeroed by a selector): frame 0 is encoded into memory
 with its true masks; each later frame is read out from all frames before it, decoded, soft-aggregated over
 objects and (except the last) encoded into memory with its *predicted* probabilities. The loss is
@@ -17,94 +20,32 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from edge_vos.config import to_dict
-from edge_vos.model.network import STCN, build_network
+from edge_vos.model.network import STCN
 from edge_vos.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from edge_vos.train.config import StageSection, TrainConfig
+from edge_vos.train.checkpoints import CHECKPOINT, export_checkpoint, export_network, load_checkpoint, save_checkpoint
+from edge_vos.train.config import TrainConfig
 from edge_vos.train.data import TrainData, collate
+from edge_vos.train.loss import bootstrapped_ce, labels_from_masks, soft_aggregate_logits
+from edge_vos.train.readout_factory import Readout, training_readout
+from edge_vos.train.schedules import bootstrap_p_at, lr_at, max_gap_at, stage_at
+from edge_vos.train.setup import build_for_training, freeze_key_low_levels, set_train_mode
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.safetensors"
 LOG_CSV = "log.csv"
 CSV_FIELDS = ("step", "stage", "loss", "p", "lr", "max_gap", "sec_per_step", "elapsed_s")
 
-Readout = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-# -- recipe schedules (pure functions of the step, so resuming needs no schedule state) -----------------
-
-
-def stage_at(cfg: TrainConfig, step: int) -> tuple[str, StageSection, int]:
-    """(name, section, step within the stage) of global step `step` (0-based)."""
-    if step < cfg.static.steps:
-        return "static", cfg.static, step
-    return "video", cfg.video, step - cfg.static.steps
-
-
-def lr_at(stage: StageSection, local: int) -> float:
-    return stage.lr * (stage.lr_decay if local >= stage.lr_decay_at * stage.steps else 1.0)
-
-
-def max_gap_at(stage: StageSection, local: int) -> int:
-    ramp = max(1.0, stage.gap_ramp * stage.steps)
-    frac = min(1.0, local / ramp)
-    return int(round(stage.max_gap_start + frac * (stage.max_gap_end - stage.max_gap_start)))
-
-
-def bootstrap_p_at(cfg: TrainConfig, stage: StageSection, local: int) -> float:
-    """Share of hardest pixels kept: 1 during warm-up, then linear to p_end at anneal_end of the stage."""
-    start, end = cfg.loss.warmup * stage.steps, cfg.loss.anneal_end * stage.steps
-    if local < start:
-        return 1.0
-    if local >= end or end <= start:
-        return cfg.loss.p_end
-    return 1.0 + (cfg.loss.p_end - 1.0) * (local - start) / (end - start)
-
-
-# -- loss and readout --------------------------------------------------------------------------------------
-
-
-def soft_aggregate_logits(probs: torch.Tensor) -> torch.Tensor:
-    """Per-object probabilities [B,O,H,W] -> log-probabilities [B,O+1,H,W] (STCN's soft aggregation)."""
-    background = torch.prod(1 - probs, dim=1, keepdim=True)
-    stacked = torch.cat([background, probs], dim=1).clamp(1e-7, 1 - 1e-7)
-    return torch.log_softmax(torch.log(stacked / (1 - stacked)), dim=1)
-
-
-def bootstrapped_ce(log_probs: torch.Tensor, labels: torch.Tensor, p: float) -> torch.Tensor:
-    """Mean cross-entropy over the hardest share `p` of all pixels in the batch (STCN's BootstrappedCE)."""
-    raw = F.nll_loss(log_probs, labels, reduction="none").flatten()
-    if p >= 1.0:
-        return raw.mean()
-    k = max(1, int(raw.numel() * p))
-    return raw.topk(k, sorted=False).values.mean()
-
-
-def labels_from_masks(masks: torch.Tensor) -> torch.Tensor:
-    """Object masks [B,O,H,W] (0/1) -> class map [B,H,W] (0 = background, k = object k)."""
-    background = (masks.sum(dim=1, keepdim=True) < 0.5).float()
-    return torch.cat([background, masks], dim=1).argmax(dim=1)
-
-
-def make_readout(kind: str, svd: str, agents: int, renormalize: bool = True) -> Readout:
-    """The training readout: STCN's full softmax (no top-k, as in STCN's training) or ST / TMRN."""
-    from edge_vos.readout import stcn_readout, tmrn_readout
-
-    if kind == "stcn":
-        return lambda qk, mk, mv, valid: stcn_readout(qk, mk, mv, valid, top_k=None)
-    return lambda qk, mk, mv, valid: tmrn_readout(
-        qk, mk, mv, valid, agents=agents, mode=kind, svd=svd, renormalize=renormalize
-    )
+__all__ = [
+    "CHECKPOINT", "TrainResult", "bootstrap_p_at", "bootstrapped_ce", "export_checkpoint", "forward_clip",
+    "labels_from_masks", "lr_at", "max_gap_at", "soft_aggregate_logits", "stage_at", "train",
+]
 
 
 def forward_clip(
@@ -142,126 +83,6 @@ def forward_clip(
     return outputs
 
 
-# -- network set-up ----------------------------------------------------------------------------------------
-
-
-def build_for_training(cfg: TrainConfig) -> STCN:
-    """The network of `cfg.model`, initialised as configured (ImageNet trunks, weights file or scratch)."""
-    from edge_vos.model.checkpoint import init_trunks_from_torchvision, load_into, read_state_dict
-    from edge_vos.model.efficientnet import init_trunks_from_efficientnet
-
-    m = cfg.model
-    net = build_network(m.arch, use_cbam=m.use_cbam)
-    if m.init_weights:
-        load_into(net, read_state_dict(m.init_weights))
-        log.info("initialised from %s", m.init_weights)
-        return net
-    if m.init == "scratch":
-        log.info("trunks from scratch (random)")
-        return net
-    done = init_trunks_from_efficientnet(net) if m.init in ("auto", "imagenet") else []
-    if m.key_imagenet and not any(n == "key_encoder" for n in done):
-        init_trunks_from_torchvision(net, m.key_imagenet, m.value_imagenet or None)
-        done.append("key_encoder (torchvision file)")
-    if m.init == "imagenet" and not done:
-        raise FileNotFoundError(
-            f"{m.arch}: init 'imagenet' needs model.key_imagenet (a torchvision ResNet file) for ResNet trunks"
-        )
-    if not done:
-        log.warning("%s: no ImageNet source for its trunks; training them from scratch", m.arch)
-    return net
-
-
-def freeze_key_low_levels(net: STCN, upto: str) -> int:
-    """Stops gradients into the key trunk up to f4 or f8 (stem included); returns the frozen tensor count."""
-    from edge_vos.model.efficientnet import EfficientNetLiteTrunk
-
-    if not upto:
-        return 0
-    enc = net.key_encoder
-    if isinstance(enc, EfficientNetLiteTrunk):
-        last = enc.f4_block if upto == "f4" else enc.f8_block
-        modules: list[nn.Module] = [enc.conv1, enc.bn1, *list(enc.blocks)[: last + 1]]
-    else:
-        modules = [enc.conv1, enc.bn1, getattr(enc, enc.first_stage_name)]
-        if upto == "f8":
-            modules.append(enc.layer2)
-    params = [p for m in modules for p in m.parameters()]
-    for p in params:
-        p.requires_grad_(False)
-    return len(params)
-
-
-def set_train_mode(net: nn.Module, freeze_bn: bool) -> None:
-    net.train()
-    if freeze_bn:
-        for module in net.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
-
-
-# -- checkpoints -------------------------------------------------------------------------------------------
-
-
-def save_checkpoint(
-    path: Path, net: STCN, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig, loss_avg: float = math.nan
-) -> None:
-    """Weights + optimizer state + step in one safetensors file (written atomically)."""
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
-    state = opt.state_dict()
-    for index, entry in state["state"].items():
-        for name, value in entry.items():
-            tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value)
-            tensors[f"optim.{index}.{name}"] = tensor.detach().contiguous()
-    meta = {
-        "step": str(step), "loss_avg": repr(loss_avg), "arch": net.arch, "cbam": str(net.use_cbam),
-        "config": json.dumps(to_dict(cfg)), "param_groups": json.dumps(state["param_groups"]),
-    }
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
-
-
-def load_checkpoint(path: Path, net: STCN, opt: torch.optim.Optimizer) -> tuple[int, float]:
-    """Restores weights and optimizer state; returns the steps already done and the running loss."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(path))
-    with safe_open(str(path), framework="pt") as handle:
-        meta = handle.metadata()
-    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
-    opt_state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, index, name = k.split(".", 2)
-            opt_state.setdefault(int(index), {})[name] = v
-    opt.load_state_dict({"state": opt_state, "param_groups": json.loads(meta["param_groups"])})
-    return int(meta["step"]), float(meta.get("loss_avg", "nan"))
-
-
-def export_network(net: STCN, path: Path, cfg: TrainConfig, step: int, extra: dict[str, object]) -> None:
-    """Final weights via save_network (arch in the header); float16 storage when asked."""
-    import copy
-
-    from edge_vos.model.checkpoint import save_network
-
-    out = copy.deepcopy(net).eval()
-    if cfg.export_fp16:
-        out = out.half()  # floating tensors only; BN's num_batches_tracked stays int64
-    meta = {
-        "steps": step, "readout": cfg.readout.kind, "seed": cfg.seed, "dtype": "fp16" if cfg.export_fp16 else "fp32",
-    }
-    meta.update(extra)
-    save_network(out, path, meta)
-    log.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)
-
-
-# -- the loop ----------------------------------------------------------------------------------------------
-
-
 @dataclass
 class TrainResult:
     steps: int
@@ -276,18 +97,6 @@ def _to_tensors(batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[torch
     mean = torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
     return (x - mean) / std, torch.from_numpy(masks), torch.from_numpy(selector)
-
-
-def export_checkpoint(cfg: TrainConfig, path: Path | None = None) -> Path:
-    """Writes the network of the run's current checkpoint (any step) as our safetensors, for evaluation."""
-    out = Path(cfg.out)
-    net = build_network(cfg.model.arch, use_cbam=cfg.model.use_cbam)
-    freeze_key_low_levels(net, cfg.model.freeze_key_to)  # the optimizer state lists trainable tensors only
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad])
-    step, _ = load_checkpoint(out / CHECKPOINT, net, opt)
-    path = path or out / f"step{step}.safetensors"
-    export_network(net, path, cfg, step, {"partial": "true"})
-    return path
 
 
 def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -> TrainResult:
@@ -312,8 +121,7 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
     _trim_csv(out / LOG_CSV, start)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     data = TrainData(cfg.data, cfg.seed)
-    r = cfg.readout
-    readout = make_readout(r.kind, r.svd, r.agents, r.renormalize)
+    readout = training_readout(cfg.readout)
     end = cfg.total_steps if max_steps is None else min(cfg.total_steps, max_steps)
     set_train_mode(net, cfg.model.freeze_bn)
 
@@ -366,6 +174,8 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
                 progress.set_postfix(stage=name, loss=f"{loss_avg:.4f}", p=f"{p:.2f}", refresh=False)
             if done % cfg.checkpoint_every == 0 or done == end:
                 save_checkpoint(ckpt, net, opt, done, cfg, loss_avg)
+            if cfg.snapshot_every and done % cfg.snapshot_every == 0 and done < cfg.total_steps:
+                export_network(net, out / f"step{done}.safetensors", cfg, done, {"partial": "true"})
         step = end
     if progress is not None:
         progress.close()
