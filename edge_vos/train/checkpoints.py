@@ -25,12 +25,12 @@ def save_checkpoint(
     """Weights + optimizer state + step in one safetensors file (written atomically)."""
     from safetensors.torch import save_file
 
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     state = opt.state_dict()
     for index, entry in state["state"].items():
         for name, value in entry.items():
             tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value)
-            tensors[f"optim.{index}.{name}"] = tensor.detach().contiguous()
+            tensors[f"optim.{index}.{name}"] = tensor.detach().cpu().contiguous()
     meta = {
         "step": str(step), "loss_avg": repr(loss_avg), "arch": net.arch, "cbam": str(net.use_cbam),
         "config": json.dumps(to_dict(cfg)), "param_groups": json.dumps(state["param_groups"]),
@@ -64,7 +64,7 @@ def export_network(net: STCN, path: Path, cfg: TrainConfig, step: int, extra: di
 
     from edge_vos.model.checkpoint import save_network
 
-    out = copy.deepcopy(net).eval()
+    out = copy.deepcopy(net).cpu().eval()
     if cfg.export_fp16:
         out = out.half()  # floating tensors only; BN's num_batches_tracked stays int64
     meta = {

@@ -13,6 +13,8 @@ from edge_vos.readout import SVD_KINDS
 from edge_vos.tracker.config import READOUT_KINDS
 
 INITS = ("auto", "imagenet", "scratch")
+DEVICES = ("auto", "cpu", "cuda")
+AMP_KINDS = ("none", "bf16", "fp16")
 # Longest clip and most object slots a sample may have (memory and time per step grow with both).
 MAX_CLIP_FRAMES = 6
 MAX_TRAIN_OBJECTS = 3
@@ -203,6 +205,14 @@ class TrainConfig:
     channels_last: bool = True
     out: str = "runs/train"
     checkpoint_every: int = 100
+    # "auto": CUDA when available, else the CPU; "cuda" fails at start-up without CUDA.
+    device: str = "auto"
+    # Mixed precision of the forward pass on CUDA ("bf16", "fp16" with loss scaling; "none": fp32).
+    amp: str = "none"
+    # Processes that build the next batches while the device trains (0: built in the loop, as on a CPU).
+    data_workers: int = 0
+    # Stop (checkpoint and export what was reached) after this many seconds of training; 0: no limit.
+    time_limit_s: float = 0.0
     # Also keep the network every this many steps as OUT/step<N>.safetensors (0: only the final one).
     snapshot_every: int = 0
     log_every: int = 10
@@ -217,6 +227,10 @@ class TrainConfig:
         positive("checkpoint_every", self.checkpoint_every)
         positive("log_every", self.log_every)
         positive("snapshot_every", self.snapshot_every, allow_zero=True)
+        positive("data_workers", self.data_workers, allow_zero=True)
+        positive("time_limit_s", self.time_limit_s, allow_zero=True)
+        one_of("device", self.device, DEVICES)
+        one_of("amp", self.amp, AMP_KINDS)
         positive("grad_clip", self.grad_clip, allow_zero=True)
         positive("weight_decay", self.weight_decay, allow_zero=True)
         if self.static.steps + self.video.steps == 0:

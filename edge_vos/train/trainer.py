@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_vos.config import to_dict
+from edge_vos.config import ConfigError, to_dict
 from edge_vos.model.network import STCN
 from edge_vos.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from edge_vos.train.batches import step_batches
 from edge_vos.train.checkpoints import CHECKPOINT, export_checkpoint, export_network, load_checkpoint, save_checkpoint
 from edge_vos.train.config import TrainConfig
-from edge_vos.train.data import TrainData, collate
+from edge_vos.train.data import TrainData
 from edge_vos.train.loss import bootstrapped_ce, labels_from_masks, soft_aggregate_logits
 from edge_vos.train.readout_factory import Readout, training_readout
 from edge_vos.train.schedules import bootstrap_p_at, lr_at, max_gap_at, stage_at
@@ -70,11 +71,11 @@ def forward_clip(
     for t in range(1, T):
         mk = key[:, :t]
         mv = torch.stack(values, dim=2)  # [B,O,t,Cv,h,w]
-        valid = torch.ones(B, t, dtype=torch.bool)
+        valid = torch.ones(B, t, dtype=torch.bool, device=frames.device)
         mem = readout(key[:, t], mk, mv, valid)  # [B,O,Cv,h,w]
 
         qv_t, f8_t, f4_t = (x[:, t, None].expand(B, O, *x.shape[2:]).flatten(0, 1) for x in (qv, f8, f4))
-        logits = net.decode(mem.flatten(0, 1), qv_t, f8_t, f4_t)
+        logits = net.decode(mem.flatten(0, 1), qv_t, f8_t, f4_t).float()  # the loss in fp32 under autocast
         probs = torch.sigmoid(logits.view(B, O, H, W)) * selector[:, :, None, None]
         log_probs = soft_aggregate_logits(probs)
         outputs.append(log_probs)
@@ -91,12 +92,24 @@ class TrainResult:
     export: Path
 
 
-def _to_tensors(batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[torch.Tensor, ...]:
-    frames, masks, selector = batch
-    x = torch.from_numpy(frames).float().div_(255).permute(0, 1, 4, 2, 3)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
-    return (x - mean) / std, torch.from_numpy(masks), torch.from_numpy(selector)
+def _to_tensors(
+    frames: np.ndarray, masks: np.ndarray, selector: np.ndarray, device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """numpy arrays (or the tensors a DataLoader made of them) -> normalised frames, masks, selector on `device`."""
+    x = torch.as_tensor(frames).to(device).float().div_(255).permute(0, 1, 4, 2, 3)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 1, 3, 1, 1)
+    return (x - mean) / std, torch.as_tensor(masks).to(device), torch.as_tensor(selector).to(device)
+
+
+def training_device(cfg: TrainConfig) -> torch.device:
+    """The configured device; asking for CUDA where there is none is an error that says so."""
+    cuda = torch.cuda.is_available()
+    if cfg.device == "cuda" and not cuda:
+        raise ConfigError("device", f"'cuda' asked but CUDA is not available (torch {torch.__version__})")
+    if cfg.amp != "none" and not (cuda and cfg.device != "cpu"):
+        raise ConfigError("amp", f"{cfg.amp!r} mixed precision is for CUDA runs; use 'none' on a CPU")
+    return torch.device("cuda" if cuda and cfg.device != "cpu" else "cpu")
 
 
 def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -> TrainResult:
@@ -104,8 +117,9 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    device = training_device(cfg)
     torch.manual_seed(cfg.seed)
-    net = build_for_training(cfg)
+    net = build_for_training(cfg).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     frozen = freeze_key_low_levels(net, cfg.model.freeze_key_to)
@@ -114,17 +128,19 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
     trainable = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.static.lr, weight_decay=cfg.weight_decay)
     ckpt = out / CHECKPOINT
+    end = cfg.total_steps if max_steps is None else min(cfg.total_steps, max_steps)
     start, loss_avg = 0, math.nan
     if resume and ckpt.is_file():
         start, loss_avg = load_checkpoint(ckpt, net, opt)
         log.info("resumed from %s at step %d", ckpt, start)
     _trim_csv(out / LOG_CSV, start)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-    data = TrainData(cfg.data, cfg.seed)
+    batches = step_batches(cfg, TrainData(cfg.data, cfg.seed), start, end)
     readout = training_readout(cfg.readout)
-    end = cfg.total_steps if max_steps is None else min(cfg.total_steps, max_steps)
     set_train_mode(net, cfg.model.freeze_bn)
 
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
     progress = None
     if cfg.progress:
         from tqdm import tqdm
@@ -142,20 +158,22 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
             lr, gap, p = lr_at(stage, local), max_gap_at(stage, local), bootstrap_p_at(cfg, stage, local)
             for group in opt.param_groups:
                 group["lr"] = lr
-            rng = np.random.default_rng([cfg.seed, step])
-            torch.manual_seed(int(rng.integers(2**62)))
-            batch = collate([data.sample(rng, name, gap) for _ in range(stage.batch_size)])
-            frames, masks, selector = _to_tensors(batch)
-            outputs = forward_clip(net, readout, frames, masks, selector)
+            torch_seed, *batch = next(batches)
+            torch.manual_seed(int(torch_seed))
+            frames, masks, selector = _to_tensors(*batch, device=device)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                outputs = forward_clip(net, readout, frames, masks, selector)
             loss = sum(
                 bootstrapped_ce(lp, labels_from_masks(masks[:, t + 1] * selector[:, :, None, None]), p)
                 for t, lp in enumerate(outputs)
             ) / len(outputs)
             opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[union-attr]
+            scaler.scale(loss).backward()  # type: ignore[arg-type]
             if cfg.grad_clip > 0:
+                scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             value = float(loss.detach())  # type: ignore[union-attr]
             if not math.isfinite(value):
                 raise FloatingPointError(f"loss is {value} at step {step}")
@@ -176,13 +194,21 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
                 save_checkpoint(ckpt, net, opt, done, cfg, loss_avg)
             if cfg.snapshot_every and done % cfg.snapshot_every == 0 and done < cfg.total_steps:
                 export_network(net, out / f"step{done}.safetensors", cfg, done, {"partial": "true"})
-        step = end
+            if cfg.time_limit_s and time.perf_counter() - t_start > cfg.time_limit_s and done < end:
+                log.warning("time limit %.0f s reached at step %d of %d", cfg.time_limit_s, done, end)
+                save_checkpoint(ckpt, net, opt, done, cfg, loss_avg)
+                break
+        else:
+            done = end
+        step = done
     if progress is not None:
         progress.close()
     seconds = time.perf_counter() - t_start
     export = Path(cfg.export) if cfg.export else out / "final.safetensors"
     if step == cfg.total_steps:
         export_network(net, export, cfg, step, {"train_seconds_last_session": round(seconds, 1)})
+    elif step < end:  # stopped by the time limit: the network as far as it got, marked as such
+        export_network(net, export, cfg, step, {"partial": "true", "stopped_by": "time_limit_s"})
     log.info("trained steps %d..%d in %.0f s, loss (running) %.4f", start, step, seconds, loss_avg)
     return TrainResult(steps=step, final_loss=loss_avg, seconds=seconds, export=export)
 
