@@ -351,3 +351,17 @@ def test_time_limit_stops_and_exports_what_was_reached(tmp_path: Path) -> None:
 
     with safe_open(str(result.export), framework="pt") as handle:
         assert "time_limit_s" in json.dumps(handle.metadata())
+
+
+def test_gpu_training_script_refuses_a_machine_without_cuda(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here: tools/train_gpu.sh would train")
+    script = CONFIGS.parent / "tools" / "train_gpu.sh"
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    assert done.returncode == 2
+    assert "CUDA is not available" in done.stderr and "nothing trained" in done.stderr
+    assert not (tmp_path / "out").exists()
