@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -274,7 +275,7 @@ def test_cli_trains_from_yaml_with_overrides(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["train-cpu.yaml", "train-gpu.yaml", "train-cpu-r18-scratch.yaml", "train-cpu-tmrn-ft.yaml", "train-cpu-hard.yaml"],
+    sorted(p.name for p in CONFIGS.glob("train-*.yaml")),
 )
 def test_shipped_configs_are_valid(name: str) -> None:
     cfg = load_yaml(TrainConfig, CONFIGS / name)
@@ -321,3 +322,48 @@ def test_efficientnet_init_folds_the_normalisation_exactly() -> None:
     # The stem is exactly equivalent away from the zero-padded border (deeper layers see the border
     # everywhere at this size, so only the stem is compared).
     torch.testing.assert_close(a[..., 1:, 1:], b[..., 1:, 1:], rtol=1e-4, atol=1e-4)
+
+
+def test_batches_built_by_workers_train_exactly_as_in_the_loop(tmp_path: Path) -> None:
+    serial = train(tiny_config(tmp_path / "serial"))
+    parallel_cfg = tiny_config(tmp_path / "workers")
+    parallel_cfg.data_workers = 2
+    parallel = train(parallel_cfg)
+    a, b = _weights(serial.export), _weights(parallel.export)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_cuda_and_mixed_precision_without_cuda_are_refused(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here: the refusal is for machines without it")
+    for field, value in (("device", "cuda"), ("amp", "bf16")):
+        cfg = tiny_config(tmp_path / field)
+        setattr(cfg, field, value)
+        with pytest.raises(ConfigError, match=field):
+            train(cfg)
+
+
+def test_time_limit_stops_and_exports_what_was_reached(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path / "limited")
+    cfg.time_limit_s = 1e-9  # reached after the first step
+    result = train(cfg)
+    assert result.steps == 1 and result.export.is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(result.export), framework="pt") as handle:
+        assert "time_limit_s" in json.dumps(handle.metadata())
+
+
+def test_gpu_training_script_refuses_a_machine_without_cuda(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here: tools/train_gpu.sh would train")
+    script = CONFIGS.parent / "tools" / "train_gpu.sh"
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    assert done.returncode == 2
+    assert "CUDA is not available" in done.stderr and "nothing trained" in done.stderr
+    assert not (tmp_path / "out").exists()

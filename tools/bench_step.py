@@ -147,7 +147,7 @@ def variants(kind: str, before: Path | None, threads: int, before_defers: bool =
                 "tracker.readout.tmrn.slot_top_k": 20, "tracker.readout.tmrn.agents_every": 1}}}
     elif kind == "prior":
         # What the motion prior's mask-piece selection and hold cost: the window alone against the shipped
-        # prior (docs/model-card.md, "Look-alikes in the tracker").
+        # prior (docs/history/tracker-runs.md, "Look-alikes in the tracker").
         window_only = {"tracker.prior.split": "keep", "tracker.prior.hold": 0.0}
         out["prior: window only"] = {"tree": after, "threads": threads,
                                      "spec": {"defer": True, "overrides": window_only}}

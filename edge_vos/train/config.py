@@ -12,6 +12,8 @@ from edge_vos.config import ConfigError, one_of, positive
 from edge_vos.readout.config import ReadoutConfig, StcnOptions
 
 INITS = ("auto", "imagenet", "scratch")
+DEVICES = ("auto", "cpu", "cuda")
+AMP_KINDS = ("none", "bf16", "fp16")
 # Longest clip and most object slots a sample may have (memory and time per step grow with both).
 MAX_CLIP_FRAMES = 6
 MAX_TRAIN_OBJECTS = 3
@@ -74,13 +76,30 @@ class DataSection:
     # ... and/or drifts by up to drift_max of the crop size (the objects move towards / out of the border).
     drift_prob: float = 0.0
     drift_max: float = 0.6
+    # Still photographs with object masks (../shared/data/static: COCO, edge_vos.data.static_images);
+    # empty: none. Static stage: `static_photo_fraction` of its samples are photographs (their other
+    # instances are real distractors, up to max_objects of them tracked together). Copy-paste layers
+    # (further objects, occluders, distractors): `photo_paste_prob` of them are cut from photographs.
+    static_root: str = ""
+    static_photo_fraction: float = 0.0
+    photo_paste_prob: float = 0.0
+    # Per sample: an unlabelled object standing in the crop (something that is not the target).
+    distractor_prob: float = 0.0
+    # Scale the frames so their short side is about the tracker's working size (times a factor drawn
+    # from scale_range) before cropping; 0: the crop spans the frame's short side, as before.
+    work_size: int = 0
+    scale_range: tuple[float, float] = (0.67, 1.2)
+    # Training sequences left out (a control run is then scored on them as unseen sequences).
+    exclude_sequences: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         positive("synthetic_sequences", self.synthetic_sequences, allow_zero=True)
         positive("synthetic_frames", self.synthetic_frames)
         if not 0 <= self.synthetic_fraction <= 1:
             raise ConfigError("synthetic_fraction", f"must be in [0, 1], got {self.synthetic_fraction}")
-        for name in ("multi_object_prob", "occluder_prob", "duplicate_prob", "zoom_prob", "drift_prob"):
+        probabilities = ("multi_object_prob", "occluder_prob", "duplicate_prob", "zoom_prob", "drift_prob",
+                         "static_photo_fraction", "photo_paste_prob", "distractor_prob")
+        for name in probabilities:
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ConfigError(name, f"must be in [0, 1], got {value}")
@@ -96,6 +115,11 @@ class DataSection:
             raise ConfigError("zoom_max", f"must be >= 1, got {self.zoom_max}")
         if not 0 <= self.drift_max <= 1.5:
             raise ConfigError("drift_max", f"must be in [0, 1.5], got {self.drift_max}")
+        if (self.static_photo_fraction or self.photo_paste_prob) and not self.static_root:
+            raise ConfigError("static_root", "static_photo_fraction / photo_paste_prob need static_root")
+        positive("work_size", self.work_size, allow_zero=True)
+        if not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ConfigError("scale_range", f"need 0 < low <= high, got {list(self.scale_range)}")
         if self.crop < 32 or self.crop % 16:
             raise ConfigError("crop", f"must be a multiple of 16 and >= 32, got {self.crop}")
         if not self.davis_root and not self.youtube_root and (self.synthetic_sequences == 0):
@@ -167,6 +191,16 @@ class TrainConfig:
     channels_last: bool = True
     out: str = "runs/train"
     checkpoint_every: int = 100
+    # "auto": CUDA when available, else the CPU; "cuda" fails at start-up without CUDA.
+    device: str = "auto"
+    # Mixed precision of the forward pass on CUDA ("bf16", "fp16" with loss scaling; "none": fp32).
+    amp: str = "none"
+    # Processes that build the next batches while the device trains (0: built in the loop, as on a CPU).
+    data_workers: int = 0
+    # Stop (checkpoint and export what was reached) after this many seconds of training; 0: no limit.
+    time_limit_s: float = 0.0
+    # Also keep the network every this many steps as OUT/step<N>.safetensors (0: only the final one).
+    snapshot_every: int = 0
     log_every: int = 10
     progress: bool = True
     # Where to write the final network (our safetensors via save_network); empty: OUT/final.safetensors.
@@ -178,6 +212,11 @@ class TrainConfig:
         positive("threads", self.threads)
         positive("checkpoint_every", self.checkpoint_every)
         positive("log_every", self.log_every)
+        positive("snapshot_every", self.snapshot_every, allow_zero=True)
+        positive("data_workers", self.data_workers, allow_zero=True)
+        positive("time_limit_s", self.time_limit_s, allow_zero=True)
+        one_of("device", self.device, DEVICES)
+        one_of("amp", self.amp, AMP_KINDS)
         positive("grad_clip", self.grad_clip, allow_zero=True)
         positive("weight_decay", self.weight_decay, allow_zero=True)
         if self.static.steps + self.video.steps == 0:

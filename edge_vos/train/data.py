@@ -2,26 +2,26 @@
 
 Every sample is a pure function of a numpy Generator, and the trainer seeds one Generator per step from
 (seed, step): the data order and all augmentation are therefore resumable from the step number alone,
-with no sampler state to save. Sources are read on demand (real frames) or generated once from the seed
-and cached (synthetic sequences), neither of which changes what a given step sees.
+with no sampler state to save. Where frames come from (real, synthetic, photographs): sources.py.
 
-Static stage (STCN's pre-training on images): one frame becomes a pseudo-video by independent random
-affine warps. Video stage: T frames in temporal order (or reversed) with gaps of at most `max_gap`, one
-crop that may zoom and drift over the clip (objects change scale and leave the frame), small per-frame
-jitter. Both stages then draw copy-paste layers (edge_vos.train.composite): further tracked objects cut
-from other clips (DAVIS-2016 has one object per sequence), optionally a look-alike copy of the target,
-and an unlabelled occluder that passes in front of the target. Masks keep only what stays visible.
+Static stage (STCN's pre-training on images): one frame (a DAVIS frame, a synthetic one or, with
+`static_photo_fraction`, a COCO photograph whose other instances are real distractors and may be tracked
+together) becomes a pseudo-video by independent random affine warps. Video stage: T frames in temporal
+order (or reversed) with gaps of at most `max_gap`, one crop that may zoom and drift over the clip
+(objects change scale and leave the frame), small per-frame jitter. Both stages then draw copy-paste
+layers (edge_vos.train.composite): further tracked objects cut from other clips (DAVIS-2016 has one
+object per sequence), optionally a look-alike copy of the target, an unlabelled occluder that passes in
+front of the target and an unlabelled distractor standing in the crop; with `photo_paste_prob` these are
+cut from COCO photographs. Masks keep only what stays visible.
+With `work_size` the frames are scaled to about the tracker's working size before cropping.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from edge_vos.config import ConfigError
 from edge_vos.train.composite import (
     Layer,
     camera_motion,
@@ -34,16 +34,14 @@ from edge_vos.train.composite import (
     warp,
 )
 from edge_vos.train.config import DataSection
-
-log = logging.getLogger(__name__)
+from edge_vos.train.sources import Raw, Sources
 
 # A first-frame object smaller than this share of the crop makes the sampler try another crop.
 _MIN_AREA = 0.004
 _RETRIES = 8
 _MIN_OBJECT_PIXELS = 64
-
-Source = tuple[str, int]  # ("real" | "synthetic", index)
-Raw = tuple[tuple[np.ndarray, np.ndarray], ...]  # (RGB uint8 [H,W,3], labels uint8 [H,W]) per clip frame
+# A photograph's target spans at least / at most this share of the crop (COCO objects vary widely in size).
+_PHOTO_EXTENT = (0.2, 0.9)
 
 
 @dataclass
@@ -53,13 +51,6 @@ class Clip:
     frames: np.ndarray
     masks: np.ndarray
     selector: np.ndarray
-
-
-@dataclass(frozen=True)
-class _RealSequence:
-    name: str
-    frames: tuple[Path, ...]
-    masks: tuple[Path, ...]  # one per frame in `frames` (only annotated frames are kept)
 
 
 def _colour(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
@@ -74,112 +65,20 @@ def _colour(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.nd
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
-def held_out_names(root: str | Path) -> set[str]:
-    """Sequence names of every evaluation split list (ROOT/ImageSets/*/val*.txt): never training data."""
-    from edge_vos.data.davis import read_split
-
-    return {n for p in (Path(root) / "ImageSets").glob("*/val*.txt") for n in read_split(p)}
-
-
 class TrainData:
     """Real sequences (DAVIS / YouTube-VOS layout) plus seeded synthetic sequences, sampled as clips."""
 
     def __init__(self, cfg: DataSection, seed: int) -> None:
         self.cfg = cfg
-        self.seed = seed
-        self.real = self._load_real(cfg)
-        self._synthetic: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        if not self.real and cfg.synthetic_sequences == 0:
-            raise FileNotFoundError("no training data: no real sequences found and no synthetic ones asked")
-        self.real_frames = [(s, i) for s, seq in enumerate(self.real) for i in range(len(seq.frames))]
-        log.info(
-            "training data: %d real sequences (%d annotated frames), %d synthetic sequences",
-            len(self.real),
-            len(self.real_frames),
-            cfg.synthetic_sequences,
-        )
+        self.sources = Sources(cfg, seed)
 
     @property
     def sequence_names(self) -> list[str]:
-        return [s.name for s in self.real]
+        return [s.name for s in self.sources.real]
 
-    @staticmethod
-    def _load_real(cfg: DataSection) -> list[_RealSequence]:
-        from edge_vos.data.davis import davis_sequences, youtube_vos_sequences
-
-        found = []
-        if cfg.davis_root:
-            found += davis_sequences(cfg.davis_root, cfg.davis_split, cfg.davis_res, cfg.davis_year or None)
-            leaked = sorted({s.name for s in found} & held_out_names(cfg.davis_root))
-            if leaked:
-                raise ConfigError("data.davis_split", f"{cfg.davis_split!r} lists evaluation sequences: {leaked}")
-        if cfg.youtube_root:
-            found += youtube_vos_sequences(cfg.youtube_root, "train")
-        out = []
-        for seq in found:
-            keep = [(f, seq.masks[f.stem]) for f in seq.frames if f.stem in seq.masks]
-            if len(keep) >= cfg.clip_frames:
-                out.append(_RealSequence(seq.name, tuple(f for f, _ in keep), tuple(m for _, m in keep)))
-        return out
-
-    # -- sources -------------------------------------------------------------------------------------
-
-    def _synthetic_sequence(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        cached = self._synthetic.get(index)
-        if cached is None:
-            from edge_vos.data.synthetic import generate_sequence
-
-            rng = np.random.default_rng([self.seed, 7919, index])
-            cached = generate_sequence(
-                seed=int(rng.integers(2**31)),
-                num_frames=self.cfg.synthetic_frames,
-                size=(240, 432),
-                num_objects=int(rng.integers(1, 4)),
-                num_distractors=int(rng.integers(0, 3)),
-            )
-            self._synthetic[index] = cached
-        return cached
-
-    def _num_frames(self, source: Source) -> int:
-        kind, index = source
-        return self.cfg.synthetic_frames if kind == "synthetic" else len(self.real[index].frames)
-
-    def _frame(self, source: Source, t: int) -> tuple[np.ndarray, np.ndarray]:
-        """RGB uint8 [H,W,3] and label map uint8 [H,W] of frame t of a source."""
-        kind, index = source
-        if kind == "synthetic":
-            frames, labels = self._synthetic_sequence(index)
-            return frames[t], labels[t]
-        from edge_vos.data.davis import read_image, read_mask
-
-        seq = self.real[index]
-        labels = read_mask(seq.masks[t])
-        if self.cfg.davis_year == "2016" and not self.cfg.youtube_root:
-            labels = (labels > 0).astype(np.uint8)  # DAVIS-2016: any non-zero value is the object
-        labels[labels == 255] = 0
-        return read_image(seq.frames[t]), labels
-
-    def _pick_source(self, rng: np.random.Generator) -> Source:
-        use_synthetic = self.cfg.synthetic_sequences > 0 and (
-            not self.real or rng.random() < self.cfg.synthetic_fraction
-        )
-        if use_synthetic:
-            return "synthetic", int(rng.integers(self.cfg.synthetic_sequences))
-        return "real", int(rng.integers(len(self.real)))
-
-    def _raw(self, rng: np.random.Generator, source: Source, static: bool, max_gap: int) -> Raw:
-        """The clip's source frames: one frame repeated (static) or T frames of the sequence (video)."""
-        if static:
-            return (self._frame(source, int(rng.integers(self._num_frames(source)))),) * self.cfg.clip_frames
-        return tuple(self._frame(source, t) for t in self._frame_indices(rng, self._num_frames(source), max_gap))
-
-    def _frame_indices(self, rng: np.random.Generator, n: int, max_gap: int) -> list[int]:
-        steps = self.cfg.clip_frames - 1
-        gap = max(1, min(max_gap, (n - 1) // steps))
-        gaps = rng.integers(1, gap + 1, size=steps)
-        start = int(rng.integers(0, n - int(gaps.sum())))
-        idx = [start, *(start + np.cumsum(gaps)).tolist()]
-        return idx[::-1] if rng.random() < 0.5 else idx
+    @property
+    def photo_names(self) -> list[str]:
+        return [p.name for p in self.sources.photos]
 
     # -- samples -------------------------------------------------------------------------------------
 
@@ -192,12 +91,23 @@ class TrainData:
         return clip
 
     def _placement(
-        self, rng: np.random.Generator, shape: tuple[int, int], obj: np.ndarray, zoom: tuple[float, float]
+        self, rng: np.random.Generator, shape: tuple[int, int], obj: np.ndarray, static: bool, photo: bool
     ) -> tuple[tuple[float, float], float]:
-        """Crop centre and scale: mostly around the object, inside the frame where possible."""
+        """Crop centre and scale: mostly around the object, inside the frame where possible.
+
+        With `work_size` the frame's short side becomes about the tracker's working size (times a factor in
+        `scale_range`), so objects have the size the tracker sees; a photograph's target is further kept
+        between a fifth and nine tenths of the crop. Without it the crop spans the short side, zoomed.
+        """
         h, w = shape
-        size = self.cfg.crop
-        scale = size / min(h, w) * rng.uniform(*zoom)
+        cfg, size = self.cfg, self.cfg.crop
+        if cfg.work_size:
+            scale = cfg.work_size / min(h, w) * rng.uniform(*cfg.scale_range)
+        else:
+            scale = size / min(h, w) * rng.uniform(*((0.9, 1.4) if static else (1.0, 1.5)))
+        ext = extent(obj)
+        if photo and ext > 0:
+            scale = float(np.clip(scale, _PHOTO_EXTENT[0] * size / ext, _PHOTO_EXTENT[1] * size / ext))
         c = centroid(obj)
         if c is None or rng.random() < 0.2:
             c = (rng.uniform(0, w), rng.uniform(0, h))
@@ -224,11 +134,13 @@ class TrainData:
     def _clip(self, rng: np.random.Generator, static: bool, max_gap: int) -> Clip:
         cfg, size = self.cfg, self.cfg.crop
         T, O = cfg.clip_frames, cfg.max_objects
-        raw = self._raw(rng, self._pick_source(rng), static, max_gap)
+        source = self.sources.pick(rng, cfg.static_photo_fraction if static else 0.0)
+        raw = self.sources.raw(rng, source, static, max_gap)
+        static = static or source[0] == "photo"
         wanted = self._wanted_objects(rng)
         ids = self._object_ids(rng, raw[0][1])[:wanted]
         target = raw[0][1] == (ids[0] if ids else 1)
-        center, scale = self._placement(rng, raw[0][1].shape, target, (0.9, 1.4) if static else (1.0, 1.5))
+        center, scale = self._placement(rng, raw[0][1].shape, target, static, source[0] == "photo")
         if static:
             cameras = static_camera(rng, center, scale, T, size)
         else:
@@ -253,6 +165,10 @@ class TrainData:
             occluder = self._occluder(rng, static, max_gap, masks[0, 0], masks[-1, 0])
             if occluder is not None:
                 layers.append(occluder)
+        if cfg.distractor_prob > 0 and rng.random() < cfg.distractor_prob:
+            distractor = self._distractor(rng, static, max_gap)
+            if distractor is not None:
+                layers.append(distractor)
         for layer in layers:
             for t in range(T):
                 draw_layer(rng, layer, frames, masks, t)
@@ -275,7 +191,7 @@ class TrainData:
         self, rng: np.random.Generator, static: bool, max_gap: int
     ) -> tuple[Raw, int, tuple[float, float], float] | None:
         """An object of another clip: its frames, id, first-frame centroid and extent (None: no object)."""
-        raw = self._raw(rng, self._pick_source(rng), static, max_gap)
+        raw = self.sources.raw(rng, self.sources.pick(rng, self.cfg.photo_paste_prob), static, max_gap)
         ids = self._object_ids(rng, raw[0][1])
         if not ids:
             return None
@@ -335,6 +251,20 @@ class TrainData:
         if path is None:
             return None
         return Layer(raw, obj_id, center, own / ext, rng.uniform(-15, 15), path[0], path[1], 0.02, None)
+
+
+    def _distractor(self, rng: np.random.Generator, static: bool, max_gap: int) -> Layer | None:
+        """An unlabelled object standing somewhere in the crop (drifting slowly): something not to track."""
+        cut = self._cut(rng, static, max_gap)
+        if cut is None:
+            return None
+        raw, obj_id, center, ext = cut
+        size = self.cfg.crop
+        start = (rng.uniform(-0.4, 0.4) * size, rng.uniform(-0.4, 0.4) * size)
+        move = (0.0, 0.0) if static else (rng.uniform(-0.1, 0.1) * size, rng.uniform(-0.1, 0.1) * size)
+        end = (start[0] + move[0], start[1] + move[1])
+        own = size * rng.uniform(0.15, 0.45)
+        return Layer(raw, obj_id, center, own / ext, rng.uniform(-15, 15), start, end, 0.03, None)
 
 
 def collate(clips: list[Clip]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

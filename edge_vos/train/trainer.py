@@ -1,5 +1,9 @@
 """The training loop: STCN's recipe on T-frame clips, selectable readout, resumable checkpoints, CSV log.
 
+The parts live beside it: schedules.py (stage, lr, gap, bootstrap share), loss.py, setup.py
+(network, initialisation, freezing), checkpoints.py, data.py (samples); the readout in the loop comes from
+readout.build_readout, the tracker's own constructor.
+
 Per sample (`data.max_objects` slots, unused ones zeroed by a selector): frame 0 is encoded into memory
 with its true masks; each later frame is read out from all frames before it, decoded, soft-aggregated over
 objects and (except the last) encoded into memory with its *predicted* probabilities. The loss is
@@ -17,84 +21,33 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from edge_vos.config import to_dict
-from edge_vos.model.network import STCN, build_network
+from edge_vos.config import ConfigError, to_dict
+from edge_vos.model.network import STCN
 from edge_vos.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from edge_vos.readout.build import build_readout
-from edge_vos.train.config import StageSection, TrainConfig
-from edge_vos.train.data import TrainData, collate
+from edge_vos.readout.build import Readout, build_readout
+from edge_vos.train.batches import step_batches
+from edge_vos.train.checkpoints import CHECKPOINT, export_checkpoint, export_network, load_checkpoint, save_checkpoint
+from edge_vos.train.config import TrainConfig
+from edge_vos.train.data import TrainData
+from edge_vos.train.loss import bootstrapped_ce, labels_from_masks, soft_aggregate_logits
+from edge_vos.train.schedules import bootstrap_p_at, lr_at, max_gap_at, stage_at
+from edge_vos.train.setup import build_for_training, freeze_key_low_levels, set_train_mode
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.safetensors"
 LOG_CSV = "log.csv"
 CSV_FIELDS = ("step", "stage", "loss", "p", "lr", "max_gap", "sec_per_step", "elapsed_s")
 
-Readout = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-# -- recipe schedules (pure functions of the step, so resuming needs no schedule state) -----------------
-
-
-def stage_at(cfg: TrainConfig, step: int) -> tuple[str, StageSection, int]:
-    """(name, section, step within the stage) of global step `step` (0-based)."""
-    if step < cfg.static.steps:
-        return "static", cfg.static, step
-    return "video", cfg.video, step - cfg.static.steps
-
-
-def lr_at(stage: StageSection, local: int) -> float:
-    return stage.lr * (stage.lr_decay if local >= stage.lr_decay_at * stage.steps else 1.0)
-
-
-def max_gap_at(stage: StageSection, local: int) -> int:
-    ramp = max(1.0, stage.gap_ramp * stage.steps)
-    frac = min(1.0, local / ramp)
-    return int(round(stage.max_gap_start + frac * (stage.max_gap_end - stage.max_gap_start)))
-
-
-def bootstrap_p_at(cfg: TrainConfig, stage: StageSection, local: int) -> float:
-    """Share of hardest pixels kept: 1 during warm-up, then linear to p_end at anneal_end of the stage."""
-    start, end = cfg.loss.warmup * stage.steps, cfg.loss.anneal_end * stage.steps
-    if local < start:
-        return 1.0
-    if local >= end or end <= start:
-        return cfg.loss.p_end
-    return 1.0 + (cfg.loss.p_end - 1.0) * (local - start) / (end - start)
-
-
-# -- loss and readout --------------------------------------------------------------------------------------
-
-
-def soft_aggregate_logits(probs: torch.Tensor) -> torch.Tensor:
-    """Per-object probabilities [B,O,H,W] -> log-probabilities [B,O+1,H,W] (STCN's soft aggregation)."""
-    background = torch.prod(1 - probs, dim=1, keepdim=True)
-    stacked = torch.cat([background, probs], dim=1).clamp(1e-7, 1 - 1e-7)
-    return torch.log_softmax(torch.log(stacked / (1 - stacked)), dim=1)
-
-
-def bootstrapped_ce(log_probs: torch.Tensor, labels: torch.Tensor, p: float) -> torch.Tensor:
-    """Mean cross-entropy over the hardest share `p` of all pixels in the batch (STCN's BootstrappedCE)."""
-    raw = F.nll_loss(log_probs, labels, reduction="none").flatten()
-    if p >= 1.0:
-        return raw.mean()
-    k = max(1, int(raw.numel() * p))
-    return raw.topk(k, sorted=False).values.mean()
-
-
-def labels_from_masks(masks: torch.Tensor) -> torch.Tensor:
-    """Object masks [B,O,H,W] (0/1) -> class map [B,H,W] (0 = background, k = object k)."""
-    background = (masks.sum(dim=1, keepdim=True) < 0.5).float()
-    return torch.cat([background, masks], dim=1).argmax(dim=1)
+__all__ = [
+    "CHECKPOINT", "TrainResult", "bootstrap_p_at", "bootstrapped_ce", "export_checkpoint", "forward_clip",
+    "labels_from_masks", "lr_at", "max_gap_at", "soft_aggregate_logits", "stage_at", "train",
+]
 
 
 def forward_clip(
@@ -119,137 +72,17 @@ def forward_clip(
     for t in range(1, T):
         mk = key[:, :t]
         mv = torch.stack(values, dim=2)  # [B,O,t,Cv,h,w]
-        valid = torch.ones(B, t, dtype=torch.bool)
+        valid = torch.ones(B, t, dtype=torch.bool, device=frames.device)
         mem = readout(key[:, t], mk, mv, valid)  # [B,O,Cv,h,w]
 
         qv_t, f8_t, f4_t = (x[:, t, None].expand(B, O, *x.shape[2:]).flatten(0, 1) for x in (qv, f8, f4))
-        logits = net.decode(mem.flatten(0, 1), qv_t, f8_t, f4_t)
+        logits = net.decode(mem.flatten(0, 1), qv_t, f8_t, f4_t).float()  # the loss in fp32 under autocast
         probs = torch.sigmoid(logits.view(B, O, H, W)) * selector[:, :, None, None]
         log_probs = soft_aggregate_logits(probs)
         outputs.append(log_probs)
         if t < T - 1:
             values.append(encode(t, log_probs[:, 1:].exp() * selector[:, :, None, None]))
     return outputs
-
-
-# -- network set-up ----------------------------------------------------------------------------------------
-
-
-def build_for_training(cfg: TrainConfig) -> STCN:
-    """The network of `cfg.model`, initialised as configured (ImageNet trunks, weights file or scratch)."""
-    from edge_vos.model.checkpoint import init_trunks_from_torchvision, load_into, read_state_dict
-    from edge_vos.model.efficientnet import init_trunks_from_efficientnet
-
-    m = cfg.model
-    net = build_network(m.arch, use_cbam=m.use_cbam)
-    if m.init_weights:
-        load_into(net, read_state_dict(m.init_weights))
-        log.info("initialised from %s", m.init_weights)
-        return net
-    if m.init == "scratch":
-        log.info("trunks from scratch (random)")
-        return net
-    done = init_trunks_from_efficientnet(net) if m.init in ("auto", "imagenet") else []
-    if m.key_imagenet and not any(n == "key_encoder" for n in done):
-        init_trunks_from_torchvision(net, m.key_imagenet, m.value_imagenet or None)
-        done.append("key_encoder (torchvision file)")
-    if m.init == "imagenet" and not done:
-        raise FileNotFoundError(
-            f"{m.arch}: init 'imagenet' needs model.key_imagenet (a torchvision ResNet file) for ResNet trunks"
-        )
-    if not done:
-        log.warning("%s: no ImageNet source for its trunks; training them from scratch", m.arch)
-    return net
-
-
-def freeze_key_low_levels(net: STCN, upto: str) -> int:
-    """Stops gradients into the key trunk up to f4 or f8 (stem included); returns the frozen tensor count."""
-    from edge_vos.model.efficientnet import EfficientNetLiteTrunk
-
-    if not upto:
-        return 0
-    enc = net.key_encoder
-    if isinstance(enc, EfficientNetLiteTrunk):
-        last = enc.f4_block if upto == "f4" else enc.f8_block
-        modules: list[nn.Module] = [enc.conv1, enc.bn1, *list(enc.blocks)[: last + 1]]
-    else:
-        modules = [enc.conv1, enc.bn1, getattr(enc, enc.first_stage_name)]
-        if upto == "f8":
-            modules.append(enc.layer2)
-    params = [p for m in modules for p in m.parameters()]
-    for p in params:
-        p.requires_grad_(False)
-    return len(params)
-
-
-def set_train_mode(net: nn.Module, freeze_bn: bool) -> None:
-    net.train()
-    if freeze_bn:
-        for module in net.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
-
-
-# -- checkpoints -------------------------------------------------------------------------------------------
-
-
-def save_checkpoint(
-    path: Path, net: STCN, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig, loss_avg: float = math.nan
-) -> None:
-    """Weights + optimizer state + step in one safetensors file (written atomically)."""
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
-    state = opt.state_dict()
-    for index, entry in state["state"].items():
-        for name, value in entry.items():
-            tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value)
-            tensors[f"optim.{index}.{name}"] = tensor.detach().contiguous()
-    meta = {
-        "step": str(step), "loss_avg": repr(loss_avg), "arch": net.arch, "cbam": str(net.use_cbam),
-        "config": json.dumps(to_dict(cfg)), "param_groups": json.dumps(state["param_groups"]),
-    }
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
-
-
-def load_checkpoint(path: Path, net: STCN, opt: torch.optim.Optimizer) -> tuple[int, float]:
-    """Restores weights and optimizer state; returns the steps already done and the running loss."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(path))
-    with safe_open(str(path), framework="pt") as handle:
-        meta = handle.metadata()
-    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
-    opt_state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, index, name = k.split(".", 2)
-            opt_state.setdefault(int(index), {})[name] = v
-    opt.load_state_dict({"state": opt_state, "param_groups": json.loads(meta["param_groups"])})
-    return int(meta["step"]), float(meta.get("loss_avg", "nan"))
-
-
-def export_network(net: STCN, path: Path, cfg: TrainConfig, step: int, extra: dict[str, object]) -> None:
-    """Final weights via save_network (arch in the header); float16 storage when asked."""
-    import copy
-
-    from edge_vos.model.checkpoint import save_network
-
-    out = copy.deepcopy(net).eval()
-    if cfg.export_fp16:
-        out = out.half()  # floating tensors only; BN's num_batches_tracked stays int64
-    meta = {
-        "steps": step, "readout": cfg.readout.kind, "seed": cfg.seed, "dtype": "fp16" if cfg.export_fp16 else "fp32",
-    }
-    meta.update(extra)
-    save_network(out, path, meta)
-    log.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)
-
-
-# -- the loop ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -260,24 +93,24 @@ class TrainResult:
     export: Path
 
 
-def _to_tensors(batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[torch.Tensor, ...]:
-    frames, masks, selector = batch
-    x = torch.from_numpy(frames).float().div_(255).permute(0, 1, 4, 2, 3)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
-    return (x - mean) / std, torch.from_numpy(masks), torch.from_numpy(selector)
+def _to_tensors(
+    frames: np.ndarray, masks: np.ndarray, selector: np.ndarray, device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """numpy arrays (or the tensors a DataLoader made of them) -> normalised frames, masks, selector on `device`."""
+    x = torch.as_tensor(frames).to(device).float().div_(255).permute(0, 1, 4, 2, 3)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 1, 3, 1, 1)
+    return (x - mean) / std, torch.as_tensor(masks).to(device), torch.as_tensor(selector).to(device)
 
 
-def export_checkpoint(cfg: TrainConfig, path: Path | None = None) -> Path:
-    """Writes the network of the run's current checkpoint (any step) as our safetensors, for evaluation."""
-    out = Path(cfg.out)
-    net = build_network(cfg.model.arch, use_cbam=cfg.model.use_cbam)
-    freeze_key_low_levels(net, cfg.model.freeze_key_to)  # the optimizer state lists trainable tensors only
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad])
-    step, _ = load_checkpoint(out / CHECKPOINT, net, opt)
-    path = path or out / f"step{step}.safetensors"
-    export_network(net, path, cfg, step, {"partial": "true"})
-    return path
+def training_device(cfg: TrainConfig) -> torch.device:
+    """The configured device; asking for CUDA where there is none is an error that says so."""
+    cuda = torch.cuda.is_available()
+    if cfg.device == "cuda" and not cuda:
+        raise ConfigError("device", f"'cuda' asked but CUDA is not available (torch {torch.__version__})")
+    if cfg.amp != "none" and not (cuda and cfg.device != "cpu"):
+        raise ConfigError("amp", f"{cfg.amp!r} mixed precision is for CUDA runs; use 'none' on a CPU")
+    return torch.device("cuda" if cuda and cfg.device != "cpu" else "cpu")
 
 
 def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -> TrainResult:
@@ -285,8 +118,9 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    device = training_device(cfg)
     torch.manual_seed(cfg.seed)
-    net = build_for_training(cfg)
+    net = build_for_training(cfg).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     frozen = freeze_key_low_levels(net, cfg.model.freeze_key_to)
@@ -295,17 +129,19 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
     trainable = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.static.lr, weight_decay=cfg.weight_decay)
     ckpt = out / CHECKPOINT
+    end = cfg.total_steps if max_steps is None else min(cfg.total_steps, max_steps)
     start, loss_avg = 0, math.nan
     if resume and ckpt.is_file():
         start, loss_avg = load_checkpoint(ckpt, net, opt)
         log.info("resumed from %s at step %d", ckpt, start)
     _trim_csv(out / LOG_CSV, start)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-    data = TrainData(cfg.data, cfg.seed)
+    batches = step_batches(cfg, TrainData(cfg.data, cfg.seed), start, end)
     readout = build_readout(cfg.readout)
-    end = cfg.total_steps if max_steps is None else min(cfg.total_steps, max_steps)
     set_train_mode(net, cfg.model.freeze_bn)
 
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
     progress = None
     if cfg.progress:
         from tqdm import tqdm
@@ -323,20 +159,22 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
             lr, gap, p = lr_at(stage, local), max_gap_at(stage, local), bootstrap_p_at(cfg, stage, local)
             for group in opt.param_groups:
                 group["lr"] = lr
-            rng = np.random.default_rng([cfg.seed, step])
-            torch.manual_seed(int(rng.integers(2**62)))
-            batch = collate([data.sample(rng, name, gap) for _ in range(stage.batch_size)])
-            frames, masks, selector = _to_tensors(batch)
-            outputs = forward_clip(net, readout, frames, masks, selector)
+            torch_seed, *batch = next(batches)
+            torch.manual_seed(int(torch_seed))
+            frames, masks, selector = _to_tensors(*batch, device=device)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                outputs = forward_clip(net, readout, frames, masks, selector)
             loss = sum(
                 bootstrapped_ce(lp, labels_from_masks(masks[:, t + 1] * selector[:, :, None, None]), p)
                 for t, lp in enumerate(outputs)
             ) / len(outputs)
             opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[union-attr]
+            scaler.scale(loss).backward()  # type: ignore[arg-type]
             if cfg.grad_clip > 0:
+                scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             value = float(loss.detach())  # type: ignore[union-attr]
             if not math.isfinite(value):
                 raise FloatingPointError(f"loss is {value} at step {step}")
@@ -355,13 +193,23 @@ def train(cfg: TrainConfig, resume: bool = True, max_steps: int | None = None) -
                 progress.set_postfix(stage=name, loss=f"{loss_avg:.4f}", p=f"{p:.2f}", refresh=False)
             if done % cfg.checkpoint_every == 0 or done == end:
                 save_checkpoint(ckpt, net, opt, done, cfg, loss_avg)
-        step = end
+            if cfg.snapshot_every and done % cfg.snapshot_every == 0 and done < cfg.total_steps:
+                export_network(net, out / f"step{done}.safetensors", cfg, done, {"partial": "true"})
+            if cfg.time_limit_s and time.perf_counter() - t_start > cfg.time_limit_s and done < end:
+                log.warning("time limit %.0f s reached at step %d of %d", cfg.time_limit_s, done, end)
+                save_checkpoint(ckpt, net, opt, done, cfg, loss_avg)
+                break
+        else:
+            done = end
+        step = done
     if progress is not None:
         progress.close()
     seconds = time.perf_counter() - t_start
     export = Path(cfg.export) if cfg.export else out / "final.safetensors"
     if step == cfg.total_steps:
         export_network(net, export, cfg, step, {"train_seconds_last_session": round(seconds, 1)})
+    elif step < end:  # stopped by the time limit: the network as far as it got, marked as such
+        export_network(net, export, cfg, step, {"partial": "true", "stopped_by": "time_limit_s"})
     log.info("trained steps %d..%d in %.0f s, loss (running) %.4f", start, step, seconds, loss_avg)
     return TrainResult(steps=step, final_loss=loss_avg, seconds=seconds, export=export)
 
