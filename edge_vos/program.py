@@ -5,40 +5,18 @@ the view (it serves any client the same way); the view knows the
 service only through the wire protocol (edge_vos/wire). This module, in the CLI layer above both, is the
 one place that configures, starts and stops them together.
 
-A run config is a service config plus the `view:` section, so one YAML (configs/*.yaml) describes both,
-and the checks between them (the page needs the preview JPEGs; CURVE needs the view's own client key) are
-made here, once, at start-up.
+Its config, `RunConfig` (run_config.py, torch-free), is a service config plus the `view:` and `ros2:`
+sections, so one YAML (configs/*.yaml) describes them all.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from edge_vos.config import ConfigError
-from edge_vos.ros2.config import Ros2Config
-from edge_vos.service.config import ServiceConfig
+from edge_vos.run_config import RunConfig
 from edge_vos.service.pipeline import PublishHook, Service
 from edge_vos.service.sources import source_kind
-from edge_vos.view.config import ViewConfig
 from edge_vos.view.server import ViewServer
-
-
-@dataclass
-class RunConfig(ServiceConfig):
-    # The live web page (edge_vos/view, docs/view.md); off unless `view.listen` is set (`run --view`).
-    view: ViewConfig = field(default_factory=ViewConfig)
-    # The live ROS 2 bridge over DDS (edge_vos/ros2, docs/ros2.md); off unless `ros2.enabled`.
-    ros2: Ros2Config = field(default_factory=Ros2Config)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.view.enabled and not self.publish.preview:
-            raise ConfigError("publish.preview", "must be true when view.listen is set (the page shows the "
-                                                 "preview frames; `run --view` turns it on)")
-        if self.view.enabled and self.security.curve and not self.view.client_secret_key:
-            raise ConfigError("view.client_secret_key", "is required with security.curve: the view is a ZeroMQ "
-                                                        "client of the service (and must be on its allow-list)")
 
 
 class Program:
@@ -89,3 +67,5 @@ class Program:
             self.view.stop()
         self.service.stop(timeout)
 
+
+__all__ = ["Program", "RunConfig"]

@@ -41,7 +41,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("applications", ("edge_vos.service", "edge_vos.client", "edge_vos.view", "edge_vos.evaluation",
                       "edge_vos.train", "edge_vos.ros2")),
     ("cli", ("edge_vos.cli", "edge_vos.engines_cli", "edge_vos.client_cli", "edge_vos.ctl_cli", "edge_vos.run_cli",
-             "edge_vos.program")),
+             "edge_vos.program", "edge_vos.run_config")),
 )
 LAYER_NAMES = [name for name, _ in LAYERS]
 

@@ -107,13 +107,13 @@ def test_build_tracker_turns_what_cannot_run_into_config_errors(tmp_path: Path) 
 
 def test_loading_a_service_config_imports_no_torch() -> None:
     """Config modules hold their lists of names themselves (readout/config.py, backends/names.py,
-    model/archs.py): reading a service YAML loads no tensor code."""
+    model/archs.py): reading a run YAML (service + view + ros2 sections) loads no tensor code."""
     code = (
         "import sys\n"
         "from edge_vos.config import load_yaml\n"
-        "from edge_vos.service.config import ServiceConfig\n"
+        "from edge_vos.run_config import RunConfig\n"
         "for name in ('cpu.yaml', 'desktop-gpu.yaml', 'jetson.yaml'):\n"
-        f"    load_yaml(ServiceConfig, {str(ROOT / 'configs')!r} + '/' + name)\n"
+        f"    load_yaml(RunConfig, {str(ROOT / 'configs')!r} + '/' + name)\n"
         "print('torch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
@@ -121,7 +121,7 @@ def test_loading_a_service_config_imports_no_torch() -> None:
 
 
 def test_load_yaml_and_from_yaml_agree_on_a_service_file() -> None:
-    from edge_vos.service.config import ServiceConfig
+    from edge_vos.run_config import RunConfig
 
-    assert load_yaml(ServiceConfig, ROOT / "configs" / "desktop-gpu.yaml").tracker == TrackerConfig.from_yaml(
+    assert load_yaml(RunConfig, ROOT / "configs" / "desktop-gpu.yaml").tracker == TrackerConfig.from_yaml(
         ROOT / "configs" / "desktop-gpu.yaml")
