@@ -266,3 +266,11 @@ def test_the_web_pages_scripts_stay_small() -> None:
     too_long = {str(p.relative_to(PACKAGE.parent)): n for p in scripts
                 if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not too_long, f"split these scripts into modules: {too_long}"
+
+
+def test_tools_stay_small() -> None:
+    """tools/ scripts follow the package's rule: one job each, at most MAX_LINES lines."""
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    lines = {p.name: len(p.read_text().splitlines()) for p in sorted(tools.glob("*.py")) + sorted(tools.glob("*.sh"))}
+    too_long = {name: n for name, n in lines.items() if n > MAX_LINES}
+    assert not too_long, f"split these tools: {too_long}"
