@@ -67,6 +67,8 @@ def running(config: ServiceConfig, reader: Any, tracker: Any = None,
     service = program.service if program is not None else Service(config, **options)
     (program or service).start()
     service.tracker = tracker  # type: ignore[attr-defined]
+    if program is not None:  # the view the program attached, where the view's tests look for it
+        service.view = program.view  # type: ignore[attr-defined]
     try:
         yield service
     finally:

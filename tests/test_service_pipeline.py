@@ -337,7 +337,8 @@ def test_start_up_errors_leave_nothing_running() -> None:
         _config(publish={"colour": "red"})
     with pytest.raises(ConfigError, match="publish.encoding"):
         _config(publish={"encoding": "bmp"})
-    first = Service(_config(), tracker_factory=lambda _: FakeTracker(), reader=ArrayReader(_frames(200)))
+    # A live reader runs on until stopped, so the first service still holds its endpoint below.
+    first = Service(_config(), tracker_factory=lambda _: FakeTracker(), reader=ArrayReader(_frames(200), live=True))
     first.start()
     try:
         taken = first.publisher.last_endpoint

@@ -54,7 +54,9 @@ authorizations = (st.sampled_from(BAD_AUTHORIZATIONS) | _line.map(lambda t: "Bea
 
 def view_config(scene: str = VIEW_SCENE, **view: Any) -> Any:
     """A service on a looping synthetic scene at 20 fps with previews, its view on a free loopback port."""
-    return service_config(source={"uri": scene, "pace": "realtime", "fps": 20.0, "loop": True},
+    from edge_vos.run_config import RunConfig
+
+    return service_config(RunConfig, source={"uri": scene, "pace": "realtime", "fps": 20.0, "loop": True},
                           publish={"preview": True}, control={"history": 64},
                           view={"listen": f"{LOOPBACK}:0", "send_timeout_s": 2.0, "stats_every_s": 0.2, **view})
 
