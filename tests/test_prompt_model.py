@@ -140,7 +140,7 @@ def test_prompt_masks_dispatch_and_missing_weights(tmp_path: Path) -> None:
 
 
 def test_training_runs_and_resumes(tmp_path: Path) -> None:
-    from edge_vos.prompt.train import main
+    from edge_vos.train.prompt.train import main
 
     args = ["--data", "", "--synthetic", "1", "--size", "64", "--batch", "2", "--out", str(tmp_path),
             "--checkpoint-every", "1", "--snapshot-every", "2"]
@@ -195,8 +195,8 @@ def test_training_options_run_on_real_layout_data(tmp_path: Path) -> None:
     (synthetic sequences written as DAVIS `train`), and an extra folder of annotated stills."""
     from edge_vos.data.davis import write_mask
     from edge_vos.data.synthetic import write_synthetic_davis
-    from edge_vos.prompt.data import PromptData
-    from edge_vos.prompt.train import main
+    from edge_vos.train.prompt.data import PromptData
+    from edge_vos.train.prompt.train import main
 
     write_synthetic_davis(tmp_path / "davis", 3, num_frames=3, size=(96, 160), split="train", res="240p",
                           year="2016")

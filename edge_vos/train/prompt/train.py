@@ -1,6 +1,6 @@
 """Training the prompt network (its own model: independent of the tracker and its trainer).
 
-    nice -n 10 python -m edge_vos.prompt.train --data ../shared/data/davis2016 --out runs/prompt --steps 3000
+    nice -n 10 python -m edge_vos.train.prompt.train --data ../shared/data/davis2016 --out runs/prompt --steps 3000
 
 Per step: a batch of samples (data.py); then, as interactive-segmentation training does (RITM), 0-3
 passes without gradient in which the network's own prediction becomes the previous-mask input and a
@@ -30,9 +30,9 @@ import torch.nn.functional as F
 
 from edge_vos.model.efficientnet import LITE_VARIANTS
 from edge_vos.prompt.crops import click_maps
-from edge_vos.prompt.data import PromptData, Sample
 from edge_vos.prompt.evaluation import next_click
 from edge_vos.prompt.model import PromptNet, PromptNetConfig, save_weights
+from edge_vos.train.prompt.data import PromptData, Sample
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def _last_elapsed(log_path: Path) -> float:
 
 def _provenance(args: argparse.Namespace, step: int) -> dict[str, str]:
     return {"steps": str(step), "data": f"{args.data} {args.split} {args.res} + {args.synthetic} synthetic",
-            "command": "python -m edge_vos.prompt.train " + " ".join(
+            "command": "python -m edge_vos.train.prompt.train " + " ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in sorted(vars(args).items()) if k != "fresh")}
 
 
