@@ -2,7 +2,9 @@
 
     OMP_NUM_THREADS=1 nice -n 5 python tools/bench_noc.py accuracy --set coco [--weights NAME=FILE ...]
     OMP_NUM_THREADS=1 nice -n 5 python tools/bench_noc.py accuracy --set davis [--weights NAME=FILE ...]
-    python tools/bench_noc.py compare --set coco BEFORE AFTER    # per object / sequence: who wins
+    python tools/bench_noc.py accuracy ... --shard K/N              # objects K, K+N, ...: parallel runs
+    python tools/bench_noc.py merge runs/bench-noc/coco-NAME.shard*  # joins them into coco-NAME.json
+    python tools/bench_noc.py compare BEFORE.json AFTER.json     # per object / sequence: who wins
     python tools/bench_noc.py table                              # docs/prompt.md's tables
 
 Sets: `coco`, the COCO hold-out (edge_vos.data.coco: a quarter of coco-mval-train's images by COCO image
@@ -97,6 +99,8 @@ def accuracy(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     weights = args.weights or [f"bundled={BUNDLED_WEIGHTS}"]
     frames = eval_frames(args.set, Path(args.data), args.every)[: args.limit or None]
+    shard, shards = (int(v) for v in args.shard.split("/"))
+    mine = list(range(len(frames)))[shard - 1::shards]  # global indices: the jittered box's seed
     OUT.mkdir(parents=True, exist_ok=True)
     for spec in weights:
         name, _, path = spec.partition("=")
@@ -105,17 +109,33 @@ def accuracy(args: argparse.Namespace) -> int:
         segmenter = PromptSegmenter.from_file(path)
         t0 = time.time()
         rows = []
-        for i, frame in enumerate(frames):
+        for i in mine:
+            frame = frames[i]
             rows.append(measure_object(segmenter, frame, seed=i, max_clicks=args.max_clicks))
             log.info("%s %s %s box %.3f clicks %s", name, args.set, frame.sequence, rows[-1]["box"],
                      rows[-1]["stateless"])
         result = {"set": args.set, "name": name, "weights": path, "objects": len(rows),
                   "max_clicks": args.max_clicks, "every": args.every if args.set == "davis" else None,
                   "seconds": round(time.time() - t0), "mean": summarise(rows, args.max_clicks), "per_object": rows}
-        suffix = "-quick" if args.max_clicks <= 3 else ""
+        suffix = ("-quick" if args.max_clicks <= 3 else "") + (f".shard{shard}of{shards}" if shards > 1 else "")
         out = Path(args.json) if args.json else OUT / f"{args.set}-{name}{suffix}.json"
         out.write_text(json.dumps(result, indent=1))
         print(name, json.dumps(result["mean"]))
+    return 0
+
+
+def merge(args: argparse.Namespace) -> int:
+    """Joins the shard files given (one network, one set, `--shard K/N` runs) into one result."""
+    parts = [json.loads(Path(p).read_text()) for p in args.files]
+    if len({(p["set"], p["name"], p["max_clicks"]) for p in parts}) != 1:
+        raise SystemExit("merge: the files are not shards of one network on one set")
+    rows = sorted((r for p in parts for r in p["per_object"]), key=lambda r: (str(r["name"]), r["index"]))
+    result = {**parts[0], "objects": len(rows), "seconds": sum(p["seconds"] for p in parts),
+              "mean": summarise(rows, parts[0]["max_clicks"]), "per_object": rows}
+    suffix = "-quick" if result["max_clicks"] <= 3 else ""
+    out = Path(args.json) if args.json else OUT / f"{result['set']}-{result['name']}{suffix}.json"
+    out.write_text(json.dumps(result, indent=1))
+    print(result["name"], result["set"], result["objects"], json.dumps(result["mean"]))
     return 0
 
 
@@ -153,7 +173,8 @@ def table(args: argparse.Namespace) -> int:
     """docs/prompt.md's results: one table per set, a row per measured network (full runs only)."""
     body = []
     for name in SETS:
-        files = [p for p in sorted(OUT.glob(f"{name}-*.json")) if not p.stem.endswith("quick")]
+        files = [p for p in sorted(OUT.glob(f"{name}-*.json"))
+                 if not p.stem.endswith("quick") and ".shard" not in p.name]
         results = [json.loads(p.read_text()) for p in files]
         if not results:
             continue
@@ -178,21 +199,22 @@ def table(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=["accuracy", "compare", "table"])
-    parser.add_argument("files", nargs="*", help="compare: BEFORE.json AFTER.json")
+    parser.add_argument("part", choices=["accuracy", "merge", "compare", "table"])
+    parser.add_argument("files", nargs="*", help="compare: BEFORE.json AFTER.json; merge: the shard files")
     parser.add_argument("--set", choices=SETS, default="coco")
     parser.add_argument("--data", default=str(DATA), help="the shared data root (static/, davis2016/)")
     parser.add_argument("--weights", action="append", help="NAME=FILE (repeatable; default: the bundled file)")
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--every", type=int, default=10, help="davis: every N-th frame")
     parser.add_argument("--limit", type=int, default=0, help="only the first N objects (0 = all)")
+    parser.add_argument("--shard", default="1/1", help="K/N: every N-th object from the K-th (parallel runs; merge)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="where to write the result (one --weights only)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.part == "compare" and len(args.files) != 2:
         parser.error("compare takes two result files: BEFORE.json AFTER.json")
-    return {"accuracy": accuracy, "compare": compare, "table": table}[args.part](args)
+    return {"accuracy": accuracy, "merge": merge, "compare": compare, "table": table}[args.part](args)
 
 
 if __name__ == "__main__":
