@@ -170,30 +170,41 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def table(args: argparse.Namespace) -> int:
-    """docs/prompt.md's results: one table per set, a row per measured network (full runs only)."""
+    """The results tables (docs/prompt.md and the model card's prompt section): one table per set, a row per
+    measured network; `--max-clicks 3` runs have no NoC (a dash). `--rows NAME,...` picks and orders them."""
     body = []
     for name in SETS:
-        files = [p for p in sorted(OUT.glob(f"{name}-*.json"))
-                 if not p.stem.endswith("quick") and ".shard" not in p.name]
-        results = [json.loads(p.read_text()) for p in files]
+        files = [p for p in sorted(OUT.glob(f"{name}-*.json")) if ".shard" not in p.name]
+        results = {(r["name"] + (" (clicks 1-3 only)" if r["max_clicks"] <= 3 else "")): r
+                   for r in (json.loads(p.read_text()) for p in files)}
+        if args.rows:
+            results = {k: results[k] for k in args.rows.split(",") if k in results}
         if not results:
             continue
         rows = []
-        for r in results:
+        for label, r in results.items():
             m = r["mean"]
-            rows.append([r["name"], f"{m['box']:.3f}", f"{m['box_jitter']:.3f}",
-                         *(f"{m[f'stateless_click{k}']:.3f}" for k in (1, 2, 3)),
-                         f"{m['stateless_noc85']:.2f}", f"{m['stateless_noc90']:.2f} ({m['stateless_fail90']})",
-                         *(f"{m[f'corrective_click{k}']:.3f}" for k in (2, 3)),
-                         f"{m['corrective_noc85']:.2f}", f"{m['corrective_noc90']:.2f} ({m['corrective_fail90']})"])
+
+            def noc(mode: str, m: dict = m) -> list[str]:
+                if f"{mode}_noc85" not in m:
+                    return ["—", "—"]
+                return [f"{m[f'{mode}_noc85']:.2f}", f"{m[f'{mode}_noc90']:.2f} ({m[f'{mode}_fail90']})"]
+
+            rows.append([label, f"{m['box']:.3f}", f"{m['box_jitter']:.3f}",
+                         *(f"{m[f'stateless_click{k}']:.3f}" for k in (1, 2, 3)), *noc("stateless"),
+                         *(f"{m[f'corrective_click{k}']:.3f}" for k in (2, 3)), *noc("corrective")])
+        first = next(iter(results.values()))
         what = ("COCO hold-out" if name == "coco" else
-                f"DAVIS-2016 val-dev 480p (first frame of each sequence and every {results[0]['every']}th)")
-        body += [f"{what}, {results[0]['objects']} objects; stateless = all clicks in one prompt, corrective = "
+                f"DAVIS-2016 val-dev 480p (first frame of each sequence and every {first['every']}th)")
+        body += [f"{what}, {first['objects']} objects; stateless = all clicks in one prompt, corrective = "
                  "clicks 2.. sent with the previous mask; NoC at most 20 (objects never reaching 90 % in brackets):",
                  "", markdown_table(["network", "tight box", "box ±10 %", "1 click", "2 clicks", "3 clicks",
                                      "NoC@85", "NoC@90", "2 clicks corr.", "3 clicks corr.", "NoC@85 corr.",
                                      "NoC@90 corr."], rows), ""]
+    body.append("`python tools/bench_noc.py table` writes these tables from runs/bench-noc/ (commands: "
+                "docs/prompt.md).")
     write_section(ROOT / "docs" / "prompt.md", "prompt-noc", "\n".join(body), title="# Prompts\n")
+    write_section(ROOT / "docs" / "model-card.md", "prompt-results", "\n".join(body))
     return 0
 
 
@@ -210,6 +221,7 @@ def main() -> int:
     parser.add_argument("--shard", default="1/1", help="K/N: every N-th object from the K-th (parallel runs; merge)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="where to write the result (one --weights only)")
+    parser.add_argument("--rows", help="table: the networks to list, in order (default: all measured)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.part == "compare" and len(args.files) != 2:

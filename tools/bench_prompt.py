@@ -14,8 +14,8 @@ one box, one click and one correction prompt (a second click with the first clic
 methods interleaved, medians (tools/bench_noc.py measures NoC on the COCO hold-out and val-dev).
 `--methods learned:R:S:F` adds a variant of the learned segmenter (R refine passes at crop side S, F 1/0
 mirrored-crop averaging).
-Results go to runs/bench-prompt/*.json; `table` writes section `prompt` of docs/benchmarks.md and the
-results table of docs/model-card.md's prompt section.
+Results go to runs/bench-prompt/*.json; `table` writes section `prompt` of docs/benchmarks.md (the model
+card's prompt results come from tools/bench_noc.py).
 """
 
 from __future__ import annotations
@@ -203,7 +203,6 @@ def table(args: argparse.Namespace) -> int:
              "`python tools/bench_prompt.py table`."]
     text = "\n".join(body)
     write_section(ROOT / "docs" / "benchmarks.md", "prompt", text)
-    write_section(ROOT / "docs" / "model-card.md", "prompt-results", text.split("\n", 2)[2])
     return 0
 
 
