@@ -48,7 +48,8 @@ from edge_vos.prompt.spec import Prompt, check_image, make_prompt
 log = logging.getLogger(__name__)
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "prompt.safetensors"
-# Extra passes on the network's own mask (`PromptSegmenter.refine`); chosen on val-dev (model card).
+# Extra passes on the network's own mask (`PromptSegmenter.refine`); chosen on val-dev
+# (docs/history/prompt-network-runs.md, "Second round").
 DEFAULT_REFINE = 2
 # Share of the frame's long side looked at around clicks the whole-frame look missed (PromptSegmenter).
 LOST_CLICK_WINDOW = 0.5
@@ -62,7 +63,7 @@ class PromptSegmenter:
                  lost_click_window: float = LOST_CLICK_WINDOW) -> None:
         self.model = model.eval().to(device).to(memory_format=torch.channels_last)
         # The final pass averages with the mirrored crop: about twice its cost, measured better
-        # (docs/model-card.md, "Prompt network").
+        # (docs/history/prompt-network-runs.md, first round).
         self.flip = flip
         self.device = torch.device(device)
         self.size = crop_size or model.config.crop_size  # the network is fully convolutional
