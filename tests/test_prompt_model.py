@@ -140,7 +140,7 @@ def test_prompt_masks_dispatch_and_missing_weights(tmp_path: Path) -> None:
 
 
 def test_training_runs_and_resumes(tmp_path: Path) -> None:
-    from edge_vos.prompt.train import main
+    from edge_vos.train.prompt.train import main
 
     args = ["--data", "", "--synthetic", "1", "--size", "64", "--batch", "2", "--out", str(tmp_path),
             "--checkpoint-every", "1", "--snapshot-every", "2"]
@@ -195,8 +195,8 @@ def test_training_options_run_on_real_layout_data(tmp_path: Path) -> None:
     (synthetic sequences written as DAVIS `train`), and an extra folder of annotated stills."""
     from edge_vos.data.davis import write_mask
     from edge_vos.data.synthetic import write_synthetic_davis
-    from edge_vos.prompt.data import PromptData
-    from edge_vos.prompt.train import main
+    from edge_vos.train.prompt.data import PromptData
+    from edge_vos.train.prompt.train import main
 
     write_synthetic_davis(tmp_path / "davis", 3, num_frames=3, size=(96, 160), split="train", res="240p",
                           year="2016")
@@ -226,3 +226,33 @@ def test_training_options_run_on_real_layout_data(tmp_path: Path) -> None:
     # The snapshot is the moving average, not the last weights.
     assert any(not torch.equal(a, b) for a, b in zip(ema_net.state_dict().values(), live.state_dict().values(),
                                                     strict=True))
+
+
+class _ScriptedSegmenter(PromptSegmenter):
+    """Records each pass's window; the whole-frame look paints a blob away from the click."""
+
+    def __init__(self, lost_click_window: float) -> None:
+        super().__init__(PromptNet(PromptNetConfig(crop_size=32)), refine=0, flip=False,
+                         lost_click_window=lost_click_window)
+        self.windows: list[tuple[float, ...]] = []
+
+    def _pass(self, image, window, prompt, coarse, final=True, size=None):  # type: ignore[no-untyped-def]
+        self.windows.append(tuple(window))
+        out = np.zeros(prompt.frame_hw, np.float32)
+        out[5:15, 5:25] = 1.0 if len(self.windows) == 1 else 0.0  # found: another thing, top left
+        out[60:80, 100:130] = 0.0 if len(self.windows) == 1 else 1.0
+        return out
+
+
+def test_clicks_the_whole_frame_look_missed_get_a_closer_look_around_them() -> None:
+    from edge_vos.prompt.crops import click_window
+
+    prompt = make_prompt(HW, points=[(115.5, 70.5)], labels=[1])
+    closer = _ScriptedSegmenter(lost_click_window=0.5)
+    closer(_image(), prompt)
+    assert closer.windows[1] == click_window(prompt.positives, HW, 0.5)
+    x0, y0, x1, y1 = closer.windows[1]
+    assert x1 - x0 == y1 - y0 == 70 and x0 < 115.5 < x1 and y0 < 70.5 < y1  # half of the long side, on the click
+    before = _ScriptedSegmenter(lost_click_window=0.0)  # 0: the window around what the first look found
+    before(_image(), prompt)
+    assert before.windows[1][0] < 5 and before.windows[1][2] > 115.5

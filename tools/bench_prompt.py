@@ -10,10 +10,12 @@ size, 1 / 2 / 3 clicks placed as RITM's protocol places them, each click on the 
 each prompt is sent alone, as a stateless `add` sends it; for the learned network a second click series
 also sends its previous mask back with clicks 2 and 3, as an interactive client may ("+ own previous
 mask" rows; --no-previous-mask skips it). Timing: the first frame of each val-dev sequence at 854x480,
-one box and one click prompt per frame, methods interleaved, medians. `--methods learned:R:S:F` adds a
-variant of the learned segmenter (R refine passes at crop side S, F 1/0 mirrored-crop averaging).
-Results go to runs/bench-prompt/*.json; `table` writes section `prompt` of docs/benchmarks.md and the
-results table of docs/model-card.md's prompt section.
+one box, one click and one correction prompt (a second click with the first click's mask) per frame,
+methods interleaved, medians (tools/bench_noc.py measures NoC on the COCO hold-out and val-dev).
+`--methods learned:R:S:F` adds a variant of the learned segmenter (R refine passes at crop side S, F 1/0
+mirrored-crop averaging).
+Results go to runs/bench-prompt/*.json; `table` writes section `prompt` of docs/benchmarks.md (the model
+card's prompt results come from tools/bench_noc.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import time
@@ -128,24 +131,36 @@ def timing(args: argparse.Namespace) -> int:
     methods = _methods(args.weights, args.methods.split(","), args.crop_size, args.flip, args.refine,
                        args.refine_size)
     frames = [f for f in davis_eval_frames(args.data, "val-dev", "480p", every=10_000)]
-    times: dict[str, list[float]] = {f"{m} {p}": [] for m in methods for p in ("box", "click")}
+    kinds = ("box", "click", "correction")
+    times: dict[str, list[float]] = {f"{m} {p}": [] for m in methods for p in kinds}
+    cpu: dict[str, list[float]] = {k: [] for k in times}  # the process's CPU time: what others' load inflates least
     for repeat in range(args.repeats + 1):  # the first round warms up and is not counted
         for frame in frames:
             hw = frame.truth.shape
             point, label = next_click(frame.truth, None)
             prompts = {"box": make_prompt(hw, box=tight_box(frame.truth)),
                        "click": make_prompt(hw, points=[point], labels=[label])}
-            for kind, prompt in prompts.items():
+            for kind in kinds:
                 for name, (method, _) in methods.items():
-                    t0 = time.perf_counter()
+                    if kind == "correction":  # a second click with the mask it corrects (the click's answer)
+                        first = method(frame.image, prompts["click"])  # type: ignore[operator]
+                        second, second_label = next_click(frame.truth, first)
+                        prompt = make_prompt(hw, points=[point, second], labels=[label, second_label],
+                                             mask=first if first.any() else None)
+                    else:
+                        prompt = prompts[kind]
+                    t0, c0 = time.perf_counter(), time.process_time()
                     method(frame.image, prompt)  # type: ignore[operator]
                     if repeat:
                         times[f"{name} {kind}"].append((time.perf_counter() - t0) * 1000)
+                        cpu[f"{name} {kind}"].append((time.process_time() - c0) * 1000)
     result = {"threads": args.threads, "frame": "854x480", "weights": args.weights or "bundled", "flip": args.flip,
               "refine": _effective_refine(args.refine),
               "prompts_per_case": len(frames) * args.repeats,
               "median_ms": {k: round(statistics.median(v), 1) for k, v in times.items()},
-              "p90_ms": {k: round(float(np.percentile(v, 90)), 1) for k, v in times.items()}}
+              "p90_ms": {k: round(float(np.percentile(v, 90)), 1) for k, v in times.items()},
+              "median_cpu_ms": {k: round(statistics.median(v), 1) for k, v in cpu.items()},
+              "load_average": [round(v, 2) for v in os.getloadavg()]}
     OUT.mkdir(parents=True, exist_ok=True)
     path = Path(args.json or OUT / f"timing-{args.threads}t.json")
     path.write_text(json.dumps(result, indent=1))
@@ -193,7 +208,6 @@ def table(args: argparse.Namespace) -> int:
              "`python tools/bench_prompt.py table`."]
     text = "\n".join(body)
     write_section(ROOT / "docs" / "benchmarks.md", "prompt", text)
-    write_section(ROOT / "docs" / "model-card.md", "prompt-results", text.split("\n", 2)[2])
     return 0
 
 

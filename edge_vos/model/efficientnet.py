@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edge_vos.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
 log = logging.getLogger(__name__)
 
 # (kernel, stride, expand ratio, in, out, repeats) of EfficientNet-B0's first five stages, which the Lite
@@ -36,8 +38,6 @@ _STEM = 32  # Lite keeps the stem at 32 channels for every width multiplier
 _DIVISOR = 8  # channel counts are rounded to multiples of this (efficientnet-lite-pytorch's depth_divisor)
 _BN_EPS = 1e-3  # EfficientNet's (TF) batch-norm epsilon; the ImageNet statistics were computed with it
 # The Lite models were trained on (RGB*255 - 127) / 128; our pre-processing is ImageNet mean/std.
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -196,8 +196,8 @@ def lite_imagenet_state(trunk: EfficientNetLiteTrunk, path: str | Path | None = 
     state = {_rename(k): v for k, v in src.items()}
     state = {k: v for k, v in state.items() if k in target}
     w = state["conv1.weight"].float()  # [32,3,3,3]
-    std = torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1)
-    mean = torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     scaled = w * (255.0 * std / 128.0)
     offset = (w * ((255.0 * mean - 127.0) / 128.0)).sum(dim=(1, 2, 3))  # per output channel
     state["bn1.running_mean"] = state["bn1.running_mean"] - offset

@@ -29,6 +29,16 @@ def box_window(box: Window, context: float = CONTEXT, max_aspect: float = MAX_AS
     return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
 
 
+def click_window(points: np.ndarray, frame_hw: tuple[int, int], share: float) -> Window:
+    """A square of `share` of the frame's long side centred on the points' box (larger when they spread
+    wider), for clicks the whole-frame look found nothing under."""
+    x0, y0 = points.min(axis=0)
+    x1, y1 = points.max(axis=0)
+    side = max(share * max(frame_hw), (x1 - x0) * (1 + CONTEXT), (y1 - y0) * (1 + CONTEXT), MIN_SIDE)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return float(cx - side / 2), float(cy - side / 2), float(cx + side / 2), float(cy + side / 2)
+
+
 def frame_window(frame_hw: tuple[int, int]) -> Window:
     return 0.0, 0.0, float(frame_hw[1]), float(frame_hw[0])
 

@@ -1,7 +1,8 @@
 """Measuring prompt -> mask methods against ground truth, with prompts simulated from it.
 
 The protocol (issue #10, docs/benchmarks.md "Prompts"):
-- frames: the first frame of every sequence and every 10th after it (`every`);
+- frames: the first frame of every sequence and every 10th after it (`every`), or COCO hold-out objects
+  (`coco_eval_frames`);
 - box: the ground truth's tight box; jittered box: each side moved by up to 10 % of the box's width
   (x) or height (y), uniformly, seeded per frame so every method sees the same boxes;
 - clicks, as interactive-segmentation benchmarks place them (RITM's NoC protocol): the first click at
@@ -132,3 +133,52 @@ def davis_eval_frames(root: str | Path, split: str = "val-dev", res: str = "480p
             if truth.sum() < min_area:
                 continue
             yield EvalFrame(seq.name, t, seq.image(t), truth)
+
+
+def click_series(method: Method, frame: EvalFrame, max_clicks: int = 20, stop_iou: float | None = None,
+                 min_clicks: int = 1, corrective: bool = False) -> list[float]:
+    """IoU after each simulated click (NoC protocol: `next_click` on the method's own last mask), at most
+    `max_clicks`, stopping once `min_clicks` are done and the IoU reached `stop_iou`.
+
+    Stateless (the control socket's `add`): every prompt carries all clicks so far and nothing else.
+    Corrective: from the second click on, the prompt also carries the method's previous mask, which the
+    new click corrects (as an operator's correction of a tracked object's mask).
+
+    When a prompt would hold exactly what the previous one held (the next click repeats a click already
+    given and, corrective, the mask did not change), a deterministic method answers the same again and
+    every later click repeats too: the rest of the series is its last IoU, filled in without running."""
+    hw = frame.truth.shape
+    points: list[tuple[float, float]] = []
+    labels: list[int] = []
+    pred: np.ndarray | None = None
+    previous: np.ndarray | None = None
+    scores: list[float] = []
+    for k in range(max_clicks):
+        point, label = next_click(frame.truth, pred)
+        repeated = (point, label) in zip(points, labels, strict=True)
+        points.append(point)
+        labels.append(label)
+        mask = pred if corrective and pred is not None and pred.any() else None
+        if repeated and (mask is None) == (previous is None) and (mask is None or np.array_equal(mask, previous)):
+            scores += [scores[-1]] * (max_clicks - k)  # a fixed point: the same prompt, the same answer
+            break
+        previous = mask
+        pred = method(frame.image, make_prompt(hw, points=points, labels=labels, mask=mask))
+        scores.append(iou(pred, frame.truth))
+        if stop_iou is not None and k + 1 >= min_clicks and scores[-1] >= stop_iou:
+            break
+    return scores
+
+
+def clicks_to_reach(scores: list[float], target: float, max_clicks: int = 20) -> int:
+    """NoC: the first click count whose IoU reaches `target`; `max_clicks` when none does (RITM's rule)."""
+    return next((k + 1 for k, s in enumerate(scores) if s >= target), max_clicks)
+
+
+def coco_eval_frames(static_root: str | Path, part: str = "holdout") -> Iterator[EvalFrame]:
+    """coco-mval-train's objects of `part` (edge_vos.data.coco: the hold-out by default), one frame each."""
+    from edge_vos.data.coco import coco_objects
+
+    for obj in coco_objects(static_root, part):
+        image, truth = obj.load()
+        yield EvalFrame(obj.name, obj.image_id, image, truth)

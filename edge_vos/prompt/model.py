@@ -28,11 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_vos.model.efficientnet import LITE_VARIANTS, EfficientNetLiteTrunk, lite_imagenet_state
+from edge_vos.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 MAP_CHANNELS = ("box", "positive", "negative", "mask")
 ARCH_PREFIX = "prompt-eff"  # + the trunk's short name: prompt-effl0, prompt-effl1, prompt-effl2
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -72,8 +71,8 @@ class PromptNet(nn.Module):
         self.dec4 = nn.Sequential(_conv(d8 + c4, d4), _conv(d4, d4))
         self.dec2 = nn.Sequential(_conv(d4 + c2 + n_maps, d2), _conv(d2, d2))
         self.head = nn.Conv2d(d2, 1, 3, padding=1)
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def init_from_imagenet(self) -> None:
         self.trunk.load_state_dict(lite_imagenet_state(self.trunk), strict=False)

@@ -7,7 +7,8 @@ validated `Prompt` into a bool mask on the frame:
 - clicks only: a first pass on the whole frame (resized to S x S) finds the object roughly; its connected
   parts that hold a positive click are kept (a whole-frame look at low resolution sometimes adds a
   neighbouring thing); a second pass zooms into the window around them and the positive clicks, with them
-  as the coarse mask.
+  as the coarse mask. When no part holds a click (the small look found another thing, or nothing), the
+  second pass looks at a square of half the frame's long side around the clicks instead (`click_window`).
 Then `refine` more passes (two by default): each looks again at the window around the box (or around the
 last prediction and the positive clicks) with the last prediction as the coarse mask, so the network corrects
 its own mask (holes, bleeding, a part it missed); only the last pass averages with the mirrored crop.
@@ -34,6 +35,7 @@ from edge_vos.prompt.crops import (
     box_map,
     box_window,
     click_maps,
+    click_window,
     crop_image,
     frame_window,
     mask_box,
@@ -46,18 +48,22 @@ from edge_vos.prompt.spec import Prompt, check_image, make_prompt
 log = logging.getLogger(__name__)
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "prompt.safetensors"
-# Extra passes on the network's own mask (`PromptSegmenter.refine`); chosen on val-dev (model card).
+# Extra passes on the network's own mask (`PromptSegmenter.refine`); chosen on val-dev
+# (docs/history/prompt-network-runs.md, "Second round").
 DEFAULT_REFINE = 2
+# Share of the frame's long side looked at around clicks the whole-frame look missed (PromptSegmenter).
+LOST_CLICK_WINDOW = 0.5
 
 
 class PromptSegmenter:
     """One prompt network on the CPU (or `device`), in inference mode."""
 
     def __init__(self, model: PromptNet, device: str = "cpu", crop_size: int | None = None,
-                 flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None) -> None:
+                 flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
+                 lost_click_window: float = LOST_CLICK_WINDOW) -> None:
         self.model = model.eval().to(device).to(memory_format=torch.channels_last)
         # The final pass averages with the mirrored crop: about twice its cost, measured better
-        # (docs/model-card.md, "Prompt network").
+        # (docs/history/prompt-network-runs.md, first round).
         self.flip = flip
         self.device = torch.device(device)
         self.size = crop_size or model.config.crop_size  # the network is fully convolutional
@@ -66,16 +72,19 @@ class PromptSegmenter:
         self.refine = refine
         self.refine_size = refine_size or self.size
         self.radius = model.config.click_radius
+        # Clicks alone whose whole-frame look finds nothing under them: the next look is a square window
+        # of this share of the frame's long side around them (0: the window around whatever it found).
+        self.lost_click_window = lost_click_window
 
     @classmethod
     def from_file(cls, path: str | Path = BUNDLED_WEIGHTS, device: str = "cpu", crop_size: int | None = None,
-                  flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None
-                  ) -> PromptSegmenter:
+                  flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
+                  lost_click_window: float = LOST_CLICK_WINDOW) -> PromptSegmenter:
         if not Path(path).is_file():
             raise FileNotFoundError(f"prompt network weights not found: {path}")
         model, header = load_weights(path)
         log.info("prompt network loaded from %s (%s steps)", path, header.get("steps", "?"))
-        return cls(model, device, crop_size, flip, refine, refine_size)
+        return cls(model, device, crop_size, flip, refine, refine_size, lost_click_window)
 
     def segment(self, image: np.ndarray, *, box: object = None, points: object = None, labels: object = None,
                 mask: np.ndarray | None = None) -> np.ndarray:
@@ -101,8 +110,12 @@ class PromptSegmenter:
             window = box_window(mask_box(prompt.mask, positives) or frame_window(hw))
             prob = self._pass(image, window, prompt, prompt.mask, final=last)
         else:
-            rough = _clicked_parts(self._pass(image, frame_window(hw), prompt, None, final=False) > 0.5, prompt)
-            window = box_window(mask_box(rough, positives) or frame_window(hw))
+            first = self._pass(image, frame_window(hw), prompt, None, final=False) > 0.5
+            rough = _clicked_parts(first, prompt, keep_unclicked=not self.lost_click_window)
+            if rough.any() or not self.lost_click_window:
+                window = box_window(mask_box(rough, positives) or frame_window(hw))
+            else:  # the whole-frame look found nothing under the clicks: look closer around them instead
+                window = click_window(positives, hw, self.lost_click_window)
             prob = self._pass(image, window, prompt, rough if rough.any() else None, final=last)
         for i in range(self.refine):
             coarse = prob > 0.5
@@ -136,15 +149,16 @@ class PromptSegmenter:
         return paste_back(prob, window, prompt.frame_hw)
 
 
-def _clicked_parts(mask: np.ndarray, prompt: Prompt) -> np.ndarray:
-    """The connected parts of `mask` that hold a positive click (all of it when none does)."""
+def _clicked_parts(mask: np.ndarray, prompt: Prompt, keep_unclicked: bool = False) -> np.ndarray:
+    """The connected parts of `mask` that hold a positive click; when none does, nothing (or all of `mask`
+    with `keep_unclicked`)."""
     if not mask.any():
         return mask
     count, parts = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    if count <= 2:
-        return mask
     hit = {int(parts[y, x]) for x, y in (prompt.pixel(int(i)) for i in np.flatnonzero(prompt.labels == 1))} - {0}
-    return np.isin(parts, list(hit)) if hit else mask
+    if hit:
+        return np.isin(parts, list(hit))
+    return mask if keep_unclicked else np.zeros_like(mask)
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,8 +1,9 @@
 """Training the prompt network (its own model: independent of the tracker and its trainer).
 
-    nice -n 10 python -m edge_vos.prompt.train --data ../shared/data/davis2016 --out runs/prompt --steps 3000
+    nice -n 19 python -m edge_vos.train.prompt.train --static ../shared/data/static --out runs/prompt --steps 3000
 
-Per step: a batch of samples (data.py); then, as interactive-segmentation training does (RITM), 0-3
+Per step: a batch of samples (data.py: DAVIS train frames, synthetic scenes, and with `--static` COCO
+objects, never the COCO hold-out nor val-dev); then, as interactive-segmentation training does (RITM), 0-3
 passes without gradient in which the network's own prediction becomes the previous-mask input and a
 new click goes to the centre of its largest error (missed object -> positive, false object ->
 negative); then the pass that learns: binary cross-entropy (optionally over the hardest share of pixels,
@@ -30,9 +31,10 @@ import torch.nn.functional as F
 
 from edge_vos.model.efficientnet import LITE_VARIANTS
 from edge_vos.prompt.crops import click_maps
-from edge_vos.prompt.data import PromptData, Sample
 from edge_vos.prompt.evaluation import next_click
 from edge_vos.prompt.model import PromptNet, PromptNetConfig, save_weights
+from edge_vos.train.prompt.coco import CocoTargets
+from edge_vos.train.prompt.data import PromptData, Sample
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,8 @@ def train(args: argparse.Namespace) -> Path:
     model.train()
     data = PromptData(args.data, split=args.split, res=args.res, synthetic_sequences=args.synthetic,
                       size=args.size, click_radius=config.click_radius, seed=args.seed, paste_prob=args.paste,
-                      extra_roots=tuple(args.extra), geometric=args.geometric)
+                      extra_roots=tuple(args.extra), geometric=args.geometric,
+                      coco=CocoTargets(args.static) if args.static else None, coco_share=args.coco_share)
     log_path = out / "log.csv"
     new_log = not log_path.is_file() or start == 0
     if not new_log:  # rows logged after the checkpoint was written are done again: drop them
@@ -219,8 +222,9 @@ def _last_elapsed(log_path: Path) -> float:
 
 
 def _provenance(args: argparse.Namespace, step: int) -> dict[str, str]:
-    return {"steps": str(step), "data": f"{args.data} {args.split} {args.res} + {args.synthetic} synthetic",
-            "command": "python -m edge_vos.prompt.train " + " ".join(
+    coco = f" + COCO {args.static} (hold-out excluded, {args.coco_share:.0%} of draws)" if args.static else ""
+    return {"steps": str(step), "data": f"{args.data} {args.split} {args.res} + {args.synthetic} synthetic{coco}",
+            "command": "python -m edge_vos.train.prompt.train " + " ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in sorted(vars(args).items()) if k != "fresh")}
 
 
@@ -248,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rotations, mirrored and re-coloured pasted objects, crowds of pasted neighbours")
     parser.add_argument("--box-refine", type=float, default=0.0,
                         help="share of box samples that get the network's own mask back in the click passes")
+    parser.add_argument("--static", default="",
+                        help="COCO stills root (../shared/data/static: coco-mval-train less its hold-out, coco128)")
+    parser.add_argument("--coco-share", type=float, default=0.6, help="share of draws that are COCO objects")
     parser.add_argument("--extra", action="append", default=[],
                         help="folder of other annotated stills (images/<clip>/*.jpg + masks/<clip>/*.png)")
     parser.add_argument("--threads", type=int, default=1)

@@ -4,9 +4,11 @@ Sources: frames of a DAVIS split (DAVIS-2016 `train`; never val-dev), seeded syn
 (edge_vos.data.synthetic: several textured objects and look-alike distractors) and copy-paste composites
 (an object cut from a frame of another sequence pasted onto a frame at a random place and scale; the
 target is then either the pasted object or the original one, now partly hidden behind it), and other
-annotated stills (`extra_roots`, Cutie's example frames). With `geometric`, samples may be rotated, pasted
-objects are mirrored, rotated and re-coloured on their own, and some composites paste neighbours over the
-target's sides first (a crowd); without it the samples are drawn exactly as before it existed.
+annotated stills (`extra_roots`, Cutie's example frames), and COCO stills (`coco`: coco-mval-train's
+training part and coco128's instances, `coco_share` of the draws; train/prompt/coco.py). With
+`geometric`, samples may be rotated, pasted objects are mirrored, rotated and re-coloured on their own,
+and some composites paste neighbours over the target's sides first (a crowd); without it the samples are
+drawn exactly as before it existed.
 
 Each sample imitates one way a prompt reaches the network at inference (crops.py):
 - `box`: a box from the truth, tight or with each side moved by up to `box_jitter` of its size;
@@ -15,8 +17,9 @@ Each sample imitates one way a prompt reaches the network at inference (crops.py
 - `zoom`: a coarse mask (the truth degraded: blocky, dilated/eroded, simplified to a polygon, with a
   blob added or cut) plus clicks, on the window around it (second pass; a mask to refine).
 The first click is deep inside the object (the distance transform's maximum, or a random pixel at least
-40 % as deep); sometimes negatives are added just outside it. Every draw comes from the Generator the
-trainer seeds from (seed, step), so a resumed run sees the same samples.
+40 % as deep); sometimes one or two more positives at random depth, sometimes negatives just outside
+it. Every draw comes from the Generator the trainer seeds from (seed, step), so a resumed run sees the
+same samples.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from edge_vos.prompt.crops import (
     frame_window,
     mask_box,
 )
+from edge_vos.train.prompt.coco import CocoTargets
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +76,11 @@ class PromptData:
     def __init__(self, davis_root: str | Path | None, split: str = "train", res: str = "240p",
                  synthetic_sequences: int = 8, synthetic_frames: int = 12, size: int = 256,
                  click_radius: float = 5.0, seed: int = 0, paste_prob: float = 0.4,
-                 extra_roots: tuple[str | Path, ...] = (), geometric: bool = False) -> None:
+                 extra_roots: tuple[str | Path, ...] = (), geometric: bool = False,
+                 coco: CocoTargets | None = None, coco_share: float = 0.0) -> None:
         self.size = size
+        self.coco = coco
+        self.coco_share = coco_share if coco is not None else 0.0
         self.paste_prob = paste_prob
         self.geometric = geometric
         self.click_radius = click_radius
@@ -98,15 +105,19 @@ class PromptData:
         self.extra: list[tuple[np.ndarray, np.ndarray]] = []  # (image, label map): other annotated stills
         for root in extra_roots:
             self.extra += _annotated_stills(root)
-        if not self.real and not self.synthetic:
-            raise FileNotFoundError("no training data: no DAVIS frames found and no synthetic scenes asked")
-        log.info("prompt training data: %d real frames, %d synthetic frames, %d other stills", len(self.real),
-                 len(self.synthetic), len(self.extra))
+        if not self.real and not self.synthetic and self.coco is None:
+            raise FileNotFoundError("no training data: no DAVIS frames, COCO stills or synthetic scenes")
+        log.info("prompt training data: %d real frames, %d synthetic frames, %d other stills, COCO %.0f %% of "
+                 "draws", len(self.real), len(self.synthetic), len(self.extra), 100 * self.coco_share)
 
     # -- sources -------------------------------------------------------------------------------------
 
     def _source(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """A frame and the target's bool mask (before cropping)."""
+        if self.coco is not None and (rng.random() < self.coco_share or not (self.real or self.synthetic)):
+            image, mask = self.coco.draw(rng)
+            if mask.sum() >= _MIN_AREA:
+                return image, mask
         if not self.real or (self.synthetic and rng.random() < 0.15):
             image, labels = self.synthetic[int(rng.integers(len(self.synthetic)))]
             ids = [int(v) for v in np.unique(labels) if v and (labels == v).sum() >= _MIN_AREA]
@@ -335,6 +346,12 @@ def _first_clicks(truth: np.ndarray, rng: np.random.Generator) -> tuple[list[tup
         y, x = (int(v) for v in candidates[int(rng.integers(len(candidates)))])
     points = [(x + 0.5, y + 0.5)]
     labels = [1]
+    if rng.random() < 0.2:  # an operator's few clicks spread over the object (RITM's multi-point sampling)
+        candidates = np.argwhere(dist >= 0.3 * depth)
+        for _ in range(int(rng.integers(1, 3))):
+            y, x = (int(v) for v in candidates[int(rng.integers(len(candidates)))])
+            points.append((x + 0.5, y + 0.5))
+            labels.append(1)
     if rng.random() < 0.3:  # a few negatives just outside the object
         ring = cv2.dilate(truth.astype(np.uint8), np.ones((31, 31), np.uint8)).astype(bool) & ~cv2.dilate(
             truth.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
