@@ -270,10 +270,13 @@ class CommandClient:
 
     def add_prompt(self, obj_id: int, *, box: Sequence[float] | None = None,
                    points: Sequence[Sequence[float]] | None = None, labels: Sequence[int] | None = None,
-                   method: str | None = None, frame: int | None = None) -> dict[str, Any]:
+                   method: str | None = None, frame: int | None = None, correct: bool = False) -> dict[str, Any]:
         """Adds object `obj_id` from a box and/or clicks (`points` [[x, y], ...], `labels` 1 object /
-        0 background, one per point); the service makes the mask by `method` (its default when None)."""
+        0 background, one per point); the service makes the mask by `method` (its default when None).
+        `correct`: the clicks fix tracked object `obj_id`'s mask on that frame instead (`correct()`)."""
         command: dict[str, Any] = {"cmd": "add", "id": obj_id}
+        if correct:
+            command["correct"] = True
         if box is not None:
             command["box"] = [float(v) for v in box]
         if points is not None:
@@ -293,16 +296,8 @@ class CommandClient:
         tracked) with clicks on its error: 1 on a missed part, 0 on a wrongly painted part. The service starts
         from the object's mask on that frame and tracks on from the corrected one; the reply's `rle` is that
         mask (`correction_mask(reply)`)."""
-        command: dict[str, Any] = {"cmd": "add", "id": obj_id, "correct": True,
-                                   "points": [[float(x), float(y)] for x, y in points],
-                                   "labels": [int(v) for v in labels]}
-        if box is not None:
-            command["box"] = [float(v) for v in box]
-        if method is not None:
-            command["method"] = method
-        if frame is not None:
-            command["frame"] = frame
-        return self.request(command)
+        return self.add_prompt(obj_id, box=box, points=points, labels=labels, method=method, frame=frame,
+                               correct=True)
 
     def add_polygon(self, obj_id: int, points: Sequence[Sequence[float]], *, frame: int | None = None
                     ) -> dict[str, Any]:
