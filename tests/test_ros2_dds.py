@@ -163,7 +163,7 @@ def test_a_ros2_camera_topic_feeds_the_tracker(tmp_path: Path) -> None:
     cfg = service_config(RunConfig, source={"uri": f"ros2:/camera/image_raw?domain={domain}", "pace": "fastest",
                                  "read_timeout_s": 10.0},
                          prompt={"mask": str(mask_file)}, publish={"wait_for_subscriber_s": 5})
-    tracker_config = TrackerConfig(device="cpu", resolution=0)
+    tracker_config = TrackerConfig(device="cpu", resolution=0, backend="torch", precision="fp32")  # eager: no export
     node = DdsNode(domain)
     camera = node.writer("/camera/image_raw", IMAGE)
     stamps = [1_700_000_000_000_000_000 + i * 33_000_000 for i in range(len(clip))]

@@ -32,7 +32,7 @@ def _frames(uri: str, limit: int) -> list[np.ndarray]:
 
 
 def _track(frames: list[np.ndarray], first_mask: np.ndarray) -> list[np.ndarray]:
-    tracker = Tracker(TrackerConfig(device="cpu", resolution=0))  # the bundled weights
+    tracker = Tracker(TrackerConfig(device="cpu", resolution=0, backend="torch", precision="fp32"))  # bundled, eager
     return [tracker.step(f, first_mask if i == 0 else None).labels for i, f in enumerate(frames)]
 
 
