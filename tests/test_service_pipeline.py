@@ -337,17 +337,17 @@ def test_start_up_errors_leave_nothing_running() -> None:
         _config(publish={"colour": "red"})
     with pytest.raises(ConfigError, match="publish.encoding"):
         _config(publish={"encoding": "bmp"})
-    # A live reader runs on until stopped, so the first service still holds its endpoint below.
-    first = Service(_config(), tracker_factory=lambda _: FakeTracker(), reader=ArrayReader(_frames(200), live=True))
-    first.start()
+    # An endpoint another socket holds: the service names it and starts nothing.
+    holder = zmq.Context.instance().socket(zmq.PUB)
     try:
-        taken = first.publisher.last_endpoint
-        second = Service(_config(publish={"endpoint": taken}), tracker_factory=lambda _: FakeTracker(),
-                         reader=ArrayReader(_frames(2)))
+        port = holder.bind_to_random_port("tcp://127.0.0.1")
+        second = Service(_config(publish={"endpoint": f"tcp://127.0.0.1:{port}"}),
+                         tracker_factory=lambda _: FakeTracker(), reader=ArrayReader(_frames(2)))
         with pytest.raises(ConfigError, match="publish.endpoint: cannot bind"):
             second.start()
+        assert not second.worker.is_alive() and not second.publisher.is_alive()
     finally:
-        first.stop(timeout=3)
+        holder.close(linger=0)
 
 
 def test_curve_allow_list(tmp_path: Path) -> None:
