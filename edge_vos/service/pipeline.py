@@ -36,41 +36,11 @@ from edge_vos.service.prompts import PromptBook, StartupError, TrackerLike, load
 from edge_vos.service.publisher import Outcome, Publisher, StatusEvent
 from edge_vos.service.security import load_server_keys, start_authenticator
 from edge_vos.service.sources import FrameReader, open_reader
-from edge_vos.service.stream import Stream
+from edge_vos.service.stream import Stream, service_stats
+from edge_vos.service.trackers import build_tracker as build_tracker
+from edge_vos.service.trackers import shared_trackers
 
 log = logging.getLogger(__name__)
-
-
-def build_tracker(config: ServiceConfig | StreamConfig) -> TrackerLike:
-    """The configured Tracker of one stream, on its own engines (tracker.build_tracker); what cannot run here
-    is a ConfigError naming the field under `tracker.`."""
-    from edge_vos.tracker import build_tracker as build
-
-    try:
-        return build(config.tracker)
-    except ConfigError as exc:
-        raise exc.under("tracker") from None
-
-
-def shared_trackers(config: ServiceConfig) -> Callable[[StreamConfig], TrackerLike]:
-    """A factory of every stream's Tracker on one set of engines (one network, one runner per working size,
-    built for the largest `max_objects` of the streams): the engines are loaded on the first call."""
-    from edge_vos.tracker import build_engines
-    from edge_vos.tracker import build_tracker as build
-
-    streams = config.stream_configs
-    engines: list[Any] = []
-
-    def make(stream: StreamConfig) -> TrackerLike:
-        try:
-            if not engines:
-                engines.append(build_engines(config.tracker, max_objects=max(s.tracker.max_objects for s in streams),
-                                             streams=len(streams)))
-            return build(stream.tracker, engines[0])
-        except ConfigError as exc:
-            raise exc.under("tracker") from None
-
-    return make
 
 
 class PublishHook(Protocol):
@@ -417,22 +387,8 @@ class Service:
         """One stream's numbers (named, or the only one), or with several streams and none named the whole
         service's: totals and `streams`, each stream's numbers by id."""
         shared = {"uptime_s": round(time.monotonic() - self.started_at, 2), "subscribers": self.publisher.subscribers}
-        results = self.publisher.queue.qsize()
-
-        def one(s: Stream) -> dict[str, Any]:
-            return {**s.stats(), **shared, "queues": {"frames": s.buffer.depth(), "results": results}}
-
-        if stream is not None:
-            return one(self.by_id[stream])
-        per_stream = {s.id: one(s) for s in self.streams}
-        overall: dict[str, Any] = {
-            **shared, "frames_processed": sum(s["frames_processed"] for s in per_stream.values()),
-            "frames_published": sum(s["frames_published"] for s in per_stream.values()),
-            "fps": round(sum(s["fps"] for s in per_stream.values()), 2), "queues": {"results": results},
-        }
-        if len(self.streams) == 1:  # a one-camera service answers as it always has, plus `streams`
-            overall = dict(next(iter(per_stream.values())))
-        return {**overall, "streams": per_stream}
+        selected = self.streams if stream is None else [self.by_id[stream]]
+        return service_stats(selected, shared, self.publisher.queue.qsize(), single=stream is not None)
 
 
 def _versions() -> dict[str, str]:

@@ -200,3 +200,21 @@ class Stream:
         return {"id": self.id, "state": self.capture.state, "frame_size": list(snap.frame_hw[::-1]) if snap.frame_hw
                 else None, "objects": snap.objects, "fps": round(snap.fps, 2), "frames_processed": snap.frames,
                 "max_objects": self.config.tracker.max_objects}
+
+
+def service_stats(streams: list[Stream], shared: dict[str, Any], results: int, single: bool) -> dict[str, Any]:
+    """`stats`: one stream's numbers (`single`, or the service runs one stream: then with `streams` too, as a
+    one-camera service has always answered), or the totals and `streams`, each stream's numbers by id."""
+
+    def one(s: Stream) -> dict[str, Any]:
+        return {**s.stats(), **shared, "queues": {"frames": s.buffer.depth(), "results": results}}
+
+    if single:
+        return one(streams[0])
+    per_stream = {s.id: one(s) for s in streams}
+    if len(streams) == 1:
+        return {**per_stream[streams[0].id], "streams": per_stream}
+    return {**shared, "frames_processed": sum(s["frames_processed"] for s in per_stream.values()),
+            "frames_published": sum(s["frames_published"] for s in per_stream.values()),
+            "fps": round(sum(s["fps"] for s in per_stream.values()), 2), "queues": {"results": results},
+            "streams": per_stream}
