@@ -7,13 +7,15 @@ docs/benchmarks.md.
 
 Every run is a real `edge-vos run` process with the shipped config (configs/cpu.yaml) and synthetic 240x432
 scenes (two objects, a different seed per stream) at `pace: fastest` (every frame processed, nothing
-dropped), all in one invocation: for each N, one process with `streams:` of N cameras, then N processes with
-one camera each at the same time. This process only reads the mask headers (no payload decoding) from every
-publish socket; a stream's rate is its masks in the measuring window (after every stream published
-`--warmup` masks: engine exports and the first frames excluded) over the window; capture-to-publish is
-`t_publish_ns - t_capture_ns` of those masks (in `fastest` it includes the wait in the bounded frame queue,
-as docs/benchmarks.md "service" explains); RSS is VmRSS of each process at the window's end (and VmHWM, the
-peak), summed over the processes of a run.
+dropped): for each N, one process with `streams:` of N cameras, and N processes with one camera each. All
+runs are started in one invocation and kept paused (SIGSTOP) except the one being measured; each is measured
+in `--rounds` windows interleaved with the others' (load drift on a shared machine hits every run alike),
+after `--settle` seconds from its resumption (the frames queued before the pause go out first). Engine
+exports and each run's first `--warmup` masks per stream come before any window. This process only reads the
+mask headers (no payload decoding) from every publish socket; a stream's rate is its masks in the windows
+over their length; capture-to-publish is `t_publish_ns - t_capture_ns` of those masks (in `fastest` it
+includes the wait in the bounded frame queue, as docs/benchmarks.md "service" explains); RSS is the largest
+VmRSS of a run's processes, summed, at the end of its windows (and VmHWM, the peak, at the end).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,67 +78,104 @@ def memory_mib(pid: int) -> tuple[float, float]:
     return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
 
 
-def measure(endpoints: list[str], ids: list[str], procs: list[subprocess.Popen[bytes]], warmup: int,
-            seconds: float, startup_timeout: float) -> dict[str, Any]:
-    context = zmq.Context()
-    sock = context.socket(zmq.SUB)
-    sock.setsockopt(zmq.RCVHWM, 10000)
-    sock.setsockopt(zmq.SUBSCRIBE, b"masks")
-    for endpoint in endpoints:
-        sock.connect(endpoint)
-    seen = dict.fromkeys(ids, 0)
-    window: dict[str, list[float]] = {i: [] for i in ids}
-    t_start: float | None = None
-    deadline = time.monotonic() + startup_timeout
-    try:
-        while True:
-            now = time.monotonic()
-            if t_start is None and now > deadline:
-                raise RuntimeError(f"streams did not warm up within {startup_timeout:.0f} s: {seen}")
-            if t_start is not None and now - t_start >= seconds:
-                break
-            if any(p.poll() is not None for p in procs):
-                raise RuntimeError("a service process exited; see its log under the run folder")
-            if not sock.poll(200):
-                continue
-            parts = sock.recv_multipart()
-            header = loads_header(parts[1])
-            stream = header["stream"]
-            seen[stream] += 1
-            if t_start is not None:
-                window[stream].append((header["t_publish_ns"] - header["t_capture_ns"]) / 1e6)
-            elif min(seen.values()) >= warmup:
-                t_start = time.monotonic()
-        elapsed = time.monotonic() - (t_start or time.monotonic())
-        rss = [memory_mib(p.pid) for p in procs]
-    finally:
-        sock.close(linger=0)
-        context.term()
-    per_stream = {i: {"fps": len(v) / elapsed, "frames": len(v),
-                      "p50_ms": float(np.percentile(v, 50)) if v else float("nan"),
-                      "p95_ms": float(np.percentile(v, 95)) if v else float("nan")} for i, v in window.items()}
-    return {"seconds": elapsed, "streams": per_stream, "total_fps": sum(s["fps"] for s in per_stream.values()),
-            "rss_mib": sum(r for r, _ in rss), "hwm_mib": sum(h for _, h in rss)}
+class Run:
+    """One configuration: N streams in one process, or N processes of one stream each (ids unique per run)."""
 
+    def __init__(self, config: Path, n: int, separate: bool, log_dir: Path) -> None:
+        self.n, self.separate = n, separate
+        self.label = f"{'sep' if separate else 'one'}{n}"
+        self.ids = [f"{self.label}-cam{i}" for i in range(n)]
+        seeds = list(range(3, 3 + n))
+        groups = [([i], [s]) for i, s in zip(self.ids, seeds, strict=True)] if separate else [(self.ids, seeds)]
+        launched = [start(config, ids, group_seeds, log_dir) for ids, group_seeds in groups]
+        self.procs = [p for p, _ in launched]
+        self.endpoints = [e for _, e in launched]
+        self.counts = dict.fromkeys(self.ids, 0)
+        self.latency_ms: dict[str, list[float]] = {i: [] for i in self.ids}
+        self.seconds = 0.0
+        self.rss_mib = 0.0
 
-def run(config: Path, n: int, separate: bool, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
-    ids = [f"cam{i}" for i in range(n)]
-    seeds = list(range(3, 3 + n))
-    launches = [start(config, [i], [s], log_dir) for i, s in zip(ids, seeds, strict=True)] if separate else [
-        start(config, ids, seeds, log_dir)]
-    procs = [p for p, _ in launches]
-    try:
-        result = measure([e for _, e in launches], ids, procs, args.warmup, args.seconds, args.startup_timeout)
-    finally:
-        for p in procs:
+    def signal(self, sig: int) -> None:
+        for p in self.procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
+                p.send_signal(sig)
+
+    def check_alive(self) -> None:
+        if any(p.poll() is not None for p in self.procs):
+            raise RuntimeError(f"a service process of run {self.label} exited; see its log under the run folder")
+
+    def stop(self) -> None:
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        for p in self.procs:
             try:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
-    return {"n": n, "processes": len(procs), **result}
+
+    def result(self) -> dict[str, Any]:
+        per_stream = {i: {"fps": self.counts[i] / self.seconds, "frames": self.counts[i],
+                          "p50_ms": float(np.percentile(v, 50)) if v else float("nan"),
+                          "p95_ms": float(np.percentile(v, 95)) if v else float("nan")}
+                      for i, v in self.latency_ms.items()}
+        return {"n": self.n, "processes": len(self.procs), "seconds": self.seconds, "streams": per_stream,
+                "total_fps": sum(s["fps"] for s in per_stream.values()), "rss_mib": self.rss_mib,
+                "hwm_mib": sum(memory_mib(p.pid)[1] for p in self.procs)}
+
+
+class Masks:
+    """One SUB socket on every run's publish socket; reads headers only."""
+
+    def __init__(self, endpoints: list[str]) -> None:
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.RCVHWM, 100000)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"masks")
+        for endpoint in endpoints:
+            self.sock.connect(endpoint)
+
+    def headers(self, seconds: float) -> Iterator[dict[str, Any]]:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.sock.poll(int(min(left, 0.2) * 1000)):
+                yield loads_header(self.sock.recv_multipart()[1])
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        self.context.term()
+
+
+def warm_up(run: Run, masks: Masks, warmup: int, timeout: float) -> None:
+    """Runs `run` alone until each of its streams published `warmup` masks, then pauses it (SIGSTOP)."""
+    seen = dict.fromkeys(run.ids, 0)
+    run.signal(signal.SIGCONT)
+    deadline = time.monotonic() + timeout
+    while min(seen.values()) < warmup:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"run {run.label} did not warm up within {timeout:.0f} s: {seen}")
+        run.check_alive()
+        for header in masks.headers(0.5):
+            if header["stream"] in seen:
+                seen[header["stream"]] += 1
+    run.signal(signal.SIGSTOP)
+
+
+def window(run: Run, masks: Masks, settle: float, seconds: float) -> None:
+    """Resumes `run` alone, lets it settle (frames queued before the pause go out), then counts its masks and
+    their capture-to-publish latency for `seconds`, and pauses it again."""
+    run.signal(signal.SIGCONT)
+    for _ in masks.headers(settle):
+        pass
+    t0 = time.monotonic()
+    for header in masks.headers(seconds):
+        stream = header["stream"]
+        if stream in run.counts:
+            run.counts[stream] += 1
+            run.latency_ms[stream].append((header["t_publish_ns"] - header["t_capture_ns"]) / 1e6)
+    run.seconds += time.monotonic() - t0
+    run.check_alive()
+    run.rss_mib = max(run.rss_mib, sum(memory_mib(p.pid)[0] for p in run.procs))
+    run.signal(signal.SIGSTOP)
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -158,9 +198,11 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "## Several cameras: one process against one process per camera (CPU)", "",
         f"`{args.command}`: `edge-vos run` processes with `configs/cpu.yaml` (the shipped tracker; "
         f"`pipeline.torch_threads` 1), synthetic {SIZE.replace('x', 'x')} scenes with 2 objects (a seed per stream) "
-        f"at `pace: fastest`, all runs in one invocation; {args.seconds:.0f} s measured per run after every stream "
-        f"published {args.warmup} masks; {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
-        f"load average {load:.1f} at the end (a shared machine: absolute rates are noisy).", "",
+        f"at `pace: fastest`; every run started in one invocation, paused except while measured, {args.seconds:.0f} s "
+        f"per run in {args.rounds} windows interleaved with the other runs' (after {args.settle:.0f} s from resuming; "
+        f"engine exports and {args.warmup} masks per stream before); {platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}; load average {load:.1f} at the end (a shared machine: absolute rates are "
+        "noisy).", "",
         markdown_table(["streams", "run as", "fps per stream", "total fps", "total vs 1 stream", "spread of rates",
                         "capture->publish p50-p95 ms per stream", "RSS MiB (vs 1 stream)", "peak RSS MiB"], rows),
         "",
@@ -174,7 +216,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu.yaml")
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per run, over all rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="windows per run, interleaved with the other runs'")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds after resuming a run before counting")
     parser.add_argument("--warmup", type=int, default=8, help="masks every stream publishes before the window")
     parser.add_argument("--startup-timeout", type=float, default=600.0)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_streams")
@@ -183,12 +227,32 @@ def main() -> int:
     args = parser.parse_args()
     args.command = "python tools/bench_streams.py " + " ".join(sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for n in sorted(set(args.streams) | {1}):
-        for separate in ([False, True] if n > 1 else [False]):
-            result = run(args.config, n, separate, args, args.out)
-            print(json.dumps(result), flush=True)  # noqa: T201 - progress of a long benchmark
-            results.append(result)
+    # The engines (ONNX exports) are built once, by a process that is not measured.
+    first = Run(args.config, 1, False, args.out)
+    masks = Masks(first.endpoints)
+    try:
+        warm_up(first, masks, args.warmup, args.startup_timeout)
+    finally:
+        first.stop()
+        masks.close()
+    runs = [Run(args.config, n, separate, args.out) for n in sorted(set(args.streams) | {1})
+            for separate in ([False, True] if n > 1 else [False])]
+    masks = Masks([e for run in runs for e in run.endpoints])
+    try:
+        for run in runs:
+            run.signal(signal.SIGSTOP)
+        for run in runs:
+            warm_up(run, masks, args.warmup, args.startup_timeout)
+        for _ in range(args.rounds):  # interleaved: load drift on a shared machine hits every run alike
+            for run in runs:
+                window(run, masks, args.settle, args.seconds / args.rounds)
+        results = [run.result() for run in runs]
+    finally:
+        for run in runs:
+            run.stop()
+        masks.close()
+    for result in results:
+        print(json.dumps(result), flush=True)  # noqa: T201 - the measured numbers
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     text = report(results, args)
     print(text)  # noqa: T201 - the report
