@@ -4,7 +4,7 @@
         for result in sub:                       # decoded MaskResult objects
             print(result.seq, result.object_ids, result.labels.shape)
 
-    with CommandClient("tcp://127.0.0.1:5556") as ctl:
+    with CommandClient("tcp://127.0.0.1:5556") as ctl:      # stream="front": one camera of several
         ctl.add_box(3, (40, 30, 120, 110))       # the service makes the mask inside the box
         ctl.add_prompt(4, points=[(60, 80), (90, 80)], labels=[1, 0])   # clicks: object, background
         fixed = ctl.correct(4, points=[(70, 95)], labels=[0])   # object 4 painted too far: a negative click
@@ -38,6 +38,7 @@ from edge_vos.wire.protocol import (
     decode_rle,
     encode_rle,
     loads_header,
+    stream_topic,
     validate_mask_header,
 )
 
@@ -114,9 +115,11 @@ def decode_message(parts: Sequence[bytes]) -> Message:
 class Subscriber:
     """SUB socket on the service's mask stream.
 
+    `stream`: one camera of a service that runs several (subscribes to `masks/<stream>` and the like, and
+    drops the messages of a stream whose id merely starts with it); None: every stream.
     latest_only=True drains whatever is queued on every receive and returns the newest message, so a
     slow consumer sees the present instead of a growing backlog (ZeroMQ's CONFLATE cannot do this for
-    multipart messages). Gaps are visible in `seq`.
+    multipart messages). Gaps are visible in `seq` (per stream; `gaps` counts them all).
     """
 
     def __init__(
@@ -130,9 +133,13 @@ class Subscriber:
         server_public_key: str | Path | None = None,
         client_secret_key: str | Path | None = None,
         context: zmq.Context | None = None,
+        stream: str | None = None,
     ) -> None:
         self._own_context = context is None
         self.context = context or zmq.Context()
+        self.stream = stream
+        if stream is not None:
+            topics = [stream_topic(topic, stream) for topic in topics]
         self.socket = self.context.socket(zmq.SUB)
         self.socket.setsockopt(zmq.RCVHWM, hwm)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -143,25 +150,32 @@ class Subscriber:
         self.latest_only = latest_only
         self.timeout_s = timeout_s
         self.gaps = 0
-        self._last_seq: int | None = None
+        self._last_seq: dict[str, int] = {}  # per stream
 
     def recv(self, timeout_s: float | None = -1.0) -> Message | None:
         """The next message, or None after `timeout_s` (default: the subscriber's timeout; None = forever)."""
         timeout = self.timeout_s if timeout_s == -1.0 else timeout_s
-        if not self.socket.poll(None if timeout is None else int(timeout * 1000)):
-            return None
-        parts = self.socket.recv_multipart()
-        if self.latest_only:
-            while True:
-                try:
-                    parts = self.socket.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-        message = decode_message(parts)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.socket.poll(None if left is None else int(left * 1000)):
+                return None
+            parts = self.socket.recv_multipart()
+            if self.latest_only:
+                while True:
+                    try:
+                        parts = self.socket.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+            message = decode_message(parts)
+            stream = str(message.header.get("stream", ""))
+            if self.stream is None or stream == self.stream:
+                break
         if isinstance(message, MaskResult):
-            if self._last_seq is not None and message.seq > self._last_seq + 1:
-                self.gaps += message.seq - self._last_seq - 1
-            self._last_seq = message.seq
+            last = self._last_seq.get(stream)
+            if last is not None and message.seq > last + 1:
+                self.gaps += message.seq - last - 1
+            self._last_seq[stream] = message.seq
         return message
 
     def __iter__(self) -> Iterator[MaskResult]:
@@ -187,7 +201,8 @@ class Subscriber:
 
 class CommandClient:
     """JSON commands with a timeout and retries ("Lazy Pirate": a REQ socket that is thrown away and
-    reconnected when a reply does not come, so a restarted service never leaves the client stuck)."""
+    reconnected when a reply does not come, so a restarted service never leaves the client stuck).
+    `stream`: the camera every command is for (required by a service that runs several); None: none named."""
 
     def __init__(
         self,
@@ -198,8 +213,9 @@ class CommandClient:
         server_public_key: str | Path | None = None,
         client_secret_key: str | Path | None = None,
         context: zmq.Context | None = None,
+        stream: str | None = None,
     ) -> None:
-        self.endpoint, self.timeout_s, self.retries = endpoint, timeout_s, retries
+        self.endpoint, self.timeout_s, self.retries, self.stream = endpoint, timeout_s, retries, stream
         self._keys = (server_public_key, client_secret_key)
         self._own_context = context is None
         self.context = context or zmq.Context()
@@ -219,6 +235,8 @@ class CommandClient:
         an add that timed out may have been applied; the request id `req` lets you match replies."""
         command = {**command}
         command.setdefault("req", next(self._req_ids))
+        if self.stream is not None:
+            command.setdefault("stream", self.stream)
         body = json.dumps(command).encode()
         for attempt in range(self.retries + 1):
             self.socket.send(body)
@@ -311,7 +329,12 @@ class CommandClient:
         return self.request({"cmd": "reset"})
 
     def stats(self) -> dict[str, Any]:
+        """The stream's numbers (this client's stream, or the only one), or the service's with `streams`."""
         return self.request({"cmd": "stats"})["stats"]
+
+    def streams(self) -> list[dict[str, Any]]:
+        """Every stream the service runs: id, state, frame_size, objects, fps, frames_processed, max_objects."""
+        return list(self.request({"cmd": "streams"})["streams"])
 
     def config(self) -> dict[str, Any]:
         return self.request({"cmd": "config"})["config"]

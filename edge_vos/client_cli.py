@@ -4,6 +4,7 @@
     edge-vos subscribe --save out/ --count 100           # palette PNG label maps, one per frame
     edge-vos subscribe --show                            # overlay window (needs a display and GUI OpenCV)
     edge-vos subscribe --rosbag masks_bag                # a rosbag2 (MCAP) of masks + detections (docs/ros2.md)
+    edge-vos subscribe --stream front                    # one camera of a service that runs several
 
 Does not import torch. Exit status 0 when --count messages arrived, 1 when the stream went silent for
 --timeout seconds, 2 for bad arguments.
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="the service's publish endpoint")
+    parser.add_argument("--stream", help="only this stream's messages (a service with several `streams:`); "
+                                         "default: every stream")
     parser.add_argument("--count", type=int, default=0, help="stop after N mask messages (0 = run until stopped)")
     parser.add_argument("--timeout", type=float, default=30.0, help="give up after this many silent seconds")
     parser.add_argument("--save", type=Path, help="write each label map as DIR/<seq>.png (palette)")
@@ -75,8 +78,9 @@ def _receive(args: argparse.Namespace, topics: list[str], bag: Any) -> int:
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     received = 0
+    first_stream = ""
     last_image: np.ndarray | None = None
-    with Subscriber(args.endpoint, topics, latest_only=args.latest, timeout_s=0.5,
+    with Subscriber(args.endpoint, topics, latest_only=args.latest, timeout_s=0.5, stream=args.stream,
                     server_public_key=args.server_key, client_secret_key=args.client_key) as sub:
         silent = 0.0
         while not stop.is_set():
@@ -105,11 +109,17 @@ def _receive(args: argparse.Namespace, topics: list[str], bag: Any) -> int:
             else:
                 objects = " ".join(f"{o['id']}:{o['area']}px@{o['score']:.2f}" for o in h["objects"]) or "-"
                 sys.stdout.write(f"seq {h['seq']:6d}  frame {h['capture_seq']:6d}  {h['width']}x{h['height']}  "
-                                 f"latency {message.latency_ms:7.1f} ms  gaps {sub.gaps}  objects {objects}\n")
+                                 f"latency {message.latency_ms:7.1f} ms  gaps {sub.gaps}  stream {h['stream']}  "
+                                 f"objects {objects}\n")
             sys.stdout.flush()
             if args.save:
                 from edge_vos.data.davis import write_mask
 
+                first_stream = first_stream or h["stream"]
+                if h["stream"] != first_stream:  # seq is per stream: two streams' files would collide
+                    log.error("--save: the service runs several streams (%s, %s); save one with --stream ID",
+                              first_stream, h["stream"])
+                    return 2
                 write_mask(args.save / f"{h['seq']:06d}.png", message.labels)
             if bag is not None:
                 bag.write(h, message.labels)

@@ -1,6 +1,8 @@
 """`edge-vos ctl`: send one command to a running service and print its JSON reply.
 
-    edge-vos ctl stats
+    edge-vos ctl stats                                   # every stream's numbers, with the totals
+    edge-vos ctl streams                                 # the streams the service runs
+    edge-vos ctl --stream front add-box 3 40 30 120 110  # a command for one camera of several
     edge-vos ctl add-box 3 40 30 120 110                 # the service makes the mask (next frame)
     edge-vos ctl add-points 4 60,50 90,70,0              # clicks: X,Y (object) or X,Y,0 (background)
     edge-vos ctl add-polygon 5 10,10 60,10 60,50
@@ -32,11 +34,14 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", default="tcp://127.0.0.1:5556", help="the service's control endpoint")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply (one retry)")
+    parser.add_argument("--stream", help="the stream the command is for (required by add, remove, reset when the "
+                                         "service runs several; stats: that stream's numbers)")
     parser.add_argument("--server-key", help="CURVE: the server's public key file")
     parser.add_argument("--client-key", help="CURVE: this client's secret key file")
     sub = parser.add_subparsers(dest="ctl", required=True, metavar="CMD")
     for name, text in (("stats", "frames, fps, objects, source state, queues, subscribers"),
                        ("config", "the running configuration"), ("ping", "is the service answering"),
+                       ("streams", "the streams the service runs: id, state, size, objects, fps"),
                        ("reset", "forget every object and the memory")):
         sub.add_parser(name, help=text)
     remove = sub.add_parser("remove", help="stop tracking an object")
@@ -87,7 +92,7 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
     """The command the arguments describe (ValueError for unusable arguments)."""
     frame = {"frame": args.frame} if getattr(args, "frame", None) is not None else {}
     method = {"method": args.method} if getattr(args, "method", None) else {}
-    if args.ctl in ("stats", "config", "ping", "reset"):
+    if args.ctl in ("stats", "streams", "config", "ping", "reset"):
         return {"cmd": args.ctl}
     if args.ctl == "remove":
         return {"cmd": "remove", "id": args.id}
@@ -133,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     with CommandClient(args.endpoint, timeout_s=args.timeout, retries=1, server_public_key=args.server_key,
-                       client_secret_key=args.client_key) as ctl:
+                       client_secret_key=args.client_key, stream=args.stream) as ctl:
         try:
             if mask is not None:
                 reply = ctl.add_mask(args.id, mask, frame=args.frame, resize=args.resize, encoding=args.encoding)

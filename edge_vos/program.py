@@ -25,10 +25,14 @@ class Program:
 
     def __init__(self, config: RunConfig, **service_options: Any) -> None:
         self.config = config
-        if service_options.get("reader") is None and source_kind(config.source.uri) in ("rosbag2", "ros2"):
-            from edge_vos.ros2.uri import open_source  # rosbags / cyclonedds load only for these sources
+        given = dict(service_options.pop("readers", None) or {})
+        if service_options.get("reader") is None:
+            for stream in config.stream_configs:
+                if stream.id not in given and source_kind(stream.source.uri) in ("rosbag2", "ros2"):
+                    from edge_vos.ros2.uri import open_source  # rosbags / cyclonedds load only for these sources
 
-            service_options["reader"] = open_source(config.source)
+                    given[stream.id] = open_source(stream.source)
+        service_options["readers"] = given
         hooks: list[PublishHook] = []
         if config.publish.rosbag or config.ros2.enabled:  # ROS 2 packages load only when configured
             from edge_vos.ros2.service_hooks import ServiceRos2

@@ -132,6 +132,10 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.error("invalid configuration: %s", exc)
         return 2
+    if len(config.stream_configs) > 1 and (args.source is not None or args.prompt_mask is not None):
+        log.error("invalid configuration: --source and --prompt-mask set the source of a one-camera service; this "
+                  "config runs %d streams: set streams[i].source / streams[i].prompt in it", len(config.stream_configs))
+        return 2
     if args.print_config:
         print(yaml.safe_dump(redacted_dict(config), sort_keys=False), end="")  # noqa: T201 - the requested output
         return 0

@@ -25,6 +25,10 @@ class RunConfig(ServiceConfig):
         if self.view.enabled and not self.publish.preview:
             raise ConfigError("publish.preview", "must be true when view.listen is set (the page shows the "
                                                  "preview frames; `run --view` turns it on)")
+        if len(self.stream_configs) > 1 and (self.ros2.enabled or self.publish.rosbag):
+            raise ConfigError("ros2.enabled" if self.ros2.enabled else "publish.rosbag",
+                              "serves one stream; with several streams run `edge-vos ros2-bridge --topic masks/<id>` "
+                              "(or `edge-vos subscribe --stream <id> --rosbag DIR`) per stream")
         if self.view.enabled and self.security.curve and not self.view.client_secret_key:
             raise ConfigError("view.client_secret_key", "is required with security.curve: the view is a ZeroMQ "
                                                         "client of the service (and must be on its allow-list)")

@@ -390,9 +390,10 @@ def test_metrics_endpoint() -> None:
             assert len(_masks(sub, 10)) == 10
         service.wait(5)
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    for name in ("edge_vos_frames_processed_total 10.0", "edge_vos_capture_to_publish_seconds_bucket",
-                 'edge_vos_stage_latency_seconds_count{stage="step"}', 'edge_vos_frames_dropped_total{reason=',
-                 'edge_vos_queue_depth{queue="frames"}', "edge_vos_objects 1.0", "edge_vos_build_info{"):
+    for name in ('edge_vos_frames_processed_total{stream="cam0"} 10.0', "edge_vos_capture_to_publish_seconds_bucket",
+                 'edge_vos_stage_latency_seconds_count{stage="step",stream="cam0"}',
+                 'edge_vos_frames_dropped_total{reason=', 'edge_vos_queue_depth{queue="frames",stream="cam0"}',
+                 'edge_vos_objects{stream="cam0"} 1.0', "edge_vos_build_info{"):
         assert name in text, name
 
 
@@ -515,7 +516,9 @@ def test_metrics_name_commands_as_the_protocol_does_and_show_threads_and_the_pro
                  'edge_vos_commands_total{cmd="reset",result="ok"} 1.0',
                  'edge_vos_commands_total{cmd="stats",result="ok"}',
                  'edge_vos_commands_total{cmd="invalid",result="error"} 1.0',
-                 'edge_vos_thread_alive{thread="control"} 1.0', 'edge_vos_thread_alive{thread="inference"} 1.0',
+                 'edge_vos_thread_alive{stream="",thread="control"} 1.0',
+                 'edge_vos_thread_alive{stream="",thread="inference"} 1.0',
+                 'edge_vos_thread_alive{stream="cam0",thread="capture"} 1.0',
                  "process_resident_memory_bytes", "process_cpu_seconds_total", "python_gc_objects_collected_total",
                  'edge_vos_control_replies_undelivered_total{reason="not_read"} 0.0'):
         assert name in text, name

@@ -37,7 +37,7 @@ def test_no_objects_gives_an_empty_label_map(lite_network) -> None:
     result = tracker.step(moving_square_frames(1)[0])
     assert result.labels.shape == (64, 96) and not result.labels.any() and result.object_ids == []
     # The runner (an exported engine, on some backends) is ready before the first prompt arrives.
-    assert list(tracker._runners) == [(64, 96)]
+    assert tracker.engines.sizes == [(64, 96)]
 
 
 def test_prompt_frame_returns_the_prompt_and_outputs_have_input_size(lite_network) -> None:
@@ -175,7 +175,7 @@ def test_a_rejected_frame_of_a_new_size_loses_nothing(lite_network) -> None:
 
 
 def test_runners_of_least_recently_used_sizes_are_dropped(lite_network, monkeypatch) -> None:
-    import edge_vos.tracker.tracker as tracker_module
+    import edge_vos.tracker.engines as tracker_module
 
     built: list[tuple[int, int]] = []
     real = tracker_module.create_runner

@@ -4,7 +4,9 @@
 grab (and keeps the stamp a ROS 2 message brought), paces files like a camera when asked (a recording
 with its own times by them), reconnects with back-off when the source is lost, and hands
 frames to a buffer. Two buffers: `LatestFrame` (live/realtime: keeps only the newest frame, counts the
-ones it skipped) and `FrameQueue` (fastest: bounded, the grabber waits, nothing is dropped).
+ones it skipped) and `FrameQueue` (fastest: bounded, the grabber waits, nothing is dropped). A buffer rings
+its `doorbell` (an Event shared by every stream's buffer) when a frame arrives or the source ends, so one
+inference thread can wait for whichever stream is ready first.
 """
 
 from __future__ import annotations
@@ -42,11 +44,12 @@ class LatestFrame:
     """Keeps only the newest frame: a slow consumer always gets the most recent one; overwritten frames
     are counted as skipped. Never hands out the same frame twice."""
 
-    def __init__(self) -> None:
+    def __init__(self, doorbell: threading.Event | None = None) -> None:
         self._cond = threading.Condition()
         self._frame: Frame | None = None
         self._closed = False
         self.skipped = 0
+        self.doorbell = doorbell or threading.Event()
 
     def put(self, frame: Frame, stop: threading.Event) -> bool:
         with self._cond:
@@ -54,6 +57,7 @@ class LatestFrame:
                 self.skipped += 1
             self._frame = frame
             self._cond.notify()
+        self.doorbell.set()
         return True
 
     def get(self, timeout: float) -> Frame | None:
@@ -67,6 +71,7 @@ class LatestFrame:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self.doorbell.set()
 
     @property
     def ended(self) -> bool:
@@ -81,15 +86,17 @@ class FrameQueue:
     """Bounded FIFO: the grabber waits when it is full (files in `fastest` mode), so nothing is dropped
     and memory stays bounded."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, doorbell: threading.Event | None = None) -> None:
         self._queue: queue.Queue[Frame] = queue.Queue(maxsize)
         self._closed = threading.Event()
         self.skipped = 0
+        self.doorbell = doorbell or threading.Event()
 
     def put(self, frame: Frame, stop: threading.Event) -> bool:
         while not stop.is_set():
             try:
                 self._queue.put(frame, timeout=0.05)
+                self.doorbell.set()
                 return True
             except queue.Full:
                 continue
@@ -103,6 +110,7 @@ class FrameQueue:
 
     def close(self) -> None:
         self._closed.set()
+        self.doorbell.set()
 
     @property
     def ended(self) -> bool:
@@ -136,8 +144,10 @@ class CaptureThread(threading.Thread):
         on_frame: Callable[[], None] | None = None,
         on_reconnect: Callable[[], None] | None = None,
         on_unreadable: Callable[[int], None] | None = None,
+        stream: str = "",
     ) -> None:
-        super().__init__(name="capture", daemon=True)
+        super().__init__(name=f"capture-{stream}" if stream else "capture", daemon=True)
+        self.stream = stream  # named in log lines when several streams run
         self.reader, self.buffer, self.config, self.pace, self.stop_event = reader, buffer, config, pace, stop
         self._on_state, self._on_frame, self._on_reconnect = on_state, on_frame, on_reconnect
         self._on_unreadable = on_unreadable
@@ -151,8 +161,9 @@ class CaptureThread(threading.Thread):
         if state != self.state or detail:
             self.state = state
             (log.warning if state in ("reconnecting", "failed") else log.info)(
-                "source %s%s", state, f": {detail}" if detail else "",
-                extra={"fields": {"source": state, "reconnects": self.reconnects}},
+                "%ssource %s%s", f"{self.stream}: " if self.stream else "", state, f": {detail}" if detail else "",
+                extra={"fields": {"source": state, "reconnects": self.reconnects,
+                                  **({"stream": self.stream} if self.stream else {})}},
             )
             if self._on_state is not None:
                 self._on_state(state, detail)

@@ -1,51 +1,38 @@
 """Control commands: untrusted JSON bytes -> validated, typed commands, and prompts -> masks.
 
 Everything arriving on the control socket is hostile until proven otherwise: this module checks types,
-ranges, sizes and ids and raises `CommandError(field, message)` naming the offending field; it never
-evaluates or unpickles anything. Masks given as PNG or RLE are decoded here (with size limits checked
-before decoding); a box or clicks need the frame's pixels, so they stay a validated `Prompt`
-(edge_vos.prompt, which owns the prompt rules) until the inference thread turns them into a mask.
+ranges, sizes, ids and the stream a command names, and raises `CommandError(field, message)` naming the
+offending field; it never evaluates or unpickles anything. Masks given as PNG, RLE or a polygon are decoded
+by service/masks.py (with size limits checked before decoding); a box or clicks need the frame's pixels, so
+they stay a validated `Prompt` (edge_vos.prompt, which owns the prompt rules) until the inference thread
+turns them into a mask.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import math
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import cv2
 import numpy as np
 
 from edge_vos.labels import MAX_OBJECT_ID
 from edge_vos.prompt import DEFAULT_METHOD, METHODS, Prompt, PromptError, make_prompt
-from edge_vos.wire.protocol import ProtocolError, decode_png, decode_rle
+from edge_vos.service.errors import CommandError as CommandError
+from edge_vos.service.errors import short as _short
+from edge_vos.service.masks import fit_mask as fit_mask
+from edge_vos.service.masks import mask_field
 
-COMMANDS = ("add", "remove", "reset", "stats", "config", "ping")
+COMMANDS = ("add", "remove", "reset", "stats", "streams", "config", "ping")
+# Commands that change one stream's tracking: they name their `stream` when several run.
+STREAM_COMMANDS = ("add", "remove", "reset")
+QUERIES = ("stats", "streams", "config", "ping")
 MASK_FIELDS = ("mask", "rle", "polygon")  # an object's pixels, taken as is unless refined
 PROMPT_FIELDS = ("box", "points")  # where the object is; a method makes the mask
 ADD_FIELDS = {"id", *MASK_FIELDS, *PROMPT_FIELDS, "labels", "method", "refine", "frame", "resize", "correct"}
 MAX_REQ_CHARS = 64
-
-
-class CommandError(ValueError):
-    """An invalid command; `field` names the offending JSON field (empty for the whole message). `req` is the
-    request's id when it could be read (the control thread echoes it; nothing else handles request ids)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        self.req: Any = None
-        super().__init__(f"{field}: {message}" if field else message)
-
-    def to_reply(self) -> dict[str, Any]:
-        reply: dict[str, Any] = {"ok": False, "error": str(self)}
-        if self.field:
-            reply["field"] = self.field
-        return reply
 
 
 @dataclass(frozen=True)
@@ -89,7 +76,7 @@ class Reset:
 
 @dataclass
 class Query:
-    """Answered by the control thread itself: stats, config, ping."""
+    """Answered by the control thread itself: stats, streams, config, ping."""
 
     what: str
 
@@ -103,10 +90,12 @@ Command = AddObject | RemoveObject | Reset | Query
 
 @dataclass(frozen=True)
 class Request:
-    """A valid request: its command and the client's request id (None: none given)."""
+    """A valid request: its command, the client's request id (None: none given) and the stream it is for
+    (None: not named, for a query about the whole service)."""
 
     command: Command
     req: Any = None
+    stream: str | None = None
 
 
 @dataclass
@@ -117,11 +106,14 @@ class PendingCommand:
     token: int
     command: Command
     cancelled: threading.Event
+    stream: str = ""
 
 
-def parse_request(raw: bytes, limits: Limits) -> Request:
+def parse_request(raw: bytes, limits: Limits | Callable[[str | None], Limits], streams: Sequence[str] = ()
+                  ) -> Request:
     """Parses one request body; raises CommandError (with `req` set when the id was readable) for anything
-    that is not a valid request."""
+    that is not a valid request. `streams`: the ids the service runs (a command naming another is refused;
+    with one stream, a command that names none is for it); `limits`: those of the command's stream."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -136,24 +128,46 @@ def parse_request(raw: bytes, limits: Limits) -> Request:
     if req is not None and not valid_req(req):
         raise CommandError("req", f"must be an integer or a string of at most {MAX_REQ_CHARS} characters")
     try:
-        return Request(_command(data, limits), req)
+        cmd = _command_name(data)
+        stream = _stream(data, cmd, streams)
+        return Request(_command(data, cmd, limits if isinstance(limits, Limits) else limits(stream)), req, stream)
     except CommandError as exc:
         exc.req = req
         raise
 
 
-def _command(data: dict[str, Any], limits: Limits) -> Command:
+def _command_name(data: dict[str, Any]) -> str:
     cmd = data.get("cmd")
     if not isinstance(cmd, str):
         raise CommandError("cmd", f"required, one of {list(COMMANDS)}")
     if cmd not in COMMANDS:
         raise CommandError("cmd", f"unknown command {_short(cmd)!r}; expected one of {list(COMMANDS)}")
+    return cmd
+
+
+def _stream(data: dict[str, Any], cmd: str, streams: Sequence[str]) -> str | None:
+    """The stream a request is for: the one it names, the only one running, or None (a query about all)."""
+    if "stream" not in data:
+        if len(streams) == 1:
+            return streams[0]
+        if cmd in STREAM_COMMANDS and streams:
+            raise CommandError("stream", f"required when several streams run; one of {list(streams)}")
+        return None
+    stream = data["stream"]
+    if not isinstance(stream, str):
+        raise CommandError("stream", f"must be a string, one of {list(streams)}")
+    if stream not in streams:
+        raise CommandError("stream", f"unknown stream {_short(stream)!r}; streams: {list(streams)}")
+    return stream
+
+
+def _command(data: dict[str, Any], cmd: str, limits: Limits) -> Command:
     _known(data, {"add": ADD_FIELDS, "remove": {"id"}}.get(cmd, set()))
     if cmd == "remove":
         return RemoveObject(_object_id(data))
     if cmd == "reset":
         return Reset()
-    if cmd in ("stats", "config", "ping"):
+    if cmd in QUERIES:
         return Query(cmd)
     return _parse_add(data, limits)
 
@@ -167,13 +181,8 @@ def valid_req(req: Any) -> bool:
     return isinstance(req, str) and len(req) <= MAX_REQ_CHARS
 
 
-def _short(text: str, limit: int = 40) -> str:
-    """Client-supplied text quoted in an error or a log line, cut to a bounded length."""
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _known(data: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(data) - allowed - {"cmd", "req"})
+    unknown = sorted(set(data) - allowed - {"cmd", "req", "stream"})
     if unknown:
         names = [_short(name) for name in unknown[:5]]
         raise CommandError(_short(unknown[0]), f"unknown field(s) {names} for command {data['cmd']!r}")
@@ -224,7 +233,8 @@ def _parse_add(data: dict[str, Any], limits: Limits) -> AddObject:
     if limits.frame_hw is None:
         raise CommandError("", "no frame has arrived yet; retry when the stream is running")
     h, w = limits.frame_hw
-    mask = _mask_field(data, masks[0], (h, w), limits, resize) if masks else None
+    mask = mask_field(data, masks[0], (h, w), limits.max_polygon_points, limits.resize_tolerance,
+                      resize) if masks else None
     if not prompts and not refine:
         return AddObject(obj_id, mask=mask, frame=frame)
     try:
@@ -271,130 +281,3 @@ def _method(data: dict[str, Any], applies: bool) -> str:
     if not isinstance(method, str) or method not in METHODS:
         raise CommandError("method", f"must be one of {list(METHODS)}, got {str(method)[:40]!r}")
     return method
-
-
-def _mask_field(data: dict[str, Any], kind: str, frame_hw: tuple[int, int], limits: Limits, resize: bool
-                ) -> np.ndarray:
-    """The bool [H,W] mask of a mask, rle or polygon field at the frame's size."""
-    h, w = frame_hw
-    if kind == "polygon":
-        return _polygon(data["polygon"], h, w, limits.max_polygon_points)
-    if kind == "mask":
-        mask = _png_mask(data["mask"], h, w, limits.resize_tolerance if resize else 0.0)
-    else:
-        mask = _rle_mask(data["rle"], h, w, limits.resize_tolerance if resize else 0.0)
-    mask = fit_mask(mask, (h, w), resize, limits.resize_tolerance, field=kind)
-    if not mask.any():
-        raise CommandError(kind, "the mask is empty")
-    return mask.astype(bool)
-
-
-def _max_pixels(h: int, w: int, tolerance: float) -> int:
-    return int(np.ceil(h * (1 + tolerance)) * np.ceil(w * (1 + tolerance)))
-
-
-def _png_mask(value: Any, h: int, w: int, tolerance: float) -> np.ndarray:
-    if not isinstance(value, str):
-        raise CommandError("mask", "must be a base64 string of a PNG")
-    if len(value) > 4 * (h * w + 1024):
-        raise CommandError("mask", f"is {len(value)} characters, too large for a {w}x{h} frame")
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise CommandError("mask", "is not valid base64") from None
-    try:
-        return decode_png(data, max_pixels=_max_pixels(h, w, tolerance)) != 0
-    except ProtocolError as exc:
-        raise CommandError("mask", str(exc)) from None
-
-
-def _rle_mask(value: Any, h: int, w: int, tolerance: float) -> np.ndarray:
-    if not isinstance(value, dict) or set(value) - {"size", "counts"} or "size" not in value or "counts" not in value:
-        raise CommandError("rle", "must be {\"size\": [height, width], \"counts\": string or list}")
-    size = value["size"]
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and not isinstance(s, bool)
-                                                                 for s in size)):
-        raise CommandError("rle.size", "must be [height, width] integers")
-    rh, rw = size
-    if rh <= 0 or rw <= 0 or rh * rw > _max_pixels(h, w, tolerance):
-        raise CommandError("rle.size", f"{_short(str(rw))}x{_short(str(rh))} does not fit the {w}x{h} frame")
-    counts = value["counts"]
-    if isinstance(counts, list):
-        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-            raise CommandError("rle.counts", "a list of counts must hold non-negative integers")
-        if len(counts) > rh * rw + 1:
-            raise CommandError("rle.counts", "has more runs than pixels")
-    elif isinstance(counts, str):
-        if len(counts) > 8 * rh * rw + 16 or not counts.isascii():
-            raise CommandError("rle.counts", "is not a COCO compressed RLE string")
-    else:
-        raise CommandError("rle.counts", "must be a string (compressed) or a list of integers")
-    try:
-        mask = decode_rle({"size": [rh, rw], "counts": counts})
-    except ProtocolError as exc:
-        raise CommandError("rle.counts", str(exc)) from None
-    except Exception as exc:  # pycocotools reports corrupt counts in several ways
-        raise CommandError("rle.counts", f"cannot decode: {exc}") from None
-    if mask.shape != (rh, rw):
-        raise CommandError("rle.counts", f"decodes to {mask.shape[1]}x{mask.shape[0]}, not {rw}x{rh}")
-    return mask
-
-
-def fit_mask(
-    mask: np.ndarray, frame_hw: tuple[int, int], resize: bool, tolerance: float, field: str = "mask",
-    resize_hint: str = 'send "resize": true',
-) -> np.ndarray:
-    """Returns `mask` at the frame's size, or raises CommandError naming both sizes.
-
-    Policy (docs/protocol.md): sizes must match exactly unless `resize` is asked for; then a mask whose
-    sides each differ by at most `tolerance` (a fraction, default 2%) is resized nearest-neighbour, so an
-    853-wide mask for an 854-wide frame is accepted and a mask for another camera is still refused.
-    """
-    h, w = frame_hw
-    mh, mw = mask.shape[:2]
-    if (mh, mw) == (h, w):
-        return mask
-    sizes = f"the mask is {mw}x{mh} but the frame is {w}x{h}"
-    if not resize:
-        raise CommandError(field, f"{sizes} ({resize_hint} to resize masks within {tolerance:.0%})")
-    if abs(mh - h) > tolerance * h or abs(mw - w) > tolerance * w:
-        raise CommandError(field, f"{sizes}: differs by more than the {tolerance:.0%} resize tolerance")
-    return cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(mask.dtype)
-
-
-def _number_list(value: Any, field: str) -> list[float]:
-    if not isinstance(value, list):
-        raise CommandError(field, "must be a list of finite numbers")
-    numbers = [_finite(v) for v in value]
-    if any(v is None for v in numbers):
-        raise CommandError(field, "must be a list of finite numbers")
-    return numbers  # type: ignore[return-value]
-
-
-def _finite(value: Any) -> float | None:
-    """`value` as a finite float, or None (not a number, NaN, infinite, or an integer beyond float range)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # a JSON integer with hundreds of digits
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _polygon(value: Any, h: int, w: int, max_points: int) -> np.ndarray:
-    if not isinstance(value, list) or not 3 <= len(value) <= max_points:
-        raise CommandError("polygon", f"must be a list of 3..{max_points} [x, y] points")
-    points = []
-    for i, point in enumerate(value):
-        xy = _number_list(point, f"polygon[{i}]")
-        if len(xy) != 2:
-            raise CommandError(f"polygon[{i}]", "must be [x, y]")
-        if not (-w <= xy[0] <= 2 * w and -h <= xy[1] <= 2 * h):
-            raise CommandError(f"polygon[{i}]", f"{xy} is far outside the {w}x{h} frame")
-        points.append(xy)
-    mask = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(mask, [np.round(np.array(points)).astype(np.int32)], 1)
-    if not mask.any():
-        raise CommandError("polygon", "covers no pixel of the frame")
-    return mask.astype(bool)

@@ -7,9 +7,12 @@ go, who may send commands, what is measured.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from edge_vos.config import ConfigError, one_of, positive
+from edge_vos.config import ConfigError, from_dict, one_of, positive, to_dict
 from edge_vos.tracker.config import TrackerConfig
 from edge_vos.wire.protocol import ENCODINGS
 
@@ -17,6 +20,12 @@ PACES = ("auto", "realtime", "fastest")
 # Pixel formats a camera can be asked for (V4L2 FOURCCs OpenCV decodes): MJPG is compressed (high
 # resolutions at full rate over USB 2), YUYV/UYVY raw 4:2:2, NV12 raw 4:2:0, GREY monochrome.
 PIXEL_FORMATS = ("MJPG", "YUYV", "UYVY", "NV12", "GREY")
+# A stream id of `streams:` is a topic segment (`masks/<id>`) and a metrics label: letters, digits, `_.-`.
+STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# What a `streams:` entry may set; its source, prompt and tracker are laid over the top-level sections.
+STREAM_FIELDS = ("id", "source", "prompt", "tracker")
+# Tracker fields every stream shares: one network and one set of runners (sessions, engines) serve them all.
+SHARED_TRACKER_FIELDS = ("model", "device", "precision", "backend", "profile")
 
 
 @dataclass
@@ -218,10 +227,26 @@ class PipelineConfig:
         positive("torch_threads", self.torch_threads, allow_zero=True)
 
 
+@dataclass(frozen=True)
+class StreamConfig:
+    """One camera of the service, resolved once at start-up: a `streams:` entry's sections laid over the
+    top-level `source`, `prompt` and `tracker` (or, without `streams:`, those sections and `stream_id`)."""
+
+    id: str
+    source: SourceConfig
+    prompt: PromptConfig
+    tracker: TrackerConfig
+
+
 @dataclass
 class ServiceConfig:
-    # Names this stream in every header (one service instance per camera).
+    # Names the stream in every header and topic when the service runs one camera (no `streams:`).
     stream_id: str = "cam0"
+    # Several cameras in one service, one network for all: a list of {id, source, prompt, tracker}; each
+    # entry's source/prompt/tracker are laid over the top-level sections (`source: URI` is short for
+    # `source: {uri: URI}`); its tracker may change max_objects, memory, readout, prior and resolution, not
+    # what the shared engines depend on (SHARED_TRACKER_FIELDS). Empty: one stream, `stream_id`.
+    streams: list[dict[str, Any]] = field(default_factory=list)
     source: SourceConfig = field(default_factory=SourceConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
@@ -237,3 +262,65 @@ class ServiceConfig:
         same = self.control.endpoint == self.publish.endpoint and not self.publish.endpoint.endswith(":*")
         if self.control.endpoint and same:
             raise ConfigError("control.endpoint", "must differ from publish.endpoint")
+        self._streams = self._resolve_streams()
+
+    @property
+    def stream_configs(self) -> list[StreamConfig]:
+        """Every stream the service runs, in the order configured (at least one)."""
+        return list(self._streams)
+
+    @property
+    def stream_ids(self) -> list[str]:
+        return [s.id for s in self._streams]
+
+    def _resolve_streams(self) -> list[StreamConfig]:
+        if not self.streams:
+            return [StreamConfig(self.stream_id, self.source, self.prompt, self.tracker)]
+        resolved: list[StreamConfig] = []
+        for i, entry in enumerate(self.streams):
+            stream = self._resolve_stream(f"streams[{i}]", entry)
+            if stream.id in (s.id for s in resolved):
+                raise ConfigError(f"streams[{i}].id", f'duplicate "{stream.id}"')
+            resolved.append(stream)
+        return resolved
+
+    def _resolve_stream(self, path: str, entry: Any) -> StreamConfig:
+        if not isinstance(entry, Mapping):
+            raise ConfigError(path, f"expected a mapping with {list(STREAM_FIELDS)}, got {type(entry).__name__}")
+        unknown = sorted(set(entry) - set(STREAM_FIELDS))
+        if unknown:
+            raise ConfigError(path, f"unknown field(s) {unknown}; known: {list(STREAM_FIELDS)}")
+        stream_id = entry.get("id")
+        if not isinstance(stream_id, str) or not STREAM_ID.fullmatch(stream_id):
+            raise ConfigError(f"{path}.id", f"required: 1..64 letters, digits, '_', '.' or '-' (it names the "
+                                            f"stream's topics, masks/<id>), got {stream_id!r}")
+        source = entry.get("source", {})
+        if isinstance(source, str):
+            source = {"uri": source}
+        tracker_overrides = entry.get("tracker", {})
+        tracker = _laid_over(TrackerConfig, self.tracker, tracker_overrides, f"{path}.tracker")
+        for name in SHARED_TRACKER_FIELDS:
+            if getattr(tracker, name) != getattr(self.tracker, name):
+                raise ConfigError(f"{path}.tracker.{name}", "is shared by every stream (one network and one set "
+                                                            "of engines serve them all): set it in the top-level "
+                                                            "tracker section")
+        return StreamConfig(stream_id, _laid_over(SourceConfig, self.source, source, f"{path}.source"),
+                            _laid_over(PromptConfig, self.prompt, entry.get("prompt", {}), f"{path}.prompt"),
+                            tracker)
+
+
+def _laid_over(cls: type[Any], base: object, overrides: Any, path: str) -> Any:
+    """A `cls` section: `overrides` (a mapping, nested ones merged key by key) over the section `base`."""
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(path, f"expected a mapping, got {type(overrides).__name__}")
+    return from_dict(cls, _merged(to_dict(base), overrides), path)
+
+
+def _merged(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out

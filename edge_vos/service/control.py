@@ -1,7 +1,8 @@
 """The control thread: owns the ROUTER socket, validates requests and answers every one of them.
 
-Queries (stats, config, ping) are answered here from a snapshot. Commands that change tracking (add,
-remove, reset) go to the inference thread through a bounded queue and are applied between frames; the
+Queries (stats, streams, config, ping) are answered here from a snapshot. Commands that change tracking
+(add, remove, reset) name their stream (required when several run: `commands.parse_request`) and go to the
+inference thread through a bounded queue and are applied between frames; the
 inference thread posts the reply back through `replies`, and this thread, the socket's only user, sends
 it. A command the inference thread does not answer within `reply_timeout_s` gets an error reply and is
 cancelled, so a stalled pipeline cannot stall clients; a full queue answers "busy" at once. Requests
@@ -26,7 +27,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -52,13 +53,17 @@ class ControlServer(threading.Thread):
         config: ControlConfig,
         keys: ServerKeys | None,
         metrics: ServiceMetrics,
-        limits: Callable[[], Limits],
-        query: Callable[[str], dict[str, Any]],
+        limits: Callable[[str | None], Limits],
+        query: Callable[[str, str | None], dict[str, Any]],
         stop: threading.Event,
+        streams: Sequence[str] = ("cam0",),
     ) -> None:
+        """`limits(stream)`: what decoding a command for that stream needs; `query(what, stream)`: the reply
+        to a query (stream None: about the whole service)."""
         super().__init__(name="control", daemon=True)
         self.context, self.config, self.keys, self.metrics = context, config, keys, metrics
         self._limits, self._query, self.stop_event = limits, query, stop
+        self.streams = tuple(streams)
         self.commands: queue.Queue[PendingCommand] = queue.Queue(config.queue)
         self.replies: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
         self.bound = threading.Event()
@@ -148,7 +153,7 @@ class ControlServer(threading.Thread):
 
     def _handle(self, body: bytes, envelope: list[bytes]) -> dict[str, Any] | None:
         try:
-            request = parse_request(body, self._limits())
+            request = parse_request(body, self._limits, self.streams)
         except CommandError as exc:
             self.metrics.commands.labels("invalid", "error").inc()
             self._refusals.log("%s", exc)
@@ -157,7 +162,7 @@ class ControlServer(threading.Thread):
         name = command.name
         if isinstance(command, Query):
             try:
-                reply = {"ok": True, **self._query(command.what)}
+                reply = {"ok": True, **self._query(command.what, request.stream)}
             except Exception as exc:
                 log.exception("query %s failed", command.what)
                 reply = {"ok": False, "error": f"{command.what} failed: {exc}"}
@@ -166,7 +171,7 @@ class ControlServer(threading.Thread):
         token = next(self._tokens)
         cancelled = threading.Event()
         try:
-            self.commands.put_nowait(PendingCommand(token, command, cancelled))
+            self.commands.put_nowait(PendingCommand(token, command, cancelled, request.stream or ""))
         except queue.Full:
             self.metrics.commands.labels(name, "busy").inc()
             return _with_req({"ok": False, "error": "busy: too many commands waiting; retry later"}, req)

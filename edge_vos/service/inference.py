@@ -1,63 +1,43 @@
-"""The inference thread: the only user of the tracker. Per frame: take it from the frame buffer, apply the
-commands waiting in the command queue (through the PromptBook), step the tracker with the frame's prompt,
-hand the result to the result sink, publish numbers for `stats` and the metrics. A frame that goes to the
-tracker's memory is encoded into it only after its result was handed on (`write_deferred_memory`), so a
-memory frame does not delay its own mask.
+"""The inference thread: the only user of the trackers, serving every stream in turn. Per frame: take the
+next stream's frame (round robin over the streams with a frame ready, so a fast or busy stream cannot starve
+another), apply the commands waiting in the command queue (each to its stream's PromptBook), step that
+stream's tracker with the frame's prompt, hand the result to the result sink. A frame that goes to the
+tracker's memory is encoded into it only after its result was handed on (`write_memory`), so a memory frame
+does not delay its own mask.
 
-It is handed everything it uses (frame buffer, command queue, result sink, prompts and their reply
-callback, metrics, stop event) and knows nothing of sockets or of the Service. It ends when the source
-ends, at `max_frames`, on stop, or after `max_consecutive_errors` tracker failures in a row; `on_done`
-then runs in this thread.
+It is handed everything it uses (the streams, the command queue, the result sink, the stop event) and knows
+nothing of sockets or of the Service. It ends when every stream has ended (its source, or `max_frames` of
+it), on stop, when a stream's source failed for good, or after `max_consecutive_errors` tracker failures in
+a row on one stream; `on_done` then runs in this thread.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import queue
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Callable, Sequence
 
-import numpy as np
-
-from edge_vos.service.capture import Frame, FrameBuffer
+from edge_vos.service.capture import Frame
 from edge_vos.service.commands import PendingCommand
 from edge_vos.service.config import PipelineConfig
-from edge_vos.service.metrics import ServiceMetrics
-from edge_vos.service.prompts import FramePrompt, PromptBook, StartupError, TrackerLike
-from edge_vos.service.publisher import Outcome
-from edge_vos.tracker import TrackerInputError
+from edge_vos.service.prompts import StartupError
+from edge_vos.service.publisher import Outcome, StatusEvent
+from edge_vos.service.stream import Stream
 
 log = logging.getLogger(__name__)
 
-# Hands a result on; False when the service is stopping and the result was not taken.
-ResultSink = Callable[[Outcome], bool]
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Numbers the inference thread publishes for `stats` (replaced whole, read without locks)."""
-
-    frames: int = 0
-    fps: float = 0.0
-    objects: list[int] = field(default_factory=list)  # tracked, and being prompted on the current frame
-    frame_hw: tuple[int, int] | None = None
-    recent: tuple[int, int] | None = None  # capture_seq range of the frames kept for `add` on a past frame
-    step_ms_p50: float = 0.0
+# Hands a result (or a stream's final status) on; False when the service is stopping and it was not taken.
+ResultSink = Callable[[Outcome | StatusEvent], bool]
 
 
 class InferenceWorker(threading.Thread):
     def __init__(
         self,
-        tracker: TrackerLike,
-        prompts: PromptBook,
-        frames: FrameBuffer,
+        streams: Sequence[Stream],
+        doorbell: threading.Event,
         commands: queue.Queue[PendingCommand] | None,
         results: ResultSink,
-        metrics: ServiceMetrics,
         config: PipelineConfig,
         stop: threading.Event,
         on_progress: Callable[[], None] = lambda: None,
@@ -65,17 +45,22 @@ class InferenceWorker(threading.Thread):
         before_first_frame: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(name="inference", daemon=True)
-        self.tracker, self.prompts, self.frames_in, self.commands = tracker, prompts, frames, commands
-        self.results, self.metrics, self.config, self.stop_event = results, metrics, config, stop
+        self.streams, self.doorbell, self.commands = list(streams), doorbell, commands
+        self.by_id = {s.id: s for s in self.streams}
+        self.results, self.config, self.stop_event = results, config, stop
         self.on_progress, self.on_done, self.before_first_frame = on_progress, on_done, before_first_frame
-        self.snapshot = Snapshot()
         self.error: BaseException | None = None
-        self.reached_max_frames = False
-        self.frames = 0
-        self.last_processed = time.monotonic()  # the watchdog's evidence that frames are being processed
-        self._step_ms: collections.deque[float] = collections.deque(maxlen=50)
-        self._times: collections.deque[float] = collections.deque(maxlen=30)
-        self._last_write_ms = 0.0  # the deferred memory write after the previous result, for its header
+        self.source_failed: Stream | None = None  # a stream whose source gave up: the service stops
+        self._turn = -1  # the stream served last
+
+    @property
+    def frames(self) -> int:
+        """Frames processed, every stream together."""
+        return sum(s.frames for s in self.streams)
+
+    @property
+    def reached_max_frames(self) -> bool:
+        return all(s.end_reason == "max_frames" for s in self.streams)
 
     def run(self) -> None:
         if self.config.torch_threads:
@@ -89,59 +74,78 @@ class InferenceWorker(threading.Thread):
             self.error = exc
             log.error("inference stopped: %s", exc)
         finally:
-            self.prompts.cancel_waiting("the service stopped before the next frame")
+            for stream in self.streams:
+                stream.prompts.cancel_waiting("the service stopped before the next frame")
             self.on_done()
 
     def _loop(self) -> None:
-        errors = 0
         while not self.stop_event.is_set():
             self._apply_commands()
             self.on_progress()
-            frame = self.frames_in.get(timeout=0.1)
-            if frame is None:
-                if self.frames_in.ended:
-                    if not self.stop_event.is_set():
-                        log.info("source ended after %d processed frames", self.frames)
+            picked = self._next()
+            if picked is None:
+                if self.source_failed is not None or all(s.done for s in self.streams):
                     return
                 continue
-            self.metrics.queue_depth.labels("frames").set(self.frames_in.depth())
-            self.prompts.remember(frame)
+            stream, frame = picked
+            stream.metrics.frame_queue.set(stream.buffer.depth())
+            stream.prompts.remember(frame)
             self._apply_commands()  # commands that came while we waited apply to this frame
             try:
-                outcome = self._step(frame)
+                outcome = stream.step(frame)
             except StartupError:
                 raise
             except Exception as exc:
-                errors += 1
-                self.metrics.frames_dropped.labels("tracker_error").inc()
-                log.exception("tracker failed on frame %d (%d in a row)", frame.seq, errors)
-                if errors >= self.config.max_consecutive_errors:
-                    raise RuntimeError(f"tracker failed {errors} times in a row: {exc}") from exc
+                self._failed(stream, exc, f"tracker failed on frame {frame.seq}")
                 continue
-            self.frames += 1
-            self.last_processed = time.monotonic()
             self.on_progress()
             if not self.results(outcome):
                 return
             try:
-                self._write_memory()
-                errors = 0
+                stream.write_memory()
+                stream.errors = 0
             except Exception as exc:  # the mask is out; the memory misses this frame
-                errors += 1
-                log.exception("memory write of frame %d failed (%d tracker errors in a row)", frame.seq, errors)
-                if errors >= self.config.max_consecutive_errors:
-                    raise RuntimeError(f"tracker failed {errors} times in a row: {exc}") from exc
-            if self.config.max_frames and self.frames >= self.config.max_frames:
-                log.info("processed %d frames (max_frames)", self.frames)
-                self.reached_max_frames = True
-                return
+                self._failed(stream, exc, f"memory write of frame {frame.seq} failed")
+            if self.config.max_frames and stream.frames >= self.config.max_frames:
+                stream.finish("max_frames")
+                self._ended(stream, StatusEvent("ended", f"max_frames ({self.config.max_frames}) reached"))
 
-    def _write_memory(self) -> None:
-        """The deferred memory write of the frame just handed on (after the publisher has its mask)."""
-        ms = self.tracker.write_deferred_memory()
-        self._last_write_ms = ms
-        if ms:
-            self.metrics.stage_latency.labels("value_encode").observe(ms / 1000)
+    def _failed(self, stream: Stream, exc: Exception, what: str) -> None:
+        stream.errors += 1
+        stream.metrics.dropped["tracker_error"].inc()
+        log.exception("%s%s (%d tracker errors in a row)", f"stream {stream.id}: " if len(self.streams) > 1 else "",
+                      what, stream.errors)
+        if stream.errors >= self.config.max_consecutive_errors:
+            raise RuntimeError(f"tracker failed {stream.errors} times in a row: {exc}") from exc
+
+    def _next(self) -> tuple[Stream, Frame] | None:
+        """The next stream after the one served last that has a frame ready, or None after waiting a little."""
+        self.doorbell.clear()  # before looking: a frame that arrives meanwhile rings it again
+        n = len(self.streams)
+        for k in range(1, n + 1):
+            stream = self.streams[(self._turn + k) % n]
+            was_done = stream.done
+            frame = stream.next_frame()
+            if frame is not None:
+                self._turn = (self._turn + k) % n
+                return stream, frame
+            if stream.done and not was_done:
+                self._source_ended(stream)
+        if self.source_failed is None and not all(s.done for s in self.streams):
+            self.doorbell.wait(0.1)
+        return None
+
+    def _source_ended(self, stream: Stream) -> None:
+        if stream.capture.state == "failed":  # gave up reconnecting (source.reconnect_attempts): stop all
+            self.source_failed = stream
+            return
+        self._ended(stream, StatusEvent("ended", "end of source"))
+
+    def _ended(self, stream: Stream, status: StatusEvent) -> None:
+        """A stream ended while others go on: its final status follows its last mask at once. The last
+        stream's end is the service's: the final statuses of those left go out together (on_done)."""
+        if not all(s.done for s in self.streams):
+            stream.final_sent = self.results(StatusEvent(status.state, status.detail, stream.id))
 
     def _apply_commands(self) -> None:
         if self.commands is None:
@@ -151,63 +155,10 @@ class InferenceWorker(threading.Thread):
                 pending = self.commands.get_nowait()
             except queue.Empty:
                 break
-            self.prompts.apply(pending)
-        self._show_objects(list(self.tracker.object_ids) + self.prompts.waiting_objects())
+            stream = self.by_id.get(pending.stream) or self.streams[0]
+            stream.prompts.apply(pending)
+        for stream in self.streams:
+            stream.show_objects(stream.prompts.waiting_objects())
 
-    def _show_objects(self, objects: list[int]) -> None:
-        """`stats` shows objects as soon as they are tracked or being prompted, not a frame later."""
-        objects = list(dict.fromkeys(objects))
-        if objects != self.snapshot.objects:
-            self.snapshot = replace(self.snapshot, objects=objects)
 
-    # ---- one frame -------------------------------------------------------------------------------
-
-    def _step(self, frame: Frame) -> Outcome:
-        h, w = frame.image.shape[:2]
-        prompt = self.prompts.for_frame(frame)
-        self._show_objects(list(self.tracker.object_ids) + (prompt.objects or []))
-        t0 = time.perf_counter()
-        result = self._track(frame, prompt)
-        step_ms = (time.perf_counter() - t0) * 1000
-        self.prompts.tracked(frame, result.labels)  # what a correction on this frame starts from
-        m = self.metrics
-        m.frames_processed.inc()
-        m.stage_latency.labels("step").observe(step_ms / 1000)
-        timings = dict(result.timings_ms or {})
-        for stage, ms in timings.items():
-            if stage != "total":
-                m.stage_latency.labels(stage).observe(ms / 1000)
-        ids = list(result.object_ids)
-        m.objects.set(len(ids))
-        self._times.append(time.monotonic())
-        self._step_ms.append(step_ms)
-        fps = (len(self._times) - 1) / (self._times[-1] - self._times[0]) if len(self._times) > 1 else 0.0
-        m.fps.set(fps)
-        self.snapshot = Snapshot(frames=self.frames + 1, fps=fps, objects=ids, frame_hw=(h, w),
-                                 recent=self.prompts.recent, step_ms_p50=float(np.median(self._step_ms)))
-        timings["step"] = step_ms
-        # Work done between the previous result and this frame's step: the previous frame's memory write.
-        timings["previous_memory_write"] = self._last_write_ms
-        timings["queued"] = (time.monotonic_ns() - frame.t_capture_ns) / 1e6 - step_ms
-        return Outcome(frame, int(result.frame_index), result.labels, ids, result.probabilities, timings,
-                       time.monotonic_ns())
-
-    def _track(self, frame: Frame, prompt: FramePrompt) -> Any:
-        """tracker.step with the frame's prompt; a prompt the tracker refuses as input (TrackerInputError,
-        e.g. too many objects) is answered as refused and the frame is tracked without it. Any other error
-        is the tracker's failure, not the prompt's, and propagates."""
-        if prompt.labels is None:
-            return self.tracker.step(frame.image, defer_memory_write=True)
-        try:
-            result = self.tracker.step(frame.image, mask=prompt.labels, objects=prompt.objects, defer_memory_write=True)
-        except TrackerInputError as exc:
-            if prompt.initial:  # the operator's prompt.mask (e.g. more objects than max_objects)
-                raise StartupError(f"prompt.mask: the tracker refused it: {exc}") from None
-            log.error("prompt on frame %d refused: %s", frame.seq, exc)
-            self.prompts.refuse(prompt, str(exc))
-            return self.tracker.step(frame.image, defer_memory_write=True)
-        except Exception as exc:  # the tracker failed, not the prompt: its commands are told, then it counts
-            self.prompts.refuse(prompt, f"the tracker failed on frame {frame.seq}: {exc}")
-            raise
-        self.prompts.answer(prompt, frame.seq)
-        return result
+__all__ = ["InferenceWorker", "ResultSink"]

@@ -1,15 +1,16 @@
-"""The service: wiring and lifecycle of one stream's threads.
+"""The service: wiring and lifecycle of its streams' threads (one camera, or several with `streams:`).
 
 Threads and what each owns (each module holds one):
-- capture (sources.CaptureThread): the reader; hands frames to a LatestFrame (realtime) or FrameQueue
-  (fastest) buffer.
-- inference (inference.InferenceWorker): the tracker; prompts and commands through prompts.PromptBook.
-- publisher (publisher.Publisher): the XPUB socket; encodes and sends.
+- capture, one per stream (capture.CaptureThread, in stream.Stream): the reader; hands frames to the
+  stream's LatestFrame (realtime) or FrameQueue (fastest) buffer.
+- inference (inference.InferenceWorker): every stream's tracker (one network and one set of runners shared,
+  tracker.build_engines), served round robin; prompts and commands through each stream's prompts.PromptBook.
+- publisher (publisher.Publisher): the XPUB socket; encodes and sends, on each stream's topics.
 - control (control.ControlServer): the ROUTER socket; validates and answers requests.
 `Service` builds all of them in `__init__` and connects them with bounded queues and callbacks; `start()`
 binds the sockets and starts the threads; `stop()` stops them within a few seconds. It also answers
-`stats`, reports progress (logs, systemd STATUS, the watchdog) and decides the exit: a thread that dies
-while the stream goes on stops the service (so systemd restarts it).
+`stats` and `streams`, reports progress (logs, systemd STATUS, the watchdog over every stream) and decides
+the exit: a thread that dies while the streams go on stops the service (so systemd restarts it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,30 +26,21 @@ import zmq
 
 from edge_vos.config import ConfigError, redacted_dict
 from edge_vos.prompt.methods import PromptMasks
-from edge_vos.service.capture import CaptureThread, FrameQueue, LatestFrame
 from edge_vos.service.commands import Limits
-from edge_vos.service.config import ServiceConfig
+from edge_vos.service.config import ServiceConfig, StreamConfig
 from edge_vos.service.control import ControlServer
 from edge_vos.service.inference import InferenceWorker
-from edge_vos.service.metrics import DROP_REASONS, ServiceMetrics
+from edge_vos.service.metrics import ServiceMetrics
 from edge_vos.service.notify import Notifier
 from edge_vos.service.prompts import PromptBook, StartupError, TrackerLike, load_prompt_mask
 from edge_vos.service.publisher import Outcome, Publisher, StatusEvent
 from edge_vos.service.security import load_server_keys, start_authenticator
 from edge_vos.service.sources import FrameReader, open_reader
+from edge_vos.service.stream import Stream, service_stats
+from edge_vos.service.trackers import build_tracker as build_tracker
+from edge_vos.service.trackers import shared_trackers
 
 log = logging.getLogger(__name__)
-
-
-def build_tracker(config: ServiceConfig) -> TrackerLike:
-    """The configured Tracker (tracker.build_tracker); what cannot run here is a ConfigError naming the field
-    under `tracker.`."""
-    from edge_vos.tracker import build_tracker as build
-
-    try:
-        return build(config.tracker)
-    except ConfigError as exc:
-        raise exc.under("tracker") from None
 
 
 class PublishHook(Protocol):
@@ -64,23 +56,25 @@ class PublishHook(Protocol):
 
 
 class Service:
-    """One stream: build with a config, `start()`, then `wait()` or `stop()`.
+    """Its streams: build with a config, `start()`, then `wait()` or `stop()`.
 
-    Everything slow or fallible that holds no OS resource (the reader, the prompt mask, CURVE keys, the
-    tracker and its weights) is built in `__init__`; `start()` only binds the sockets and starts the
+    Everything slow or fallible that holds no OS resource (the readers, the prompt masks, CURVE keys, the
+    network and the trackers) is built in `__init__`; `start()` only binds the sockets and starts the
     threads, which takes milliseconds. So a signal that arrives while a service is being built can end
     the process at once, and `start()` fails fast only for what needs the OS (ports in use).
-    `tracker_factory` and `reader` let tests inject a fake tracker or a failing source; by default the
-    configured Tracker and the reader for `source.uri` are used.
+    `tracker_factory` (called with each stream's config), `reader` (the only stream's) and `readers` (by
+    stream id) let tests inject fake trackers or failing sources; by default the trackers share one set of
+    engines (`shared_trackers`) and each stream reads its `source.uri`.
     """
 
     def __init__(
         self,
         config: ServiceConfig,
-        tracker_factory: Callable[[ServiceConfig], TrackerLike] | None = None,
+        tracker_factory: Callable[[StreamConfig], TrackerLike] | None = None,
         reader: FrameReader | None = None,
         notifier: Notifier | None = None,
         hooks: Sequence[PublishHook] = (),
+        readers: Mapping[str, FrameReader] | None = None,
     ) -> None:
         self.config = cfg = config
         self.notifier = notifier or Notifier()
@@ -96,48 +90,85 @@ class Service:
         self._status_lock = threading.Lock()
         self._authenticator: Any = None
 
-        self.reader = reader or open_reader(cfg.source)
-        self.pace = cfg.source.pace if cfg.source.pace != "auto" else (
-            "realtime" if self.reader.live or cfg.source.uri.startswith("synthetic:") else "fastest")
-        initial_mask = None
-        if cfg.prompt.mask:
-            initial_mask = load_prompt_mask(cfg.prompt.mask)
-        elif cfg.prompt.use_source_mask:
-            initial_mask = self.reader.initial_mask()
+        configs = cfg.stream_configs
+        ids = [s.id for s in configs]
+        readers = dict(readers or {})
+        if reader is not None:
+            if len(configs) != 1:
+                raise ValueError("`reader` is the only stream's; give `readers` by stream id")
+            readers[ids[0]] = reader
+        readers = {s.id: readers.get(s.id) or open_reader(s.source) for s in configs}
         self.keys = load_server_keys(cfg.security)
-        tracker = (tracker_factory or build_tracker)(cfg)
+        make_tracker = tracker_factory or shared_trackers(cfg)
+        trackers = {s.id: make_tracker(s) for s in configs}
         # The prompt network is loaded here, once, not on the first prompt: a prompt then costs one crop's
-        # inference on the inference thread (bounded whatever the frame size), never a model load.
+        # inference on the inference thread (bounded whatever the frame size), never a model load. The
+        # streams share it (all prompts run on the inference thread).
         prompt_masks = PromptMasks(cfg.prompt.weights or None)
         if not prompt_masks.load() and cfg.prompt.weights:
             raise ConfigError("prompt.weights", str(prompt_masks.load_error))
-        self.metrics.set_build_info(**_versions(), stream=cfg.stream_id, weights=cfg.tracker.model.weights or "default")
-        self.buffer: LatestFrame | FrameQueue = (
-            LatestFrame() if self.pace == "realtime" else FrameQueue(cfg.pipeline.frame_queue))
-        self.capture = CaptureThread(
-            self.reader, self.buffer, cfg.source, self.pace, self.stop_event,
-            on_state=self._on_source_state, on_frame=self._on_captured, on_reconnect=self.metrics.reconnects.inc,
-            on_unreadable=self.metrics.frames_dropped.labels("unreadable").inc,
-        )
+        self.metrics.set_build_info(**_versions(), stream=",".join(ids), weights=cfg.tracker.model.weights or "default")
         self.context: zmq.Context | None = zmq.Context()
-        self.publisher = Publisher(self.context, cfg.publish, cfg.stream_id, self.keys, self.metrics,
+        self.publisher = Publisher(self.context, cfg.publish, ids, self.keys, self.metrics,
                                    cfg.pipeline.result_queue, on_published=self._on_published)
         self.control: ControlServer | None = None
         if cfg.control.endpoint:
             self.control = ControlServer(self.context, cfg.control, self.keys, self.metrics, self._limits,
-                                         self._query, self.stop_event)
-        self.prompts = PromptBook(tracker, cfg.prompt, cfg.tracker.max_objects, cfg.control.history,
-                                  self.control_reply, initial_mask, prompt_masks)
+                                         self._query, self.stop_event, ids)
+        doorbell = threading.Event()
+        self.streams: list[Stream] = []
+        for s in configs:
+            stream_reader = readers[s.id]
+            initial_mask = None
+            if s.prompt.mask:
+                initial_mask = load_prompt_mask(s.prompt.mask)
+            elif s.prompt.use_source_mask:
+                initial_mask = stream_reader.initial_mask()
+            pace = s.source.pace if s.source.pace != "auto" else (
+                "realtime" if stream_reader.live or s.source.uri.startswith("synthetic:") else "fastest")
+            prompts = PromptBook(trackers[s.id], s.prompt, s.tracker.max_objects, cfg.control.history,
+                                 self.control_reply, initial_mask, prompt_masks)
+            self.streams.append(Stream(s, stream_reader, trackers[s.id], prompts, pace, cfg.pipeline,
+                                       self.metrics.for_stream(s.id), doorbell, self._on_source_state))
+        self.by_id = {s.id: s for s in self.streams}
         self.worker = InferenceWorker(
-            tracker, self.prompts, self.buffer, self.control.commands if self.control else None,
-            self._submit, self.metrics, cfg.pipeline, self.stop_event, on_progress=self.heartbeat,
-            on_done=self.inference_done, before_first_frame=self._wait_for_subscriber,
+            self.streams, doorbell, self.control.commands if self.control else None, self._submit, cfg.pipeline,
+            self.stop_event, on_progress=self.heartbeat, on_done=self.inference_done,
+            before_first_frame=self._wait_for_subscriber,
         )
-        self.metrics.watch_thread("capture", self.capture.is_alive)
+        for stream in self.streams:
+            self.metrics.watch_thread("capture", stream.capture.is_alive, stream.id)
         self.metrics.watch_thread("inference", self.worker.is_alive)
         self.metrics.watch_thread("publisher", self.publisher.is_alive)
         if self.control is not None:
             self.metrics.watch_thread("control", self.control.is_alive)
+
+    @property
+    def only(self) -> Stream:
+        """The stream of a one-camera service (single-stream callers and tests)."""
+        if len(self.streams) != 1:
+            raise AttributeError(f"the service runs {len(self.streams)} streams; use service.by_id[...]")
+        return self.streams[0]
+
+    @property
+    def capture(self) -> Any:
+        return self.only.capture
+
+    @property
+    def buffer(self) -> Any:
+        return self.only.buffer
+
+    @property
+    def reader(self) -> FrameReader:
+        return self.only.reader
+
+    @property
+    def pace(self) -> str:
+        return self.only.pace
+
+    @property
+    def prompts(self) -> PromptBook:
+        return self.only.prompts
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -169,9 +200,11 @@ class Service:
                                                   f"{exc}") from None
         self.started_at = time.monotonic()
         self.worker.start()
-        self.capture.start()
-        log.info("service %s: %s, pace %s, %s -> %s", cfg.stream_id, self.reader.description, self.pace,
-                 self.publisher.last_endpoint, self.control.last_endpoint if self.control else "no control")
+        for stream in self.streams:
+            stream.capture.start()
+            log.info("stream %s: %s, pace %s", stream.id, stream.reader.description, stream.pace)
+        log.info("service: %d stream(s) %s -> %s", len(self.streams), self.publisher.last_endpoint,
+                 self.control.last_endpoint if self.control else "no control")
 
     def _wait_bound(self, thread: Publisher | ControlServer, field_name: str) -> None:
         if not thread.bound.wait(10):
@@ -180,8 +213,10 @@ class Service:
             raise ConfigError(field_name, f"cannot bind: {thread.error}")
 
     def request_stop(self) -> None:
-        """Safe from signal handlers: only sets an event."""
+        """Safe from signal handlers: only sets events."""
         self.stop_event.set()
+        for stream in self.streams:
+            stream.stop.set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Blocks until the stream is done (source ended, max_frames, error, or stop); True when done."""
@@ -214,9 +249,9 @@ class Service:
     def stop(self, timeout: float = 5.0) -> None:
         """Stops every thread (each within `timeout`), flushing what the publisher holds."""
         self.notifier.stopping()
-        self.stop_event.set()
+        self.request_stop()
         deadline = time.monotonic() + timeout
-        for thread in (self.capture, self.worker):
+        for thread in (*(s.capture for s in self.streams), self.worker):
             if thread.is_alive():
                 thread.join(max(0.1, deadline - time.monotonic()))
                 if thread.is_alive():
@@ -252,26 +287,28 @@ class Service:
         if error is not None:
             self.exit_error = str(error)
             self.startup_failed = isinstance(error, StartupError)
-        self.publisher.finish(self._final_status())
+        self.publisher.finish([self._final_status(s) for s in self.streams if not s.final_sent])
         self.done.set()
 
-    def _final_status(self) -> StatusEvent:
-        """The stream's last status, sent after its last mask: why it ended."""
+    def _final_status(self, stream: Stream) -> StatusEvent:
+        """A stream's last status, sent after its last mask: why it ended."""
         if self.exit_error:
-            return StatusEvent("failed", self.exit_error)
-        if self.worker.reached_max_frames:
-            return StatusEvent("ended", f"max_frames ({self.config.pipeline.max_frames}) reached")
-        if self.stop_event.is_set():
-            return StatusEvent("ended", "the service is stopping")
-        return StatusEvent("ended", "end of source")
+            return StatusEvent("failed", self.exit_error, stream.id)
+        if stream.end_reason == "max_frames":
+            return StatusEvent("ended", f"max_frames ({self.config.pipeline.max_frames}) reached", stream.id)
+        if self.stop_event.is_set() or not stream.done:
+            return StatusEvent("ended", "the service is stopping", stream.id)
+        return StatusEvent("ended", "end of source", stream.id)
 
     def control_reply(self, token: int, body: dict[str, Any]) -> None:
         if self.control is not None:
             self.control.reply(token, body)
 
-    def _submit(self, outcome: Outcome) -> bool:
-        """The inference thread's result sink: fastest waits for room, realtime drops the oldest result."""
-        return self.publisher.submit(outcome, wait=self.pace == "fastest", stop=self.stop_event)
+    def _submit(self, item: Outcome | StatusEvent) -> bool:
+        """The inference thread's result sink: a fastest stream waits for room, a realtime one drops the
+        oldest result."""
+        stream = self.by_id.get(item.stream) or self.streams[0]
+        return self.publisher.submit(item, wait=stream.pace == "fastest", stop=self.stop_event)
 
     def _wait_for_subscriber(self) -> None:
         wait_s = self.config.publish.wait_for_subscriber_s
@@ -279,45 +316,35 @@ class Service:
             log.warning("no subscriber after %.1f s; starting anyway", wait_s)
 
     def heartbeat(self) -> None:
-        """Called by the inference thread every loop: WATCHDOG=1 only while frames are being processed, or
-        while the capture thread is alive and busy reconnecting a lost source (a hung inference or capture
-        thread stops the pings and systemd restarts the service)."""
+        """Called by the inference thread every loop: WATCHDOG=1 only while every stream is healthy (frames
+        processed lately, or its capture thread alive and busy reconnecting a lost source, or it has ended):
+        a hung inference or capture thread stops the pings and systemd restarts the service."""
         interval = self.notifier.watchdog_interval_s
         if interval is None or self.dead_thread():
             return
         now = time.monotonic()
-        processing = now - self.worker.last_processed < interval
-        capture = self.capture
-        reconnecting = (capture.is_alive() and capture.state in ("connecting", "reconnecting")
-                        and now - capture.last_activity < interval)
-        if processing or reconnecting:
+        if all(stream.healthy(now, interval) for stream in self.streams):
             self.notifier.watchdog()
 
-    def _on_captured(self) -> None:
-        self.metrics.frames_captured.inc()
-        skipped = self.buffer.skipped
-        counted = self.metrics.value("frames_dropped_total", {"reason": "capture_skipped"})
-        if skipped > counted:
-            self.metrics.frames_dropped.labels("capture_skipped").inc(skipped - counted)
-
-    def _on_source_state(self, state: str, detail: str) -> None:
-        self.metrics.source_connected.set(1 if state == "streaming" else 0)
-        self.notifier.status(f"source {state}" + (f": {detail}" if detail else ""))
+    def _on_source_state(self, stream: Stream, state: str, detail: str) -> None:
+        stream.metrics.source_connected.set(1 if state == "streaming" else 0)
+        prefix = f"{stream.id}: " if len(self.streams) > 1 else ""
+        self.notifier.status(f"{prefix}source {state}" + (f": {detail}" if detail else ""))
         if state == "reconnecting" and not self._ready:
             self._ready = True  # startup is over; the service runs and reports the lost source
-            self.notifier.ready(f"source {state}")
+            self.notifier.ready(f"{prefix}source {state}")
         if state == "failed":
-            self.exit_error = f"source failed: {detail}"
+            self.exit_error = f"{prefix}source failed: {detail}"
         if state not in ("ended", "failed"):
             # Final states go out after the stream's last mask (`inference_done`), not ahead of it.
-            self.publisher.submit_status(StatusEvent(state, detail))
+            self.publisher.submit_status(StatusEvent(state, detail, stream.id))
 
     def _on_published(self, outcome: Outcome, header: dict[str, Any]) -> None:
         for hook in self.hooks:
             hook.on_published(header, outcome.labels, outcome.frame.image)
         if not self._ready:
             self._ready = True
-            self.notifier.ready(f"streaming {self.config.stream_id}")
+            self.notifier.ready(f"streaming {header['stream']}")
         self._periodic_status()
 
     def _periodic_status(self) -> None:
@@ -326,52 +353,42 @@ class Service:
             if now - self._last_status < self.config.pipeline.status_every_s:
                 return
             self._last_status = now
-        snap = self.worker.snapshot
-        state = self.capture.state
-        skipped = self.buffer.skipped
-        text = (f"{snap.frames} frames, {snap.fps:.1f} fps, {len(snap.objects)} objects, "
-                f"source {state}, skipped {skipped}")
-        fields = {"frames": snap.frames, "fps": round(snap.fps, 2), "objects": snap.objects,
-                  "source": state, "skipped": skipped,
-                  "step_ms_p50": round(snap.step_ms_p50, 1)}
-        log.info("%s", text, extra={"fields": fields})  # `--log-json` writes the fields as JSON
-        self.notifier.status(text)
+        texts = []
+        for stream in self.streams:
+            snap = stream.snapshot
+            state, skipped = stream.capture.state, stream.buffer.skipped
+            prefix = f"{stream.id}: " if len(self.streams) > 1 else ""
+            text = (f"{prefix}{snap.frames} frames, {snap.fps:.1f} fps, {len(snap.objects)} objects, "
+                    f"source {state}, skipped {skipped}")
+            fields = {"stream": stream.id, "frames": snap.frames, "fps": round(snap.fps, 2), "objects": snap.objects,
+                      "source": state, "skipped": skipped, "step_ms_p50": round(snap.step_ms_p50, 1)}
+            log.info("%s", text, extra={"fields": fields})  # `--log-json` writes the fields as JSON
+            texts.append(text)
+        self.notifier.status("; ".join(texts))
         self.metrics.update_gpu_memory()
 
     # ---- queries from the control thread ---------------------------------------------------------
 
-    def _limits(self) -> Limits:
-        snap = self.worker.snapshot
-        return Limits(snap.frame_hw, self.config.control.max_polygon_points, self.config.prompt.resize_tolerance)
+    def _limits(self, stream_id: str | None) -> Limits:
+        stream = self.by_id.get(stream_id or "")
+        frame_hw = stream.snapshot.frame_hw if stream is not None else None
+        return Limits(frame_hw, self.config.control.max_polygon_points, self.config.prompt.resize_tolerance)
 
-    def _query(self, what: str) -> dict[str, Any]:
+    def _query(self, what: str, stream: str | None = None) -> dict[str, Any]:
         if what == "ping":
             return {"pong": True}
         if what == "config":
             return {"config": redacted_dict(self.config)}
-        return {"stats": self.stats()}
+        if what == "streams":
+            return {"streams": [s.summary() for s in self.streams]}
+        return {"stats": self.stats(stream)}
 
-    def stats(self) -> dict[str, Any]:
-        snap = self.worker.snapshot
-        m = self.metrics
-        return {
-            "stream": self.config.stream_id,
-            "uptime_s": round(time.monotonic() - self.started_at, 2),
-            "pace": self.pace,
-            "source": {"state": self.capture.state, "frames": self.capture.frames,
-                       "reconnects": self.capture.reconnects, "skipped": self.buffer.skipped,
-                       "unreadable": int(m.value("frames_dropped_total", {"reason": "unreadable"}))},
-            "frames_processed": snap.frames,
-            "frames_published": int(m.value("frames_published_total")),
-            "dropped": {r: int(m.value("frames_dropped_total", {"reason": r})) for r in DROP_REASONS},
-            "fps": round(snap.fps, 2),
-            "step_ms_p50": round(snap.step_ms_p50, 2),
-            "objects": snap.objects,
-            "frame_size": list(snap.frame_hw[::-1]) if snap.frame_hw else None,
-            "recent_frames": list(snap.recent) if snap.recent else None,
-            "queues": {"frames": self.buffer.depth(), "results": self.publisher.queue.qsize()},
-            "subscribers": self.publisher.subscribers,
-        }
+    def stats(self, stream: str | None = None) -> dict[str, Any]:
+        """One stream's numbers (named, or the only one), or with several streams and none named the whole
+        service's: totals and `streams`, each stream's numbers by id."""
+        shared = {"uptime_s": round(time.monotonic() - self.started_at, 2), "subscribers": self.publisher.subscribers}
+        selected = self.streams if stream is None else [self.by_id[stream]]
+        return service_stats(selected, shared, self.publisher.queue.qsize(), single=stream is not None)
 
 
 def _versions() -> dict[str, str]:

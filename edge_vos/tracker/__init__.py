@@ -11,20 +11,25 @@ from edge_vos.tracker.errors import TrackerInputError
 
 if TYPE_CHECKING:
     from edge_vos.model.checkpoint import CheckpointError
-    from edge_vos.tracker.build import build_tracker
-    from edge_vos.tracker.tracker import StepResult, Tracker, resolve_device
+    from edge_vos.tracker.build import build_engines, build_tracker
+    from edge_vos.tracker.engines import TrackerEngines, resolve_device
+    from edge_vos.tracker.tracker import StepResult, Tracker
 
 
 def __getattr__(name: str) -> object:
     """The tensor code, imported when first asked for (a config loader never asks)."""
-    if name in ("StepResult", "Tracker", "resolve_device"):
+    if name in ("StepResult", "Tracker"):
         from edge_vos.tracker import tracker
 
         return getattr(tracker, name)
-    if name == "build_tracker":
+    if name in ("TrackerEngines", "resolve_device"):
+        from edge_vos.tracker import engines
+
+        return getattr(engines, name)
+    if name in ("build_tracker", "build_engines"):
         from edge_vos.tracker import build
 
-        return build.build_tracker
+        return getattr(build, name)
     if name == "CheckpointError":  # what Tracker() raises for an unusable weights file
         from edge_vos.model.checkpoint import CheckpointError
 
@@ -34,5 +39,5 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "CheckpointError", "MemoryConfig", "ModelConfig", "ReadoutConfig", "StepResult", "Tracker", "TrackerConfig",
-    "TrackerInputError", "build_tracker", "resolve_device",
+    "TrackerEngines", "TrackerInputError", "build_engines", "build_tracker", "resolve_device",
 ]

@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from edge_vos.backends.base import NetworkRunner
-from edge_vos.backends.factory import create_runner, resolve_precision
 from edge_vos.model.network import STCN
 from edge_vos.model.preprocess import FrameGeometry, frame_geometry, image_to_tensor, masks_to_tensor, to_input_size
-from edge_vos.model.weights import load_configured_network
 from edge_vos.readout.build import Readout, build_readout
 from edge_vos.tracker.aggregate import label_map, soft_aggregate
 from edge_vos.tracker.config import TrackerConfig
+from edge_vos.tracker.engines import TrackerEngines
 from edge_vos.tracker.errors import TrackerInputError
 from edge_vos.tracker.inputs import check_image
 from edge_vos.tracker.inputs import prompt_ids as check_prompt
@@ -35,10 +33,6 @@ from edge_vos.tracker.objects import ObjectManager
 from edge_vos.tracker.prior import MotionPrior
 
 log = logging.getLogger(__name__)
-
-# Working sizes whose runners are kept: a stream that switches between a few sizes does not rebuild
-# (or re-export) each time, and one that sees many sizes does not hold engines for all of them.
-RUNNER_SIZES_KEPT = 3
 
 
 @dataclass
@@ -76,31 +70,24 @@ class _MemoryWrite:
     frame_index: int
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but CUDA is not available on this machine")
-    return torch.device(name)
-
-
 class Tracker:
     def __init__(
-        self, config: TrackerConfig | None = None, network: STCN | None = None, readout: Readout | None = None
+        self, config: TrackerConfig | None = None, network: STCN | None = None, readout: Readout | None = None,
+        engines: TrackerEngines | None = None,
     ) -> None:
         """`network`: instead of loading the configured weights; `readout`: instead of the configured one (the
-        reference readouts of tests/readout_reference.py in tools/bench_readout.py)."""
+        reference readouts of tests/readout_reference.py in tools/bench_readout.py); `engines`: the network and
+        runners shared with other streams' trackers (tracker/engines.py), instead of its own."""
         self.config = config or TrackerConfig()
-        self.device = resolve_device(self.config.device)
-        if network is None:
-            network = load_configured_network(self.config.model)
-        self.network = network
-        self.network.eval()
+        if engines is None:
+            engines = TrackerEngines(self.config, network)
+        engines.check_compatible(self.config)  # ValueError naming what differs
+        self.engines = engines
+        self.device = engines.device
+        self.network = engines.network
         self.objects = ObjectManager(self.config.max_objects)
-        # What the configured precision (`auto` included) means on this device: the runners and the memory.
-        self.precision = resolve_precision(self.device, self.config.precision)
+        self.precision = engines.precision
         self.memory_dtype = self._memory_dtype()
-        self._runners: OrderedDict[tuple[int, int], NetworkRunner] = OrderedDict()  # most recent size last
         self._geometry: FrameGeometry | None = None
         self._memory: RingMemory | None = None
         self._readout = readout or build_readout(self.config.readout)  # owns what it keeps per stream
@@ -308,22 +295,8 @@ class Tracker:
         return masks_to_tensor(one_hot, geometry).clamp_(0, 1)
 
     def _runner(self, geometry: FrameGeometry) -> NetworkRunner:
-        """The runner for this working size; runners of the least recently used sizes beyond
-        RUNNER_SIZES_KEPT are dropped (each may hold engines and device memory)."""
-        key = geometry.padded_hw
-        if key in self._runners:
-            self._runners.move_to_end(key)
-            return self._runners[key]
-        runner = create_runner(
-            self.network, self.config.backend, self.device, self.precision, key,
-            max_objects=self.config.max_objects,
-        )
-        log.info("backend %s at %dx%d", runner.name, key[1], key[0])
-        self._runners[key] = runner
-        while len(self._runners) > RUNNER_SIZES_KEPT:
-            dropped, _ = self._runners.popitem(last=False)
-            log.info("dropped the %s runner for %dx%d (least recently used size)", runner.name, dropped[1], dropped[0])
-        return runner
+        """The runner for this working size, from the (maybe shared) engines."""
+        return self.engines.runner(geometry.padded_hw)
 
     def _memory_or_fail(self) -> RingMemory:
         if self._memory is None:

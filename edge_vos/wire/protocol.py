@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 ENCODINGS = ("raw", "png", "rle")
 # Header fields every mask message carries (docs/protocol.md, "Mask messages").
 HEADER_FIELDS = (
@@ -25,6 +25,12 @@ HEADER_FIELDS = (
     "width", "height", "encoding", "objects",
 )
 OBJECT_FIELDS = ("id", "area", "bbox", "score")
+
+
+def stream_topic(topic: str, stream: str) -> str:
+    """The topic of one stream's messages: `masks/front` for topic `masks` (publish.topic) and stream `front`.
+    A subscription to `masks` (a prefix) still receives every stream's masks."""
+    return f"{topic}/{stream}"
 
 
 class ProtocolError(ValueError):
