@@ -247,3 +247,44 @@ def test_the_feed_follows_at_most_max_streams(caplog: pytest.LogCaptureFixture) 
             pub.close(linger=0)
             context.term()
     assert 0 < len(caplog.records) <= 21  # 20 lines per 10 s, then one that counts the rest
+
+
+def test_the_view_of_the_service_running_two_streams() -> None:
+    """The service itself (`streams:`, fake trackers on synthetic scenes of two sizes) with its view, as
+    `edge-vos run --view` composes them: both streams listed in the service's order, stats per stream, an object
+    added on one stream through the view appears on that stream only, a viewer watching one is sent that one."""
+    from edge_vos.config import from_dict
+    from edge_vos.program import Program
+    from edge_vos.run_config import RunConfig
+
+    from .fakes import FakeTracker
+
+    config = from_dict(RunConfig, {
+        "source": {"loop": True, "fps": 10.0, "pace": "realtime"},
+        "publish": {"endpoint": "tcp://127.0.0.1:*", "preview": True},
+        "control": {"endpoint": "tcp://127.0.0.1:*", "history": 64},
+        "view": {"listen": "127.0.0.1:0", "stats_every_s": 0.2},
+        "streams": [{"id": "front", "source": "synthetic:seed=1&frames=40&size=120x160&objects=2"},
+                    {"id": "back", "source": "synthetic:seed=2&frames=40&size=96x128&objects=1"}]})
+    program = Program(config, tracker_factory=lambda _: FakeTracker(delay_s=0.01))
+    program.start()
+    view = program.view
+    assert view is not None
+    try:
+        _wait(lambda: _streaming(view, {"front", "back"}), "both streams streaming")
+        _wait(lambda: [s["stream"] for s in _get(view, "/api/state")[1]["streams"]] == ["front", "back"], "order")
+        back = _wait(lambda: (s := _get(view, "/api/state?stream=back")[1])["recent_frames"] and s, "back's stats")
+        assert back["frame_size"] == [128, 96] and back["history"] == 64 and back["service_fps"] > 0
+        assert _get(view, "/api/state")[1]["frame_size"] == [160, 120]  # the first stream's
+        reply = _post(view, {"cmd": "add", "id": 7, "box": [10, 10, 60, 60], "frame": back["capture_seq"],
+                             "stream": "back"})
+        assert reply["ok"] and reply["id"] == 7, reply
+        _wait(lambda: 7 in [o["id"] for o in _get(view, "/api/state?stream=back")[1]["objects"]], "7 on back")
+        assert 7 not in [o["id"] for o in _get(view, "/api/state?stream=front")[1]["objects"]]
+        reply = _post(view, {"cmd": "remove", "id": 7})  # two streams: the service wants to know which
+        assert not reply["ok"] and reply["field"] == "stream"
+        _, frames, _ = asyncio.run(_viewer(view.port, 2.0, messages=({"type": "watch", "watch": ["back"]},)))
+        assert set(frames) == {"back"} and frames["back"] >= 8
+        assert _post(view, {"cmd": "remove", "id": 7, "stream": "back"})["ok"]
+    finally:
+        program.stop()

@@ -2,7 +2,7 @@
 `masks/<id>`, `preview/<id>` and `status/<id>` for two streams of different sizes (or the single-camera topics
 `masks`, `preview`, `status`), and a control ROUTER answering as a multi-stream service does: `stream` is
 required while two run and must name one, `streams` lists them, `stats` per stream (and the totals without
-one), `config`, `ping`, `add` (a box, clicks or a polygon become that object's mask on that stream from the
+one), `config`, `ping`, `add` (a mask PNG, a box, clicks or a polygon become that object's mask on that stream from the
 next frame on), `add` with `"correct": true` (the clicked disk added to or cut from the mask, the mask answered
 as uncompressed RLE), `remove`, `reset`. Every command is recorded. The objects do not move; the pictures do.
 
@@ -10,6 +10,7 @@ It is not the service: tests that use it test the view's side of the wire (and s
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -20,7 +21,14 @@ import cv2
 import numpy as np
 import zmq
 
-from edge_vos.wire.protocol import PROTOCOL_VERSION, dumps_header, encode_jpeg, encode_labels, encode_rle_counts
+from edge_vos.wire.protocol import (
+    PROTOCOL_VERSION,
+    decode_png,
+    dumps_header,
+    encode_jpeg,
+    encode_labels,
+    encode_rle_counts,
+)
 
 HISTORY = 64
 CLICK_RADIUS = 12
@@ -213,10 +221,13 @@ class TwoStreams(threading.Thread):
                 disk = cv2.circle(np.zeros((h, w), np.uint8), (int(x), int(y)), CLICK_RADIUS, 1, -1).astype(bool)
                 mask = mask | disk if label else mask & ~disk
             stream.objects[obj_id] = mask
-            return {"ok": True, "id": obj_id, "frame": stream.recent[-1], "area": int(mask.sum()), "corrected": True,
+            return {"ok": True, "id": obj_id, "frame": stream.recent[-1] if frame == "next" else frame,
+                    "area": int(mask.sum()), "corrected": True,
                     "rle": {"size": [h, w], "counts": encode_rle_counts(mask)}}
         mask = np.zeros((h, w), np.uint8)
-        if command.get("box"):
+        if command.get("mask"):
+            mask = (decode_png(base64.b64decode(command["mask"]), h * w) > 0).astype(np.uint8)
+        elif command.get("box"):
             x0, y0, x1, y1 = (int(v) for v in command["box"])
             mask[min(y0, y1) : max(y0, y1), min(x0, x1) : max(x0, x1)] = 1
         elif command.get("polygon"):
