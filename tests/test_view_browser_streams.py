@@ -161,10 +161,13 @@ def _sent(driver: Any, **fields: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 def _shows(driver: Any, cameras: Cameras, name: str) -> None:
     """Waits until stream `name` is the one shown large, with a frame of it painted."""
     w, h = cameras.sizes[name]
-    _wait(lambda: driver.find_element("id", "stream-name").text == name
-          and driver.execute_script("return document.getElementById('m-size').textContent") == f"{w}×{h}"
-          and driver.execute_script("return document.getElementById('placeholder').hidden")
-          and driver.find_element("id", "state").text == "streaming", f"stream {name} shown large")
+    shown = """const $ = (id) => document.getElementById(id);
+        return [$('stream-name').textContent, $('m-size').textContent, $('placeholder').hidden,
+                $('state').textContent];"""
+    try:
+        _wait(lambda: driver.execute_script(shown) == [name, f"{w}×{h}", True, "streaming"], f"stream {name} shown")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the page shows {driver.execute_script(shown)}") from None
 
 
 def _tile(driver: Any, name: str) -> Any:

@@ -119,15 +119,17 @@ class CommandWorker(threading.Thread):
                 self._next_poll = 0.0  # the next state shows the change at once
 
     def _poll_stats(self, client: CommandClient) -> None:
+        """Once per connection, at once: the service's `config` (its history bounds how long a frozen frame
+        stays usable) and its `streams` (their order); then `stats` when wanted, at most every stats_every_s."""
         now = time.monotonic()
-        if now < self._next_poll or not self._stats_wanted.is_set():
+        if now < self._next_poll or (not self._stats_wanted.is_set() and self.history is not None):
             return
         self._stats_wanted.clear()
         with self._wanted_lock:
             wanted, self._wanted = self._wanted, set()
         client.timeout_s = min(self.timeout_s, 2.0)
         try:
-            if self.history is None:  # once per connection: it bounds how long a frozen frame stays usable
+            if self.history is None:
                 reply = client.request({"cmd": "config"}, check=False)
                 history = (reply.get("config") or {}).get("control", {}).get("history") if reply.get("ok") else None
                 self.history = int(history) if isinstance(history, int) else 0

@@ -24,13 +24,21 @@ export function onStreamsChanged(handler) {
   chooseStream = handler;
 }
 
-// Every stream's state from /api/state's `streams` (the service's order) or a state message.
-export function noteStreams(states) {
+// Every stream's state from /api/state's `streams` (`all`: the whole list, in the service's order) or from a
+// state message.
+export function noteStreams(states, all = false) {
   let added = false;
   for (const s of states) {
     if (!s.stream) continue;
     added = added || !view.streams.has(s.stream);
     view.streams.set(s.stream, s);
+  }
+  if (all) {  // the service's order (the view may have learnt it after it first heard of the streams)
+    const named = new Set(states.map((s) => s.stream));
+    const rest = [...view.streams].filter(([name]) => !named.has(name));
+    const ordered = [...states.filter((s) => s.stream).map((s) => [s.stream, s]), ...rest];
+    view.streams.clear();
+    for (const [name, s] of ordered) view.streams.set(name, s);
   }
   if (added) {
     chooseStream();
@@ -44,7 +52,7 @@ export function noteStreams(states) {
 export async function start() {
   try {
     const state = await api(stateUrl());
-    noteStreams(state.streams || []);
+    noteStreams(state.streams || [], true);
     if (!view.selected || view.selected === state.stream) applyState(state);
     view.streamState = state.state;
     connect();
@@ -76,7 +84,7 @@ export function applyState(state) {
 export async function refreshState() {
   try {
     const state = await api(stateUrl());
-    noteStreams(state.streams || []);
+    noteStreams(state.streams || [], true);
     renderTiles();
     if (!view.selected || state.stream === view.selected) applyState(state);
     renderFrozen();
