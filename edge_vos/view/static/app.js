@@ -46,6 +46,8 @@ function selectStream(name) {
   for (const el of [ui.fps, ui.latency, ui.frameNo]) el.textContent = "–";
   renderObjects(state.objects || []);
   if (multiStream()) history.replaceState(null, "", `${location.pathname}#stream=${encodeURIComponent(name)}`);
+  ui.reset.title = multiStream() ? `forget every object of stream ${name} and its memory`
+    : "forget every object and the memory";
   renderTiles();
   renderState(state.detail || "");
   sendWatch();
@@ -96,7 +98,7 @@ ui.reset.addEventListener("click", async () => {
   endCorrection();
   try {
     const reply = await command({ cmd: "reset" }, view.selected);
-    if (reply.ok) toast("every object forgotten", "ok");
+    if (reply.ok) toast(multiStream() ? `every object of ${view.selected} forgotten` : "every object forgotten", "ok");
     else toast(reply.error || "reset failed", "error");
   } catch (err) {
     reportUnreachable(err);
