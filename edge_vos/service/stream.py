@@ -91,7 +91,9 @@ class Stream:
         if not self.done:
             self.done, self.end_reason = True, reason
             self.stop.set()
-            log.info("stream %s: %s after %d processed frames", self.id, reason, self.frames)
+            what = "source ended after %d processed frames" if reason == "end of source" else "processed %d frames (" \
+                + reason + ")"
+            log.info("%s: " + what, self.id, self.frames)
 
     def show_objects(self, prompted: list[int]) -> None:
         """`stats` shows objects as soon as they are tracked or being prompted, not a frame later."""
