@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge_vos.view.config import ViewConfig
 from edge_vos.view.feed import MAX_STREAMS, unpack_frame
@@ -158,6 +160,43 @@ def test_hostile_watch_messages_change_nothing(cameras: tuple[TwoStreams, ViewSe
     assert set(nothing) == {"front"}  # a query that is not a list of names leaves the default
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert _get(view, "/api/state")[0] == 200
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=200),
+                     lambda inner: st.lists(inner, max_size=80)
+                     | st.dictionaries(st.text(max_size=10), inner, max_size=5), max_leaves=100)
+_names = st.lists(st.sampled_from(["front", "back", "side", "", "x" * 129]) | st.text(max_size=20), max_size=70)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(choices=st.lists(st.tuples(_names | _json, _names | _json), min_size=1, max_size=8))
+def test_any_watch_message_is_ignored_or_obeyed(cameras: tuple[TwoStreams, ViewServer],
+                                                 choices: list[tuple[Any, Any]]) -> None:
+    """hypothesis's `watch` messages (lists of names of any length, any JSON): the viewer stays connected (a
+    ping after them is answered), each one is obeyed when it is two lists of names and ignored otherwise."""
+    _, view = cameras
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                f"http://127.0.0.1:{view.port}/api/stream?watch=front") as ws:
+            for watch, thumbs in choices:
+                message = json.dumps({"type": "watch", "watch": watch, "thumbs": thumbs})
+                if len(message) < 4000:  # longer messages close the connection (MAX_MESSAGE), tested by aiohttp
+                    await ws.send_str(message)
+            await ws.send_str('{"type": "ping", "t": 1}')
+            while True:
+                msg = await ws.receive(timeout=10)
+                assert msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY), msg
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    await ws.send_str('{"type": "ack"}')
+                elif json.loads(msg.data)["type"] == "pong":
+                    break
+            for viewer in list(view.viewers.connected):  # this one (watch set at connect), maybe one closing
+                names = (viewer.watch or ()) + viewer.thumbs
+                assert len(names) <= 2 * 64 and all(isinstance(name, str) and 0 < len(name) <= 128 for name in names)
+
+    asyncio.run(run())
+    assert view.feed.is_alive() and _get(view, "/api/state")[0] == 200
 
 
 def test_commands_name_their_stream(cameras: tuple[TwoStreams, ViewServer]) -> None:

@@ -108,7 +108,8 @@ export async function paintThumb({ header, jpeg, png }) {
   }
   labelCanvas.width = w;
   labelCanvas.height = h;
-  labelCtx.drawImage(labels, 0, 0);
+  labelCtx.imageSmoothingEnabled = false;  // ids stay ids (where the resize options are not supported)
+  labelCtx.drawImage(labels, 0, 0, w, h);
   labels.close();
   const ids = labelCtx.getImageData(0, 0, w, h);
   const px = ids.data;
