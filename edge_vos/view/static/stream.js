@@ -212,7 +212,7 @@ async function showFrame(frame) {
   view.latest = header;
   view.streamState = "streaming";  // a frame arrived: whatever was said before, the stream runs
   renderObjects(header.objects);
-  if (multiStream()) paintThumb(frame);  // its tile too (at most once a second)
+  if (multiStream()) paintThumb(frame).catch((err) => console.warn("tile not painted:", err));  // at most 1/s
   if (view.frozen) {
     renderState();
     return;
