@@ -356,7 +356,7 @@ def test_correct_and_remove_on_the_second_stream(page: Any, cameras: Cameras) ->
     assert _severe(page) == []
 
 
-def test_a_phone_is_sent_the_stream_it_shows(page: Any, cameras: Cameras) -> None:
+def test_a_phone_is_sent_the_stream_it_shows(page: Any, cameras: Cameras, tmp_path: Path) -> None:
     view = cameras.view
     page.set_window_size(390, 844)
     _wait(lambda: page.execute_script("return window.innerWidth") <= 400, "the phone-sized window")
@@ -370,6 +370,8 @@ def test_a_phone_is_sent_the_stream_it_shows(page: Any, cameras: Cameras) -> Non
     assert page.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
     tile = _tile(page, "back")
     assert tile.is_displayed() and tile.size["height"] >= 30  # a tile to touch, without a picture
+    page.execute_script("window.scrollTo(0, 0)")
+    _screenshot(page, f"view-streams-phone{'' if cameras.scenes is not None else '-fake'}.png", tmp_path)
     tile.click()
     _shows(page, cameras, "back")
     _wait(lambda: [(v.watch, v.thumbs) for v in view.viewers.connected] == [(("back",), ())], "watching back")
