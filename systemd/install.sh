@@ -2,7 +2,7 @@
 # Installs the edge-vos units: sudo bash systemd/install.sh [--prefix DIR] [--config configs/cpu.yaml]
 #   --prefix  the checkout whose .venv runs the service (default: this checkout; run tools/setup.sh first)
 #   --config  copied to /etc/edge-vos/config.yaml (and cam0.yaml for the template) unless they exist
-# Then:  systemctl enable --now edge-vos           (single camera)
+# Then:  systemctl enable --now edge-vos           (every camera of config.yaml's streams:, or one camera)
 #        systemctl enable --now edge-vos@cam0      (one instance per /etc/edge-vos/<name>.yaml)
 # DESTDIR=/tmp/root installs into a staging tree and skips systemctl (used by the tests).
 set -euo pipefail

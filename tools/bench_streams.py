@@ -10,7 +10,8 @@ scenes (two objects, a different seed per stream) at `pace: fastest` (every fram
 dropped): for each N, one process with `streams:` of N cameras, and N processes with one camera each. All
 runs are started in one invocation and kept paused (SIGSTOP) except the one being measured; each is measured
 in `--rounds` windows interleaved with the others' (load drift on a shared machine hits every run alike),
-after `--settle` seconds from its resumption (the frames queued before the pause go out first). Engine
+after `--settle` seconds from its resumption, counting only frames captured after it (not those queued
+before the pause). Engine
 exports and each run's first `--warmup` masks per stream come before any window. This process only reads the
 mask headers (no payload decoding) from every publish socket; a stream's rate is its masks in the windows
 over their length; capture-to-publish is `t_publish_ns - t_capture_ns` of those masks (in `fastest` it
@@ -161,21 +162,57 @@ def warm_up(run: Run, masks: Masks, warmup: int, timeout: float) -> None:
 
 
 def window(run: Run, masks: Masks, settle: float, seconds: float) -> None:
-    """Resumes `run` alone, lets it settle (frames queued before the pause go out), then counts its masks and
-    their capture-to-publish latency for `seconds`, and pauses it again."""
+    """Resumes `run` alone, lets it settle, then counts its masks of frames captured after it was resumed (not
+    those queued before the pause) and their capture-to-publish latency for `seconds`, and pauses it again."""
+    resumed_ns = time.monotonic_ns()  # CLOCK_MONOTONIC: the services' t_capture_ns use the same clock
     run.signal(signal.SIGCONT)
     for _ in masks.headers(settle):
         pass
     t0 = time.monotonic()
     for header in masks.headers(seconds):
         stream = header["stream"]
-        if stream in run.counts:
+        if stream in run.counts and header["t_capture_ns"] > resumed_ns:
             run.counts[stream] += 1
             run.latency_ms[stream].append((header["t_publish_ns"] - header["t_capture_ns"]) / 1e6)
     run.seconds += time.monotonic() - t0
     run.check_alive()
     run.rss_mib = max(run.rss_mib, sum(memory_mib(p.pid)[0] for p in run.procs))
     run.signal(signal.SIGSTOP)
+
+
+def key_encoder_throughput(config: Path, batches: list[int], seconds: float) -> str:
+    """Frames per second of the key encoder (eager PyTorch, fp16 on CUDA) at each batch size: what running the
+    ready streams' frames as one batch would gain. A Markdown table."""
+    import torch
+
+    from edge_vos.config import load_yaml
+    from edge_vos.model.weights import load_configured_network
+    from edge_vos.program import RunConfig
+
+    network = load_configured_network(load_yaml(RunConfig, config).tracker.model).eval().cuda().half()
+    h, w = (int(v) for v in SIZE.split("x"))
+    rows = []
+    with torch.no_grad():
+        for batch in batches:
+            images = torch.rand(batch, 3, h, w, device="cuda", dtype=torch.half)
+            for _ in range(5):
+                network.encode_key(images)
+            torch.cuda.synchronize()
+            calls, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                network.encode_key(images)
+                calls += 1
+                if calls % 10 == 0:
+                    torch.cuda.synchronize()
+            torch.cuda.synchronize()
+            elapsed = time.perf_counter() - t0
+            rows.append([batch, f"{elapsed / calls * 1000:.2f}", f"{batch * calls / elapsed:.0f}"])
+    base = float(rows[0][2])
+    for row in rows:
+        row.append(f"{float(row[2]) / base:.2f}x")
+    return "\n".join([
+        f"### Key encoder at batch 1..{batches[-1]} ({torch.cuda.get_device_name()}, eager fp16, {SIZE} frames)", "",
+        markdown_table(["batch", "ms per call", "frames per second", "vs batch 1"], rows)])
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -195,11 +232,13 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     import torch
 
     return "\n".join([
-        "## Several cameras: one process against one process per camera (CPU)", "",
-        f"`{args.command}`: `edge-vos run` processes with `configs/cpu.yaml` (the shipped tracker; "
-        f"`pipeline.torch_threads` 1), synthetic {SIZE.replace('x', 'x')} scenes with 2 objects (a seed per stream) "
+        f"## Several cameras: one process against one process per camera (`{args.config.name}`)", "",
+        f"`{args.command}`: `edge-vos run` processes with `configs/{args.config.name}` (`configs/cpu.yaml`: the "
+        f"shipped tracker, `pipeline.torch_threads` 1), synthetic {SIZE} scenes with 2 objects (a seed per "
+        "stream) "
         f"at `pace: fastest`; every run started in one invocation, paused except while measured, {args.seconds:.0f} s "
-        f"per run in {args.rounds} windows interleaved with the other runs' (after {args.settle:.0f} s from resuming; "
+        f"per run in {args.rounds} windows interleaved with the other runs' (from {args.settle:.0f} s after resuming, "
+        "frames captured after resuming; "
         f"engine exports and {args.warmup} masks per stream before); {platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}; load average {load:.1f} at the end (a shared machine: absolute rates are "
         "noisy).", "",
@@ -207,8 +246,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
                         "capture->publish p50-p95 ms per stream", "RSS MiB (vs 1 stream)", "peak RSS MiB"], rows),
         "",
         "Spread = (fastest - slowest) / fastest stream. One process serves its streams from one inference thread "
-        "(round robin over the streams with a frame ready) on one network and one set of ONNX Runtime sessions; "
-        "separate processes each load the network and their own sessions and compete for the cores.",
+        "(round robin over the streams with a frame ready) on one network and one set of runners (ONNX Runtime "
+        "sessions on a CPU, TensorRT engines on a GPU); separate processes each load the network and their own "
+        "runners and compete for the cores.",
     ])
 
 
@@ -224,7 +264,19 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_streams")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--markdown", type=Path, help="also write the report to this file (tools/gpu_check.sh)")
+    parser.add_argument("--key-encoder-batches", type=int, nargs="*", default=[],
+                        help="CUDA: first measure the key encoder's throughput at these batch sizes")
+    parser.add_argument("--no-separate", action="store_true", help="only the one-process runs")
     args = parser.parse_args()
+    sections = []
+    if args.key_encoder_batches:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("bench_streams: --key-encoder-batches needs CUDA; nothing run", file=sys.stderr)  # noqa: T201
+            return 2
+        sections.append(key_encoder_throughput(args.config, sorted(args.key_encoder_batches), 3.0))
     args.command = "python tools/bench_streams.py " + " ".join(sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)
     # The engines (ONNX exports) are built once, by a process that is not measured.
@@ -236,7 +288,7 @@ def main() -> int:
         first.stop()
         masks.close()
     runs = [Run(args.config, n, separate, args.out) for n in sorted(set(args.streams) | {1})
-            for separate in ([False, True] if n > 1 else [False])]
+            for separate in ([False, True] if n > 1 and not args.no_separate else [False])]
     masks = Masks([e for run in runs for e in run.endpoints])
     try:
         for run in runs:
@@ -256,6 +308,8 @@ def main() -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     text = report(results, args)
     print(text)  # noqa: T201 - the report
+    if args.markdown:
+        args.markdown.write_text("\n\n".join([text, *sections]) + "\n")
     if not args.no_doc:
         write_section(args.doc, "streams", text)
     return 0

@@ -22,6 +22,13 @@ status=0
 bench_args=(--device cuda --no-write)
 [ -n "${QUICK:-}" ] && bench_args+=(--quick)
 "$PY" -m tools.bench_readout "${bench_args[@]}" >"$LOG/bench.txt" 2>"$LOG/bench.err" || status=1
+# 3. several cameras: the key encoder's throughput at batch 1/2/4/8 (what batching the ready streams' frames
+#    would gain) and the service with 1 and 4 streams in one process (configs/desktop-gpu.yaml)
+streams_seconds=30
+[ -n "${QUICK:-}" ] && streams_seconds=9
+"$PY" tools/bench_streams.py --config configs/desktop-gpu.yaml --streams 4 --no-separate --seconds "$streams_seconds" \
+  --key-encoder-batches 1 2 4 8 --no-doc --markdown "$LOG/streams.md" --out "$LOG/streams" \
+  >"$LOG/streams.txt" 2>&1 || status=1
 {
   echo "# GPU checks"
   echo
@@ -41,6 +48,16 @@ bench_args=(--device cuda --no-write)
     echo
     echo '```'
     tail -n 40 "$LOG/bench.err"
+    echo '```'
+  fi
+  echo
+  if [ -s "$LOG/streams.md" ]; then
+    cat "$LOG/streams.md"
+  else
+    echo "## Several cameras: benchmark failed"
+    echo
+    echo '```'
+    tail -n 40 "$LOG/streams.txt"
     echo '```'
   fi
 } >"$OUT"
