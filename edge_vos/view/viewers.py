@@ -56,7 +56,6 @@ class Viewer:
     sent_at: dict[str, float] = field(default_factory=dict)
     unacked: collections.deque[float] = field(default_factory=collections.deque)  # send times of frames in flight
     sent: int = 0
-    joined_at_frame: int = 0
 
 
 def stream_names(value: Any) -> tuple[str, ...] | None:
@@ -69,9 +68,9 @@ def stream_names(value: Any) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(value))
 
 
-def query_names(value: str | None) -> list[str] | None:
-    """`a,b` of a query parameter as a list (None: not given, or longer than any list of names)."""
-    if value is None or len(value) > MAX_WATCHED * (MAX_NAME + 1):
+def query_names(value: str) -> list[str] | None:
+    """`a,b` of a query parameter as a list (None: longer than any list of names)."""
+    if len(value) > MAX_WATCHED * (MAX_NAME + 1):
         return None
     return [name.strip() for name in value.split(",") if name.strip()]
 
@@ -110,7 +109,7 @@ class Viewers:
         state). `?watch=a,b&thumbs=c` chooses its streams from the start, as a `watch` message would."""
         ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_MESSAGE, heartbeat=20.0, writer_limit=64 * 1024)
         await ws.prepare(request)
-        viewer = Viewer(ws, request.transport, joined_at_frame=self.frames_in)
+        viewer = Viewer(ws, request.transport)
         watch, thumbs = request.query.get("watch"), request.query.get("thumbs")
         if watch is not None or thumbs is not None:
             self._choose(viewer, query_names(watch or ""), query_names(thumbs or ""))
