@@ -289,9 +289,10 @@ def test_the_feed_follows_at_most_max_streams(caplog: pytest.LogCaptureFixture) 
 
 
 def test_the_view_of_the_service_running_two_streams() -> None:
-    """The service itself (`streams:`, fake trackers on synthetic scenes of two sizes) with its view, as
-    `edge-vos run --view` composes them: both streams listed in the service's order, stats per stream, an object
-    added on one stream through the view appears on that stream only, a viewer watching one is sent that one."""
+    """The service itself (`streams:`, fake trackers on synthetic scenes of two sizes and a camera that never
+    opens) with its view, as `edge-vos run --view` composes them: every stream listed in the service's order
+    (the dead one too, reconnecting), stats per stream, an object added on one stream through the view appears
+    on that stream only, a viewer watching one is sent that one."""
     from edge_vos.config import from_dict
     from edge_vos.program import Program
     from edge_vos.run_config import RunConfig
@@ -304,14 +305,18 @@ def test_the_view_of_the_service_running_two_streams() -> None:
         "control": {"endpoint": "tcp://127.0.0.1:*", "history": 64},
         "view": {"listen": "127.0.0.1:0", "stats_every_s": 0.2},
         "streams": [{"id": "front", "source": "synthetic:seed=1&frames=40&size=120x160&objects=2"},
-                    {"id": "back", "source": "synthetic:seed=2&frames=40&size=96x128&objects=1"}]})
+                    {"id": "back", "source": "synthetic:seed=2&frames=40&size=96x128&objects=1"},
+                    {"id": "dead", "source": {"uri": "http://127.0.0.1:9/none.mjpg", "reconnect_max_s": 0.5}}]})
     program = Program(config, tracker_factory=lambda _: FakeTracker(delay_s=0.01))
     program.start()
     view = program.view
     assert view is not None
     try:
         _wait(lambda: _streaming(view, {"front", "back"}), "both streams streaming")
-        _wait(lambda: [s["stream"] for s in _get(view, "/api/state")[1]["streams"]] == ["front", "back"], "order")
+        _wait(lambda: [s["stream"] for s in _get(view, "/api/state")[1]["streams"]] == ["front", "back", "dead"],
+              "the service's order, the camera that never opened included")
+        dead = _get(view, "/api/state?stream=dead")[1]  # known from its status alone: no frame, no size
+        assert dead["state"] in ("connecting", "reconnecting") and dead["frame_size"] is None, dead
         back = _wait(lambda: (s := _get(view, "/api/state?stream=back")[1])["recent_frames"] and s, "back's stats")
         assert back["frame_size"] == [128, 96] and back["history"] == 64 and back["service_fps"] > 0
         assert _get(view, "/api/state")[1]["frame_size"] == [160, 120]  # the first stream's
