@@ -251,7 +251,7 @@ def _track(driver: Any, obj_id: int) -> str:
 
 def _ids(cameras: Cameras, name: str) -> list[int]:
     stream = cameras.view.feed.stream(name)
-    return [o["id"] for o in stream.snapshot["objects"] if o["area"]] if stream else []
+    return [o["id"] for o in stream.snapshot["objects"]] if stream else []  # tracked, visible or not
 
 
 def _bbox(driver: Any) -> list[float]:
