@@ -62,7 +62,8 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         config = TrackerConfig.from_yaml(args.config)
-        overrides = {"precision": args.precision, "max_objects": args.max_objects}
+        # A service's streams share the engines, built for the largest max_objects of them (tracker/engines.py).
+        overrides = {"precision": args.precision, "max_objects": args.max_objects or _streams_max_objects(args.config)}
         config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
         sizes = [_parse_size(s) for s in (args.input_size or ["854x480"])]
         network = _network(config, args)
@@ -133,3 +134,16 @@ def _parse_size(text: str) -> tuple[int, int]:
     if w <= 0 or h <= 0:
         raise ConfigError("--input-size", f"must be positive, got {text!r}")
     return w, h
+
+
+def _streams_max_objects(path: Any) -> int | None:
+    """The largest `max_objects` of a service config's `streams:` (None: no streams); the engines serve them all."""
+    from edge_vos.config import from_dict, read_yaml
+    from edge_vos.service.config import ServiceConfig
+
+    if path is None or not read_yaml(path).get("streams"):
+        return None
+    data = read_yaml(path)
+    data.pop("view", None)
+    data.pop("ros2", None)
+    return max(s.tracker.max_objects for s in from_dict(ServiceConfig, data).stream_configs)

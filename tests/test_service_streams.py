@@ -264,3 +264,44 @@ def test_one_stream_ending_leaves_the_other_running() -> None:
         n = service.by_id["back"].frames
         wait_for(lambda: service.by_id["back"].frames > n + 5)
         assert "ended" in states and not service.done.is_set()
+
+
+class HangingReader(DyingReader):
+    """A grabber stuck in a driver call while `hang` is set."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.hang = threading.Event()
+
+    def read(self) -> np.ndarray | None:
+        while self.hang.is_set():
+            time.sleep(0.01)
+        return super().read()
+
+
+def test_the_watchdog_pings_only_while_every_stream_is_healthy() -> None:
+    from edge_vos.service.notify import Notifier
+
+    from .service_support import drain, notify_socket
+
+    readers = {"front": HangingReader(1), "back": HangingReader(2)}
+    notify_sock, env = notify_socket(watchdog_usec=400_000)
+    config = _two(source={"pace": "realtime", "fps": 30, "loop": True})
+    trackers = {sid: FakeTracker() for sid in readers}
+    with notify_sock:
+        service = Service(config, tracker_factory=lambda s: trackers[s.id], readers=readers, notifier=Notifier(env))
+        service.start()
+        try:
+            wait_for(lambda: all(s.frames > 3 for s in service.streams))
+            assert any("WATCHDOG=1" in m for m in drain(notify_sock, 0.5))
+            readers["back"].hang.set()  # back's grabber hangs; front goes on
+            time.sleep(0.5)
+            drain(notify_sock, 0.05)
+            n = service.by_id["front"].frames
+            assert not any("WATCHDOG=1" in m for m in drain(notify_sock, 0.6))
+            assert service.by_id["front"].frames > n + 5
+            readers["back"].hang.clear()
+            assert any("WATCHDOG=1" in m for m in drain(notify_sock, 0.6))
+        finally:
+            readers["back"].hang.clear()
+            service.stop(timeout=3)

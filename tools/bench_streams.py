@@ -10,8 +10,8 @@ scenes (two objects, a different seed per stream) at `pace: fastest` (every fram
 dropped): for each N, one process with `streams:` of N cameras, and N processes with one camera each. All
 runs are started in one invocation and kept paused (SIGSTOP) except the one being measured; each is measured
 in `--rounds` windows interleaved with the others' (load drift on a shared machine hits every run alike),
-after `--settle` seconds from its resumption, counting only frames captured after it (not those queued
-before the pause). Engine
+from the moment every stream of the run has published a frame captured after its resumption (the frames
+queued before the pause are out by then). Engine
 exports and each run's first `--warmup` masks per stream come before any window. This process only reads the
 mask headers (no payload decoding) from every publish socket; a stream's rate is its masks in the windows
 over their length; capture-to-publish is `t_publish_ns - t_capture_ns` of those masks (in `fastest` it
@@ -161,17 +161,23 @@ def warm_up(run: Run, masks: Masks, warmup: int, timeout: float) -> None:
     run.signal(signal.SIGSTOP)
 
 
-def window(run: Run, masks: Masks, settle: float, seconds: float) -> None:
-    """Resumes `run` alone, lets it settle, then counts its masks of frames captured after it was resumed (not
-    those queued before the pause) and their capture-to-publish latency for `seconds`, and pauses it again."""
+def window(run: Run, masks: Masks, seconds: float, timeout: float) -> None:
+    """Resumes `run` alone; once every one of its streams has published a mask of a frame captured after the
+    resumption (the frames queued before the pause are out), counts its masks and their capture-to-publish
+    latency for `seconds`, then pauses it again."""
     resumed_ns = time.monotonic_ns()  # CLOCK_MONOTONIC: the services' t_capture_ns use the same clock
     run.signal(signal.SIGCONT)
-    for _ in masks.headers(settle):
-        pass
+    fresh: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while fresh != set(run.ids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"run {run.label}: no fresh mask of {set(run.ids) - fresh} within {timeout:.0f} s")
+        fresh |= {h["stream"] for h in masks.headers(0.2)
+                  if h["stream"] in run.counts and h["t_capture_ns"] > resumed_ns}
     t0 = time.monotonic()
     for header in masks.headers(seconds):
         stream = header["stream"]
-        if stream in run.counts and header["t_capture_ns"] > resumed_ns:
+        if stream in run.counts:
             run.counts[stream] += 1
             run.latency_ms[stream].append((header["t_publish_ns"] - header["t_capture_ns"]) / 1e6)
     run.seconds += time.monotonic() - t0
@@ -237,8 +243,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"shipped tracker, `pipeline.torch_threads` 1), synthetic {SIZE} scenes with 2 objects (a seed per "
         "stream) "
         f"at `pace: fastest`; every run started in one invocation, paused except while measured, {args.seconds:.0f} s "
-        f"per run in {args.rounds} windows interleaved with the other runs' (from {args.settle:.0f} s after resuming, "
-        "frames captured after resuming; "
+        f"per run in {args.rounds} windows interleaved with the other runs' (each from the moment every stream "
+        "published a frame captured after the run was resumed; "
         f"engine exports and {args.warmup} masks per stream before); {platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}; load average {load:.1f} at the end (a shared machine: absolute rates are "
         "noisy).", "",
@@ -258,7 +264,6 @@ def main() -> int:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per run, over all rounds")
     parser.add_argument("--rounds", type=int, default=3, help="windows per run, interleaved with the other runs'")
-    parser.add_argument("--settle", type=float, default=3.0, help="seconds after resuming a run before counting")
     parser.add_argument("--warmup", type=int, default=8, help="masks every stream publishes before the window")
     parser.add_argument("--startup-timeout", type=float, default=600.0)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_streams")
@@ -297,7 +302,7 @@ def main() -> int:
             warm_up(run, masks, args.warmup, args.startup_timeout)
         for _ in range(args.rounds):  # interleaved: load drift on a shared machine hits every run alike
             for run in runs:
-                window(run, masks, args.settle, args.seconds / args.rounds)
+                window(run, masks, args.seconds / args.rounds, args.startup_timeout)
         results = [run.result() for run in runs]
     finally:
         for run in runs:

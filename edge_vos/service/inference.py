@@ -58,10 +58,6 @@ class InferenceWorker(threading.Thread):
         """Frames processed, every stream together."""
         return sum(s.frames for s in self.streams)
 
-    @property
-    def reached_max_frames(self) -> bool:
-        return all(s.end_reason == "max_frames" for s in self.streams)
-
     def run(self) -> None:
         if self.config.torch_threads:
             import torch

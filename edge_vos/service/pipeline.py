@@ -97,7 +97,7 @@ class Service:
             if len(configs) != 1:
                 raise ValueError("`reader` is the only stream's; give `readers` by stream id")
             readers[ids[0]] = reader
-        readers = {s.id: readers.get(s.id) or open_reader(s.source) for s in configs}
+        readers = {s.id: readers.get(s.id) or _per_stream(cfg, i, open_reader, s.source) for i, s in enumerate(configs)}
         self.keys = load_server_keys(cfg.security)
         make_tracker = tracker_factory or shared_trackers(cfg)
         trackers = {s.id: make_tracker(s) for s in configs}
@@ -121,7 +121,7 @@ class Service:
             stream_reader = readers[s.id]
             initial_mask = None
             if s.prompt.mask:
-                initial_mask = load_prompt_mask(s.prompt.mask)
+                initial_mask = _per_stream(cfg, len(self.streams), load_prompt_mask, s.prompt.mask)
             elif s.prompt.use_source_mask:
                 initial_mask = stream_reader.initial_mask()
             pace = s.source.pace if s.source.pace != "auto" else (
@@ -157,18 +157,6 @@ class Service:
     @property
     def buffer(self) -> Any:
         return self.only.buffer
-
-    @property
-    def reader(self) -> FrameReader:
-        return self.only.reader
-
-    @property
-    def pace(self) -> str:
-        return self.only.pace
-
-    @property
-    def prompts(self) -> PromptBook:
-        return self.only.prompts
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -389,6 +377,14 @@ class Service:
         shared = {"uptime_s": round(time.monotonic() - self.started_at, 2), "subscribers": self.publisher.subscribers}
         selected = self.streams if stream is None else [self.by_id[stream]]
         return service_stats(selected, shared, self.publisher.queue.qsize(), single=stream is not None)
+
+
+def _per_stream(config: ServiceConfig, index: int, make: Callable[[Any], Any], value: Any) -> Any:
+    """`make(value)`, its ConfigError naming the field under `streams[index]` when the config has `streams:`."""
+    try:
+        return make(value)
+    except ConfigError as exc:
+        raise exc.under(f"streams[{index}]") if config.streams else exc from None
 
 
 def _versions() -> dict[str, str]:
