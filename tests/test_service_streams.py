@@ -305,3 +305,31 @@ def test_the_watchdog_pings_only_while_every_stream_is_healthy() -> None:
         finally:
             readers["back"].hang.clear()
             service.stop(timeout=3)
+
+
+def test_ctl_and_subscribe_take_stream(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from edge_vos.cli import main
+
+    readers = {"front": ArrayReader(frames(3000)), "back": ArrayReader(frames(3000))}
+    config = _two(source={"pace": "realtime", "fps": 30})
+    with running(config, readers) as (service, trackers):
+        endpoint = ["ctl", "--endpoint", service.control.last_endpoint, "--timeout", "3"]  # type: ignore[union-attr]
+
+        def ctl(*argv: str) -> tuple[int, dict[str, Any]]:
+            rc = main([*endpoint, *argv])
+            return rc, json.loads(capsys.readouterr().out)
+
+        wait_for(lambda: all(s.snapshot.frame_hw for s in service.streams))
+        rc, reply = ctl("add-polygon", "4", "10,10", "60,10", "60,50")
+        assert rc == 1 and reply["field"] == "stream"
+        rc, reply = ctl("--stream", "back", "add-polygon", "4", "10,10", "60,10", "60,50")
+        assert rc == 0 and reply["id"] == 4 and trackers["back"].object_ids == [4]
+        rc, reply = ctl("streams")
+        assert rc == 0 and [s["id"] for s in reply["streams"]] == ["front", "back"]
+        assert ctl("--stream", "back", "stats")[1]["stats"]["objects"] == [4]
+        rc = main(["subscribe", "--endpoint", service.publisher.last_endpoint, "--stream", "back", "--count", "3",
+                   "--timeout", "10"])
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert rc == 0 and len(lines) == 3 and all("stream back" in line and "4:" in line for line in lines)

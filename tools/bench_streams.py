@@ -239,9 +239,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
 
     return "\n".join([
         f"## Several cameras: one process against one process per camera (`{args.config.name}`)", "",
-        f"`{args.command}`: `edge-vos run` processes with `configs/{args.config.name}` (`configs/cpu.yaml`: the "
-        f"shipped tracker, `pipeline.torch_threads` 1), synthetic {SIZE} scenes with 2 objects (a seed per "
-        "stream) "
+        f"`/work/bin/bench-lock {args.command}`: `edge-vos run` processes with `configs/{args.config.name}` "
+        f"(`configs/cpu.yaml`: the shipped tracker, `pipeline.torch_threads` 1), synthetic {SIZE} scenes with 2 "
+        "objects (a seed per stream) "
         f"at `pace: fastest`; every run started in one invocation, paused except while measured, {args.seconds:.0f} s "
         f"per run in {args.rounds} windows interleaved with the other runs' (each from the moment every stream "
         "published a frame captured after the run was resumed; "
@@ -254,7 +254,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "Spread = (fastest - slowest) / fastest stream. One process serves its streams from one inference thread "
         "(round robin over the streams with a frame ready) on one network and one set of runners (ONNX Runtime "
         "sessions on a CPU, TensorRT engines on a GPU); separate processes each load the network and their own "
-        "runners and compete for the cores.",
+        "runners and run an inference thread each: where cores are free (or, on a loaded machine, because the "
+        "scheduler shares the CPU by runnable thread) they can add throughput, at the memory of the last column; "
+        "one process gives its streams more cores through `pipeline.torch_threads`.",
     ])
 
 

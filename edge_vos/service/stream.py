@@ -91,9 +91,10 @@ class Stream:
         if not self.done:
             self.done, self.end_reason = True, reason
             self.stop.set()
-            what = "source ended after %d processed frames" if reason == "end of source" else "processed %d frames (" \
-                + reason + ")"
-            log.info("%s: " + what, self.id, self.frames)
+            if reason == "end of source":
+                log.info("%s: source ended after %d processed frames", self.id, self.frames)
+            else:
+                log.info("%s: processed %d frames (%s)", self.id, self.frames, reason)
 
     def show_objects(self, prompted: list[int]) -> None:
         """`stats` shows objects as soon as they are tracked or being prompted, not a frame later."""
