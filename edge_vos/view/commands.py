@@ -1,8 +1,9 @@
 """The view's control channel: a thread that owns the REQ socket of an `edge_vos.client.CommandClient`.
 
 HTTP handlers hand it commands through a bounded queue and await the reply (a full queue is `Busy`);
-between commands it fetches the service's `stats` when someone asked for the state, and its `config` once
-per connection (how many recent frames the service keeps, which bounds how long a frozen frame is usable).
+between commands it fetches the service's `stats` (of each stream someone asked about, when the service runs
+several) when someone asked for the state, and once per connection its `config` (how many recent frames the
+service keeps, which bounds how long a frozen frame is usable) and its `streams` (their order).
 """
 
 from __future__ import annotations
@@ -39,14 +40,27 @@ class CommandWorker(threading.Thread):
         self.context = context or zmq.Context.instance()
         self.jobs: queue.Queue[tuple[dict[str, Any], concurrent.futures.Future[dict[str, Any]]]] = queue.Queue(
             queue_size)
-        self.stats: dict[str, Any] | None = None  # the service's last `stats` reply (replaced whole)
+        # The service's last `stats` reply per stream asked about (None: asked without a stream), each replaced
+        # whole; with one stream, `stats` is that one.
+        self.stats_by_stream: dict[str | None, dict[str, Any]] = {}
+        self.stream_order: tuple[str, ...] | None = None  # the service's streams, as its `streams` lists them
+        self._wanted: set[str | None] = set()
+        self._wanted_lock = threading.Lock()
         self.history: int | None = None  # how many recent frames the service keeps (its control.history)
         self.reachable: bool | None = None
         self._next_poll = 0.0
 
-    def want_stats(self) -> None:
-        """Someone looks at the state: refresh the service's stats (at most every `stats_every_s`). Polled on
-        demand only, since answering `stats` costs the service's control thread a little every time."""
+    @property
+    def stats(self) -> dict[str, Any] | None:
+        return self.stats_by_stream.get(None)
+
+    def want_stats(self, stream: str | None = None) -> None:
+        """Someone looks at the state (of `stream`, when the service runs several): refresh the service's stats
+        (at most every `stats_every_s`). Polled on demand only, since answering `stats` costs the service's
+        control thread a little every time."""
+        with self._wanted_lock:
+            if len(self._wanted) < 64:  # the server asks only about streams the feed knows
+                self._wanted.add(stream)
         self._stats_wanted.set()
 
     def submit(self, command: dict[str, Any]) -> concurrent.futures.Future[dict[str, Any]]:
@@ -105,24 +119,32 @@ class CommandWorker(threading.Thread):
                 self._next_poll = 0.0  # the next state shows the change at once
 
     def _poll_stats(self, client: CommandClient) -> None:
+        """Once per connection, at once: the service's `config` (its history bounds how long a frozen frame
+        stays usable) and its `streams` (their order); then `stats` when wanted, at most every stats_every_s."""
         now = time.monotonic()
-        if now < self._next_poll or not self._stats_wanted.is_set():
+        if now < self._next_poll or (not self._stats_wanted.is_set() and self.history is not None):
             return
         self._stats_wanted.clear()
+        with self._wanted_lock:
+            wanted, self._wanted = self._wanted, set()
         client.timeout_s = min(self.timeout_s, 2.0)
         try:
-            if self.history is None:  # once per connection: it bounds how long a frozen frame stays usable
+            if self.history is None:
                 reply = client.request({"cmd": "config"}, check=False)
                 history = (reply.get("config") or {}).get("control", {}).get("history") if reply.get("ok") else None
                 self.history = int(history) if isinstance(history, int) else 0
-            reply = client.request({"cmd": "stats"}, check=False)
-            if reply.get("ok") and isinstance(reply.get("stats"), dict):
-                self.stats = reply["stats"]
+                reply = client.request({"cmd": "streams"}, check=False)  # a single-stream service may not know it
+                self.stream_order = stream_ids(reply.get("streams")) if reply.get("ok") else ()
+            for stream in sorted(wanted, key=lambda name: name or ""):
+                reply = client.request({"cmd": "stats"} if stream is None else {"cmd": "stats", "stream": stream},
+                                       check=False)
+                if reply.get("ok") and isinstance(reply.get("stats"), dict):
+                    self.stats_by_stream[stream] = reply["stats"]
             self.reachable = True
             self._next_poll = now + self.stats_every_s
         except ServiceUnavailable:
             self.reachable = False
-            self.stats = None
+            self.stats_by_stream = {}
             self.history = None  # it may come back with another configuration
             self._next_poll = now + 5.0  # the service is away; do not hammer it (or the log)
         except zmq.ContextTerminated:
@@ -130,3 +152,14 @@ class CommandWorker(threading.Thread):
         except Exception:
             log.exception("view: stats poll failed")
             self._next_poll = now + 5.0
+
+
+def stream_ids(listing: Any) -> tuple[str, ...]:
+    """The stream names of a `streams` reply: a list of objects with an `id` (or of names), or an object keyed
+    by name; anything else names none."""
+    if isinstance(listing, dict):
+        listing = list(listing)
+    if not isinstance(listing, list):
+        return ()
+    names = (item.get("id", item.get("stream")) if isinstance(item, dict) else item for item in listing[:64])
+    return tuple(name for name in names if isinstance(name, str))

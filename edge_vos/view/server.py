@@ -32,7 +32,8 @@ from edge_vos.config import ConfigError
 from edge_vos.ratelog import RateLimitedLog
 from edge_vos.view.commands import Busy, CommandWorker
 from edge_vos.view.config import ListenAddress, ViewConfig, is_loopback
-from edge_vos.view.feed import NO_KEYS, ClientKeys, Feed, LiveFrame
+from edge_vos.view.feed import NO_KEYS, ClientKeys, Feed
+from edge_vos.view.frames import LiveFrame
 from edge_vos.view.guard import (
     NO_CACHE,
     SECURITY_HEADERS,
@@ -42,12 +43,13 @@ from edge_vos.view.guard import (
     one_line,
     refusal,
 )
+from edge_vos.view.streams import StreamFeed
 from edge_vos.view.viewers import Viewers
 
 log = logging.getLogger(__name__)
 
 STATIC_FILES = {"index.html": "text/html", "style.css": "text/css", **{f"{module}.js": "text/javascript" for module in (
-    "app", "api", "colours", "correct", "drawing", "panels", "prompt", "state", "stream")}}
+    "app", "api", "colours", "correct", "drawing", "panels", "prompt", "state", "stream", "tiles")}}
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:
@@ -84,7 +86,7 @@ class ViewServer:
         # (clients choose how many there are). Event loop thread only, like the two below.
         self.refusals = RateLimitedLog(log, "view: refused", level=logging.WARNING)
         self.failures = RateLimitedLog(log, "view: internal error", level=logging.ERROR)
-        self.viewers = Viewers(config.max_viewers, config.send_timeout_s)
+        self.viewers = Viewers(config.max_viewers, config.send_timeout_s, self.first_stream)
         self.connections = ConnectionCap(config.max_connections, config.max_connections_per_client, self.refusals)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -177,7 +179,7 @@ class ViewServer:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self.viewers.broadcast, json.dumps({"type": "state", **state}))
+                loop.call_soon_threadsafe(self.viewers.broadcast_state, state)
 
     # ---- the event loop thread -------------------------------------------------------------------
 
@@ -266,15 +268,26 @@ class ViewServer:
                             headers={"Cache-Control": "no-cache"})
 
     async def _state(self, request: web.Request) -> web.Response:
-        if self.commands is not None:
-            self.commands.want_stats()  # answered from the last poll; the next one refreshes it
-        return _json(self.state())
+        name = request.query.get("stream")
+        if name is not None and self.feed.stream(name) is None:
+            known = [s.id for s in self.feed.streams]
+            return _error(404, f"unknown stream {name[:64]!r}; streams: {known}")
+        return _json(self.state(name))
 
-    def state(self) -> dict[str, Any]:
-        """What GET /api/state answers (docs/view.md)."""
-        state = dict(self.feed.snapshot)
-        stats = self.commands.stats if self.commands is not None else None
+    def state(self, stream: str | None = None) -> dict[str, Any]:
+        """What GET /api/state answers (docs/view.md): `stream`'s state (the first stream's when None), the
+        list of every stream's, and the service's stats for it."""
+        feed = self.feed
+        chosen = feed.stream(stream if stream is not None else self.first_stream() or "")
+        state = dict(chosen.snapshot if chosen is not None else feed.snapshot)
+        stats = None
+        if self.commands is not None:
+            # With several streams the service's stats are asked per stream (without one they are its totals).
+            key = state["stream"] if len(feed.streams) > 1 else None
+            self.commands.want_stats(key)  # answered from the last poll; the next one refreshes it
+            stats = self.commands.stats_by_stream.get(key)
         state.update({
+            "streams": self._streams(),
             "control": self.commands is not None,
             "service_reachable": self.commands.reachable if self.commands is not None else None,
             "recent_frames": stats.get("recent_frames") if stats else None,
@@ -284,6 +297,25 @@ class ViewServer:
             "token_required": bool(self.token),
         })
         return state
+
+    def _streams(self) -> list[dict[str, Any]]:
+        """Every stream's state, in the service's order."""
+        return [stream.snapshot for stream in self._ordered()]
+
+    def first_stream(self) -> str | None:
+        """The stream a page or a viewer that names none is shown (the only one, with a single camera)."""
+        ordered = self._ordered()
+        return ordered[0].id if ordered else None
+
+    def _ordered(self) -> list[StreamFeed]:
+        """The feed's streams in the service's order (its `streams` command) when it gave one, else in the
+        order they were first heard of."""
+        streams = list(self.feed.streams)
+        order = self.commands.stream_order if self.commands is not None else None
+        if order:
+            rank = {name: i for i, name in enumerate(order)}
+            streams.sort(key=lambda s: rank.get(s.id, len(rank)))
+        return streams
 
     async def _command(self, request: web.Request) -> web.Response:
         if self.commands is None:
@@ -324,7 +356,7 @@ class ViewServer:
             return _error(503, f"{self.config.max_viewers} viewers are already connected (view.max_viewers)")
         if self.commands is not None:
             self.commands.want_stats()  # how long the service keeps frames, for the page's freeze
-        return await self.viewers.serve(request, json.dumps({"type": "state", **self.feed.snapshot}))
+        return await self.viewers.serve(request, self._streams() or [self.feed.snapshot])
 
 
 def _load_static() -> dict[str, bytes]:

@@ -1,6 +1,8 @@
 // The view's HTTP API with its token: GET /api/state, POST /api/command (the control socket's commands and
 // replies, unchanged). A 401 asks for the token (the handler app.js installs) and throws Refused.
 
+import { multiStream } from "./state.js";
+
 const TOKEN_KEY = "edge-vos-view-token";
 const params = new URLSearchParams(location.search);
 let token = params.get("token") || sessionStorage.getItem(TOKEN_KEY) || "";
@@ -48,4 +50,6 @@ export async function api(path, body) {
   return data;
 }
 
-export const command = (cmd) => api("/api/command", cmd);
+// A command made on stream `stream` names it when the service runs several (with one it says nothing more
+// than a single-camera service understands).
+export const command = (cmd, stream = null) => api("/api/command", stream && multiStream() ? { ...cmd, stream } : cmd);

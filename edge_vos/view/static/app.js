@@ -3,17 +3,64 @@
 //   api.js      the HTTP API and its token                  stream.js   the WebSocket frame stream
 //   drawing.js  the frame, the coloured masks, the tags     panels.js   objects list, state, toasts, stats
 //   prompt.js   box / clicks / polygon for a new object     correct.js  clicks that fix a tracked object
-// This module wires the controls and the keyboard, asks for the token when needed, and starts the stream.
+//   tiles.js    the stream bar (several cameras)
+// This module wires the controls and the keyboard, chooses the stream shown large, asks for the token when
+// needed, and starts the stream.
 
 import { command, currentToken, onTokenRefused, setToken } from "./api.js";
 import { endCorrection, startCorrection, toggleCorrectionSign } from "./correct.js";
 import { drawTags } from "./drawing.js";
-import { onCorrectObject, renderFrozen, renderState, reportUnreachable, showStats, toast } from "./panels.js";
+import { onCorrectObject, renderFrozen, renderObjects, renderState, reportUnreachable, showStats, toast }
+  from "./panels.js";
 import { clearPrompt, drawPrompt, sendPrompt, setTool, toggleSign } from "./prompt.js";
-import { $, correction, prompt, ui, view } from "./state.js";
-import { start } from "./stream.js";
+import { $, correction, multiStream, prompt, ui, view } from "./state.js";
+import { onStreamsChanged, refreshState, sendWatch, start } from "./stream.js";
+import { onLayoutChange, onSelectStream, renderTiles } from "./tiles.js";
 
 onCorrectObject((id) => (correction.id === id ? endCorrection() : startCorrection(id)));
+
+// ---- the stream shown large ---------------------------------------------------------------------------
+// `#stream=NAME` in the address keeps the choice over a reload (and can be linked to).
+const wantedStream = () => new URLSearchParams(location.hash.slice(1)).get("stream");
+
+function selectStream(name) {
+  if (!view.streams.has(name) || name === view.selected) return;
+  endCorrection();
+  clearPrompt();
+  view.selected = name;
+  view.frozen = false;
+  view.autoFrozen = false;
+  view.shown = null;
+  view.latest = null;
+  view.recentFrames = null;
+  view.painted = [];
+  if (view.image) view.image.close();
+  view.image = null;
+  const state = view.streams.get(name);
+  view.streamState = state.state;
+  ui.stream.textContent = name;
+  ui.placeholder.textContent = `waiting for frames of ${name}…`;
+  ui.placeholder.hidden = false;
+  ui.canvas.getContext("2d").clearRect(0, 0, ui.canvas.width, ui.canvas.height);
+  drawTags({ objects: [] });
+  for (const el of [ui.fps, ui.latency, ui.frameNo]) el.textContent = "–";
+  renderObjects(state.objects || []);
+  if (multiStream()) history.replaceState(null, "", `${location.pathname}#stream=${encodeURIComponent(name)}`);
+  ui.reset.title = multiStream() ? `forget every object of stream ${name} and its memory`
+    : "forget every object and the memory";
+  renderTiles();
+  renderState(state.detail || "");
+  sendWatch();
+  refreshState();
+}
+
+onSelectStream(selectStream);
+onLayoutChange(sendWatch);
+onStreamsChanged(() => {
+  const wanted = wantedStream();
+  if (wanted && view.streams.has(wanted) && view.selected !== wanted) selectStream(wanted);
+  else if (!view.selected) selectStream(view.streams.keys().next().value);
+});
 
 for (const b of document.querySelectorAll("[data-tool]")) b.addEventListener("click", () => setTool(b.dataset.tool));
 ui.sign.addEventListener("click", toggleSign);
@@ -50,8 +97,8 @@ ui.reset.addEventListener("click", async () => {
   disarmReset();
   endCorrection();
   try {
-    const reply = await command({ cmd: "reset" });
-    if (reply.ok) toast("every object forgotten", "ok");
+    const reply = await command({ cmd: "reset" }, view.selected);
+    if (reply.ok) toast(multiStream() ? `every object of ${view.selected} forgotten` : "every object forgotten", "ok");
     else toast(reply.error || "reset failed", "error");
   } catch (err) {
     reportUnreachable(err);
@@ -69,6 +116,10 @@ window.addEventListener("keydown", (event) => {
     : { b: () => setTool("box"), p: () => setTool("points"), g: () => setTool("polygon"),
         c: () => startCorrection(Number(ui.objId.value)), f: () => ui.freeze.click(),
         Escape: () => ui.cancel.click(), Enter: () => sendPrompt(false) };
+  if (!correcting && multiStream() && /^[1-9]$/.test(event.key)) {  // 1..9: the nth stream, large
+    const name = [...view.streams.keys()][Number(event.key) - 1];
+    if (name) keys[event.key] = () => selectStream(name);
+  }
   const fn = keys[event.key];
   if (fn) {
     event.preventDefault();

@@ -96,7 +96,7 @@ async function sendCorrection(point, label) {
   ui.box.classList.add("busy");
   try {
     const reply = await command({ cmd: "add", id, correct: true, points: [point], labels: [label],
-                                  frame: frame.capture_seq });
+                                  frame: frame.capture_seq }, frame.stream);
     if (reply.ok && correction.id === id && correction.frame === frame) {
       paintCorrection(id, decodeRle(reply.rle));
       toast(`object ${id} corrected on frame ${reply.frame} (${reply.area} px)`, "ok");

@@ -34,6 +34,7 @@ export function paint(header, labels) {
   if (!view.shown || view.shown.width !== w || view.shown.height !== h) {
     ui.svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
     ui.box.style.aspectRatio = `${w} / ${h}`;
+    ui.box.style.setProperty("--ratio", String(w / h));  // a tall frame is narrowed to fit the window (style.css)
     ui.size.textContent = `${w}×${h}`;
   }
   if (labelCanvas.width !== w || labelCanvas.height !== h) {

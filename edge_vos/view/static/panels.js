@@ -2,7 +2,7 @@
 // service's stats. Rows are updated in place (a row is replaced only when its object comes or goes), so a
 // button never changes under the pointer while scores and areas move.
 
-import { Refused, api, command } from "./api.js";
+import { Refused, command } from "./api.js";
 import { colour } from "./colours.js";
 import { correction, prompt, ui, view } from "./state.js";
 
@@ -130,7 +130,7 @@ function suggestId(objects) {
 async function removeObject(id, b) {
   b.disabled = true;
   try {
-    const reply = await command({ cmd: "remove", id });
+    const reply = await command({ cmd: "remove", id }, view.selected);
     if (reply.ok) toast(`object ${id} removed`, "ok");
     else toast(reply.error || "remove failed", "error");
   } catch (err) {
@@ -182,23 +182,9 @@ export function framesLeft(header) {
   return header.capture_seq >= r[0] ? 0 : -1;
 }
 
-export async function pollState() {
-  try {
-    const state = await api("/api/state");
-    view.recentFrames = state.recent_frames || null;
-    view.history = state.history || null;
-    if (state.stream) ui.stream.textContent = state.stream;
-    renderFrozen();
-  } catch (err) {
-    if (err instanceof Refused) return;
-  } finally {
-    setTimeout(pollState, view.frozen ? 2000 : 15000);  // the recent-frame range matters while frozen
-  }
-}
-
 export async function showStats() {
   try {
-    const reply = await command({ cmd: "stats" });
+    const reply = await command({ cmd: "stats" }, view.selected);
     if (!reply.ok) {
       toast(reply.error || "stats failed", "error");
       return;

@@ -211,7 +211,7 @@ export async function sendPrompt(onLiveFrame = false) {
   }
   ui.confirm.disabled = true;
   try {
-    const reply = await command(cmd);
+    const reply = await command(cmd, prompt.frame.stream);  // the stream the prompt was drawn on
     if (reply.ok) {
       toast(`object ${reply.id} added on frame ${reply.frame} (${reply.area} px)`, "ok");
       idWasUsed();

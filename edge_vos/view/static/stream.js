@@ -1,28 +1,60 @@
 // The frame stream: a WebSocket on /api/stream carrying one binary message per frame,
 //   u32 header length | header JSON | u32 JPEG length | JPEG (may be empty) | label map PNG
-// and text messages (the stream's state, pong). Only the newest frame waits while one is decoded; an ack
-// after each frame is the view's flow control. While the picture is frozen, frames update the panels only.
+// and text messages (each stream's state, pong). The page tells the view what it shows (`watch`: every frame
+// of the stream shown large; `thumbs`: a picture a second of the others on a wide screen, none on a phone),
+// so it is sent only what it shows. Per stream only the newest frame waits while one is decoded; an ack after
+// each frame is the view's flow control. While the picture is frozen, frames update the panels only.
 
 import { Refused, api, currentToken } from "./api.js";
 import { paint } from "./drawing.js";
-import { pollState, renderObjects, renderState } from "./panels.js";
-import { ui, view } from "./state.js";
+import { renderFrozen, renderObjects, renderState } from "./panels.js";
+import { multiStream, ui, view } from "./state.js";
+import { paintThumb, renderTiles, thumbsWanted } from "./tiles.js";
 
 let socket = null;
 let retryMs = 500;
-let pending = null;  // newest undecoded frame while a decode is running (older ones are dropped)
+const pending = new Map();  // per stream, its newest undecoded frame while a decode runs (older ones dropped)
 let decoding = false;
 let pingTimer = null;
 let polling = false;
+let chooseStream = () => {};
 
-// Asks for the stream's state (which checks the token), then opens the stream; retries with back-off.
+// What the page does when the stream it shows must change (the first one known, or one that appeared).
+export function onStreamsChanged(handler) {
+  chooseStream = handler;
+}
+
+// Every stream's state from /api/state's `streams` (`all`: the whole list, in the service's order) or from a
+// state message.
+export function noteStreams(states, all = false) {
+  let added = false;
+  for (const s of states) {
+    if (!s.stream) continue;
+    added = added || !view.streams.has(s.stream);
+    view.streams.set(s.stream, s);
+  }
+  if (all) {  // the service's order (the view may have learnt it after it first heard of the streams)
+    const named = new Set(states.map((s) => s.stream));
+    const rest = [...view.streams].filter(([name]) => !named.has(name));
+    const ordered = [...states.filter((s) => s.stream).map((s) => [s.stream, s]), ...rest];
+    view.streams.clear();
+    for (const [name, s] of ordered) view.streams.set(name, s);
+  }
+  if (added) {
+    chooseStream();
+    renderTiles();
+    sendWatch();
+  }
+  return added;
+}
+
+// Asks for the streams' state (which checks the token), then opens the stream; retries with back-off.
 export async function start() {
   try {
-    const state = await api("/api/state");
+    const state = await api(stateUrl());
+    noteStreams(state.streams || [], true);
+    if (!view.selected || view.selected === state.stream) applyState(state);
     view.streamState = state.state;
-    if (state.stream) ui.stream.textContent = state.stream;
-    view.recentFrames = state.recent_frames || null;
-    view.history = state.history || null;
     connect();
     if (!polling) {
       polling = true;
@@ -37,6 +69,43 @@ export async function start() {
   }
 }
 
+export const stateUrl = () => (view.selected && multiStream()
+  ? `/api/state?stream=${encodeURIComponent(view.selected)}` : "/api/state");
+
+// /api/state's answer for the stream shown large: its name, and how long the service keeps its frames.
+export function applyState(state) {
+  if (state.stream) ui.stream.textContent = state.stream;
+  view.recentFrames = state.recent_frames || null;
+  view.history = state.history || null;
+}
+
+// The shown stream's recent-frame range (it matters while frozen) and every stream's state and rate (the
+// stream bar), asked every few seconds and when another stream is shown.
+export async function refreshState() {
+  try {
+    const state = await api(stateUrl());
+    noteStreams(state.streams || [], true);
+    renderTiles();
+    if (!view.selected || state.stream === view.selected) applyState(state);
+    renderFrozen();
+  } catch (err) {
+    if (!(err instanceof Refused)) console.debug("state not refreshed:", err);
+  }
+}
+
+async function pollState() {
+  await refreshState();
+  setTimeout(pollState, view.frozen ? 2000 : multiStream() ? 5000 : 15000);
+}
+
+// Tells the view which streams this page shows (nothing before the first stream is known: the view then
+// sends the first stream, as to any single-camera page).
+export function sendWatch() {
+  if (!socket || socket.readyState !== WebSocket.OPEN || !view.selected) return;
+  const thumbs = multiStream() && thumbsWanted() ? [...view.streams.keys()].filter((s) => s !== view.selected) : [];
+  socket.send(JSON.stringify({ type: "watch", watch: [view.selected], thumbs }));
+}
+
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const token = currentToken();
@@ -46,6 +115,7 @@ function connect() {
   socket.onopen = () => {
     retryMs = 500;
     view.socketOpen = true;
+    sendWatch();
     renderState();
     ping();
     clearInterval(pingTimer);
@@ -83,6 +153,9 @@ function onText(text) {
     return;
   }
   if (msg.type === "state") {
+    noteStreams([msg]);
+    renderTiles();
+    if (msg.stream && view.selected && msg.stream !== view.selected) return;  // another stream's: its tile
     view.streamState = msg.state;
     renderState(msg.detail || "");
     if (msg.stream) ui.stream.textContent = msg.stream;
@@ -95,20 +168,30 @@ function onText(text) {
 }
 
 function onFrameMessage(buffer) {
-  pending = buffer;
+  let frame;
+  try {
+    frame = unpack(buffer);
+  } catch (err) {
+    console.warn("frame skipped:", err);
+    return;
+  }
+  pending.set(frame.header.stream, frame);
   if (!decoding) decodeNext();
 }
 
 async function decodeNext() {
   decoding = true;
   try {
-    while (pending) {
-      const buffer = pending;
-      pending = null;
-      await showFrame(buffer);
+    while (pending.size) {
+      const [stream, frame] = pending.entries().next().value;
+      pending.delete(stream);
+      try {
+        if (!view.selected || stream === view.selected) await showFrame(frame);
+        else await paintThumb(frame);
+      } catch (err) {
+        console.warn("frame skipped:", err);
+      }
     }
-  } catch (err) {
-    console.warn("frame skipped:", err);
   } finally {
     decoding = false;
   }
@@ -124,11 +207,12 @@ function unpack(buffer) {
   return { header, jpeg, png };
 }
 
-async function showFrame(buffer) {
-  const { header, jpeg, png } = unpack(buffer);
+async function showFrame(frame) {
+  const { header, jpeg, png } = frame;
   view.latest = header;
   view.streamState = "streaming";  // a frame arrived: whatever was said before, the stream runs
   renderObjects(header.objects);
+  if (multiStream()) paintThumb(frame).catch((err) => console.warn("tile not painted:", err));  // at most 1/s
   if (view.frozen) {
     renderState();
     return;
@@ -137,7 +221,11 @@ async function showFrame(buffer) {
     jpeg.length ? createImageBitmap(new Blob([jpeg], { type: "image/jpeg" })) : Promise.resolve(null),
     createImageBitmap(new Blob([png], { type: "image/png" }), { colorSpaceConversion: "none", premultiplyAlpha: "none" }),
   ]);
-  if (view.frozen) return;  // frozen while decoding: keep the picture the user froze
+  if (view.frozen || (view.selected && header.stream !== view.selected)) {  // frozen, or another stream chosen
+    labels.close();
+    if (image) image.close();
+    return;
+  }
   if (image) {
     if (view.image) view.image.close();
     view.image = image;
