@@ -233,7 +233,7 @@ class _ScriptedSegmenter(PromptSegmenter):
 
     def __init__(self, lost_click_window: float) -> None:
         super().__init__(PromptNet(PromptNetConfig(crop_size=32)), refine=0, flip=False,
-                         lost_click_window=lost_click_window)
+                         lost_click_window=lost_click_window, first_look=(), frame_margin=0.0)
         self.windows: list[tuple[float, ...]] = []
 
     def _pass(self, image, window, prompt, coarse, final=True, size=None):  # type: ignore[no-untyped-def]
@@ -256,3 +256,37 @@ def test_clicks_the_whole_frame_look_missed_get_a_closer_look_around_them() -> N
     before = _ScriptedSegmenter(lost_click_window=0.0)  # 0: the window around what the first look found
     before(_image(), prompt)
     assert before.windows[1][0] < 5 and before.windows[1][2] > 115.5
+
+
+class _ScaleScriptedSegmenter(PromptSegmenter):
+    """Records each pass's window; each first look paints the clicked object with its own confidence."""
+
+    def __init__(self, confidences: dict[int, float]) -> None:
+        super().__init__(PromptNet(PromptNetConfig(crop_size=32)), refine=0, flip=False)
+        self.confidences = confidences  # first look number -> the probability it paints
+        self.windows: list[tuple[float, ...]] = []
+        self.coarse: list[np.ndarray | None] = []
+
+    def _pass(self, image, window, prompt, coarse, final=True, size=None):  # type: ignore[no-untyped-def]
+        self.windows.append(tuple(window))
+        self.coarse.append(coarse)
+        out = np.zeros(prompt.frame_hw, np.float32)
+        look = len(self.windows) - 1
+        out[60:60 + 4 * (look + 1), 100:130] = self.confidences.get(look, 0.9)
+        out[5:15, 5:25] = 1.0  # a sure thing away from the click: never the answer
+        return out
+
+
+def test_clicks_alone_are_first_looked_at_through_several_windows_and_the_surest_wins() -> None:
+    from edge_vos.prompt.crops import click_window, frame_window
+    from edge_vos.prompt.segmenter import FIRST_LOOK_SHARES, FRAME_MARGIN
+
+    prompt = make_prompt(HW, points=[(115.5, 61.5)], labels=[1])
+    seg = _ScaleScriptedSegmenter({0: 0.6, 1: 0.95, 2: 0.7})
+    seg(_image(), prompt)
+    looks = len(FIRST_LOOK_SHARES) + 1
+    assert seg.windows[:looks - 1] == [click_window(prompt.positives, HW, s) for s in FIRST_LOOK_SHARES]
+    assert seg.windows[looks - 1] == box_window(frame_window(HW), context=FRAME_MARGIN)  # the frame, with margin
+    assert all(c is None for c in seg.coarse[:looks])
+    chosen = seg.coarse[looks]  # the zoomed pass gets the surest look's clicked part as its coarse mask
+    assert chosen is not None and chosen[60:68, 100:130].all() and not chosen[68:].any() and not chosen[5:15].any()

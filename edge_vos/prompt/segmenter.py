@@ -4,11 +4,16 @@
 validated `Prompt` into a bool mask on the frame:
 - a box: one pass on the window around the box (crops.box_window), box map + any clicks + any coarse mask;
 - a coarse mask without a box: one pass on the window around the mask and the positive clicks;
-- clicks only: a first pass on the whole frame (resized to S x S) finds the object roughly; its connected
-  parts that hold a positive click are kept (a whole-frame look at low resolution sometimes adds a
-  neighbouring thing); a second pass zooms into the window around them and the positive clicks, with them
-  as the coarse mask. When no part holds a click (the small look found another thing, or nothing), the
-  second pass looks at a square of half the frame's long side around the clicks instead (`click_window`).
+- clicks only: first looks find the object roughly, through several windows at once: squares around the
+  positive clicks of `FIRST_LOOK_SHARES` of the frame's long side, and the whole frame with a margin of
+  `FRAME_MARGIN` (a large object then fills less than the crop, as objects do in training). In each look
+  the connected parts of its mask that hold a positive click are kept (a look sometimes adds a neighbouring
+  thing); the look whose kept parts the network is surest of (the highest mean probability over them) wins.
+  One look at the frame alone sees a small object as a few pixels and a large one as texture: the network
+  then answers a blob around the click (docs/prompt.md, "Where the errors were"). A second pass zooms
+  into the window around the winner and the positive clicks, with it as the coarse mask. When no look
+  holds a click, the second pass looks at a square of half the frame's long side around the clicks
+  instead (`click_window`).
 Then `refine` more passes (two by default): each looks again at the window around the box (or around the
 last prediction and the positive clicks) with the last prediction as the coarse mask, so the network corrects
 its own mask (holes, bleeding, a part it missed); only the last pass averages with the mirrored crop.
@@ -51,8 +56,13 @@ BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "prompt.s
 # Extra passes on the network's own mask (`PromptSegmenter.refine`); chosen on val-dev
 # (docs/history/prompt-network-runs.md, "Second round").
 DEFAULT_REFINE = 2
-# Share of the frame's long side looked at around clicks the whole-frame look missed (PromptSegmenter).
+# Share of the frame's long side looked at around clicks the first looks missed (PromptSegmenter).
 LOST_CLICK_WINDOW = 0.5
+# First looks at clicks alone: squares around the clicks of these shares of the frame's long side, and the
+# frame with this margin (box_window's context); chosen on COCO's training part and DAVIS train frames
+# (docs/history/prompt-network-runs.md, "Issue #21, second round").
+FIRST_LOOK_SHARES = (0.8,)
+FRAME_MARGIN = 0.5
 
 
 class PromptSegmenter:
@@ -60,7 +70,8 @@ class PromptSegmenter:
 
     def __init__(self, model: PromptNet, device: str = "cpu", crop_size: int | None = None,
                  flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
-                 lost_click_window: float = LOST_CLICK_WINDOW) -> None:
+                 lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
+                 frame_margin: float = FRAME_MARGIN) -> None:
         self.model = model.eval().to(device).to(memory_format=torch.channels_last)
         # The final pass averages with the mirrored crop: about twice its cost, measured better
         # (docs/history/prompt-network-runs.md, first round).
@@ -75,16 +86,20 @@ class PromptSegmenter:
         # Clicks alone whose whole-frame look finds nothing under them: the next look is a square window
         # of this share of the frame's long side around them (0: the window around whatever it found).
         self.lost_click_window = lost_click_window
+        # Clicks alone: the first looks' windows (FIRST_LOOK_SHARES, FRAME_MARGIN); () and 0: the frame alone.
+        self.first_look = tuple(first_look)
+        self.frame_margin = frame_margin
 
     @classmethod
     def from_file(cls, path: str | Path = BUNDLED_WEIGHTS, device: str = "cpu", crop_size: int | None = None,
                   flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
-                  lost_click_window: float = LOST_CLICK_WINDOW) -> PromptSegmenter:
+                  lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
+                  frame_margin: float = FRAME_MARGIN) -> PromptSegmenter:
         if not Path(path).is_file():
             raise FileNotFoundError(f"prompt network weights not found: {path}")
         model, header = load_weights(path)
         log.info("prompt network loaded from %s (%s steps)", path, header.get("steps", "?"))
-        return cls(model, device, crop_size, flip, refine, refine_size, lost_click_window)
+        return cls(model, device, crop_size, flip, refine, refine_size, lost_click_window, first_look, frame_margin)
 
     def segment(self, image: np.ndarray, *, box: object = None, points: object = None, labels: object = None,
                 mask: np.ndarray | None = None) -> np.ndarray:
@@ -110,8 +125,7 @@ class PromptSegmenter:
             window = box_window(mask_box(prompt.mask, positives) or frame_window(hw))
             prob = self._pass(image, window, prompt, prompt.mask, final=last)
         else:
-            first = self._pass(image, frame_window(hw), prompt, None, final=False) > 0.5
-            rough = _clicked_parts(first, prompt, keep_unclicked=not self.lost_click_window)
+            rough = self._first_look(image, prompt)
             if rough.any() or not self.lost_click_window:
                 window = box_window(mask_box(rough, positives) or frame_window(hw))
             else:  # the whole-frame look found nothing under the clicks: look closer around them instead
@@ -124,6 +138,24 @@ class PromptSegmenter:
             window = box_window(prompt.box if prompt.box is not None else mask_box(coarse, positives))
             prob = self._pass(image, window, prompt, coarse, final=i == self.refine - 1, size=self.refine_size)
         return prob
+
+    def _first_look(self, image: np.ndarray, prompt: Prompt) -> np.ndarray:
+        """The clicked object, roughly: the parts under the positive clicks of the look (window) whose parts
+        the network is surest of; nothing when no look holds a click (or, with `lost_click_window` 0 and a
+        single look, all of that look's mask)."""
+        hw = prompt.frame_hw
+        windows = [click_window(prompt.positives, hw, share) for share in self.first_look]
+        windows.append(box_window(frame_window(hw), context=self.frame_margin) if self.frame_margin
+                       else frame_window(hw))
+        best, best_score = np.zeros(hw, bool), -1.0
+        for window in windows:
+            prob = self._pass(image, window, prompt, None, final=False)
+            keep_unclicked = len(windows) == 1 and not self.lost_click_window
+            parts = _clicked_parts(prob > 0.5, prompt, keep_unclicked=keep_unclicked)
+            score = float(prob[parts].mean()) if parts.any() else -1.0
+            if score > best_score:
+                best, best_score = parts, score
+        return best
 
     def _pass(self, image: np.ndarray, window: Window, prompt: Prompt, coarse: np.ndarray | None,
               final: bool = True, size: int | None = None) -> np.ndarray:
