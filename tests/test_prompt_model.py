@@ -290,3 +290,38 @@ def test_clicks_alone_are_first_looked_at_through_several_windows_and_the_surest
     assert all(c is None for c in seg.coarse[:looks])
     chosen = seg.coarse[looks]  # the zoomed pass gets the surest look's clicked part as its coarse mask
     assert chosen is not None and chosen[60:68, 100:130].all() and not chosen[68:].any() and not chosen[5:15].any()
+
+
+def test_a_negative_click_the_network_ignored_takes_off_the_part_nearer_to_it() -> None:
+    from edge_vos.prompt.segmenter import _ignored_negatives_share
+
+    mask = np.zeros(HW, bool)
+    mask[30:60, 20:120] = True  # painted too far: the object is the left part
+    mask[70:80, 10:20] = True  # another piece, no click on it
+    prompt = make_prompt(HW, points=[(30.5, 45.5), (110.5, 45.5)], labels=[1, 0])
+    cut = _ignored_negatives_share(mask, prompt)
+    assert cut[30:60, 71:120].all() and not cut[30:60, 20:70].any()  # beyond the midpoint between the clicks
+    assert not cut[70:80].any()  # pieces without an ignored negative click stay
+    followed = make_prompt(HW, points=[(30.5, 45.5), (130.5, 45.5)], labels=[1, 0])  # off the mask already
+    assert not _ignored_negatives_share(mask, followed).any()
+    box_only = make_prompt(HW, box=(10, 20, 130, 70), points=[(110.5, 45.5)], labels=[0])
+    assert not _ignored_negatives_share(mask, box_only).any()  # no positive click to weigh it against
+
+
+class _PaintingSegmenter(PromptSegmenter):
+    """Every pass paints the same rectangle, whatever the clicks."""
+
+    def __init__(self, carve: bool) -> None:
+        super().__init__(PromptNet(PromptNetConfig(crop_size=32)), refine=1, flip=False, carve=carve)
+
+    def _pass(self, image, window, prompt, coarse, final=True, size=None):  # type: ignore[no-untyped-def]
+        out = np.zeros(prompt.frame_hw, np.float32)
+        out[30:60, 20:120] = 0.9
+        return out
+
+
+def test_the_segmenter_carves_ignored_negative_clicks_only_when_asked() -> None:
+    prompt = make_prompt(HW, points=[(30.5, 45.5), (110.5, 45.5)], labels=[1, 0])
+    carved = _PaintingSegmenter(carve=True)(_image(), prompt)
+    assert carved[45, 30] and not carved[45, 110]
+    assert _PaintingSegmenter(carve=False)(_image(), prompt)[45, 110]

@@ -17,6 +17,9 @@ validated `Prompt` into a bool mask on the frame:
 Then `refine` more passes (two by default): each looks again at the window around the box (or around the
 last prediction and the positive clicks) with the last prediction as the coarse mask, so the network corrects
 its own mask (holes, bleeding, a part it missed); only the last pass averages with the mirrored crop.
+Last, negative clicks the network ignored (`carve`): where a negative click still lies on the mask, the
+part of its connected piece nearer to the negative clicks than to every positive one is taken off. The
+network follows negative clicks weakly; ignored, the click protocol would repeat the same click forever.
 Every pass runs on an S x S crop whatever the frame size, so a prompt's cost is bounded (docs/benchmarks.md
 "Prompts" has the measured times).
 
@@ -63,6 +66,8 @@ LOST_CLICK_WINDOW = 0.5
 # (docs/history/prompt-network-runs.md, "Issue #21, second round").
 FIRST_LOOK_SHARES = (0.8,)
 FRAME_MARGIN = 0.5
+# Negative clicks left on the mask take off the part nearer to them than to the positive clicks (same rounds).
+CARVE_IGNORED_NEGATIVES = True
 
 
 class PromptSegmenter:
@@ -71,7 +76,7 @@ class PromptSegmenter:
     def __init__(self, model: PromptNet, device: str = "cpu", crop_size: int | None = None,
                  flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
                  lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
-                 frame_margin: float = FRAME_MARGIN) -> None:
+                 frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES) -> None:
         self.model = model.eval().to(device).to(memory_format=torch.channels_last)
         # The final pass averages with the mirrored crop: about twice its cost, measured better
         # (docs/history/prompt-network-runs.md, first round).
@@ -89,17 +94,19 @@ class PromptSegmenter:
         # Clicks alone: the first looks' windows (FIRST_LOOK_SHARES, FRAME_MARGIN); () and 0: the frame alone.
         self.first_look = tuple(first_look)
         self.frame_margin = frame_margin
+        self.carve = carve
 
     @classmethod
     def from_file(cls, path: str | Path = BUNDLED_WEIGHTS, device: str = "cpu", crop_size: int | None = None,
                   flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
                   lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
-                  frame_margin: float = FRAME_MARGIN) -> PromptSegmenter:
+                  frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES) -> PromptSegmenter:
         if not Path(path).is_file():
             raise FileNotFoundError(f"prompt network weights not found: {path}")
         model, header = load_weights(path)
         log.info("prompt network loaded from %s (%s steps)", path, header.get("steps", "?"))
-        return cls(model, device, crop_size, flip, refine, refine_size, lost_click_window, first_look, frame_margin)
+        return cls(model, device, crop_size, flip, refine, refine_size, lost_click_window, first_look,
+                   frame_margin, carve)
 
     def segment(self, image: np.ndarray, *, box: object = None, points: object = None, labels: object = None,
                 mask: np.ndarray | None = None) -> np.ndarray:
@@ -137,6 +144,8 @@ class PromptSegmenter:
                 break
             window = box_window(prompt.box if prompt.box is not None else mask_box(coarse, positives))
             prob = self._pass(image, window, prompt, coarse, final=i == self.refine - 1, size=self.refine_size)
+        if self.carve:
+            prob[_ignored_negatives_share(prob > 0.5, prompt)] = 0.0
         return prob
 
     def _first_look(self, image: np.ndarray, prompt: Prompt) -> np.ndarray:
@@ -191,6 +200,28 @@ def _clicked_parts(mask: np.ndarray, prompt: Prompt, keep_unclicked: bool = Fals
     if hit:
         return np.isin(parts, list(hit))
     return mask if keep_unclicked else np.zeros_like(mask)
+
+
+def _ignored_negatives_share(mask: np.ndarray, prompt: Prompt) -> np.ndarray:
+    """The pixels of `mask` to take off for the negative clicks it still covers: in the connected pieces
+    holding such a click, those nearer to one of them than to every positive click (none without a
+    positive click: a box with negative clicks only keeps its mask)."""
+    out = np.zeros_like(mask)
+    positives = np.flatnonzero(prompt.labels == 1)
+    ignored = [i for i in np.flatnonzero(prompt.labels == 0) if mask[prompt.pixel(int(i))[::-1]]]
+    if not ignored or not len(positives):
+        return out
+
+    def distance(indices: list[int]) -> np.ndarray:
+        seeds = np.ones(mask.shape, np.uint8)
+        for i in indices:
+            x, y = prompt.pixel(int(i))
+            seeds[y, x] = 0
+        return cv2.distanceTransform(seeds, cv2.DIST_L2, 5)
+
+    _, pieces = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    held = [int(pieces[prompt.pixel(int(i))[::-1]]) for i in ignored]
+    return np.isin(pieces, held) & (distance(ignored) < distance(list(positives)))
 
 
 @functools.lru_cache(maxsize=1)
