@@ -4,24 +4,23 @@
 validated `Prompt` into a bool mask on the frame:
 - a box: one pass on the window around the box (crops.box_window), box map + any clicks + any coarse mask;
 - a coarse mask without a box: one pass on the window around the mask and the positive clicks;
-- clicks only: first looks find the object roughly, through several windows at once: squares around the
-  positive clicks of `FIRST_LOOK_SHARES` of the frame's long side, and the whole frame with a margin of
-  `FRAME_MARGIN` (a large object then fills less than the crop, as objects do in training). In each look
-  the connected parts of its mask that hold a positive click are kept (a look sometimes adds a neighbouring
-  thing); the look whose kept parts the network is surest of (the highest mean probability over them) wins.
-  One look at the frame alone sees a small object as a few pixels and a large one as texture: the network
-  then answers a blob around the click (docs/prompt.md, "Where the errors were"). A second pass zooms
-  into the window around the winner and the positive clicks, with it as the coarse mask. When no look
-  holds a click, the second pass looks at a square of half the frame's long side around the clicks
-  instead (`click_window`).
+- clicks only: first looks find the object roughly, through several windows: squares around the positive
+  clicks of `FIRST_LOOK_SHARES` of the frame's long side, and the whole frame with a margin of
+  `FRAME_MARGIN`. In each look the connected parts of its mask that hold a positive click are kept (a look
+  sometimes adds a neighbouring thing); the look whose kept parts the network is surest of (the highest mean
+  probability over them) wins. With the frame alone, the network often answered a blob around the click,
+  mostly on large objects (docs/history/prompt-network-runs.md, "Issue #21, second round"). A second pass
+  zooms into the window around the winner and the positive clicks, with it as the coarse mask. When no look
+  holds a click, the second pass looks at a square of half the frame's long side around the clicks instead
+  (`click_window`).
 Then `refine` more passes (two by default): each looks again at the window around the box (or around the
 last prediction and the positive clicks) with the last prediction as the coarse mask, so the network corrects
 its own mask (holes, bleeding, a part it missed); only the last pass averages with the mirrored crop.
 Last, negative clicks the network ignored (`carve`): where a negative click still lies on the mask, the
 part of its connected piece nearer to the negative clicks than to every positive one is taken off. The
 network follows negative clicks weakly; ignored, the click protocol would repeat the same click forever.
-Every pass runs on an S x S crop whatever the frame size, so a prompt's cost is bounded (docs/benchmarks.md
-"Prompts" has the measured times).
+Every pass runs on an S x S crop whatever the frame size, so a prompt's cost is bounded (docs/model-card.md,
+"Prompt network", has the measured times).
 
 `segment(image, box=..., points=..., labels=..., mask=...)` is the convenience function: it uses the
 bundled weights through `default_segmenter()`, which loads them on the first call and keeps them for the
@@ -88,7 +87,7 @@ class PromptSegmenter:
         self.refine = refine
         self.refine_size = refine_size or self.size
         self.radius = model.config.click_radius
-        # Clicks alone whose whole-frame look finds nothing under them: the next look is a square window
+        # Clicks alone whose first looks find nothing under them: the next look is a square window
         # of this share of the frame's long side around them (0: the window around whatever it found).
         self.lost_click_window = lost_click_window
         # Clicks alone: the first looks' windows (FIRST_LOOK_SHARES, FRAME_MARGIN); () and 0: the frame alone.
