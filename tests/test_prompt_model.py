@@ -233,7 +233,7 @@ class _ScriptedSegmenter(PromptSegmenter):
 
     def __init__(self, lost_click_window: float) -> None:
         super().__init__(PromptNet(PromptNetConfig(crop_size=32)), refine=0, flip=False,
-                         lost_click_window=lost_click_window)
+                         lost_click_window=lost_click_window, first_look=(), frame_margin=0.0)
         self.windows: list[tuple[float, ...]] = []
 
     def _pass(self, image, window, prompt, coarse, final=True, size=None):  # type: ignore[no-untyped-def]
@@ -256,3 +256,72 @@ def test_clicks_the_whole_frame_look_missed_get_a_closer_look_around_them() -> N
     before = _ScriptedSegmenter(lost_click_window=0.0)  # 0: the window around what the first look found
     before(_image(), prompt)
     assert before.windows[1][0] < 5 and before.windows[1][2] > 115.5
+
+
+class _ScaleScriptedSegmenter(PromptSegmenter):
+    """Records each pass's window; each first look paints the clicked object with its own confidence."""
+
+    def __init__(self, confidences: dict[int, float]) -> None:
+        super().__init__(PromptNet(PromptNetConfig(crop_size=32)), refine=0, flip=False)
+        self.confidences = confidences  # first look number -> the probability it paints
+        self.windows: list[tuple[float, ...]] = []
+        self.coarse: list[np.ndarray | None] = []
+
+    def _pass(self, image, window, prompt, coarse, final=True, size=None):  # type: ignore[no-untyped-def]
+        self.windows.append(tuple(window))
+        self.coarse.append(coarse)
+        out = np.zeros(prompt.frame_hw, np.float32)
+        look = len(self.windows) - 1
+        out[60:60 + 4 * (look + 1), 100:130] = self.confidences.get(look, 0.9)
+        out[5:15, 5:25] = 1.0  # a sure thing away from the click: never the answer
+        return out
+
+
+def test_clicks_alone_are_first_looked_at_through_several_windows_and_the_surest_wins() -> None:
+    from edge_vos.prompt.crops import click_window, frame_window
+    from edge_vos.prompt.segmenter import FIRST_LOOK_SHARES, FRAME_MARGIN
+
+    prompt = make_prompt(HW, points=[(115.5, 61.5)], labels=[1])
+    seg = _ScaleScriptedSegmenter({0: 0.6, 1: 0.95, 2: 0.7})
+    seg(_image(), prompt)
+    looks = len(FIRST_LOOK_SHARES) + 1
+    assert seg.windows[:looks - 1] == [click_window(prompt.positives, HW, s) for s in FIRST_LOOK_SHARES]
+    assert seg.windows[looks - 1] == box_window(frame_window(HW), context=FRAME_MARGIN)  # the frame, with margin
+    assert all(c is None for c in seg.coarse[:looks])
+    chosen = seg.coarse[looks]  # the zoomed pass gets the surest look's clicked part as its coarse mask
+    assert chosen is not None and chosen[60:68, 100:130].all() and not chosen[68:].any() and not chosen[5:15].any()
+
+
+def test_a_negative_click_the_network_ignored_takes_off_the_part_nearer_to_it() -> None:
+    from edge_vos.prompt.segmenter import _ignored_negatives_share
+
+    mask = np.zeros(HW, bool)
+    mask[30:60, 20:120] = True  # painted too far: the object is the left part
+    mask[70:80, 10:20] = True  # another piece, no click on it
+    prompt = make_prompt(HW, points=[(30.5, 45.5), (110.5, 45.5)], labels=[1, 0])
+    cut = _ignored_negatives_share(mask, prompt)
+    assert cut[30:60, 71:120].all() and not cut[30:60, 20:70].any()  # beyond the midpoint between the clicks
+    assert not cut[70:80].any()  # pieces without an ignored negative click stay
+    followed = make_prompt(HW, points=[(30.5, 45.5), (130.5, 45.5)], labels=[1, 0])  # off the mask already
+    assert not _ignored_negatives_share(mask, followed).any()
+    box_only = make_prompt(HW, box=(10, 20, 130, 70), points=[(110.5, 45.5)], labels=[0])
+    assert not _ignored_negatives_share(mask, box_only).any()  # no positive click to weigh it against
+
+
+class _PaintingSegmenter(PromptSegmenter):
+    """Every pass paints the same rectangle, whatever the clicks."""
+
+    def __init__(self, carve: bool) -> None:
+        super().__init__(PromptNet(PromptNetConfig(crop_size=32)), refine=1, flip=False, carve=carve)
+
+    def _pass(self, image, window, prompt, coarse, final=True, size=None):  # type: ignore[no-untyped-def]
+        out = np.zeros(prompt.frame_hw, np.float32)
+        out[30:60, 20:120] = 0.9
+        return out
+
+
+def test_the_segmenter_carves_ignored_negative_clicks_only_when_asked() -> None:
+    prompt = make_prompt(HW, points=[(30.5, 45.5), (110.5, 45.5)], labels=[1, 0])
+    carved = _PaintingSegmenter(carve=True)(_image(), prompt)
+    assert carved[45, 30] and not carved[45, 110]
+    assert _PaintingSegmenter(carve=False)(_image(), prompt)[45, 110]

@@ -6,6 +6,7 @@
     python tools/bench_noc.py merge runs/bench-noc/coco-NAME.shard*  # joins them into coco-NAME.json
     python tools/bench_noc.py compare BEFORE.json AFTER.json     # per object / sequence: who wins
     python tools/bench_noc.py table                              # docs/prompt.md's tables
+    ... accuracy --first-look '' --frame-margin 0 --no-carve     # the segmenter before issue #21's second round
 
 Sets: `coco`, the COCO hold-out (edge_vos.data.coco: a quarter of coco-mval-train's images by COCO image
 id, drawn per category; never trained on), one object per image at 640 px; `davis`, DAVIS-2016 val-dev
@@ -91,6 +92,16 @@ def summarise(rows: list[dict], max_clicks: int) -> dict[str, float]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
 
 
+def segmenter_options(args: argparse.Namespace) -> dict[str, object]:
+    """The segmenter's click options given on the command line (the shipped defaults otherwise)."""
+    options: dict[str, object] = {"carve": not args.no_carve}
+    if args.first_look is not None:
+        options["first_look"] = tuple(float(v) for v in args.first_look.split(",") if v)
+    if args.frame_margin is not None:
+        options["frame_margin"] = args.frame_margin
+    return options
+
+
 def accuracy(args: argparse.Namespace) -> int:
     import torch
 
@@ -106,7 +117,7 @@ def accuracy(args: argparse.Namespace) -> int:
         name, _, path = spec.partition("=")
         if not path:
             raise SystemExit(f"--weights {spec!r}: expected NAME=FILE")
-        segmenter = PromptSegmenter.from_file(path)
+        segmenter = PromptSegmenter.from_file(path, **segmenter_options(args))
         t0 = time.time()
         rows = []
         for i in mine:
@@ -220,6 +231,11 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=0, help="only the first N objects (0 = all)")
     parser.add_argument("--shard", default="1/1", help="K/N: every N-th object from the K-th (parallel runs; merge)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--first-look", help="clicks alone: the first looks' shares of the frame around the clicks, "
+                        "comma-separated ('' = none: the frame only; default: the segmenter's)")
+    parser.add_argument("--frame-margin", type=float, help="clicks alone: the frame look's margin (0 = none)")
+    parser.add_argument("--no-carve", action="store_true",
+                        help="leave negative clicks the network ignored as it left them (no carving)")
     parser.add_argument("--json", help="where to write the result (one --weights only)")
     parser.add_argument("--rows", help="table: the networks to list, in order (default: all measured)")
     args = parser.parse_args()

@@ -13,7 +13,8 @@ mask" rows; --no-previous-mask skips it). Timing: the first frame of each val-de
 one box, one click and one correction prompt (a second click with the first click's mask) per frame,
 methods interleaved, medians (tools/bench_noc.py measures NoC on the COCO hold-out and val-dev).
 `--methods learned:R:S:F` adds a variant of the learned segmenter (R refine passes at crop side S, F 1/0
-mirrored-crop averaging).
+mirrored-crop averaging); `learned-before` is the learned segmenter as it was before issue #21's second round
+(clicks alone looked at on the whole frame only, ignored negative clicks not carved).
 Results go to runs/bench-prompt/*.json; `table` writes section `prompt` of docs/benchmarks.md (the model
 card's prompt results come from tools/bench_noc.py).
 """
@@ -67,10 +68,13 @@ def _methods(weights: str | None, names: list[str], crop_size: int | None = None
                 weights or BUNDLED_WEIGHTS, crop_size=crop_size, flip=bool(opts[2]) if len(opts) > 2 else flip,
                 refine=opts[0] if opts else DEFAULT_REFINE if refine is None else refine,
                 refine_size=opts[1] if len(opts) > 1 else refine_size), True)
+        elif name == "learned-before":  # the segmenter before issue #21's second round: one look, no carving
+            out[name] = (PromptSegmenter.from_file(weights or BUNDLED_WEIGHTS, crop_size=crop_size, flip=flip,
+                                                   first_look=(), frame_margin=0.0, carve=False), True)
         elif name == "grabcut":
             out[name] = (grabcut_segment, False)
         else:
-            raise SystemExit(f"unknown method {name!r} (learned, grabcut)")
+            raise SystemExit(f"unknown method {name!r} (learned, learned-before, grabcut)")
     return out
 
 

@@ -4,16 +4,23 @@
 validated `Prompt` into a bool mask on the frame:
 - a box: one pass on the window around the box (crops.box_window), box map + any clicks + any coarse mask;
 - a coarse mask without a box: one pass on the window around the mask and the positive clicks;
-- clicks only: a first pass on the whole frame (resized to S x S) finds the object roughly; its connected
-  parts that hold a positive click are kept (a whole-frame look at low resolution sometimes adds a
-  neighbouring thing); a second pass zooms into the window around them and the positive clicks, with them
-  as the coarse mask. When no part holds a click (the small look found another thing, or nothing), the
-  second pass looks at a square of half the frame's long side around the clicks instead (`click_window`).
+- clicks only: first looks find the object roughly, through several windows: squares around the positive
+  clicks of `FIRST_LOOK_SHARES` of the frame's long side, and the whole frame with a margin of
+  `FRAME_MARGIN`. In each look the connected parts of its mask that hold a positive click are kept (a look
+  sometimes adds a neighbouring thing); the look whose kept parts the network is surest of (the highest mean
+  probability over them) wins. With the frame alone, the network often answered a blob around the click,
+  mostly on large objects (docs/history/prompt-network-runs.md, "Issue #21, second round"). A second pass
+  zooms into the window around the winner and the positive clicks, with it as the coarse mask. When no look
+  holds a click, the second pass looks at a square of half the frame's long side around the clicks instead
+  (`click_window`).
 Then `refine` more passes (two by default): each looks again at the window around the box (or around the
 last prediction and the positive clicks) with the last prediction as the coarse mask, so the network corrects
 its own mask (holes, bleeding, a part it missed); only the last pass averages with the mirrored crop.
-Every pass runs on an S x S crop whatever the frame size, so a prompt's cost is bounded (docs/benchmarks.md
-"Prompts" has the measured times).
+Last, negative clicks the network ignored (`carve`): where a negative click still lies on the mask, the
+part of its connected piece nearer to the negative clicks than to every positive one is taken off. The
+network follows negative clicks weakly; ignored, the click protocol would repeat the same click forever.
+Every pass runs on an S x S crop whatever the frame size, so a prompt's cost is bounded (docs/model-card.md,
+"Prompt network", has the measured times).
 
 `segment(image, box=..., points=..., labels=..., mask=...)` is the convenience function: it uses the
 bundled weights through `default_segmenter()`, which loads them on the first call and keeps them for the
@@ -51,8 +58,15 @@ BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "prompt.s
 # Extra passes on the network's own mask (`PromptSegmenter.refine`); chosen on val-dev
 # (docs/history/prompt-network-runs.md, "Second round").
 DEFAULT_REFINE = 2
-# Share of the frame's long side looked at around clicks the whole-frame look missed (PromptSegmenter).
+# Share of the frame's long side looked at around clicks the first looks missed (PromptSegmenter).
 LOST_CLICK_WINDOW = 0.5
+# First looks at clicks alone: squares around the clicks of these shares of the frame's long side, and the
+# frame with this margin (box_window's context); chosen on COCO's training part and DAVIS train frames
+# (docs/history/prompt-network-runs.md, "Issue #21, second round").
+FIRST_LOOK_SHARES = (0.8,)
+FRAME_MARGIN = 0.5
+# Negative clicks left on the mask take off the part nearer to them than to the positive clicks (same rounds).
+CARVE_IGNORED_NEGATIVES = True
 
 
 class PromptSegmenter:
@@ -60,7 +74,8 @@ class PromptSegmenter:
 
     def __init__(self, model: PromptNet, device: str = "cpu", crop_size: int | None = None,
                  flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
-                 lost_click_window: float = LOST_CLICK_WINDOW) -> None:
+                 lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
+                 frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES) -> None:
         self.model = model.eval().to(device).to(memory_format=torch.channels_last)
         # The final pass averages with the mirrored crop: about twice its cost, measured better
         # (docs/history/prompt-network-runs.md, first round).
@@ -72,19 +87,25 @@ class PromptSegmenter:
         self.refine = refine
         self.refine_size = refine_size or self.size
         self.radius = model.config.click_radius
-        # Clicks alone whose whole-frame look finds nothing under them: the next look is a square window
+        # Clicks alone whose first looks find nothing under them: the next look is a square window
         # of this share of the frame's long side around them (0: the window around whatever it found).
         self.lost_click_window = lost_click_window
+        # Clicks alone: the first looks' windows (FIRST_LOOK_SHARES, FRAME_MARGIN); () and 0: the frame alone.
+        self.first_look = tuple(first_look)
+        self.frame_margin = frame_margin
+        self.carve = carve
 
     @classmethod
     def from_file(cls, path: str | Path = BUNDLED_WEIGHTS, device: str = "cpu", crop_size: int | None = None,
                   flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
-                  lost_click_window: float = LOST_CLICK_WINDOW) -> PromptSegmenter:
+                  lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
+                  frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES) -> PromptSegmenter:
         if not Path(path).is_file():
             raise FileNotFoundError(f"prompt network weights not found: {path}")
         model, header = load_weights(path)
         log.info("prompt network loaded from %s (%s steps)", path, header.get("steps", "?"))
-        return cls(model, device, crop_size, flip, refine, refine_size, lost_click_window)
+        return cls(model, device, crop_size, flip, refine, refine_size, lost_click_window, first_look,
+                   frame_margin, carve)
 
     def segment(self, image: np.ndarray, *, box: object = None, points: object = None, labels: object = None,
                 mask: np.ndarray | None = None) -> np.ndarray:
@@ -110,8 +131,7 @@ class PromptSegmenter:
             window = box_window(mask_box(prompt.mask, positives) or frame_window(hw))
             prob = self._pass(image, window, prompt, prompt.mask, final=last)
         else:
-            first = self._pass(image, frame_window(hw), prompt, None, final=False) > 0.5
-            rough = _clicked_parts(first, prompt, keep_unclicked=not self.lost_click_window)
+            rough = self._first_look(image, prompt)
             if rough.any() or not self.lost_click_window:
                 window = box_window(mask_box(rough, positives) or frame_window(hw))
             else:  # the whole-frame look found nothing under the clicks: look closer around them instead
@@ -123,7 +143,27 @@ class PromptSegmenter:
                 break
             window = box_window(prompt.box if prompt.box is not None else mask_box(coarse, positives))
             prob = self._pass(image, window, prompt, coarse, final=i == self.refine - 1, size=self.refine_size)
+        if self.carve:
+            prob[_ignored_negatives_share(prob > 0.5, prompt)] = 0.0
         return prob
+
+    def _first_look(self, image: np.ndarray, prompt: Prompt) -> np.ndarray:
+        """The clicked object, roughly: the parts under the positive clicks of the look (window) whose parts
+        the network is surest of; nothing when no look holds a click (or, with `lost_click_window` 0 and a
+        single look, all of that look's mask)."""
+        hw = prompt.frame_hw
+        windows = [click_window(prompt.positives, hw, share) for share in self.first_look]
+        windows.append(box_window(frame_window(hw), context=self.frame_margin) if self.frame_margin
+                       else frame_window(hw))
+        best, best_score = np.zeros(hw, bool), -1.0
+        for window in windows:
+            prob = self._pass(image, window, prompt, None, final=False)
+            keep_unclicked = len(windows) == 1 and not self.lost_click_window
+            parts = _clicked_parts(prob > 0.5, prompt, keep_unclicked=keep_unclicked)
+            score = float(prob[parts].mean()) if parts.any() else -1.0
+            if score > best_score:
+                best, best_score = parts, score
+        return best
 
     def _pass(self, image: np.ndarray, window: Window, prompt: Prompt, coarse: np.ndarray | None,
               final: bool = True, size: int | None = None) -> np.ndarray:
@@ -159,6 +199,28 @@ def _clicked_parts(mask: np.ndarray, prompt: Prompt, keep_unclicked: bool = Fals
     if hit:
         return np.isin(parts, list(hit))
     return mask if keep_unclicked else np.zeros_like(mask)
+
+
+def _ignored_negatives_share(mask: np.ndarray, prompt: Prompt) -> np.ndarray:
+    """The pixels of `mask` to take off for the negative clicks it still covers: in the connected pieces
+    holding such a click, those nearer to one of them than to every positive click (none without a
+    positive click: a box with negative clicks only keeps its mask)."""
+    out = np.zeros_like(mask)
+    positives = np.flatnonzero(prompt.labels == 1)
+    ignored = [i for i in np.flatnonzero(prompt.labels == 0) if mask[prompt.pixel(int(i))[::-1]]]
+    if not ignored or not len(positives):
+        return out
+
+    def distance(indices: list[int]) -> np.ndarray:
+        seeds = np.ones(mask.shape, np.uint8)
+        for i in indices:
+            x, y = prompt.pixel(int(i))
+            seeds[y, x] = 0
+        return cv2.distanceTransform(seeds, cv2.DIST_L2, 5)
+
+    _, pieces = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    held = [int(pieces[prompt.pixel(int(i))[::-1]]) for i in ignored]
+    return np.isin(pieces, held) & (distance(ignored) < distance(list(positives)))
 
 
 @functools.lru_cache(maxsize=1)
