@@ -7,16 +7,11 @@ import torch
 
 from edge_vos.tracker.aggregate import soft_aggregate
 
-
-def _softmax_of_logits(probs: torch.Tensor) -> torch.Tensor:
-    """Official STCN's aggregate, as the tracker computed it before the odds form."""
-    background = torch.prod(1 - probs, dim=0, keepdim=True)
-    stacked = torch.cat([background, probs], dim=0).clamp(1e-7, 1 - 1e-7)
-    return torch.softmax(torch.log(stacked / (1 - stacked)), dim=0)
+from .concat_reference import softmax_of_logits
 
 
 @pytest.mark.parametrize("objects", [1, 2, 4, 8])
-def test_odds_form_equals_the_softmax_of_logits(objects) -> None:
+def test_odds_form_equals_thesoftmax_of_logits(objects) -> None:
     generator = torch.Generator().manual_seed(objects)
     probs = torch.rand(objects, 1, 45, 61, generator=generator)
     probs[:, :, :3] = 0.0  # certain background, certain objects and overlaps: the clamp's corners
@@ -24,7 +19,7 @@ def test_odds_form_equals_the_softmax_of_logits(objects) -> None:
     probs[:, :, 6:9] = 1.0
     probs[:, :, 9:12] = torch.rand(objects, 1, 3, 61, generator=generator) ** 12  # tiny values
     full = soft_aggregate(probs)
-    expected = _softmax_of_logits(probs)
+    expected = softmax_of_logits(probs)
     assert full.shape == (objects + 1, 1, 45, 61)
     torch.testing.assert_close(full, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(full.sum(dim=0), torch.ones(1, 45, 61), rtol=0, atol=1e-6)

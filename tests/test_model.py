@@ -10,6 +10,7 @@ from edge_vos.model import CheckpointError, build_network, load_network, read_st
 from edge_vos.model.checkpoint import init_trunks_from_torchvision
 from edge_vos.model.preprocess import frame_geometry, image_to_tensor, to_input_size, unpad
 
+from .concat_reference import decode_by_concatenation, value_by_concatenation
 from .conftest import SHARED, require_data
 
 REFERENCE = SHARED / "reference" / "stcn_state_dict_keys.txt"
@@ -205,28 +206,6 @@ def test_geometry_pads_evenly_and_round_trips() -> None:
         image_to_tensor(image.astype(np.float32), geometry)
 
 
-def _value_by_concatenation(net, image, k16, masks, others):
-    """The value encoder as one pass over [RGB, mask, others] per object: the maths before its convolutions
-    were split by input channel (modules.conv_of_concat)."""
-    from edge_vos.model.efficientnet import EfficientNetLiteTrunk
-
-    n = masks.shape[0]
-    encoder = net.value_encoder
-    f16, _, _ = EfficientNetLiteTrunk.forward(encoder, torch.cat([image.expand(n, -1, -1, -1), masks, others], 1))
-    fuser = encoder.fuser
-    x = fuser.block1(torch.cat([f16, k16.expand(n, -1, -1, -1)], 1))
-    x = x + fuser.attention(x)
-    return fuser.block2(x)
-
-
-def _decode_by_concatenation(net, readout, query_value, f8, f4):
-    import torch.nn.functional as F
-
-    decoder = net.decoder
-    x = decoder.compress(torch.cat([readout, query_value.expand(readout.shape[0], -1, -1, -1)], 1))
-    x = decoder.up_8_4(f4, decoder.up_16_8(f8, x))
-    return F.interpolate(decoder.pred(F.relu(x)), scale_factor=4.0, mode="bilinear", align_corners=False)
-
 
 @pytest.mark.parametrize("objects", [1, 2, 4, 8])
 def test_split_convolutions_compute_what_the_concatenation_did(objects) -> None:
@@ -243,11 +222,11 @@ def test_split_convolutions_compute_what_the_concatenation_did(objects) -> None:
     with torch.no_grad():
         _, query_value, k16, f8, f4 = net.encode_key(image)
         values = net.encode_value(image, k16, masks, others)
-        expected = _value_by_concatenation(net, image, k16, masks, others)
+        expected = value_by_concatenation(net, image, k16, masks, others)
         torch.testing.assert_close(values, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
         readout = torch.randn(objects, net.value_dim, 4, 6)
         logits = net.decode(readout, query_value, f8, f4)
-        expected = _decode_by_concatenation(net, readout, query_value, f8, f4)
+        expected = decode_by_concatenation(net, readout, query_value, f8, f4)
         torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
 
 
