@@ -71,9 +71,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
             cwd=str(path),
         )
+    precisions = set()
     for p in procs.values():
         assert p.stdout is not None
-        json.loads(p.stdout.readline())
+        precisions.add(json.loads(p.stdout.readline())["precision"])
     load_before = os.getloadavg()[0]
     records: dict[tuple[str, int], list[dict[str, Any]]] = {c: [] for c in configs}
     names = list(configs)
@@ -89,7 +90,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         p.stdin.write("q\n")
         p.stdin.flush()
         p.wait()
-    return {"records": records, "load": [load_before, os.getloadavg()[0]], "size": size}
+    return {"records": records, "load": [load_before, os.getloadavg()[0]], "size": size,
+            "precision": "/".join(sorted(precisions))}
 
 
 def summarise(records: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
@@ -121,7 +123,8 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> str:
     head = (
         f"`tools/bench_objects.py`, measured {result['when']}: one synthetic scene ({w}x{h}, 8 objects and a "
         f"distractor, seed {args.seed}, {args.frames} frames), objects 1..N prompted on its first frame; each tree's "
-        f"shipped `configs/cpu.yaml` tracker (bundled weights, working short side 360, backend and precision auto), "
+        f"shipped `configs/cpu.yaml` tracker (bundled weights, working short side 360, backend and precision auto: "
+        f"{result['precision']} here), "
         f"one torch thread, memory writes inside `step()`; {before}"
         f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; load average "
         f"{result['load'][0]:.1f} before, {result['load'][1]:.1f} after; under `/work/bin/bench-lock`. All "
@@ -131,6 +134,49 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"averaged over all frames, i.e. one write in {BLOCK}); last column: median ms of a frame's memory write."
     )
     return head + "\n\n" + markdown_table(header, body)
+
+
+def count_parts(tree: Path, padded_hw: tuple[int, int]) -> dict[str, list[float]]:
+    """part -> [GMAC once per frame, GMAC per object] of the network of source tree `tree` (bundled weights'
+    arch) at a padded working size: counted (torch.utils.flop_counter) at 1 and 8 objects, per object = the
+    difference / 7. Runs in a process of its own, so that each tree imports its own edge_vos."""
+    code = (
+        "import json, sys, torch\n"
+        f"sys.path.insert(0, {str(tree)!r})\n"
+        "from torch.utils.flop_counter import FlopCounterMode\n"
+        "from edge_vos.backends.parts import PART_NAMES, example_inputs, make_part\n"
+        "from edge_vos.model.weights import load_configured_network\n"
+        "from edge_vos.tracker.config import TrackerConfig\n"
+        "net = load_configured_network(TrackerConfig().model).eval()\n"
+        "out = {}\n"
+        "for part in PART_NAMES:\n"
+        "    g = {}\n"
+        "    for n in (1, 8):\n"
+        "        with FlopCounterMode(display=False) as c, torch.no_grad():\n"
+        f"            make_part(net, part)(*example_inputs(net, part, {tuple(padded_hw)!r}, n))\n"
+        "        g[n] = c.get_total_flops() / 2e9\n"
+        "    per = (g[8] - g[1]) / 7\n"
+        "    out[part] = [g[1] - per, per]\n"
+        "print(json.dumps(out))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=str(tree))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def flop_table(args: argparse.Namespace, padded_hw: tuple[int, int] = (368, 640)) -> str:
+    """GMAC per part, once per frame and per object, for this tree (and the `--before` tree)."""
+    sys.path.insert(0, str(ROOT))
+    from tools.doc_tables import markdown_table
+
+    trees = {"after": ROOT} if args.before is None else {"before": Path(args.before).resolve(), "after": ROOT}
+    counts = {name: count_parts(tree, padded_hw) for name, tree in trees.items()}
+    header = ["part"] + [f"{name}: {what}" for name in trees for what in ("once per frame", "per object")]
+    rows = [[part] + [f"{v:.3f}" for name in trees for v in counts[name][part]] for part in counts["after"]]
+    h, w = padded_hw
+    before = f"; `before` = the tree at {args.before_commit}" if args.before else ""
+    head = (f"`tools/bench_objects.py --flops`: GMAC (multiply-accumulates) of each network part at {w}x{h}, the "
+            f"padded working size of 480x854 frames at working short side 360, bundled weights' arch{before}.")
+    return head + "\n\n" + markdown_table(header, rows)
 
 
 def main() -> None:
@@ -145,7 +191,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw per-frame records here")
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--flops", action="store_true",
+                        help="only count each part's multiply-accumulates, once per frame and per object (no timing)")
     args = parser.parse_args()
+    if args.flops:
+        text = flop_table(args)
+        print(text)
+        if not args.no_doc:
+            from tools.doc_tables import write_section
+
+            title = "### Many objects: network work per frame and per object"
+            write_section(args.doc, "objects-flops", f"{title}\n\n{text}")
+        return
     result = run(args)
     result["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = table(result, args)
