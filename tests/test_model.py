@@ -10,6 +10,7 @@ from edge_vos.model import CheckpointError, build_network, load_network, read_st
 from edge_vos.model.checkpoint import init_trunks_from_torchvision
 from edge_vos.model.preprocess import frame_geometry, image_to_tensor, to_input_size, unpad
 
+from .concat_reference import decode_by_concatenation, value_by_concatenation
 from .conftest import SHARED, require_data
 
 REFERENCE = SHARED / "reference" / "stcn_state_dict_keys.txt"
@@ -203,3 +204,37 @@ def test_geometry_pads_evenly_and_round_trips() -> None:
     assert back.shape[-2:] == (480, 854)
     with pytest.raises(ValueError, match="RGB uint8"):
         image_to_tensor(image.astype(np.float32), geometry)
+
+
+
+@pytest.mark.parametrize("objects", [1, 2, 4, 8])
+def test_split_convolutions_compute_what_the_concatenation_did(objects) -> None:
+    """The frame's part of each convolution over [frame features, object features] runs once per frame
+    (stem of the value encoder, its fusion's first block, the decoder's first block): the same values and
+    logits as the per-object concatenation, within float rounding, for any object count."""
+    torch.manual_seed(objects)
+    net = build_network("stcn-effl0").eval()
+    for p in net.parameters():  # trained-like magnitudes rather than the initialisation's near-zero heads
+        p.data.normal_(0, 0.05)
+    image = torch.randn(1, 3, 64, 96)
+    masks = torch.rand(objects, 1, 64, 96)
+    others = masks.sum(0, keepdim=True) - masks
+    with torch.no_grad():
+        _, query_value, k16, f8, f4 = net.encode_key(image)
+        values = net.encode_value(image, k16, masks, others)
+        expected = value_by_concatenation(net, image, k16, masks, others)
+        torch.testing.assert_close(values, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+        readout = torch.randn(objects, net.value_dim, 4, 6)
+        logits = net.decode(readout, query_value, f8, f4)
+        expected = decode_by_concatenation(net, readout, query_value, f8, f4)
+        torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_conv_of_concat_rejects_parts_that_do_not_fill_the_convolution() -> None:
+    from edge_vos.model.modules import conv_of_concat
+
+    conv = torch.nn.Conv2d(5, 4, 3, padding=1)
+    with pytest.raises(ValueError, match="parts hold 4 channels"):
+        conv_of_concat(conv, (torch.zeros(1, 3, 8, 8), torch.zeros(2, 1, 8, 8)))
+    split = conv_of_concat(conv, (torch.randn(1, 3, 8, 8).expand(2, -1, -1, -1), torch.randn(2, 2, 8, 8)))
+    assert split.shape == (2, 4, 8, 8)

@@ -145,7 +145,12 @@ class EfficientNetLiteTrunk(nn.Module):
         return c[_F2_STAGE], c[_F4_STAGE], c[_F8_STAGE], c[_F16_STAGE]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.act(self.bn1(self.conv1(x)))
+        return self.forward_from_stem(self.conv1(x))
+
+    def forward_from_stem(self, stem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The trunk after its stem convolution: for a caller that computes that convolution itself (the value
+        encoder: split by input channel, the image's part once per frame)."""
+        x = self.act(self.bn1(stem))
         f4 = f8 = x
         for i, block in enumerate(self.blocks):
             x = block(x)

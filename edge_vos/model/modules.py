@@ -11,8 +11,42 @@ def conv3x3(cin: int, cout: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1)
 
 
+def conv_of_concat(conv: nn.Conv2d, parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """`conv(torch.cat(parts, dim=1))` as a sum of one convolution per part, with its slice of the weights.
+
+    Convolution is linear in its input channels, so this is the same maths (up to float rounding); what it
+    buys: a part with batch 1 beside parts with batch N (the frame's features beside N objects) is convolved
+    once and broadcast in the sum, instead of being copied N times into the concatenation and convolved N
+    times. The bias goes with the first part.
+    """
+    if conv.groups != 1:
+        raise ValueError("conv_of_concat: grouped convolutions cannot be split by input channel")
+    out: torch.Tensor | None = None
+    start = 0
+    for i, x in enumerate(parts):
+        weight = conv.weight[:, start:start + x.shape[1]]
+        start += x.shape[1]
+        y = F.conv2d(x, weight, conv.bias if i == 0 else None, conv.stride, conv.padding, conv.dilation)
+        out = y if out is None else out + y
+    if out is None or start != conv.in_channels:
+        raise ValueError(f"conv_of_concat: parts hold {start} channels, the convolution takes {conv.in_channels}")
+    return out
+
+
+def concat_broadcast(parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """torch.cat along channels, parts with batch 1 expanded to the others' batch."""
+    n = max(x.shape[0] for x in parts)
+    return torch.cat([x.expand(n, -1, -1, -1) for x in parts], dim=1)
+
+
 class ResBlock(nn.Module):
-    """Pre-activation residual block without batch norm; 3x3 `downsample` shortcut when widths differ."""
+    """Pre-activation residual block without batch norm; 3x3 `downsample` shortcut when widths differ.
+
+    The input may come as several parts (its channels, in order) that are not concatenated: a part with
+    batch 1 (the frame's) beside parts with batch N (objects) is then convolved once per frame by the
+    first convolution and the shortcut (`conv_of_concat`), which halves those two for the decoder's first
+    block and the value encoder's fusion.
+    """
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
@@ -20,11 +54,16 @@ class ResBlock(nn.Module):
         self.conv1 = conv3x3(cin, cout)
         self.conv2 = conv3x3(cout, cout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        r = self.conv1(F.relu(x))
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        if len(parts) == 1:
+            r = self.conv1(F.relu(parts[0]))
+        else:
+            r = conv_of_concat(self.conv1, tuple(F.relu(x) for x in parts))
         r = self.conv2(F.relu(r))
         if self.downsample is not None:
-            x = self.downsample(x)
+            x = self.downsample(parts[0]) if len(parts) == 1 else conv_of_concat(self.downsample, parts)
+        else:
+            x = parts[0] if len(parts) == 1 else concat_broadcast(parts)
         return x + r
 
 
@@ -83,7 +122,8 @@ class FeatureFusionBlock(nn.Module):
         self.block2 = ResBlock(cout, cout)
 
     def forward(self, value_f16: torch.Tensor, key_f16: torch.Tensor) -> torch.Tensor:
-        x = self.block1(torch.cat([value_f16, key_f16], dim=1))
+        """value_f16 [N,..] (objects); key_f16 [N or 1,..]: with batch 1 its half of block1 runs once."""
+        x = self.block1(value_f16, key_f16)
         if self.attention is not None:
             x = x + self.attention(x)
         return self.block2(x)

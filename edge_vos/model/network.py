@@ -13,7 +13,7 @@ from torch import nn
 
 from edge_vos.model.archs import ARCHS, EFFICIENTNET_LITE0, KEY_DIM, VALUE_DIM, ArchSpec
 from edge_vos.model.efficientnet import LITE0_CHANNELS, EfficientNetLiteTrunk
-from edge_vos.model.modules import FeatureFusionBlock, ResBlock, UpsampleBlock
+from edge_vos.model.modules import FeatureFusionBlock, ResBlock, UpsampleBlock, conv_of_concat
 from edge_vos.model.resnet import ResNetTrunk
 from edge_vos.model.resnet import trunk_channels as resnet_channels
 
@@ -55,8 +55,9 @@ class ValueEncoder(nn.Module):
     def forward(
         self, image: torch.Tensor, key_f16: torch.Tensor, mask: torch.Tensor, others: torch.Tensor
     ) -> torch.Tensor:
-        x = torch.cat([image, mask, others], dim=1)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        """mask/others [N,1,H,W]; image and key_f16 with batch N or 1 (their convolutions then run once)."""
+        x = conv_of_concat(self.conv1, (image, torch.cat([mask, others], dim=1)))
+        x = self.maxpool(self.relu(self.bn1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fuser(x, key_f16)
 
@@ -65,7 +66,9 @@ class LiteValueEncoder(EfficientNetLiteTrunk):
     """EfficientNet-Lite0 over [RGB, own mask, others' masks] fused with the key encoder's f16.
 
     Subclasses the trunk (rather than holding one) so the stem is `value_encoder.conv1` as in the ResNet
-    value encoder, which the checkpoint loader's 4->5 channel adaptation looks up.
+    value encoder, which the checkpoint loader's 4->5 channel adaptation looks up. The stem convolution is
+    split by input channel (`conv_of_concat`): its RGB part runs once per frame, the masks' part per object;
+    the same for the key features' half of the fusion's first block.
     """
 
     def __init__(self, key_f16_channels: int, use_cbam: bool = True, value_dim: int = VALUE_DIM) -> None:
@@ -75,7 +78,9 @@ class LiteValueEncoder(EfficientNetLiteTrunk):
     def forward(  # type: ignore[override]
         self, image: torch.Tensor, key_f16: torch.Tensor, mask: torch.Tensor, others: torch.Tensor
     ) -> torch.Tensor:
-        f16, _, _ = super().forward(torch.cat([image, mask, others], dim=1))
+        """mask/others [N,1,H,W]; image and key_f16 with batch N or 1 (their convolutions then run once)."""
+        stem = conv_of_concat(self.conv1, (image, torch.cat([mask, others], dim=1)))
+        f16, _, _ = self.forward_from_stem(stem)
         return self.fuser(f16, key_f16)
 
 
@@ -93,9 +98,10 @@ class KeyProjection(nn.Module):
 class Decoder(nn.Module):
     """Memory readout + query value at /16 -> mask logits at full size, through skips from f8 and f4.
 
-    The skip inputs f8 and f4 depend only on the frame: given with batch 1 beside N objects they are
-    convolved once per frame and broadcast (see UpsampleBlock), so the largest layer (the /4 skip
-    convolution) does not grow with the object count.
+    The query value and the skip inputs f8 and f4 depend only on the frame: given with batch 1 beside N
+    objects they are convolved once per frame and broadcast (the query value's half of the first block's
+    two convolutions: ResBlock with parts; the skip convolutions: UpsampleBlock), so that work, the largest
+    single layer (the /4 skip convolution) included, does not grow with the object count.
     """
 
     def __init__(
@@ -109,8 +115,12 @@ class Decoder(nn.Module):
         self.up_8_4 = UpsampleBlock(f4_channels, d8, d4)
         self.pred = nn.Conv2d(d4, 1, 3, padding=1)
 
-    def forward(self, f16: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor) -> torch.Tensor:
-        x = self.compress(f16)
+    def forward(
+        self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+    ) -> torch.Tensor:
+        """readout [N,..]; query_value, f8, f4 with batch N or 1 (one frame: each convolution of theirs, the
+        query value's half of the first block included, then runs once per frame)."""
+        x = self.compress(readout, query_value)
         x = self.up_16_8(f8, x)
         x = self.up_8_4(f4, x)
         x = self.pred(F.relu(x))
@@ -150,16 +160,14 @@ class STCN(nn.Module):
     ) -> torch.Tensor:
         """masks/others [N,1,H,W] (objects); image [N or 1,3,H,W] and key_f16 [N or 1,C,h,w] (one frame,
         broadcast over the objects) -> values [N,value_dim,h,w]."""
-        n = masks.shape[0]
-        return self.value_encoder(image.expand(n, -1, -1, -1), key_f16.expand(n, -1, -1, -1), masks, others)
+        return self.value_encoder(image, key_f16, masks, others)
 
     def decode(
         self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
     ) -> torch.Tensor:
         """readout [N,value_dim,h,w] (objects); query_value, f8, f4 with batch N or 1 (one frame: broadcast,
         and the skip convolutions on f8 and f4 then run once per frame) -> logits [N,1,H,W]."""
-        query_value = query_value.expand(readout.shape[0], -1, -1, -1)
-        return self.decoder(torch.cat([readout, query_value], dim=1), f8, f4)
+        return self.decoder(readout, query_value, f8, f4)
 
 
 def build_network(arch: str = "stcn-r18", *, use_cbam: bool = True) -> STCN:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import torch
 
+# The stack's clamp: logits of at most +-16, so the odds below stay far inside float32's range.
+_CLAMP = 1e-7
+
 
 def soft_aggregate(probs: torch.Tensor) -> torch.Tensor:
     """Per-object probabilities [O,...] -> [O+1,...] with background first, summing to 1.
 
     Background is prod(1 - p_i); the stack is clamped, turned into logits and re-normalised with a
-    softmax, so overlapping objects compete instead of both claiming a pixel.
+    softmax, so overlapping objects compete instead of both claiming a pixel (official STCN). The softmax
+    of logits log(p / (1 - p)) is the odds p / (1 - p) divided by their sum, which is what is computed:
+    the same values up to float rounding without a log and an exp per element and object, and without
+    torch's softmax across the outermost axis (a strided loop).
     """
-    background = torch.prod(1 - probs, dim=0, keepdim=True)
-    stacked = torch.cat([background, probs], dim=0).clamp(1e-7, 1 - 1e-7)
-    return torch.softmax(torch.log(stacked / (1 - stacked)), dim=0)
+    stacked = torch.cat([torch.prod(1 - probs, dim=0, keepdim=True), probs], dim=0).clamp_(_CLAMP, 1 - _CLAMP)
+    odds = stacked.div_(1 - stacked)
+    return odds.mul_(odds.sum(dim=0, keepdim=True).reciprocal_())
 
 
 def label_map(full: torch.Tensor, ids: list[int]) -> torch.Tensor:

@@ -67,10 +67,15 @@ class MotionPrior:
 
     def windows(self, ids: list[int], hw: tuple[int, int], device: torch.device) -> torch.Tensor:
         """[len(ids),1,H,W] multipliers in (0, 1]; all ones for objects without a previous box."""
-        h, w = hw
-        out = torch.ones(len(ids), 1, h, w, device=device)
-        ys = torch.arange(h, device=device, dtype=torch.float32)
-        xs = torch.arange(w, device=device, dtype=torch.float32)
+        out = torch.ones(len(ids), 1, *hw, device=device)
+        return self.weigh(ids, out)
+
+    def weigh(self, ids: list[int], probs: torch.Tensor) -> torch.Tensor:
+        """Multiplies each object's probabilities [len(ids),1,H,W] by its window, in place (the same values
+        as `probs * windows(...)`); objects without a previous box are left as they are."""
+        h, w = probs.shape[-2:]
+        ys = torch.arange(h, device=probs.device, dtype=torch.float32)
+        xs = torch.arange(w, device=probs.device, dtype=torch.float32)
         for row, obj_id in enumerate(ids):
             track = self._tracks.get(obj_id)
             if track is None:
@@ -79,8 +84,8 @@ class MotionPrior:
             box = track.box.shifted(lead * track.velocity[0], lead * track.velocity[1])
             wy = _falloff(ys, box.y0, box.y1, self._width(box.height))
             wx = _falloff(xs, box.x0, box.x1, self._width(box.width))
-            torch.outer(wy, wx, out=out[row, 0])
-        return out
+            probs[row, 0].mul_(torch.outer(wy, wx))
+        return probs
 
     def select(self, ids: list[int], probs: torch.Tensor) -> torch.Tensor:
         """Applies `split: track` and `hold` to each object's windowed probabilities.

@@ -164,22 +164,26 @@ class Tracker:
         for obj_id in prompt_ids:
             self.objects.add(obj_id)
         order = self.objects.ids
-        probs = torch.zeros(len(order), 1, *geometry.padded_hw, device=self.device)
         memory = self._memory_or_fail()
         readable = [i for i in tracked if memory.has_memory_for(self.objects.index(i))]
+        predicted: torch.Tensor | None = None  # [len(readable),1,H,W]
         if readable:
             with self._timed(timings, "readout"):
                 view = memory.view([self.objects.index(i) for i in readable])
                 qk = frame.key.to(self.memory_dtype)
                 memory_readout = self._readout(qk, view.keys, view.values, view.valid, view.slot_versions)[0].float()
             with self._timed(timings, "decode"):
-                logits = runner.decode(memory_readout, frame.query_value, frame.f8, frame.f4)
-            rows = [order.index(i) for i in readable]
-            probs[rows] = torch.sigmoid(logits)
+                # the runner's output is ours: the per-object planes are worked on in place from here on
+                predicted = runner.decode(memory_readout, frame.query_value, frame.f8, frame.f4).float().sigmoid_()
             if self._prior is not None:
                 with self._timed(timings, "prior"):
-                    window = self._prior.windows(readable, geometry.padded_hw, self.device)
-                    probs[rows] = self._prior.select(readable, probs[rows] * window)
+                    predicted = self._prior.select(readable, self._prior.weigh(readable, predicted))
+        if predicted is not None and readable == order:  # every object predicted (no prompt, no new object)
+            probs = predicted
+        else:
+            probs = torch.zeros(len(order), 1, *geometry.padded_hw, device=self.device)
+            if predicted is not None:
+                probs[[order.index(i) for i in readable]] = predicted
         if prompt_ids:
             if mask is None:  # _prepare takes prompt ids from the mask only
                 raise RuntimeError("internal error: prompted objects without a mask")
