@@ -374,10 +374,10 @@ def _bbox_width(driver: Any, obj_id: int) -> float:
 
 
 def test_correct_an_object_by_clicking_what_it_missed(page: Any, stack: Stack) -> None:
-    """Object 1 is added without the right quarter of its mask (most of it, so that what it tracks until the
-    picture is frozen is the object, whatever the timing). Select it and click its right edge on the frozen
-    frame: the service answers with a corrected mask holding the pixel clicked, the page shows that mask at once (the box drawn
-    is its box), and after Done the page is live again and object 1 is still tracked."""
+    """Object 1 is added without the right quarter of its mask. Select it and click its right edge on the
+    frozen frame: the service answers with a corrected mask holding the pixel clicked, the page shows that
+    mask at once (the box drawn is its box), and after Done the page is live again and object 1 is still
+    tracked."""
     from edge_vos.client import correction_mask
 
     with CommandClient(stack.control, timeout_s=WAIT_S) as ctl:
