@@ -12,6 +12,7 @@ Screenshots for docs/view.md: `EDGE_VOS_SCREENSHOTS=docs/img pytest tests/test_v
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -138,8 +139,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert proc.returncode == 0, log_path.read_text()[-3000:]
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[Any]:
+@contextlib.contextmanager
+def _chrome() -> Iterator[Any]:
+    """Headless Chromium at desktop size, its console log kept (this file's and test_view_browser_streams')."""
     binary, driver_path = _browser_paths()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as DriverService
@@ -157,6 +159,12 @@ def driver() -> Iterator[Any]:
         yield browser
     finally:
         browser.quit()
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    with _chrome() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from edge_vos.client import CommandClient
 from edge_vos.view.config import ViewConfig
 from edge_vos.view.server import ViewServer
 
-from .test_view_browser import _browser_paths, _screenshot, _severe, _wait
+from .test_view_browser import _browser_paths, _chrome, _screenshot, _severe, _wait
 from .two_streams import TwoStreams
 
 FRAMES = 300
@@ -109,23 +109,8 @@ def cameras(request: pytest.FixtureRequest) -> Iterator[Cameras]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    binary, driver_path = _browser_paths()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,800",
-                "--force-device-scale-factor=1", "--disable-extensions", "--no-first-run",
-                "--disable-background-networking"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=DriverService(driver_path), options=options)
-    driver.set_page_load_timeout(60)
-    try:
+    with _chrome() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
