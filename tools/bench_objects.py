@@ -75,21 +75,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for p in procs.values():
         assert p.stdout is not None
         precisions.add(json.loads(p.stdout.readline())["precision"])
+    from tools.bench_step import interleave
+
     load_before = os.getloadavg()[0]
-    records: dict[tuple[str, int], list[dict[str, Any]]] = {c: [] for c in configs}
-    names = list(configs)
-    for i in range(args.frames):
-        for c in names[i % len(names):] + names[: i % len(names)]:
-            p = procs[c]
-            assert p.stdin is not None and p.stdout is not None
-            p.stdin.write(f"{i}\n")
-            p.stdin.flush()
-            records[c].append(json.loads(p.stdout.readline()))
-    for p in procs.values():
-        assert p.stdin is not None
-        p.stdin.write("q\n")
-        p.stdin.flush()
-        p.wait()
+    records = interleave(procs, args.frames)
     return {"records": records, "load": [load_before, os.getloadavg()[0]], "size": size,
             "precision": "/".join(sorted(precisions))}
 

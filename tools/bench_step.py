@@ -166,6 +166,26 @@ def variants(kind: str, before: Path | None, threads: int, before_defers: bool =
     return out
 
 
+def interleave(procs: dict[Any, subprocess.Popen[str]], frames: int) -> dict[Any, list[dict[str, Any]]]:
+    """Steps every worker through frames 0..frames-1, frame by frame, the order rotated each frame so that no
+    worker always runs first; then stops them. Returns each worker's records (tools/bench_objects.py too)."""
+    records: dict[Any, list[dict[str, Any]]] = {name: [] for name in procs}
+    names = list(procs)
+    for i in range(frames):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            p = procs[name]
+            assert p.stdin is not None and p.stdout is not None
+            p.stdin.write(f"{i}\n")
+            p.stdin.flush()
+            records[name].append(json.loads(p.stdout.readline()))
+    for p in procs.values():
+        assert p.stdin is not None
+        p.stdin.write("q\n")
+        p.stdin.flush()
+        p.wait()
+    return records
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(args.workdir)
     tmp.mkdir(parents=True, exist_ok=True)
@@ -187,21 +207,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         assert p.stdout is not None
         info[name] = json.loads(p.stdout.readline())
     load_before = os.getloadavg()[0]
-    records: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
-    names = list(configs)
-    for i in range(args.frames):
-        rotated = names[i % len(names):] + names[: i % len(names)]
-        for name in rotated:
-            p = procs[name]
-            assert p.stdin is not None and p.stdout is not None
-            p.stdin.write(f"{i}\n")
-            p.stdin.flush()
-            records[name].append(json.loads(p.stdout.readline()))
-    for p in procs.values():
-        assert p.stdin is not None
-        p.stdin.write("q\n")
-        p.stdin.flush()
-        p.wait()
+    records = interleave(procs, args.frames)
     return {"configs": configs, "info": info, "records": records, "load": [load_before, os.getloadavg()[0]],
             "frames": args.frames, "warmup": args.warmup, "sequence": args.sequence}
 
