@@ -13,7 +13,8 @@ drawn exactly as before it existed.
 Each sample imitates one way a prompt reaches the network at inference (crops.py):
 - `box`: a box from the truth, tight or with each side moved by up to `box_jitter` of its size;
 - `box+clicks`: the same, the clicks then come from the trainer's iterative loop (corrections);
-- `clicks`: clicks on the whole frame (first pass without a box);
+- `clicks`: clicks on the whole frame (first pass without a box); with `first_looks`, also on the windows
+  the segmenter's first looks use (a square around the click, the frame with a margin);
 - `zoom`: a coarse mask (the truth degraded: blocky, dilated/eroded, simplified to a polygon, with a
   blob added or cut) plus clicks, on the window around it (second pass; a mask to refine).
 The first click is deep inside the object (the distance transform's maximum, or a random pixel at least
@@ -37,6 +38,7 @@ from edge_vos.prompt.crops import (
     box_map,
     box_window,
     click_maps,
+    click_window,
     crop_image,
     frame_window,
     mask_box,
@@ -77,8 +79,11 @@ class PromptData:
                  synthetic_sequences: int = 8, synthetic_frames: int = 12, size: int = 256,
                  click_radius: float = 5.0, seed: int = 0, paste_prob: float = 0.4,
                  extra_roots: tuple[str | Path, ...] = (), geometric: bool = False,
-                 coco: CocoTargets | None = None, coco_share: float = 0.0) -> None:
+                 coco: CocoTargets | None = None, coco_share: float = 0.0, first_looks: bool = False) -> None:
         self.size = size
+        # Click samples also in the first looks' windows (prompt/segmenter.py), so that the network learns the
+        # views it is first shown at inference; False draws exactly the samples drawn before it existed.
+        self.first_looks = first_looks
         self.coco = coco
         self.coco_share = coco_share if coco is not None else 0.0
         self.paste_prob = paste_prob
@@ -216,7 +221,7 @@ class PromptData:
             box = _jitter_box(truth_box, mask.shape, rng)
             window = _jitter_window(box_window(box, context=CONTEXT * rng.uniform(0.75, 1.25)), rng)
         elif kind == "clicks":
-            window = frame_window(mask.shape)
+            window = self._click_look(mask, rng)
         else:
             coarse = degrade(mask, rng)
             cbox = mask_box(coarse) or truth_box
@@ -238,6 +243,24 @@ class PromptData:
             points, labels = _first_clicks(truth, rng)
             maps[1:3] = click_maps(np.array(points), np.array(labels), s, self.click_radius)
         return Sample(kind, rgb, maps, truth.astype(np.float32), points, labels)
+
+
+    def _click_look(self, mask: np.ndarray, rng: np.random.Generator) -> Window:
+        """The window a first look at clicks alone crops: the whole frame, or (with `first_looks`) the frame
+        with a margin or a square around a click deep in the object, at shares around the segmenter's."""
+        hw = mask.shape[:2]
+        if not self.first_looks:
+            return frame_window(hw)
+        look = rng.random()
+        if look < 1 / 3:
+            return frame_window(hw)
+        if look < 2 / 3:
+            return box_window(frame_window(hw), context=float(rng.uniform(0.25, 0.75)))
+        _, _, dist = farthest_inside(mask)
+        depth = float(dist.max())
+        candidates = np.argwhere(dist >= 0.4 * depth)
+        y, x = (int(v) for v in candidates[int(rng.integers(len(candidates)))])
+        return click_window(np.array([[x + 0.5, y + 0.5]]), hw, float(rng.uniform(0.45, 1.0)))
 
 
 def _colour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -133,7 +133,8 @@ def train(args: argparse.Namespace) -> Path:
     data = PromptData(args.data, split=args.split, res=args.res, synthetic_sequences=args.synthetic,
                       size=args.size, click_radius=config.click_radius, seed=args.seed, paste_prob=args.paste,
                       extra_roots=tuple(args.extra), geometric=args.geometric,
-                      coco=CocoTargets(args.static) if args.static else None, coco_share=args.coco_share)
+                      coco=CocoTargets(args.static) if args.static else None, coco_share=args.coco_share,
+                      first_looks=args.first_looks)
     log_path = out / "log.csv"
     new_log = not log_path.is_file() or start == 0
     if not new_log:  # rows logged after the checkpoint was written are done again: drop them
@@ -255,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--static", default="",
                         help="COCO stills root (../shared/data/static: coco-mval-train less its hold-out, coco128)")
     parser.add_argument("--coco-share", type=float, default=0.6, help="share of draws that are COCO objects")
+    parser.add_argument("--first-looks", action="store_true",
+                        help="click samples also in the segmenter's first-look windows (a square around the "
+                             "click, the frame with a margin), not only the whole frame")
     parser.add_argument("--extra", action="append", default=[],
                         help="folder of other annotated stills (images/<clip>/*.jpg + masks/<clip>/*.png)")
     parser.add_argument("--threads", type=int, default=1)
