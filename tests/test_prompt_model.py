@@ -177,9 +177,11 @@ def test_refine_pass_takes_the_first_prediction_as_its_coarse_mask() -> None:
         model.head.bias.fill_(3.0)  # an untrained network that says "object" over most of its window
     seen: list[torch.Tensor] = []
     model.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[1].clone()))
-    refining = PromptSegmenter(model, refine=1, refine_size=96, flip=False)
+    # eager torch: the hook sees each pass's inputs (ONNX Runtime, the CPU default, runs outside the module)
+    refining = PromptSegmenter(model, refine=1, refine_size=96, flip=False, runtime="torch")
     image = _image()
-    first = PromptSegmenter(model, flip=False).probabilities(image, make_prompt(HW, box=(35, 25, 105, 65)))
+    first = PromptSegmenter(model, flip=False, runtime="torch").probabilities(
+        image, make_prompt(HW, box=(35, 25, 105, 65)))
     seen.clear()
     mask = refining.segment(image, box=(35, 25, 105, 65))
     assert len(seen) == 2 and mask.shape == HW
@@ -226,6 +228,27 @@ def test_training_options_run_on_real_layout_data(tmp_path: Path) -> None:
     # The snapshot is the moving average, not the last weights.
     assert any(not torch.equal(a, b) for a, b in zip(ema_net.state_dict().values(), live.state_dict().values(),
                                                     strict=True))
+
+
+def test_first_looks_draw_click_samples_in_the_segmenters_first_look_windows(tmp_path: Path) -> None:
+    """With `first_looks`, click samples are cropped from the whole frame, the frame with a margin (a window
+    past the frame's edges) and squares around a click on the object; without it, from the frame alone."""
+    from edge_vos.data.synthetic import write_synthetic_davis
+    from edge_vos.train.prompt.data import PromptData
+
+    write_synthetic_davis(tmp_path / "davis", 2, num_frames=2, size=(96, 160), split="train", res="240p",
+                          year="2016")
+    _, mask = PromptData(tmp_path / "davis", synthetic_sequences=0, size=64)._source(np.random.default_rng(0))
+    plain = PromptData(tmp_path / "davis", synthetic_sequences=0, size=64)
+    looks = PromptData(tmp_path / "davis", synthetic_sequences=0, size=64, first_looks=True)
+    frame = (0.0, 0.0, 160.0, 96.0)
+    assert {plain._click_look(mask, np.random.default_rng(i)) for i in range(20)} == {frame}
+    windows = [looks._click_look(mask, np.random.default_rng(i)) for i in range(60)]
+    margin = [w for w in windows if w != frame and w[0] < 0 and w[2] > 160 and w[1] < 0 and w[3] > 96]
+    squares = [w for w in windows if abs((w[2] - w[0]) - (w[3] - w[1])) < 1e-6 and w not in margin]
+    assert frame in windows and margin and squares
+    for x0, y0, x1, y1 in squares:  # centred on a pixel of the object
+        assert mask[int((y0 + y1) / 2), int((x0 + x1) / 2)]
 
 
 class _ScriptedSegmenter(PromptSegmenter):

@@ -14,7 +14,8 @@ one box, one click and one correction prompt (a second click with the first clic
 methods interleaved, medians (tools/bench_noc.py measures NoC on the COCO hold-out and val-dev).
 `--methods learned:R:S:F` adds a variant of the learned segmenter (R refine passes at crop side S, F 1/0
 mirrored-crop averaging); `learned-before` is the learned segmenter as it was before issue #21's second round
-(clicks alone looked at on the whole frame only, ignored negative clicks not carved).
+(clicks alone looked at on the whole frame only, ignored negative clicks not carved); `learned-torch` is the
+shipped segmenter with its passes in eager torch instead of ONNX Runtime (edge_vos/prompt/runtime.py).
 Results go to runs/bench-prompt/*.json; `table` writes section `prompt` of docs/benchmarks.md (the model
 card's prompt results come from tools/bench_noc.py).
 """
@@ -71,10 +72,13 @@ def _methods(weights: str | None, names: list[str], crop_size: int | None = None
         elif name == "learned-before":  # the segmenter before issue #21's second round: one look, no carving
             out[name] = (PromptSegmenter.from_file(weights or BUNDLED_WEIGHTS, crop_size=crop_size, flip=flip,
                                                    first_look=(), frame_margin=0.0, carve=False), True)
+        elif name == "learned-torch":  # the same segmenter, its passes in eager torch
+            out[name] = (PromptSegmenter.from_file(weights or BUNDLED_WEIGHTS, crop_size=crop_size, flip=flip,
+                                                   runtime="torch"), True)
         elif name == "grabcut":
             out[name] = (grabcut_segment, False)
         else:
-            raise SystemExit(f"unknown method {name!r} (learned, learned-before, grabcut)")
+            raise SystemExit(f"unknown method {name!r} (learned, learned-before, learned-torch, grabcut)")
     return out
 
 

@@ -50,6 +50,7 @@ from edge_vos.prompt.crops import (
     to_crop,
 )
 from edge_vos.prompt.model import PromptNet, load_weights
+from edge_vos.prompt.runtime import make_passes
 from edge_vos.prompt.spec import Prompt, check_image, make_prompt
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,15 @@ class PromptSegmenter:
     def __init__(self, model: PromptNet, device: str = "cpu", crop_size: int | None = None,
                  flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
                  lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
-                 frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES) -> None:
-        self.model = model.eval().to(device).to(memory_format=torch.channels_last)
+                 frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES,
+                 runtime: str = "auto") -> None:
+        self.model = model.eval().to(device)
         # The final pass averages with the mirrored crop: about twice its cost, measured better
         # (docs/history/prompt-network-runs.md, first round).
         self.flip = flip
         self.device = torch.device(device)
+        # `runtime`: one of runtime.RUNTIMES; auto = ONNX Runtime on a CPU (faster there), eager torch elsewhere.
+        self._passes, self.runtime = make_passes(self.model, self.device, runtime)
         self.size = crop_size or model.config.crop_size  # the network is fully convolutional
         # `refine` more passes, each on the window around the previous prediction with it as the coarse
         # mask (a second look: the box or clicks stay, the network corrects its own mask), at `refine_size`.
@@ -99,13 +103,14 @@ class PromptSegmenter:
     def from_file(cls, path: str | Path = BUNDLED_WEIGHTS, device: str = "cpu", crop_size: int | None = None,
                   flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
                   lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
-                  frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES) -> PromptSegmenter:
+                  frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES,
+                  runtime: str = "auto") -> PromptSegmenter:
         if not Path(path).is_file():
             raise FileNotFoundError(f"prompt network weights not found: {path}")
         model, header = load_weights(path)
         log.info("prompt network loaded from %s (%s steps)", path, header.get("steps", "?"))
         return cls(model, device, crop_size, flip, refine, refine_size, lost_click_window, first_look,
-                   frame_margin, carve)
+                   frame_margin, carve, runtime)
 
     def segment(self, image: np.ndarray, *, box: object = None, points: object = None, labels: object = None,
                 mask: np.ndarray | None = None) -> np.ndarray:
@@ -182,8 +187,7 @@ class PromptSegmenter:
             flip = self.flip and final  # the rough first pass of clicks alone only has to find the object
             if flip:  # the crop and its mirror image as one batch of two, averaged
                 x, m = torch.cat([x, x.flip(-1)]), torch.cat([m, m.flip(-1)])
-            logits = self.model(x.contiguous(memory_format=torch.channels_last),
-                                m.contiguous(memory_format=torch.channels_last))
+            logits = self._passes(x, m)
             prob = torch.sigmoid(logits)[:, 0]
             prob = ((prob[0] + prob[1].flip(-1)) / 2 if flip else prob[0]).cpu().numpy()
         return paste_back(prob, window, prompt.frame_hw)
