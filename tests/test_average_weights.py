@@ -34,3 +34,24 @@ def test_bad_weights_are_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main([str(tmp_path / "m.safetensors"), str(tmp_path / "a.safetensors"), str(tmp_path / "a.safetensors"),
               "--weights", "1"])
+
+
+def test_prompt_network_files_average_too(tmp_path: Path) -> None:
+    """A prompt network fine-tune averaged with its start (weight-space ensembling) is a loadable prompt file."""
+    from edge_vos.prompt.model import PromptNet, PromptNetConfig, load_weights, save_weights
+
+    torch.manual_seed(1)
+    a = PromptNet(PromptNetConfig(crop_size=64))
+    torch.manual_seed(2)
+    b = PromptNet(PromptNetConfig(crop_size=64))
+    save_weights(a, tmp_path / "a.safetensors", {"steps": "0"})
+    save_weights(b, tmp_path / "b.safetensors", {"steps": "400"})
+    out = tmp_path / "wise.safetensors"
+    assert main([str(out), str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--weights", "7,3"]) == 0
+    mean, header = load_weights(out)
+    name = "head.weight"
+    torch.testing.assert_close(mean.state_dict()[name], 0.7 * a.state_dict()[name] + 0.3 * b.state_dict()[name])
+    assert '"steps": "400"' in header["averaged"]
+    save_network(random_network("stcn-effl0", seed=1), tmp_path / "tracker.safetensors")
+    with pytest.raises(SystemExit, match="not both"):
+        main([str(tmp_path / "m.safetensors"), str(tmp_path / "a.safetensors"), str(tmp_path / "tracker.safetensors")])

@@ -1,7 +1,9 @@
-"""Averages the tensors of tracker snapshots of one architecture into one file (checkpoint averaging, a
-uniform "model soup"): snapshots fine-tuned from the same start usually sit in one basin, and their mean
-often generalises better than any one of them. The result is judged like any other weights
-(tools/eval_checks.sh, docs/model-card.md "How a change is chosen").
+"""Averages the tensors of snapshots of one architecture into one file (checkpoint averaging, a "model
+soup"): snapshots fine-tuned from the same start usually sit in one basin, and their mean often generalises
+better than any one of them; a fine-tune averaged with its own start (weight-space ensembling, WiSE-FT) keeps
+much of what the start knew while holding much of what the fine-tune learned. Tracker files and prompt network
+files (header `arch` prompt-*) both work. The result is judged like any other weights (tracker:
+tools/eval_checks.sh, docs/model-card.md "How a change is chosen"; prompt network: tools/bench_noc.py).
 
     python tools/average_weights.py OUT.safetensors A.safetensors B.safetensors [C ...] [--weights 0.5,0.5]
 """
@@ -18,13 +20,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge_vos.model.checkpoint import load_network, read_metadata, save_network  # noqa: E402
+from edge_vos.prompt.model import load_weights, save_weights  # noqa: E402
+
+
+def is_prompt_network(path: str) -> bool:
+    return str(read_metadata(path).get("arch", "")).startswith("prompt-")
 
 
 def average(paths: list[str], weights: list[float]) -> torch.nn.Module:
     """The weighted mean of every floating-point tensor; integer buffers (batch-norm counters) are taken from
-    the first file. All files must hold the same architecture (load_network checks each)."""
-    networks = [load_network(p) for p in paths]
-    arch = {n.arch for n in networks}
+    the first file. All files must hold the same architecture (load_network / load_weights check each)."""
+    prompt = [is_prompt_network(p) for p in paths]
+    if any(prompt) and not all(prompt):
+        raise SystemExit("give only tracker files or only prompt network files, not both")
+    networks = [load_weights(p)[0] for p in paths] if all(prompt) else [load_network(p) for p in paths]
+    arch = {n.config.arch if all(prompt) else n.arch for n in networks}
     if len(arch) != 1:
         raise SystemExit(f"the snapshots hold different architectures: {sorted(arch)}")
     states = [n.state_dict() for n in networks]
@@ -53,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     network = average(args.snapshots, weights)
     sources = [{"file": p, "weight": round(w, 4), "steps": read_metadata(p).get("steps", "?")}
                for p, w in zip(args.snapshots, weights, strict=True)]
-    save_network(network, args.out, {"source": "tools/average_weights.py", "averaged": json.dumps(sources)})
+    provenance = {"source": "tools/average_weights.py", "averaged": json.dumps(sources)}
+    if is_prompt_network(args.snapshots[0]):
+        save_weights(network, args.out, {**provenance, "steps": "averaged"})  # type: ignore[arg-type]
+    else:
+        save_network(network, args.out, provenance)
     print(f"wrote {args.out}: the mean of {len(sources)} snapshots {[s['file'] for s in sources]}")
     return 0
 
