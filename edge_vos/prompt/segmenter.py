@@ -108,9 +108,11 @@ class PromptSegmenter:
         if not Path(path).is_file():
             raise FileNotFoundError(f"prompt network weights not found: {path}")
         model, header = load_weights(path)
-        log.info("prompt network loaded from %s (%s steps)", path, header.get("steps", "?"))
-        return cls(model, device, crop_size, flip, refine, refine_size, lost_click_window, first_look,
-                   frame_margin, carve, runtime)
+        segmenter = cls(model, device, crop_size, flip, refine, refine_size, lost_click_window, first_look,
+                        frame_margin, carve, runtime)
+        log.info("prompt network loaded from %s (steps: %s; passes in %s)", path, header.get("steps", "?"),
+                 segmenter.runtime)
+        return segmenter
 
     def segment(self, image: np.ndarray, *, box: object = None, points: object = None, labels: object = None,
                 mask: np.ndarray | None = None) -> np.ndarray:
