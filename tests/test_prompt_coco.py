@@ -61,6 +61,10 @@ def test_holdout_is_per_category_and_never_a_training_target(tmp_path: Path) -> 
     assert len(holdout) == 4 and len(train) == 12  # a quarter of each category's images
     assert {o.image_id for o in holdout} == held and not held & {o.image_id for o in train}
     assert [i.image_id for i in coco128_images(tmp_path / "static")] == [7]  # the shared id is dropped
+    # the tracker's trainer takes every image (data/static_images.py): the prompt hold-out does not concern it
+    assert sorted(i.image_id for i in coco128_images(tmp_path / "static", part="all")) == sorted([7, min(held)])
+    with pytest.raises(ValueError, match="part must be train or all"):
+        coco128_images(tmp_path / "static", part="holdout")
     targets = CocoTargets(tmp_path / "static", min_area=50)
     assert not targets.image_ids & held
     rng = np.random.default_rng(0)

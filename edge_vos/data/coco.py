@@ -95,14 +95,17 @@ def coco_objects(root: str | Path, part: str = "train") -> list[CocoObject]:
     return [o for o in objects if (o.image_id in held) == (part == "holdout")]
 
 
-def coco128_images(root: str | Path) -> list[CocoImage]:
-    """coco128's images, less any whose COCO image id is held out of coco-mval-train."""
+def coco128_images(root: str | Path, part: str = "train") -> list[CocoImage]:
+    """coco128's images: `train` leaves out any whose COCO image id is held out of coco-mval-train, `all` keeps
+    every one (the tracker's trainer, which the prompt hold-out does not concern)."""
+    if part not in ("train", "all"):
+        raise ValueError(f"part must be train or all, got {part!r}")
     folder = Path(root) / COCO128_DIR
     listing = folder / "instances.json"
     if not listing.is_file():
         raise FileNotFoundError(f"{listing} not found (coco128, see ../shared/data/static/README.md)")
     mval = folder.parent / MVAL_DIR / "objects.json"
-    held = holdout_image_ids(_all_mval(folder.parent)) if mval.is_file() else frozenset()
+    held = holdout_image_ids(_all_mval(folder.parent)) if part == "train" and mval.is_file() else frozenset()
     return [CocoImage(int(e["name"]), folder / "images" / f"{e['name']}.jpg", folder / "masks" / f"{e['name']}.png",
                       tuple(int(i["id"]) for i in e["instances"]))
             for e in json.loads(listing.read_text()) if int(e["name"]) not in held]

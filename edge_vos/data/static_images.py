@@ -1,6 +1,6 @@
 """Still photographs with object masks (`../shared/data/static`, COCO): sources of pseudo-videos and cut-outs.
 
-Two sets, one reader (the folder's README describes them):
+The tracker's view of the two sets that data/coco.py lists (the folder's README describes them):
 
 - `coco-mval-train/`: one object per image, `masks/NAME.png` holds 1 on the object; `objects.json` lists
   the names.
@@ -9,21 +9,23 @@ Two sets, one reader (the folder's README describes them):
 
 Both become `StaticImage`s whose label map has the image's objects as ids 1..N and 0 elsewhere, so a
 trainer treats them as one-frame sequences with several objects (the others of a coco128 image are real
-distractors). Images are read on demand: the sets are small on disk, large once decoded.
+distractors). Every image is used, the prompt network's COCO hold-out included: that hold-out measures the
+prompt network, which shares nothing with the tracker. Images are read on demand: the sets are small on
+disk, large once decoded.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edge_vos.data.coco import COCO128_DIR, MVAL_DIR, coco128_images, coco_objects
 from edge_vos.data.davis import read_image, read_mask
 
-# The sets of the static folder, by sub-folder name, and the JSON listing each one's entries.
-STATIC_SETS = {"coco-mval-train": "objects.json", "coco128": "instances.json"}
+# The sets of the static folder, by sub-folder name (data/coco.py reads their listings).
+STATIC_SETS = (MVAL_DIR, COCO128_DIR)
 
 
 @dataclass(frozen=True)
@@ -43,22 +45,19 @@ class StaticImage:
         return image, labels
 
 
-def static_images(root: str | Path, sets: tuple[str, ...] = tuple(STATIC_SETS)) -> list[StaticImage]:
+def static_images(root: str | Path, sets: tuple[str, ...] = STATIC_SETS) -> list[StaticImage]:
     """Every listed image of the chosen sets under `root`, in the listing's order; a missing file is an error."""
-    root = Path(root)
     out: list[StaticImage] = []
     for name in sets:
         if name not in STATIC_SETS:
             raise ValueError(f"unknown static set {name!r}; known: {sorted(STATIC_SETS)}")
-        folder = root / name
-        listing = folder / STATIC_SETS[name]
-        if not listing.is_file():
-            raise FileNotFoundError(f"{listing} not found (see {root / 'README.md'})")
-        for entry in json.loads(listing.read_text()):
-            stem = entry["name"]
-            item = StaticImage(stem, folder / "images" / f"{stem}.jpg", folder / "masks" / f"{stem}.png", name)
-            for path in (item.image, item.mask):
+        if name == MVAL_DIR:
+            paths = [(o.image_path, o.mask_path) for o in coco_objects(root, part="all")]
+        else:
+            paths = [(i.image_path, i.mask_path) for i in coco128_images(root, part="all")]
+        for image, mask in paths:
+            for path in (image, mask):
                 if not path.is_file():
-                    raise FileNotFoundError(f"{path} listed in {listing} but missing")
-            out.append(item)
+                    raise FileNotFoundError(f"{path} listed in {path.parent.parent} but missing")
+            out.append(StaticImage(image.stem, image, mask, name))
     return out
