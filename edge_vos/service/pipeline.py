@@ -127,7 +127,7 @@ class Service:
             pace = s.source.pace if s.source.pace != "auto" else (
                 "realtime" if stream_reader.live or s.source.uri.startswith("synthetic:") else "fastest")
             prompts = PromptBook(trackers[s.id], s.prompt, s.tracker.max_objects, cfg.control.history,
-                                 self.control_reply, initial_mask, prompt_masks)
+                                 self.control_reply, initial_mask, prompt_masks, stream_id=s.id)
             self.streams.append(Stream(s, stream_reader, trackers[s.id], prompts, pace, cfg.pipeline,
                                        self.metrics.for_stream(s.id), doorbell, self._on_source_state))
         self.by_id = {s.id: s for s in self.streams}

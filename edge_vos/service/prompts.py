@@ -95,8 +95,10 @@ def _reply_body(ok: bool, **fields: Any) -> dict[str, Any]:
 
 class PromptBook:
     def __init__(self, tracker: TrackerLike, config: PromptConfig, max_objects: int, history: int, reply: Reply,
-                 initial_mask: np.ndarray | None = None, prompt_masks: PromptMasks | None = None) -> None:
+                 initial_mask: np.ndarray | None = None, prompt_masks: PromptMasks | None = None,
+                 stream_id: str = "") -> None:
         self.tracker, self.config, self.max_objects, self.reply = tracker, config, max_objects, reply
+        self.stream_id = stream_id  # names the stream in the log, where several cameras share one
         # Turns a box / clicks into a mask by the command's method (the learned network, loaded once by the
         # service at start-up, or GrabCut).
         self.prompt_masks = prompt_masks or PromptMasks(config.weights or None)
@@ -132,7 +134,7 @@ class PromptBook:
         except (CommandError, TrackerInputError) as exc:
             body = exc.to_reply() if isinstance(exc, CommandError) else _reply_body(False, error=str(exc))
         except Exception as exc:
-            log.exception("%s command failed", command.name)
+            log.exception("stream %s: %s command failed", self.stream_id, command.name)
             body = _reply_body(False, error=f"internal error: {exc!r}")
         if body is not None:
             self.reply(pending.token, body)
@@ -241,7 +243,7 @@ class PromptBook:
                 self.reply(pending.token, exc.to_reply())
                 continue
             except Exception as exc:  # e.g. OpenCV failing inside a segmentation method
-                log.exception("making the mask of add %s failed", cmd.obj_id)
+                log.exception("stream %s: making the mask of add %s failed", self.stream_id, cmd.obj_id)
                 self.reply(pending.token, _reply_body(False, error=f"internal error: {exc!r}"))
                 continue
             if labels is None:
@@ -265,7 +267,8 @@ class PromptBook:
         """The prompt was applied on frame `frame_seq`: each add command learns its frame and area."""
         if prompt.initial:
             self.initial_mask = None  # applied; until then a frame the tracker failed on keeps it waiting
-            log.info("initial prompt applied on frame %d: objects %s", frame_seq, prompt.objects)
+            log.info("stream %s: initial prompt applied on frame %d: objects %s", self.stream_id, frame_seq,
+                     prompt.objects)
         for pending, area in prompt.commands or []:
             cmd = pending.command
             self.reply(pending.token, _reply_body(True, id=cmd.obj_id, frame=frame_seq, area=area))
