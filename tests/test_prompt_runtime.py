@@ -9,7 +9,7 @@ import torch
 
 from edge_vos.prompt import make_prompt
 from edge_vos.prompt.model import PromptNet, PromptNetConfig
-from edge_vos.prompt.runtime import make_passes
+from edge_vos.prompt.runtime import OnnxRuntimePasses, make_passes
 from edge_vos.prompt.segmenter import PromptSegmenter
 
 pytest.importorskip("onnxruntime", reason="ONNX Runtime is a dependency of the CPU path")
@@ -54,3 +54,15 @@ def test_runtime_choices_are_checked(network: PromptNet) -> None:
         make_passes(network, torch.device("cuda"), "onnxruntime")
     # auto picks eager torch on any other device (choosing it touches no device).
     assert make_passes(network, torch.device("cuda"), "auto")[1] == "torch"
+
+
+def test_onnxruntime_takes_the_thread_count_it_is_given(network: PromptNet) -> None:
+    """The service makes the segmenter on its main thread but runs prompts on the inference thread, whose
+    torch thread count (pipeline.torch_threads) the session must follow, not the main thread's."""
+    passes, _ = make_passes(network, torch.device("cpu"), "onnxruntime", threads=1)
+    assert isinstance(passes, OnnxRuntimePasses) and passes.threads == 1
+    from edge_vos.prompt.methods import PromptMasks
+
+    masks = PromptMasks(threads=1)
+    assert masks.load() and masks.segmenter is not None
+    assert isinstance(masks.segmenter._passes, OnnxRuntimePasses) and masks.segmenter._passes.threads == 1

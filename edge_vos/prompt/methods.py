@@ -21,9 +21,10 @@ log = logging.getLogger(__name__)
 
 
 class PromptMasks:
-    def __init__(self, weights: str | Path | None = None, device: str = "cpu") -> None:
+    def __init__(self, weights: str | Path | None = None, device: str = "cpu", threads: int = 0) -> None:
         self.weights = Path(weights) if weights else BUNDLED_WEIGHTS
         self.device = device
+        self.threads = threads  # of the thread the prompts run on (0: torch's count where loaded)
         self.segmenter: PromptSegmenter | None = None
         self.load_error: str | None = None
 
@@ -31,7 +32,7 @@ class PromptMasks:
         """Loads the learned network (once); False, with the reason logged, when it cannot be loaded."""
         if self.segmenter is None and self.load_error is None:
             try:
-                self.segmenter = PromptSegmenter.from_file(self.weights, self.device)
+                self.segmenter = PromptSegmenter.from_file(self.weights, self.device, threads=self.threads)
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
                 self.load_error = str(exc)
                 log.warning("learned prompts unavailable (%s); method grabcut still works", exc)

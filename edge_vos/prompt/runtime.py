@@ -26,9 +26,11 @@ RUNTIMES = ("auto", "onnxruntime", "torch")
 Passes = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # rgb [B,3,S,S], maps [B,4,S,S] -> logits [B,1,S,S]
 
 
-def make_passes(model: PromptNet, device: torch.device, runtime: str = "auto") -> tuple[Passes, str]:
+def make_passes(model: PromptNet, device: torch.device, runtime: str = "auto", threads: int = 0
+                ) -> tuple[Passes, str]:
     """The function that runs the network on a batch of crops, and the runtime's name. `auto`: ONNX Runtime
-    on a CPU, eager torch on any other device."""
+    on a CPU, eager torch on any other device. `threads`: ONNX Runtime's intra-op threads (0: torch's count
+    where the segmenter is made); the service passes its inference thread's count, since prompts run there."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
     if runtime == "torch" or (runtime == "auto" and device.type != "cpu"):
@@ -36,7 +38,7 @@ def make_passes(model: PromptNet, device: torch.device, runtime: str = "auto") -
     if device.type != "cpu":
         raise ValueError(f"runtime onnxruntime runs on the CPU only, not on {device}")
     try:
-        return _onnxruntime_passes(model), "onnxruntime"
+        return OnnxRuntimePasses(model, threads), "onnxruntime"
     except Exception as exc:  # an exporter or runtime without this network's ops: eager torch still works
         if runtime == "onnxruntime":
             raise
@@ -55,25 +57,30 @@ def _torch_passes(model: PromptNet) -> Passes:
     return run
 
 
-def _onnxruntime_passes(model: PromptNet) -> Passes:
-    import onnxruntime as ort
+class OnnxRuntimePasses:
+    """The network exported in memory and run in one ONNX Runtime session (the batch and crop size dynamic)."""
 
-    size = model.config.crop_size
-    example = (torch.zeros(1, 3, size, size), torch.zeros(1, 4, size, size))
-    graph = io.BytesIO()
-    axes = {0: "batch", 2: "height", 3: "width"}
-    model = model.to(memory_format=torch.contiguous_format)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model, example, graph, dynamo=False, opset_version=17, input_names=["rgb", "maps"],
-                          output_names=["logits"], dynamic_axes={"rgb": axes, "maps": axes, "logits": axes})
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
+    def __init__(self, model: PromptNet, threads: int) -> None:
+        import onnxruntime as ort
 
-    def run(rgb: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        size = model.config.crop_size
+        example = (torch.zeros(1, 3, size, size), torch.zeros(1, 4, size, size))
+        graph = io.BytesIO()
+        axes = {0: "batch", 2: "height", 3: "width"}
+        model = model.to(memory_format=torch.contiguous_format)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(model, example, graph, dynamo=False, opset_version=17, input_names=["rgb", "maps"],
+                              output_names=["logits"], dynamic_axes={"rgb": axes, "maps": axes, "logits": axes})
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
+
+    @property
+    def threads(self) -> int:
+        return int(self.session.get_session_options().intra_op_num_threads)
+
+    def __call__(self, rgb: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         feeds = {"rgb": rgb.contiguous().numpy(), "maps": maps.contiguous().numpy()}
-        return torch.from_numpy(session.run(None, feeds)[0])
-
-    return run
+        return torch.from_numpy(self.session.run(None, feeds)[0])

@@ -77,14 +77,15 @@ class PromptSegmenter:
                  flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
                  lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
                  frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES,
-                 runtime: str = "auto") -> None:
+                 runtime: str = "auto", threads: int = 0) -> None:
         self.model = model.eval().to(device)
         # The final pass averages with the mirrored crop: about twice its cost, measured better
         # (docs/history/prompt-network-runs.md, first round).
         self.flip = flip
         self.device = torch.device(device)
-        # `runtime`: one of runtime.RUNTIMES; auto = ONNX Runtime on a CPU (faster there), eager torch elsewhere.
-        self._passes, self.runtime = make_passes(self.model, self.device, runtime)
+        # `runtime`: one of runtime.RUNTIMES; auto = ONNX Runtime on a CPU (faster there), eager torch elsewhere;
+        # `threads`: ONNX Runtime's threads (0: torch's count here).
+        self._passes, self.runtime = make_passes(self.model, self.device, runtime, threads)
         self.size = crop_size or model.config.crop_size  # the network is fully convolutional
         # `refine` more passes, each on the window around the previous prediction with it as the coarse
         # mask (a second look: the box or clicks stay, the network corrects its own mask), at `refine_size`.
@@ -104,12 +105,12 @@ class PromptSegmenter:
                   flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
                   lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
                   frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES,
-                  runtime: str = "auto") -> PromptSegmenter:
+                  runtime: str = "auto", threads: int = 0) -> PromptSegmenter:
         if not Path(path).is_file():
             raise FileNotFoundError(f"prompt network weights not found: {path}")
         model, header = load_weights(path)
         segmenter = cls(model, device, crop_size, flip, refine, refine_size, lost_click_window, first_look,
-                        frame_margin, carve, runtime)
+                        frame_margin, carve, runtime, threads)
         log.info("prompt network loaded from %s (steps: %s; passes in %s)", path, header.get("steps", "?"),
                  segmenter.runtime)
         return segmenter
