@@ -88,13 +88,19 @@ def masks(sub: Subscriber, n: int, timeout_s: float = 10) -> list[MaskResult]:
     return out
 
 
-def wait_for(predicate: Any, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
+def wait_until(condition: Any, what: str, timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """The first truthy value `condition()` returns; AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached")
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {what}")
+
+
+def wait_for(predicate: Any, timeout_s: float = 10) -> None:
+    wait_until(predicate, "condition", timeout_s, interval=0.02)
 
 
 def notify_socket(watchdog_usec: int = 0) -> tuple[socket.socket, dict[str, str]]:

@@ -35,6 +35,7 @@ from edge_vos.view.server import ViewServer
 from edge_vos.view.viewers import MAX_IN_FLIGHT
 
 from .fakes import FakeTracker
+from .service_support import wait_until as _wait
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = "synthetic:seed=1&frames=40&size=120x160&objects=2&distractors=1"
@@ -76,15 +77,6 @@ def guarded() -> Iterator[Program]:
 
 def _png(data: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-
-
-def _wait(condition: Any, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for: {what}")
 
 
 def _request(view: ViewServer, method: str, path: str, body: bytes | None = None,

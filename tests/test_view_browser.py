@@ -32,6 +32,8 @@ import pytest
 
 from edge_vos.client import CommandClient, Subscriber
 
+from .service_support import wait_until
+
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES = 300
 SIZE = (240, 432)
@@ -57,13 +59,7 @@ def _free_port() -> int:
 
 
 def _wait(condition: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {what}")
+    return wait_until(condition, what, timeout, interval=0.1)
 
 
 def _get_json(url: str, token: str = "") -> tuple[int, dict[str, Any]]:

@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -30,17 +30,8 @@ from edge_vos.view.streams import MIN_STALL_S
 from edge_vos.view.viewers import MAX_WATCHED
 from edge_vos.wire.protocol import PROTOCOL_VERSION, dumps_header, encode_labels
 
+from .service_support import wait_until as _wait
 from .two_streams import TwoStreams
-
-
-def _wait(condition: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for: {what}")
 
 
 def _get(view: ViewServer, path: str) -> tuple[int, dict[str, Any]]:
