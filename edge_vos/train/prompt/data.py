@@ -244,7 +244,6 @@ class PromptData:
             maps[1:3] = click_maps(np.array(points), np.array(labels), s, self.click_radius)
         return Sample(kind, rgb, maps, truth.astype(np.float32), points, labels)
 
-
     def _click_look(self, mask: np.ndarray, rng: np.random.Generator) -> Window:
         """The window a first look at clicks alone crops: the whole frame, or (with `first_looks`) the frame
         with a margin or a square around a click deep in the object, at shares around the segmenter's."""
@@ -256,10 +255,8 @@ class PromptData:
             return frame_window(hw)
         if look < 2 / 3:
             return box_window(frame_window(hw), context=float(rng.uniform(0.25, 0.75)))
-        _, _, dist = farthest_inside(mask)
-        depth = float(dist.max())
-        candidates = np.argwhere(dist >= 0.4 * depth)
-        y, x = (int(v) for v in candidates[int(rng.integers(len(candidates)))])
+        _, depth, dist = farthest_inside(mask)
+        x, y = _deep_pixel(dist, 0.4 * depth, rng)
         return click_window(np.array([[x + 0.5, y + 0.5]]), hw, float(rng.uniform(0.45, 1.0)))
 
 
@@ -362,11 +359,17 @@ def degrade(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out.astype(bool)
 
 
+def _deep_pixel(dist: np.ndarray, min_depth: float, rng: np.random.Generator) -> tuple[int, int]:
+    """(x, y) of a random pixel at least `min_depth` from the object's boundary (`dist`: its distance map)."""
+    candidates = np.argwhere(dist >= min_depth)
+    y, x = (int(v) for v in candidates[int(rng.integers(len(candidates)))])
+    return x, y
+
+
 def _first_clicks(truth: np.ndarray, rng: np.random.Generator) -> tuple[list[tuple[float, float]], list[int]]:
     (x, y), depth, dist = farthest_inside(truth)
     if rng.random() < 0.5:
-        candidates = np.argwhere(dist >= 0.4 * depth)
-        y, x = (int(v) for v in candidates[int(rng.integers(len(candidates)))])
+        x, y = _deep_pixel(dist, 0.4 * depth, rng)
     points = [(x + 0.5, y + 0.5)]
     labels = [1]
     if rng.random() < 0.2:  # an operator's few clicks spread over the object (RITM's multi-point sampling)
