@@ -14,7 +14,7 @@ import torch
 from edge_vos.backends.cache import file_hash, weights_hash
 from edge_vos.backends.export import ExportKey, export_all, export_part
 from edge_vos.backends.onnxruntime_backend import OnnxRuntimeRunner
-from edge_vos.backends.parts import INPUT_NAMES, OBJECT_INPUTS, OUTPUT_NAMES, make_part
+from edge_vos.backends.parts import INPUT_NAMES, OBJECT_INPUTS, OUTPUT_NAMES, REGION_DECODER, make_part
 from edge_vos.model import random_network
 from edge_vos.model.preprocess import frame_geometry, image_to_tensor, masks_to_tensor
 
@@ -168,3 +168,21 @@ def test_a_tampered_or_stale_export_is_re_exported(monkeypatch, tmp_path) -> Non
         next(net.parameters()).add_(1.0)
     third = export_part(net, "decoder", (32, 32), cache_dir=tmp_path)
     assert third.path != first.path and len(calls) == 4 and first.path.is_file()
+
+
+def test_the_region_decoder_in_onnxruntime_decodes_crops_of_any_size(r18_network, engines_dir, real_inputs) -> None:
+    """Exported on first use, with free spatial axes: two crop sizes, each against PyTorch on the same crop."""
+    x = real_inputs
+    runner = OnnxRuntimeRunner(r18_network, torch.device("cpu"), "fp32", WORK_HW, engines_dir)
+    assert runner.decodes_regions and REGION_DECODER not in runner.sessions
+    decoder = make_part(r18_network, "decoder")
+    torch.manual_seed(1)
+    for (r0, r1, c0, c1), objects in (((2, 9, 3, 14), 2), ((0, 4, 20, 27), 1)):
+        crop = (torch.randn(objects, r18_network.value_dim, r1 - r0, c1 - c0), x["qv"][..., r0:r1, c0:c1],
+                x["f8"][..., 2 * r0:2 * r1, 2 * c0:2 * c1], x["f4"][..., 4 * r0:4 * r1, 4 * c0:4 * c1])
+        logits = runner.decode_region(*crop)
+        assert logits.shape == (objects, 1, 16 * (r1 - r0), 16 * (c1 - c0))
+        with torch.no_grad():
+            assert rel_err(logits, decoder(*crop)) < REL_TOL
+    dims = {i.name: i.shape for i in runner.sessions[REGION_DECODER].session.get_inputs()}
+    assert all(isinstance(d, str) for d in dims["f4"][2:]), dims

@@ -14,10 +14,14 @@ from typing import Protocol
 
 import torch
 
+from edge_vos.backends.parts import REGION_DECODER
+
 
 class NetworkRunner(Protocol):
     name: str
     device: torch.device
+    # Whether `decode_region` runs here (a crop of any size); else only whole frames are decoded.
+    decodes_regions: bool
 
     def encode_key(
         self, image: torch.Tensor
@@ -37,6 +41,13 @@ class NetworkRunner(Protocol):
         """readout [N,512,h,w]; query_value, f8, f4 with batch 1 (broadcast) -> logits [N,1,H,W]."""
         ...
 
+    def decode_region(
+        self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+    ) -> torch.Tensor:
+        """`decode` on a crop of the frame: the same inputs cut to r x c cells at /16 (2r x 2c of f8, 4r x 4c
+        of f4) -> logits [N,1,16r,16c]. Only where `decodes_regions`."""
+        ...
+
 
 class PartRunner(ABC):
     """A NetworkRunner built on one `run_part` call: the calling convention of the three network calls
@@ -44,6 +55,7 @@ class PartRunner(ABC):
 
     name: str
     device: torch.device
+    decodes_regions: bool = False
 
     @abstractmethod
     def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> Sequence[torch.Tensor]:
@@ -65,6 +77,13 @@ class PartRunner(ABC):
         self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
     ) -> torch.Tensor:
         return self.run_part("decoder", readout.shape[0], readout, query_value, f8, f4)[0]
+
+    def decode_region(
+        self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+    ) -> torch.Tensor:
+        if not self.decodes_regions:
+            raise BackendUnavailable(f"the {self.name} runner decodes whole frames only (decodes_regions is False)")
+        return self.run_part(REGION_DECODER, readout.shape[0], readout, query_value, f8, f4)[0]
 
 
 class BackendUnavailable(RuntimeError):

@@ -31,6 +31,7 @@ from edge_vos.backends.parts import (
     OBJECT_INPUTS,
     OUTPUT_NAMES,
     PART_NAMES,
+    SPATIAL_SCALES,
     HalfPrecision,
     example_inputs,
     make_part,
@@ -128,21 +129,31 @@ def _export(network: STCN, part: str, padded_hw: tuple[int, int], opset: int, pr
     names_in, names_out = list(INPUT_NAMES[part]), list(OUTPUT_NAMES[part])
     try:
         with _quiet():
-            _export_dynamo(module, inputs, names_in, names_out, OBJECT_INPUTS[part], opset, path)
+            _export_dynamo(module, inputs, names_in, names_out, OBJECT_INPUTS[part], SPATIAL_SCALES.get(part, {}),
+                           opset, path)
         return "dynamo"
     except Exception as exc:  # the exporter raises many types; fall back and say why
         log.warning("dynamo ONNX export of %s failed (%s); using the TorchScript exporter", part, exc)
         with _quiet():
-            _export_torchscript(module, inputs, names_in, names_out, OBJECT_INPUTS[part], opset, path)
+            _export_torchscript(module, inputs, names_in, names_out, OBJECT_INPUTS[part], SPATIAL_SCALES.get(part, {}),
+                                opset, path)
         return "torchscript"
 
 
 def _export_dynamo(
     module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], names_in: list[str], names_out: list[str],
-    object_inputs: tuple[str, ...], opset: int, path: Path,
+    object_inputs: tuple[str, ...], spatial: dict[str, int], opset: int, path: Path,
 ) -> None:
+    """`spatial`: inputs whose height and width are free, as multiples of one pair of cell counts."""
     objects = torch.export.Dim("objects", min=1, max=MAX_OBJECT_ID)
-    dynamic = {name: ({0: objects} if name in object_inputs else None) for name in names_in}
+    rows, cols = torch.export.Dim("rows", min=1, max=1024), torch.export.Dim("cols", min=1, max=1024)
+    dynamic: dict[str, Any] = {}
+    for name in names_in:
+        axes: dict[int, Any] = {0: objects} if name in object_inputs else {}
+        if name in spatial:
+            scale = spatial[name]
+            axes.update({2: rows * scale if scale > 1 else rows, 3: cols * scale if scale > 1 else cols})
+        dynamic[name] = axes or None
     # dynamic_shapes is keyed by forward()'s argument names; HalfPrecision takes *inputs.
     shapes: dict[str, Any] | tuple[Any, ...] = dynamic
     if isinstance(module, HalfPrecision):
@@ -159,11 +170,13 @@ def _export_dynamo(
 
 def _export_torchscript(
     module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], names_in: list[str], names_out: list[str],
-    object_inputs: tuple[str, ...], opset: int, path: Path,
+    object_inputs: tuple[str, ...], spatial: dict[str, int], opset: int, path: Path,
 ) -> None:
-    axes = {name: {0: "objects"} for name in object_inputs}
+    axes: dict[str, dict[int, str]] = {name: {0: "objects"} for name in object_inputs}
     if object_inputs:
         axes.update({name: {0: "objects"} for name in names_out})
+    for name, scale in spatial.items():
+        axes.setdefault(name, {}).update({2: f"rows_x{scale}", 3: f"cols_x{scale}"})
     with torch.no_grad():
         torch.onnx.export(
             module, inputs, str(path), dynamo=False, opset_version=min(opset, 17), input_names=names_in,

@@ -9,14 +9,15 @@ used when this onnxruntime build has them; the CPU provider always comes last as
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from edge_vos.backends.base import BackendUnavailable, PartRunner
-from edge_vos.backends.export import export_all
-from edge_vos.backends.parts import INPUT_NAMES, OUTPUT_NAMES, PART_NAMES
+from edge_vos.backends.export import export_all, export_part
+from edge_vos.backends.parts import INPUT_NAMES, OUTPUT_NAMES, PART_NAMES, REGION_DECODER
 from edge_vos.model.network import STCN
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,9 @@ class _Session:
         self.device = device
         self.inputs = INPUT_NAMES[part]
         self.outputs = OUTPUT_NAMES[part]
-        # Output shapes with the symbolic object axis left as a string; filled in per call.
+        # Output shapes with their symbolic axes (objects, a crop's rows and columns) left as strings; filled
+        # in per call from the inputs' shapes.
+        self._in_shapes = {i.name: i.shape for i in self.session.get_inputs()}
         self._out_shapes = {o.name: o.shape for o in self.session.get_outputs()}
         self._device_type = "cuda" if device.type == "cuda" else "cpu"
         self._device_id = (device.index or 0) if device.type == "cuda" else 0
@@ -79,9 +82,12 @@ class _Session:
             x = x.to(self.device, torch.float32).contiguous()
             kept.append(x)
             binding.bind_input(name, self._device_type, self._device_id, np.float32, tuple(x.shape), x.data_ptr())
+        symbols = {"objects": objects}
+        for name, x in zip(self.inputs, kept, strict=True):
+            symbols.update({d: n for d, n in zip(self._in_shapes[name], x.shape, strict=True) if isinstance(d, str)})
         outs = []
         for name in self.outputs:
-            shape = [objects if isinstance(d, str) or d is None else int(d) for d in self._out_shapes[name]]
+            shape = [_axis_size(d, symbols, objects) for d in self._out_shapes[name]]
             y = torch.empty(shape, dtype=torch.float32, device=self.device)
             binding.bind_output(name, self._device_type, self._device_id, np.float32, tuple(shape), y.data_ptr())
             outs.append(y)
@@ -90,6 +96,20 @@ class _Session:
         self.session.run_with_iobinding(binding)
         binding.synchronize_outputs()
         return outs
+
+
+def _axis_size(axis: object, symbols: dict[str, int], objects: int) -> int:
+    """An output axis's size: a number, a symbol the inputs set ("rows"), a multiple of one ("16*rows"), or
+    else the object axis (the exporters name that one freely)."""
+    if isinstance(axis, int):
+        return axis
+    if isinstance(axis, str):
+        if axis in symbols:
+            return symbols[axis]
+        product = re.fullmatch(r"(\d+)\*(\w+)", axis)
+        if product is not None and product.group(2) in symbols:
+            return int(product.group(1)) * symbols[product.group(2)]
+    return objects
 
 
 class OnnxRuntimeRunner(PartRunner):
@@ -114,8 +134,14 @@ class OnnxRuntimeRunner(PartRunner):
         providers = providers_for(device, precision, cache_dir)
         threads = threads or torch.get_num_threads()
         self.sessions = {name: _Session(p.path, name, device, providers, threads) for name, p in exported.items()}
+        self._network, self._cache_dir, self._providers, self._threads = network, cache_dir, providers, threads
+        # Crops are decoded on the CPU only: on a GPU one batched decode of the whole frame is cheap.
+        self.decodes_regions = device.type == "cpu"
         self.providers = next(iter(self.sessions.values())).session.get_providers()
         log.info("onnxruntime providers: %s", self.providers)
 
     def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        if part == REGION_DECODER and part not in self.sessions:  # exported the first time an object is cropped
+            exported = export_part(self._network, part, self.padded_hw, cache_dir=self._cache_dir)
+            self.sessions[part] = _Session(exported.path, part, self.device, self._providers, self._threads)
         return self.sessions[part].run(objects, *inputs)

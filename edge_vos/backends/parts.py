@@ -20,23 +20,34 @@ from torch import nn
 from edge_vos.model.network import STCN
 
 PART_NAMES = ("key_encoder", "value_encoder", "decoder")
+# The decoder over a crop of the frame's features (any size, in /16 cells): the same graph as "decoder",
+# exported with free spatial axes, for runners that decode each object only where it can be
+# (`NetworkRunner.decodes_regions`). Not one of the engines' parts: built on first use.
+REGION_DECODER = "decoder_region"
+# Parts whose spatial axes are free: each input's and output's size as a multiple of the /16 cell grid.
+SPATIAL_SCALES: dict[str, dict[str, int]] = {
+    REGION_DECODER: {"readout": 1, "query_value": 1, "f8": 2, "f4": 4, "logits": 16},
+}
 
 # Input and output tensor names of each part, fixed so engines, sidecars and trtexec lines agree.
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "key_encoder": ("image",),
     "value_encoder": ("image", "key_f16", "masks", "others"),
     "decoder": ("readout", "query_value", "f8", "f4"),
+    REGION_DECODER: ("readout", "query_value", "f8", "f4"),
 }
 OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "key_encoder": ("key", "query_value", "f16", "f8", "f4"),
     "value_encoder": ("value",),
     "decoder": ("logits",),
+    REGION_DECODER: ("logits",),
 }
 # Inputs whose first axis is the object count (dynamic); all other inputs have batch 1.
 OBJECT_INPUTS: dict[str, tuple[str, ...]] = {
     "key_encoder": (),
     "value_encoder": ("masks", "others"),
     "decoder": ("readout",),
+    REGION_DECODER: ("readout",),
 }
 
 
@@ -103,9 +114,9 @@ def make_part(network: STCN, part: str) -> nn.Module:
         return KeyEncoderPart(network)
     if part == "value_encoder":
         return ValueEncoderPart(network)
-    if part == "decoder":
+    if part in ("decoder", REGION_DECODER):
         return DecoderPart(network)
-    raise ValueError(f"unknown part {part!r}; expected one of {PART_NAMES}")
+    raise ValueError(f"unknown part {part!r}; expected one of {(*PART_NAMES, REGION_DECODER)}")
 
 
 def example_inputs(network: STCN, part: str, padded_hw: tuple[int, int], objects: int = 2) -> tuple[torch.Tensor, ...]:
@@ -122,7 +133,7 @@ def example_inputs(network: STCN, part: str, padded_hw: tuple[int, int], objects
             torch.zeros(1, 3, h, w), torch.zeros(1, f16c, h // 16, w // 16),
             torch.zeros(objects, 1, h, w), torch.zeros(objects, 1, h, w),
         )
-    if part == "decoder":
+    if part in ("decoder", REGION_DECODER):
         return (
             torch.zeros(objects, vd, h // 16, w // 16), torch.zeros(1, vd, h // 16, w // 16),
             torch.zeros(1, f8c, h // 8, w // 8), torch.zeros(1, f4c, h // 4, w // 4),

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from edge_vos.backends.base import PartRunner
-from edge_vos.backends.parts import PART_NAMES
+from edge_vos.backends.parts import PART_NAMES, REGION_DECODER
 
 
 class SplitRunner(PartRunner):
@@ -29,6 +29,7 @@ class SplitRunner(PartRunner):
         self.runners = dict(runners)
         self.device = devices.pop()
         self.name = "+".join(f"{part}:{self.runners[part].name}" for part in PART_NAMES)
+        self.decodes_regions = self.runners["decoder"].decodes_regions
 
     def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> Sequence[torch.Tensor]:
-        return self.runners[part].run_part(part, objects, *inputs)
+        return self.runners["decoder" if part == REGION_DECODER else part].run_part(part, objects, *inputs)

@@ -77,6 +77,10 @@ class PriorConfig:
     # among look-alikes fades it for a frame, and the faded frame written to memory would teach the loss.
     # 0 = off.
     hold: float = 0.7
+    # Each object is decoded only inside its window's reach (where its windowed probability can still make
+    # it the object: MotionPrior.reach), not over the whole frame; the decoder's per-object work is most of
+    # an extra object's cost. Where the backend decodes crops (eager PyTorch, ONNX Runtime on a CPU).
+    decode_inside: bool = True
 
     def __post_init__(self) -> None:
         positive("margin", self.margin)

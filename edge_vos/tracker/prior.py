@@ -17,6 +17,7 @@ back up inside its window (`hold`), so one unsure frame does not lose it and tea
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -36,6 +37,11 @@ _SETTLE_FRAMES = 3
 # `hold` scales a fading object's probabilities by at most this: below 1/_MAX_GAIN of _PRESENT a pixel
 # is too unlike the object to be called it.
 _MAX_GAIN = 3.0
+# Below this windowed probability not even `hold`'s largest gain brings a pixel to _PRESENT: where the
+# window is lower the object cannot be called, which is where `reach` ends.
+_REACH_FLOOR = _PRESENT / _MAX_GAIN
+# The distance outside the box, in window widths, at which the Gaussian falls to _REACH_FLOOR.
+_REACH_WIDTHS = math.sqrt(2 * math.log(1 / _REACH_FLOOR))
 
 
 @dataclass
@@ -80,12 +86,28 @@ class MotionPrior:
             track = self._tracks.get(obj_id)
             if track is None:
                 continue
-            lead = self.config.velocity
-            box = track.box.shifted(lead * track.velocity[0], lead * track.velocity[1])
+            box = self._window_box(track)
             wy = _falloff(ys, box.y0, box.y1, self._width(box.height))
             wx = _falloff(xs, box.x0, box.x1, self._width(box.width))
             probs[row, 0].mul_(torch.outer(wy, wx))
         return probs
+
+    def reach(self, ids: list[int], hw: tuple[int, int]) -> list[Box | None]:
+        """Per object, the box (canvas pixels, clipped to `hw`) outside which its window is too low for the
+        object to be called there; None for an object without a previous box (it may be anywhere). The
+        tracker decodes each object only inside it."""
+        h, w = hw
+        boxes: list[Box | None] = []
+        for obj_id in ids:
+            track = self._tracks.get(obj_id)
+            if track is None:
+                boxes.append(None)
+                continue
+            box = self._window_box(track)
+            dy, dx = _REACH_WIDTHS * self._width(box.height), _REACH_WIDTHS * self._width(box.width)
+            boxes.append(Box(max(0.0, box.y0 - dy), min(h - 1.0, box.y1 + dy),
+                             max(0.0, box.x0 - dx), min(w - 1.0, box.x1 + dx)))
+        return boxes
 
     def select(self, ids: list[int], probs: torch.Tensor) -> torch.Tensor:
         """Applies `split: track` and `hold` to each object's windowed probabilities.
@@ -147,6 +169,11 @@ class MotionPrior:
         area_ref = (1 - _AREA_EMA) * track.area + _AREA_EMA * area
         old = track.box
         return _Track(box, (_shift(old.y0, old.y1, box.y0, box.y1), _shift(old.x0, old.x1, box.x0, box.x1)), area_ref)
+
+    def _window_box(self, track: _Track) -> Box:
+        """The box the window is 1 on: the previous box, moved ahead by `velocity` of its last motion."""
+        lead = self.config.velocity
+        return track.box.shifted(lead * track.velocity[0], lead * track.velocity[1])
 
     def _width(self, extent: float) -> float:
         return max(self.config.margin * extent, self.config.min_margin_px)

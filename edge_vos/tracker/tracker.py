@@ -31,6 +31,7 @@ from edge_vos.tracker.inputs import prompt_ids as check_prompt
 from edge_vos.tracker.memory import RingMemory
 from edge_vos.tracker.objects import ObjectManager
 from edge_vos.tracker.prior import MotionPrior
+from edge_vos.tracker.regions import decode_objects
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +174,11 @@ class Tracker:
                 qk = frame.key.to(self.memory_dtype)
                 memory_readout = self._readout(qk, view.keys, view.values, view.valid, view.slot_versions)[0].float()
             with self._timed(timings, "decode"):
-                # the runner's output is ours: the per-object planes are worked on in place from here on
-                predicted = runner.decode(memory_readout, frame.query_value, frame.f8, frame.f4).float().sigmoid_()
+                # each object only where its window lets it be (regions.py); the planes are ours from here on
+                reach = None
+                if self._prior is not None and self.config.prior.decode_inside:
+                    reach = self._prior.reach(readable, geometry.padded_hw)
+                predicted = decode_objects(runner, memory_readout, frame.query_value, frame.f8, frame.f4, reach)
             if self._prior is not None:
                 with self._timed(timings, "prior"):
                     predicted = self._prior.select(readable, self._prior.weigh(readable, predicted))

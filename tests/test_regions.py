@@ -1,0 +1,141 @@
+"""Decoding each object inside its window's reach: the crop's arithmetic, the decode on crops against the
+whole-frame decode, the prior's reach, and the tracker's masks with and without it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import torch
+
+from edge_vos.backends.base import PartRunner
+from edge_vos.backends.torch_backend import TorchRunner
+from edge_vos.data.synthetic import generate_sequence
+from edge_vos.tracker import Tracker, TrackerConfig
+from edge_vos.tracker.config import PriorConfig
+from edge_vos.tracker.pieces import Box
+from edge_vos.tracker.prior import _REACH_FLOOR, MotionPrior
+from edge_vos.tracker.regions import CELL, CellCrop, decode_objects
+
+CPU = torch.device("cpu")
+HW = (160, 256)  # 10 x 16 cells
+# Cells from a crop's cut edge beyond which the crop's decode equals the whole frame's: the decoder's
+# receptive field (two 3x3 at /16, two at /8, two at /4, the skips and upsamplings) spans less than this.
+EXACT_BEYOND_CELLS = 4
+
+
+class _WholeFramesOnly(PartRunner):
+    """A runner like TensorRT's: whole frames only."""
+
+    name = "whole-frames"
+
+    def __init__(self, inner: TorchRunner) -> None:
+        self.inner, self.device = inner, inner.device
+        self.calls: list[tuple[int, ...]] = []
+
+    def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> Sequence[torch.Tensor]:
+        self.calls.append(tuple(inputs[0].shape))
+        return self.inner.run_part(part, objects, *inputs)
+
+
+def _inputs(network: torch.nn.Module, objects: int = 3) -> tuple[torch.Tensor, ...]:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        _, qv, _, f8, f4 = network.encode_key(torch.randn(1, 3, *HW))
+    readout = torch.randn(objects, network.value_dim, HW[0] // CELL, HW[1] // CELL)
+    return readout, qv, f8, f4
+
+
+def test_a_crop_holds_its_box_in_whole_cells_inside_the_frame() -> None:
+    cells = (10, 16)
+    assert CellCrop.around(Box(20, 40, 33, 47), cells) == CellCrop(1, 3, 2, 3)
+    assert CellCrop.around(Box(0, 159, 0, 255), cells).covers(cells)
+    assert CellCrop.around(Box(-5, 500, 250, 900), cells) == CellCrop(0, 10, 15, 16)
+    crop = CellCrop(1, 3, 2, 5)
+    assert crop.cut(torch.zeros(1, 1, 40, 64), 4).shape == (1, 1, 8, 12)
+    assert not crop.covers(cells)
+
+
+def test_without_a_reach_every_object_is_decoded_whole(lite_network) -> None:
+    runner = TorchRunner(lite_network, CPU)
+    readout, qv, f8, f4 = _inputs(lite_network)
+    expected = runner.decode(readout, qv, f8, f4).sigmoid()
+    assert torch.equal(decode_objects(runner, readout, qv, f8, f4, None), expected)
+    assert torch.equal(decode_objects(runner, readout, qv, f8, f4, [None, None, None]), expected)
+
+
+def test_a_cropped_object_matches_the_whole_decode_away_from_the_cut_and_is_zero_outside(lite_network) -> None:
+    runner = TorchRunner(lite_network, CPU)
+    readout, qv, f8, f4 = _inputs(lite_network)
+    whole = runner.decode(readout, qv, f8, f4).sigmoid()
+    # Object 0: cut on every side; object 1: no previous box; object 2: against the frame's top-left corner.
+    reach = [Box(16, 143, 16, 223), None, Box(0, 150, 0, 200)]
+    probs = decode_objects(runner, readout, qv, f8, f4, reach)
+    assert probs.shape == whole.shape
+    torch.testing.assert_close(probs[1], whole[1])
+    crop = CellCrop.around(reach[0], (10, 16))
+    assert crop == CellCrop(1, 9, 1, 14)
+    inside = torch.zeros(HW, dtype=torch.bool)
+    inside[crop.r0 * CELL:crop.r1 * CELL, crop.c0 * CELL:crop.c1 * CELL] = True
+    assert torch.all(probs[0, 0][~inside] == 0) and torch.all(probs[0, 0][inside] > 0)
+    m = EXACT_BEYOND_CELLS * CELL
+    rows = slice(crop.r0 * CELL + m, crop.r1 * CELL - m)
+    cols = slice(crop.c0 * CELL + m, crop.c1 * CELL - m)
+    torch.testing.assert_close(probs[0, 0, rows, cols], whole[0, 0, rows, cols])
+    # Against the frame's own edges the crop is cut nowhere: exact up to the cut edges.
+    end_r, end_c = math.floor(150 / CELL) + 1, math.floor(200 / CELL) + 1
+    torch.testing.assert_close(probs[2, 0, :(end_r * CELL - m), :(end_c * CELL - m)],
+                               whole[2, 0, :(end_r * CELL - m), :(end_c * CELL - m)])
+
+
+def test_a_runner_that_decodes_whole_frames_only_decodes_every_object_whole(lite_network) -> None:
+    runner = _WholeFramesOnly(TorchRunner(lite_network, CPU))
+    readout, qv, f8, f4 = _inputs(lite_network)
+    probs = decode_objects(runner, readout, qv, f8, f4, [Box(16, 60, 16, 60)] * 3)
+    assert runner.calls == [tuple(readout.shape)]
+    torch.testing.assert_close(probs, runner.inner.decode(readout, qv, f8, f4).sigmoid())
+
+
+def test_the_window_is_below_the_floor_outside_the_reach_and_at_it_on_its_edge() -> None:
+    prior = MotionPrior(PriorConfig(enabled=True, margin=0.5, min_margin_px=1))
+    probs = torch.zeros(2, 1, 200, 300)
+    probs[0, 0, 80:100, 120:160] = 0.9  # 20 x 40 px
+    probs[1, 0, 0:30, 0:20] = 0.9  # in the corner: the reach is clipped to the canvas
+    prior.update([1, 2], probs)
+    windows = prior.windows([1, 2, 3], (200, 300), CPU)
+    reach = prior.reach([1, 2, 3], (200, 300))
+    assert reach[2] is None  # no previous box: anywhere
+    for row, box in enumerate(reach[:2]):
+        assert box is not None
+        inside = torch.zeros(200, 300, dtype=torch.bool)
+        inside[math.floor(box.y0):math.floor(box.y1) + 1, math.floor(box.x0):math.floor(box.x1) + 1] = True
+        assert windows[row, 0][~inside].max() < _REACH_FLOOR
+    box = reach[0]
+    assert box is not None and 0 < box.y0 < 80 and 99 < box.y1 < 199
+    centre_row = windows[0, 0, 90]
+    assert centre_row[math.ceil(box.x0)] >= _REACH_FLOOR * 0.9 and centre_row[math.floor(box.x0) - 1] < _REACH_FLOOR
+    assert (reach[1].y0, reach[1].x0) == (0.0, 0.0)
+
+
+def test_the_bundled_tracker_paints_the_same_masks_inside_the_reach_as_over_the_whole_frame() -> None:
+    frames, labels = generate_sequence(seed=3, num_frames=12, size=(240, 432), num_objects=3, num_distractors=1)
+    results = {}
+    for inside in (True, False):
+        config = TrackerConfig(backend="torch", precision="fp32", prior=PriorConfig(decode_inside=inside))
+        tracker = Tracker(config)
+        maps = [tracker.step(frames[0], labels[0]).labels]
+        maps += [tracker.step(frame).labels for frame in frames[1:]]
+        results[inside] = np.stack(maps)
+    agree = float((results[True] == results[False]).mean())
+    assert agree > 0.999, agree
+    assert (results[True][1:] > 0).any()
+
+
+@pytest.mark.parametrize("value", ["yes", 1])
+def test_decode_inside_must_be_a_boolean(value: object) -> None:
+    from edge_vos.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="decode_inside"):
+        from_dict(TrackerConfig, {"prior": {"decode_inside": value}})
