@@ -60,6 +60,10 @@ def test_many_objects_stream_equals_the_per_object_concatenation(effl0, scene, o
     for a, b in zip(got, expected, strict=True):
         assert a.object_ids == b.object_ids == list(range(1, objects + 1))
         np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=0, atol=1e-4)
-        # labels may differ only where two classes tie within float rounding
-        assert (a.labels != b.labels).mean() < 1e-3
+        # labels may differ only where two classes tie within float rounding (random weights saturate many
+        # pixels of several objects at the same clamped probability)
+        classes = np.concatenate([1 - b.probabilities.sum(axis=0, keepdims=True), b.probabilities])
+        top2 = np.sort(classes, axis=0)[-2:]
+        differ = a.labels != b.labels
+        assert np.all(top2[1][differ] - top2[0][differ] < 1e-4), (top2[1] - top2[0])[differ].max()
     assert any(len(np.unique(r.labels)) > 1 for r in got[1:])  # something is tracked, not all background

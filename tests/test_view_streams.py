@@ -101,10 +101,11 @@ async def _viewer(port: int, seconds: float, query: str = "", messages: tuple[di
 
 def test_state_lists_every_stream_in_the_services_order(cameras: tuple[TwoStreams, ViewServer]) -> None:
     fake, view = cameras
-    status, state = _get(view, "/api/state")
-    assert status == 200 and state["stream"] == "front" and state["frame_size"] == [320, 180]
     _wait(lambda: [s["stream"] for s in _get(view, "/api/state")[1]["streams"]] == ["front", "back"],
           "the service's order (its `streams` command)")
+    # Until the view has the service's order it shows the stream whose frame came first; then the first.
+    status, state = _get(view, "/api/state")
+    assert status == 200 and state["stream"] == "front" and state["frame_size"] == [320, 180]
     status, back = _get(view, "/api/state?stream=back")
     assert status == 200 and back["stream"] == "back" and back["frame_size"] == [240, 160]
     _wait(lambda: all(5 < s["fps"] < 15 for s in _get(view, "/api/state")[1]["streams"]), "each stream's rate")

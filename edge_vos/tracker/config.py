@@ -79,7 +79,7 @@ class PriorConfig:
     hold: float = 0.7
     # Each object is decoded only inside its window's reach (where its windowed probability can still make
     # it the object: MotionPrior.reach), not over the whole frame; the decoder's per-object work is most of
-    # an extra object's cost. Where the backend decodes crops (eager PyTorch, ONNX Runtime on a CPU).
+    # an extra object's cost. On a CPU (eager PyTorch, ONNX Runtime); a GPU decodes whole frames, batched.
     decode_inside: bool = True
 
     def __post_init__(self) -> None:
