@@ -171,10 +171,11 @@ def test_a_tampered_or_stale_export_is_re_exported(monkeypatch, tmp_path) -> Non
 
 
 def test_the_region_decoder_in_onnxruntime_decodes_crops_of_any_size(r18_network, engines_dir, real_inputs) -> None:
-    """Exported on first use, with free spatial axes: two crop sizes, each against PyTorch on the same crop."""
+    """Exported with the other parts, with free spatial axes: two crop sizes, each against PyTorch on the same
+    crop."""
     x = real_inputs
     runner = OnnxRuntimeRunner(r18_network, torch.device("cpu"), "fp32", WORK_HW, engines_dir)
-    assert runner.decodes_regions and REGION_DECODER not in runner.sessions
+    assert runner.decodes_regions and REGION_DECODER in runner.sessions
     decoder = make_part(r18_network, "decoder")
     torch.manual_seed(1)
     for (r0, r1, c0, c1), objects in (((2, 9, 3, 14), 2), ((0, 4, 20, 27), 1)):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from edge_vos.backends.base import BackendUnavailable, PartRunner
-from edge_vos.backends.export import export_all, export_part
+from edge_vos.backends.export import export_all
 from edge_vos.backends.parts import INPUT_NAMES, OUTPUT_NAMES, PART_NAMES, REGION_DECODER
 from edge_vos.model.network import STCN
 
@@ -130,18 +130,18 @@ class OnnxRuntimeRunner(PartRunner):
         self.device = device
         self.precision = precision
         self.padded_hw = padded_hw
+        # Crops are decoded on a CPU only (a GPU decodes a whole frame's objects at once). Their decoder is
+        # exported with the others, when the runner is built on a stream's first frame, so that the first
+        # object to be cropped does not stall its stream for an export.
+        self.decodes_regions = device.type == "cpu" and "decoder" in parts
+        if self.decodes_regions:
+            parts = (*parts, REGION_DECODER)
         exported = export_all(network, padded_hw, cache_dir=cache_dir, parts=parts)
         providers = providers_for(device, precision, cache_dir)
         threads = threads or torch.get_num_threads()
         self.sessions = {name: _Session(p.path, name, device, providers, threads) for name, p in exported.items()}
-        self._network, self._cache_dir, self._providers, self._threads = network, cache_dir, providers, threads
-        # Crops are decoded on the CPU only: on a GPU one batched decode of the whole frame is cheap.
-        self.decodes_regions = device.type == "cpu"
         self.providers = next(iter(self.sessions.values())).session.get_providers()
         log.info("onnxruntime providers: %s", self.providers)
 
     def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> list[torch.Tensor]:
-        if part == REGION_DECODER and part not in self.sessions:  # exported the first time an object is cropped
-            exported = export_part(self._network, part, self.padded_hw, cache_dir=self._cache_dir)
-            self.sessions[part] = _Session(exported.path, part, self.device, self._providers, self._threads)
         return self.sessions[part].run(objects, *inputs)

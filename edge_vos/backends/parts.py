@@ -22,7 +22,8 @@ from edge_vos.model.network import STCN
 PART_NAMES = ("key_encoder", "value_encoder", "decoder")
 # The decoder over a crop of the frame's features (any size, in /16 cells): the same graph as "decoder",
 # exported with free spatial axes, for runners that decode each object only where it can be
-# (`NetworkRunner.decodes_regions`). Not one of the engines' parts: built on first use.
+# (`NetworkRunner.decodes_regions`). Not one of the engines' parts (TensorRT decodes whole frames): exported
+# beside them by the runners that decode crops.
 REGION_DECODER = "decoder_region"
 # Parts whose spatial axes are free: each input's and output's size as a multiple of the /16 cell grid.
 SPATIAL_SCALES: dict[str, dict[str, int]] = {
