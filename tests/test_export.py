@@ -171,14 +171,14 @@ def test_a_tampered_or_stale_export_is_re_exported(monkeypatch, tmp_path) -> Non
 
 
 def test_the_region_decoder_in_onnxruntime_decodes_crops_of_any_size(r18_network, engines_dir, real_inputs) -> None:
-    """Exported with the other parts, with free spatial axes: two crop sizes, each against PyTorch on the same
-    crop."""
+    """Exported with the other parts, with free spatial axes: crops of several sizes (one cell, in the frame's
+    corner, the smallest), each against PyTorch on the same crop."""
     x = real_inputs
     runner = OnnxRuntimeRunner(r18_network, torch.device("cpu"), "fp32", WORK_HW, engines_dir)
     assert runner.decodes_regions and REGION_DECODER in runner.sessions
     decoder = make_part(r18_network, "decoder")
     torch.manual_seed(1)
-    for (r0, r1, c0, c1), objects in (((2, 9, 3, 14), 2), ((0, 4, 20, 27), 1)):
+    for (r0, r1, c0, c1), objects in (((2, 9, 3, 14), 2), ((0, 4, 20, 27), 1), ((14, 15, 26, 27), 1)):
         crop = (torch.randn(objects, r18_network.value_dim, r1 - r0, c1 - c0), x["qv"][..., r0:r1, c0:c1],
                 x["f8"][..., 2 * r0:2 * r1, 2 * c0:2 * c1], x["f4"][..., 4 * r0:4 * r1, 4 * c0:4 * c1])
         logits = runner.decode_region(*crop)
