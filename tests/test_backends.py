@@ -295,6 +295,10 @@ def test_split_runner_delegates_each_part_and_matches_its_runners(r18_network, e
     masks = torch.rand(2, 1, *hw)
     expected = eager.encode_value(image, f16, masks, 1 - masks)
     assert torch.equal(split.encode_value(image, f16, masks, 1 - masks), expected)
+    # Crops go to the decoder's runner (eager PyTorch decodes any size).
+    readout = torch.randn(1, r18_network.value_dim, 2, 3)
+    crop = (readout, query_value[..., 1:3, 2:5], f8[..., 2:6, 4:10], f4[..., 4:12, 8:20])
+    assert split.decodes_regions and torch.equal(split.decode_region(*crop), eager.decode_region(*crop))
     with pytest.raises(ValueError, match="no runner"):
         SplitRunner({"key_encoder": ort})
 
