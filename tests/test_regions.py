@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge_vos.backends.base import PartRunner
 from edge_vos.backends.torch_backend import TorchRunner
@@ -53,6 +55,7 @@ def test_a_crop_holds_its_box_in_whole_cells_inside_the_frame() -> None:
     assert CellCrop.around(Box(20, 40, 33, 47), cells) == CellCrop(1, 3, 2, 3)
     assert CellCrop.around(Box(0, 159, 0, 255), cells).covers(cells)
     assert CellCrop.around(Box(-5, 500, 250, 900), cells) == CellCrop(0, 10, 15, 16)
+    assert CellCrop.around(Box(300, 320, -90, -40), cells) == CellCrop(9, 10, 0, 1)  # off the canvas: nearest cell
     crop = CellCrop(1, 3, 2, 5)
     assert crop.cut(torch.zeros(1, 1, 40, 64), 4).shape == (1, 1, 8, 12)
     assert not crop.covers(cells)
@@ -139,3 +142,29 @@ def test_decode_inside_must_be_a_boolean(value: object) -> None:
 
     with pytest.raises(ConfigError, match="decode_inside"):
         from_dict(TrackerConfig, {"prior": {"decode_inside": value}})
+
+
+_coords = st.floats(-40, 300, allow_nan=False)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(boxes=st.lists(st.none() | st.tuples(_coords, _coords, _coords, _coords), min_size=1, max_size=4))
+def test_any_reach_gives_every_object_its_plane_and_nothing_outside_its_crop(lite_network, boxes) -> None:
+    """Boxes anywhere (outside the canvas, inverted, thin), some objects without one: each object's plane is
+    the whole decode, or its crop's decode and 0 elsewhere."""
+    runner = TorchRunner(lite_network, CPU)
+    readout, qv, f8, f4 = _inputs(lite_network, len(boxes))
+    reach = [None if b is None else Box(min(b[0], b[1]), max(b[0], b[1]), min(b[2], b[3]), max(b[2], b[3]))
+             for b in boxes]
+    probs = decode_objects(runner, readout, qv, f8, f4, reach)
+    assert probs.shape == (len(boxes), 1, *HW) and bool(((probs >= 0) & (probs <= 1)).all())
+    cells = (HW[0] // CELL, HW[1] // CELL)
+    for row, box in enumerate(reach):
+        crop = CellCrop.around(box, cells) if box is not None else None
+        if crop is None or crop.covers(cells):
+            torch.testing.assert_close(probs[row], runner.decode(readout[row:row + 1], qv, f8, f4).sigmoid()[0])
+            continue
+        expected = runner.decode_region(crop.cut(readout[row:row + 1], 1), crop.cut(qv, 1), crop.cut(f8, 2),
+                                        crop.cut(f4, 4)).sigmoid()
+        torch.testing.assert_close(crop.cut(probs[row:row + 1], CELL), expected)
+        assert float(probs[row].sum()) == pytest.approx(float(expected.sum()), rel=1e-5)

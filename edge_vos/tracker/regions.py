@@ -34,11 +34,14 @@ class CellCrop:
 
     @classmethod
     def around(cls, box: Box, cells_hw: tuple[int, int]) -> CellCrop:
-        """The smallest crop of whole cells that holds `box` (canvas pixels, inclusive bounds)."""
+        """The smallest crop of whole cells that holds `box` (canvas pixels, inclusive bounds) inside the grid;
+        at least one cell, the nearest, for a box off the canvas (a window moved ahead by a velocity)."""
         rows, cols = cells_hw
-        r0, c0 = max(0, math.floor(box.y0 / CELL)), max(0, math.floor(box.x0 / CELL))
-        r1, c1 = min(rows, math.floor(box.y1 / CELL) + 1), min(cols, math.floor(box.x1 / CELL) + 1)
-        return cls(r0, max(r1, r0 + 1), c0, max(c1, c0 + 1))
+        r0 = min(max(0, math.floor(box.y0 / CELL)), rows - 1)
+        c0 = min(max(0, math.floor(box.x0 / CELL)), cols - 1)
+        r1 = min(rows, max(r0 + 1, math.floor(box.y1 / CELL) + 1))
+        c1 = min(cols, max(c0 + 1, math.floor(box.x1 / CELL) + 1))
+        return cls(r0, r1, c0, c1)
 
     def covers(self, cells_hw: tuple[int, int]) -> bool:
         return (self.r0, self.c0) == (0, 0) and (self.r1, self.c1) == cells_hw
