@@ -102,6 +102,27 @@ def test_training_takes_coco_stills(tmp_path: Path) -> None:
     assert (out / "step_00002.safetensors").is_file()
 
 
+def test_coco_draws_take_only_the_prompt_kinds_they_are_given(tmp_path: Path) -> None:
+    from edge_vos.train.prompt.coco import CocoTargets
+    from edge_vos.train.prompt.data import PromptData
+
+    _write_static(tmp_path / "static", shared_id=3)
+    coco = CocoTargets(tmp_path / "static", min_area=50)
+    data = PromptData(None, synthetic_sequences=1, synthetic_frames=2, size=64, coco=coco, coco_share=0.5,
+                      coco_kinds=("box",))
+    rng = np.random.default_rng(0)
+    draws = []
+    for _ in range(80):
+        photo = rng.bit_generator.state
+        _, _, is_photo = data._draw(rng)
+        rng.bit_generator.state = photo  # the sample below draws the same source
+        draws.append((is_photo, data.sample(rng).kind))
+    assert {kind for photo, kind in draws if photo} == {"box"}
+    assert {kind for photo, kind in draws if not photo} > {"box"}  # the synthetic frames take every kind
+    with pytest.raises(ValueError, match="coco_kinds"):
+        PromptData(None, synthetic_sequences=1, synthetic_frames=2, coco=coco, coco_kinds=("scribble",))
+
+
 def _frame() -> EvalFrame:
     truth = np.zeros((40, 60), bool)
     truth[10:30, 10:50] = True

@@ -79,8 +79,15 @@ class PromptData:
                  synthetic_sequences: int = 8, synthetic_frames: int = 12, size: int = 256,
                  click_radius: float = 5.0, seed: int = 0, paste_prob: float = 0.4,
                  extra_roots: tuple[str | Path, ...] = (), geometric: bool = False,
-                 coco: CocoTargets | None = None, coco_share: float = 0.0, first_looks: bool = False) -> None:
+                 coco: CocoTargets | None = None, coco_share: float = 0.0, first_looks: bool = False,
+                 coco_kinds: tuple[str, ...] = KINDS) -> None:
         self.size = size
+        # The prompt kinds a COCO draw may be given (others are redrawn among these): COCO annotates a rider
+        # and a horse apart where DAVIS has one object, which a box settles and a click does not.
+        unknown = sorted(set(coco_kinds) - set(KINDS))
+        if unknown or not coco_kinds:
+            raise ValueError(f"coco_kinds: {unknown or 'none given'}; expected some of {KINDS}")
+        self.coco_kinds = tuple(coco_kinds)
         # Click samples also in the first looks' windows (prompt/segmenter.py), so that the network learns the
         # views it is first shown at inference; False draws exactly the samples drawn before it existed.
         self.first_looks = first_looks
@@ -119,10 +126,19 @@ class PromptData:
 
     def _source(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """A frame and the target's bool mask (before cropping)."""
+        image, mask, _ = self._draw(rng)
+        return image, mask
+
+    def _draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
+        """A frame, the target's bool mask (before cropping), and whether it is a COCO photograph."""
         if self.coco is not None and (rng.random() < self.coco_share or not (self.real or self.synthetic)):
             image, mask = self.coco.draw(rng)
             if mask.sum() >= _MIN_AREA:
-                return image, mask
+                return image, mask, True
+        image, mask = self._video_or_still(rng)
+        return image, mask, False
+
+    def _video_or_still(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         if not self.real or (self.synthetic and rng.random() < 0.15):
             image, labels = self.synthetic[int(rng.integers(len(self.synthetic)))]
             ids = [int(v) for v in np.unique(labels) if v and (labels == v).sum() >= _MIN_AREA]
@@ -201,7 +217,7 @@ class PromptData:
     # -- one sample ----------------------------------------------------------------------------------
 
     def sample(self, rng: np.random.Generator) -> Sample:
-        image, mask = self._source(rng)
+        image, mask, photo = self._draw(rng)
         if rng.random() < 0.5:
             image, mask = image[:, ::-1], mask[:, ::-1]
         if self.geometric and rng.random() < 0.3:
@@ -212,6 +228,9 @@ class PromptData:
         image = _colour(np.ascontiguousarray(image), rng)
         mask = np.ascontiguousarray(mask)
         kind = KINDS[int(rng.choice(len(KINDS), p=KIND_WEIGHTS))]
+        if photo and kind not in self.coco_kinds:
+            weights = np.array([w if k in self.coco_kinds else 0.0 for k, w in zip(KINDS, KIND_WEIGHTS, strict=True)])
+            kind = KINDS[int(rng.choice(len(KINDS), p=weights / weights.sum()))]
         s = self.size
         truth_box = mask_box(mask)
         assert truth_box is not None

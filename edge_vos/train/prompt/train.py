@@ -34,7 +34,7 @@ from edge_vos.prompt.crops import click_maps
 from edge_vos.prompt.evaluation import next_click
 from edge_vos.prompt.model import PromptNet, PromptNetConfig, save_weights
 from edge_vos.train.prompt.coco import CocoTargets
-from edge_vos.train.prompt.data import PromptData, Sample
+from edge_vos.train.prompt.data import KINDS, PromptData, Sample
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def train(args: argparse.Namespace) -> Path:
                       size=args.size, click_radius=config.click_radius, seed=args.seed, paste_prob=args.paste,
                       extra_roots=tuple(args.extra), geometric=args.geometric,
                       coco=CocoTargets(args.static) if args.static else None, coco_share=args.coco_share,
-                      first_looks=args.first_looks)
+                      first_looks=args.first_looks, coco_kinds=tuple(args.coco_kinds.split(",")))
     log_path = out / "log.csv"
     new_log = not log_path.is_file() or start == 0
     if not new_log:  # rows logged after the checkpoint was written are done again: drop them
@@ -223,7 +223,8 @@ def _last_elapsed(log_path: Path) -> float:
 
 
 def _provenance(args: argparse.Namespace, step: int) -> dict[str, str]:
-    coco = f" + COCO {args.static} (hold-out excluded, {args.coco_share:.0%} of draws)" if args.static else ""
+    coco = (f" + COCO {args.static} (hold-out excluded, {args.coco_share:.0%} of draws, prompted by "
+            f"{args.coco_kinds})") if args.static else ""
     return {"steps": str(step), "data": f"{args.data} {args.split} {args.res} + {args.synthetic} synthetic{coco}",
             "command": "python -m edge_vos.train.prompt.train " + " ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in sorted(vars(args).items()) if k != "fresh")}
@@ -256,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--static", default="",
                         help="COCO stills root (../shared/data/static: coco-mval-train less its hold-out, coco128)")
     parser.add_argument("--coco-share", type=float, default=0.6, help="share of draws that are COCO objects")
+    parser.add_argument("--coco-kinds", default=",".join(KINDS),
+                        help="prompt kinds a COCO draw may be given, comma-separated (others are redrawn among "
+                             f"them); of {','.join(KINDS)}")
     parser.add_argument("--first-looks", action="store_true",
                         help="click samples also in the segmenter's first-look windows (a square around the "
                              "click, the frame with a margin), not only the whole frame")
