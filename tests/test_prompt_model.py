@@ -337,7 +337,7 @@ class _PaintingSegmenter(PromptSegmenter):
     def __init__(self, carve: bool) -> None:
         super().__init__(PromptNet(PromptNetConfig(crop_size=32)), refine=1, flip=False, carve=carve)
 
-    def _pass(self, image, window, prompt, coarse, final=True, size=None):  # type: ignore[no-untyped-def]
+    def _pass(self, image, window, prompt, coarse, final=True, size=None, passes=None):  # type: ignore[no-untyped-def]
         out = np.zeros(prompt.frame_hw, np.float32)
         out[30:60, 20:120] = 0.9
         return out

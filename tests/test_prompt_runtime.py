@@ -66,3 +66,34 @@ def test_onnxruntime_takes_the_thread_count_it_is_given(network: PromptNet) -> N
     masks = PromptMasks(threads=1)
     assert masks.load() and masks.segmenter is not None
     assert isinstance(masks.segmenter._passes, OnnxRuntimePasses) and masks.segmenter._passes.threads == 1
+
+
+def test_a_box_alone_goes_to_the_box_network_and_anything_with_clicks_to_the_click_network(
+        network: PromptNet) -> None:
+    torch.manual_seed(4)
+    other = PromptNet(PromptNetConfig(crop_size=64)).eval()
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 60, (90, 140, 3), dtype=np.uint8)
+    image[30:60, 40:100] = (230, 40, 40)
+    both = PromptSegmenter(network, box_model=other)
+    clicks_net, box_net = PromptSegmenter(network), PromptSegmenter(other)
+    box = make_prompt(image.shape[:2], box=(38, 28, 102, 62))
+    click = make_prompt(image.shape[:2], points=[(70, 45)], labels=[1])
+    box_and_click = make_prompt(image.shape[:2], box=(38, 28, 102, 62), points=[(70, 45)], labels=[1])
+    assert np.array_equal(both.probabilities(image, box), box_net.probabilities(image, box))
+    for prompt in (click, box_and_click):
+        assert np.array_equal(both.probabilities(image, prompt), clicks_net.probabilities(image, prompt))
+    assert not np.array_equal(box_net.probabilities(image, box), clicks_net.probabilities(image, box))
+    with pytest.raises(ValueError, match="box network's config"):
+        PromptSegmenter(network, box_model=PromptNet(PromptNetConfig(crop_size=96)))
+
+
+def test_the_bundled_pair_loads_unless_one_network_is_named(tmp_path) -> None:
+    from edge_vos.prompt.methods import PromptMasks
+    from edge_vos.prompt.segmenter import BUNDLED_BOX_WEIGHTS, BUNDLED_WEIGHTS
+
+    assert PromptMasks().box_weights == BUNDLED_BOX_WEIGHTS and BUNDLED_BOX_WEIGHTS.is_file()
+    assert PromptMasks(BUNDLED_WEIGHTS).box_weights is None  # a named network answers every prompt
+    assert PromptMasks(BUNDLED_WEIGHTS, box_weights=BUNDLED_BOX_WEIGHTS).box_weights == BUNDLED_BOX_WEIGHTS
+    missing = PromptMasks(box_weights=tmp_path / "absent.safetensors")
+    assert not missing.load() and "absent.safetensors" in (missing.load_error or "")

@@ -1,6 +1,7 @@
 """Prompt -> mask with the learned prompt network (`method: learned`).
 
-`PromptSegmenter` holds one network (loaded once; the service keeps one for its lifetime) and turns a
+`PromptSegmenter` holds the network (loaded once; the service keeps one for its lifetime), and optionally a
+second one for a box alone (`box_model`: every pass of a prompt with a box and no clicks), and turns a
 validated `Prompt` into a bool mask on the frame:
 - a box: one pass on the window around the box (crops.box_window), box map + any clicks + any coarse mask;
 - a coarse mask without a box: one pass on the window around the mask and the positive clicks;
@@ -50,12 +51,16 @@ from edge_vos.prompt.crops import (
     to_crop,
 )
 from edge_vos.prompt.model import PromptNet, load_weights
-from edge_vos.prompt.runtime import make_passes
+from edge_vos.prompt.runtime import Passes, make_passes
 from edge_vos.prompt.spec import Prompt, check_image, make_prompt
 
 log = logging.getLogger(__name__)
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "prompt.safetensors"
+# The bundled network for a box alone: the click network fine-tuned with COCO photographs as box samples
+# only. COCO annotates a rider and a horse apart where DAVIS has one object; a box settles which is meant,
+# a click does not, and the same training lost DAVIS's clicks (docs/model-card.md, "Fourth round").
+BUNDLED_BOX_WEIGHTS = BUNDLED_WEIGHTS.with_name("prompt-box.safetensors")
 # Extra passes on the network's own mask (`PromptSegmenter.refine`); chosen on val-dev
 # (docs/history/prompt-network-runs.md, "Second round").
 DEFAULT_REFINE = 2
@@ -71,13 +76,17 @@ CARVE_IGNORED_NEGATIVES = True
 
 
 class PromptSegmenter:
-    """One prompt network on the CPU (or `device`), in inference mode."""
+    """A prompt network on the CPU (or `device`), in inference mode; with `box_model`, a second one that
+    answers a box alone (no clicks), every pass of it."""
 
     def __init__(self, model: PromptNet, device: str = "cpu", crop_size: int | None = None,
                  flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
                  lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
                  frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES,
-                 runtime: str = "auto", threads: int = 0) -> None:
+                 runtime: str = "auto", threads: int = 0, box_model: PromptNet | None = None) -> None:
+        if box_model is not None and box_model.config != model.config:
+            raise ValueError(f"the box network's config ({box_model.config}) differs from the click network's "
+                             f"({model.config}): both must take the same crops and click maps")
         self.model = model.eval().to(device)
         # The final pass averages with the mirrored crop: about twice its cost, measured better
         # (docs/history/prompt-network-runs.md, first round).
@@ -86,6 +95,8 @@ class PromptSegmenter:
         # `runtime`: one of runtime.RUNTIMES; auto = ONNX Runtime on a CPU (faster there), eager torch elsewhere;
         # `threads`: ONNX Runtime's threads (0: torch's count here).
         self._passes, self.runtime = make_passes(self.model, self.device, runtime, threads)
+        self.box_model = box_model.eval().to(device) if box_model is not None else None
+        self._box_passes = make_passes(self.box_model, self.device, runtime, threads)[0] if self.box_model else None
         self.size = crop_size or model.config.crop_size  # the network is fully convolutional
         # `refine` more passes, each on the window around the previous prediction with it as the coarse
         # mask (a second look: the box or clicks stay, the network corrects its own mask), at `refine_size`.
@@ -105,14 +116,17 @@ class PromptSegmenter:
                   flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
                   lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
                   frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES,
-                  runtime: str = "auto", threads: int = 0) -> PromptSegmenter:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"prompt network weights not found: {path}")
+                  runtime: str = "auto", threads: int = 0, box_path: str | Path | None = None) -> PromptSegmenter:
+        """`box_path`: the network for a box alone (None: `path`'s answers every prompt)."""
+        for file in (path, box_path):
+            if file is not None and not Path(file).is_file():
+                raise FileNotFoundError(f"prompt network weights not found: {file}")
         model, header = load_weights(path)
+        box_model = load_weights(box_path)[0] if box_path is not None else None
         segmenter = cls(model, device, crop_size, flip, refine, refine_size, lost_click_window, first_look,
-                        frame_margin, carve, runtime, threads)
-        log.info("prompt network loaded from %s (steps: %s; passes in %s)", path, header.get("steps", "?"),
-                 segmenter.runtime)
+                        frame_margin, carve, runtime, threads, box_model)
+        log.info("prompt network loaded from %s (steps: %s; passes in %s)%s", path, header.get("steps", "?"),
+                 segmenter.runtime, f"; a box alone from {box_path}" if box_path is not None else "")
         return segmenter
 
     def segment(self, image: np.ndarray, *, box: object = None, points: object = None, labels: object = None,
@@ -133,8 +147,10 @@ class PromptSegmenter:
                              f"{hw[1]}x{hw[0]}")
         positives = prompt.positives
         last = not self.refine
+        passes = self._box_passes if self._box_passes is not None and prompt.box is not None and not len(
+            prompt.points) else self._passes
         if prompt.box is not None:
-            prob = self._pass(image, box_window(prompt.box), prompt, prompt.mask, final=last)
+            prob = self._pass(image, box_window(prompt.box), prompt, prompt.mask, final=last, passes=passes)
         elif prompt.mask is not None:
             window = box_window(mask_box(prompt.mask, positives) or frame_window(hw))
             prob = self._pass(image, window, prompt, prompt.mask, final=last)
@@ -150,7 +166,8 @@ class PromptSegmenter:
             if not coarse.any():
                 break
             window = box_window(prompt.box if prompt.box is not None else mask_box(coarse, positives))
-            prob = self._pass(image, window, prompt, coarse, final=i == self.refine - 1, size=self.refine_size)
+            prob = self._pass(image, window, prompt, coarse, final=i == self.refine - 1, size=self.refine_size,
+                              passes=passes)
         if self.carve:
             prob[_ignored_negatives_share(prob > 0.5, prompt)] = 0.0
         return prob
@@ -174,7 +191,7 @@ class PromptSegmenter:
         return best
 
     def _pass(self, image: np.ndarray, window: Window, prompt: Prompt, coarse: np.ndarray | None,
-              final: bool = True, size: int | None = None) -> np.ndarray:
+              final: bool = True, size: int | None = None, passes: Passes | None = None) -> np.ndarray:
         s = size or self.size
         maps = np.zeros((4, s, s), np.float32)
         if prompt.box is not None:
@@ -190,7 +207,7 @@ class PromptSegmenter:
             flip = self.flip and final  # the rough first pass of clicks alone only has to find the object
             if flip:  # the crop and its mirror image as one batch of two, averaged
                 x, m = torch.cat([x, x.flip(-1)]), torch.cat([m, m.flip(-1)])
-            logits = self._passes(x, m)
+            logits = (passes or self._passes)(x, m)
             prob = torch.sigmoid(logits)[:, 0]
             prob = ((prob[0] + prob[1].flip(-1)) / 2 if flip else prob[0]).cpu().numpy()
         return paste_back(prob, window, prompt.frame_hw)
@@ -232,8 +249,8 @@ def _ignored_negatives_share(mask: np.ndarray, prompt: Prompt) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def default_segmenter() -> PromptSegmenter:
-    """The bundled network, loaded on the first call and cached for the process (`cache_clear()` drops it)."""
-    return PromptSegmenter.from_file(BUNDLED_WEIGHTS)
+    """The bundled networks, loaded on the first call and cached for the process (`cache_clear()` drops them)."""
+    return PromptSegmenter.from_file(BUNDLED_WEIGHTS, box_path=BUNDLED_BOX_WEIGHTS)
 
 
 def segment(image: np.ndarray, *, box: object = None, points: object = None, labels: object = None,

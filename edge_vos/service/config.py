@@ -103,6 +103,9 @@ class PromptConfig:
     # Prompt network (safetensors) that makes masks from boxes and clicks (`method: learned`, the default);
     # empty = the bundled edge_vos/weights/prompt.safetensors. Loaded once at start-up.
     weights: str = ""
+    # The network for a box alone (no clicks); empty = the bundled edge_vos/weights/prompt-box.safetensors
+    # when `weights` is empty too, else `weights` answers every prompt.
+    box_weights: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.resize_tolerance <= 1:

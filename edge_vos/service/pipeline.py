@@ -104,7 +104,8 @@ class Service:
         # The prompt network is loaded here, once, not on the first prompt: a prompt then costs one crop's
         # inference on the inference thread (bounded whatever the frame size), never a model load. The
         # streams share it (all prompts run on the inference thread).
-        prompt_masks = PromptMasks(cfg.prompt.weights or None, threads=cfg.pipeline.torch_threads)
+        prompt_masks = PromptMasks(cfg.prompt.weights or None, threads=cfg.pipeline.torch_threads,
+                                   box_weights=cfg.prompt.box_weights or None)
         if not prompt_masks.load() and cfg.prompt.weights:
             raise ConfigError("prompt.weights", str(prompt_masks.load_error))
         self.metrics.set_build_info(**_versions(), stream=",".join(ids), weights=cfg.tracker.model.weights or "default")
