@@ -119,6 +119,9 @@ def page(cameras: Cameras, browser: Any) -> Any:
     /api/command and what comes back is recorded in `window.__sent`."""
     for name in cameras.sizes:
         assert cameras.command({"cmd": "reset", "stream": name})["ok"]
+    # A page shows the view's first stream when it loads: the first heard of until the view has the
+    # service's order (its `streams` command), then the service's first.
+    _wait(lambda: cameras.view.first_stream() == "front", "the view's first stream to be the service's first")
     browser.set_window_size(1280, 800)
     browser.get(f"http://127.0.0.1:{cameras.view.port}/")
     browser.get_log("browser")
