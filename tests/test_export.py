@@ -187,3 +187,23 @@ def test_the_region_decoder_in_onnxruntime_decodes_crops_of_any_size(r18_network
             assert rel_err(logits, decoder(*crop)) < REL_TOL
     dims = {i.name: i.shape for i in runner.sessions[REGION_DECODER].session.get_inputs()}
     assert all(isinstance(d, str) for d in dims["f4"][2:]), dims
+
+
+def test_the_region_decoder_from_the_torchscript_fallback_sizes_its_output(r18_network, tmp_path, monkeypatch,
+                                                                            real_inputs) -> None:
+    """When dynamo fails the TorchScript exporter names the free axes; the runner must read the output's size
+    from them, not take it for the object axis."""
+    import edge_vos.backends.export as export
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("dynamo refused")
+
+    monkeypatch.setattr(export, "_export_dynamo", refuse)
+    runner = OnnxRuntimeRunner(r18_network, torch.device("cpu"), "fp32", WORK_HW, tmp_path)
+    x = real_inputs
+    crop = (torch.randn(2, r18_network.value_dim, 3, 5), x["qv"][..., 1:4, 2:7], x["f8"][..., 2:8, 4:14],
+            x["f4"][..., 4:16, 8:28])
+    logits = runner.decode_region(*crop)
+    assert logits.shape == (2, 1, 48, 80)
+    with torch.no_grad():
+        assert rel_err(logits, make_part(r18_network, "decoder")(*crop)) < REL_TOL

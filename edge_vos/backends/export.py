@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
 # Bump when the exported graph changes for the same weights (parts.py or the network's own forward passes).
-PARTS_VERSION = 3
+PARTS_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,9 @@ def _export_torchscript(
     axes: dict[str, dict[int, str]] = {name: {0: "objects"} for name in object_inputs}
     if object_inputs:
         axes.update({name: {0: "objects"} for name in names_out})
-    for name, scale in spatial.items():
-        axes.setdefault(name, {}).update({2: f"rows_x{scale}", 3: f"cols_x{scale}"})
+    for name, scale in spatial.items():  # named as dynamo names them ("rows", "2*rows"): the runner reads them
+        axes.setdefault(name, {}).update({2: "rows" if scale == 1 else f"{scale}*rows",
+                                          3: "cols" if scale == 1 else f"{scale}*cols"})
     with torch.no_grad():
         torch.onnx.export(
             module, inputs, str(path), dynamo=False, opset_version=min(opset, 17), input_names=names_in,
