@@ -106,8 +106,10 @@ class Service:
         # streams share it (all prompts run on the inference thread).
         prompt_masks = PromptMasks(cfg.prompt.weights or None, threads=cfg.pipeline.torch_threads,
                                    box_weights=cfg.prompt.box_weights or None)
-        if not prompt_masks.load() and cfg.prompt.weights:
-            raise ConfigError("prompt.weights", str(prompt_masks.load_error))
+        if not prompt_masks.load() and (cfg.prompt.weights or cfg.prompt.box_weights):
+            error = str(prompt_masks.load_error)
+            named = "box_weights" if cfg.prompt.box_weights and cfg.prompt.box_weights in error else "weights"
+            raise ConfigError(f"prompt.{named}", error)
         self.metrics.set_build_info(**_versions(), stream=",".join(ids), weights=cfg.tracker.model.weights or "default")
         self.context: zmq.Context | None = zmq.Context()
         self.publisher = Publisher(self.context, cfg.publish, ids, self.keys, self.metrics,
