@@ -287,6 +287,8 @@ def test_split_runner_delegates_each_part_and_matches_its_runners(r18_network, e
     eager = TorchRunner(r18_network, cpu, "fp32")
     ort = OnnxRuntimeRunner(r18_network, cpu, "fp32", hw, engines_dir)
     split = SplitRunner({"key_encoder": ort, "value_encoder": eager, "decoder": eager})
+    ort_key_only = OnnxRuntimeRunner(r18_network, cpu, "fp32", hw, engines_dir, parts=("key_encoder",))
+    assert not ort_key_only.encodes_regions and not ort_key_only.decodes_regions
     assert split.name == "key_encoder:onnxruntime+value_encoder:torch+decoder:torch"
     image = torch.randn(1, 3, *hw)
     for a, b in zip(split.encode_key(image), ort.encode_key(image), strict=True):
@@ -297,8 +299,16 @@ def test_split_runner_delegates_each_part_and_matches_its_runners(r18_network, e
     assert torch.equal(split.encode_value(image, f16, masks, 1 - masks), expected)
     # Crops go to the decoder's runner (eager PyTorch decodes any size).
     readout = torch.randn(1, r18_network.value_dim, 2, 3)
-    crop = (readout, query_value[..., 1:3, 2:5], f8[..., 2:6, 4:10], f4[..., 4:12, 8:20])
-    assert split.decodes_regions and torch.equal(split.decode_region(*crop), eager.decode_region(*crop))
+    frame = (query_value[..., 1:3, 2:5], f8[..., 2:6, 4:10], f4[..., 4:12, 8:20])
+    terms = eager.decode_frame_terms(*frame)
+    assert split.decodes_regions
+    assert all(torch.equal(a, b) for a, b in zip(split.decode_frame_terms(*frame), terms, strict=True))
+    assert torch.equal(split.decode_region(readout, *terms), eager.decode_region(readout, *terms))
+    # Value crops go to the value encoder's runner (here eager PyTorch; ONNX Runtime was built without them).
+    assert split.encodes_regions and not SplitRunner({"key_encoder": eager, "value_encoder": ort_key_only,
+                                                      "decoder": eager}).encodes_regions
+    crop = (image[..., 16:48, 32:80], f16[..., 1:3, 2:5], masks[..., 16:48, 32:80], (1 - masks)[..., 16:48, 32:80])
+    assert torch.equal(split.encode_value_local(*crop), eager.encode_value_local(*crop))
     with pytest.raises(ValueError, match="no runner"):
         SplitRunner({"key_encoder": ort})
 

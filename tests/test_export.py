@@ -14,7 +14,15 @@ import torch
 from edge_vos.backends.cache import file_hash, weights_hash
 from edge_vos.backends.export import ExportKey, export_all, export_part
 from edge_vos.backends.onnxruntime_backend import OnnxRuntimeRunner
-from edge_vos.backends.parts import INPUT_NAMES, OBJECT_INPUTS, OUTPUT_NAMES, REGION_DECODER, make_part
+from edge_vos.backends.parts import (
+    DECODER_REGION_PARTS,
+    INPUT_NAMES,
+    OBJECT_INPUTS,
+    OUTPUT_NAMES,
+    REGION_PARTS,
+    SPATIAL_SCALES,
+    make_part,
+)
 from edge_vos.model import random_network
 from edge_vos.model.preprocess import frame_geometry, image_to_tensor, masks_to_tensor
 
@@ -171,22 +179,33 @@ def test_a_tampered_or_stale_export_is_re_exported(monkeypatch, tmp_path) -> Non
 
 
 def test_the_region_decoder_in_onnxruntime_decodes_crops_of_any_size(r18_network, engines_dir, real_inputs) -> None:
-    """Exported with the other parts, with free spatial axes: crops of several sizes (one cell, in the frame's
-    corner, the smallest), each against PyTorch on the same crop."""
+    """Both region parts exported with the other parts, with free spatial axes: crops of several sizes (one
+    cell, in the frame's corner, the smallest), each against PyTorch's decoder on the same crop; and terms
+    computed over a larger region, then cut to the crop, against PyTorch's on the same terms."""
     x = real_inputs
     runner = OnnxRuntimeRunner(r18_network, torch.device("cpu"), "fp32", WORK_HW, engines_dir)
-    assert runner.decodes_regions and REGION_DECODER in runner.sessions
+    assert runner.decodes_regions and all(p in runner.sessions for p in DECODER_REGION_PARTS)
     decoder = make_part(r18_network, "decoder")
     torch.manual_seed(1)
     for (r0, r1, c0, c1), objects in (((2, 9, 3, 14), 2), ((0, 4, 20, 27), 1), ((14, 15, 26, 27), 1)):
-        crop = (torch.randn(objects, r18_network.value_dim, r1 - r0, c1 - c0), x["qv"][..., r0:r1, c0:c1],
-                x["f8"][..., 2 * r0:2 * r1, 2 * c0:2 * c1], x["f4"][..., 4 * r0:4 * r1, 4 * c0:4 * c1])
-        logits = runner.decode_region(*crop)
+        readout = torch.randn(objects, r18_network.value_dim, r1 - r0, c1 - c0)
+        frame = (x["qv"][..., r0:r1, c0:c1], x["f8"][..., 2 * r0:2 * r1, 2 * c0:2 * c1],
+                 x["f4"][..., 4 * r0:4 * r1, 4 * c0:4 * c1])
+        logits = runner.decode_region(readout, *runner.decode_frame_terms(*frame))
         assert logits.shape == (objects, 1, 16 * (r1 - r0), 16 * (c1 - c0))
         with torch.no_grad():
-            assert rel_err(logits, decoder(*crop)) < REL_TOL
-    dims = {i.name: i.shape for i in runner.sessions[REGION_DECODER].session.get_inputs()}
-    assert all(isinstance(d, str) for d in dims["f4"][2:]), dims
+            assert rel_err(logits, decoder(readout, *frame)) < REL_TOL
+    whole = runner.decode_frame_terms(x["qv"], x["f8"], x["f4"])
+    cut = tuple(t[..., s * 3:s * 6, s * 4:s * 9] for t, s in zip(whole, (1, 1, 2, 4), strict=True))
+    readout = torch.randn(2, r18_network.value_dim, 3, 5)
+    with torch.no_grad():
+        eager_terms = r18_network.decode_frame_terms(x["qv"], x["f8"], x["f4"])
+        for a, b in zip(whole, eager_terms, strict=True):
+            assert a.shape == b.shape and rel_err(a, b) < REL_TOL
+        assert rel_err(runner.decode_region(readout, *cut), r18_network.decode_with_terms(readout, *cut)) < REL_TOL
+    for part in (p for p in REGION_PARTS if p in SPATIAL_SCALES):  # the value encoder's global part is whole
+        dims = {i.name: i.shape for i in runner.sessions[part].session.get_inputs()}
+        assert all(isinstance(d, str) for name in dims for d in dims[name][2:]), dims
 
 
 def test_the_region_decoder_from_the_torchscript_fallback_sizes_its_output(r18_network, tmp_path, monkeypatch,
@@ -201,9 +220,33 @@ def test_the_region_decoder_from_the_torchscript_fallback_sizes_its_output(r18_n
     monkeypatch.setattr(export, "_export_dynamo", refuse)
     runner = OnnxRuntimeRunner(r18_network, torch.device("cpu"), "fp32", WORK_HW, tmp_path)
     x = real_inputs
-    crop = (torch.randn(2, r18_network.value_dim, 3, 5), x["qv"][..., 1:4, 2:7], x["f8"][..., 2:8, 4:14],
-            x["f4"][..., 4:16, 8:28])
-    logits = runner.decode_region(*crop)
+    readout = torch.randn(2, r18_network.value_dim, 3, 5)
+    frame = (x["qv"][..., 1:4, 2:7], x["f8"][..., 2:8, 4:14], x["f4"][..., 4:16, 8:28])
+    terms = runner.decode_frame_terms(*frame)
+    assert [tuple(t.shape[-2:]) for t in terms] == [(3, 5), (3, 5), (6, 10), (12, 20)]
+    logits = runner.decode_region(readout, *terms)
     assert logits.shape == (2, 1, 48, 80)
     with torch.no_grad():
-        assert rel_err(logits, make_part(r18_network, "decoder")(*crop)) < REL_TOL
+        assert rel_err(logits, make_part(r18_network, "decoder")(readout, *frame)) < REL_TOL
+
+
+def test_the_value_encoder_in_onnxruntime_runs_on_crops_and_finishes_whole_maps(r18_network, engines_dir,
+                                                                                real_inputs) -> None:
+    """The value encoder's local part exported with free spatial axes (crops of several sizes, down to one cell
+    in a corner) and its global part at the working size, each against PyTorch; together the whole encoder."""
+    x = real_inputs
+    runner = OnnxRuntimeRunner(r18_network, torch.device("cpu"), "fp32", WORK_HW, engines_dir)
+    assert runner.encodes_regions
+    image, f16, masks = x["image"], x["f16"], x["masks"]
+    others = masks.sum(dim=0, keepdim=True) - masks
+    with torch.no_grad():
+        for r0, r1, c0, c1 in ((2, 9, 3, 14), (0, 4, 20, 27), (14, 15, 26, 27)):
+            crop = (image[..., 16 * r0:16 * r1, 16 * c0:16 * c1], f16[..., r0:r1, c0:c1],
+                    masks[..., 16 * r0:16 * r1, 16 * c0:16 * c1], others[..., 16 * r0:16 * r1, 16 * c0:16 * c1])
+            local = runner.encode_value_local(*crop)
+            assert local.shape == (2, r18_network.value_dim, r1 - r0, c1 - c0)
+            assert rel_err(local, r18_network.encode_value_local(*crop)) < REL_TOL
+        local = runner.encode_value_local(image, f16, masks, others)
+        values = runner.encode_value_global(local)
+        assert rel_err(values, r18_network.encode_value_global(local)) < REL_TOL
+        assert rel_err(values, r18_network.encode_value(image, f16, masks, others)) < REL_TOL

@@ -159,12 +159,57 @@ def test_any_reach_gives_every_object_its_plane_and_nothing_outside_its_crop(lit
     probs = decode_objects(runner, readout, qv, f8, f4, reach)
     assert probs.shape == (len(boxes), 1, *HW) and bool(((probs >= 0) & (probs <= 1)).all())
     cells = (HW[0] // CELL, HW[1] // CELL)
+    crops = [c for c in (CellCrop.around(b, cells) for b in reach if b is not None) if not c.covers(cells)]
+    if crops:
+        union = CellCrop(min(c.r0 for c in crops), max(c.r1 for c in crops), min(c.c0 for c in crops),
+                         max(c.c1 for c in crops))
     for row, box in enumerate(reach):
         crop = CellCrop.around(box, cells) if box is not None else None
         if crop is None or crop.covers(cells):
             torch.testing.assert_close(probs[row], runner.decode(readout[row:row + 1], qv, f8, f4).sigmoid()[0])
             continue
-        expected = runner.decode_region(crop.cut(readout[row:row + 1], 1), crop.cut(qv, 1), crop.cut(f8, 2),
-                                        crop.cut(f4, 4)).sigmoid()
+        # the frame's terms over the crops' union, or over the crop alone where the union is the larger
+        region = union if union.area <= sum(c.area for c in crops) else crop
+        terms = runner.decode_frame_terms(region.cut(qv, 1), region.cut(f8, 2), region.cut(f4, 4))
+        cut = crop.within(region)
+        expected = runner.decode_region(crop.cut(readout[row:row + 1], 1),
+                                        *(cut.cut(t, scale) for t, scale in zip(terms, (1, 1, 2, 4), strict=True)))
+        expected = expected.sigmoid()
         torch.testing.assert_close(crop.cut(probs[row:row + 1], CELL), expected)
         assert float(probs[row].sum()) == pytest.approx(float(expected.sum()), rel=1e-5)
+
+
+class _CountingRunner(TorchRunner):
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__(network, CPU)
+        self.term_regions: list[tuple[int, int]] = []
+
+    def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        if part == "decoder_frame":
+            self.term_regions.append(tuple(inputs[0].shape[-2:]))
+        return super().run_part(part, objects, *inputs)
+
+
+def test_the_frames_terms_run_once_over_crops_that_overlap_and_per_crop_when_far_apart(lite_network) -> None:
+    """Overlapping crops share one computation of the decoder's frame terms over their union; two small crops in
+    opposite corners, whose union would be most of the frame, get theirs each. Either way each crop's decode
+    equals the eager decoder on the frame terms of the region they were computed on."""
+    readout, qv, f8, f4 = _inputs(lite_network, 2)
+    runner = _CountingRunner(lite_network)
+    near = [Box(16, 100, 16, 140), Box(40, 120, 60, 200)]  # cells rows 1-6 / 2-7, columns 1-8 / 3-12
+    probs = decode_objects(runner, readout, qv, f8, f4, near)
+    assert runner.term_regions == [(7, 12)]
+    union = CellCrop(1, 8, 1, 13)
+    net = lite_network.decoder
+    with torch.no_grad():
+        terms = net.frame_terms(union.cut(qv, 1), union.cut(f8, 2), union.cut(f4, 4))
+        for row, box in enumerate(near):
+            crop = CellCrop.around(box, (10, 16))
+            cut = crop.within(union)
+            expected = net.forward_with_terms(
+                crop.cut(readout[row:row + 1], 1), *(cut.cut(t, s) for t, s in zip(terms, (1, 1, 2, 4), strict=True))
+            ).sigmoid()
+            torch.testing.assert_close(crop.cut(probs[row:row + 1], CELL), expected)
+    runner.term_regions.clear()
+    decode_objects(runner, readout, qv, f8, f4, [Box(0, 20, 0, 20), Box(140, 159, 230, 255)])
+    assert runner.term_regions == [(2, 2), (2, 2)]

@@ -14,14 +14,16 @@ from typing import Protocol
 
 import torch
 
-from edge_vos.backends.parts import REGION_DECODER
+from edge_vos.backends.parts import FRAME_TERMS, REGION_DECODER, VALUE_GLOBAL, VALUE_LOCAL
 
 
 class NetworkRunner(Protocol):
     name: str
     device: torch.device
-    # Whether `decode_region` runs here (a crop of any size); else only whole frames are decoded.
+    # Whether `decode_frame_terms`/`decode_region` run here (crops of any size); else only whole frames are decoded.
     decodes_regions: bool
+    # Whether `encode_value_local` runs here on crops (and `encode_value_global` on its whole maps).
+    encodes_regions: bool
 
     def encode_key(
         self, image: torch.Tensor
@@ -35,17 +37,38 @@ class NetworkRunner(Protocol):
         """image [1,3,H,W] (broadcast over objects), key_f16 [1,C,h,w], masks/others [N,1,H,W] -> [N,512,h,w]."""
         ...
 
+    def encode_value_local(
+        self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
+    ) -> torch.Tensor:
+        """`encode_value` up to the fusion's attention, on a region of the frame (image and masks of 16r x 16c,
+        key_f16 of r x c) -> [N,512,r,c]. Only where `encodes_regions`."""
+        ...
+
+    def encode_value_global(self, local: torch.Tensor) -> torch.Tensor:
+        """`encode_value_local`'s output over the whole frame -> values [N,512,h,w]. Only where
+        `encodes_regions`."""
+        ...
+
     def decode(
         self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
     ) -> torch.Tensor:
         """readout [N,512,h,w]; query_value, f8, f4 with batch 1 (broadcast) -> logits [N,1,H,W]."""
         ...
 
+    def decode_frame_terms(
+        self, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder's frame-only convolutions on a region of the frame (r x c cells at /16: query value
+        [1,512,r,c], f8 of 2r x 2c, f4 of 4r x 4c) -> four terms for `decode_region`. Only where
+        `decodes_regions`."""
+        ...
+
     def decode_region(
-        self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+        self, readout: torch.Tensor, query_term: torch.Tensor, query_shortcut: torch.Tensor, skip8: torch.Tensor,
+        skip4: torch.Tensor,
     ) -> torch.Tensor:
-        """`decode` on a crop of the frame: the same inputs cut to r x c cells at /16 (2r x 2c of f8, 4r x 4c
-        of f4) -> logits [N,1,16r,16c]. Only where `decodes_regions`."""
+        """`decode` on a crop of r x c cells: the readout cut to it and `decode_frame_terms`' outputs cut to the
+        same cells (2r x 2c of skip8, 4r x 4c of skip4) -> logits [N,1,16r,16c]. Only where `decodes_regions`."""
         ...
 
 
@@ -56,6 +79,7 @@ class PartRunner(ABC):
     name: str
     device: torch.device
     decodes_regions: bool = False
+    encodes_regions: bool = False
 
     @abstractmethod
     def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> Sequence[torch.Tensor]:
@@ -73,17 +97,38 @@ class PartRunner(ABC):
     ) -> torch.Tensor:
         return self.run_part("value_encoder", masks.shape[0], image, key_f16, masks, others)[0]
 
+    def encode_value_local(
+        self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
+    ) -> torch.Tensor:
+        self._check_regions(self.encodes_regions, "encodes values of whole frames only (encodes_regions is False)")
+        return self.run_part(VALUE_LOCAL, masks.shape[0], image, key_f16, masks, others)[0]
+
+    def encode_value_global(self, local: torch.Tensor) -> torch.Tensor:
+        self._check_regions(self.encodes_regions, "encodes values of whole frames only (encodes_regions is False)")
+        return self.run_part(VALUE_GLOBAL, local.shape[0], local)[0]
+
     def decode(
         self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
     ) -> torch.Tensor:
         return self.run_part("decoder", readout.shape[0], readout, query_value, f8, f4)[0]
 
+    def decode_frame_terms(
+        self, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        self._check_regions(self.decodes_regions, "decodes whole frames only (decodes_regions is False)")
+        query_term, query_shortcut, skip8, skip4 = self.run_part(FRAME_TERMS, 1, query_value, f8, f4)
+        return query_term, query_shortcut, skip8, skip4
+
     def decode_region(
-        self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+        self, readout: torch.Tensor, query_term: torch.Tensor, query_shortcut: torch.Tensor, skip8: torch.Tensor,
+        skip4: torch.Tensor,
     ) -> torch.Tensor:
-        if not self.decodes_regions:
-            raise BackendUnavailable(f"the {self.name} runner decodes whole frames only (decodes_regions is False)")
-        return self.run_part(REGION_DECODER, readout.shape[0], readout, query_value, f8, f4)[0]
+        self._check_regions(self.decodes_regions, "decodes whole frames only (decodes_regions is False)")
+        return self.run_part(REGION_DECODER, readout.shape[0], readout, query_term, query_shortcut, skip8, skip4)[0]
+
+    def _check_regions(self, runs: bool, otherwise: str) -> None:
+        if not runs:
+            raise BackendUnavailable(f"the {self.name} runner {otherwise}")
 
 
 class BackendUnavailable(RuntimeError):

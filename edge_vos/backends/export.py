@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
 # Bump when the exported graph changes for the same weights (parts.py or the network's own forward passes).
-PARTS_VERSION = 4
+PARTS_VERSION = 5
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,13 @@ import torch
 
 from edge_vos.backends.base import BackendUnavailable, PartRunner
 from edge_vos.backends.export import export_all
-from edge_vos.backends.parts import INPUT_NAMES, OUTPUT_NAMES, PART_NAMES, REGION_DECODER
+from edge_vos.backends.parts import (
+    DECODER_REGION_PARTS,
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    PART_NAMES,
+    VALUE_REGION_PARTS,
+)
 from edge_vos.model.network import STCN
 
 log = logging.getLogger(__name__)
@@ -130,12 +136,13 @@ class OnnxRuntimeRunner(PartRunner):
         self.device = device
         self.precision = precision
         self.padded_hw = padded_hw
-        # Crops are decoded on a CPU only (a GPU decodes a whole frame's objects at once). Their decoder is
+        # Crops are decoded and encoded on a CPU only (a GPU runs a whole frame's objects at once). Their parts are
         # exported with the others, when the runner is built on a stream's first frame, so that the first
         # object to be cropped does not stall its stream for an export.
         self.decodes_regions = device.type == "cpu" and "decoder" in parts
-        if self.decodes_regions:
-            parts = (*parts, REGION_DECODER)
+        self.encodes_regions = device.type == "cpu" and "value_encoder" in parts
+        parts = (*parts, *(DECODER_REGION_PARTS if self.decodes_regions else ()),
+                 *(VALUE_REGION_PARTS if self.encodes_regions else ()))
         exported = export_all(network, padded_hw, cache_dir=cache_dir, parts=parts)
         providers = providers_for(device, precision, cache_dir)
         threads = threads or torch.get_num_threads()

@@ -20,35 +20,59 @@ from torch import nn
 from edge_vos.model.network import STCN
 
 PART_NAMES = ("key_encoder", "value_encoder", "decoder")
-# The decoder over a crop of the frame's features (any size, in /16 cells): the same graph as "decoder",
-# exported with free spatial axes, for runners that decode each object only where it can be
-# (`NetworkRunner.decodes_regions`). Not one of the engines' parts (TensorRT decodes whole frames): exported
-# beside them by the runners that decode crops.
+# The decoder on crops of the frame (any size, in /16 cells), for runners that decode each object only where
+# it can be (`NetworkRunner.decodes_regions`), in two parts exported with free spatial axes:
+# - FRAME_TERMS: the decoder's convolutions of the frame's inputs (the query value's terms in its first block,
+#   the skip convolutions on f8 and f4) over one region that holds every crop, once per frame;
+# - REGION_DECODER: one object's decoder on its crop, from the readout and those terms cut to the same cells.
+# Not among the engines' parts (TensorRT decodes whole frames): exported beside them by the runners that
+# decode crops.
+FRAME_TERMS = "decoder_frame"
 REGION_DECODER = "decoder_region"
+DECODER_REGION_PARTS = (FRAME_TERMS, REGION_DECODER)
+# The value encoder on crops, for runners that encode each object's value on the cells around its mask
+# (`NetworkRunner.encodes_regions`): VALUE_LOCAL is everything before the fusion's attention (convolutions,
+# free spatial axes), VALUE_GLOBAL the attention and last block over whole maps (tracker/regions.py).
+VALUE_LOCAL = "value_local"
+VALUE_GLOBAL = "value_global"
+VALUE_REGION_PARTS = (VALUE_LOCAL, VALUE_GLOBAL)
+REGION_PARTS = (*DECODER_REGION_PARTS, *VALUE_REGION_PARTS)
 # Parts whose spatial axes are free: each input's and output's size as a multiple of the /16 cell grid.
 SPATIAL_SCALES: dict[str, dict[str, int]] = {
-    REGION_DECODER: {"readout": 1, "query_value": 1, "f8": 2, "f4": 4, "logits": 16},
+    FRAME_TERMS: {"query_value": 1, "f8": 2, "f4": 4, "query_term": 1, "query_shortcut": 1, "skip8": 2, "skip4": 4},
+    REGION_DECODER: {"readout": 1, "query_term": 1, "query_shortcut": 1, "skip8": 2, "skip4": 4, "logits": 16},
+    VALUE_LOCAL: {"image": 16, "key_f16": 1, "masks": 16, "others": 16, "local": 1},
 }
+_TERMS = ("query_term", "query_shortcut", "skip8", "skip4")
 
 # Input and output tensor names of each part, fixed so engines, sidecars and trtexec lines agree.
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "key_encoder": ("image",),
     "value_encoder": ("image", "key_f16", "masks", "others"),
     "decoder": ("readout", "query_value", "f8", "f4"),
-    REGION_DECODER: ("readout", "query_value", "f8", "f4"),
+    FRAME_TERMS: ("query_value", "f8", "f4"),
+    REGION_DECODER: ("readout", *_TERMS),
+    VALUE_LOCAL: ("image", "key_f16", "masks", "others"),
+    VALUE_GLOBAL: ("local",),
 }
 OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "key_encoder": ("key", "query_value", "f16", "f8", "f4"),
     "value_encoder": ("value",),
     "decoder": ("logits",),
+    FRAME_TERMS: _TERMS,
     REGION_DECODER: ("logits",),
+    VALUE_LOCAL: ("local",),
+    VALUE_GLOBAL: ("value",),
 }
 # Inputs whose first axis is the object count (dynamic); all other inputs have batch 1.
 OBJECT_INPUTS: dict[str, tuple[str, ...]] = {
     "key_encoder": (),
     "value_encoder": ("masks", "others"),
     "decoder": ("readout",),
+    FRAME_TERMS: (),
     REGION_DECODER: ("readout",),
+    VALUE_LOCAL: ("masks", "others"),
+    VALUE_GLOBAL: ("local",),
 }
 
 
@@ -91,6 +115,57 @@ class DecoderPart(nn.Module):
         return self.network.decode(readout, query_value, f8, f4)
 
 
+class FrameTermsPart(nn.Module):
+    """query_value [1,Cv,r,c], f8 [1,..,2r,2c], f4 [1,..,4r,4c] -> the decoder's four frame terms (batch 1)."""
+
+    def __init__(self, network: STCN) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(
+        self, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.network.decode_frame_terms(query_value, f8, f4)
+
+
+class RegionDecoderPart(nn.Module):
+    """readout [N,Cv,r,c] and the frame terms on the same cells (batch 1) -> logits [N,1,16r,16c]."""
+
+    def __init__(self, network: STCN) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(
+        self, readout: torch.Tensor, query_term: torch.Tensor, query_shortcut: torch.Tensor, skip8: torch.Tensor,
+        skip4: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.network.decode_with_terms(readout, query_term, query_shortcut, skip8, skip4)
+
+
+class ValueLocalPart(nn.Module):
+    """image [1,3,16r,16c], key_f16 [1,C,r,c], masks/others [N,1,16r,16c] -> local [N,Cv,r,c]."""
+
+    def __init__(self, network: STCN) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(
+        self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
+    ) -> torch.Tensor:
+        return self.network.encode_value_local(image, key_f16, masks, others)
+
+
+class ValueGlobalPart(nn.Module):
+    """local [N,Cv,h,w] over the whole frame -> value [N,Cv,h,w]."""
+
+    def __init__(self, network: STCN) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, local: torch.Tensor) -> torch.Tensor:
+        return self.network.encode_value_global(local)
+
+
 class HalfPrecision(nn.Module):
     """Runs a part in fp16 with fp32 inputs and outputs.
 
@@ -115,9 +190,17 @@ def make_part(network: STCN, part: str) -> nn.Module:
         return KeyEncoderPart(network)
     if part == "value_encoder":
         return ValueEncoderPart(network)
-    if part in ("decoder", REGION_DECODER):
+    if part == "decoder":
         return DecoderPart(network)
-    raise ValueError(f"unknown part {part!r}; expected one of {(*PART_NAMES, REGION_DECODER)}")
+    if part == FRAME_TERMS:
+        return FrameTermsPart(network)
+    if part == REGION_DECODER:
+        return RegionDecoderPart(network)
+    if part == VALUE_LOCAL:
+        return ValueLocalPart(network)
+    if part == VALUE_GLOBAL:
+        return ValueGlobalPart(network)
+    raise ValueError(f"unknown part {part!r}; expected one of {(*PART_NAMES, *REGION_PARTS)}")
 
 
 def example_inputs(network: STCN, part: str, padded_hw: tuple[int, int], objects: int = 2) -> tuple[torch.Tensor, ...]:
@@ -129,17 +212,28 @@ def example_inputs(network: STCN, part: str, padded_hw: tuple[int, int], objects
     vd = network.value_dim
     if part == "key_encoder":
         return (torch.zeros(1, 3, h, w),)
-    if part == "value_encoder":
+    if part in ("value_encoder", VALUE_LOCAL):
         return (
             torch.zeros(1, 3, h, w), torch.zeros(1, f16c, h // 16, w // 16),
             torch.zeros(objects, 1, h, w), torch.zeros(objects, 1, h, w),
         )
-    if part in ("decoder", REGION_DECODER):
+    frame = (
+        torch.zeros(1, vd, h // 16, w // 16), torch.zeros(1, f8c, h // 8, w // 8), torch.zeros(1, f4c, h // 4, w // 4),
+    )
+    if part == "decoder":
+        return (torch.zeros(objects, vd, h // 16, w // 16), *frame)
+    if part == FRAME_TERMS:
+        return frame
+    if part == REGION_DECODER:
+        d16, d8, _ = network.spec.decoder_dims
         return (
-            torch.zeros(objects, vd, h // 16, w // 16), torch.zeros(1, vd, h // 16, w // 16),
-            torch.zeros(1, f8c, h // 8, w // 8), torch.zeros(1, f4c, h // 4, w // 4),
+            torch.zeros(objects, vd, h // 16, w // 16), torch.zeros(1, d16, h // 16, w // 16),
+            torch.zeros(1, d16, h // 16, w // 16), torch.zeros(1, d16, h // 8, w // 8),
+            torch.zeros(1, d8, h // 4, w // 4),
         )
-    raise ValueError(f"unknown part {part!r}; expected one of {PART_NAMES}")
+    if part == VALUE_GLOBAL:
+        return (torch.zeros(objects, vd, h // 16, w // 16),)
+    raise ValueError(f"unknown part {part!r}; expected one of {(*PART_NAMES, *REGION_PARTS)}")
 
 
 def input_shapes(network: STCN, part: str, padded_hw: tuple[int, int]) -> dict[str, tuple[int, ...]]:

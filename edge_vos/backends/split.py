@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from edge_vos.backends.base import PartRunner
-from edge_vos.backends.parts import PART_NAMES, REGION_DECODER
+from edge_vos.backends.parts import DECODER_REGION_PARTS, PART_NAMES, VALUE_REGION_PARTS
 
 
 class SplitRunner(PartRunner):
@@ -30,6 +30,10 @@ class SplitRunner(PartRunner):
         self.device = devices.pop()
         self.name = "+".join(f"{part}:{self.runners[part].name}" for part in PART_NAMES)
         self.decodes_regions = self.runners["decoder"].decodes_regions
+        self.encodes_regions = self.runners["value_encoder"].encodes_regions
+        # Each region part goes to the runner of the part it comes from.
+        self._owner = {p: "decoder" for p in DECODER_REGION_PARTS}
+        self._owner.update({p: "value_encoder" for p in VALUE_REGION_PARTS})
 
     def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> Sequence[torch.Tensor]:
-        return self.runners["decoder" if part == REGION_DECODER else part].run_part(part, objects, *inputs)
+        return self.runners[self._owner.get(part, part)].run_part(part, objects, *inputs)

@@ -14,7 +14,7 @@ from functools import lru_cache
 import torch
 
 from edge_vos.backends.base import PartRunner
-from edge_vos.backends.parts import PART_NAMES, REGION_DECODER, make_part
+from edge_vos.backends.parts import PART_NAMES, REGION_PARTS, make_part
 from edge_vos.model.network import STCN
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,9 @@ class TorchRunner(PartRunner):
         layout = torch.channels_last if channels_last else torch.contiguous_format
         self.network = self.network.to(memory_format=layout)  # type: ignore[call-overload]
         self._dtype = next(self.network.parameters()).dtype
-        self._parts = {part: make_part(self.network, part) for part in (*PART_NAMES, REGION_DECODER)}
+        self._parts = {part: make_part(self.network, part) for part in (*PART_NAMES, *REGION_PARTS)}
         # Eager convolutions take any size; crops only pay on a CPU (a GPU decodes a whole batch at once).
-        self.decodes_regions = device.type == "cpu"
+        self.decodes_regions = self.encodes_regions = device.type == "cpu"
 
     @contextlib.contextmanager
     def _context(self) -> Iterator[None]:

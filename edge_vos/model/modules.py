@@ -24,13 +24,18 @@ def conv_of_concat(conv: nn.Conv2d, parts: tuple[torch.Tensor, ...]) -> torch.Te
     out: torch.Tensor | None = None
     start = 0
     for i, x in enumerate(parts):
-        weight = conv.weight[:, start:start + x.shape[1]]
+        y = conv_of_channels(conv, x, start, with_bias=i == 0)
         start += x.shape[1]
-        y = F.conv2d(x, weight, conv.bias if i == 0 else None, conv.stride, conv.padding, conv.dilation)
         out = y if out is None else out + y
     if out is None or start != conv.in_channels:
         raise ValueError(f"conv_of_concat: parts hold {start} channels, the convolution takes {conv.in_channels}")
     return out
+
+
+def conv_of_channels(conv: nn.Conv2d, x: torch.Tensor, start: int, *, with_bias: bool) -> torch.Tensor:
+    """`conv`'s term of the input channels [start, start + x's channels): one summand of `conv_of_concat`."""
+    weight = conv.weight[:, start:start + x.shape[1]]
+    return F.conv2d(x, weight, conv.bias if with_bias else None, conv.stride, conv.padding, conv.dilation)
 
 
 def concat_broadcast(parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -65,6 +70,25 @@ class ResBlock(nn.Module):
         else:
             x = parts[0] if len(parts) == 1 else concat_broadcast(parts)
         return x + r
+
+    def last_part_terms(self, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first convolution's and the shortcut's terms of the input's last channels, `last`: the frame's
+        part of an input [objects' part, frame's part], computed once over any region of the frame."""
+        if self.downsample is None:
+            raise ValueError("last_part_terms: a block without a shortcut convolution adds its input whole")
+        start = self.conv1.in_channels - last.shape[1]
+        return (conv_of_channels(self.conv1, F.relu(last), start, with_bias=False),
+                conv_of_channels(self.downsample, last, start, with_bias=False))
+
+    def forward_with_terms(
+        self, first: torch.Tensor, conv1_term: torch.Tensor, shortcut_term: torch.Tensor
+    ) -> torch.Tensor:
+        """`forward(first, last)` from `last_part_terms(last)`: the same sums in the same order."""
+        if self.downsample is None:
+            raise ValueError("forward_with_terms: a block without a shortcut convolution adds its input whole")
+        r = conv_of_channels(self.conv1, F.relu(first), 0, with_bias=True) + conv1_term
+        r = self.conv2(F.relu(r))
+        return conv_of_channels(self.downsample, first, 0, with_bias=True) + shortcut_term + r
 
 
 class _ChannelGate(nn.Module):
@@ -123,7 +147,13 @@ class FeatureFusionBlock(nn.Module):
 
     def forward(self, value_f16: torch.Tensor, key_f16: torch.Tensor) -> torch.Tensor:
         """value_f16 [N,..] (objects); key_f16 [N or 1,..]: with batch 1 its half of block1 runs once."""
-        x = self.block1(value_f16, key_f16)
+        return self.finish(self.block1(value_f16, key_f16))
+
+    def finish(self, fused: torch.Tensor) -> torch.Tensor:
+        """Attention and the second block over `block1`'s output. Not local: CBAM gates each channel by its
+        average and maximum over the whole map, so this runs on whole maps (block1 and everything before it
+        is convolutions, local, and may run on crops)."""
+        x = fused
         if self.attention is not None:
             x = x + self.attention(x)
         return self.block2(x)
@@ -142,6 +172,9 @@ class UpsampleBlock(nn.Module):
         self.out_conv = ResBlock(up_channels, out_channels)
 
     def forward(self, skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-        x = self.skip_conv(skip)
-        x = x + F.interpolate(up, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.forward_with_skip(self.skip_conv(skip), up)
+
+    def forward_with_skip(self, skip_term: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        """`forward` from the skip convolution's output, computed once over any region of the frame."""
+        x = skip_term + F.interpolate(up, scale_factor=2.0, mode="bilinear", align_corners=False)
         return self.out_conv(x)

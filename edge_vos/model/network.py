@@ -56,10 +56,16 @@ class ValueEncoder(nn.Module):
         self, image: torch.Tensor, key_f16: torch.Tensor, mask: torch.Tensor, others: torch.Tensor
     ) -> torch.Tensor:
         """mask/others [N,1,H,W]; image and key_f16 with batch N or 1 (their convolutions then run once)."""
+        return self.fuser.finish(self.encode_local(image, key_f16, mask, others))
+
+    def encode_local(
+        self, image: torch.Tensor, key_f16: torch.Tensor, mask: torch.Tensor, others: torch.Tensor
+    ) -> torch.Tensor:
+        """Everything before the fusion's attention: convolutions only, so it may run on a crop."""
         x = conv_of_concat(self.conv1, (image, torch.cat([mask, others], dim=1)))
         x = self.maxpool(self.relu(self.bn1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fuser(x, key_f16)
+        return self.fuser.block1(x, key_f16)
 
 
 class LiteValueEncoder(EfficientNetLiteTrunk):
@@ -79,9 +85,15 @@ class LiteValueEncoder(EfficientNetLiteTrunk):
         self, image: torch.Tensor, key_f16: torch.Tensor, mask: torch.Tensor, others: torch.Tensor
     ) -> torch.Tensor:
         """mask/others [N,1,H,W]; image and key_f16 with batch N or 1 (their convolutions then run once)."""
+        return self.fuser.finish(self.encode_local(image, key_f16, mask, others))
+
+    def encode_local(
+        self, image: torch.Tensor, key_f16: torch.Tensor, mask: torch.Tensor, others: torch.Tensor
+    ) -> torch.Tensor:
+        """Everything before the fusion's attention: convolutions only, so it may run on a crop."""
         stem = conv_of_concat(self.conv1, (image, torch.cat([mask, others], dim=1)))
         f16, _, _ = self.forward_from_stem(stem)
-        return self.fuser(f16, key_f16)
+        return self.fuser.block1(f16, key_f16)
 
 
 class KeyProjection(nn.Module):
@@ -120,9 +132,25 @@ class Decoder(nn.Module):
     ) -> torch.Tensor:
         """readout [N,..]; query_value, f8, f4 with batch N or 1 (one frame: each convolution of theirs, the
         query value's half of the first block included, then runs once per frame)."""
-        x = self.compress(readout, query_value)
-        x = self.up_16_8(f8, x)
-        x = self.up_8_4(f4, x)
+        return self.forward_with_terms(readout, *self.frame_terms(query_value, f8, f4))
+
+    def frame_terms(
+        self, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every convolution of the frame's inputs (the query value's terms in the first block, the skip
+        convolutions on f8 and f4), over whatever region of the frame they are given: computed once per
+        frame and cut per object when objects are decoded on crops (tracker/regions.py)."""
+        query_term, query_shortcut = self.compress.last_part_terms(query_value)
+        return query_term, query_shortcut, self.up_16_8.skip_conv(f8), self.up_8_4.skip_conv(f4)
+
+    def forward_with_terms(
+        self, readout: torch.Tensor, query_term: torch.Tensor, query_shortcut: torch.Tensor, skip8: torch.Tensor,
+        skip4: torch.Tensor,
+    ) -> torch.Tensor:
+        """`forward` from `frame_terms`' outputs on the same cells as `readout`: the objects' work only."""
+        x = self.compress.forward_with_terms(readout, query_term, query_shortcut)
+        x = self.up_16_8.forward_with_skip(skip8, x)
+        x = self.up_8_4.forward_with_skip(skip4, x)
         x = self.pred(F.relu(x))
         return F.interpolate(x, scale_factor=4.0, mode="bilinear", align_corners=False)
 
@@ -162,12 +190,38 @@ class STCN(nn.Module):
         broadcast over the objects) -> values [N,value_dim,h,w]."""
         return self.value_encoder(image, key_f16, masks, others)
 
+    def encode_value_local(
+        self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
+    ) -> torch.Tensor:
+        """`encode_value` up to the fusion's attention (convolutions only: any region of the frame, image of
+        16r x 16c, key_f16 of r x c) -> [N,value_dim,r,c]; `encode_value_global` finishes whole maps."""
+        return self.value_encoder.encode_local(image, key_f16, masks, others)
+
+    def encode_value_global(self, local: torch.Tensor) -> torch.Tensor:
+        """`encode_value_local`'s output over the whole frame [N,value_dim,h,w] -> values [N,value_dim,h,w]."""
+        return self.value_encoder.fuser.finish(local)
+
     def decode(
         self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
     ) -> torch.Tensor:
         """readout [N,value_dim,h,w] (objects); query_value, f8, f4 with batch N or 1 (one frame: broadcast,
         and the skip convolutions on f8 and f4 then run once per frame) -> logits [N,1,H,W]."""
         return self.decoder(readout, query_value, f8, f4)
+
+    def decode_frame_terms(
+        self, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder's frame-only convolutions over a region of the frame (query value [1,..,r,c], f8 of
+        2r x 2c, f4 of 4r x 4c) -> query_term, query_shortcut [1,d16,r,c], skip8 [1,d16,2r,2c], skip4
+        [1,d8,4r,4c]; `decode_with_terms` takes them, cut to an object's cells."""
+        return self.decoder.frame_terms(query_value, f8, f4)
+
+    def decode_with_terms(
+        self, readout: torch.Tensor, query_term: torch.Tensor, query_shortcut: torch.Tensor, skip8: torch.Tensor,
+        skip4: torch.Tensor,
+    ) -> torch.Tensor:
+        """`decode` from `decode_frame_terms`' outputs on the readout's cells -> logits [N,1,16r,16c]."""
+        return self.decoder.forward_with_terms(readout, query_term, query_shortcut, skip8, skip4)
 
 
 def build_network(arch: str = "stcn-r18", *, use_cbam: bool = True) -> STCN:

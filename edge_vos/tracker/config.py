@@ -35,6 +35,11 @@ class MemoryConfig:
     max_pinned: int = 2
     # Official-STCN mode for comparison: every memory frame is kept, memory grows without bound.
     unbounded: bool = False
+    # Each object's value in a ring write is encoded on a crop around its mask, the rest of its map from one
+    # pass shared by all objects (edge_vos/tracker/regions.encode_values); the value encoder's per-object work
+    # is an extra object's second largest cost. Prompt frames (pinned) are encoded whole. On a CPU (eager
+    # PyTorch, ONNX Runtime); a GPU encodes whole frames.
+    encode_inside: bool = True
 
     def __post_init__(self) -> None:
         positive("capacity", self.capacity)

@@ -5,8 +5,9 @@ runs over the whole frame although an object's windowed probability can only mak
 previous box (`MotionPrior.reach`). So each object with a previous box is decoded on a crop of the frame's
 features around that reach, in whole cells of the /16 grid, and its probability is 0 outside the crop;
 objects without one (just lost, or the runner decodes whole frames only) are decoded together over the
-whole frame, as before. Inside the crop the convolutions see the crop's border as the frame's, which only
-touches pixels where the window is already low.
+whole frame, as before. The decoder's convolutions of the frame's own inputs (query value, f8, f4) run once
+per frame over a region holding every crop, and each crop takes its cells of them; the objects' own
+convolutions see the crop's border as the frame's, which only touches pixels where the window is already low.
 """
 
 from __future__ import annotations
@@ -17,10 +18,21 @@ from dataclasses import dataclass
 import torch
 
 from edge_vos.backends.base import NetworkRunner
+from edge_vos.backends.parts import FRAME_TERMS, OUTPUT_NAMES, SPATIAL_SCALES
 from edge_vos.tracker.pieces import Box
 
 # The decoder's coarsest stride: crops are whole cells of its /16 grid, so f8 and f4 crop exactly with them.
 CELL = 16
+# Encoding values on crops (`encode_values`): a pixel whose probability is at most SUPPORT_FLOOR counts as
+# outside the object's mask; the cells within INNER_CELLS of the mask take the crop's values, the rest the
+# shared pass's (the mask's influence on the encoder's output reaches further, fading: what is lost there is
+# that tail); the crop holds CONTEXT_CELLS more cells of the frame on each cut side, so that its zero
+# padding stays away from the cells it gives.
+SUPPORT_FLOOR = 1e-3
+INNER_CELLS = 2
+CONTEXT_CELLS = 4
+# Pixels per cell side of each of the decoder's frame terms, in the order the runner returns them.
+TERM_SCALES = tuple(SPATIAL_SCALES[FRAME_TERMS][name] for name in OUTPUT_NAMES[FRAME_TERMS])
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,28 @@ class CellCrop:
 
     def covers(self, cells_hw: tuple[int, int]) -> bool:
         return (self.r0, self.c0) == (0, 0) and (self.r1, self.c1) == cells_hw
+
+    @classmethod
+    def of_mask(cls, mask: torch.Tensor) -> CellCrop | None:
+        """The cells holding every True pixel of `mask` [H,W]; None when there is none."""
+        rows = torch.nonzero(mask.any(dim=1)).flatten()
+        if rows.numel() == 0:
+            return None
+        cols = torch.nonzero(mask.any(dim=0)).flatten()
+        return cls(int(rows[0]) // CELL, int(rows[-1]) // CELL + 1, int(cols[0]) // CELL, int(cols[-1]) // CELL + 1)
+
+    def grown(self, cells: int, cells_hw: tuple[int, int]) -> CellCrop:
+        """This crop with `cells` more on each side, inside the grid."""
+        return CellCrop(max(0, self.r0 - cells), min(cells_hw[0], self.r1 + cells),
+                        max(0, self.c0 - cells), min(cells_hw[1], self.c1 + cells))
+
+    @property
+    def area(self) -> int:
+        return (self.r1 - self.r0) * (self.c1 - self.c0)
+
+    def within(self, outer: CellCrop) -> CellCrop:
+        """This crop in the cells of `outer`, which holds it."""
+        return CellCrop(self.r0 - outer.r0, self.r1 - outer.r0, self.c0 - outer.c0, self.c1 - outer.c0)
 
     def cut(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         """This crop of a feature map whose cells are `scale` x `scale` pixels of x's grid."""
@@ -72,9 +106,90 @@ def decode_objects(
     whole = [row for row in range(n) if row not in crops]
     if whole:
         probs[whole] = runner.decode(readout[whole], query_value, f8, f4).float().sigmoid_()
-    for row, crop in crops.items():
-        logits = runner.decode_region(
-            crop.cut(readout[row:row + 1], 1), crop.cut(query_value, 1), crop.cut(f8, 2), crop.cut(f4, 4)
-        )
+    for row, (crop, terms) in zip(crops, _frame_terms(runner, list(crops.values()), query_value, f8, f4), strict=True):
+        logits = runner.decode_region(crop.cut(readout[row:row + 1], 1), *terms)
         crop.cut(probs[row:row + 1], CELL).copy_(logits.float().sigmoid_())
     return probs
+
+
+def _frame_terms(
+    runner: NetworkRunner, crops: list[CellCrop], query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor,
+) -> list[tuple[CellCrop, tuple[torch.Tensor, ...]]]:
+    """Each crop with the decoder's frame terms on its cells: computed once over the smallest crop that holds
+    them all and cut per crop, or per crop where that crop is larger than the crops together (a few objects
+    far apart). Over the union, the terms near a crop's edge are the frame's own, not the crop's padding."""
+    union = CellCrop(min(c.r0 for c in crops), max(c.r1 for c in crops),
+                     min(c.c0 for c in crops), max(c.c1 for c in crops))
+    if union.area > sum(c.area for c in crops):
+        return [(c, _terms_on(runner, c, query_value, f8, f4)) for c in crops]
+    shared = _terms_on(runner, union, query_value, f8, f4)
+    return [(c, tuple(c.within(union).cut(t, scale) for t, scale in zip(shared, TERM_SCALES, strict=True)))
+            for c in crops]
+
+
+def _terms_on(
+    runner: NetworkRunner, crop: CellCrop, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    return runner.decode_frame_terms(crop.cut(query_value, 1), crop.cut(f8, 2), crop.cut(f4, 4))
+
+
+def encode_values(
+    runner: NetworkRunner, image: torch.Tensor, key_f16: torch.Tensor, probs: torch.Tensor, others: torch.Tensor,
+) -> torch.Tensor:
+    """Memory values [N,C,h,w] of N objects (probs, others [N,1,H,W]; image and key_f16 of the frame).
+
+    Away from an object's mask its value encoder's input is the same for every object (own mask 0, others =
+    all objects' masks), so one shared pass over the frame with that input stands for all of them there, and
+    each object's convolutions (`encode_value_local`) run only on a crop around its mask; the attention and
+    last block (`encode_value_global`), which gate each channel by its average over the whole map, then run
+    on each object's whole map: the shared pass's cells with its crop's pasted in. An absent object (no mask)
+    is the shared pass alone. Chosen only where the crops together cost less than whole frames would;
+    otherwise, and on runners without crops, the whole frame for every object, in one call.
+    """
+    n = probs.shape[0]
+    cells_hw = (key_f16.shape[-2], key_f16.shape[-1])
+    crops = _value_crops(probs, cells_hw) if runner.encodes_regions and n > 1 else None
+    if crops is None:
+        return runner.encode_value(image, key_f16, probs, others)
+    everyone = probs.sum(dim=0, keepdim=True)
+    shared = runner.encode_value_local(image, key_f16, torch.zeros_like(everyone), everyone)
+    whole = [row for row in range(n) if row not in crops]
+    local = shared.expand(n, -1, -1, -1).clone()
+    if whole:
+        local[whole] = runner.encode_value_local(image, key_f16, probs[whole], others[whole])
+    for row, inner in crops.items():
+        if inner is None:
+            continue
+        outer = inner.grown(CONTEXT_CELLS, cells_hw)
+        crop_local = runner.encode_value_local(
+            outer.cut(image, CELL), outer.cut(key_f16, 1), outer.cut(probs[row:row + 1], CELL),
+            outer.cut(others[row:row + 1], CELL),
+        )
+        inner.cut(local[row:row + 1], 1).copy_(inner.within(outer).cut(crop_local, 1))
+    return runner.encode_value_global(local)
+
+
+def _value_crops(probs: torch.Tensor, cells_hw: tuple[int, int]) -> dict[int, CellCrop | None] | None:
+    """The objects to encode on crops, each with the cells it takes from its crop (None: absent, the shared
+    pass alone), or None when whole frames cost less. Cost in cells of the local part: a whole frame per
+    object, against one shared frame plus each chosen object's crop with its context; the smallest crops are
+    chosen first, as many as lower the total."""
+    frame = cells_hw[0] * cells_hw[1]
+    inner: dict[int, CellCrop | None] = {}
+    cost: dict[int, int] = {}
+    for row in range(probs.shape[0]):
+        mask = CellCrop.of_mask(probs[row, 0] > SUPPORT_FLOOR)
+        if mask is None:
+            inner[row], cost[row] = None, 0
+        else:
+            inner[row] = grown = mask.grown(INNER_CELLS, cells_hw)
+            cost[row] = grown.grown(CONTEXT_CELLS, cells_hw).area
+    best, best_saving, saving = 0, 0, -frame  # the shared pass is paid once
+    order = sorted(cost, key=cost.__getitem__)
+    for count, row in enumerate(order, start=1):
+        saving += frame - cost[row]
+        if saving > best_saving:
+            best, best_saving = count, saving
+    if best == 0:
+        return None
+    return {row: inner[row] for row in order[:best]}

@@ -31,7 +31,7 @@ from edge_vos.tracker.inputs import prompt_ids as check_prompt
 from edge_vos.tracker.memory import RingMemory
 from edge_vos.tracker.objects import ObjectManager
 from edge_vos.tracker.prior import MotionPrior
-from edge_vos.tracker.regions import decode_objects
+from edge_vos.tracker.regions import decode_objects, encode_values
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,10 @@ class Tracker:
     def _write_memory(self, write: _MemoryWrite) -> None:
         probs = write.probs
         others = probs.sum(dim=0, keepdim=True) - probs
-        values = write.runner.encode_value(write.frame.image, write.frame.f16, probs, others)
+        if self.config.memory.encode_inside and not write.pin:  # a prompt's values stay exact: pinned for good
+            values = encode_values(write.runner, write.frame.image, write.frame.f16, probs, others)
+        else:
+            values = write.runner.encode_value(write.frame.image, write.frame.f16, probs, others)
         slot = self._memory_or_fail().write(
             write.frame.key, values, [self.objects.index(i) for i in write.ids], pin=write.pin,
             frame_index=write.frame_index,
