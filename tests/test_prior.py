@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_vos.config import ConfigError
 from edge_vos.data.synthetic import generate_sequence
@@ -248,3 +250,41 @@ def test_the_trained_model_lets_a_passing_copy_go_with_split_track(split: str) -
         assert on_copy > 0.5 and iou < 0.7, (on_copy, iou)
     else:
         assert on_copy < 0.05 and iou > 0.85, (on_copy, iou)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_the_prior_on_each_objects_region_gives_what_it_gives_on_the_whole_canvas(data) -> None:
+    """Objects decoded on a crop are 0 outside it: weighing, `split`/`hold` and the boxes found on the crop
+    alone equal those on the whole canvas (the hold's k-th largest may fall among the zeros outside)."""
+    h, w = 48, 64
+    n = data.draw(st.integers(1, 3))
+    seed = data.draw(st.integers(0, 10_000))
+    rng = np.random.default_rng(seed)
+    regions, probs = [], torch.zeros(n, 1, h, w)
+    for row in range(n):
+        if data.draw(st.booleans()):
+            regions.append(None)
+            r0, r1, c0, c1 = 0, h, 0, w
+        else:
+            r0 = data.draw(st.integers(0, h - 1))
+            r1 = data.draw(st.integers(r0 + 1, h))
+            c0 = data.draw(st.integers(0, w - 1))
+            c1 = data.draw(st.integers(c0 + 1, w))
+            regions.append((slice(r0, r1), slice(c0, c1)))
+        probs[row, 0, r0:r1, c0:c1] = torch.from_numpy(rng.random((r1 - r0, c1 - c0)).astype(np.float32))
+    previous = torch.zeros(n, 1, h, w)
+    for row in range(n):  # last frame's masks: boxes somewhere, of areas that may make `hold` act
+        y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
+        previous[row, 0, y:y + rng.integers(2, h - y), x:x + rng.integers(2, w - x)] = 0.9
+    config = PriorConfig(enabled=True, margin=0.5, split="track", hold=0.7)
+    results = []
+    for given_regions in (None, regions):
+        prior = MotionPrior(config)
+        prior.update(list(range(1, n + 1)), previous)
+        out = prior.select(list(range(1, n + 1)), prior.weigh(list(range(1, n + 1)), probs.clone(), given_regions),
+                           given_regions)
+        prior.update(list(range(1, n + 1)), out, given_regions)
+        results.append((out, [prior._tracks.get(i) for i in range(1, n + 1)]))
+    assert torch.equal(results[0][0], results[1][0])
+    assert results[0][1] == results[1][1]

@@ -65,8 +65,9 @@ def test_without_a_reach_every_object_is_decoded_whole(lite_network) -> None:
     runner = TorchRunner(lite_network, CPU)
     readout, qv, f8, f4 = _inputs(lite_network)
     expected = runner.decode(readout, qv, f8, f4).sigmoid()
-    assert torch.equal(decode_objects(runner, readout, qv, f8, f4, None), expected)
-    assert torch.equal(decode_objects(runner, readout, qv, f8, f4, [None, None, None]), expected)
+    for reach in (None, [None, None, None]):
+        probs, regions = decode_objects(runner, readout, qv, f8, f4, reach)
+        assert torch.equal(probs, expected) and regions == [None, None, None]
 
 
 def test_a_cropped_object_matches_the_whole_decode_away_from_the_cut_and_is_zero_outside(lite_network) -> None:
@@ -75,11 +76,12 @@ def test_a_cropped_object_matches_the_whole_decode_away_from_the_cut_and_is_zero
     whole = runner.decode(readout, qv, f8, f4).sigmoid()
     # Object 0: cut on every side; object 1: no previous box; object 2: against the frame's top-left corner.
     reach = [Box(16, 143, 16, 223), None, Box(0, 150, 0, 200)]
-    probs = decode_objects(runner, readout, qv, f8, f4, reach)
+    probs, regions = decode_objects(runner, readout, qv, f8, f4, reach)
     assert probs.shape == whole.shape
     torch.testing.assert_close(probs[1], whole[1])
     crop = CellCrop.around(reach[0], (10, 16))
     assert crop == CellCrop(1, 9, 1, 14)
+    assert regions[0] == (slice(16, 144), slice(16, 224)) and regions[1] is None
     inside = torch.zeros(HW, dtype=torch.bool)
     inside[crop.r0 * CELL:crop.r1 * CELL, crop.c0 * CELL:crop.c1 * CELL] = True
     assert torch.all(probs[0, 0][~inside] == 0) and torch.all(probs[0, 0][inside] > 0)
@@ -96,8 +98,8 @@ def test_a_cropped_object_matches_the_whole_decode_away_from_the_cut_and_is_zero
 def test_a_runner_that_decodes_whole_frames_only_decodes_every_object_whole(lite_network) -> None:
     runner = _WholeFramesOnly(TorchRunner(lite_network, CPU))
     readout, qv, f8, f4 = _inputs(lite_network)
-    probs = decode_objects(runner, readout, qv, f8, f4, [Box(16, 60, 16, 60)] * 3)
-    assert runner.calls == [tuple(readout.shape)]
+    probs, regions = decode_objects(runner, readout, qv, f8, f4, [Box(16, 60, 16, 60)] * 3)
+    assert regions == [None] * 3 and runner.calls == [tuple(readout.shape)]
     torch.testing.assert_close(probs, runner.inner.decode(readout, qv, f8, f4).sigmoid())
 
 
@@ -156,7 +158,7 @@ def test_any_reach_gives_every_object_its_plane_and_nothing_outside_its_crop(lit
     readout, qv, f8, f4 = _inputs(lite_network, len(boxes))
     reach = [None if b is None else Box(min(b[0], b[1]), max(b[0], b[1]), min(b[2], b[3]), max(b[2], b[3]))
              for b in boxes]
-    probs = decode_objects(runner, readout, qv, f8, f4, reach)
+    probs, regions = decode_objects(runner, readout, qv, f8, f4, reach)
     assert probs.shape == (len(boxes), 1, *HW) and bool(((probs >= 0) & (probs <= 1)).all())
     cells = (HW[0] // CELL, HW[1] // CELL)
     crops = [c for c in (CellCrop.around(b, cells) for b in reach if b is not None) if not c.covers(cells)]
@@ -167,7 +169,9 @@ def test_any_reach_gives_every_object_its_plane_and_nothing_outside_its_crop(lit
         crop = CellCrop.around(box, cells) if box is not None else None
         if crop is None or crop.covers(cells):
             torch.testing.assert_close(probs[row], runner.decode(readout[row:row + 1], qv, f8, f4).sigmoid()[0])
+            assert regions[row] is None
             continue
+        assert regions[row] == crop.pixels()
         # the frame's terms over the crops' union, or over the crop alone where the union is the larger
         region = union if union.area <= sum(c.area for c in crops) else crop
         terms = runner.decode_frame_terms(region.cut(qv, 1), region.cut(f8, 2), region.cut(f4, 4))
@@ -197,7 +201,7 @@ def test_the_frames_terms_run_once_over_crops_that_overlap_and_per_crop_when_far
     readout, qv, f8, f4 = _inputs(lite_network, 2)
     runner = _CountingRunner(lite_network)
     near = [Box(16, 100, 16, 140), Box(40, 120, 60, 200)]  # cells rows 1-6 / 2-7, columns 1-8 / 3-12
-    probs = decode_objects(runner, readout, qv, f8, f4, near)
+    probs, _ = decode_objects(runner, readout, qv, f8, f4, near)
     assert runner.term_regions == [(7, 12)]
     union = CellCrop(1, 8, 1, 13)
     net = lite_network.decoder

@@ -44,6 +44,10 @@ _REACH_FLOOR = _PRESENT / _MAX_GAIN
 _REACH_WIDTHS = math.sqrt(2 * math.log(1 / _REACH_FLOOR))
 
 
+# Per object, the rows and columns of the canvas outside which its plane is 0 (None: anywhere).
+Regions = list[tuple[slice, slice] | None] | None
+
+
 @dataclass
 class _Track:
     """One object's state between frames (working-canvas pixels)."""
@@ -76,9 +80,10 @@ class MotionPrior:
         out = torch.ones(len(ids), 1, *hw, device=device)
         return self.weigh(ids, out)
 
-    def weigh(self, ids: list[int], probs: torch.Tensor) -> torch.Tensor:
+    def weigh(self, ids: list[int], probs: torch.Tensor, regions: Regions = None) -> torch.Tensor:
         """Multiplies each object's probabilities [len(ids),1,H,W] by its window, in place (the same values
-        as `probs * windows(...)`); objects without a previous box are left as they are."""
+        as `probs * windows(...)`); objects without a previous box are left as they are. `regions`: per
+        object, the rows and columns outside which its plane is 0 (None: anywhere); only they are touched."""
         h, w = probs.shape[-2:]
         ys = torch.arange(h, device=probs.device, dtype=torch.float32)
         xs = torch.arange(w, device=probs.device, dtype=torch.float32)
@@ -87,9 +92,10 @@ class MotionPrior:
             if track is None:
                 continue
             box = self._window_box(track)
-            wy = _falloff(ys, box.y0, box.y1, self._width(box.height))
-            wx = _falloff(xs, box.x0, box.x1, self._width(box.width))
-            probs[row, 0].mul_(torch.outer(wy, wx))
+            rows, cols = _region(regions, row)
+            wy = _falloff(ys[rows], box.y0, box.y1, self._width(box.height))
+            wx = _falloff(xs[cols], box.x0, box.x1, self._width(box.width))
+            probs[row, 0, rows, cols].mul_(torch.outer(wy, wx))
         return probs
 
     def reach(self, ids: list[int], hw: tuple[int, int]) -> list[Box | None]:
@@ -109,10 +115,11 @@ class MotionPrior:
                              max(0.0, box.x0 - dx), min(w - 1.0, box.x1 + dx)))
         return boxes
 
-    def select(self, ids: list[int], probs: torch.Tensor) -> torch.Tensor:
+    def select(self, ids: list[int], probs: torch.Tensor, regions: Regions = None) -> torch.Tensor:
         """Applies `split: track` and `hold` to each object's windowed probabilities.
 
         probs: [len(ids),1,H,W] per-object probabilities before aggregation; returned changed in place.
+        regions: as `weigh`'s; the same result, found on the region alone.
         """
         if self.config.split != "track" and not self.config.hold:
             return probs
@@ -120,33 +127,37 @@ class MotionPrior:
             track = self._tracks.get(obj_id)
             if track is None:
                 continue
+            rows, cols = _region(regions, row)
+            plane = probs[row, 0, rows, cols]
             if self.config.split == "track":
                 reference = (track.anchor if track.anchor is not None else track.box).shifted(*track.velocity)
                 keep_track_pieces(
-                    probs[row, 0], reference, _PRESENT, self.config.keep_inside, self.config.min_margin_px
+                    plane, reference.shifted(-(rows.start or 0), -(cols.start or 0)), _PRESENT,
+                    self.config.keep_inside, self.config.min_margin_px,
                 )
             if self.config.hold:
-                _hold(probs[row, 0], self.config.hold * track.area)
+                _hold(plane, self.config.hold * track.area, probs[row, 0].numel())
         return probs
 
-    def update(self, ids: list[int], probs: torch.Tensor) -> None:
-        """Remembers each object's box from this frame's aggregated probabilities [O,1,H,W] (ids order)."""
-        present = probs[:, 0] > _PRESENT
-        rows = present.any(dim=2)  # [O,H]
-        cols = present.any(dim=1)  # [O,W]
-        areas = present.sum(dim=(1, 2)).tolist()
+    def update(self, ids: list[int], probs: torch.Tensor, regions: Regions = None) -> None:
+        """Remembers each object's box from this frame's aggregated probabilities [O,1,H,W] (ids order).
+        regions: per object, the rows and columns outside which it is below _PRESENT (None: anywhere)."""
         for i, obj_id in enumerate(ids):
-            r = torch.nonzero(rows[i]).flatten()
+            rows, cols = _region(regions, i)
+            present = probs[i, 0, rows, cols] > _PRESENT
+            r = torch.nonzero(present.any(dim=1)).flatten()
             if r.numel() == 0:
                 self._tracks.pop(obj_id, None)
                 continue
-            c = torch.nonzero(cols[i]).flatten()
-            box = Box(int(r[0]), int(r[-1]), int(c[0]), int(c[-1]))
+            c = torch.nonzero(present.any(dim=0)).flatten()
+            top, left = rows.start or 0, cols.start or 0
+            box = Box(int(r[0]) + top, int(r[-1]) + top, int(c[0]) + left, int(c[-1]) + left)
+            area = float(present.sum())
             track = self._tracks.get(obj_id)
             if track is None:
-                self._tracks[obj_id] = _Track(box, area=float(areas[i]))
+                self._tracks[obj_id] = _Track(box, area=area)
             else:
-                self._tracks[obj_id] = self._advance(track, box, float(areas[i]))
+                self._tracks[obj_id] = self._advance(track, box, area)
 
     def _advance(self, track: _Track, box: Box, area: float) -> _Track:
         """The track after one more frame: its velocity and usual size keep their pre-merge values
@@ -189,16 +200,23 @@ def _shift(lo0: float, hi0: float, lo1: float, hi1: float) -> float:
     return a if abs(a) < abs(b) else b
 
 
-def _hold(plane: torch.Tensor, area: float) -> None:
+def _hold(plane: torch.Tensor, area: float, canvas: int) -> None:
     """Scales an object's probabilities up (at most _MAX_GAIN x) so that about `area` pixels pass
     _PRESENT, when fewer do: a matcher unsure of an object next to its look-alikes fades it for a
-    frame or two, and a frame it vanishes from goes to memory as background and teaches the loss."""
+    frame or two, and a frame it vanishes from goes to memory as background and teaches the loss.
+    `plane` may be the region of a canvas of `canvas` pixels outside which the object's plane is 0."""
     k = int(area)
-    if k < 1 or k > plane.numel() or int((plane > _PRESENT).sum()) >= k:
+    if k < 1 or k > canvas or int((plane > _PRESENT).sum()) >= k:
         return
-    kth = float(plane.flatten().kthvalue(plane.numel() - k + 1).values)
+    # The k-th largest over the canvas: the region's, or one of the zeros outside it.
+    kth = float(plane.flatten().kthvalue(plane.numel() - k + 1).values) if k <= plane.numel() else 0.0
     gain = min(_PRESENT / max(kth, 1e-6) * 1.01, _MAX_GAIN)
     plane.mul_(gain).clamp_(max=1.0)
+
+
+def _region(regions: Regions, row: int) -> tuple[slice, slice]:
+    region = regions[row] if regions is not None else None
+    return region if region is not None else (slice(None), slice(None))
 
 
 def _falloff(coords: torch.Tensor, lo: float, hi: float, width: float) -> torch.Tensor:

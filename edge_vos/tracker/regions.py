@@ -80,18 +80,28 @@ class CellCrop:
         """This crop in the cells of `outer`, which holds it."""
         return CellCrop(self.r0 - outer.r0, self.r1 - outer.r0, self.c0 - outer.c0, self.c1 - outer.c0)
 
+    def pixels(self, scale: int = CELL) -> tuple[slice, slice]:
+        """Rows and columns of this crop on a grid of `scale` x `scale` pixels per cell."""
+        return slice(self.r0 * scale, self.r1 * scale), slice(self.c0 * scale, self.c1 * scale)
+
     def cut(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         """This crop of a feature map whose cells are `scale` x `scale` pixels of x's grid."""
-        return x[..., self.r0 * scale:self.r1 * scale, self.c0 * scale:self.c1 * scale]
+        rows, cols = self.pixels(scale)
+        return x[..., rows, cols]
+
+
+# Where an object's plane may be nonzero: rows and columns of the canvas; None for the whole canvas.
+PixelRegion = tuple[slice, slice]
 
 
 def decode_objects(
     runner: NetworkRunner, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor,
     reach: list[Box | None] | None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, list[PixelRegion | None]]:
     """Probabilities [N,1,H,W] of the N objects of `readout` [N,C,h,w]: those with a box in `reach` decoded
     on the cells around it (0 outside), the rest in one call over the whole frame. reach None: all whole.
-    The result is the caller's to change in place."""
+    The result is the caller's to change in place; with it, each object's crop in canvas pixels (None:
+    decoded whole), so that per-pixel work on a plane can skip what is 0."""
     cells_hw = (readout.shape[-2], readout.shape[-1])
     crops: dict[int, CellCrop] = {}
     if reach is not None and runner.decodes_regions:
@@ -99,9 +109,9 @@ def decode_objects(
             crop = CellCrop.around(box, cells_hw) if box is not None else None
             if crop is not None and not crop.covers(cells_hw):
                 crops[row] = crop
-    if not crops:
-        return runner.decode(readout, query_value, f8, f4).float().sigmoid_()
     n = readout.shape[0]
+    if not crops:
+        return runner.decode(readout, query_value, f8, f4).float().sigmoid_(), [None] * n
     probs = torch.zeros(n, 1, cells_hw[0] * CELL, cells_hw[1] * CELL, device=readout.device)
     whole = [row for row in range(n) if row not in crops]
     if whole:
@@ -109,7 +119,7 @@ def decode_objects(
     for row, (crop, terms) in zip(crops, _frame_terms(runner, list(crops.values()), query_value, f8, f4), strict=True):
         logits = runner.decode_region(crop.cut(readout[row:row + 1], 1), *terms)
         crop.cut(probs[row:row + 1], CELL).copy_(logits.float().sigmoid_())
-    return probs
+    return probs, [crops[row].pixels() if row in crops else None for row in range(n)]
 
 
 def _frame_terms(

@@ -31,7 +31,7 @@ from edge_vos.tracker.inputs import prompt_ids as check_prompt
 from edge_vos.tracker.memory import RingMemory
 from edge_vos.tracker.objects import ObjectManager
 from edge_vos.tracker.prior import MotionPrior
-from edge_vos.tracker.regions import decode_objects, encode_values
+from edge_vos.tracker.regions import PixelRegion, decode_objects, encode_values
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,7 @@ class Tracker:
         memory = self._memory_or_fail()
         readable = [i for i in tracked if memory.has_memory_for(self.objects.index(i))]
         predicted: torch.Tensor | None = None  # [len(readable),1,H,W]
+        regions: list[PixelRegion | None] = []  # per readable object, where its plane may be nonzero
         if readable:
             with self._timed(timings, "readout"):
                 view = memory.view([self.objects.index(i) for i in readable])
@@ -178,10 +179,12 @@ class Tracker:
                 reach = None
                 if self._prior is not None and self.config.prior.decode_inside:
                     reach = self._prior.reach(readable, geometry.padded_hw)
-                predicted = decode_objects(runner, memory_readout, frame.query_value, frame.f8, frame.f4, reach)
+                predicted, regions = decode_objects(
+                    runner, memory_readout, frame.query_value, frame.f8, frame.f4, reach
+                )
             if self._prior is not None:
                 with self._timed(timings, "prior"):
-                    predicted = self._prior.select(readable, self._prior.weigh(readable, predicted))
+                    predicted = self._prior.select(readable, self._prior.weigh(readable, predicted, regions), regions)
         if predicted is not None and readable == order:  # every object predicted (no prompt, no new object)
             probs = predicted
         else:
@@ -199,7 +202,9 @@ class Tracker:
             full = soft_aggregate(probs)  # [O+1,1,H,W]
         if self._prior is not None:
             with self._timed(timings, "prior"):
-                self._prior.update(order, full[1:])
+                # a cropped object is 0 outside its crop before aggregation, so far below 0.5 after it
+                cropped = dict(zip(readable, regions, strict=True)) if predicted is not None else {}
+                self._prior.update(order, full[1:], [cropped.get(i) for i in order])
 
         written = bool(prompt_ids) or self.frame_index - self._last_write >= self.config.memory.mem_every
         if written:
