@@ -190,6 +190,19 @@ def distill(cfg: DistillConfig, data: DistillData) -> Path:
     return final
 
 
+def export_checkpoint(cfg: DistillConfig) -> Path:
+    """Writes the run's current checkpoint as OUT/step<N>.safetensors (to evaluate a run in progress)."""
+    checkpoint = Path(cfg.out) / CHECKPOINT
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"no checkpoint to export: {checkpoint}")
+    saved = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    student = student_from_teacher(load_network(cfg.teacher))
+    student.value_encoder.load_state_dict(saved["value_encoder"])
+    path = Path(cfg.out) / f"step{int(saved['step'])}.safetensors"
+    save_network(student, path, {"distilled_from": cfg.teacher, "distill": asdict(cfg), "step": int(saved["step"])})
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edge_vos.train.distill_value", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -202,12 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=DistillData().crop, help="square training crop (multiple of 16)")
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--export-checkpoint", action="store_true",
+                        help="only write the run's checkpoint as OUT/step<N>.safetensors")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     cfg = DistillConfig(teacher=args.teacher, out=args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                         eval_every=args.eval_every, seed=args.seed)
     try:
+        if args.export_checkpoint:
+            log.info("wrote %s", export_checkpoint(cfg))
+            return 0
         distill(cfg, DistillData(crop=args.crop))
     except (FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
