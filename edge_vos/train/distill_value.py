@@ -169,7 +169,7 @@ def distill(cfg: DistillConfig, data: DistillData) -> Path:
             for i in range(cfg.batch):
                 loss, error = sample_loss(student, teacher, frames.sample(np.random.default_rng([cfg.seed, step, i])))
                 (loss / cfg.batch).backward()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 errors.append(error)
             opt.step()
             step += 1
