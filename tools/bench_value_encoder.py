@@ -6,7 +6,8 @@
 
 Inputs are the shapes of a 480x854 frame at working short side 360 (padded 368x640); the masks are random
 blobs (the cost does not depend on their content). One intra-op thread, as configs/cpu.yaml's
-`pipeline.torch_threads`. Prints the median milliseconds per call and per object.
+`pipeline.torch_threads`. Prints the median milliseconds per call and per object, and first each network's
+GMAC once per frame and per object, counted as tools/bench_objects.py's `count_parts` does.
 """
 
 from __future__ import annotations
@@ -22,6 +23,22 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJECT_COUNTS = (1, 8)
+
+
+def value_encoder_gmac(net: torch.nn.Module, padded_hw: tuple[int, int]) -> tuple[float, float]:
+    """(GMAC once per frame, GMAC per object) of the value encoder part: counted at 1 and 8 objects
+    (torch.utils.flop_counter), per object = the difference / 7."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from edge_vos.backends.parts import example_inputs, make_part
+
+    gmac = {}
+    for n in (1, 8):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            make_part(net, "value_encoder")(*example_inputs(net, "value_encoder", padded_hw, n))
+        gmac[n] = counter.get_total_flops() / 2e9
+    per_object = (gmac[8] - gmac[1]) / 7
+    return gmac[1] - per_object, per_object
 
 
 def main() -> int:
@@ -44,6 +61,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as cache:
         for path in args.weights:
             net = load_network(path).eval()
+            frame, per_object = value_encoder_gmac(net, (h, w))
+            print(f"{path} ({net.arch}): value encoder {frame:.3f} GMAC once per frame, {per_object:.3f} per object")
             runner = OnnxRuntimeRunner(net, torch.device("cpu"), "fp32", (h, w), Path(cache) / path.stem,
                                        threads=1, parts=("key_encoder", "value_encoder"))
             f16 = runner.encode_key(image)[2]
