@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
+# A value encoder without a trunk: cheap mask convolutions fused with per-frame image features
+# (edge_vos.model.mask_branch).
+MASK_BRANCH = "mask-branch"
 
 KEY_DIM = 64
 VALUE_DIM = 512
@@ -33,7 +36,12 @@ ARCHS: dict[str, ArchSpec] = {
     "stcn-r18-lite": ArchSpec(
         "stcn-r18-lite", key_trunk="resnet18", value_trunk="resnet18", value_dim=128, decoder_dims=(128, 64, 32),
     ),
+    # stcn-effl0 with the light value encoder, distilled from the bundled one (edge_vos.train.distill_value).
+    "stcn-effl0-mb": ArchSpec(
+        "stcn-effl0-mb", key_trunk=EFFICIENTNET_LITE0, value_trunk=MASK_BRANCH, value_dim=128,
+        decoder_dims=(128, 64, 32),
+    ),
 }
 
 
-__all__ = ["ARCHS", "EFFICIENTNET_LITE0", "KEY_DIM", "VALUE_DIM", "ArchSpec"]
+__all__ = ["ARCHS", "EFFICIENTNET_LITE0", "KEY_DIM", "MASK_BRANCH", "VALUE_DIM", "ArchSpec"]

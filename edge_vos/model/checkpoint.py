@@ -107,8 +107,8 @@ def adapt_state_dict(state: Mapping[str, torch.Tensor], network: STCN) -> dict[s
     """Applies the known official variants: stage-0 4-channel value conv1 is zero-padded to 5 channels."""
     adapted = dict(state)
     conv1 = adapted.get(_VALUE_CONV1)
-    target = network.state_dict()[_VALUE_CONV1]
-    if conv1 is not None and conv1.dim() == 4 and conv1.shape[1] == 4 and target.shape[1] == 5:
+    target = network.state_dict().get(_VALUE_CONV1)  # absent from value encoders without a trunk
+    if conv1 is not None and target is not None and conv1.dim() == 4 and conv1.shape[1] == 4 and target.shape[1] == 5:
         pad = torch.zeros(conv1.shape[0], 1, *conv1.shape[2:], dtype=conv1.dtype)
         adapted[_VALUE_CONV1] = torch.cat([conv1, pad], dim=1)
     return adapted

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge_vos.model.archs import ARCHS, EFFICIENTNET_LITE0, KEY_DIM, VALUE_DIM, ArchSpec
+from edge_vos.model.archs import ARCHS, EFFICIENTNET_LITE0, KEY_DIM, MASK_BRANCH, VALUE_DIM, ArchSpec
 from edge_vos.model.efficientnet import LITE0_CHANNELS, EfficientNetLiteTrunk
+from edge_vos.model.mask_branch import MaskBranchValueEncoder
 from edge_vos.model.modules import FeatureFusionBlock, ResBlock, UpsampleBlock, conv_of_concat
 from edge_vos.model.resnet import ResNetTrunk
 from edge_vos.model.resnet import trunk_channels as resnet_channels
@@ -30,6 +31,8 @@ def _key_encoder(name: str) -> nn.Module:
 def _value_encoder(name: str, key_f16_channels: int, use_cbam: bool, value_dim: int) -> nn.Module:
     if name == EFFICIENTNET_LITE0:
         return LiteValueEncoder(key_f16_channels, use_cbam=use_cbam, value_dim=value_dim)
+    if name == MASK_BRANCH:
+        return MaskBranchValueEncoder(key_f16_channels, use_cbam=use_cbam, value_dim=value_dim)
     return ValueEncoder(name, key_f16_channels, use_cbam=use_cbam, value_dim=value_dim)
 
 
@@ -226,7 +229,8 @@ class STCN(nn.Module):
 
 def build_network(arch: str = "stcn-r18", *, use_cbam: bool = True) -> STCN:
     """Builds an untrained network; `arch` is one of ARCHS (stcn-r50 is official STCN; stcn-effl0 and
-    stcn-r18-lite are the compact archs of the bundled model and its from-scratch comparison)."""
+    stcn-r18-lite are the compact archs of the bundled model and its from-scratch comparison; stcn-effl0-mb is
+    stcn-effl0 with the light value encoder of mask_branch.py)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
     return STCN(ARCHS[arch], use_cbam=use_cbam)
