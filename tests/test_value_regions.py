@@ -168,3 +168,20 @@ def test_encode_inside_must_be_a_boolean(value: object) -> None:
 
     with pytest.raises(ConfigError, match="encode_inside"):
         from_dict(TrackerConfig, {"memory": {"encode_inside": value}})
+
+
+@pytest.mark.parametrize("arch", ["stcn-r18-lite", "stcn-effl0-mb"])
+def test_every_value_encoder_kind_splits_at_its_attention(arch: str) -> None:
+    """ResNet, EfficientNet (the bundled arch, above) and the mask branch: local and global parts compose to the
+    encoder, and an absent object's value from the shared pass is its whole-frame value."""
+    from edge_vos.model import random_network
+
+    network = random_network(arch).eval()
+    image, f16 = _frame(network)
+    runner = TorchRunner(network, CPU)
+    probs = _masks((32, 96, 48, 112), None, (220, 300, 380, 480))
+    expected = runner.encode_value(image, f16, probs, _others(probs))
+    torch.testing.assert_close(runner.encode_value_global(runner.encode_value_local(image, f16, probs, _others(probs))),
+                               expected)
+    torch.testing.assert_close(encode_values(runner, image, f16, probs, _others(probs))[1], expected[1],
+                               rtol=1e-4, atol=1e-5)

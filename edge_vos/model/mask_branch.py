@@ -46,7 +46,11 @@ class LightFusion(nn.Module):
         return self.key_shortcut(key_f16) + mixed
 
     def forward(self, mask_f16: torch.Tensor, key_f16: torch.Tensor) -> torch.Tensor:
-        x = self.features(mask_f16, key_f16)
+        return self.finish(self.features(mask_f16, key_f16))
+
+    def finish(self, features: torch.Tensor) -> torch.Tensor:
+        """Attention and the second block over whole maps, as `FeatureFusionBlock.finish`."""
+        x = features
         if self.attention is not None:
             x = x + self.attention(x)
         return self.block2(x)
@@ -78,9 +82,10 @@ class MaskBranchValueEncoder(nn.Module):
         x = F.relu(self.down8(F.relu(x)))
         return F.relu(self.down16(x))
 
-    def pre_attention(
+    def encode_local(
         self, image: torch.Tensor, key_f16: torch.Tensor, mask: torch.Tensor, others: torch.Tensor
     ) -> torch.Tensor:
+        """The pre-attention feature: convolutions only, so it may run on a crop (`STCN.encode_value_local`)."""
         return self.fuser.features(self.mask_features(image, mask, others), key_f16)
 
     def forward(

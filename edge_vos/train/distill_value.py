@@ -78,14 +78,9 @@ def student_from_teacher(teacher: STCN) -> STCN:
 
 def teacher_targets(teacher: STCN, sample: Sample, key_f16: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's values and pre-attention features (its first fusion block's output)."""
-    captured: list[torch.Tensor] = []
-    hook = teacher.value_encoder.fuser.block1.register_forward_hook(lambda _m, _i, out: captured.append(out))
-    try:
-        with torch.no_grad():
-            values = teacher.encode_value(sample.image, key_f16, sample.masks, sample.others)
-    finally:
-        hook.remove()
-    return values, captured[0]
+    with torch.no_grad():
+        features = teacher.encode_value_local(sample.image, key_f16, sample.masks, sample.others)
+        return teacher.encode_value_global(features), features
 
 
 def relative_error(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -101,9 +96,8 @@ def sample_loss(student: STCN, teacher: STCN, sample: Sample) -> tuple[torch.Ten
     values_t, features_t = teacher_targets(teacher, sample, key_f16)
     encoder = student.value_encoder
     assert isinstance(encoder, MaskBranchValueEncoder)
-    features = encoder.pre_attention(sample.image, key_f16, sample.masks, sample.others)
-    x = features if encoder.fuser.attention is None else features + encoder.fuser.attention(features)
-    values = encoder.fuser.block2(x)
+    features = encoder.encode_local(sample.image, key_f16, sample.masks, sample.others)
+    values = encoder.fuser.finish(features)
     value_error = relative_error(values, values_t)
     return value_error + _FEATURE_WEIGHT * relative_error(features, features_t), float(value_error.detach())
 
