@@ -154,10 +154,8 @@ def _export_dynamo(
             scale = spatial[name]
             axes.update({2: rows * scale if scale > 1 else rows, 3: cols * scale if scale > 1 else cols})
         dynamic[name] = axes or None
-    # dynamic_shapes is keyed by forward()'s argument names; HalfPrecision takes *inputs.
-    shapes: dict[str, Any] | tuple[Any, ...] = dynamic
-    if isinstance(module, HalfPrecision):
-        shapes = (tuple(dynamic.values()),)
+    # Every part's forward takes *inputs (parts.NetworkCall, HalfPrecision): its dynamic shapes go positionally.
+    shapes = (tuple(dynamic.values()),)
     with torch.no_grad():
         program = torch.onnx.export(
             module, inputs, dynamo=True, opset_version=opset, input_names=names_in, output_names=names_out,

@@ -76,94 +76,30 @@ OBJECT_INPUTS: dict[str, tuple[str, ...]] = {
 }
 
 
-class KeyEncoderPart(nn.Module):
-    """image [1,3,H,W] -> key, query_value, f16, f8, f4 (all batch 1)."""
+class NetworkCall(nn.Module):
+    """One of the network's calls as a module (the tensors in and out in INPUT_NAMES / OUTPUT_NAMES order),
+    sharing the network's parameters: exporters and runners see a part, the maths stays the network's."""
 
-    def __init__(self, network: STCN) -> None:
+    def __init__(self, network: STCN, method: str) -> None:
         super().__init__()
         self.network = network
+        self.method = method
 
-    def forward(
-        self, image: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.network.encode_key(image)
-
-
-class ValueEncoderPart(nn.Module):
-    """image [1,3,H,W], key_f16 [1,C,h,w], masks/others [N,1,H,W] -> value [N,Cv,h,w]."""
-
-    def __init__(self, network: STCN) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(
-        self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
-    ) -> torch.Tensor:
-        return self.network.encode_value(image, key_f16, masks, others)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        out: torch.Tensor | tuple[torch.Tensor, ...] = getattr(self.network, self.method)(*inputs)
+        return out
 
 
-class DecoderPart(nn.Module):
-    """readout [N,Cv,h,w]; query_value, f8, f4 with batch 1 -> logits [N,1,H,W]."""
-
-    def __init__(self, network: STCN) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(
-        self, readout: torch.Tensor, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
-    ) -> torch.Tensor:
-        return self.network.decode(readout, query_value, f8, f4)
-
-
-class FrameTermsPart(nn.Module):
-    """query_value [1,Cv,r,c], f8 [1,..,2r,2c], f4 [1,..,4r,4c] -> the decoder's four frame terms (batch 1)."""
-
-    def __init__(self, network: STCN) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(
-        self, query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.network.decode_frame_terms(query_value, f8, f4)
-
-
-class RegionDecoderPart(nn.Module):
-    """readout [N,Cv,r,c] and the frame terms on the same cells (batch 1) -> logits [N,1,16r,16c]."""
-
-    def __init__(self, network: STCN) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(
-        self, readout: torch.Tensor, query_term: torch.Tensor, query_shortcut: torch.Tensor, skip8: torch.Tensor,
-        skip4: torch.Tensor,
-    ) -> torch.Tensor:
-        return self.network.decode_with_terms(readout, query_term, query_shortcut, skip8, skip4)
-
-
-class ValueLocalPart(nn.Module):
-    """image [1,3,16r,16c], key_f16 [1,C,r,c], masks/others [N,1,16r,16c] -> local [N,Cv,r,c]."""
-
-    def __init__(self, network: STCN) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(
-        self, image: torch.Tensor, key_f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor
-    ) -> torch.Tensor:
-        return self.network.encode_value_local(image, key_f16, masks, others)
-
-
-class ValueGlobalPart(nn.Module):
-    """local [N,Cv,h,w] over the whole frame -> value [N,Cv,h,w]."""
-
-    def __init__(self, network: STCN) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, local: torch.Tensor) -> torch.Tensor:
-        return self.network.encode_value_global(local)
+# The STCN method behind each part.
+_METHODS: dict[str, str] = {
+    "key_encoder": "encode_key",
+    "value_encoder": "encode_value",
+    "decoder": "decode",
+    FRAME_TERMS: "decode_frame_terms",
+    REGION_DECODER: "decode_with_terms",
+    VALUE_LOCAL: "encode_value_local",
+    VALUE_GLOBAL: "encode_value_global",
+}
 
 
 class HalfPrecision(nn.Module):
@@ -185,22 +121,10 @@ class HalfPrecision(nn.Module):
 
 
 def make_part(network: STCN, part: str) -> nn.Module:
-    """The module for one part name (one of PART_NAMES), sharing the network's parameters."""
-    if part == "key_encoder":
-        return KeyEncoderPart(network)
-    if part == "value_encoder":
-        return ValueEncoderPart(network)
-    if part == "decoder":
-        return DecoderPart(network)
-    if part == FRAME_TERMS:
-        return FrameTermsPart(network)
-    if part == REGION_DECODER:
-        return RegionDecoderPart(network)
-    if part == VALUE_LOCAL:
-        return ValueLocalPart(network)
-    if part == VALUE_GLOBAL:
-        return ValueGlobalPart(network)
-    raise ValueError(f"unknown part {part!r}; expected one of {(*PART_NAMES, *REGION_PARTS)}")
+    """The module for one part name (one of PART_NAMES or REGION_PARTS), sharing the network's parameters."""
+    if part not in _METHODS:
+        raise ValueError(f"unknown part {part!r}; expected one of {(*PART_NAMES, *REGION_PARTS)}")
+    return NetworkCall(network, _METHODS[part])
 
 
 def example_inputs(network: STCN, part: str, padded_hw: tuple[int, int], objects: int = 2) -> tuple[torch.Tensor, ...]:
