@@ -55,6 +55,16 @@ def lite_network():
     return random_network("stcn-r18-lite").eval()
 
 
+def track_labels(config, frames: np.ndarray, first_mask: np.ndarray) -> np.ndarray:
+    """The label maps [T,H,W] a fresh tracker with `config` paints, prompted with `first_mask` on frame 0."""
+    from edge_vos.tracker import Tracker
+
+    tracker = Tracker(config)
+    maps = [tracker.step(frames[0], first_mask).labels]
+    maps += [tracker.step(frame).labels for frame in frames[1:]]
+    return np.stack(maps)
+
+
 def moving_square_frames(n: int, h: int = 64, w: int = 96, seed: int = 0) -> np.ndarray:
     """Frames with a textured square moving right over a noisy background (uint8 RGB [n,h,w,3])."""
     rng = np.random.default_rng(seed)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -15,11 +14,12 @@ from hypothesis import strategies as st
 from edge_vos.backends.base import PartRunner
 from edge_vos.backends.torch_backend import TorchRunner
 from edge_vos.data.synthetic import generate_sequence
-from edge_vos.tracker import Tracker, TrackerConfig
+from edge_vos.tracker import TrackerConfig
 from edge_vos.tracker.config import PriorConfig
 from edge_vos.tracker.pieces import Box
 from edge_vos.tracker.prior import _REACH_FLOOR, MotionPrior
 from edge_vos.tracker.regions import CELL, CellCrop, decode_objects
+from tests.conftest import track_labels
 
 CPU = torch.device("cpu")
 HW = (160, 256)  # 10 x 16 cells
@@ -126,13 +126,9 @@ def test_the_window_is_below_the_floor_outside_the_reach_and_at_it_on_its_edge()
 
 def test_the_bundled_tracker_paints_the_same_masks_inside_the_reach_as_over_the_whole_frame() -> None:
     frames, labels = generate_sequence(seed=3, num_frames=12, size=(240, 432), num_objects=3, num_distractors=1)
-    results = {}
-    for inside in (True, False):
-        config = TrackerConfig(backend="torch", precision="fp32", prior=PriorConfig(decode_inside=inside))
-        tracker = Tracker(config)
-        maps = [tracker.step(frames[0], labels[0]).labels]
-        maps += [tracker.step(frame).labels for frame in frames[1:]]
-        results[inside] = np.stack(maps)
+    results = {inside: track_labels(TrackerConfig(backend="torch", precision="fp32",
+                                                  prior=PriorConfig(decode_inside=inside)), frames, labels[0])
+               for inside in (True, False)}
     agree = float((results[True] == results[False]).mean())
     assert agree > 0.999, agree
     assert (results[True][1:] > 0).any()

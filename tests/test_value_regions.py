@@ -3,7 +3,6 @@ a distant one get, the runners' region parts, and the tracker's masks with and w
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,6 +13,7 @@ from edge_vos.model.weights import load_configured_network
 from edge_vos.tracker import Tracker, TrackerConfig
 from edge_vos.tracker.config import MemoryConfig
 from edge_vos.tracker.regions import CELL, CONTEXT_CELLS, INNER_CELLS, CellCrop, encode_values
+from tests.conftest import track_labels
 
 CPU = torch.device("cpu")
 HW = (320, 512)  # 20 x 32 cells
@@ -124,13 +124,9 @@ def test_each_crop_gives_the_cells_around_its_mask_and_the_shared_pass_the_rest(
 
 def test_the_bundled_tracker_paints_nearly_the_same_masks_with_values_encoded_on_crops() -> None:
     frames, labels = generate_sequence(seed=3, num_frames=16, size=(240, 432), num_objects=3, num_distractors=1)
-    results = {}
-    for inside in (True, False):
-        config = TrackerConfig(backend="torch", precision="fp32", memory=MemoryConfig(encode_inside=inside))
-        tracker = Tracker(config)
-        maps = [tracker.step(frames[0], labels[0]).labels]
-        maps += [tracker.step(frame).labels for frame in frames[1:]]
-        results[inside] = np.stack(maps)
+    results = {inside: track_labels(TrackerConfig(backend="torch", precision="fp32",
+                                                  memory=MemoryConfig(encode_inside=inside)), frames, labels[0])
+               for inside in (True, False)}
     agree = float((results[True] == results[False]).mean())
     assert agree > 0.99, agree
     assert (results[True][1:] > 0).any()
