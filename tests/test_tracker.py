@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_vos.readout import TmrnOptions
 from edge_vos.tracker import Tracker, TrackerConfig
@@ -249,6 +251,59 @@ def test_label_map_matches_argmax_and_lookup() -> None:
         assert torch.equal(label_map(full, ids), expected)
     with pytest.raises(ValueError, match="rows"):
         label_map(torch.zeros(2, 4, 4), [1, 2])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    objects=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+    size=st.sampled_from([(240, 432, None), (480, 854, 360), (300, 500, 240), (64, 96, 80)]),
+)
+def test_labels_on_the_footprints_of_cropped_objects_match_the_whole_frame(objects, seed, size) -> None:
+    """Objects decoded on crops (0 outside before aggregation) are labelled on the input footprint of their
+    crop only (Tracker._outputs): the same label map as a pass over the whole frame, resized or not, ties,
+    probabilities of 1 and empty crops included."""
+    from edge_vos.model.preprocess import frame_geometry, input_footprint, to_input_size
+    from edge_vos.tracker.aggregate import label_map, soft_aggregate
+
+    in_h, in_w, short = size
+    geometry = frame_geometry(in_h, in_w, short)
+    rng = np.random.default_rng(seed)
+    h, w = geometry.padded_hw
+    probs = torch.zeros(objects, 1, h, w)
+    regions: list[tuple[slice, slice] | None] = []
+    for row in range(objects):
+        if rng.random() < 0.25:
+            regions.append(None)
+            probs[row] = torch.from_numpy(rng.random((1, h, w), dtype=np.float32))
+            continue
+        r0, c0 = int(rng.integers(0, h // 16)) * 16, int(rng.integers(0, w // 16)) * 16
+        r1, c1 = int(rng.integers(r0 // 16, h // 16 + 1)) * 16, int(rng.integers(c0 // 16, w // 16 + 1)) * 16
+        values = rng.choice(np.array([0.0, 0.3, 0.5, 1.0], np.float32), (r1 - r0, c1 - c0))
+        probs[row, 0, r0:r1, c0:c1] = torch.from_numpy(np.where(rng.random(values.shape) < 0.5, values,
+                                                                rng.random(values.shape, dtype=np.float32)))
+        regions.append((slice(r0, r1), slice(c0, c1)))
+    full = to_input_size(soft_aggregate(probs)[:, 0][None], geometry)[0]
+    ids = list(range(1, objects + 1))
+    inside = [None if region is None else input_footprint(region, geometry) for region in regions]
+    assert torch.equal(label_map(full, ids, inside), label_map(full, ids))
+
+
+def test_input_footprint_holds_every_pixel_a_region_reaches() -> None:
+    """Resized, a map that is nonzero only on a canvas region is zero outside the region's input footprint."""
+    from edge_vos.model.preprocess import frame_geometry, input_footprint, to_input_size
+
+    for in_h, in_w, short in ((480, 854, 360), (240, 432, None), (301, 517, 240), (100, 60, 240)):
+        geometry = frame_geometry(in_h, in_w, short)
+        h, w = geometry.padded_hw
+        for r0, r1, c0, c1 in ((0, 16, 0, 16), (16, 48, 32, 64), (h - 16, h, w - 32, w), (0, h, 0, w)):
+            plane = torch.zeros(1, 1, h, w)
+            plane[..., r0:r1, c0:c1] = 1.0
+            resized = to_input_size(plane, geometry)[0, 0]
+            rows, cols = input_footprint((slice(r0, r1), slice(c0, c1)), geometry)
+            outside = resized.clone()
+            outside[rows, cols] = 0.0
+            assert not outside.any(), (in_h, in_w, short, r0, r1, c0, c1)
 
 
 def test_deferred_memory_write_gives_the_same_stream(lite_network) -> None:

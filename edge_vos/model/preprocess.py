@@ -11,6 +11,9 @@ import torch.nn.functional as F
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# Rows and columns of a [..., h, w] map: a rectangle, as Python slices.
+Rect = tuple[slice, slice]
+
 
 @dataclass(frozen=True)
 class FrameGeometry:
@@ -85,3 +88,37 @@ def to_input_size(x: torch.Tensor, geometry: FrameGeometry) -> torch.Tensor:
     if (geometry.work_h, geometry.work_w) != (geometry.in_h, geometry.in_w):
         x = F.interpolate(x, size=(geometry.in_h, geometry.in_w), mode="bilinear", align_corners=False)
     return x
+
+
+
+def _bilinear_taps(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """F.interpolate's bilinear sampling (align_corners=False) along one axis: per output index, its two
+    source indices."""
+    dst = torch.arange(out_size, dtype=torch.float32)
+    src = ((dst + 0.5) * (in_size / out_size) - 0.5).clamp_(min=0.0)
+    first = src.floor().long()
+    return first, (first + 1).clamp_(max=in_size - 1)
+
+
+def _footprint(first: torch.Tensor, second: torch.Tensor, lo: int, hi: int) -> slice:
+    """Output indices whose taps touch source indices [lo, hi) (taps rise with the output index)."""
+    start = int(torch.searchsorted(second, lo))
+    stop = int(torch.searchsorted(first, hi))
+    return slice(start, max(start, stop))
+
+
+def input_footprint(region: Rect, geometry: FrameGeometry) -> Rect:
+    """The input pixels whose value `to_input_size` takes from any canvas pixel of `region` (canvas rows and
+    columns), with one pixel more on each side against float rounding in the sampling positions. Why: a map
+    that is at most another outside `region` stays so outside this, so work on it can stop here."""
+    left, _, top, _ = geometry.pad
+    rows = (max(region[0].start - top, 0), min(region[0].stop - top, geometry.work_h))
+    cols = (max(region[1].start - left, 0), min(region[1].stop - left, geometry.work_w))
+    if (geometry.work_h, geometry.work_w) == (geometry.in_h, geometry.in_w):
+        return slice(*rows), slice(*cols)
+    out = []
+    for (lo, hi), work, size in ((rows, geometry.work_h, geometry.in_h), (cols, geometry.work_w, geometry.in_w)):
+        first, second = _bilinear_taps(work, size)
+        span = _footprint(first, second, lo, hi)
+        out.append(slice(max(span.start - 1, 0), min(span.stop + 1, size)))
+    return out[0], out[1]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from edge_vos.model.preprocess import Rect
+
 # The stack's clamp: logits of at most +-16, so the odds below stay far inside float32's range.
 _CLAMP = 1e-7
 
@@ -22,21 +24,37 @@ def soft_aggregate(probs: torch.Tensor) -> torch.Tensor:
     return odds.mul_(odds.sum(dim=0, keepdim=True).reciprocal_())
 
 
-def label_map(full: torch.Tensor, ids: list[int]) -> torch.Tensor:
+def label_map(full: torch.Tensor, ids: list[int], regions: list[Rect | None] | None = None) -> torch.Tensor:
     """Aggregated probabilities [O+1,H,W] (background first) -> uint8 label map [H,W] of `ids` (0 = background).
 
     The same answer as `argmax` over dim 0 followed by a lookup of the ids (ties go to the lower row), as a
     running maximum: O element-wise passes over contiguous planes instead of a reduction across the
     outermost axis, which torch runs as a slow strided loop, and no int64 index map.
+
+    regions: per id, the rows and columns outside which its plane is at most the background's (an object
+    decoded on a crop: its probability there was 0, the aggregation's floor, which background never falls
+    below), or None. Such a plane cannot win outside, so its pass covers the region only.
     """
     if full.shape[0] != len(ids) + 1:
         raise ValueError(f"label_map: {full.shape[0]} rows for {len(ids)} ids (+ background)")
     labels = torch.zeros(full.shape[1:], dtype=torch.uint8, device=full.device)
     if not ids:
         return labels
-    best = full[0]
+    if regions is not None and len(regions) != len(ids):
+        raise ValueError(f"label_map: {len(regions)} regions for {len(ids)} ids")
+    best, owned = full[0], False  # owned: best is a copy of ours, to raise in place
     for row, obj_id in enumerate(ids, start=1):
-        plane = full[row]
-        labels.masked_fill_(plane > best, obj_id)
-        best = torch.maximum(best, plane) if row < len(ids) else best
+        region = regions[row - 1] if regions is not None else None
+        if region is None:
+            plane = full[row]
+            labels.masked_fill_(plane > best, obj_id)
+            if row < len(ids):
+                best, owned = torch.maximum(best, plane), True
+            continue
+        if not owned and row < len(ids):
+            best, owned = best.clone(), True  # raised in place below, on the region only
+        plane, top = full[row, region[0], region[1]], best[region[0], region[1]]
+        labels[region[0], region[1]].masked_fill_(plane > top, obj_id)
+        if row < len(ids):
+            torch.maximum(top, plane, out=top)
     return labels

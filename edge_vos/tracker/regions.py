@@ -19,6 +19,7 @@ import torch
 
 from edge_vos.backends.base import NetworkRunner
 from edge_vos.backends.parts import FRAME_TERMS, OUTPUT_NAMES, SPATIAL_SCALES
+from edge_vos.model.preprocess import Rect
 from edge_vos.tracker.pieces import Box
 
 # The decoder's coarsest stride: crops are whole cells of its /16 grid, so f8 and f4 crop exactly with them.
@@ -91,7 +92,7 @@ class CellCrop:
 
 
 # Where an object's plane may be nonzero: rows and columns of the canvas; None for the whole canvas.
-PixelRegion = tuple[slice, slice]
+PixelRegion = Rect
 
 
 def decode_objects(

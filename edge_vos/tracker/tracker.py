@@ -20,7 +20,14 @@ import torch
 
 from edge_vos.backends.base import NetworkRunner
 from edge_vos.model.network import STCN
-from edge_vos.model.preprocess import FrameGeometry, frame_geometry, image_to_tensor, masks_to_tensor, to_input_size
+from edge_vos.model.preprocess import (
+    FrameGeometry,
+    frame_geometry,
+    image_to_tensor,
+    input_footprint,
+    masks_to_tensor,
+    to_input_size,
+)
 from edge_vos.readout.build import Readout, build_readout
 from edge_vos.tracker.aggregate import label_map, soft_aggregate
 from edge_vos.tracker.config import TrackerConfig
@@ -200,11 +207,13 @@ class Tracker:
             probs[[order.index(i) for i in prompt_ids]] = prompt
         with self._timed(timings, "aggregate"):
             full = soft_aggregate(probs)  # [O+1,1,H,W]
+        # Per object, where its plane may be above the aggregation's floor: a cropped object was 0 outside its
+        # crop before aggregation, so there it is far below 0.5 and never above background after it.
+        cropped = dict(zip(readable, regions, strict=True)) if predicted is not None else {}
+        planes_inside = [cropped.get(i) for i in order]
         if self._prior is not None:
             with self._timed(timings, "prior"):
-                # a cropped object is 0 outside its crop before aggregation, so far below 0.5 after it
-                cropped = dict(zip(readable, regions, strict=True)) if predicted is not None else {}
-                self._prior.update(order, full[1:], [cropped.get(i) for i in order])
+                self._prior.update(order, full[1:], planes_inside)
 
         written = bool(prompt_ids) or self.frame_index - self._last_write >= self.config.memory.mem_every
         if written:
@@ -217,7 +226,7 @@ class Tracker:
                     self._write_memory(write)
 
         with self._timed(timings, "postprocess"):
-            labels, out_probs = self._outputs(full, order, geometry)
+            labels, out_probs = self._outputs(full, order, geometry, planes_inside)
         return self._result(labels, order, out_probs, timings, t_start, written)
 
     @torch.no_grad()
@@ -330,11 +339,16 @@ class Tracker:
         log.debug("frame %d -> memory slot %d (pinned=%s)", write.frame_index, slot, write.pin)
 
     @staticmethod
-    def _outputs(full: torch.Tensor, order: list[int], geometry: FrameGeometry) -> tuple[np.ndarray, np.ndarray]:
+    def _outputs(
+        full: torch.Tensor, order: list[int], geometry: FrameGeometry, planes_inside: list[PixelRegion | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Label map and per-object probabilities at input size: one resize of the aggregated probabilities
-        (none when the working size is the input size); the probabilities are a view of that, not a copy."""
+        (none when the working size is the input size); the probabilities are a view of that, not a copy. An
+        object with a region in `planes_inside` is never above background outside it, so it is labelled on
+        that region's footprint only: the same labels, without a whole frame's pass per object on a crop."""
         full = to_input_size(full[:, 0][None], geometry)[0]  # [O+1,H,W]
-        labels = label_map(full, order).cpu().numpy()
+        inside = [None if region is None else input_footprint(region, geometry) for region in planes_inside]
+        labels = label_map(full, order, inside).cpu().numpy()
         return labels, full[1:].float().cpu().numpy()
 
     def _timed(self, timings: dict[str, float], name: str) -> _Timer:
