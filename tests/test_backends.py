@@ -29,6 +29,7 @@ from edge_vos.backends.tensorrt_backend import (
 )
 from edge_vos.backends.torch_backend import TorchRunner, cpu_supports_bf16
 from edge_vos.backends.torch_tensorrt_backend import torch_tensorrt_unavailable_reason
+from edge_vos.backends.winograd import nnpack_unavailable_reason
 
 HW = (64, 96)
 EXPORTED_HW = (240, 432)  # the size tests/test_export.py exports: the session cache already holds it
@@ -71,14 +72,52 @@ def test_unknown_backend_is_rejected(r18_network) -> None:
 
 
 @pytest.mark.skipif(not NO_CUDA, reason="checks the CPU fallback")
-def test_auto_falls_back_to_a_cpu_backend_and_logs_why(r18_network, engines_dir, caplog) -> None:
+def test_auto_falls_back_to_a_cpu_backend_and_logs_why(r18_network, engines_dir, caplog, monkeypatch) -> None:
+    from edge_vos.backends import factory
+
+    monkeypatch.setattr(factory, "nnpack_unavailable_reason", lambda: "no NNPACK (forced for the test)")
     with caplog.at_level(logging.INFO, logger="edge_vos.backends"):
         runner = create_runner(r18_network, "auto", CPU, "fp32", EXPORTED_HW, cache_dir=engines_dir)
     assert runner.name == "onnxruntime"
     assert runner.encode_key(torch.zeros(1, 3, *EXPORTED_HW))[0].shape == (1, 64, 15, 27)
-    assert any("backend auto -> onnxruntime" in r.getMessage() and "no CUDA" in r.getMessage() for r in caplog.records)
+    assert any("backend auto -> onnxruntime" in r.getMessage() and "no CUDA" in r.getMessage()
+               and "forced for the test" in r.getMessage() for r in caplog.records)
     name, why = choose_backend(CPU, "bf16")
     assert name == ("split" if cpu_supports_bf16() else "onnxruntime") and why
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="checks the CPU choice")
+@pytest.mark.skipif(nnpack_unavailable_reason() is not None, reason=f"NNPACK: {nnpack_unavailable_reason()}")
+def test_auto_on_an_fp32_cpu_runs_the_decoder_through_winograd(r18_network, engines_dir) -> None:
+    """fp32 CPU with NNPACK: encoders in ONNX Runtime, the decoder eager with Winograd convolutions, and the
+    same outputs as the network (within float rounding), crops included."""
+    name, why = choose_backend(CPU, "fp32")
+    assert name == "split" and "Winograd" in why
+    runner = create_runner(r18_network, "auto", CPU, "fp32", EXPORTED_HW, cache_dir=engines_dir)
+    assert "decoder:torch" in runner.name and "key_encoder:onnxruntime" in runner.name
+    assert runner.decodes_regions
+    image, qv, f16, f8, f4, masks, readout = _features(r18_network, EXPORTED_HW)
+    with torch.no_grad():
+        expected = r18_network.decode(readout, qv, f8, f4)
+    torch.testing.assert_close(runner.decode(readout, qv, f8, f4), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(nnpack_unavailable_reason() is not None, reason=f"NNPACK: {nnpack_unavailable_reason()}")
+def test_winograd_decoder_computes_the_decoder_and_leaves_the_network_alone(r18_network) -> None:
+    from edge_vos.backends.winograd import WinogradConv2d, with_winograd_decoder
+
+    winograd = with_winograd_decoder(r18_network)
+    converted = [m for m in winograd.decoder.modules() if isinstance(m, WinogradConv2d)]
+    assert converted and not any(isinstance(m, WinogradConv2d) for m in r18_network.modules())
+    image, qv, f16, f8, f4, masks, readout = _features(r18_network)
+    with torch.no_grad():
+        expected = r18_network.decode(readout, qv, f8, f4)
+        got = winograd.decode(readout, qv, f8, f4)
+        terms = winograd.decode_frame_terms(qv, f8, f4)
+        by_terms = winograd.decode_with_terms(readout, *terms)
+    assert not torch.equal(got, expected)  # another algorithm, not the same call
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(by_terms, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_torch_runner_matches_the_network_and_broadcasts_batch_one_inputs(r18_network) -> None:

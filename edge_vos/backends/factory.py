@@ -14,6 +14,7 @@ from edge_vos.backends.names import BACKEND_NAMES
 from edge_vos.backends.parts import PART_NAMES
 from edge_vos.backends.tensorrt_backend import tensorrt_unavailable_reason
 from edge_vos.backends.torch_backend import TorchRunner, cpu_supports_bf16
+from edge_vos.backends.winograd import nnpack_unavailable_reason, with_winograd_decoder
 from edge_vos.model.network import STCN
 
 log = logging.getLogger(__name__)
@@ -24,10 +25,11 @@ log = logging.getLogger(__name__)
 # noisy on a loaded CPU. With precision bf16 on a CPU with native bf16 kernels, eager torch with bf16
 # autocast is used instead (fastest of all, at bf16 accuracy, which only the user may choose).
 CPU_FP32_DEFAULT = "onnxruntime"
-# The parts the split runner (bf16 CPUs, backend auto) runs in ONNX Runtime fp32; the rest run in eager
-# PyTorch with bf16 autocast. Both encoders are EfficientNet trunks whose separate batch-norm and ReLU6
-# passes ONNX Runtime folds away; the decoder's wide dense convolutions gain most from bf16. Measured per
-# part: docs/benchmarks.md, "step-notes".
+# The parts the split runner (backend auto on a CPU) runs in ONNX Runtime fp32; the decoder runs in eager
+# PyTorch: with bf16 autocast on a CPU with native bf16 kernels, else in fp32 with its 3x3 convolutions
+# through NNPACK's Winograd transform (backends/winograd.py). Both encoders are EfficientNet trunks whose
+# separate batch-norm and ReLU6 passes ONNX Runtime folds away; the decoder's dense 3x3 convolutions gain
+# most from bf16 or from Winograd. Measured: docs/benchmarks.md, "step-notes" and "objects-notes".
 SPLIT_ORT_PARTS = ("key_encoder", "value_encoder")
 
 
@@ -68,6 +70,14 @@ def choose_backend(device: torch.device, precision: str) -> tuple[str, str]:
         why += ", this CPU has no native bf16 kernels"
     if CPU_FP32_DEFAULT == "onnxruntime" and not module_installed("onnxruntime"):
         return "torch", f"{why}; onnxruntime is not installed, so eager PyTorch (channels_last)"
+    nnpack = nnpack_unavailable_reason()
+    if precision == "fp32" and nnpack is None:
+        return "split", (
+            f"{why}; key and value encoders in onnxruntime (fp32), decoder in eager PyTorch with its 3x3 "
+            "convolutions through NNPACK's Winograd transform"
+        )
+    if nnpack is not None:
+        why += f"; {nnpack}"
     return CPU_FP32_DEFAULT, f"{why}; {CPU_FP32_DEFAULT} is the fastest fp32 CPU backend (docs/benchmarks.md)"
 
 
@@ -110,7 +120,10 @@ def _create(
         from edge_vos.backends.onnxruntime_backend import OnnxRuntimeRunner
         from edge_vos.backends.split import SplitRunner
 
-        torch_runner = TorchRunner(network, device, precision)
+        if precision == "bf16":
+            torch_runner = TorchRunner(network, device, precision)
+        else:  # NNPACK takes contiguous NCHW tensors
+            torch_runner = TorchRunner(with_winograd_decoder(network), device, "fp32", channels_last=False)
         ort_runner = OnnxRuntimeRunner(network, device, "fp32", padded_hw, cache, parts=SPLIT_ORT_PARTS)
         return SplitRunner({part: ort_runner if part in SPLIT_ORT_PARTS else torch_runner for part in PART_NAMES})
     if backend == "torch":

@@ -33,9 +33,11 @@ def conv_of_concat(conv: nn.Conv2d, parts: tuple[torch.Tensor, ...]) -> torch.Te
 
 
 def conv_of_channels(conv: nn.Conv2d, x: torch.Tensor, start: int, *, with_bias: bool) -> torch.Tensor:
-    """`conv`'s term of the input channels [start, start + x's channels): one summand of `conv_of_concat`."""
+    """`conv`'s term of the input channels [start, start + x's channels): one summand of `conv_of_concat`.
+    Through the convolution's own `_conv_forward`, as its forward, so a subclass that computes it differently
+    (backends/winograd.py) does so here too."""
     weight = conv.weight[:, start:start + x.shape[1]]
-    return F.conv2d(x, weight, conv.bias if with_bias else None, conv.stride, conv.padding, conv.dilation)
+    return conv._conv_forward(x, weight, conv.bias if with_bias else None)
 
 
 def concat_broadcast(parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
