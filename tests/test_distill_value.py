@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from edge_vos.model import random_network
 from edge_vos.model.checkpoint import load_network, save_network
 from edge_vos.train.distill_data import DistillData, DistillFrames, Sample, soft_masks
-from edge_vos.train.distill_value import relative_error, sample_loss, student_from_teacher
+from edge_vos.train.distill_value import object_cell_weight, relative_error, sample_loss, student_from_teacher
 from tests.conftest import DATA, require_davis
 
 
@@ -97,6 +97,27 @@ def test_relative_error_is_zero_only_for_equal_values() -> None:
     x = torch.randn(2, 4, 3, 3)
     assert float(relative_error(x, x)) == 0.0
     assert float(relative_error(torch.zeros_like(x), x)) == pytest.approx(1.0)
+
+
+def test_object_weight_makes_an_error_far_from_the_objects_cheaper() -> None:
+    """Two objects in the top-left /16 cells of a 128x128 frame (8x8 cells): an error in the far corner costs
+    less with the object weighting, one on an object costs more; with weight 0 the loss is the old one."""
+    binary = np.zeros((2, 128, 128), bool)
+    binary[0, 0:16, 0:16], binary[1, 16:32, 16:32] = True, True
+    masks = soft_masks(np.random.default_rng(0), binary)
+    sample = Sample(torch.zeros(1, 3, 128, 128), masks, masks.sum(0, keepdim=True) - masks)
+    weight = object_cell_weight(sample, (8, 8), object_weight=4.0, radius=1)
+    assert weight.shape == (1, 1, 8, 8)
+    assert float(weight[0, 0, 0, 0]) == 5.0 and float(weight[0, 0, 2, 2]) == 5.0  # on / next to an object
+    assert float(weight[0, 0, 7, 7]) == 1.0 and float(weight[0, 0, 0, 5]) == 1.0  # far from both
+    teacher_values = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    far, near = teacher_values.clone(), teacher_values.clone()
+    far[:, :, 6:, 6:] += 1.0
+    near[:, :, :2, :2] += 1.0
+    assert float(relative_error(far, teacher_values, weight)) < float(relative_error(far, teacher_values))
+    assert float(relative_error(near, teacher_values, weight)) > float(relative_error(near, teacher_values))
+    torch.testing.assert_close(relative_error(far, teacher_values, object_cell_weight(sample, (8, 8), 0.0, 1)),
+                               relative_error(far, teacher_values))
 
 
 def test_soft_masks_are_aggregated_probabilities() -> None:

@@ -4,11 +4,12 @@
 
 The student network is the teacher's for everything but the value encoder (key encoder, key projection,
 decoder: copied, frozen); its value encoder starts from the teacher's fusion tail (CBAM, second residual
-block) and its first block's shortcut convolution of the key features. Loss per sample: relative squared
-error of the values plus half that of the pre-attention features. The run directory holds checkpoint.pt
-(student, optimizer, step: rerunning resumes), log.csv (training loss and, every `eval_every` steps, the
-relative value error on frames of the six left-out training sequences) and, at the end, final.safetensors,
-a full network that `model.weights` can name.
+block) and its first block's shortcut convolution of the key features. Loss per sample: relative squared error
+of the values plus half that of the pre-attention features; with --object-weight W the /16 cells within
+--object-radius cells of any object count 1 + W times (object_cell_weight; the logged errors stay unweighted).
+The run directory holds checkpoint.pt (student, optimizer, step: rerunning resumes), log.csv (training loss
+and, every `eval_every` steps, the relative value error on frames of the six left-out training sequences) and,
+at the end, final.safetensors, a full network that `model.weights` can name.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from edge_vos.model.checkpoint import load_network, save_network
 from edge_vos.model.mask_branch import MaskBranchValueEncoder
@@ -48,6 +50,8 @@ class DistillConfig:
     eval_every: int = 100
     eval_samples: int = 24
     checkpoint_every: int = 25
+    object_weight: float = 0.0  # extra loss weight of the /16 cells near an object (0: every cell alike)
+    object_radius: int = 2  # "near": within this many /16 cells of any object's mask
 
 
 def student_from_teacher(teacher: STCN) -> STCN:
@@ -83,14 +87,34 @@ def teacher_targets(teacher: STCN, sample: Sample, key_f16: torch.Tensor) -> tup
         return teacher.encode_value_global(features), features
 
 
-def relative_error(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """||s - t||^2 / ||t||^2 per object, averaged."""
+def relative_error(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """||s - t||^2 / ||t||^2 per object, averaged; with `weight` ([O or 1,1,h,w], per cell) both sums are
+    weighted, so it stays a relative error."""
     dims = tuple(range(1, teacher.dim()))
-    return ((student - teacher).pow(2).sum(dims) / teacher.pow(2).sum(dims).clamp_min(1e-8)).mean()
+    if weight is None:
+        return ((student - teacher).pow(2).sum(dims) / teacher.pow(2).sum(dims).clamp_min(1e-8)).mean()
+    return ((weight * (student - teacher).pow(2)).sum(dims)
+            / (weight * teacher.pow(2)).sum(dims).clamp_min(1e-8)).mean()
 
 
-def sample_loss(student: STCN, teacher: STCN, sample: Sample) -> tuple[torch.Tensor, float]:
-    """Training loss of one sample and its values' relative error."""
+def object_cell_weight(sample: Sample, size: tuple[int, int], object_weight: float, radius: int) -> torch.Tensor:
+    """Per /16 cell: 1 + object_weight where the cell is within `radius` cells of any object's mask, else 1
+    -> [1,1,h,w] (the same for every object of the sample).
+
+    Why: the readout mixes memory values by key affinity, and the query pixels of the objects and of their
+    borders attend mostly to memory cells on and around the objects; an error far from every object reaches the
+    masks little, so an unweighted loss spends much of the student's capacity where it matters least."""
+    union = (sample.masks[:1] + sample.others[:1]).clamp(0.0, 1.0)  # own + others' = every object, [1,1,H,W]
+    near = (F.adaptive_max_pool2d(union, size) > 0.5).float()
+    if radius > 0:
+        near = F.max_pool2d(near, 2 * radius + 1, 1, radius)
+    return 1.0 + object_weight * near
+
+
+def sample_loss(student: STCN, teacher: STCN, sample: Sample, object_weight: float = 0.0,
+                object_radius: int = 2) -> tuple[torch.Tensor, float]:
+    """Training loss of one sample (cells near the objects weighted by 1 + `object_weight`, see
+    object_cell_weight) and its values' unweighted relative error."""
     with torch.no_grad():
         key_f16 = teacher.key_encoder(sample.image)[0]
     values_t, features_t = teacher_targets(teacher, sample, key_f16)
@@ -99,7 +123,11 @@ def sample_loss(student: STCN, teacher: STCN, sample: Sample) -> tuple[torch.Ten
     features = encoder.encode_local(sample.image, key_f16, sample.masks, sample.others)
     values = encoder.fuser.finish(features)
     value_error = relative_error(values, values_t)
-    return value_error + _FEATURE_WEIGHT * relative_error(features, features_t), float(value_error.detach())
+    if object_weight <= 0:
+        return value_error + _FEATURE_WEIGHT * relative_error(features, features_t), float(value_error.detach())
+    weight = object_cell_weight(sample, tuple(values_t.shape[-2:]), object_weight, object_radius)
+    loss = relative_error(values, values_t, weight) + _FEATURE_WEIGHT * relative_error(features, features_t, weight)
+    return loss, float(value_error.detach())
 
 
 def held_out_error(student: STCN, teacher: STCN, samples: list[Sample]) -> float:
@@ -161,7 +189,8 @@ def distill(cfg: DistillConfig, data: DistillData) -> Path:
             opt.zero_grad()
             losses, errors = [], []
             for i in range(cfg.batch):
-                loss, error = sample_loss(student, teacher, frames.sample(np.random.default_rng([cfg.seed, step, i])))
+                loss, error = sample_loss(student, teacher, frames.sample(np.random.default_rng([cfg.seed, step, i])),
+                                          cfg.object_weight, cfg.object_radius)
                 (loss / cfg.batch).backward()
                 losses.append(float(loss.detach()))
                 errors.append(error)
@@ -209,13 +238,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=DistillData().crop, help="square training crop (multiple of 16)")
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--decay-from", type=float, default=defaults.decay_from,
+                        help="share of --steps after which the learning rate decays linearly to 0.05x")
+    parser.add_argument("--object-weight", type=float, default=defaults.object_weight,
+                        help="loss weight 1 + W on the /16 cells near any object (0: every cell alike)")
+    parser.add_argument("--object-radius", type=int, default=defaults.object_radius,
+                        help="'near an object' for --object-weight: within this many /16 cells of its mask")
     parser.add_argument("--export-checkpoint", action="store_true",
                         help="only write the run's checkpoint as OUT/step<N>.safetensors")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     cfg = DistillConfig(teacher=args.teacher, out=args.out, steps=args.steps, batch=args.batch, lr=args.lr,
-                        eval_every=args.eval_every, seed=args.seed)
+                        eval_every=args.eval_every, seed=args.seed, decay_from=args.decay_from,
+                        object_weight=args.object_weight, object_radius=args.object_radius)
     try:
         if args.export_checkpoint:
             log.info("wrote %s", export_checkpoint(cfg))
