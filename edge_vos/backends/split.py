@@ -1,9 +1,10 @@
 """A runner that runs each network part on the backend that is fastest for it on this machine.
 
-On a CPU with native bf16 kernels the encoders (EfficientNet trunks: much of their eager time goes to batch
-norms and ReLU6 run as separate passes) are fastest as ONNX Runtime fp32, which folds them into the
-convolutions, while the decoder (wide dense convolutions) is fastest in eager PyTorch with bf16 autocast.
-Which parts go where: `backends.SPLIT_ORT_PARTS`; the measurements: docs/benchmarks.md, "step-notes".
+On a CPU the encoders (EfficientNet trunks: much of their eager time goes to batch norms and ReLU6 run as
+separate passes) are fastest as ONNX Runtime fp32, which folds them into the convolutions, while the decoder
+(dense 3x3 convolutions) is fastest in eager PyTorch: with bf16 autocast where the CPU has native bf16
+kernels, else in fp32 through NNPACK's Winograd convolutions (backends/winograd.py). Which parts go where:
+`backends.SPLIT_ORT_PARTS`; the measurements: docs/benchmarks.md, "step-notes" and "objects-notes".
 """
 
 from __future__ import annotations
