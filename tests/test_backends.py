@@ -89,17 +89,23 @@ def test_auto_falls_back_to_a_cpu_backend_and_logs_why(r18_network, engines_dir,
 @pytest.mark.skipif(not NO_CUDA, reason="checks the CPU choice")
 @pytest.mark.skipif(nnpack_unavailable_reason() is not None, reason=f"NNPACK: {nnpack_unavailable_reason()}")
 def test_auto_on_an_fp32_cpu_runs_the_decoder_through_winograd(r18_network, engines_dir) -> None:
-    """fp32 CPU with NNPACK: encoders in ONNX Runtime, the decoder eager with Winograd convolutions, and the
-    same outputs as the network (within float rounding), crops included."""
+    """fp32 CPU with NNPACK: every part in ONNX Runtime, the decoder's calls on large maps eager with Winograd
+    convolutions; the same outputs as the network (within float rounding) either way, crops included."""
+    from edge_vos.backends.factory import MIN_WINOGRAD_DECODER_CELLS
+
     name, why = choose_backend(CPU, "fp32")
     assert name == "split" and "Winograd" in why
     runner = create_runner(r18_network, "auto", CPU, "fp32", EXPORTED_HW, cache_dir=engines_dir)
-    assert "decoder:torch" in runner.name and "key_encoder:onnxruntime" in runner.name
-    assert runner.decodes_regions
+    assert "decoder:onnxruntime" in runner.name and "cells: torch" in runner.name and runner.decodes_regions
     image, qv, f16, f8, f4, masks, readout = _features(r18_network, EXPORTED_HW)
+    assert readout.shape[-2] * readout.shape[-1] >= MIN_WINOGRAD_DECODER_CELLS  # the large runner's call
     with torch.no_grad():
         expected = r18_network.decode(readout, qv, f8, f4)
+        terms = r18_network.decode_frame_terms(qv[..., :3, :4], f8[..., :6, :8], f4[..., :12, :16])
+        small = r18_network.decode_with_terms(readout[:1, :, :3, :4], *terms)
     torch.testing.assert_close(runner.decode(readout, qv, f8, f4), expected, rtol=1e-4, atol=1e-4)
+    got_terms = runner.decode_frame_terms(qv[..., :3, :4], f8[..., :6, :8], f4[..., :12, :16])
+    torch.testing.assert_close(runner.decode_region(readout[:1, :, :3, :4], *got_terms), small, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(nnpack_unavailable_reason() is not None, reason=f"NNPACK: {nnpack_unavailable_reason()}")

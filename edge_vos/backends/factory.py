@@ -31,6 +31,10 @@ CPU_FP32_DEFAULT = "onnxruntime"
 # separate batch-norm and ReLU6 passes ONNX Runtime folds away; the decoder's dense 3x3 convolutions gain
 # most from bf16 or from Winograd. Measured: docs/benchmarks.md, "step-notes" and "objects-notes".
 SPLIT_ORT_PARTS = ("key_encoder", "value_encoder")
+# On an fp32 CPU, the decoder's calls whose /16 map holds at least this many cells run eager with Winograd
+# convolutions, smaller ones (an object's small crop) in ONNX Runtime: NNPACK's fixed cost per convolution and
+# eager PyTorch's per-operation cost make the two cross near 12x12 cells (docs/benchmarks.md, "objects-notes").
+MIN_WINOGRAD_DECODER_CELLS = 144
 
 
 def resolve_precision(device: torch.device, precision: str) -> str:
@@ -73,8 +77,8 @@ def choose_backend(device: torch.device, precision: str) -> tuple[str, str]:
     nnpack = nnpack_unavailable_reason()
     if precision == "fp32" and nnpack is None:
         return "split", (
-            f"{why}; key and value encoders in onnxruntime (fp32), decoder in eager PyTorch with its 3x3 "
-            "convolutions through NNPACK's Winograd transform"
+            f"{why}; every part in onnxruntime (fp32), and the decoder's calls on maps of "
+            f"{MIN_WINOGRAD_DECODER_CELLS}+ cells in eager PyTorch with NNPACK's Winograd convolutions"
         )
     if nnpack is not None:
         why += f"; {nnpack}"
@@ -122,10 +126,14 @@ def _create(
 
         if precision == "bf16":
             torch_runner = TorchRunner(network, device, precision)
-        else:  # NNPACK takes contiguous NCHW tensors
-            torch_runner = TorchRunner(with_winograd_decoder(network), device, "fp32", channels_last=False)
-        ort_runner = OnnxRuntimeRunner(network, device, "fp32", padded_hw, cache, parts=SPLIT_ORT_PARTS)
-        return SplitRunner({part: ort_runner if part in SPLIT_ORT_PARTS else torch_runner for part in PART_NAMES})
+            ort_runner = OnnxRuntimeRunner(network, device, "fp32", padded_hw, cache, parts=SPLIT_ORT_PARTS)
+            return SplitRunner({part: ort_runner if part in SPLIT_ORT_PARTS else torch_runner for part in PART_NAMES})
+        # fp32: every part in ONNX Runtime, and the decoder's calls on large maps eager with Winograd
+        # convolutions (NNPACK takes contiguous NCHW tensors)
+        ort_runner = OnnxRuntimeRunner(network, device, "fp32", padded_hw, cache)
+        winograd = TorchRunner(with_winograd_decoder(network), device, "fp32", channels_last=False)
+        return SplitRunner({part: ort_runner for part in PART_NAMES}, large_decoder=winograd,
+                           min_large_cells=MIN_WINOGRAD_DECODER_CELLS)
     if backend == "torch":
         return TorchRunner(network, device, precision)
     if backend == "onnxruntime":

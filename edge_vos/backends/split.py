@@ -18,18 +18,28 @@ from edge_vos.backends.parts import DECODER_REGION_PARTS, PART_NAMES, VALUE_REGI
 
 
 class SplitRunner(PartRunner):
-    """Delegates each part to its own runner; all runners must be on the same device."""
+    """Delegates each part to its own runner; all runners must be on the same device.
 
-    def __init__(self, runners: Mapping[str, PartRunner]) -> None:
+    `large_decoder`: a second runner for the decoder's parts, given the calls whose /16 map (their first input)
+    holds at least `min_large_cells` cells; the decoder's own runner takes the smaller ones. Why: a runner
+    with a fixed cost per convolution (NNPACK's Winograd) wins on large maps and loses on an object's small crop.
+    """
+
+    def __init__(
+        self, runners: Mapping[str, PartRunner], *, large_decoder: PartRunner | None = None, min_large_cells: int = 0
+    ) -> None:
         missing = [p for p in PART_NAMES if p not in runners]
         if missing:
             raise ValueError(f"SplitRunner: no runner for {missing}")
-        devices = {r.device for r in runners.values()}
+        devices = {r.device for r in (*runners.values(), *([large_decoder] if large_decoder else []))}
         if len(devices) != 1:
             raise ValueError(f"SplitRunner: runners on different devices {sorted(map(str, devices))}")
         self.runners = dict(runners)
         self.device = devices.pop()
         self.name = "+".join(f"{part}:{self.runners[part].name}" for part in PART_NAMES)
+        self._large_decoder, self._min_large_cells = large_decoder, min_large_cells
+        if large_decoder is not None:
+            self.name += f" (decoder maps of {min_large_cells}+ cells: {large_decoder.name})"
         self.decodes_regions = self.runners["decoder"].decodes_regions
         self.encodes_regions = self.runners["value_encoder"].encodes_regions
         # Each region part goes to the runner of the part it comes from.
@@ -37,4 +47,8 @@ class SplitRunner(PartRunner):
         self._owner.update({p: "value_encoder" for p in VALUE_REGION_PARTS})
 
     def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> Sequence[torch.Tensor]:
-        return self.runners[self._owner.get(part, part)].run_part(part, objects, *inputs)
+        owner = self._owner.get(part, part)
+        if (owner == "decoder" and self._large_decoder is not None
+                and inputs[0].shape[-2] * inputs[0].shape[-1] >= self._min_large_cells):
+            return self._large_decoder.run_part(part, objects, *inputs)
+        return self.runners[owner].run_part(part, objects, *inputs)

@@ -39,12 +39,19 @@ def nnpack_unavailable_reason() -> str | None:
     return None
 
 
+# NNPACK transforms the kernels on every call, a fixed cost that a small map does not repay: below this many
+# pixels per map a direct convolution is faster (the two cross near 12x12 for the decoder's channel counts).
+MIN_WINOGRAD_PIXELS = 256
+
+
 class WinogradConv2d(nn.Conv2d):
-    """A 3x3, stride-1, padding-1 nn.Conv2d (float32, NCHW) computed by NNPACK. `_conv_forward` is the
-    convolution nn.Conv2d.forward calls and `model.modules.conv_of_channels` calls with a slice of the
-    weights, so both take this path."""
+    """A 3x3, stride-1, padding-1 nn.Conv2d (float32, NCHW) computed by NNPACK on maps of at least
+    MIN_WINOGRAD_PIXELS pixels. `_conv_forward` is the convolution nn.Conv2d.forward calls and
+    `model.modules.conv_of_channels` calls with a slice of the weights, so both take this path."""
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if x.shape[-2] * x.shape[-1] < MIN_WINOGRAD_PIXELS:
+            return super()._conv_forward(x, weight, bias)
         return torch._nnpack_spatial_convolution(x.contiguous(), weight.contiguous(), bias, [1, 1])
 
 
@@ -71,4 +78,4 @@ def with_winograd_decoder(network: STCN) -> STCN:
     return network
 
 
-__all__ = ["WinogradConv2d", "nnpack_unavailable_reason", "with_winograd_decoder"]
+__all__ = ["MIN_WINOGRAD_PIXELS", "WinogradConv2d", "nnpack_unavailable_reason", "with_winograd_decoder"]
