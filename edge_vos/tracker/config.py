@@ -116,7 +116,8 @@ class TrackerConfig:
     # auto: bf16 where the CPU has native bf16 kernels (AVX512-BF16/AMX, Arm BF16), else fp32; fp16 on CUDA.
     precision: str = "auto"
     # auto: the fastest backend here (backends.choose_backend); on a CPU both encoders in ONNX Runtime fp32
-    # and the decoder eager: bf16 on bf16 CPUs, else fp32 with Winograd convolutions (NNPACK).
+    # and the decoder eager bf16 on bf16 CPUs; on fp32 CPUs all in ONNX Runtime but the decoder's calls on large
+    # maps, eager with Winograd convolutions (NNPACK).
     backend: str = "auto"
     max_objects: int = 8
     # Per-stage timings in StepResult.timings_ms (synchronising CUDA around every stage); off: "total" only.
