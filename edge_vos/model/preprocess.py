@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -90,10 +91,10 @@ def to_input_size(x: torch.Tensor, geometry: FrameGeometry) -> torch.Tensor:
     return x
 
 
-
+@lru_cache(maxsize=8)
 def _bilinear_taps(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """F.interpolate's bilinear sampling (align_corners=False) along one axis: per output index, its two
-    source indices."""
+    source indices. Cached: it depends on the frame size only, and is asked per object and frame (read only)."""
     dst = torch.arange(out_size, dtype=torch.float32)
     src = ((dst + 0.5) * (in_size / out_size) - 0.5).clamp_(min=0.0)
     first = src.floor().long()

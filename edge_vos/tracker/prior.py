@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from edge_vos.model.preprocess import Rect
 from edge_vos.tracker.config import PriorConfig
 from edge_vos.tracker.pieces import Box, keep_track_pieces
 
@@ -45,7 +46,7 @@ _REACH_WIDTHS = math.sqrt(2 * math.log(1 / _REACH_FLOOR))
 
 
 # Per object, the rows and columns of the canvas outside which its plane is 0 (None: anywhere).
-Regions = list[tuple[slice, slice] | None] | None
+Regions = list[Rect | None] | None
 
 
 @dataclass
@@ -214,7 +215,7 @@ def _hold(plane: torch.Tensor, area: float, canvas: int) -> None:
     plane.mul_(gain).clamp_(max=1.0)
 
 
-def _region(regions: Regions, row: int) -> tuple[slice, slice]:
+def _region(regions: Regions, row: int) -> Rect:
     region = regions[row] if regions is not None else None
     return region if region is not None else (slice(None), slice(None))
 
