@@ -12,7 +12,7 @@ from edge_vos.model.preprocess import frame_geometry, image_to_tensor
 from edge_vos.model.weights import load_configured_network
 from edge_vos.tracker import Tracker, TrackerConfig
 from edge_vos.tracker.config import MemoryConfig
-from edge_vos.tracker.regions import CELL, CONTEXT_CELLS, INNER_CELLS, CellCrop, encode_values
+from edge_vos.tracker.regions import CELL, CONTEXT_CELLS, INNER_CELLS, SUPPORT_FLOOR, CellCrop, encode_values
 from tests.conftest import track_labels
 
 CPU = torch.device("cpu")
@@ -110,7 +110,7 @@ def test_each_crop_gives_the_cells_around_its_mask_and_the_shared_pass_the_rest(
     everyone = probs.sum(dim=0, keepdim=True)
     shared = runner.encode_value_local(image, f16, torch.zeros_like(everyone), everyone)
     cells = (HW[0] // CELL, HW[1] // CELL)
-    inner = CellCrop.of_mask(probs[0, 0] > 0).grown(INNER_CELLS, cells)
+    inner = CellCrop.of_mask(probs[0, 0] > SUPPORT_FLOOR).grown(INNER_CELLS, cells)
     assert inner == CellCrop(0, 8, 1, 9)
     outside = torch.ones(cells, dtype=torch.bool)
     outside[inner.r0:inner.r1, inner.c0:inner.c1] = False

@@ -25,11 +25,13 @@ from edge_vos.tracker.pieces import Box
 # The decoder's coarsest stride: crops are whole cells of its /16 grid, so f8 and f4 crop exactly with them.
 CELL = 16
 # Encoding values on crops (`encode_values`): a pixel whose probability is at most SUPPORT_FLOOR counts as
-# outside the object's mask; the cells within INNER_CELLS of the mask take the crop's values, the rest the
-# shared pass's (the mask's influence on the encoder's output reaches further, fading: what is lost there is
-# that tail); the crop holds CONTEXT_CELLS more cells of the frame on each cut side, so that its zero
-# padding stays away from the cells it gives.
-SUPPORT_FLOOR = 1e-3
+# outside the object's mask (a decoded plane stays a little above 0 over much of its decode crop, and so
+# faint a mask barely moves the encoder's output, while a crop around it would cost most of a frame:
+# docs/benchmarks.md, "objects-notes"); the cells within INNER_CELLS of the mask take the crop's values, the
+# rest the shared pass's (the mask's influence on the encoder's output reaches further, fading: what is lost
+# there is that tail); the crop holds CONTEXT_CELLS more cells of the frame on each cut side, so that its
+# zero padding stays away from the cells it gives.
+SUPPORT_FLOOR = 0.2
 INNER_CELLS = 2
 CONTEXT_CELLS = 4
 # Pixels per cell side of each of the decoder's frame terms, in the order the runner returns them.
