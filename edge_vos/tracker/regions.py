@@ -117,9 +117,12 @@ def decode_objects(
         return runner.decode(readout, query_value, f8, f4).float().sigmoid_(), [None] * n
     probs = torch.zeros(n, 1, cells_hw[0] * CELL, cells_hw[1] * CELL, device=readout.device)
     whole = [row for row in range(n) if row not in crops]
+    # The objects decoded whole need the frame terms over the whole grid, which then serve every crop too.
+    regions = [*crops.values(), *([CellCrop(0, cells_hw[0], 0, cells_hw[1])] if whole else [])]
+    cut_terms = _frame_terms(runner, regions, query_value, f8, f4)
     if whole:
-        probs[whole] = runner.decode(readout[whole], query_value, f8, f4).float().sigmoid_()
-    for row, (crop, terms) in zip(crops, _frame_terms(runner, list(crops.values()), query_value, f8, f4), strict=True):
+        probs[whole] = runner.decode_region(readout[whole], *cut_terms[-1][1]).float().sigmoid_()
+    for row, (crop, terms) in zip(crops, cut_terms[:len(crops)], strict=True):
         logits = runner.decode_region(crop.cut(readout[row:row + 1], 1), *terms)
         crop.cut(probs[row:row + 1], CELL).copy_(logits.float().sigmoid_())
     return probs, [crops[row].pixels() if row in crops else None for row in range(n)]
