@@ -75,6 +75,31 @@ def test_masks_that_cover_the_frame_are_encoded_whole(lite_network) -> None:
     assert values.shape == (3, lite_network.value_dim, HW[0] // CELL, HW[1] // CELL)
 
 
+def test_a_faint_halo_around_a_mask_does_not_widen_its_crop(lite_network) -> None:
+    """A decoded plane is faintly above 0 over much of its decode crop (a few per cent); only pixels above
+    SUPPORT_FLOOR count as the mask, so each object's crop stays around its mask, not around its halo."""
+    image, f16 = _frame(lite_network)
+    runner = TorchRunner(lite_network, CPU)
+    probs = _masks((32, 96, 48, 112), (220, 300, 380, 480))
+    halo = torch.zeros(HW)
+    halo[:, :256] = 0.05  # the left half of the frame
+    probs[0, 0] = torch.maximum(probs[0, 0], halo)
+    calls: list[tuple[int, ...]] = []
+    original = runner.run_part
+
+    def counting(part: str, objects: int, *inputs: torch.Tensor):
+        calls.append((part, tuple(inputs[0].shape)))
+        return original(part, objects, *inputs)
+
+    runner.run_part = counting  # type: ignore[method-assign]
+    encode_values(runner, image, f16, probs, _others(probs))
+    cells = (HW[0] // CELL, HW[1] // CELL)
+    crop = CellCrop.of_mask(probs[0, 0] > SUPPORT_FLOOR).grown(INNER_CELLS, cells).grown(CONTEXT_CELLS, cells)
+    assert crop == CellCrop(0, 12, 0, 13)  # the mask's cells (2-6, 3-7) grown by 2 + 4, not the left half
+    local_shapes = [shape for part, shape in calls if part == "value_local"]
+    assert (1, 3, (crop.r1 - crop.r0) * CELL, (crop.c1 - crop.c0) * CELL) in local_shapes
+
+
 def test_an_absent_object_gets_exactly_its_whole_frame_value_and_small_distant_ones_nearly(bundled) -> None:
     """An object without a mask has, everywhere, the input of the shared pass: the same value bit for bit as
     the whole-frame encoder's. Small objects far apart get crops; their values lose the fading tail of the
