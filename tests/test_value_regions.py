@@ -46,6 +46,19 @@ def _others(probs: torch.Tensor) -> torch.Tensor:
     return probs.sum(dim=0, keepdim=True) - probs
 
 
+def _record_calls(runner: TorchRunner) -> list[tuple[str, tuple[int, ...]]]:
+    """Each part the runner runs from now on, with its first input's shape, in call order."""
+    calls: list[tuple[str, tuple[int, ...]]] = []
+    original = runner.run_part
+
+    def counting(part: str, objects: int, *inputs: torch.Tensor):
+        calls.append((part, tuple(inputs[0].shape)))
+        return original(part, objects, *inputs)
+
+    runner.run_part = counting  # type: ignore[method-assign]
+    return calls
+
+
 def test_one_object_or_a_runner_without_crops_encodes_whole_frames(lite_network) -> None:
     image, f16 = _frame(lite_network)
     runner = TorchRunner(lite_network, CPU)
@@ -62,14 +75,7 @@ def test_masks_that_cover_the_frame_are_encoded_whole(lite_network) -> None:
     image, f16 = _frame(lite_network)
     runner = TorchRunner(lite_network, CPU)
     probs = _masks((0, 300, 0, 500), (20, 320, 10, 512), (5, 310, 0, 480))
-    calls: list[tuple[int, ...]] = []
-    original = runner.run_part
-
-    def counting(part: str, objects: int, *inputs: torch.Tensor):
-        calls.append((part, tuple(inputs[0].shape)))
-        return original(part, objects, *inputs)
-
-    runner.run_part = counting  # type: ignore[method-assign]
+    calls = _record_calls(runner)
     values = encode_values(runner, image, f16, probs, _others(probs))
     assert [c[0] for c in calls] == ["value_encoder"]
     assert values.shape == (3, lite_network.value_dim, HW[0] // CELL, HW[1] // CELL)
@@ -84,14 +90,7 @@ def test_a_faint_halo_around_a_mask_does_not_widen_its_crop(lite_network) -> Non
     halo = torch.zeros(HW)
     halo[:, :256] = 0.05  # the left half of the frame
     probs[0, 0] = torch.maximum(probs[0, 0], halo)
-    calls: list[tuple[int, ...]] = []
-    original = runner.run_part
-
-    def counting(part: str, objects: int, *inputs: torch.Tensor):
-        calls.append((part, tuple(inputs[0].shape)))
-        return original(part, objects, *inputs)
-
-    runner.run_part = counting  # type: ignore[method-assign]
+    calls = _record_calls(runner)
     encode_values(runner, image, f16, probs, _others(probs))
     cells = (HW[0] // CELL, HW[1] // CELL)
     crop = CellCrop.of_mask(probs[0, 0] > SUPPORT_FLOOR).grown(INNER_CELLS, cells).grown(CONTEXT_CELLS, cells)
