@@ -33,7 +33,7 @@ CPU_FP32_DEFAULT = "onnxruntime"
 SPLIT_ORT_PARTS = ("key_encoder", "value_encoder")
 # On an fp32 CPU, the decoder's calls whose /16 map holds at least this many cells run eager with Winograd
 # convolutions, smaller ones (an object's small crop) in ONNX Runtime: NNPACK's fixed cost per convolution and
-# eager PyTorch's per-operation cost make the two cross near 12x12 cells (docs/benchmarks.md, "objects-notes").
+# eager PyTorch's per-operation cost favour ONNX Runtime on small maps (docs/benchmarks.md, "objects-notes").
 MIN_WINOGRAD_DECODER_CELLS = 144
 
 

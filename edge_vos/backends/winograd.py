@@ -40,7 +40,7 @@ def nnpack_unavailable_reason() -> str | None:
 
 
 # NNPACK transforms the kernels on every call, a fixed cost that a small map does not repay: below this many
-# pixels per map a direct convolution is faster (the two cross near 12x12 for the decoder's channel counts).
+# pixels per map a direct convolution is faster (docs/benchmarks.md, "objects-notes").
 MIN_WINOGRAD_PIXELS = 256
 
 
