@@ -139,11 +139,12 @@ def page(cameras: Cameras, browser: Any) -> Any:
 
 
 def _sent(driver: Any, **fields: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The last command the page sent with these fields, and its reply."""
-    sent = [(c, r) for c, r in driver.execute_script("return window.__sent")
-            if all(c.get(k) == v for k, v in fields.items())]
-    assert sent, f"the page sent no command with {fields}"
-    return sent[-1]
+    """The last command the page sent with these fields, and its reply. Waits for it: the service can act on a
+    command before the page has read its reply and recorded it."""
+    def matching() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        return [(c, r) for c, r in driver.execute_script("return window.__sent")
+                if all(c.get(k) == v for k, v in fields.items())]
+    return _wait(matching, f"the page to send a command with {fields} and read its reply")[-1]
 
 
 def _shows(driver: Any, cameras: Cameras, name: str) -> None:
