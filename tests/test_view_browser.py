@@ -412,7 +412,8 @@ def test_correct_an_object_by_clicking_what_it_missed(page: Any, stack: Stack) -
         "const t = [...document.querySelectorAll('.toast')].pop(); return t ? t.textContent : ''"), "the reply")
     assert f"object 1 corrected on frame {frozen}" in toast, toast
     assert len(page.find_elements("css selector", "#draw .correction .pt-pos")) == 1
-    reply = next(r for r in page.execute_script("return window.__replies") if r.get("corrected"))
+    reply = _wait(lambda: next((r for r in page.execute_script("return window.__replies") if r.get("corrected")),
+                               None), "the recorded reply")  # the page may show it before the recorder reads it
     fixed = correction_mask(reply)
     # The page's job: the click reached the service at the pixel clicked, and the answer lies on the object.
     # How well the network fixes a mask is measured in tests/test_service_corrections.py, on fixed inputs; here
