@@ -32,14 +32,15 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                     "Content-Security-Policy": CSP, "X-Frame-Options": "DENY"}
 NO_CACHE = {"Cache-Control": "no-cache, no-store"}
+ERROR_MESSAGE = web.ResponseKey("error", str)  # a refused request's message, kept on its response for the log line
 
 
 def error_response(status: int, message: str) -> web.Response:
     """Every HTTP error of the view: `{"ok": false, "error": ...}` (docs/view.md, "HTTP API"); the message
-    also stays on the response (`response["error"]`) for the log line."""
+    also stays on the response (`response[ERROR_MESSAGE]`) for the log line."""
     response = web.json_response({"ok": False, "error": message}, status=status,
                                  headers={**NO_CACHE, **SECURITY_HEADERS})
-    response["error"] = message
+    response[ERROR_MESSAGE] = message
     return response
 
 

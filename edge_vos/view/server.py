@@ -35,6 +35,7 @@ from edge_vos.view.config import ListenAddress, ViewConfig, is_loopback
 from edge_vos.view.feed import NO_KEYS, ClientKeys, Feed
 from edge_vos.view.frames import LiveFrame
 from edge_vos.view.guard import (
+    ERROR_MESSAGE,
     NO_CACHE,
     SECURITY_HEADERS,
     ConnectionCap,
@@ -246,7 +247,7 @@ class ViewServer:
                 response = _error(exc.status, exc.reason or exc.text or "error")
         if response.status >= 400:
             self.refusals.log("%d %s %r from %s: %s", response.status, request.method, request.path[:80],
-                              request.remote, one_line(response.get("error", response.reason)))
+                              request.remote, one_line(response.get(ERROR_MESSAGE, response.reason)))
         if not response.prepared:
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
