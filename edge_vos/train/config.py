@@ -78,10 +78,13 @@ class DataSection:
     drift_max: float = 0.6
     # Still photographs with object masks (../shared/data/static: COCO, edge_vos.data.static_images);
     # empty: none. Static stage: `static_photo_fraction` of its samples are photographs (their other
-    # instances are real distractors, up to max_objects of them tracked together). Copy-paste layers
-    # (further objects, occluders, distractors): `photo_paste_prob` of them are cut from photographs.
+    # instances are real distractors, up to max_objects of them tracked together); video stage:
+    # `video_photo_fraction` of its clips are such photo pseudo-videos, interleaved with the videos rather than
+    # in a stage before them. Copy-paste layers (further objects, occluders, distractors): `photo_paste_prob`
+    # of them are cut from photographs.
     static_root: str = ""
     static_photo_fraction: float = 0.0
+    video_photo_fraction: float = 0.0
     photo_paste_prob: float = 0.0
     # Per sample: an unlabelled object standing in the crop (something that is not the target).
     distractor_prob: float = 0.0
@@ -98,7 +101,7 @@ class DataSection:
         if not 0 <= self.synthetic_fraction <= 1:
             raise ConfigError("synthetic_fraction", f"must be in [0, 1], got {self.synthetic_fraction}")
         probabilities = ("multi_object_prob", "occluder_prob", "duplicate_prob", "zoom_prob", "drift_prob",
-                         "static_photo_fraction", "photo_paste_prob", "distractor_prob")
+                         "static_photo_fraction", "video_photo_fraction", "photo_paste_prob", "distractor_prob")
         for name in probabilities:
             value = getattr(self, name)
             if not 0 <= value <= 1:
@@ -115,8 +118,9 @@ class DataSection:
             raise ConfigError("zoom_max", f"must be >= 1, got {self.zoom_max}")
         if not 0 <= self.drift_max <= 1.5:
             raise ConfigError("drift_max", f"must be in [0, 1.5], got {self.drift_max}")
-        if (self.static_photo_fraction or self.photo_paste_prob) and not self.static_root:
-            raise ConfigError("static_root", "static_photo_fraction / photo_paste_prob need static_root")
+        if (self.static_photo_fraction or self.video_photo_fraction or self.photo_paste_prob) and not self.static_root:
+            raise ConfigError("static_root",
+                              "static_photo_fraction / video_photo_fraction / photo_paste_prob need static_root")
         positive("work_size", self.work_size, allow_zero=True)
         if not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ConfigError("scale_range", f"need 0 < low <= high, got {list(self.scale_range)}")

@@ -6,7 +6,8 @@ with no sampler state to save. Where frames come from (real, synthetic, photogra
 
 Static stage (STCN's pre-training on images): one frame (a DAVIS frame, a synthetic one or, with
 `static_photo_fraction`, a COCO photograph whose other instances are real distractors and may be tracked
-together) becomes a pseudo-video by independent random affine warps. Video stage: T frames in temporal
+together) becomes a pseudo-video by independent random affine warps; `video_photo_fraction` mixes such photo
+pseudo-videos into the video stage. Video stage: T frames in temporal
 order (or reversed) with gaps of at most `max_gap`, one crop that may zoom and drift over the clip
 (objects change scale and leave the frame), small per-frame jitter. Both stages then draw copy-paste
 layers (edge_vos.train.composite): further tracked objects cut from other clips (DAVIS-2016 has one
@@ -134,7 +135,7 @@ class TrainData:
     def _clip(self, rng: np.random.Generator, static: bool, max_gap: int) -> Clip:
         cfg, size = self.cfg, self.cfg.crop
         T, O = cfg.clip_frames, cfg.max_objects
-        source = self.sources.pick(rng, cfg.static_photo_fraction if static else 0.0)
+        source = self.sources.pick(rng, cfg.static_photo_fraction if static else cfg.video_photo_fraction)
         raw = self.sources.raw(rng, source, static, max_gap)
         static = static or source[0] == "photo"
         wanted = self._wanted_objects(rng)
