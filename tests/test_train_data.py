@@ -114,28 +114,30 @@ def test_photo_cut_outs_are_pasted_into_video_clips(tmp_path: Path) -> None:
         assert clip.masks.shape == (4, 3, 64, 64) and clip.masks.sum(axis=1).max() <= 1
 
 
+def _video_clip_sources(data: TrainData, clips: int) -> list[str]:
+    """The kind of every source `data` reads while drawing `clips` video-stage clips (own frames and layers)."""
+    picked: list[str] = []
+    original = data.sources.raw
+
+    def recording_raw(rng: np.random.Generator, source: tuple[str, int], *args: Any) -> Any:
+        picked.append(source[0])
+        return original(rng, source, *args)
+
+    data.sources.raw = recording_raw  # type: ignore[method-assign]
+    for step in range(clips):
+        clip = data.sample(np.random.default_rng([2, step]), "video", 2)
+        assert clip.masks.shape == (4, 3, 64, 64) and clip.selector[0] == 1.0
+    return picked
+
+
 def test_photo_pseudo_videos_are_mixed_into_the_video_stage(tmp_path: Path) -> None:
-    """With video_photo_fraction 1 every video-stage clip is a photo pseudo-video (the synthetic videos would
-    otherwise be picked: no DAVIS root here); with 0 none is."""
+    """With video_photo_fraction 1 every video-stage clip's own frames are a photograph (pasted layers may come
+    from elsewhere; without a DAVIS root the videos would be synthetic); with 0 no photograph is read."""
     _fake_static(tmp_path)
-    for fraction in (1.0, 0.0):
-        data = _photo_data(tmp_path, static_photo_fraction=0.0, video_photo_fraction=fraction)
-        picked: list[str] = []
-        original = data.sources.raw
-
-        def recording_raw(rng: np.random.Generator, source: tuple[str, int], *args: object,
-                          original: Any = original, picked: list[str] = picked) -> Any:
-            picked.append(source[0])
-            return original(rng, source, *args)
-
-        data.sources.raw = recording_raw  # type: ignore[method-assign]
-        for step in range(6):
-            clip = data.sample(np.random.default_rng([2, step]), "video", 2)
-            assert clip.masks.shape == (4, 3, 64, 64) and clip.selector[0] == 1.0
-        if fraction:  # each clip's own frames are a photograph (pasted layers may come from elsewhere)
-            assert picked.count("photo") >= 6
-        else:
-            assert "photo" not in picked
+    mixed = _photo_data(tmp_path, static_photo_fraction=0.0, video_photo_fraction=1.0)
+    assert _video_clip_sources(mixed, 6).count("photo") >= 6
+    plain = _photo_data(tmp_path, static_photo_fraction=0.0, video_photo_fraction=0.0)
+    assert "photo" not in _video_clip_sources(plain, 6)
 
 
 def test_photo_options_need_a_static_root() -> None:

@@ -6,10 +6,10 @@ with no sampler state to save. Where frames come from (real, synthetic, photogra
 
 Static stage (STCN's pre-training on images): one frame (a DAVIS frame, a synthetic one or, with
 `static_photo_fraction`, a COCO photograph whose other instances are real distractors and may be tracked
-together) becomes a pseudo-video by independent random affine warps; `video_photo_fraction` mixes such photo
-pseudo-videos into the video stage. Video stage: T frames in temporal
+together) becomes a pseudo-video by independent random affine warps. Video stage: T frames in temporal
 order (or reversed) with gaps of at most `max_gap`, one crop that may zoom and drift over the clip
-(objects change scale and leave the frame), small per-frame jitter. Both stages then draw copy-paste
+(objects change scale and leave the frame), small per-frame jitter; `video_photo_fraction` of its clips are
+photo pseudo-videos instead. Both stages then draw copy-paste
 layers (edge_vos.train.composite): further tracked objects cut from other clips (DAVIS-2016 has one
 object per sequence), optionally a look-alike copy of the target, an unlabelled occluder that passes in
 front of the target and an unlabelled distractor standing in the crop; with `photo_paste_prob` these are
