@@ -41,6 +41,12 @@ ARCHS: dict[str, ArchSpec] = {
         "stcn-effl0-mb", key_trunk=EFFICIENTNET_LITE0, value_trunk=MASK_BRANCH, value_dim=128,
         decoder_dims=(128, 64, 32),
     ),
+    # stcn-effl0 with a narrower decoder, distilled from the bundled one (edge_vos.train.distill_decoder): the
+    # decoder is the largest per-object cost, and these widths do about 3/10 of its per-object work.
+    "stcn-effl0-ld": ArchSpec(
+        "stcn-effl0-ld", key_trunk=EFFICIENTNET_LITE0, value_trunk=EFFICIENTNET_LITE0, value_dim=128,
+        decoder_dims=(64, 32, 16),
+    ),
 }
 
 

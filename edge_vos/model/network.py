@@ -230,7 +230,7 @@ class STCN(nn.Module):
 def build_network(arch: str = "stcn-r18", *, use_cbam: bool = True) -> STCN:
     """Builds an untrained network; `arch` is one of ARCHS (stcn-r50 is official STCN; stcn-effl0 and
     stcn-r18-lite are the compact archs of the bundled model and its from-scratch comparison; stcn-effl0-mb is
-    stcn-effl0 with the light value encoder of mask_branch.py)."""
+    stcn-effl0 with the light value encoder of mask_branch.py, stcn-effl0-ld with a narrower decoder)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
     return STCN(ARCHS[arch], use_cbam=use_cbam)
