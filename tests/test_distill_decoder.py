@@ -85,9 +85,11 @@ def test_student_keeps_the_teacher_outside_the_decoder(teacher, tmp_path: Path) 
     assert loaded.arch == "stcn-effl0-ld" and loaded.spec.decoder_dims == (64, 32, 16)
 
 
-def test_student_rejects_a_teacher_of_another_arch() -> None:
+def test_student_rejects_a_teacher_of_another_arch_or_a_student() -> None:
     with pytest.raises(ValueError, match="beyond the decoder's widths"):
         student_from_teacher(random_network("stcn-r18-lite"))
+    with pytest.raises(ValueError, match="not wider"):
+        student_from_teacher(random_network("stcn-effl0-ld"))
 
 
 def _capture_synthetic(teacher, folder: Path, name: str, seed: int) -> int:

@@ -140,6 +140,9 @@ def student_from_teacher(teacher: STCN, arch: str = STUDENT_ARCH) -> STCN:
     spec = ARCHS[arch]
     if replace(spec, name=teacher.spec.name, decoder_dims=teacher.spec.decoder_dims) != teacher.spec:
         raise ValueError(f"{arch} differs from the teacher's arch {teacher.arch} beyond the decoder's widths")
+    if any(s >= t for s, t in zip(spec.decoder_dims, teacher.spec.decoder_dims, strict=True)):
+        raise ValueError(f"the teacher's decoder {teacher.spec.decoder_dims} is not wider than {arch}'s "
+                         f"{spec.decoder_dims}: give the model it was distilled from")
     student = build_network(arch, use_cbam=teacher.use_cbam)
     state = {k: v for k, v in teacher.state_dict().items() if not k.startswith("decoder.")}
     missing = student.load_state_dict(state, strict=False).missing_keys
