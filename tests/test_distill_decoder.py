@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from edge_vos.data.synthetic import generate_sequence
@@ -21,6 +22,7 @@ from edge_vos.train.distill_decoder import (
     RecordingEngines,
     capture_tracker_config,
     distill,
+    distill_loss,
     load_entry,
     mask_agreement,
     narrow_decoder,
@@ -135,3 +137,23 @@ def test_distillation_runs_resumes_and_writes_a_loadable_network(teacher, tmp_pa
 def test_distillation_without_a_capture_says_so(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="run the capture first"):
         distill(DistillConfig(out=str(tmp_path)))
+
+
+def test_boundary_weight_counts_the_teachers_unsure_pixels_more(teacher) -> None:
+    """With W = 0 the loss is the plain soft-target cross-entropy; with W > 0 an error where the teacher is sure
+    weighs less against one where it is unsure."""
+    decoder = student_from_teacher(teacher).decoder.eval()
+    readout, query_value, f8, f4 = _decoder_inputs(1, (2, 2))
+    with torch.no_grad():
+        student = decoder(readout, query_value, f8, f4)
+    sure, unsure = torch.full_like(student, 8.0), torch.zeros_like(student)
+    target = torch.where(torch.arange(student.shape[-1]) < 16, sure, unsure)
+    entry = {"readout": readout, "query_value": query_value, "f8": f8, "f4": f4, "logits": target}
+    with torch.no_grad():
+        plain = distill_loss(decoder, entry)
+        expected = F.binary_cross_entropy_with_logits(student, torch.sigmoid(target))
+        torch.testing.assert_close(plain, expected)
+        per_pixel = F.binary_cross_entropy_with_logits(student, torch.sigmoid(target), reduction="none")
+        weight = 1.0 + 3.0 * 4.0 * torch.sigmoid(target) * (1.0 - torch.sigmoid(target))
+        torch.testing.assert_close(distill_loss(decoder, entry, 3.0), (weight * per_pixel).sum() / weight.sum())
+        assert bool((weight[..., 20] > 3.9).all()) and bool((weight[..., 0] < 1.01).all())

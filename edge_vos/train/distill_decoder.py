@@ -76,6 +76,9 @@ class DistillConfig:
     seed: int = 0
     eval_every: int = 250
     checkpoint_every: int = 50
+    # extra loss weight where the teacher is unsure: pixels count 1 + W * 4p(1-p) (p the teacher's probability),
+    # so the student spends its capacity where the teacher's decisions are made (0: every pixel alike)
+    boundary_weight: float = 0.0
 
 
 def _conv_slice(conv: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Tensor | None) -> nn.Conv2d:
@@ -275,10 +278,16 @@ def load_entry(path: Path, objects: int | None = None, rng: np.random.Generator 
     return entry
 
 
-def distill_loss(decoder: Decoder, entry: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Soft-target binary cross-entropy of the student's logits against the teacher's probabilities."""
+def distill_loss(decoder: Decoder, entry: dict[str, torch.Tensor], boundary_weight: float = 0.0) -> torch.Tensor:
+    """Soft-target binary cross-entropy of the student's logits against the teacher's probabilities; with
+    `boundary_weight` W, each pixel weighted by 1 + W * 4p(1-p) and the weights normalised to mean 1."""
     logits = decoder(entry["readout"], entry["query_value"], entry["f8"], entry["f4"])
-    return F.binary_cross_entropy_with_logits(logits, torch.sigmoid(entry["logits"]))
+    target = torch.sigmoid(entry["logits"])
+    if boundary_weight <= 0:
+        return F.binary_cross_entropy_with_logits(logits, target)
+    weight = 1.0 + boundary_weight * 4.0 * target * (1.0 - target)
+    per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (weight * per_pixel).sum() / weight.sum()
 
 
 @torch.no_grad()
@@ -341,7 +350,7 @@ def distill(cfg: DistillConfig) -> Path:
             rng = np.random.default_rng([cfg.seed, step])
             entry = load_entry(train_paths[int(rng.integers(len(train_paths)))], cfg.max_objects, rng)
             opt.zero_grad()
-            loss = distill_loss(decoder, entry)
+            loss = distill_loss(decoder, entry, cfg.boundary_weight)
             loss.backward()
             opt.step()
             step += 1
@@ -387,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--boundary-weight", type=float, default=defaults.boundary_weight,
+                        help="train: pixels weighted 1 + W * 4p(1-p) by the teacher's probability p (0: alike)")
     parser.add_argument("--synthetic-sequences", type=int, default=CaptureConfig().synthetic_sequences,
                         help="capture: seeded synthetic scenes of 3-8 objects at 480x854")
     parser.add_argument("--mirrored", action="store_true",
@@ -395,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     cfg = DistillConfig(teacher=args.teacher, out=args.out, steps=args.steps, lr=args.lr,
-                        eval_every=args.eval_every, seed=args.seed)
+                        eval_every=args.eval_every, seed=args.seed, boundary_weight=args.boundary_weight)
     try:
         if args.command == "capture":
             capture(CaptureConfig(teacher=args.teacher, synthetic_sequences=args.synthetic_sequences,
