@@ -15,19 +15,21 @@ from edge_vos.data.synthetic import generate_sequence
 from edge_vos.model import random_network
 from edge_vos.model.checkpoint import load_network, save_network
 from edge_vos.tracker import Tracker
-from edge_vos.train.distill_decoder import (
+from edge_vos.train.decoder_capture import (
     CAPTURE,
     MONITOR,
-    DistillConfig,
     RecordingEngines,
     capture_tracker_config,
+    track_and_store,
+)
+from edge_vos.train.distill_decoder import (
+    DistillConfig,
     distill,
     distill_loss,
     load_entry,
     mask_agreement,
     narrow_decoder,
     student_from_teacher,
-    track_and_store,
 )
 
 
