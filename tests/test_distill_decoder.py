@@ -26,6 +26,7 @@ from edge_vos.train.distill_decoder import (
     DistillConfig,
     distill,
     distill_loss,
+    export_checkpoint,
     load_entry,
     mask_agreement,
     narrow_decoder,
@@ -134,6 +135,9 @@ def test_distillation_runs_resumes_and_writes_a_loadable_network(teacher, tmp_pa
     assert all(0.0 <= float(r["monitor_mask_iou"]) <= 1.0 for r in rows)
     net = load_network(run / "final.safetensors")
     assert net.arch == "stcn-effl0-ld"
+    exported = load_network(export_checkpoint(cfg))  # the checkpoint of step 3: the final network's decoder
+    for name, value in net.decoder.state_dict().items():
+        assert torch.equal(value, exported.decoder.state_dict()[name]), name
 
 
 def test_distillation_without_a_capture_says_so(tmp_path: Path) -> None:

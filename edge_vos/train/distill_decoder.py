@@ -30,11 +30,12 @@ from edge_vos.model.archs import ARCHS
 from edge_vos.model.checkpoint import load_network, save_network
 from edge_vos.model.network import STCN, Decoder, build_network
 from edge_vos.train.decoder_capture import CAPTURE, MONITOR, CaptureConfig, capture
+from edge_vos.train.distill_runs import decay_scale, export_part, resume_part, save_part
 
 log = logging.getLogger(__name__)
 
 STUDENT_ARCH = "stcn-effl0-ld"
-CHECKPOINT = "checkpoint.pt"
+_PART = "decoder"  # the checkpoint's key of the part learnt
 
 
 @dataclass(frozen=True)
@@ -166,13 +167,6 @@ def mask_agreement(decoder: Decoder, paths: list[Path]) -> float:
     return inter / union if union else 1.0
 
 
-def _learning_rate_scale(cfg: DistillConfig, step: int) -> float:
-    start = int(cfg.decay_from * cfg.steps)
-    if step < start:
-        return 1.0
-    return 1.0 - 0.95 * (step - start) / max(1, cfg.steps - start)
-
-
 def _stored(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.pt"))
 
@@ -187,14 +181,7 @@ def distill(cfg: DistillConfig) -> Path:
     student = student_from_teacher(teacher)
     decoder = student.decoder
     opt = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
-    step = 0
-    checkpoint = out / CHECKPOINT
-    if checkpoint.is_file():
-        saved = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-        decoder.load_state_dict(saved["decoder"])
-        opt.load_state_dict(saved["optimizer"])
-        step = int(saved["step"])
-        log.info("resumed %s at step %d", checkpoint, step)
+    step = resume_part(out, _PART, decoder, opt) or 0
     watched = monitor_paths[:: max(1, len(monitor_paths) // 24)]
     log_path = out / "log.csv"
     new_log = not log_path.is_file()
@@ -202,14 +189,16 @@ def distill(cfg: DistillConfig) -> Path:
         writer = csv.writer(handle)
         if new_log:
             writer.writerow(["step", "loss", "monitor_mask_iou", "seconds"])
-            teacher_iou = mask_agreement(teacher.decoder, watched)
-            writer.writerow([step, "", f"{mask_agreement(decoder, watched):.4f}", 0])
-            log.info("monitor: teacher against itself %.4f, student at start %s", teacher_iou, "logged")
+            start_iou = mask_agreement(decoder, watched)
+            writer.writerow([step, "", f"{start_iou:.4f}", 0])
+            # the teacher's decoder on the stored float16 inputs against its stored logits: the recording's fidelity
+            log.info("monitor: %d frames; the teacher on its recorded inputs %.4f, the student at start %.4f",
+                     len(watched), mask_agreement(teacher.decoder, watched), start_iou)
         started = time.monotonic()
         decoder.train()
         while step < cfg.steps:
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * _learning_rate_scale(cfg, step)
+                group["lr"] = cfg.lr * decay_scale(step, cfg.steps, cfg.decay_from)
             rng = np.random.default_rng([cfg.seed, step])
             entry = load_entry(train_paths[int(rng.integers(len(train_paths)))], cfg.max_objects, rng)
             opt.zero_grad()
@@ -225,9 +214,7 @@ def distill(cfg: DistillConfig) -> Path:
             writer.writerow([step, f"{float(loss.detach()):.5f}", watched_iou, f"{time.monotonic() - started:.0f}"])
             handle.flush()
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                tmp = checkpoint.with_suffix(".tmp")
-                torch.save({"decoder": decoder.state_dict(), "optimizer": opt.state_dict(), "step": step}, str(tmp))
-                tmp.replace(checkpoint)
+                save_part(out, _PART, decoder, opt, step)
     decoder.eval()
     final = out / "final.safetensors"
     save_network(student, final, {"distilled_from": cfg.teacher, "distill": asdict(cfg)})
@@ -237,15 +224,9 @@ def distill(cfg: DistillConfig) -> Path:
 
 def export_checkpoint(cfg: DistillConfig) -> Path:
     """Writes the run's current checkpoint as OUT/step<N>.safetensors (to evaluate a run in progress)."""
-    checkpoint = Path(cfg.out) / CHECKPOINT
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"no checkpoint to export: {checkpoint}")
-    saved = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
     student = student_from_teacher(load_network(cfg.teacher))
-    student.decoder.load_state_dict(saved["decoder"])
-    path = Path(cfg.out) / f"step{int(saved['step'])}.safetensors"
-    save_network(student, path, {"distilled_from": cfg.teacher, "distill": asdict(cfg), "step": int(saved["step"])})
-    return path
+    return export_part(Path(cfg.out), _PART, student, student.decoder,
+                       {"distilled_from": cfg.teacher, "distill": asdict(cfg)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,11 +29,12 @@ from edge_vos.model.checkpoint import load_network, save_network
 from edge_vos.model.mask_branch import MaskBranchValueEncoder
 from edge_vos.model.network import STCN, LiteValueEncoder, build_network
 from edge_vos.train.distill_data import DistillData, DistillFrames, Sample
+from edge_vos.train.distill_runs import decay_scale, export_part, resume_part, save_part
 
 log = logging.getLogger(__name__)
 
 STUDENT_ARCH = "stcn-effl0-mb"
-CHECKPOINT = "checkpoint.pt"
+_PART = "value_encoder"  # the checkpoint's key of the part learnt
 _FEATURE_WEIGHT = 0.5  # weight of the pre-attention features' error beside the values'
 
 
@@ -142,13 +143,6 @@ def held_out_error(student: STCN, teacher: STCN, samples: list[Sample]) -> float
     return float(np.mean(errors))
 
 
-def _learning_rate_scale(cfg: DistillConfig, step: int) -> float:
-    start = int(cfg.decay_from * cfg.steps)
-    if step < start:
-        return 1.0
-    return 1.0 - 0.95 * (step - start) / max(1, cfg.steps - start)
-
-
 def distill(cfg: DistillConfig, data: DistillData) -> Path:
     """Runs (or resumes) the distillation; returns the final network's path."""
     out = Path(cfg.out)
@@ -164,14 +158,7 @@ def distill(cfg: DistillConfig, data: DistillData) -> Path:
                                                                             "fuser.key_shortcut."))]
     opt = torch.optim.Adam([{"params": fresh, "lr": cfg.lr}, {"params": tail, "lr": cfg.lr * cfg.tail_lr_scale}])
     base_lrs = [g["lr"] for g in opt.param_groups]
-    step = 0
-    checkpoint = out / CHECKPOINT
-    if checkpoint.is_file():
-        saved = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-        encoder.load_state_dict(saved["value_encoder"])
-        opt.load_state_dict(saved["optimizer"])
-        step = int(saved["step"])
-        log.info("resumed %s at step %d", checkpoint, step)
+    step = resume_part(out, _PART, encoder, opt) or 0
     frames = DistillFrames(data, seed=cfg.seed)
     left_out = DistillFrames(data, seed=cfg.seed, sequences=data.exclude_sequences)
     eval_samples = [left_out.sample(np.random.default_rng([cfg.seed, 99, i])) for i in range(cfg.eval_samples)]
@@ -185,7 +172,7 @@ def distill(cfg: DistillConfig, data: DistillData) -> Path:
         started = time.monotonic()
         while step < cfg.steps:
             for group, lr in zip(opt.param_groups, base_lrs, strict=True):
-                group["lr"] = lr * _learning_rate_scale(cfg, step)
+                group["lr"] = lr * decay_scale(step, cfg.steps, cfg.decay_from)
             opt.zero_grad()
             losses, errors = [], []
             for i in range(cfg.batch):
@@ -203,10 +190,7 @@ def distill(cfg: DistillConfig, data: DistillData) -> Path:
                              f"{time.monotonic() - started:.0f}"])
             handle.flush()
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                tmp = checkpoint.with_suffix(".tmp")
-                torch.save({"value_encoder": encoder.state_dict(), "optimizer": opt.state_dict(), "step": step},
-                           str(tmp))
-                tmp.replace(checkpoint)
+                save_part(out, _PART, encoder, opt, step)
     final = out / "final.safetensors"
     save_network(student, final, {"distilled_from": cfg.teacher, "distill": asdict(cfg), "data": asdict(data)})
     log.info("wrote %s", final)
@@ -215,15 +199,9 @@ def distill(cfg: DistillConfig, data: DistillData) -> Path:
 
 def export_checkpoint(cfg: DistillConfig) -> Path:
     """Writes the run's current checkpoint as OUT/step<N>.safetensors (to evaluate a run in progress)."""
-    checkpoint = Path(cfg.out) / CHECKPOINT
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"no checkpoint to export: {checkpoint}")
-    saved = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
     student = student_from_teacher(load_network(cfg.teacher))
-    student.value_encoder.load_state_dict(saved["value_encoder"])
-    path = Path(cfg.out) / f"step{int(saved['step'])}.safetensors"
-    save_network(student, path, {"distilled_from": cfg.teacher, "distill": asdict(cfg), "step": int(saved["step"])})
-    return path
+    return export_part(Path(cfg.out), _PART, student, student.value_encoder,
+                       {"distilled_from": cfg.teacher, "distill": asdict(cfg)})
 
 
 def main(argv: list[str] | None = None) -> int:
