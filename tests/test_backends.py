@@ -143,12 +143,20 @@ def test_torch_runner_matches_the_network_and_broadcasts_batch_one_inputs(r18_ne
 
 
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16 kernels")
-def test_torch_bf16_autocast_stays_close_to_fp32(r18_network) -> None:
+def test_torch_bf16_stays_close_to_fp32_and_leaves_the_callers_network_float32(r18_network) -> None:
+    """The decoder runs as a bf16 copy (whole frames and crops alike); the network given stays float32 for the
+    other runners that share it."""
     image, qv, f16, f8, f4, masks, readout = _features(r18_network)
-    fp32 = TorchRunner(r18_network, CPU, "fp32").decode(readout, qv, f8, f4)
-    bf16 = TorchRunner(r18_network, CPU, "bf16").decode(readout, qv, f8, f4)
+    fp32_runner = TorchRunner(r18_network, CPU, "fp32")
+    bf16_runner = TorchRunner(r18_network, CPU, "bf16")
+    assert all(p.dtype == torch.float32 for p in r18_network.parameters())
+    fp32, bf16 = fp32_runner.decode(readout, qv, f8, f4), bf16_runner.decode(readout, qv, f8, f4)
     assert bf16.dtype == torch.float32
     assert float((bf16 - fp32).abs().max() / fp32.abs().max()) < 0.05
+    region = [runner.decode_region(readout, *runner.decode_frame_terms(qv, f8, f4))
+              for runner in (fp32_runner, bf16_runner)]
+    assert region[1].dtype == torch.float32
+    assert float((region[1] - region[0]).abs().max() / region[0].abs().max()) < 0.05
 
 
 def test_object_profile_spans_one_to_max_objects_on_object_inputs_only(r18_network) -> None:

@@ -18,7 +18,7 @@ from edge_vos.tracker import TrackerConfig
 from edge_vos.tracker.config import PriorConfig
 from edge_vos.tracker.pieces import Box
 from edge_vos.tracker.prior import _REACH_FLOOR, MotionPrior
-from edge_vos.tracker.regions import CELL, CellCrop, decode_objects
+from edge_vos.tracker.regions import BATCH_CALL_CELLS, CELL, CellCrop, _batches, decode_objects
 from tests.conftest import track_labels
 
 CPU = torch.device("cpu")
@@ -145,52 +145,102 @@ def test_decode_inside_must_be_a_boolean(value: object) -> None:
 _coords = st.floats(-40, 300, allow_nan=False)
 
 
+def _windows(reach: list[Box | None], cells: tuple[int, int], batches: bool) -> dict[int, tuple[CellCrop, CellCrop]]:
+    """Per cropped object, its crop and the window it is decoded on (decode_objects' choice)."""
+    crops = {row: CellCrop.around(b, cells) for row, b in enumerate(reach) if b is not None}
+    crops = {row: c for row, c in crops.items() if not c.covers(cells)}
+    if not batches:
+        return {row: (c, c) for row, c in crops.items()}
+    return {row: (crops[row], window) for batch in _batches(crops, cells) for row, window in batch.items()}
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(boxes=st.lists(st.none() | st.tuples(_coords, _coords, _coords, _coords), min_size=1, max_size=4))
-def test_any_reach_gives_every_object_its_plane_and_nothing_outside_its_crop(lite_network, boxes) -> None:
-    """Boxes anywhere (outside the canvas, inverted, thin), some objects without one: each object's plane is
-    the whole decode, or its crop's decode and 0 elsewhere."""
+@given(boxes=st.lists(st.none() | st.tuples(_coords, _coords, _coords, _coords), min_size=1, max_size=4),
+       batches=st.booleans())
+def test_any_reach_gives_every_object_its_plane_and_nothing_outside_its_crop(lite_network, boxes, batches) -> None:
+    """Boxes anywhere (outside the canvas, inverted, thin), some objects without one, crops batched or not: each
+    object's plane is the whole decode, or on its crop its window's decode (cut to the crop) and 0 elsewhere."""
     runner = TorchRunner(lite_network, CPU)
+    runner.batches_regions = batches
     readout, qv, f8, f4 = _inputs(lite_network, len(boxes))
     reach = [None if b is None else Box(min(b[0], b[1]), max(b[0], b[1]), min(b[2], b[3]), max(b[2], b[3]))
              for b in boxes]
     probs, regions = decode_objects(runner, readout, qv, f8, f4, reach)
     assert probs.shape == (len(boxes), 1, *HW) and bool(((probs >= 0) & (probs <= 1)).all())
     cells = (HW[0] // CELL, HW[1] // CELL)
-    crops = [c for c in (CellCrop.around(b, cells) for b in reach if b is not None) if not c.covers(cells)]
-    if crops:
-        union = CellCrop(min(c.r0 for c in crops), max(c.r1 for c in crops), min(c.c0 for c in crops),
-                         max(c.c1 for c in crops))
-        if len(crops) < len(reach):  # an object decoded whole: the frame terms over the whole grid serve all
+    windows = _windows(reach, cells, batches)
+    if windows:
+        union = CellCrop(min(w.r0 for _, w in windows.values()), max(w.r1 for _, w in windows.values()),
+                         min(w.c0 for _, w in windows.values()), max(w.c1 for _, w in windows.values()))
+        if len(windows) < len(reach):  # an object decoded whole: the frame terms over the whole grid serve all
             union = CellCrop(0, cells[0], 0, cells[1])
-    for row, box in enumerate(reach):
-        crop = CellCrop.around(box, cells) if box is not None else None
-        if crop is None or crop.covers(cells):
+    for row in range(len(reach)):
+        if row not in windows:
             torch.testing.assert_close(probs[row], runner.decode(readout[row:row + 1], qv, f8, f4).sigmoid()[0])
             assert regions[row] is None
             continue
+        crop, window = windows[row]
         assert regions[row] == crop.pixels()
-        # the frame's terms over the crops' union (the whole grid beside an object decoded whole), or over
-        # the crop alone where the union is the larger
-        whole_grid = len(crops) < len(reach)
-        region = union if whole_grid or union.area <= sum(c.area for c in crops) else crop
+        # the frame's terms over the windows' union (the whole grid beside an object decoded whole), or over
+        # the window alone where the union is the larger
+        whole_grid = len(windows) < len(reach)
+        region = union if whole_grid or union.area <= sum(w.area for _, w in windows.values()) else window
         terms = runner.decode_frame_terms(region.cut(qv, 1), region.cut(f8, 2), region.cut(f4, 4))
-        cut = crop.within(region)
-        expected = runner.decode_region(crop.cut(readout[row:row + 1], 1),
+        cut = window.within(region)
+        expected = runner.decode_region(window.cut(readout[row:row + 1], 1),
                                         *(cut.cut(t, scale) for t, scale in zip(terms, (1, 1, 2, 4), strict=True)))
-        expected = expected.sigmoid()
+        expected = crop.within(window).cut(expected.sigmoid(), CELL)
         torch.testing.assert_close(crop.cut(probs[row:row + 1], CELL), expected)
         assert float(probs[row].sum()) == pytest.approx(float(expected.sum()), rel=1e-5)
+
+
+_cell_crops = st.builds(
+    lambda r0, h, c0, w: CellCrop(r0, min(r0 + h, 23), c0, min(c0 + w, 40)),
+    st.integers(0, 22), st.integers(1, 23), st.integers(0, 39), st.integers(1, 40),
+)
+
+
+@given(crops=st.lists(_cell_crops, min_size=1, max_size=8))
+def test_batched_windows_hold_their_crops_share_a_shape_and_pad_less_than_a_call_costs(crops) -> None:
+    cells = (23, 40)
+    by_row = dict(enumerate(crops))
+    batches = _batches(by_row, cells)
+    assert sorted(row for batch in batches for row in batch) == list(by_row)
+    for batch in batches:
+        shapes = {window.shape for window in batch.values()}
+        assert len(shapes) == 1
+        for row, window in batch.items():
+            crop = by_row[row]
+            assert window.r0 <= crop.r0 and crop.r1 <= window.r1 and window.c0 <= crop.c0 and crop.c1 <= window.c1
+            assert 0 <= window.r0 and window.r1 <= cells[0] and 0 <= window.c0 and window.c1 <= cells[1]
+        # every crop but the batch's first joined because padding it in cost fewer cells than its own call
+        padding = sum(window.area - by_row[row].area for row, window in batch.items())
+        assert padding < BATCH_CALL_CELLS * (len(batch) - 1) or (len(batch) == 1 and padding == 0)
+
+
+def test_crops_of_one_size_decode_in_one_call_and_a_far_larger_one_alone(lite_network) -> None:
+    readout, qv, f8, f4 = _inputs(lite_network, 4)
+    runner = _CountingRunner(lite_network)
+    same = [Box(0, 40, 0, 40), Box(100, 140, 200, 240), Box(0, 40, 200, 240)]  # 3 x 3 cells each
+    decode_objects(runner, readout[:3], qv, f8, f4, same)
+    assert runner.region_batches == [3]
+    runner.region_batches.clear()
+    runner.batches_regions = False
+    decode_objects(runner, readout[:3], qv, f8, f4, same)
+    assert runner.region_batches == [1, 1, 1]
 
 
 class _CountingRunner(TorchRunner):
     def __init__(self, network: torch.nn.Module) -> None:
         super().__init__(network, CPU)
         self.term_regions: list[tuple[int, int]] = []
+        self.region_batches: list[int] = []
 
     def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> list[torch.Tensor]:
         if part == "decoder_frame":
             self.term_regions.append(tuple(inputs[0].shape[-2:]))
+        if part == "decoder_region":
+            self.region_batches.append(inputs[0].shape[0])
         return super().run_part(part, objects, *inputs)
 
 
@@ -202,18 +252,21 @@ def test_the_frames_terms_run_once_over_crops_that_overlap_and_per_crop_when_far
     runner = _CountingRunner(lite_network)
     near = [Box(16, 100, 16, 140), Box(40, 120, 60, 200)]  # cells rows 1-6 / 2-7, columns 1-8 / 3-12
     probs, _ = decode_objects(runner, readout, qv, f8, f4, near)
-    assert runner.term_regions == [(7, 12)]
-    union = CellCrop(1, 8, 1, 13)
+    # one batch: the first crop (6 x 8 cells) decoded on a 6 x 10 window, columns 0-9, as the second crop's size
+    assert runner.region_batches == [2]
+    windows = [CellCrop(1, 7, 0, 10), CellCrop(2, 8, 3, 13)]
+    assert runner.term_regions == [(7, 13)]
+    union = CellCrop(1, 8, 0, 13)
     net = lite_network.decoder
     with torch.no_grad():
         terms = net.frame_terms(union.cut(qv, 1), union.cut(f8, 2), union.cut(f4, 4))
-        for row, box in enumerate(near):
+        for row, (box, window) in enumerate(zip(near, windows, strict=True)):
             crop = CellCrop.around(box, (10, 16))
-            cut = crop.within(union)
+            cut = window.within(union)
             expected = net.forward_with_terms(
-                crop.cut(readout[row:row + 1], 1), *(cut.cut(t, s) for t, s in zip(terms, (1, 1, 2, 4), strict=True))
+                window.cut(readout[row:row + 1], 1), *(cut.cut(t, s) for t, s in zip(terms, (1, 1, 2, 4), strict=True))
             ).sigmoid()
-            torch.testing.assert_close(crop.cut(probs[row:row + 1], CELL), expected)
+            torch.testing.assert_close(crop.cut(probs[row:row + 1], CELL), crop.within(window).cut(expected, CELL))
     runner.term_regions.clear()
     decode_objects(runner, readout, qv, f8, f4, [Box(0, 20, 0, 20), Box(140, 159, 230, 255)])
     assert runner.term_regions == [(2, 2), (2, 2)]

@@ -22,6 +22,10 @@ class NetworkRunner(Protocol):
     device: torch.device
     # Whether `decode_frame_terms`/`decode_region` run here (crops of any size); else only whole frames are decoded.
     decodes_regions: bool
+    # Whether `decode_region` takes several crops of one size at different places in one call (its frame
+    # terms then with one row per crop, not one for the frame): an eager runner's fixed cost per call and
+    # layer is then paid once for them all.
+    batches_regions: bool
     # Whether `encode_value_local` runs here on crops (and `encode_value_global` on its whole maps).
     encodes_regions: bool
 
@@ -68,7 +72,8 @@ class NetworkRunner(Protocol):
         skip4: torch.Tensor,
     ) -> torch.Tensor:
         """`decode` on a crop of r x c cells: the readout cut to it and `decode_frame_terms`' outputs cut to the
-        same cells (2r x 2c of skip8, 4r x 4c of skip4) -> logits [N,1,16r,16c]. Only where `decodes_regions`."""
+        same cells (2r x 2c of skip8, 4r x 4c of skip4) -> logits [N,1,16r,16c]. Only where `decodes_regions`.
+        The terms have batch 1 (one crop), or N (each object's own crop) where `batches_regions`."""
         ...
 
 
@@ -79,6 +84,7 @@ class PartRunner(ABC):
     name: str
     device: torch.device
     decodes_regions: bool = False
+    batches_regions: bool = False
     encodes_regions: bool = False
 
     @abstractmethod

@@ -42,6 +42,8 @@ class SplitRunner(PartRunner):
         if large_decoder is not None:
             self.name += f" (decoder maps of {min_large_cells}+ cells: {large_decoder.name})"
         self.decodes_regions = self.runners["decoder"].decodes_regions
+        self.batches_regions = self.decodes_regions and all(
+            r.batches_regions for r in (self.runners["decoder"], *([large_decoder] if large_decoder else [])))
         self.encodes_regions = self.runners["value_encoder"].encodes_regions
         # Each region part goes to the runner of the part it comes from.
         self._owner = {p: "decoder" for p in DECODER_REGION_PARTS}

@@ -1,4 +1,9 @@
-"""Eager PyTorch backend: channels_last, bf16 autocast on CPUs that support it, fp16 on CUDA.
+"""Eager PyTorch backend: channels_last, bf16 on CPUs that support it, fp16 on CUDA.
+
+bf16 on a CPU: the encoders under autocast (their normalisations stay float32), the decoder as a bf16 copy
+run without autocast. Under autocast the decoder cast every weight on every call and added each frame term
+in float32, converting its activations back and forth between layers; per object and crop those copies
+cost as much as the convolutions (docs/benchmarks.md, "objects-notes").
 
 It runs the same part modules as the exported backends (`parts.py`), so the decoder's frame-only skip
 convolutions run once per frame here too, and `torch` vs `onnxruntime` parity compares identical graphs.
@@ -7,6 +12,7 @@ convolutions run once per frame here too, and `torch` vs `onnxruntime` parity co
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Iterator
 from functools import lru_cache
@@ -14,7 +20,7 @@ from functools import lru_cache
 import torch
 
 from edge_vos.backends.base import PartRunner
-from edge_vos.backends.parts import PART_NAMES, REGION_PARTS, make_part
+from edge_vos.backends.parts import DECODER_REGION_PARTS, FRAME_TERMS, PART_NAMES, REGION_PARTS, make_part
 from edge_vos.model.network import STCN
 
 log = logging.getLogger(__name__)
@@ -59,8 +65,14 @@ class TorchRunner(PartRunner):
         self.network = self.network.to(memory_format=layout)  # type: ignore[call-overload]
         self._dtype = next(self.network.parameters()).dtype
         self._parts = {part: make_part(self.network, part) for part in (*PART_NAMES, *REGION_PARTS)}
+        self._bf16_parts: frozenset[str] = frozenset()
+        if self._autocast is torch.bfloat16 and device.type == "cpu":
+            decoder_network = copy.deepcopy(self.network).to(torch.bfloat16)  # the caller's network stays fp32
+            self._bf16_parts = frozenset(("decoder", *DECODER_REGION_PARTS))
+            self._parts.update({part: make_part(decoder_network, part) for part in self._bf16_parts})
         # Eager convolutions take any size; crops only pay on a CPU (a GPU decodes a whole batch at once).
         self.decodes_regions = self.encodes_regions = device.type == "cpu"
+        self.batches_regions = self.decodes_regions  # eager convolutions take any batch as well
 
     @contextlib.contextmanager
     def _context(self) -> Iterator[None]:
@@ -80,9 +92,17 @@ class TorchRunner(PartRunner):
 
     @staticmethod
     def _out(x: torch.Tensor) -> torch.Tensor:
-        return x.float().contiguous()
+        # One conversion: bf16 channels_last -> float32 channels_last -> contiguous took several times longer.
+        return x.to(torch.float32, memory_format=torch.contiguous_format)
 
     def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> list[torch.Tensor]:
-        with self._context():
-            out = self._parts[part](*(self._in(x) for x in inputs))
+        if part in self._bf16_parts:
+            with torch.no_grad():
+                out = self._parts[part](*(x.to(self.device, torch.bfloat16, memory_format=torch.channels_last)
+                                          for x in inputs))
+            if part == FRAME_TERMS:  # cut per crop and back into this runner: they keep its layout
+                return [y.float() for y in out]
+        else:
+            with self._context():
+                out = self._parts[part](*(self._in(x) for x in inputs))
         return [self._out(y) for y in (out if isinstance(out, tuple) else (out,))]

@@ -8,6 +8,9 @@ from edge_vos.model.preprocess import Rect
 
 # The stack's clamp: logits of at most +-16, so the odds below stay far inside float32's range.
 _CLAMP = 1e-7
+# Pixels per slice of `soft_aggregate`: its steps each pass over every plane, so the whole frame's planes
+# (several MB at many objects) went through memory once per step; a slice's planes stay in the CPU's cache.
+_SLICE_PIXELS = 1 << 14
 
 
 def soft_aggregate(probs: torch.Tensor) -> torch.Tensor:
@@ -18,7 +21,21 @@ def soft_aggregate(probs: torch.Tensor) -> torch.Tensor:
     of logits log(p / (1 - p)) is the odds p / (1 - p) divided by their sum, which is what is computed:
     the same values up to float rounding without a log and an exp per element and object, and without
     torch's softmax across the outermost axis (a strided loop).
+
+    Each pixel's result depends on that pixel alone, so on a CPU it is computed in slices of pixels, with the
+    same operations per slice: the same values, bit for bit.
     """
+    if (probs.device.type != "cpu" or probs[0].numel() <= _SLICE_PIXELS or not probs.is_contiguous()
+            or (probs.requires_grad and torch.is_grad_enabled())):
+        return _aggregate(probs)
+    flat = probs.view(probs.shape[0], -1)
+    out = torch.empty((probs.shape[0] + 1, flat.shape[1]), dtype=probs.dtype)
+    for start in range(0, flat.shape[1], _SLICE_PIXELS):
+        out[:, start:start + _SLICE_PIXELS] = _aggregate(flat[:, start:start + _SLICE_PIXELS])
+    return out.view(probs.shape[0] + 1, *probs.shape[1:])
+
+
+def _aggregate(probs: torch.Tensor) -> torch.Tensor:
     stacked = torch.cat([torch.prod(1 - probs, dim=0, keepdim=True), probs], dim=0).clamp_(_CLAMP, 1 - _CLAMP)
     odds = stacked.div_(1 - stacked)
     return odds.mul_(odds.sum(dim=0, keepdim=True).reciprocal_())

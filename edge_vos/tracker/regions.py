@@ -34,6 +34,11 @@ CELL = 16
 SUPPORT_FLOOR = 0.2
 INNER_CELLS = 2
 CONTEXT_CELLS = 4
+# A decoder call's fixed cost on a runner that batches crops (`NetworkRunner.batches_regions`: eager PyTorch,
+# whose every layer has a cost per call), in cells of one object's work: a crop joins a batch of equal windows
+# when the cells that padding every window to its size adds are fewer than this (docs/benchmarks.md,
+# "objects-notes").
+BATCH_CALL_CELLS = 256
 # Pixels per cell side of each of the decoder's frame terms, in the order the runner returns them.
 TERM_SCALES = tuple(SPATIAL_SCALES[FRAME_TERMS][name] for name in OUTPUT_NAMES[FRAME_TERMS])
 
@@ -92,6 +97,18 @@ class CellCrop:
         rows, cols = self.pixels(scale)
         return x[..., rows, cols]
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.r1 - self.r0, self.c1 - self.c0
+
+    def window(self, shape: tuple[int, int], cells_hw: tuple[int, int]) -> CellCrop:
+        """A crop of `shape` (no smaller than this one's, at most the grid's) that holds this one, centred on it
+        and moved inside the grid."""
+        (rows, cols), (h, w) = shape, self.shape
+        r0 = min(max(0, self.r0 - (rows - h) // 2), cells_hw[0] - rows)
+        c0 = min(max(0, self.c0 - (cols - w) // 2), cells_hw[1] - cols)
+        return CellCrop(r0, r0 + rows, c0, c0 + cols)
+
 
 # Where an object's plane may be nonzero: rows and columns of the canvas; None for the whole canvas.
 PixelRegion = Rect
@@ -117,15 +134,47 @@ def decode_objects(
         return runner.decode(readout, query_value, f8, f4).float().sigmoid_(), [None] * n
     probs = torch.zeros(n, 1, cells_hw[0] * CELL, cells_hw[1] * CELL, device=readout.device)
     whole = [row for row in range(n) if row not in crops]
+    # Each crop is decoded on a window that holds it: itself, or a window of its batch's size on a runner
+    # that batches crops. The plane is kept on the crop only, so a window changes nothing but the context
+    # that the crop's edge cells see (the frame's own cells instead of zero padding where the window reaches).
+    batches = _batches(crops, cells_hw) if runner.batches_regions else [{row: crop} for row, crop in crops.items()]
     # The objects decoded whole need the frame terms over the whole grid, which then serve every crop too.
-    regions = [*crops.values(), *([CellCrop(0, cells_hw[0], 0, cells_hw[1])] if whole else [])]
-    cut_terms = _frame_terms(runner, regions, query_value, f8, f4)
+    windows = [window for batch in batches for window in batch.values()]
+    regions = [*windows, *([CellCrop(0, cells_hw[0], 0, cells_hw[1])] if whole else [])]
+    cut_terms = iter(_frame_terms(runner, regions, query_value, f8, f4))
+    for batch in batches:
+        terms = [next(cut_terms)[1] for _ in batch]
+        batch_terms = terms[0] if len(terms) == 1 else tuple(torch.cat(t) for t in zip(*terms, strict=True))
+        logits = runner.decode_region(
+            torch.cat([window.cut(readout[row:row + 1], 1) for row, window in batch.items()]), *batch_terms)
+        for i, (row, window) in enumerate(batch.items()):
+            crop = crops[row]
+            crop.cut(probs[row:row + 1], CELL).copy_(crop.within(window).cut(logits[i:i + 1], CELL).float().sigmoid_())
     if whole:
-        probs[whole] = runner.decode_region(readout[whole], *cut_terms[-1][1]).float().sigmoid_()
-    for row, (crop, terms) in zip(crops, cut_terms[:len(crops)], strict=True):
-        logits = runner.decode_region(crop.cut(readout[row:row + 1], 1), *terms)
-        crop.cut(probs[row:row + 1], CELL).copy_(logits.float().sigmoid_())
+        probs[whole] = runner.decode_region(readout[whole], *next(cut_terms)[1]).float().sigmoid_()
     return probs, [crops[row].pixels() if row in crops else None for row in range(n)]
+
+
+def _batches(crops: dict[int, CellCrop], cells_hw: tuple[int, int]) -> list[dict[int, CellCrop]]:
+    """The crops in batches of equal windows, each crop's row with its window: the largest first, and each
+    next crop into the first batch whose windows grow by fewer than BATCH_CALL_CELLS cells in all to hold it
+    (its own call would cost that much more), else into a batch of its own."""
+    shapes: list[tuple[int, int]] = []
+    members: list[list[int]] = []
+    for row in sorted(crops, key=lambda r: -crops[r].area):
+        h, w = crops[row].shape
+        for i, (rows, cols) in enumerate(shapes):
+            grown = (max(rows, h), max(cols, w))
+            padding = (len(members[i]) + 1) * grown[0] * grown[1] - len(members[i]) * rows * cols - h * w
+            if padding < BATCH_CALL_CELLS:
+                shapes[i] = grown
+                members[i].append(row)
+                break
+        else:
+            shapes.append((h, w))
+            members.append([row])
+    return [{row: crops[row].window(shape, cells_hw) for row in batch}
+            for shape, batch in zip(shapes, members, strict=True)]
 
 
 def _frame_terms(
