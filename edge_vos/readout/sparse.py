@@ -46,13 +46,26 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, value: torch.Tensor, size: tuple
 def gather_sum(index: torch.Tensor, weight: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """out[r] = sum_j weight[r, j] * table[index[r, j]]: index, weight [R, n] (index sorted along j
     for the CSR kernel), table [rows, C] -> [R, C]. The value sums of both sparse readouts."""
-    R, n = index.shape
-    if _use_csr(weight, table) and weight.dtype == table.dtype:
-        crow = torch.arange(0, R * n + 1, n, device=index.device)
-        csr = _csr(crow, index.reshape(-1), weight.reshape(-1), (R, table.shape[0]))
-        return csr @ table
-    picked = table.index_select(0, index.reshape(-1)).view(R, n, table.shape[1])
-    return torch.bmm(weight.to(table.dtype)[:, None, :], picked)[:, 0]
+    return GatherSum(index, weight, table.shape[0])(table)
+
+
+class GatherSum:
+    """`gather_sum` with its index and weights fixed, for several tables: the CSR matrix is built once."""
+
+    def __init__(self, index: torch.Tensor, weight: torch.Tensor, rows: int) -> None:
+        self.index, self.weight, self.rows = index, weight, rows
+        self._csr: torch.Tensor | None = None
+
+    def __call__(self, table: torch.Tensor) -> torch.Tensor:
+        index, weight = self.index, self.weight
+        R, n = index.shape
+        if _use_csr(weight, table) and weight.dtype == table.dtype:
+            if self._csr is None:
+                crow = torch.arange(0, R * n + 1, n, device=index.device)
+                self._csr = _csr(crow, index.reshape(-1), weight.reshape(-1), (R, self.rows))
+            return self._csr @ table
+        picked = table.index_select(0, index.reshape(-1)).view(R, n, table.shape[1])
+        return torch.bmm(weight.to(table.dtype)[:, None, :], picked)[:, 0]
 
 
 class _Pattern:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from edge_vos.readout.common import logits_dtype, sim_logits_flat, slot_softmax
-from edge_vos.readout.sparse import SparseRows, gather_sum, slot_topk
+from edge_vos.readout.sparse import GatherSum, SparseRows, slot_topk
 from edge_vos.readout.state import TmrnState, fingerprints
 from edge_vos.readout.svd import top_singular
 from edge_vos.readout.workspace import ReadoutWorkspace
@@ -149,12 +149,18 @@ def value_sum(
     hw_q, k = w.shape[1], w.shape[2]
     index = s.flat_index.view(N, hw_q, k).transpose(0, 1).reshape(hw_q, N * k)  # sorted per row: slot, pixel
     rows = vals.permute(0, 1, 3, 2)  # [O, N, hw_m, Cv]
+    # Objects with the same valid slots have the same temporal weights (only the mask differs), so the
+    # same kept entries with the same weights: built once for them all.
+    sums: dict[tuple[bool, ...], GatherSum] = {}
     outs = []
     for o in range(O):
-        wide = (w * weights[o][..., None]).transpose(0, 1).reshape(hw_q, N * k)
-        idx, table = index, rows[o].reshape(N * hw_m, Cv)
-        if not bool(mask[o].all()):
-            keep = mask[o].repeat_interleave(k)
-            idx, wide = idx[:, keep], wide[:, keep]
-        outs.append(gather_sum(idx, wide, table).T)
+        key = tuple(bool(v) for v in mask[o].tolist())
+        if key not in sums:
+            wide = (w * weights[o][..., None]).transpose(0, 1).reshape(hw_q, N * k)
+            idx = index
+            if not all(key):
+                keep = mask[o].repeat_interleave(k)
+                idx, wide = idx[:, keep], wide[:, keep]
+            sums[key] = GatherSum(idx, wide, N * hw_m)
+        outs.append(sums[key](rows[o].reshape(N * hw_m, Cv)).T)
     return torch.stack(outs)

@@ -346,7 +346,9 @@ class Tracker:
         (none when the working size is the input size); the probabilities are a view of that, not a copy. An
         object with a region in `planes_inside` is never above background outside it, so it is labelled on
         that region's footprint only: the same labels, without a whole frame's pass per object on a crop."""
-        full = to_input_size(full[:, 0][None], geometry)[0]  # [O+1,H,W]
+        # [O+1,1,h,w] resized as a batch of one-channel maps: the same maths as [1,O+1,h,w], whose three-channel
+        # case (two objects) torch resizes several times slower
+        full = to_input_size(full, geometry)[:, 0]  # [O+1,H,W]
         inside = [None if region is None else input_footprint(region, geometry) for region in planes_inside]
         labels = label_map(full, order, inside).cpu().numpy()
         return labels, full[1:].float().cpu().numpy()
