@@ -64,7 +64,8 @@ class NetworkRunner(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The decoder's frame-only convolutions on a region of the frame (r x c cells at /16: query value
         [1,512,r,c], f8 of 2r x 2c, f4 of 4r x 4c) -> four terms for `decode_region`. Only where
-        `decodes_regions`."""
+        `decodes_regions`. The terms are for this runner's `decode_region` alone: a runner may keep them in
+        its own precision and layout (eager bf16 does)."""
         ...
 
     def decode_region(
@@ -90,7 +91,8 @@ class PartRunner(ABC):
     @abstractmethod
     def run_part(self, part: str, objects: int, *inputs: torch.Tensor) -> Sequence[torch.Tensor]:
         """Runs `part` (one of parts.PART_NAMES) for `objects` objects; inputs and outputs in the order of
-        parts.INPUT_NAMES / OUTPUT_NAMES; outputs are float32 tensors on `self.device` the caller may own."""
+        parts.INPUT_NAMES / OUTPUT_NAMES; outputs are float32 tensors on `self.device` the caller may own (the
+        decoder's frame terms excepted: see `NetworkRunner.decode_frame_terms`)."""
 
     def encode_key(
         self, image: torch.Tensor

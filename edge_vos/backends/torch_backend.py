@@ -100,8 +100,8 @@ class TorchRunner(PartRunner):
             with torch.no_grad():
                 out = self._parts[part](*(x.to(self.device, torch.bfloat16, memory_format=torch.channels_last)
                                           for x in inputs))
-            if part == FRAME_TERMS:  # cut per crop and back into this runner: they keep its layout
-                return [y.float() for y in out]
+            if part == FRAME_TERMS:  # cut per crop and back into this runner's decode_region: kept as they are
+                return list(out)
         else:
             with self._context():
                 out = self._parts[part](*(self._in(x) for x in inputs))
