@@ -88,6 +88,17 @@ def test_object_manager_reuses_lowest_free_index_and_limits() -> None:
         objects.remove(42)
 
 
+def test_soft_aggregate_in_slices_is_bit_identical_to_one_pass() -> None:
+    """A frame larger than one slice is aggregated slice by slice with the same operations per pixel."""
+    from edge_vos.tracker.aggregate import _SLICE_PIXELS, _aggregate
+
+    torch.manual_seed(0)
+    probs = torch.rand(5, 1, 97, (3 * _SLICE_PIXELS) // 97 + 5) ** 3
+    probs[:, :, :20] = 0
+    probs[1, :, -3:] = 1
+    assert torch.equal(soft_aggregate(probs), _aggregate(probs))
+
+
 def test_soft_aggregate_sums_to_one_and_prefers_confident_object() -> None:
     probs = torch.tensor([[0.9, 0.2], [0.6, 0.1]])
     full = soft_aggregate(probs)

@@ -72,6 +72,17 @@ def test_sparse_per_object_masks_and_garbage_slots():
     assert torch.isfinite(both).all() and torch.isfinite(stcn).all()
 
 
+def test_objects_with_the_same_valid_slots_share_one_gather_and_each_equals_its_own_run():
+    """Objects 0 and 2 have the same valid slots (one CSR of their value gather, built once), object 1 others:
+    each object's readout equals the readout of it alone."""
+    qk, mk, mv = make_inputs(B=1, O=3, T=3)
+    valid = torch.tensor([[[True, False, True], [True, True, True], [True, False, True]]])
+    together = reference_tmrn(qk, mk, mv, valid, agents=6, slot_top_k=5)
+    for o in range(3):
+        alone = reference_tmrn(qk, mk, mv[:, o : o + 1], valid[:, o], agents=6, slot_top_k=5)
+        torch.testing.assert_close(together[:, o : o + 1], alone)
+
+
 @pytest.mark.parametrize("svd", ["exact", "fast"])
 def test_sparse_close_to_dense_exact_on_peaky_affinities(svd):
     """Trained-like keys (regions, motion; sharpened to an affinity perplexity of ~6, trained keys: ~1):
