@@ -14,6 +14,7 @@ import re
 import sys
 
 from edge_vos import __version__
+from edge_vos.allocator import keep_freed_memory
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("edge_vos.run_cli", "run the streaming service (capture -> tracker -> ZeroMQ)"),
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    keep_freed_memory()  # process-wide, before any frame: the per-frame tensors are recycled, not re-mapped
     return int(args._module.main(args) or 0)
 
 

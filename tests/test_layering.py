@@ -33,7 +33,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "edge_vos"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("edge_vos", "edge_vos.config", "edge_vos.labels", "edge_vos.ratelog")),
+    ("foundation", ("edge_vos", "edge_vos.config", "edge_vos.labels", "edge_vos.ratelog", "edge_vos.allocator")),
     ("wire", ("edge_vos.wire",)),
     ("model", ("edge_vos.model", "edge_vos.readout", "edge_vos.data", "edge_vos.prompt")),
     ("backends", ("edge_vos.backends",)),

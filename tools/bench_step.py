@@ -49,6 +49,12 @@ def worker(args: argparse.Namespace) -> None:
     if not Path(edge_vos.__file__).resolve().is_relative_to(tree):
         raise SystemExit(f"worker imported edge_vos from {edge_vos.__file__}, not from {tree}")
     torch.set_num_threads(args.threads)
+    try:  # the process set-up `edge-vos` does, where the tree has it
+        from edge_vos.allocator import keep_freed_memory
+    except ImportError:
+        pass
+    else:
+        keep_freed_memory()
     from edge_vos.tracker import Tracker
 
     spec = json.loads(args.spec)

@@ -22,14 +22,15 @@ log = logging.getLogger(__name__)
 # The fastest fp32 CPU backend for the encoders and decoder, measured with tools/bench_backends.py
 # (docs/benchmarks.md, section "backends"; stcn-r18, 2 threads, 240x432 and 480x864). A documented
 # decision rather than a start-up micro-benchmark: timing three parts on every start costs seconds and is
-# noisy on a loaded CPU. With precision bf16 on a CPU with native bf16 kernels, eager torch with bf16
-# autocast is used instead (fastest of all, at bf16 accuracy, which only the user may choose).
+# noisy on a loaded CPU. With precision bf16 on a CPU with native bf16 kernels, eager torch in bf16 is used
+# instead (fastest of all, at bf16 accuracy, which only the user may choose).
 CPU_FP32_DEFAULT = "onnxruntime"
 # The parts the split runner (backend auto on a CPU) runs in ONNX Runtime fp32; the decoder runs in eager
-# PyTorch: with bf16 autocast on a CPU with native bf16 kernels, else in fp32 with its 3x3 convolutions
-# through NNPACK's Winograd transform (backends/winograd.py). Both encoders are EfficientNet trunks whose
-# separate batch-norm and ReLU6 passes ONNX Runtime folds away; the decoder's dense 3x3 convolutions gain
-# most from bf16 or from Winograd. Measured: docs/benchmarks.md, "step-notes" and "objects-notes".
+# PyTorch: as a bf16 copy on a CPU with native bf16 kernels (backends/torch_backend.py), else in fp32 with
+# its 3x3 convolutions through NNPACK's Winograd transform (backends/winograd.py). Both encoders are
+# EfficientNet trunks whose separate batch-norm and ReLU6 passes ONNX Runtime folds away; the decoder's
+# dense 3x3 convolutions gain most from bf16 or from Winograd. Measured: docs/benchmarks.md, "step-notes"
+# and "objects-notes".
 SPLIT_ORT_PARTS = ("key_encoder", "value_encoder")
 # On an fp32 CPU, the decoder's calls whose /16 map holds at least this many cells run eager with Winograd
 # convolutions, smaller ones (an object's small crop) in ONNX Runtime: NNPACK's fixed cost per convolution and
@@ -66,9 +67,9 @@ def choose_backend(device: torch.device, precision: str) -> tuple[str, str]:
         if module_installed("onnxruntime"):
             return "split", (
                 "CPU with native bf16 kernels and precision bf16: key and value encoders in onnxruntime (fp32, "
-                "batch norms folded), decoder in eager PyTorch with bf16 autocast"
+                "batch norms folded), decoder in eager PyTorch bf16"
             )
-        return "torch", "CPU with native bf16 kernels and precision bf16: eager PyTorch with bf16 autocast"
+        return "torch", "CPU with native bf16 kernels and precision bf16: eager PyTorch bf16 (encoders under autocast)"
     why = "no CUDA" if not torch.cuda.is_available() else f"device {device}"
     if precision == "bf16":
         why += ", this CPU has no native bf16 kernels"

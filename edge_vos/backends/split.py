@@ -2,10 +2,11 @@
 
 On a CPU the encoders (EfficientNet trunks: much of their eager time goes to batch norms and ReLU6 run as
 separate passes) are fastest as ONNX Runtime fp32, which folds them into the convolutions, while the decoder
-(dense 3x3 convolutions) is fastest in eager PyTorch with bf16 autocast where the CPU has native bf16
-kernels; on an fp32 CPU its calls on large maps are fastest in eager fp32 through NNPACK's Winograd
-convolutions (backends/winograd.py) and those on small crops in ONNX Runtime. Which parts go where:
-`backends.SPLIT_ORT_PARTS`; the measurements: docs/benchmarks.md, "step-notes" and "objects-notes".
+(dense 3x3 convolutions) is fastest in eager PyTorch bf16 where the CPU has native bf16 kernels, several
+objects' crops in one call (`NetworkRunner.batches_regions`); on an fp32 CPU its calls on large maps are
+fastest in eager fp32 through NNPACK's Winograd convolutions (backends/winograd.py) and those on small crops
+in ONNX Runtime. Which parts go where: `backends.SPLIT_ORT_PARTS`; the measurements: docs/benchmarks.md,
+"step-notes" and "objects-notes".
 """
 
 from __future__ import annotations

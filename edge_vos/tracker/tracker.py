@@ -261,8 +261,8 @@ class Tracker:
     # ---- internals -----------------------------------------------------------------------------
 
     def _memory_dtype(self) -> torch.dtype:
-        """Half memory on CUDA only. On a CPU, bf16 means bf16 autocast of the network's three calls while
-        the memory and the readout stay float32: bf16 keys there lost whole sequences on val-dev
+        """Half memory on CUDA only. On a CPU, bf16 means the network's calls in bf16 (backends/torch_backend.py)
+        while the memory and the readout stay float32: bf16 keys there lost whole sequences on val-dev
         (docs/benchmarks.md, "step")."""
         precision = self.precision
         if self.device.type != "cuda":
