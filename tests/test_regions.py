@@ -18,7 +18,7 @@ from edge_vos.tracker import TrackerConfig
 from edge_vos.tracker.config import PriorConfig
 from edge_vos.tracker.pieces import Box
 from edge_vos.tracker.prior import _REACH_FLOOR, MotionPrior
-from edge_vos.tracker.regions import BATCH_CALL_CELLS, CELL, CellCrop, _batches, decode_objects
+from edge_vos.tracker.regions import BATCH_CALL_CELLS, CELL, WINDOW_STEP, CellCrop, _batches, decode_objects
 from tests.conftest import track_labels
 
 CPU = torch.device("cpu")
@@ -213,9 +213,13 @@ def test_batched_windows_hold_their_crops_share_a_shape_and_pad_less_than_a_call
             crop = by_row[row]
             assert window.r0 <= crop.r0 and crop.r1 <= window.r1 and window.c0 <= crop.c0 and crop.c1 <= window.c1
             assert 0 <= window.r0 and window.r1 <= cells[0] and 0 <= window.c0 and window.c1 <= cells[1]
-        # every crop but the batch's first joined because padding it in cost fewer cells than its own call
-        padding = sum(window.area - by_row[row].area for row, window in batch.items())
+        # every crop but the batch's first joined because padding it in cost fewer cells than its own call; the
+        # windows are then rounded up to whole WINDOW_STEP cells (or the grid)
+        tight = (max(by_row[row].shape[0] for row in batch), max(by_row[row].shape[1] for row in batch))
+        padding = sum(tight[0] * tight[1] - by_row[row].area for row in batch)
         assert padding < BATCH_CALL_CELLS * (len(batch) - 1) or (len(batch) == 1 and padding == 0)
+        assert shapes == {(min(-(-tight[0] // WINDOW_STEP) * WINDOW_STEP, cells[0]),
+                           min(-(-tight[1] // WINDOW_STEP) * WINDOW_STEP, cells[1]))}
 
 
 def test_crops_of_one_size_decode_in_one_call_and_a_far_larger_one_alone(lite_network) -> None:
@@ -252,11 +256,12 @@ def test_the_frames_terms_run_once_over_crops_that_overlap_and_per_crop_when_far
     runner = _CountingRunner(lite_network)
     near = [Box(16, 100, 16, 140), Box(40, 120, 60, 200)]  # cells rows 1-6 / 2-7, columns 1-8 / 3-12
     probs, _ = decode_objects(runner, readout, qv, f8, f4, near)
-    # one batch: the first crop (6 x 8 cells) decoded on a 6 x 10 window, columns 0-9, as the second crop's size
+    # one batch: both crops (6 x 8 and 6 x 10 cells) decoded on windows of the larger size rounded up to whole
+    # WINDOW_STEP cells, 8 x 12, centred on each crop and moved inside the grid
     assert runner.region_batches == [2]
-    windows = [CellCrop(1, 7, 0, 10), CellCrop(2, 8, 3, 13)]
-    assert runner.term_regions == [(7, 13)]
-    union = CellCrop(1, 8, 0, 13)
+    windows = [CellCrop(0, 8, 0, 12), CellCrop(1, 9, 2, 14)]
+    assert runner.term_regions == [(9, 14)]
+    union = CellCrop(0, 9, 0, 14)
     net = lite_network.decoder
     with torch.no_grad():
         terms = net.frame_terms(union.cut(qv, 1), union.cut(f8, 2), union.cut(f4, 4))
@@ -269,4 +274,4 @@ def test_the_frames_terms_run_once_over_crops_that_overlap_and_per_crop_when_far
             torch.testing.assert_close(crop.cut(probs[row:row + 1], CELL), crop.within(window).cut(expected, CELL))
     runner.term_regions.clear()
     decode_objects(runner, readout, qv, f8, f4, [Box(0, 20, 0, 20), Box(140, 159, 230, 255)])
-    assert runner.term_regions == [(2, 2), (2, 2)]
+    assert runner.term_regions == [(4, 4), (4, 4)]

@@ -39,6 +39,8 @@ CONTEXT_CELLS = 4
 # when the cells that padding every window to its size adds are fewer than this (docs/benchmarks.md,
 # "objects-notes").
 BATCH_CALL_CELLS = 256
+# The steps, in cells, in which a batched window's height and width grow (`_rounded`).
+WINDOW_STEP = 4
 # Pixels per cell side of each of the decoder's frame terms, in the order the runner returns them.
 TERM_SCALES = tuple(SPATIAL_SCALES[FRAME_TERMS][name] for name in OUTPUT_NAMES[FRAME_TERMS])
 
@@ -173,8 +175,15 @@ def _batches(crops: dict[int, CellCrop], cells_hw: tuple[int, int]) -> list[dict
         else:
             shapes.append((h, w))
             members.append([row])
-    return [{row: crops[row].window(shape, cells_hw) for row in batch}
+    return [{row: crops[row].window(_rounded(shape, cells_hw), cells_hw) for row in batch}
             for shape, batch in zip(shapes, members, strict=True)]
+
+
+def _rounded(shape: tuple[int, int], cells_hw: tuple[int, int]) -> tuple[int, int]:
+    """A window's shape rounded up to whole WINDOW_STEP cells (at most the grid): an eager runner compiles and
+    caches kernels per input shape, so every new shape costs time once and memory for good."""
+    return (min(-(-shape[0] // WINDOW_STEP) * WINDOW_STEP, cells_hw[0]),
+            min(-(-shape[1] // WINDOW_STEP) * WINDOW_STEP, cells_hw[1]))
 
 
 def _frame_terms(
