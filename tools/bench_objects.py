@@ -116,7 +116,7 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"{result['precision']} here), "
         f"one torch thread, memory writes inside `step()`; {before}"
         f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; load average "
-        f"{result['load'][0]:.1f} before, {result['load'][1]:.1f} after; under `/work/bin/bench-lock`. All "
+        f"{result['load'][0]:.1f} before, {result['load'][1]:.1f} after. All "
         f"configurations interleaved frame by frame in one run (a worker process each, order rotated per frame); "
         f"first {args.warmup} frames left out. *ms per frame*: median over {BLOCK}-frame blocks of the block's mean "
         f"frame time (each block holds one memory write); stage columns: mean ms per frame (value_encode "
