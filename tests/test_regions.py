@@ -18,7 +18,15 @@ from edge_vos.tracker import TrackerConfig
 from edge_vos.tracker.config import PriorConfig
 from edge_vos.tracker.pieces import Box
 from edge_vos.tracker.prior import _REACH_FLOOR, MotionPrior
-from edge_vos.tracker.regions import BATCH_CALL_CELLS, CELL, WINDOW_STEP, CellCrop, _batches, decode_objects
+from edge_vos.tracker.regions import (
+    BATCH_CALL_CELLS,
+    CELL,
+    WINDOW_STEP,
+    CellCrop,
+    _batches,
+    _rounded,
+    decode_objects,
+)
 from tests.conftest import track_labels
 
 CPU = torch.device("cpu")
@@ -172,6 +180,8 @@ def test_any_reach_gives_every_object_its_plane_and_nothing_outside_its_crop(lit
     if windows:
         union = CellCrop(min(w.r0 for _, w in windows.values()), max(w.r1 for _, w in windows.values()),
                          min(w.c0 for _, w in windows.values()), max(w.c1 for _, w in windows.values()))
+        if batches:  # rounded as the windows are
+            union = union.window(_rounded(union.shape, cells), cells)
         if len(windows) < len(reach):  # an object decoded whole: the frame terms over the whole grid serve all
             union = CellCrop(0, cells[0], 0, cells[1])
     for row in range(len(reach)):
@@ -260,8 +270,9 @@ def test_the_frames_terms_run_once_over_crops_that_overlap_and_per_crop_when_far
     # WINDOW_STEP cells, 8 x 12, centred on each crop and moved inside the grid
     assert runner.region_batches == [2]
     windows = [CellCrop(0, 8, 0, 12), CellCrop(1, 9, 2, 14)]
-    assert runner.term_regions == [(9, 14)]
-    union = CellCrop(0, 9, 0, 14)
+    # the frame terms over the windows' union (9 x 14 cells) rounded as the windows are: the whole 10 x 16 grid
+    assert runner.term_regions == [(10, 16)]
+    union = CellCrop(0, 10, 0, 16)
     net = lite_network.decoder
     with torch.no_grad():
         terms = net.frame_terms(union.cut(qv, 1), union.cut(f8, 2), union.cut(f4, 4))

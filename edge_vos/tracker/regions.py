@@ -143,7 +143,7 @@ def decode_objects(
     # The objects decoded whole need the frame terms over the whole grid, which then serve every crop too.
     windows = [window for batch in batches for window in batch.values()]
     regions = [*windows, *([CellCrop(0, cells_hw[0], 0, cells_hw[1])] if whole else [])]
-    cut_terms = iter(_frame_terms(runner, regions, query_value, f8, f4))
+    cut_terms = iter(_frame_terms(runner, regions, query_value, f8, f4, cells_hw))
     for batch in batches:
         terms = [next(cut_terms)[1] for _ in batch]
         batch_terms = terms[0] if len(terms) == 1 else tuple(torch.cat(t) for t in zip(*terms, strict=True))
@@ -188,12 +188,16 @@ def _rounded(shape: tuple[int, int], cells_hw: tuple[int, int]) -> tuple[int, in
 
 def _frame_terms(
     runner: NetworkRunner, crops: list[CellCrop], query_value: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor,
+    cells_hw: tuple[int, int],
 ) -> list[tuple[CellCrop, tuple[torch.Tensor, ...]]]:
     """Each crop with the decoder's frame terms on its cells: computed once over the smallest crop that holds
     them all and cut per crop, or per crop where that crop is larger than the crops together (a few objects
-    far apart). Over the union, the terms near a crop's edge are the frame's own, not the crop's padding."""
+    far apart). Over the union, the terms near a crop's edge are the frame's own, not the crop's padding. On
+    a runner that batches crops the union is rounded as its windows are (`_rounded`)."""
     union = CellCrop(min(c.r0 for c in crops), max(c.r1 for c in crops),
                      min(c.c0 for c in crops), max(c.c1 for c in crops))
+    if runner.batches_regions:
+        union = union.window(_rounded(union.shape, cells_hw), cells_hw)
     if union.area > sum(c.area for c in crops):
         return [(c, _terms_on(runner, c, query_value, f8, f4)) for c in crops]
     shared = _terms_on(runner, union, query_value, f8, f4)
