@@ -180,7 +180,9 @@ class MotionPrior:
             return _Track(box, track.velocity, track.area, settling=track.settling - 1)
         area_ref = (1 - _AREA_EMA) * track.area + _AREA_EMA * area
         old = track.box
-        return _Track(box, (_shift(old.y0, old.y1, box.y0, box.y1), _shift(old.x0, old.x1, box.x0, box.x1)), area_ref)
+        vy = _shift(old.y0, old.y1, box.y0, box.y1, track.velocity[0])
+        vx = _shift(old.x0, old.x1, box.x0, box.x1, track.velocity[1])
+        return _Track(box, (vy, vx), area_ref)
 
     def _window_box(self, track: _Track) -> Box:
         """The box the window is 1 on: the previous box, moved ahead by `velocity` of its last motion."""
@@ -191,13 +193,16 @@ class MotionPrior:
         return max(self.config.margin * extent, self.config.min_margin_px)
 
 
-def _shift(lo0: float, hi0: float, lo1: float, hi1: float) -> float:
+def _shift(lo0: float, hi0: float, lo1: float, hi1: float, last: float) -> float:
     """How far an object moved along one axis, from its box's two edges: the smaller edge motion when both
-    edges moved the same way, else 0. A box that grows on one side (something touching the object, a
-    limb stretching) has not moved, which the centre's motion would say it had."""
+    edges moved the same way. When only one moved, or they moved apart or together, the box changed size,
+    which says nothing of the motion (something touching the object, a limb stretching, a leak into the
+    background): the last motion stands."""
     a, b = lo1 - lo0, hi1 - hi0
-    if a * b <= 0:
+    if a == b == 0:
         return 0.0
+    if a * b <= 0:
+        return last
     return a if abs(a) < abs(b) else b
 
 
