@@ -5,7 +5,9 @@
 #   2. the 6 training sequences that configs/train-cpu-coco.yaml leaves out (240p input: the tracker runs
 #      at 240, it never scales up); unseen only by weights trained without them (a control run);
 #   3. the synthetic set of tools/bench_eval.py (3 objects + 2 look-alike distractors, 240x432).
-# Usage: bash tools/eval_checks.sh WEIGHTS OUT_DIR [--config TRACKER_YAML] [--only valdev|leftout|synth]
+# With --only seen: the other 24 training sequences (240p). The bundled weights were trained on them, so they
+# judge inference settings (the prior, memory, readout options), never weights.
+# Usage: bash tools/eval_checks.sh WEIGHTS OUT_DIR [--config TRACKER_YAML] [--only valdev|leftout|synth|seen]
 # Writes OUT_DIR/{valdev,leftout,synth}/metrics.json and per-sequence.csv; prints J&F per check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,7 @@ py=${PYTHON:-python}
 edge_vos=("$py" -m edge_vos.cli)
 davis=../shared/data/davis2016
 left_out=$("$py" -c "import yaml; print(','.join(yaml.safe_load(open('configs/train-cpu-coco.yaml'))['data']['exclude_sequences']))")
+seen=$(grep -v -x -F -f <(tr ',' '\n' <<< "$left_out") "$davis/ImageSets/2016/train.txt" | paste -sd, -)
 synth=runs/eval-data/synthetic
 if [ ! -d "$synth" ]; then
   "$py" -c "import sys; sys.path.insert(0, '.'); from tools.bench_eval import SYNTHETIC; \
@@ -39,3 +42,6 @@ run() {  # NAME ARGS...
 run valdev --data "$davis" --split val-dev --res 480p
 run leftout --data "$davis" --split train --res 240p --sequences "$left_out"
 run synth --data "$synth" --split val --res 240p
+if [ "$only" = seen ]; then
+  run seen --data "$davis" --split train --res 240p --sequences "$seen"
+fi
