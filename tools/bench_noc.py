@@ -215,7 +215,6 @@ def table(args: argparse.Namespace) -> int:
     body.append("`python tools/bench_noc.py table` writes these tables from runs/bench-noc/ (commands: "
                 "docs/prompt.md).")
     write_section(ROOT / "docs" / "prompt.md", "prompt-noc", "\n".join(body), title="# Prompts\n")
-    write_section(ROOT / "docs" / "model-card.md", "prompt-results", "\n".join(body))
     return 0
 
 

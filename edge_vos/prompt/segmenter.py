@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "prompt.safetensors"
 # The bundled network for a box alone: the click network fine-tuned with COCO photographs as box samples
 # only. COCO annotates a rider and a horse apart where DAVIS has one object; a box settles which is meant,
-# a click does not, and the same training lost DAVIS's clicks (docs/model-card.md, "Fourth round").
+# a click does not, and the same training lost DAVIS's clicks (docs/history/prompt-network-runs.md, "Fourth round").
 BUNDLED_BOX_WEIGHTS = BUNDLED_WEIGHTS.with_name("prompt-box.safetensors")
 # Extra passes on the network's own mask (`PromptSegmenter.refine`); chosen on val-dev
 # (docs/history/prompt-network-runs.md, "Second round").

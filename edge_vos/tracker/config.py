@@ -57,7 +57,7 @@ class MemoryConfig:
 class PriorConfig:
     """The motion prior (edge_vos/tracker/prior.py): each object's probability is kept near its previous box."""
 
-    # Each object stays near its previous box, so a look-alike far away is not painted (docs/model-card.md,
+    # Each object stays near its previous box, so a look-alike far away is not painted (docs/history/tracker-runs.md,
     # "Motion prior"); false = appearance matching alone.
     enabled: bool = True
     # Gaussian width outside the previous box, as a fraction of the box's height (rows) and width (columns).
@@ -110,7 +110,7 @@ class TrackerConfig:
     prior: PriorConfig = field(default_factory=PriorConfig)
     # Working resolution: the short side the network sees; a smaller input is not scaled up (that costs
     # time and adds no detail). 0 = the input size. 360 is where the bundled model scores best
-    # (docs/model-card.md, "Working resolution"); official STCN weights (stcn-r50) are a 480 network.
+    # (docs/history/tracker-runs.md, "Working resolution"); official STCN weights (stcn-r50) are a 480 network.
     resolution: int = 360
     device: str = "cpu"
     # auto: bf16 where the CPU has native bf16 kernels (AVX512-BF16/AMX, Arm BF16), else fp32; fp16 on CUDA.
