@@ -8,7 +8,7 @@
 # With --only seen: the other 24 training sequences (240p). The bundled weights were trained on them, so they
 # judge inference settings (the prior, memory, readout options), never weights.
 # Usage: bash tools/eval_checks.sh WEIGHTS OUT_DIR [--config TRACKER_YAML] [--only valdev|leftout|synth|seen]
-# Writes OUT_DIR/{valdev,leftout,synth}/metrics.json and per-sequence.csv; prints J&F per check.
+# Writes OUT_DIR/{valdev,leftout,synth,seen}/metrics.json and per-sequence.csv; prints J&F per check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 weights=${1:?usage: tools/eval_checks.sh WEIGHTS OUT_DIR [--config FILE] [--only CHECK]}
