@@ -27,7 +27,6 @@ py=${PYTHON:-python}
 edge_vos=("$py" -m edge_vos.cli)
 davis=../shared/data/davis2016
 left_out=$("$py" -c "import yaml; print(','.join(yaml.safe_load(open('configs/train-cpu-coco.yaml'))['data']['exclude_sequences']))")
-seen=$(grep -v -x -F -f <(tr ',' '\n' <<< "$left_out") "$davis/ImageSets/2016/train.txt" | paste -sd, -)
 synth=runs/eval-data/synthetic
 if [ ! -d "$synth" ]; then
   "$py" -c "import sys; sys.path.insert(0, '.'); from tools.bench_eval import SYNTHETIC; \
@@ -43,5 +42,6 @@ run valdev --data "$davis" --split val-dev --res 480p
 run leftout --data "$davis" --split train --res 240p --sequences "$left_out"
 run synth --data "$synth" --split val --res 240p
 if [ "$only" = seen ]; then
+  seen=$(grep -v -x -F -f <(tr ',' '\n' <<< "$left_out") "$davis/ImageSets/2016/train.txt" | paste -sd, -)
   run seen --data "$davis" --split train --res 240p --sequences "$seen"
 fi
