@@ -153,6 +153,21 @@ def test_training_runs_and_resumes(tmp_path: Path) -> None:
     assert header["steps"] == "3" and model.config.crop_size == 64
 
 
+def test_longer_correction_chains_are_drawn_as_asked_and_bad_counts_refused(tmp_path: Path) -> None:
+    from edge_vos.train.prompt.train import ITERATION_CHOICES, iteration_counts, main
+
+    assert iteration_counts("")[0] == ITERATION_CHOICES
+    assert iteration_counts("2,5") == ((2, 5), (0.5, 0.5))
+    args = ["--data", "", "--synthetic", "1", "--size", "64", "--batch", "2", "--out", str(tmp_path),
+            "--steps", "3", "--iterations", "4"]
+    assert main(args) == 0
+    rows = (tmp_path / "log.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[3] for r in rows] == ["4", "4", "4"]  # the log's iterations column
+    for bad in ("x", "30", "-1"):
+        with pytest.raises(SystemExit):
+            main([*args[:-1], bad])
+
+
 @pytest.mark.skipif(not BUNDLED_WEIGHTS.is_file(), reason=f"{BUNDLED_WEIGHTS} not bundled")
 def test_bundled_network_segments_a_synthetic_object() -> None:
     from edge_vos.data.synthetic import generate_sequence

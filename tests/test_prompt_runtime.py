@@ -10,7 +10,7 @@ import torch
 from edge_vos.prompt import make_prompt
 from edge_vos.prompt.model import PromptNet, PromptNetConfig
 from edge_vos.prompt.runtime import OnnxRuntimePasses, make_passes
-from edge_vos.prompt.segmenter import PromptSegmenter
+from edge_vos.prompt.segmenter import PromptSegmenter, network_for
 
 pytest.importorskip("onnxruntime", reason="ONNX Runtime is a dependency of the CPU path")
 
@@ -68,32 +68,55 @@ def test_onnxruntime_takes_the_thread_count_it_is_given(network: PromptNet) -> N
     assert isinstance(masks.segmenter._passes, OnnxRuntimePasses) and masks.segmenter._passes.threads == 1
 
 
-def test_a_box_alone_goes_to_the_box_network_and_anything_with_clicks_to_the_click_network(
-        network: PromptNet) -> None:
+def test_each_prompt_goes_to_its_network_box_alone_correction_or_clicks(network: PromptNet) -> None:
     torch.manual_seed(4)
-    other = PromptNet(PromptNetConfig(crop_size=64)).eval()
+    box_model = PromptNet(PromptNetConfig(crop_size=64)).eval()
+    torch.manual_seed(5)
+    correction_model = PromptNet(PromptNetConfig(crop_size=64)).eval()
     rng = np.random.default_rng(2)
     image = rng.integers(0, 60, (90, 140, 3), dtype=np.uint8)
     image[30:60, 40:100] = (230, 40, 40)
-    both = PromptSegmenter(network, box_model=other)
-    clicks_net, box_net = PromptSegmenter(network), PromptSegmenter(other)
-    box = make_prompt(image.shape[:2], box=(38, 28, 102, 62))
-    click = make_prompt(image.shape[:2], points=[(70, 45)], labels=[1])
-    box_and_click = make_prompt(image.shape[:2], box=(38, 28, 102, 62), points=[(70, 45)], labels=[1])
-    assert np.array_equal(both.probabilities(image, box), box_net.probabilities(image, box))
-    for prompt in (click, box_and_click):
-        assert np.array_equal(both.probabilities(image, prompt), clicks_net.probabilities(image, prompt))
-    assert not np.array_equal(box_net.probabilities(image, box), clicks_net.probabilities(image, box))
-    with pytest.raises(ValueError, match="box network's config"):
-        PromptSegmenter(network, box_model=PromptNet(PromptNetConfig(crop_size=96)))
+    three = PromptSegmenter(network, box_model=box_model, correction_model=correction_model)
+    alone = {"clicks": PromptSegmenter(network), "box": PromptSegmenter(box_model),
+             "correction": PromptSegmenter(correction_model)}
+    hw = image.shape[:2]
+    mask = np.zeros(hw, bool)
+    mask[32:58, 45:95] = True
+    prompts = {
+        "box": make_prompt(hw, box=(38, 28, 102, 62)),
+        "box with a mask": make_prompt(hw, box=(38, 28, 102, 62), mask=mask),
+        "click": make_prompt(hw, points=[(70, 45)], labels=[1]),
+        "box and click": make_prompt(hw, box=(38, 28, 102, 62), points=[(70, 45)], labels=[1]),
+        "coarse mask": make_prompt(hw, mask=mask),
+        "correction": make_prompt(hw, points=[(42, 31)], labels=[0], mask=mask),
+        "correction with a box": make_prompt(hw, box=(38, 28, 102, 62), points=[(99, 59)], labels=[1], mask=mask),
+    }
+    expected = {"box": "box", "box with a mask": "box", "click": "clicks", "box and click": "clicks",
+                "coarse mask": "clicks", "correction": "correction", "correction with a box": "correction"}
+    for name, prompt in prompts.items():
+        assert network_for(prompt) == expected[name], name
+        routed = alone[expected[name]].probabilities(image, prompt)
+        assert np.array_equal(three.probabilities(image, prompt), routed), name
+    for role in ("box", "correction"):  # the three networks answer differently: the routing is what is tested
+        assert not np.array_equal(alone[role].probabilities(image, prompts[role]),
+                                  alone["clicks"].probabilities(image, prompts[role]))
+    for role in ("box", "correction"):
+        with pytest.raises(ValueError, match=f"{role} network's config"):
+            PromptSegmenter(network, **{f"{role}_model": PromptNet(PromptNetConfig(crop_size=96))})
 
 
 def test_the_bundled_pair_loads_unless_one_network_is_named(tmp_path) -> None:
     from edge_vos.prompt.methods import PromptMasks
-    from edge_vos.prompt.segmenter import BUNDLED_BOX_WEIGHTS, BUNDLED_WEIGHTS
+    from edge_vos.prompt.segmenter import BUNDLED_BOX_WEIGHTS, BUNDLED_CORRECTION_WEIGHTS, BUNDLED_WEIGHTS
 
-    assert PromptMasks().box_weights == BUNDLED_BOX_WEIGHTS and BUNDLED_BOX_WEIGHTS.is_file()
-    assert PromptMasks(BUNDLED_WEIGHTS).box_weights is None  # a named network answers every prompt
+    bundled = PromptMasks()
+    assert bundled.box_weights == BUNDLED_BOX_WEIGHTS and BUNDLED_BOX_WEIGHTS.is_file()
+    assert bundled.correction_weights == BUNDLED_CORRECTION_WEIGHTS and BUNDLED_CORRECTION_WEIGHTS.is_file()
+    named = PromptMasks(BUNDLED_WEIGHTS)  # a named network answers every prompt
+    assert named.box_weights is None and named.correction_weights is None
     assert PromptMasks(BUNDLED_WEIGHTS, box_weights=BUNDLED_BOX_WEIGHTS).box_weights == BUNDLED_BOX_WEIGHTS
-    missing = PromptMasks(box_weights=tmp_path / "absent.safetensors")
-    assert not missing.load() and "absent.safetensors" in (missing.load_error or "")
+    assert PromptMasks(BUNDLED_WEIGHTS, correction_weights=BUNDLED_CORRECTION_WEIGHTS).correction_weights == (
+        BUNDLED_CORRECTION_WEIGHTS)
+    for role in ("box_weights", "correction_weights"):
+        missing = PromptMasks(**{role: tmp_path / "absent.safetensors"})
+        assert not missing.load() and "absent.safetensors" in (missing.load_error or "")

@@ -165,9 +165,10 @@ def test_missing_prompt_weights() -> None:
     config = _config(prompt={"weights": "/nonexistent/prompt.safetensors"})
     with pytest.raises(ConfigError, match="prompt.weights.*nonexistent"):
         Service(config, tracker_factory=lambda _: FakeTracker(), reader=ArrayReader(_frames(3)))
-    config = _config(prompt={"box_weights": "/nonexistent/box.safetensors"})
-    with pytest.raises(ConfigError, match="prompt.box_weights.*nonexistent/box"):
-        Service(config, tracker_factory=lambda _: FakeTracker(), reader=ArrayReader(_frames(3)))
+    for field in ("box_weights", "correction_weights"):
+        config = _config(prompt={field: f"/nonexistent/{field}.safetensors"})
+        with pytest.raises(ConfigError, match=f"prompt.{field}.*nonexistent/{field}"):
+            Service(config, tracker_factory=lambda _: FakeTracker(), reader=ArrayReader(_frames(3)))
 
 
 def test_object_limit_and_overlaps() -> None:

@@ -6,6 +6,8 @@
     python tools/bench_noc.py merge runs/bench-noc/coco-NAME.shard*  # joins them into coco-NAME.json
     python tools/bench_noc.py compare BEFORE.json AFTER.json     # per object / sequence: who wins
     python tools/bench_noc.py table                              # docs/prompt.md's tables
+    ... accuracy --weights shipped=edge_vos/weights/prompt.safetensors \
+        --correction-weights edge_vos/weights/prompt-correct.safetensors   # the shipped corrections
     ... accuracy --first-look '' --frame-margin 0 --no-carve     # the segmenter before issue #21's second round
 
 Sets: `coco`, the COCO hold-out (edge_vos.data.coco: a quarter of coco-mval-train's images by COCO image
@@ -99,6 +101,8 @@ def segmenter_options(args: argparse.Namespace) -> dict[str, object]:
         options["first_look"] = tuple(float(v) for v in args.first_look.split(",") if v)
     if args.frame_margin is not None:
         options["frame_margin"] = args.frame_margin
+    if args.correction_weights:
+        options["correction_path"] = args.correction_weights
     return options
 
 
@@ -125,7 +129,8 @@ def accuracy(args: argparse.Namespace) -> int:
             rows.append(measure_object(segmenter, frame, seed=i, max_clicks=args.max_clicks))
             log.info("%s %s %s box %.3f clicks %s", name, args.set, frame.sequence, rows[-1]["box"],
                      rows[-1]["stateless"])
-        result = {"set": args.set, "name": name, "weights": path, "objects": len(rows),
+        result = {"set": args.set, "name": name, "weights": path, "correction_weights": args.correction_weights,
+                  "objects": len(rows),
                   "max_clicks": args.max_clicks, "every": args.every if args.set == "davis" else None,
                   "seconds": round(time.time() - t0), "mean": summarise(rows, args.max_clicks), "per_object": rows}
         suffix = ("-quick" if args.max_clicks <= 3 else "") + (f".shard{shard}of{shards}" if shards > 1 else "")
@@ -235,6 +240,9 @@ def main() -> int:
     parser.add_argument("--frame-margin", type=float, help="clicks alone: the frame look's margin (0 = none)")
     parser.add_argument("--no-carve", action="store_true",
                         help="leave negative clicks the network ignored as it left them (no carving)")
+    parser.add_argument("--correction-weights", help="the network for corrections (clicks with the previous "
+                        "mask: the corrective series), as the service's prompt.correction_weights (default: the "
+                        "--weights network answers them too)")
     parser.add_argument("--json", help="where to write the result (one --weights only)")
     parser.add_argument("--rows", help="table: the networks to list, in order (default: all measured)")
     args = parser.parse_args()

@@ -14,7 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from edge_vos.prompt.grabcut import grabcut_segment
-from edge_vos.prompt.segmenter import BUNDLED_BOX_WEIGHTS, BUNDLED_WEIGHTS, PromptSegmenter
+from edge_vos.prompt.segmenter import (
+    BUNDLED_BOX_WEIGHTS,
+    BUNDLED_CORRECTION_WEIGHTS,
+    BUNDLED_WEIGHTS,
+    PromptSegmenter,
+)
 from edge_vos.prompt.spec import METHODS, Prompt, PromptError
 
 log = logging.getLogger(__name__)
@@ -22,11 +27,14 @@ log = logging.getLogger(__name__)
 
 class PromptMasks:
     def __init__(self, weights: str | Path | None = None, device: str = "cpu", threads: int = 0,
-                 box_weights: str | Path | None = None) -> None:
-        """`weights` None: the bundled networks (one for clicks, one for a box alone); a file: that network
-        for every prompt, unless `box_weights` names one for a box alone."""
+                 box_weights: str | Path | None = None, correction_weights: str | Path | None = None) -> None:
+        """`weights` None: the bundled networks (for clicks, for a box alone, for corrections); a file: that
+        network for every prompt, unless `box_weights` names one for a box alone or `correction_weights` one
+        for clicks with a mask."""
         self.weights = Path(weights) if weights else BUNDLED_WEIGHTS
         self.box_weights = Path(box_weights) if box_weights else (None if weights else BUNDLED_BOX_WEIGHTS)
+        self.correction_weights = (Path(correction_weights) if correction_weights
+                                   else (None if weights else BUNDLED_CORRECTION_WEIGHTS))
         self.device = device
         self.threads = threads  # of the thread the prompts run on (0: torch's count where loaded)
         self.segmenter: PromptSegmenter | None = None
@@ -37,7 +45,8 @@ class PromptMasks:
         if self.segmenter is None and self.load_error is None:
             try:
                 self.segmenter = PromptSegmenter.from_file(self.weights, self.device, threads=self.threads,
-                                                           box_path=self.box_weights)
+                                                           box_path=self.box_weights,
+                                                           correction_path=self.correction_weights)
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
                 self.load_error = str(exc)
                 log.warning("learned prompts unavailable (%s); method grabcut still works", exc)

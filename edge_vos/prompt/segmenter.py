@@ -1,8 +1,9 @@
 """Prompt -> mask with the learned prompt network (`method: learned`).
 
-`PromptSegmenter` holds the network (loaded once; the service keeps one for its lifetime), and optionally a
-second one for a box alone (`box_model`: every pass of a prompt with a box and no clicks), and turns a
-validated `Prompt` into a bool mask on the frame:
+`PromptSegmenter` holds the network (loaded once; the service keeps one for its lifetime), optionally a
+second one for a box alone (`box_model`: every pass of a prompt with a box and no clicks) and a third for
+corrections (`correction_model`: every pass of a prompt with clicks and a mask, the mask an operator's click
+corrects), and turns a validated `Prompt` into a bool mask on the frame (`network_for` says which answers):
 - a box: one pass on the window around the box (crops.box_window), box map + any clicks + any coarse mask;
 - a coarse mask without a box: one pass on the window around the mask and the positive clicks;
 - clicks only: first looks find the object roughly, through several windows: squares around the positive
@@ -61,6 +62,12 @@ BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "prompt.s
 # only. COCO annotates a rider and a horse apart where DAVIS has one object; a box settles which is meant,
 # a click does not, and the same training lost DAVIS's clicks (docs/history/prompt-network-runs.md, "Fourth round").
 BUNDLED_BOX_WEIGHTS = BUNDLED_WEIGHTS.with_name("prompt-box.safetensors")
+# The bundled network for corrections (clicks with the object's mask): the click network trained ten times
+# longer with COCO photographs. Given clicks alone it loses DAVIS's whole objects (a rider without the horse),
+# which a correction's mask settles (docs/history/prompt-network-runs.md, "Eighth round").
+BUNDLED_CORRECTION_WEIGHTS = BUNDLED_WEIGHTS.with_name("prompt-correct.safetensors")
+# Which network answers a prompt (`network_for`): clicks alone or with a box, a box alone, clicks with a mask.
+NETWORK_ROLES = ("clicks", "box", "correction")
 # Extra passes on the network's own mask (`PromptSegmenter.refine`); chosen on val-dev
 # (docs/history/prompt-network-runs.md, "Second round").
 DEFAULT_REFINE = 2
@@ -75,18 +82,31 @@ FRAME_MARGIN = 0.5
 CARVE_IGNORED_NEGATIVES = True
 
 
+def network_for(prompt: Prompt) -> str:
+    """The role (NETWORK_ROLES) of the network that answers `prompt`: a box without clicks -> box; clicks with
+    a mask (a correction) -> correction; everything else -> clicks."""
+    if prompt.box is not None and not len(prompt.points):
+        return "box"
+    if prompt.mask is not None and len(prompt.points):
+        return "correction"
+    return "clicks"
+
+
 class PromptSegmenter:
     """A prompt network on the CPU (or `device`), in inference mode; with `box_model`, a second one that
-    answers a box alone (no clicks), every pass of it."""
+    answers a box alone (no clicks), and with `correction_model` one that answers clicks with a mask, every
+    pass of the prompt (`network_for`)."""
 
     def __init__(self, model: PromptNet, device: str = "cpu", crop_size: int | None = None,
                  flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
                  lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
                  frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES,
-                 runtime: str = "auto", threads: int = 0, box_model: PromptNet | None = None) -> None:
-        if box_model is not None and box_model.config != model.config:
-            raise ValueError(f"the box network's config ({box_model.config}) differs from the click network's "
-                             f"({model.config}): both must take the same crops and click maps")
+                 runtime: str = "auto", threads: int = 0, box_model: PromptNet | None = None,
+                 correction_model: PromptNet | None = None) -> None:
+        for role, other in (("box", box_model), ("correction", correction_model)):
+            if other is not None and other.config != model.config:
+                raise ValueError(f"the {role} network's config ({other.config}) differs from the click network's "
+                                 f"({model.config}): all must take the same crops and click maps")
         self.model = model.eval().to(device)
         # The final pass averages with the mirrored crop: about twice its cost, measured better
         # (docs/history/prompt-network-runs.md, first round).
@@ -95,8 +115,11 @@ class PromptSegmenter:
         # `runtime`: one of runtime.RUNTIMES; auto = ONNX Runtime on a CPU (faster there), eager torch elsewhere;
         # `threads`: ONNX Runtime's threads (0: torch's count here).
         self._passes, self.runtime = make_passes(self.model, self.device, runtime, threads)
-        self.box_model = box_model.eval().to(device) if box_model is not None else None
-        self._box_passes = make_passes(self.box_model, self.device, runtime, threads)[0] if self.box_model else None
+        # The other roles' passes (NETWORK_ROLES); a role without its own network is answered by `model`.
+        self._role_passes: dict[str, Passes] = {"clicks": self._passes}
+        for role, other in (("box", box_model), ("correction", correction_model)):
+            self._role_passes[role] = (make_passes(other.eval().to(device), self.device, runtime, threads)[0]
+                                       if other is not None else self._passes)
         self.size = crop_size or model.config.crop_size  # the network is fully convolutional
         # `refine` more passes, each on the window around the previous prediction with it as the coarse
         # mask (a second look: the box or clicks stay, the network corrects its own mask), at `refine_size`.
@@ -116,17 +139,21 @@ class PromptSegmenter:
                   flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
                   lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
                   frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES,
-                  runtime: str = "auto", threads: int = 0, box_path: str | Path | None = None) -> PromptSegmenter:
-        """`box_path`: the network for a box alone (None: `path`'s answers every prompt)."""
-        for file in (path, box_path):
+                  runtime: str = "auto", threads: int = 0, box_path: str | Path | None = None,
+                  correction_path: str | Path | None = None) -> PromptSegmenter:
+        """`box_path`: the network for a box alone, `correction_path`: for clicks with a mask (None: `path`'s
+        answers those prompts too)."""
+        for file in (path, box_path, correction_path):
             if file is not None and not Path(file).is_file():
                 raise FileNotFoundError(f"prompt network weights not found: {file}")
         model, header = load_weights(path)
         box_model = load_weights(box_path)[0] if box_path is not None else None
+        correction_model = load_weights(correction_path)[0] if correction_path is not None else None
         segmenter = cls(model, device, crop_size, flip, refine, refine_size, lost_click_window, first_look,
-                        frame_margin, carve, runtime, threads, box_model)
-        log.info("prompt network loaded from %s (steps: %s; passes in %s)%s", path, header.get("steps", "?"),
-                 segmenter.runtime, f"; a box alone from {box_path}" if box_path is not None else "")
+                        frame_margin, carve, runtime, threads, box_model, correction_model)
+        log.info("prompt network loaded from %s (steps: %s; passes in %s)%s%s", path, header.get("steps", "?"),
+                 segmenter.runtime, f"; a box alone from {box_path}" if box_path is not None else "",
+                 f"; corrections from {correction_path}" if correction_path is not None else "")
         return segmenter
 
     def segment(self, image: np.ndarray, *, box: object = None, points: object = None, labels: object = None,
@@ -147,13 +174,12 @@ class PromptSegmenter:
                              f"{hw[1]}x{hw[0]}")
         positives = prompt.positives
         last = not self.refine
-        passes = self._box_passes if self._box_passes is not None and prompt.box is not None and not len(
-            prompt.points) else self._passes
+        passes = self._role_passes[network_for(prompt)]
         if prompt.box is not None:
             prob = self._pass(image, box_window(prompt.box), prompt, prompt.mask, final=last, passes=passes)
         elif prompt.mask is not None:
             window = box_window(mask_box(prompt.mask, positives) or frame_window(hw))
-            prob = self._pass(image, window, prompt, prompt.mask, final=last)
+            prob = self._pass(image, window, prompt, prompt.mask, final=last, passes=passes)
         else:
             rough = self._first_look(image, prompt)
             if rough.any() or not self.lost_click_window:
@@ -249,8 +275,10 @@ def _ignored_negatives_share(mask: np.ndarray, prompt: Prompt) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def default_segmenter() -> PromptSegmenter:
-    """The bundled networks, loaded on the first call and cached for the process (`cache_clear()` drops them)."""
-    return PromptSegmenter.from_file(BUNDLED_WEIGHTS, box_path=BUNDLED_BOX_WEIGHTS)
+    """The bundled networks (clicks, box, corrections), loaded on the first call and cached for the process
+    (`cache_clear()` drops them)."""
+    return PromptSegmenter.from_file(BUNDLED_WEIGHTS, box_path=BUNDLED_BOX_WEIGHTS,
+                                     correction_path=BUNDLED_CORRECTION_WEIGHTS)
 
 
 def segment(image: np.ndarray, *, box: object = None, points: object = None, labels: object = None,

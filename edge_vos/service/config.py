@@ -106,6 +106,9 @@ class PromptConfig:
     # The network for a box alone (no clicks); empty = the bundled edge_vos/weights/prompt-box.safetensors
     # when `weights` is empty too, else `weights` answers every prompt.
     box_weights: str = ""
+    # The network for a correction (clicks with the object's mask); empty = the bundled
+    # edge_vos/weights/prompt-correct.safetensors when `weights` is empty too, else `weights` answers them.
+    correction_weights: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.resize_tolerance <= 1:

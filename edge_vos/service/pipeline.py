@@ -105,10 +105,12 @@ class Service:
         # inference on the inference thread (bounded whatever the frame size), never a model load. The
         # streams share it (all prompts run on the inference thread).
         prompt_masks = PromptMasks(cfg.prompt.weights or None, threads=cfg.pipeline.torch_threads,
-                                   box_weights=cfg.prompt.box_weights or None)
-        if not prompt_masks.load() and (cfg.prompt.weights or cfg.prompt.box_weights):
+                                   box_weights=cfg.prompt.box_weights or None,
+                                   correction_weights=cfg.prompt.correction_weights or None)
+        named_files = {name: getattr(cfg.prompt, name) for name in ("weights", "box_weights", "correction_weights")}
+        if not prompt_masks.load() and any(named_files.values()):
             error = str(prompt_masks.load_error)
-            named = "box_weights" if cfg.prompt.box_weights and cfg.prompt.box_weights in error else "weights"
+            named = next((n for n, f in named_files.items() if n != "weights" and f and f in error), "weights")
             raise ConfigError(f"prompt.{named}", error)
         self.metrics.set_build_info(**_versions(), stream=",".join(ids), weights=cfg.tracker.model.weights or "default")
         self.context: zmq.Context | None = zmq.Context()

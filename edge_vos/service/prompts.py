@@ -101,7 +101,9 @@ class PromptBook:
         self.stream_id = stream_id  # names the stream in the log, where several cameras share one
         # Turns a box / clicks into a mask by the command's method (the learned network, loaded once by the
         # service at start-up, or GrabCut).
-        self.prompt_masks = prompt_masks or PromptMasks(config.weights or None, box_weights=config.box_weights or None)
+        self.prompt_masks = prompt_masks or PromptMasks(
+            config.weights or None, box_weights=config.box_weights or None,
+            correction_weights=config.correction_weights or None)
         self.initial_mask = initial_mask
         self.history: collections.deque[Frame] = collections.deque(maxlen=history)  # recent frames, for `frame`
         self.tracked_labels: dict[int, np.ndarray] = {}  # capture seq -> the label map tracked (recent frames)

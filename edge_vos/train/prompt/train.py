@@ -38,8 +38,24 @@ from edge_vos.train.prompt.data import KINDS, PromptData, Sample
 
 log = logging.getLogger(__name__)
 
+# The no-gradient click passes before the pass that learns (RITM's iterative training), and how often each
+# count is drawn; `--iterations` replaces them with its own counts, drawn alike (longer correction chains).
 ITERATION_CHOICES = (0, 1, 2, 3)
 ITERATION_WEIGHTS = (0.3, 0.35, 0.2, 0.15)
+
+
+def iteration_counts(spec: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """(counts, probabilities) of the click passes per step: `spec` '' = ITERATION_CHOICES / ITERATION_WEIGHTS,
+    else comma-separated counts (0..24), each drawn with the same probability."""
+    if not spec:
+        return ITERATION_CHOICES, ITERATION_WEIGHTS
+    try:
+        counts = tuple(int(v) for v in spec.split(","))
+    except ValueError:
+        raise ValueError(f"--iterations must be comma-separated whole numbers, got {spec!r}") from None
+    if not counts or any(not 0 <= c <= 24 for c in counts):
+        raise ValueError(f"--iterations: each count must be in 0..24, got {spec!r}")
+    return counts, tuple(1 / len(counts) for _ in counts)
 
 
 def _batch(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -109,6 +125,7 @@ def train(args: argparse.Namespace) -> Path:
         if trained.config != config:
             raise SystemExit(f"--init {args.init}: its config {trained.config} differs from this run's {config}")
         model.load_state_dict(trained.state_dict())
+    counts, count_weights = iteration_counts(args.iterations)
     frozen = {id(p) for p in model.frozen_parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) not in frozen)
@@ -156,7 +173,7 @@ def train(args: argparse.Namespace) -> Path:
             samples = [data.sample(rng) for _ in range(args.batch)]
             rgb, maps, truth = _batch(samples)
             rgb = rgb.contiguous(memory_format=torch.channels_last)
-            iterations = int(rng.choice(ITERATION_CHOICES, p=ITERATION_WEIGHTS))
+            iterations = int(rng.choice(counts, p=count_weights))
             refine = [bool(r < args.box_refine) for r in rng.random(len(samples))]
             maps = add_correction_clicks(model, rgb, maps, samples, iterations, config.click_radius, refine)
             logits = model(rgb, maps.contiguous(memory_format=torch.channels_last))
@@ -265,12 +282,19 @@ def main(argv: list[str] | None = None) -> int:
                              "click, the frame with a margin), not only the whole frame")
     parser.add_argument("--extra", action="append", default=[],
                         help="folder of other annotated stills (images/<clip>/*.jpg + masks/<clip>/*.png)")
+    parser.add_argument("--iterations", default="",
+                        help="click passes before the learning pass, comma-separated counts drawn alike "
+                             "(default: 0-3, mostly 0-1); e.g. 1,2,4,6,8 for a network that answers corrections")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint-every", type=int, default=25)
     parser.add_argument("--snapshot-every", type=int, default=250)
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     parser.add_argument("--init", help="start from this trained network's weights (safetensors)")
     args = parser.parse_args(argv)
+    try:
+        iteration_counts(args.iterations)
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     final = train(args)
     log.info("wrote %s", final)
