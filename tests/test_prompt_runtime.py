@@ -91,7 +91,7 @@ def test_each_prompt_goes_to_its_network_box_alone_correction_or_clicks(network:
         "correction": make_prompt(hw, points=[(42, 31)], labels=[0], mask=mask),
         "correction with a box": make_prompt(hw, box=(38, 28, 102, 62), points=[(99, 59)], labels=[1], mask=mask),
     }
-    expected = {"box": "box", "box with a mask": "box", "click": "clicks", "box and click": "clicks",
+    expected = {"box": "box", "box with a mask": "box", "click": "clicks", "box and click": "correction",
                 "coarse mask": "clicks", "correction": "correction", "correction with a box": "correction"}
     for name, prompt in prompts.items():
         assert network_for(prompt) == expected[name], name

@@ -13,12 +13,13 @@
 Sets: `coco`, the COCO hold-out (edge_vos.data.coco: a quarter of coco-mval-train's images by COCO image
 id, drawn per category; never trained on), one object per image at 640 px; `davis`, DAVIS-2016 val-dev
 at 480p, the first frame of each sequence and every 10th after it (never trained on).
-Per object: the tight box's IoU and the ±10 % jittered box's (edge_vos.prompt.evaluation); then clicks as
-RITM's NoC protocol places them (first click deepest inside the object, each next one at the point
-farthest from the boundary of the larger error region of the network's own last mask; positive in a
-missed region, negative in a false one), at most 20, in two ways: **stateless** (each prompt holds all
-clicks so far and nothing else: the control socket's `add`) and **corrective** (from click 2 on, the
-network's previous mask goes along as the prompt's mask: a correction of an existing mask). NoC@85 /
+Per object: the tight box's IoU and the ±10 % jittered box's (edge_vos.prompt.evaluation); the jittered
+box with 1-3 clicks placed on its mask's errors, in one prompt (an operator fixing a box's answer: **box
++ clicks**); then clicks as RITM's NoC protocol places them (first click deepest inside the object, each
+next one at the point farthest from the boundary of the larger error region of the network's own last
+mask; positive in a missed region, negative in a false one), at most 20, in two ways: **stateless** (each
+prompt holds all clicks so far and nothing else: the control socket's `add`) and **corrective** (from click
+2 on, the network's previous mask goes along as the prompt's mask: a correction of an existing mask). NoC@85 /
 NoC@90: clicks until IoU >= 0.85 / 0.90 (20 when never). The segmenter runs as shipped (2 refinement
 passes, mirrored final pass). `--max-clicks 3` gives the click IoUs only (a quick screen of snapshots).
 Results: runs/bench-noc/<set>-<name>.json (per object and means).
@@ -46,6 +47,7 @@ from edge_vos.prompt.evaluation import (  # noqa: E402
     davis_eval_frames,
     iou,
     jittered_box,
+    next_click,
     tight_box,
 )
 from edge_vos.prompt.spec import make_prompt  # noqa: E402
@@ -57,6 +59,7 @@ OUT = ROOT / "runs" / "bench-noc"
 SETS = ("coco", "davis")
 MODES = ("stateless", "corrective")
 TARGETS = (0.85, 0.90)
+BOX_CLICKS = 3  # clicks after the jittered box (the box + clicks series)
 
 
 def eval_frames(name: str, data: Path, every: int) -> list[EvalFrame]:
@@ -72,6 +75,18 @@ def measure_object(method: object, frame: EvalFrame, seed: int, max_clicks: int)
     row["box"] = iou(method(frame.image, make_prompt(hw, box=tight_box(frame.truth))), frame.truth)  # type: ignore[operator]
     jitter = make_prompt(hw, box=jittered_box(frame.truth, np.random.default_rng(seed)))
     row["box_jitter"] = iou(method(frame.image, jitter), frame.truth)  # type: ignore[operator]
+    # A box, then clicks on what its mask got wrong (the operator's fix of a box's answer), all in one prompt.
+    box_clicks: list[float] = []
+    pred = method(frame.image, jitter)  # type: ignore[operator]
+    points: list[tuple[float, float]] = []
+    labels: list[int] = []
+    for _ in range(BOX_CLICKS):
+        point, label = next_click(frame.truth, pred)
+        points.append(point)
+        labels.append(label)
+        pred = method(frame.image, make_prompt(hw, box=jitter.box, points=points, labels=labels))  # type: ignore[operator]
+        box_clicks.append(round(iou(pred, frame.truth), 4))
+    row["box_clicks"] = box_clicks
     stop = max(TARGETS) if max_clicks > 3 else None
     for mode in MODES:
         row[mode] = [round(v, 4) for v in click_series(method, frame, max_clicks, stop, min_clicks=3,  # type: ignore[arg-type]
@@ -83,6 +98,9 @@ def summarise(rows: list[dict], max_clicks: int) -> dict[str, float]:
     """Means over objects: box IoUs, IoU after 1/2/3 clicks and NoC per mode."""
     out = {"box": float(np.mean([r["box"] for r in rows])),
            "box_jitter": float(np.mean([r["box_jitter"] for r in rows]))}
+    if all("box_clicks" in r for r in rows):
+        for k in range(BOX_CLICKS):
+            out[f"box_click{k + 1}"] = float(np.mean([r["box_clicks"][k] for r in rows]))
     for mode in MODES:
         for k in (1, 2, 3):
             out[f"{mode}_click{k}"] = float(np.mean([r[mode][min(k, len(r[mode])) - 1] for r in rows]))
@@ -101,6 +119,8 @@ def segmenter_options(args: argparse.Namespace) -> dict[str, object]:
         options["first_look"] = tuple(float(v) for v in args.first_look.split(",") if v)
     if args.frame_margin is not None:
         options["frame_margin"] = args.frame_margin
+    if args.box_weights:
+        options["box_path"] = args.box_weights
     if args.correction_weights:
         options["correction_path"] = args.correction_weights
     return options
@@ -129,7 +149,8 @@ def accuracy(args: argparse.Namespace) -> int:
             rows.append(measure_object(segmenter, frame, seed=i, max_clicks=args.max_clicks))
             log.info("%s %s %s box %.3f clicks %s", name, args.set, frame.sequence, rows[-1]["box"],
                      rows[-1]["stateless"])
-        result = {"set": args.set, "name": name, "weights": path, "correction_weights": args.correction_weights,
+        result = {"set": args.set, "name": name, "weights": path, "box_weights": args.box_weights,
+                  "correction_weights": args.correction_weights,
                   "objects": len(rows),
                   "max_clicks": args.max_clicks, "every": args.every if args.set == "davis" else None,
                   "seconds": round(time.time() - t0), "mean": summarise(rows, args.max_clicks), "per_object": rows}
@@ -171,6 +192,11 @@ def compare(args: argparse.Namespace) -> int:
     mc = min(before["max_clicks"], after["max_clicks"])
     metrics = {"box": lambda rs: np.mean([r["box"] for r in rs]),
                "click1": lambda rs: np.mean([r["stateless"][0] for r in rs])}
+    for k in (2, 3):
+        metrics[f"click{k} corrective"] = (lambda n: lambda rs: np.mean([r["corrective"][n - 1] for r in rs]))(k)
+    if all("box_clicks" in r for res in (before, after) for r in res["per_object"]):
+        for k in range(1, BOX_CLICKS + 1):
+            metrics[f"box + {k} clicks"] = (lambda n: lambda rs: np.mean([r["box_clicks"][n - 1] for r in rs]))(k)
     if mc > 3:
         for mode in MODES:  # fewer clicks is better: negate so that higher wins everywhere
             metrics[f"{mode} NoC@90"] = (
@@ -206,7 +232,9 @@ def table(args: argparse.Namespace) -> int:
                     return ["—", "—"]
                 return [f"{m[f'{mode}_noc85']:.2f}", f"{m[f'{mode}_noc90']:.2f} ({m[f'{mode}_fail90']})"]
 
-            rows.append([label, f"{m['box']:.3f}", f"{m['box_jitter']:.3f}",
+            box_clicks = (" / ".join(f"{m[f'box_click{k}']:.3f}" for k in range(1, BOX_CLICKS + 1))
+                          if "box_click1" in m else "—")
+            rows.append([label, f"{m['box']:.3f}", f"{m['box_jitter']:.3f}", box_clicks,
                          *(f"{m[f'stateless_click{k}']:.3f}" for k in (1, 2, 3)), *noc("stateless"),
                          *(f"{m[f'corrective_click{k}']:.3f}" for k in (2, 3)), *noc("corrective")])
         first = next(iter(results.values()))
@@ -214,7 +242,8 @@ def table(args: argparse.Namespace) -> int:
                 f"DAVIS-2016 val-dev 480p (first frame of each sequence and every {first['every']}th)")
         body += [f"{what}, {first['objects']} objects; stateless = all clicks in one prompt, corrective = "
                  "clicks 2.. sent with the previous mask; NoC at most 20 (objects never reaching 90 % in brackets):",
-                 "", markdown_table(["network", "tight box", "box ±10 %", "1 click", "2 clicks", "3 clicks",
+                 "", markdown_table(["network", "tight box", "box ±10 %", "box ±10 % + 1 / 2 / 3 clicks",
+                                     "1 click", "2 clicks", "3 clicks",
                                      "NoC@85", "NoC@90", "2 clicks corr.", "3 clicks corr.", "NoC@85 corr.",
                                      "NoC@90 corr."], rows), ""]
     body.append("`python tools/bench_noc.py table` writes these tables from runs/bench-noc/ (commands: "
@@ -240,8 +269,10 @@ def main() -> int:
     parser.add_argument("--frame-margin", type=float, help="clicks alone: the frame look's margin (0 = none)")
     parser.add_argument("--no-carve", action="store_true",
                         help="leave negative clicks the network ignored as it left them (no carving)")
-    parser.add_argument("--correction-weights", help="the network for corrections (clicks with the previous "
-                        "mask: the corrective series), as the service's prompt.correction_weights (default: the "
+    parser.add_argument("--box-weights", help="the network for a box alone, as the service's prompt.box_weights "
+                        "(default: the --weights network answers it too)")
+    parser.add_argument("--correction-weights", help="the network for clicks with a box or a mask (the box + "
+                        "clicks and corrective series), as the service's prompt.correction_weights (default: the "
                         "--weights network answers them too)")
     parser.add_argument("--json", help="where to write the result (one --weights only)")
     parser.add_argument("--rows", help="table: the networks to list, in order (default: all measured)")

@@ -30,7 +30,7 @@ class PromptMasks:
                  box_weights: str | Path | None = None, correction_weights: str | Path | None = None) -> None:
         """`weights` None: the bundled networks (for clicks, for a box alone, for corrections); a file: that
         network for every prompt, unless `box_weights` names one for a box alone or `correction_weights` one
-        for clicks with a mask."""
+        for clicks with a box or a mask."""
         self.weights = Path(weights) if weights else BUNDLED_WEIGHTS
         self.box_weights = Path(box_weights) if box_weights else (None if weights else BUNDLED_BOX_WEIGHTS)
         self.correction_weights = (Path(correction_weights) if correction_weights

@@ -2,8 +2,8 @@
 
 `PromptSegmenter` holds the network (loaded once; the service keeps one for its lifetime), optionally a
 second one for a box alone (`box_model`: every pass of a prompt with a box and no clicks) and a third for
-corrections (`correction_model`: every pass of a prompt with clicks and a mask, the mask an operator's click
-corrects), and turns a validated `Prompt` into a bool mask on the frame (`network_for` says which answers):
+corrections (`correction_model`: every pass of a prompt with clicks and a box or a mask, whose answer the clicks
+fix), and turns a validated `Prompt` into a bool mask on the frame (`network_for` says which answers):
 - a box: one pass on the window around the box (crops.box_window), box map + any clicks + any coarse mask;
 - a coarse mask without a box: one pass on the window around the mask and the positive clicks;
 - clicks only: first looks find the object roughly, through several windows: squares around the positive
@@ -62,11 +62,11 @@ BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "prompt.s
 # only. COCO annotates a rider and a horse apart where DAVIS has one object; a box settles which is meant,
 # a click does not, and the same training lost DAVIS's clicks (docs/history/prompt-network-runs.md, "Fourth round").
 BUNDLED_BOX_WEIGHTS = BUNDLED_WEIGHTS.with_name("prompt-box.safetensors")
-# The bundled network for corrections (clicks with the object's mask): the click network trained ten times
-# longer with COCO photographs. Given clicks alone it loses DAVIS's whole objects (a rider without the horse),
-# which a correction's mask settles (docs/history/prompt-network-runs.md, "Eighth round").
+# The bundled network for corrections (clicks with a box or the object's mask): the click network trained ten
+# times longer with COCO photographs. Given clicks alone it loses DAVIS's whole objects (a rider without the
+# horse), which a box or a mask settles (docs/history/prompt-network-runs.md, "Eighth round").
 BUNDLED_CORRECTION_WEIGHTS = BUNDLED_WEIGHTS.with_name("prompt-correct.safetensors")
-# Which network answers a prompt (`network_for`): clicks alone or with a box, a box alone, clicks with a mask.
+# Which network answers a prompt (`network_for`): clicks alone, a box alone, clicks with a box or a mask.
 NETWORK_ROLES = ("clicks", "box", "correction")
 # Extra passes on the network's own mask (`PromptSegmenter.refine`); chosen on val-dev
 # (docs/history/prompt-network-runs.md, "Second round").
@@ -83,19 +83,18 @@ CARVE_IGNORED_NEGATIVES = True
 
 
 def network_for(prompt: Prompt) -> str:
-    """The role (NETWORK_ROLES) of the network that answers `prompt`: a box without clicks -> box; clicks with
-    a mask (a correction) -> correction; everything else -> clicks."""
-    if prompt.box is not None and not len(prompt.points):
-        return "box"
-    if prompt.mask is not None and len(prompt.points):
-        return "correction"
-    return "clicks"
+    """The role (NETWORK_ROLES) of the network that answers `prompt`: a box without clicks -> box; clicks with a
+    box or a mask, which settle what the object is (an operator's fix of a box's or a track's mask) -> correction;
+    clicks alone, or a coarse mask alone -> clicks."""
+    if not len(prompt.points):
+        return "box" if prompt.box is not None else "clicks"
+    return "correction" if prompt.box is not None or prompt.mask is not None else "clicks"
 
 
 class PromptSegmenter:
     """A prompt network on the CPU (or `device`), in inference mode; with `box_model`, a second one that
-    answers a box alone (no clicks), and with `correction_model` one that answers clicks with a mask, every
-    pass of the prompt (`network_for`)."""
+    answers a box alone (no clicks), and with `correction_model` one that answers clicks with a box or a mask,
+    every pass of the prompt (`network_for`)."""
 
     def __init__(self, model: PromptNet, device: str = "cpu", crop_size: int | None = None,
                  flip: bool = True, refine: int = DEFAULT_REFINE, refine_size: int | None = None,
@@ -141,8 +140,8 @@ class PromptSegmenter:
                   frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES,
                   runtime: str = "auto", threads: int = 0, box_path: str | Path | None = None,
                   correction_path: str | Path | None = None) -> PromptSegmenter:
-        """`box_path`: the network for a box alone, `correction_path`: for clicks with a mask (None: `path`'s
-        answers those prompts too)."""
+        """`box_path`: the network for a box alone, `correction_path`: for clicks with a box or a mask (None:
+        `path`'s answers those prompts too)."""
         for file in (path, box_path, correction_path):
             if file is not None and not Path(file).is_file():
                 raise FileNotFoundError(f"prompt network weights not found: {file}")

@@ -106,7 +106,7 @@ class PromptConfig:
     # The network for a box alone (no clicks); empty = the bundled edge_vos/weights/prompt-box.safetensors
     # when `weights` is empty too, else `weights` answers every prompt.
     box_weights: str = ""
-    # The network for a correction (clicks with the object's mask); empty = the bundled
+    # The network for clicks with a box or a mask (a fix of its answer, a correction); empty = the bundled
     # edge_vos/weights/prompt-correct.safetensors when `weights` is empty too, else `weights` answers them.
     correction_weights: str = ""
 
