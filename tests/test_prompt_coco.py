@@ -155,3 +155,23 @@ def test_click_series_counts_clicks_and_stops_at_a_fixed_point() -> None:
 
     scores = click_series(grows, frame, max_clicks=20, stop_iou=0.9, min_clicks=3)
     assert scores == [0.25, 0.5, 0.75, 1.0] and clicks_to_reach(scores, 0.9) == 4
+
+
+def test_click_series_after_a_box_clicks_on_the_boxs_mask_and_keeps_the_box() -> None:
+    frame = _frame()
+    calls: list[Prompt] = []
+
+    def grows(image: np.ndarray, prompt: Prompt) -> np.ndarray:  # one more column band per click
+        calls.append(prompt)
+        mask = np.zeros(frame.truth.shape, bool)
+        mask[10:30, 10:20 + 10 * len(prompt.points)] = True
+        return mask
+
+    start = np.zeros(frame.truth.shape, bool)
+    start[10:30, 10:20] = True  # the box's answer: the left quarter
+    scores = click_series(grows, frame, max_clicks=3, box=(10, 10, 50, 30), start=start)
+    assert scores == [0.5, 0.75, 1.0]
+    assert all(p.box == (10, 10, 50, 30) for p in calls)
+    x, _ = calls[0].points[0]
+    # Deepest in the part the box's mask missed (x 20..50), not deepest in the object (x 19.5).
+    assert x == 29.5 and calls[0].labels[0] == 1

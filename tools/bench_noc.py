@@ -47,7 +47,6 @@ from edge_vos.prompt.evaluation import (  # noqa: E402
     davis_eval_frames,
     iou,
     jittered_box,
-    next_click,
     tight_box,
 )
 from edge_vos.prompt.spec import make_prompt  # noqa: E402
@@ -74,19 +73,11 @@ def measure_object(method: object, frame: EvalFrame, seed: int, max_clicks: int)
     row: dict[str, object] = {"name": frame.sequence, "index": frame.index}
     row["box"] = iou(method(frame.image, make_prompt(hw, box=tight_box(frame.truth))), frame.truth)  # type: ignore[operator]
     jitter = make_prompt(hw, box=jittered_box(frame.truth, np.random.default_rng(seed)))
-    row["box_jitter"] = iou(method(frame.image, jitter), frame.truth)  # type: ignore[operator]
+    jitter_mask = method(frame.image, jitter)  # type: ignore[operator]
+    row["box_jitter"] = iou(jitter_mask, frame.truth)
     # A box, then clicks on what its mask got wrong (the operator's fix of a box's answer), all in one prompt.
-    box_clicks: list[float] = []
-    pred = method(frame.image, jitter)  # type: ignore[operator]
-    points: list[tuple[float, float]] = []
-    labels: list[int] = []
-    for _ in range(BOX_CLICKS):
-        point, label = next_click(frame.truth, pred)
-        points.append(point)
-        labels.append(label)
-        pred = method(frame.image, make_prompt(hw, box=jitter.box, points=points, labels=labels))  # type: ignore[operator]
-        box_clicks.append(round(iou(pred, frame.truth), 4))
-    row["box_clicks"] = box_clicks
+    row["box_clicks"] = [round(v, 4) for v in click_series(method, frame, BOX_CLICKS, box=jitter.box,  # type: ignore[arg-type]
+                                                           start=jitter_mask)]
     stop = max(TARGETS) if max_clicks > 3 else None
     for mode in MODES:
         row[mode] = [round(v, 4) for v in click_series(method, frame, max_clicks, stop, min_clicks=3,  # type: ignore[arg-type]

@@ -136,13 +136,16 @@ def davis_eval_frames(root: str | Path, split: str = "val-dev", res: str = "480p
 
 
 def click_series(method: Method, frame: EvalFrame, max_clicks: int = 20, stop_iou: float | None = None,
-                 min_clicks: int = 1, corrective: bool = False) -> list[float]:
+                 min_clicks: int = 1, corrective: bool = False, box: tuple[float, float, float, float] | None = None,
+                 start: np.ndarray | None = None) -> list[float]:
     """IoU after each simulated click (NoC protocol: `next_click` on the method's own last mask), at most
     `max_clicks`, stopping once `min_clicks` are done and the IoU reached `stop_iou`.
 
     Stateless (the control socket's `add`): every prompt carries all clicks so far and nothing else.
     Corrective: from the second click on, the prompt also carries the method's previous mask, which the
     new click corrects (as an operator's correction of a tracked object's mask).
+    `box`: every prompt also carries this box; `start`: the answer the first click corrects (the box's mask,
+    as an operator clicks on what a box got wrong), instead of the first click going deepest inside.
 
     When a prompt would hold exactly what the previous one held (the next click repeats a click already
     given and, corrective, the mask did not change), a deterministic method answers the same again and
@@ -150,7 +153,7 @@ def click_series(method: Method, frame: EvalFrame, max_clicks: int = 20, stop_io
     hw = frame.truth.shape
     points: list[tuple[float, float]] = []
     labels: list[int] = []
-    pred: np.ndarray | None = None
+    pred: np.ndarray | None = start
     previous: np.ndarray | None = None
     scores: list[float] = []
     for k in range(max_clicks):
@@ -163,7 +166,7 @@ def click_series(method: Method, frame: EvalFrame, max_clicks: int = 20, stop_io
             scores += [scores[-1]] * (max_clicks - k)  # a fixed point: the same prompt, the same answer
             break
         previous = mask
-        pred = method(frame.image, make_prompt(hw, points=points, labels=labels, mask=mask))
+        pred = method(frame.image, make_prompt(hw, box=box, points=points, labels=labels, mask=mask))
         scores.append(iou(pred, frame.truth))
         if stop_iou is not None and k + 1 >= min_clicks and scores[-1] >= stop_iou:
             break

@@ -115,8 +115,8 @@ class PromptSegmenter:
         # `threads`: ONNX Runtime's threads (0: torch's count here).
         self._passes, self.runtime = make_passes(self.model, self.device, runtime, threads)
         # The other roles' passes (NETWORK_ROLES); a role without its own network is answered by `model`.
-        self._role_passes: dict[str, Passes] = {"clicks": self._passes}
-        for role, other in (("box", box_model), ("correction", correction_model)):
+        self._role_passes: dict[str, Passes] = {}
+        for role, other in zip(NETWORK_ROLES, (None, box_model, correction_model), strict=True):
             self._role_passes[role] = (make_passes(other.eval().to(device), self.device, runtime, threads)[0]
                                        if other is not None else self._passes)
         self.size = crop_size or model.config.crop_size  # the network is fully convolutional
