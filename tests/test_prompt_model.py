@@ -274,7 +274,7 @@ class _ScriptedSegmenter(PromptSegmenter):
                          lost_click_window=lost_click_window, first_look=(), frame_margin=0.0)
         self.windows: list[tuple[float, ...]] = []
 
-    def _pass(self, image, window, prompt, coarse, final=True, size=None):  # type: ignore[no-untyped-def]
+    def _pass(self, image, window, prompt, coarse, final=True, size=None, passes=None, partner=None):  # type: ignore[no-untyped-def]
         self.windows.append(tuple(window))
         out = np.zeros(prompt.frame_hw, np.float32)
         out[5:15, 5:25] = 1.0 if len(self.windows) == 1 else 0.0  # found: another thing, top left
@@ -305,7 +305,7 @@ class _ScaleScriptedSegmenter(PromptSegmenter):
         self.windows: list[tuple[float, ...]] = []
         self.coarse: list[np.ndarray | None] = []
 
-    def _pass(self, image, window, prompt, coarse, final=True, size=None):  # type: ignore[no-untyped-def]
+    def _pass(self, image, window, prompt, coarse, final=True, size=None, passes=None, partner=None):  # type: ignore[no-untyped-def]
         self.windows.append(tuple(window))
         self.coarse.append(coarse)
         out = np.zeros(prompt.frame_hw, np.float32)
@@ -352,7 +352,7 @@ class _PaintingSegmenter(PromptSegmenter):
     def __init__(self, carve: bool) -> None:
         super().__init__(PromptNet(PromptNetConfig(crop_size=32)), refine=1, flip=False, carve=carve)
 
-    def _pass(self, image, window, prompt, coarse, final=True, size=None, passes=None):  # type: ignore[no-untyped-def]
+    def _pass(self, image, window, prompt, coarse, final=True, size=None, passes=None, partner=None):  # type: ignore[no-untyped-def]
         out = np.zeros(prompt.frame_hw, np.float32)
         out[30:60, 20:120] = 0.9
         return out

@@ -76,7 +76,7 @@ def test_each_prompt_goes_to_its_network_box_alone_correction_or_clicks(network:
     rng = np.random.default_rng(2)
     image = rng.integers(0, 60, (90, 140, 3), dtype=np.uint8)
     image[30:60, 40:100] = (230, 40, 40)
-    three = PromptSegmenter(network, box_model=box_model, correction_model=correction_model)
+    three = PromptSegmenter(network, box_model=box_model, correction_model=correction_model, partners={})
     alone = {"clicks": PromptSegmenter(network), "box": PromptSegmenter(box_model),
              "correction": PromptSegmenter(correction_model)}
     hw = image.shape[:2]
@@ -103,6 +103,33 @@ def test_each_prompt_goes_to_its_network_box_alone_correction_or_clicks(network:
     for role in ("box", "correction"):
         with pytest.raises(ValueError, match=f"{role} network's config"):
             PromptSegmenter(network, **{f"{role}_model": PromptNet(PromptNetConfig(crop_size=96))})
+
+
+def test_a_box_alone_is_answered_by_the_box_and_correction_networks_together(network: PromptNet) -> None:
+    """FINAL_PASS_PARTNERS: the last pass averages the partner's answer (mirrored too); with no refinement the
+    last pass is the only one, so the answer is exactly the mean of the two networks' own answers."""
+    torch.manual_seed(4)
+    box_model = PromptNet(PromptNetConfig(crop_size=64)).eval()
+    torch.manual_seed(5)
+    correction_model = PromptNet(PromptNetConfig(crop_size=64)).eval()
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 60, (90, 140, 3), dtype=np.uint8)
+    image[30:60, 40:100] = (230, 40, 40)
+    hw = image.shape[:2]
+    box, click = make_prompt(hw, box=(38, 28, 102, 62)), make_prompt(hw, points=[(70, 45)], labels=[1])
+    paired = PromptSegmenter(network, refine=0, box_model=box_model, correction_model=correction_model)
+    mean = (PromptSegmenter(box_model, refine=0).probabilities(image, box)
+            + PromptSegmenter(correction_model, refine=0).probabilities(image, box)) / 2
+    assert np.abs(paired.probabilities(image, box) - mean).max() < 1e-5
+    # Clicks alone have no partner; nor has a box when no correction network of its own is loaded.
+    click_alone = PromptSegmenter(network, refine=0).probabilities(image, click)
+    assert np.array_equal(paired.probabilities(image, click), click_alone)
+    no_partner = PromptSegmenter(network, box_model=box_model)
+    box_alone = PromptSegmenter(box_model).probabilities(image, box)
+    assert np.array_equal(no_partner.probabilities(image, box), box_alone)
+    for partners in ({"box": "box"}, {"box": "clicks and boxes"}):
+        with pytest.raises(ValueError, match="partners"):
+            PromptSegmenter(network, box_model=box_model, partners=partners)
 
 
 def test_the_bundled_pair_loads_unless_one_network_is_named(tmp_path) -> None:

@@ -114,6 +114,8 @@ def segmenter_options(args: argparse.Namespace) -> dict[str, object]:
         options["box_path"] = args.box_weights
     if args.correction_weights:
         options["correction_path"] = args.correction_weights
+    if args.no_partners:
+        options["partners"] = {}
     return options
 
 
@@ -141,7 +143,7 @@ def accuracy(args: argparse.Namespace) -> int:
             log.info("%s %s %s box %.3f clicks %s", name, args.set, frame.sequence, rows[-1]["box"],
                      rows[-1]["stateless"])
         result = {"set": args.set, "name": name, "weights": path, "box_weights": args.box_weights,
-                  "correction_weights": args.correction_weights,
+                  "correction_weights": args.correction_weights, "partners": not args.no_partners,
                   "objects": len(rows),
                   "max_clicks": args.max_clicks, "every": args.every if args.set == "davis" else None,
                   "seconds": round(time.time() - t0), "mean": summarise(rows, args.max_clicks), "per_object": rows}
@@ -265,6 +267,8 @@ def main() -> int:
     parser.add_argument("--correction-weights", help="the network for clicks with a box or a mask (the box + "
                         "clicks and corrective series), as the service's prompt.correction_weights (default: the "
                         "--weights network answers them too)")
+    parser.add_argument("--no-partners", action="store_true",
+                        help="every last pass by its own network alone (segmenter.FINAL_PASS_PARTNERS off)")
     parser.add_argument("--json", help="where to write the result (one --weights only)")
     parser.add_argument("--rows", help="table: the networks to list, in order (default: all measured)")
     args = parser.parse_args()

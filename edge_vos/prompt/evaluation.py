@@ -102,21 +102,9 @@ def evaluate_frame(
 def evaluate_clicks(method: Method, frame: EvalFrame, clicks: int = 3, uses_previous_mask: bool = False
                     ) -> dict[str, float]:
     """IoU after each of `clicks` simulated clicks (click1, click2, ...), each placed on the method's own
-    errors; with `uses_previous_mask` the previous prediction goes along as the prompt's mask."""
-    scores: dict[str, float] = {}
-    hw = frame.truth.shape
-    points: list[tuple[float, float]] = []
-    labels: list[int] = []
-    pred: np.ndarray | None = None
-    for k in range(clicks):
-        point, label = next_click(frame.truth, pred)
-        points.append(point)
-        labels.append(label)
-        previous = pred if (uses_previous_mask and pred is not None and pred.any()) else None
-        prompt = make_prompt(hw, points=points, labels=labels, mask=previous)
-        pred = method(frame.image, prompt)
-        scores[f"click{k + 1}"] = iou(pred, frame.truth)
-    return scores
+    errors (`click_series`); with `uses_previous_mask` the previous prediction goes along as the prompt's mask."""
+    scores = click_series(method, frame, clicks, corrective=uses_previous_mask)
+    return {f"click{k + 1}": score for k, score in enumerate(scores)}
 
 
 def davis_eval_frames(root: str | Path, split: str = "val-dev", res: str = "480p", every: int = 10,

@@ -17,7 +17,9 @@ fix), and turns a validated `Prompt` into a bool mask on the frame (`network_for
   (`click_window`).
 Then `refine` more passes (two by default): each looks again at the window around the box (or around the
 last prediction and the positive clicks) with the last prediction as the coarse mask, so the network corrects
-its own mask (holes, bleeding, a part it missed); only the last pass averages with the mirrored crop.
+its own mask (holes, bleeding, a part it missed); only the last pass averages with the mirrored crop, and for
+the roles in `FINAL_PASS_PARTNERS` with a second network's answer on the same crops (a box alone: the box and
+the correction networks, trained on different mixes, err in different places).
 Last, negative clicks the network ignored (`carve`): where a negative click still lies on the mask, the
 part of its connected piece nearer to the negative clicks than to every positive one is taken off. The
 network follows negative clicks weakly; ignored, the click protocol would repeat the same click forever.
@@ -33,7 +35,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import cv2
 import numpy as np
@@ -68,6 +72,10 @@ BUNDLED_BOX_WEIGHTS = BUNDLED_WEIGHTS.with_name("prompt-box.safetensors")
 BUNDLED_CORRECTION_WEIGHTS = BUNDLED_WEIGHTS.with_name("prompt-correct.safetensors")
 # Which network answers a prompt (`network_for`): clicks alone, a box alone, clicks with a box or a mask.
 NETWORK_ROLES = ("clicks", "box", "correction")
+# A role's last pass also asks this other role's network (mirrored too) and averages the answers: a box alone's
+# mask by the box and the correction networks together (docs/history/prompt-network-runs.md, "Ninth round").
+# Only when the partner role has its own network; it costs one more mirrored pass per prompt.
+FINAL_PASS_PARTNERS: Mapping[str, str] = MappingProxyType({"box": "correction"})
 # Extra passes on the network's own mask (`PromptSegmenter.refine`); chosen on val-dev
 # (docs/history/prompt-network-runs.md, "Second round").
 DEFAULT_REFINE = 2
@@ -101,7 +109,8 @@ class PromptSegmenter:
                  lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
                  frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES,
                  runtime: str = "auto", threads: int = 0, box_model: PromptNet | None = None,
-                 correction_model: PromptNet | None = None) -> None:
+                 correction_model: PromptNet | None = None,
+                 partners: Mapping[str, str] | None = None) -> None:
         for role, other in (("box", box_model), ("correction", correction_model)):
             if other is not None and other.config != model.config:
                 raise ValueError(f"the {role} network's config ({other.config}) differs from the click network's "
@@ -119,6 +128,16 @@ class PromptSegmenter:
         for role, other in zip(NETWORK_ROLES, (None, box_model, correction_model), strict=True):
             self._role_passes[role] = (make_passes(other.eval().to(device), self.device, runtime, threads)[0]
                                        if other is not None else self._passes)
+        # `partners`: FINAL_PASS_PARTNERS by default, {} for none. A partner role without a network of its own
+        # (answered by `model`) is left out: the pairing was measured with the partner's own network.
+        partners = FINAL_PASS_PARTNERS if partners is None else partners
+        for role, partner in partners.items():
+            if role not in NETWORK_ROLES or partner not in NETWORK_ROLES or role == partner:
+                raise ValueError(f"partners: {role!r} -> {partner!r}; expected two different roles of "
+                                 f"{NETWORK_ROLES}")
+        self._partner_passes: dict[str, Passes] = {
+            role: self._role_passes[partner] for role, partner in partners.items()
+            if self._role_passes[partner] is not self._passes}
         self.size = crop_size or model.config.crop_size  # the network is fully convolutional
         # `refine` more passes, each on the window around the previous prediction with it as the coarse
         # mask (a second look: the box or clicks stay, the network corrects its own mask), at `refine_size`.
@@ -139,9 +158,10 @@ class PromptSegmenter:
                   lost_click_window: float = LOST_CLICK_WINDOW, first_look: tuple[float, ...] = FIRST_LOOK_SHARES,
                   frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES,
                   runtime: str = "auto", threads: int = 0, box_path: str | Path | None = None,
-                  correction_path: str | Path | None = None) -> PromptSegmenter:
+                  correction_path: str | Path | None = None,
+                  partners: Mapping[str, str] | None = None) -> PromptSegmenter:
         """`box_path`: the network for a box alone, `correction_path`: for clicks with a box or a mask (None:
-        `path`'s answers those prompts too)."""
+        `path`'s answers those prompts too); `partners`: see FINAL_PASS_PARTNERS."""
         for file in (path, box_path, correction_path):
             if file is not None and not Path(file).is_file():
                 raise FileNotFoundError(f"prompt network weights not found: {file}")
@@ -149,7 +169,7 @@ class PromptSegmenter:
         box_model = load_weights(box_path)[0] if box_path is not None else None
         correction_model = load_weights(correction_path)[0] if correction_path is not None else None
         segmenter = cls(model, device, crop_size, flip, refine, refine_size, lost_click_window, first_look,
-                        frame_margin, carve, runtime, threads, box_model, correction_model)
+                        frame_margin, carve, runtime, threads, box_model, correction_model, partners)
         log.info("prompt network loaded from %s (steps: %s; passes in %s)%s%s", path, header.get("steps", "?"),
                  segmenter.runtime, f"; a box alone from {box_path}" if box_path is not None else "",
                  f"; corrections from {correction_path}" if correction_path is not None else "")
@@ -173,26 +193,28 @@ class PromptSegmenter:
                              f"{hw[1]}x{hw[0]}")
         positives = prompt.positives
         last = not self.refine
-        passes = self._role_passes[network_for(prompt)]
+        role = network_for(prompt)
+        passes, partner = self._role_passes[role], self._partner_passes.get(role)
         if prompt.box is not None:
-            prob = self._pass(image, box_window(prompt.box), prompt, prompt.mask, final=last, passes=passes)
+            prob = self._pass(image, box_window(prompt.box), prompt, prompt.mask, final=last, passes=passes,
+                              partner=partner)
         elif prompt.mask is not None:
             window = box_window(mask_box(prompt.mask, positives) or frame_window(hw))
-            prob = self._pass(image, window, prompt, prompt.mask, final=last, passes=passes)
+            prob = self._pass(image, window, prompt, prompt.mask, final=last, passes=passes, partner=partner)
         else:
             rough = self._first_look(image, prompt)
             if rough.any() or not self.lost_click_window:
                 window = box_window(mask_box(rough, positives) or frame_window(hw))
             else:  # the whole-frame look found nothing under the clicks: look closer around them instead
                 window = click_window(positives, hw, self.lost_click_window)
-            prob = self._pass(image, window, prompt, rough if rough.any() else None, final=last)
+            prob = self._pass(image, window, prompt, rough if rough.any() else None, final=last, partner=partner)
         for i in range(self.refine):
             coarse = prob > 0.5
             if not coarse.any():
                 break
             window = box_window(prompt.box if prompt.box is not None else mask_box(coarse, positives))
             prob = self._pass(image, window, prompt, coarse, final=i == self.refine - 1, size=self.refine_size,
-                              passes=passes)
+                              passes=passes, partner=partner)
         if self.carve:
             prob[_ignored_negatives_share(prob > 0.5, prompt)] = 0.0
         return prob
@@ -216,7 +238,9 @@ class PromptSegmenter:
         return best
 
     def _pass(self, image: np.ndarray, window: Window, prompt: Prompt, coarse: np.ndarray | None,
-              final: bool = True, size: int | None = None, passes: Passes | None = None) -> np.ndarray:
+              final: bool = True, size: int | None = None, passes: Passes | None = None,
+              partner: Passes | None = None) -> np.ndarray:
+        """One look through `window`; a `final` look also averages the mirrored crop and `partner`'s answers."""
         s = size or self.size
         maps = np.zeros((4, s, s), np.float32)
         if prompt.box is not None:
@@ -232,8 +256,8 @@ class PromptSegmenter:
             flip = self.flip and final  # the rough first pass of clicks alone only has to find the object
             if flip:  # the crop and its mirror image as one batch of two, averaged
                 x, m = torch.cat([x, x.flip(-1)]), torch.cat([m, m.flip(-1)])
-            logits = (passes or self._passes)(x, m)
-            prob = torch.sigmoid(logits)[:, 0]
+            answers = [passes or self._passes] + ([partner] if final and partner is not None else [])
+            prob = torch.stack([torch.sigmoid(answer(x, m))[:, 0] for answer in answers]).mean(0)
             prob = ((prob[0] + prob[1].flip(-1)) / 2 if flip else prob[0]).cpu().numpy()
         return paste_back(prob, window, prompt.frame_hw)
 
