@@ -257,8 +257,8 @@ class PromptSegmenter:
             if flip:  # the crop and its mirror image as one batch of two, averaged
                 x, m = torch.cat([x, x.flip(-1)]), torch.cat([m, m.flip(-1)])
             answers = [passes or self._passes] + ([partner] if final and partner is not None else [])
-            prob = torch.stack([torch.sigmoid(answer(x, m))[:, 0] for answer in answers]).mean(0)
-            prob = ((prob[0] + prob[1].flip(-1)) / 2 if flip else prob[0]).cpu().numpy()
+            batch = torch.stack([torch.sigmoid(answer(x, m))[:, 0] for answer in answers]).mean(0)
+            prob = ((batch[0] + batch[1].flip(-1)) / 2 if flip else batch[0]).cpu().numpy()
         return paste_back(prob, window, prompt.frame_hw)
 
 
