@@ -132,6 +132,34 @@ def test_a_box_alone_is_answered_by_the_box_and_correction_networks_together(net
             PromptSegmenter(network, box_model=box_model, partners=partners)
 
 
+def test_several_clicks_alone_are_answered_as_a_correction_of_the_first_clicks_answer(network: PromptNet) -> None:
+    """CHAIN_CLICKS: the click network's start on the first positive click (CHAIN_START_REFINE passes, none
+    mirrored), then the correction network with every click and that start as the mask."""
+    from edge_vos.prompt.segmenter import CHAIN_START_REFINE
+
+    torch.manual_seed(5)
+    correction_model = PromptNet(PromptNetConfig(crop_size=64)).eval()
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 60, (90, 140, 3), dtype=np.uint8)
+    image[30:60, 40:100] = (230, 40, 40)
+    hw = image.shape[:2]
+    chained = PromptSegmenter(network, correction_model=correction_model)
+    clicks = make_prompt(hw, points=[(30, 20), (70, 45), (95, 58)], labels=[0, 1, 1])
+    start = PromptSegmenter(network, refine=CHAIN_START_REFINE, flip=False)(
+        image, make_prompt(hw, points=[(70, 45)], labels=[1]))
+    assert start.any()
+    corrected = PromptSegmenter(correction_model).probabilities(
+        image, make_prompt(hw, points=clicks.points, labels=clicks.labels, mask=start))
+    assert np.array_equal(chained.probabilities(image, clicks), corrected)
+    # One click, chaining off, or no correction network of its own: the click network answers as before.
+    one = make_prompt(hw, points=[(70, 45)], labels=[1])
+    assert np.array_equal(chained.probabilities(image, one), PromptSegmenter(network).probabilities(image, one))
+    by_clicks = PromptSegmenter(network).probabilities(image, clicks)
+    for plain in (PromptSegmenter(network, correction_model=correction_model, chain=False), PromptSegmenter(network)):
+        assert np.array_equal(plain.probabilities(image, clicks), by_clicks)
+    assert not np.array_equal(chained.probabilities(image, clicks), by_clicks)
+
+
 def test_the_bundled_pair_loads_unless_one_network_is_named(tmp_path) -> None:
     from edge_vos.prompt.methods import PromptMasks
     from edge_vos.prompt.segmenter import BUNDLED_BOX_WEIGHTS, BUNDLED_CORRECTION_WEIGHTS, BUNDLED_WEIGHTS

@@ -116,6 +116,8 @@ def segmenter_options(args: argparse.Namespace) -> dict[str, object]:
         options["correction_path"] = args.correction_weights
     if args.no_partners:
         options["partners"] = {}
+    if args.no_chain:
+        options["chain"] = False
     return options
 
 
@@ -143,7 +145,8 @@ def accuracy(args: argparse.Namespace) -> int:
             log.info("%s %s %s box %.3f clicks %s", name, args.set, frame.sequence, rows[-1]["box"],
                      rows[-1]["stateless"])
         result = {"set": args.set, "name": name, "weights": path, "box_weights": args.box_weights,
-                  "correction_weights": args.correction_weights, "partners": not args.no_partners,
+                  "correction_weights": args.correction_weights,
+                  "partners": not args.no_partners, "chain": not args.no_chain,
                   "objects": len(rows),
                   "max_clicks": args.max_clicks, "every": args.every if args.set == "davis" else None,
                   "seconds": round(time.time() - t0), "mean": summarise(rows, args.max_clicks), "per_object": rows}
@@ -269,6 +272,9 @@ def main() -> int:
                         "--weights network answers them too)")
     parser.add_argument("--no-partners", action="store_true",
                         help="every last pass by its own network alone (segmenter.FINAL_PASS_PARTNERS off)")
+    parser.add_argument("--no-chain", action="store_true",
+                        help="several clicks alone by the click network, not as a correction of the first click's "
+                        "answer (segmenter.CHAIN_CLICKS off)")
     parser.add_argument("--json", help="where to write the result (one --weights only)")
     parser.add_argument("--rows", help="table: the networks to list, in order (default: all measured)")
     args = parser.parse_args()

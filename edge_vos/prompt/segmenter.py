@@ -20,6 +20,9 @@ last prediction and the positive clicks) with the last prediction as the coarse 
 its own mask (holes, bleeding, a part it missed); only the last pass averages with the mirrored crop, and for
 the roles in `FINAL_PASS_PARTNERS` with a second network's answer on the same crops (a box alone: the box and
 the correction networks, trained on different mixes, err in different places).
+Several clicks alone (`chain`, with a correction network of its own): the click network answers the first
+positive click (a start: `CHAIN_START_REFINE` refinement passes, none mirrored), and the correction network
+answers all the clicks with that start as the object's mask, as if the operator had corrected it click by click.
 Last, negative clicks the network ignored (`carve`): where a negative click still lies on the mask, the
 part of its connected piece nearer to the negative clicks than to every positive one is taken off. The
 network follows negative clicks weakly; ignored, the click protocol would repeat the same click forever.
@@ -76,6 +79,12 @@ NETWORK_ROLES = ("clicks", "box", "correction")
 # mask by the box and the correction networks together (docs/history/prompt-network-runs.md, "Ninth round").
 # Only when the partner role has its own network; it costs one more mirrored pass per prompt.
 FINAL_PASS_PARTNERS: Mapping[str, str] = MappingProxyType({"box": "correction"})
+# Several clicks alone are answered as a correction of the first click's answer (`chain`): the click network
+# settles which object is meant (DAVIS's whole objects), the correction network, trained on COCO's 80 categories,
+# fixes it with the other clicks (docs/history/prompt-network-runs.md, "Ninth round"). The start takes this many
+# refinement passes and no mirrored one: the correction network goes over it again.
+CHAIN_CLICKS = True
+CHAIN_START_REFINE = 1
 # Extra passes on the network's own mask (`PromptSegmenter.refine`); chosen on val-dev
 # (docs/history/prompt-network-runs.md, "Second round").
 DEFAULT_REFINE = 2
@@ -110,7 +119,7 @@ class PromptSegmenter:
                  frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES,
                  runtime: str = "auto", threads: int = 0, box_model: PromptNet | None = None,
                  correction_model: PromptNet | None = None,
-                 partners: Mapping[str, str] | None = None) -> None:
+                 partners: Mapping[str, str] | None = None, chain: bool = CHAIN_CLICKS) -> None:
         for role, other in (("box", box_model), ("correction", correction_model)):
             if other is not None and other.config != model.config:
                 raise ValueError(f"the {role} network's config ({other.config}) differs from the click network's "
@@ -138,6 +147,8 @@ class PromptSegmenter:
         self._partner_passes: dict[str, Passes] = {
             role: self._role_passes[partner] for role, partner in partners.items()
             if self._role_passes[partner] is not self._passes}
+        # Several clicks alone as a correction of the first click's answer, when corrections have their own network.
+        self.chain = chain and correction_model is not None
         self.size = crop_size or model.config.crop_size  # the network is fully convolutional
         # `refine` more passes, each on the window around the previous prediction with it as the coarse
         # mask (a second look: the box or clicks stay, the network corrects its own mask), at `refine_size`.
@@ -159,9 +170,9 @@ class PromptSegmenter:
                   frame_margin: float = FRAME_MARGIN, carve: bool = CARVE_IGNORED_NEGATIVES,
                   runtime: str = "auto", threads: int = 0, box_path: str | Path | None = None,
                   correction_path: str | Path | None = None,
-                  partners: Mapping[str, str] | None = None) -> PromptSegmenter:
+                  partners: Mapping[str, str] | None = None, chain: bool = CHAIN_CLICKS) -> PromptSegmenter:
         """`box_path`: the network for a box alone, `correction_path`: for clicks with a box or a mask (None:
-        `path`'s answers those prompts too); `partners`: see FINAL_PASS_PARTNERS."""
+        `path`'s answers those prompts too); `partners`: see FINAL_PASS_PARTNERS; `chain`: see CHAIN_CLICKS."""
         for file in (path, box_path, correction_path):
             if file is not None and not Path(file).is_file():
                 raise FileNotFoundError(f"prompt network weights not found: {file}")
@@ -169,7 +180,7 @@ class PromptSegmenter:
         box_model = load_weights(box_path)[0] if box_path is not None else None
         correction_model = load_weights(correction_path)[0] if correction_path is not None else None
         segmenter = cls(model, device, crop_size, flip, refine, refine_size, lost_click_window, first_look,
-                        frame_margin, carve, runtime, threads, box_model, correction_model, partners)
+                        frame_margin, carve, runtime, threads, box_model, correction_model, partners, chain)
         log.info("prompt network loaded from %s (steps: %s; passes in %s)%s%s", path, header.get("steps", "?"),
                  segmenter.runtime, f"; a box alone from {box_path}" if box_path is not None else "",
                  f"; corrections from {correction_path}" if correction_path is not None else "")
@@ -191,8 +202,20 @@ class PromptSegmenter:
         if image.shape[:2] != hw:
             raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the prompt was made for "
                              f"{hw[1]}x{hw[0]}")
+        if self.chain and prompt.box is None and prompt.mask is None and len(prompt.points) > 1:
+            first = int(np.flatnonzero(prompt.labels == 1)[0])
+            start = self._answer(image, make_prompt(hw, points=prompt.points[first:first + 1], labels=[1]),
+                                 CHAIN_START_REFINE, mirror=False) > 0.5
+            if start.any():
+                prompt = make_prompt(hw, points=prompt.points, labels=prompt.labels, mask=start)
+        return self._answer(image, prompt, self.refine, mirror=True)
+
+    def _answer(self, image: np.ndarray, prompt: Prompt, refine: int, mirror: bool) -> np.ndarray:
+        """The prompt's probabilities after `refine` refinement passes; `mirror`: the last pass is final (the
+        mirrored crop and the partner averaged in)."""
+        hw = prompt.frame_hw
         positives = prompt.positives
-        last = not self.refine
+        last = not refine and mirror
         role = network_for(prompt)
         passes, partner = self._role_passes[role], self._partner_passes.get(role)
         if prompt.box is not None:
@@ -208,13 +231,13 @@ class PromptSegmenter:
             else:  # the whole-frame look found nothing under the clicks: look closer around them instead
                 window = click_window(positives, hw, self.lost_click_window)
             prob = self._pass(image, window, prompt, rough if rough.any() else None, final=last, partner=partner)
-        for i in range(self.refine):
+        for i in range(refine):
             coarse = prob > 0.5
             if not coarse.any():
                 break
             window = box_window(prompt.box if prompt.box is not None else mask_box(coarse, positives))
-            prob = self._pass(image, window, prompt, coarse, final=i == self.refine - 1, size=self.refine_size,
-                              passes=passes, partner=partner)
+            prob = self._pass(image, window, prompt, coarse, final=mirror and i == refine - 1,
+                              size=self.refine_size, passes=passes, partner=partner)
         if self.carve:
             prob[_ignored_negatives_share(prob > 0.5, prompt)] = 0.0
         return prob
