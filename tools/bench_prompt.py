@@ -10,8 +10,10 @@ size, 1 / 2 / 3 clicks placed as RITM's protocol places them, each click on the 
 each prompt is sent alone, as a stateless `add` sends it; for the learned network a second click series
 also sends its previous mask back with clicks 2 and 3, as an interactive client may ("+ own previous
 mask" rows; --no-previous-mask skips it). Timing: the first frame of each val-dev sequence at 854x480,
-one box, one click and one correction prompt (a second click with the first click's mask) per frame,
-methods interleaved, medians (tools/bench_noc.py measures NoC on the COCO hold-out and val-dev).
+one box, one click, one correction prompt (a second click with the first click's mask) and the same two clicks
+without the mask per frame, methods interleaved, medians (tools/bench_noc.py measures NoC on the COCO hold-out and
+val-dev). `shipped` is the service's segmenter (the click, box and correction files), `shipped-before` the same
+without a box's partner pass and without chained clicks (segmenter.FINAL_PASS_PARTNERS, CHAIN_CLICKS).
 `--methods learned:R:S:F` adds a variant of the learned segmenter (R refine passes at crop side S, F 1/0
 mirrored-crop averaging); `learned-before` is the learned segmenter as it was before issue #21's second round
 (clicks alone looked at on the whole frame only, ignored negative clicks not carved); `learned-torch` is the
@@ -59,7 +61,13 @@ def _methods(weights: str | None, names: list[str], crop_size: int | None = None
              refine: int | None = None, refine_size: int | None = None) -> dict[str, tuple[object, bool]]:
     """name -> (callable(image, prompt) -> mask, whether it gets its previous mask with further clicks)."""
     from edge_vos.prompt import grabcut_segment
-    from edge_vos.prompt.segmenter import BUNDLED_WEIGHTS, DEFAULT_REFINE, PromptSegmenter
+    from edge_vos.prompt.segmenter import (
+        BUNDLED_BOX_WEIGHTS,
+        BUNDLED_CORRECTION_WEIGHTS,
+        BUNDLED_WEIGHTS,
+        DEFAULT_REFINE,
+        PromptSegmenter,
+    )
 
     out: dict[str, tuple[object, bool]] = {}
     for name in names:
@@ -75,10 +83,16 @@ def _methods(weights: str | None, names: list[str], crop_size: int | None = None
         elif name == "learned-torch":  # the same segmenter, its passes in eager torch
             out[name] = (PromptSegmenter.from_file(weights or BUNDLED_WEIGHTS, crop_size=crop_size, flip=flip,
                                                    runtime="torch"), True)
+        elif name in ("shipped", "shipped-before"):  # the service's three files; -before: as issue #21's eighth round
+            before = {"partners": {}, "chain": False} if name == "shipped-before" else {}
+            out[name] = (PromptSegmenter.from_file(BUNDLED_WEIGHTS, crop_size=crop_size, flip=flip,
+                                                   box_path=BUNDLED_BOX_WEIGHTS,
+                                                   correction_path=BUNDLED_CORRECTION_WEIGHTS, **before), True)  # type: ignore[arg-type]
         elif name == "grabcut":
             out[name] = (grabcut_segment, False)
         else:
-            raise SystemExit(f"unknown method {name!r} (learned, learned-before, learned-torch, grabcut)")
+            raise SystemExit(f"unknown method {name!r} (learned, learned-before, learned-torch, shipped, "
+                             "shipped-before, grabcut)")
     return out
 
 
@@ -139,7 +153,7 @@ def timing(args: argparse.Namespace) -> int:
     methods = _methods(args.weights, args.methods.split(","), args.crop_size, args.flip, args.refine,
                        args.refine_size)
     frames = [f for f in davis_eval_frames(args.data, "val-dev", "480p", every=10_000)]
-    kinds = ("box", "click", "correction")
+    kinds = ("box", "click", "correction", "two clicks")
     times: dict[str, list[float]] = {f"{m} {p}": [] for m in methods for p in kinds}
     cpu: dict[str, list[float]] = {k: [] for k in times}  # the process's CPU time: what others' load inflates least
     for repeat in range(args.repeats + 1):  # the first round warms up and is not counted
@@ -150,11 +164,11 @@ def timing(args: argparse.Namespace) -> int:
                        "click": make_prompt(hw, points=[point], labels=[label])}
             for kind in kinds:
                 for name, (method, _) in methods.items():
-                    if kind == "correction":  # a second click with the mask it corrects (the click's answer)
+                    if kind in ("correction", "two clicks"):  # a second click on the first click's answer,
                         first = method(frame.image, prompts["click"])  # type: ignore[operator]
-                        second, second_label = next_click(frame.truth, first)
-                        prompt = make_prompt(hw, points=[point, second], labels=[label, second_label],
-                                             mask=first if first.any() else None)
+                        second, second_label = next_click(frame.truth, first)  # with that answer or not
+                        mask = first if first.any() and kind == "correction" else None
+                        prompt = make_prompt(hw, points=[point, second], labels=[label, second_label], mask=mask)
                     else:
                         prompt = prompts[kind]
                     t0, c0 = time.perf_counter(), time.process_time()
