@@ -68,14 +68,28 @@ def test_onnxruntime_takes_the_thread_count_it_is_given(network: PromptNet) -> N
     assert isinstance(masks.segmenter._passes, OnnxRuntimePasses) and masks.segmenter._passes.threads == 1
 
 
-def test_each_prompt_goes_to_its_network_box_alone_correction_or_clicks(network: PromptNet) -> None:
+@pytest.fixture(scope="module")
+def box_model() -> PromptNet:
     torch.manual_seed(4)
-    box_model = PromptNet(PromptNetConfig(crop_size=64)).eval()
+    return PromptNet(PromptNetConfig(crop_size=64)).eval()
+
+
+@pytest.fixture(scope="module")
+def correction_model() -> PromptNet:
     torch.manual_seed(5)
-    correction_model = PromptNet(PromptNetConfig(crop_size=64)).eval()
-    rng = np.random.default_rng(2)
-    image = rng.integers(0, 60, (90, 140, 3), dtype=np.uint8)
-    image[30:60, 40:100] = (230, 40, 40)
+    return PromptNet(PromptNetConfig(crop_size=64)).eval()
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    """A red object on a dark background."""
+    out = np.random.default_rng(2).integers(0, 60, (90, 140, 3), dtype=np.uint8)
+    out[30:60, 40:100] = (230, 40, 40)
+    return out
+
+
+def test_each_prompt_goes_to_its_network_box_alone_correction_or_clicks(
+        network: PromptNet, box_model: PromptNet, correction_model: PromptNet, image: np.ndarray) -> None:
     three = PromptSegmenter(network, box_model=box_model, correction_model=correction_model, partners={})
     alone = {"clicks": PromptSegmenter(network), "box": PromptSegmenter(box_model),
              "correction": PromptSegmenter(correction_model)}
@@ -105,16 +119,10 @@ def test_each_prompt_goes_to_its_network_box_alone_correction_or_clicks(network:
             PromptSegmenter(network, **{f"{role}_model": PromptNet(PromptNetConfig(crop_size=96))})
 
 
-def test_a_box_alone_is_answered_by_the_box_and_correction_networks_together(network: PromptNet) -> None:
+def test_a_box_alone_is_answered_by_the_box_and_correction_networks_together(
+        network: PromptNet, box_model: PromptNet, correction_model: PromptNet, image: np.ndarray) -> None:
     """FINAL_PASS_PARTNERS: the last pass averages the partner's answer (mirrored too); with no refinement the
     last pass is the only one, so the answer is exactly the mean of the two networks' own answers."""
-    torch.manual_seed(4)
-    box_model = PromptNet(PromptNetConfig(crop_size=64)).eval()
-    torch.manual_seed(5)
-    correction_model = PromptNet(PromptNetConfig(crop_size=64)).eval()
-    rng = np.random.default_rng(2)
-    image = rng.integers(0, 60, (90, 140, 3), dtype=np.uint8)
-    image[30:60, 40:100] = (230, 40, 40)
     hw = image.shape[:2]
     box, click = make_prompt(hw, box=(38, 28, 102, 62)), make_prompt(hw, points=[(70, 45)], labels=[1])
     paired = PromptSegmenter(network, refine=0, box_model=box_model, correction_model=correction_model)
@@ -132,16 +140,12 @@ def test_a_box_alone_is_answered_by_the_box_and_correction_networks_together(net
             PromptSegmenter(network, box_model=box_model, partners=partners)
 
 
-def test_several_clicks_alone_are_answered_as_a_correction_of_the_first_clicks_answer(network: PromptNet) -> None:
+def test_several_clicks_alone_are_answered_as_a_correction_of_the_first_clicks_answer(
+        network: PromptNet, correction_model: PromptNet, image: np.ndarray) -> None:
     """CHAIN_CLICKS: the click network's start on the first positive click (CHAIN_START_REFINE passes, none
     mirrored), then the correction network with every click and that start as the mask."""
     from edge_vos.prompt.segmenter import CHAIN_START_REFINE
 
-    torch.manual_seed(5)
-    correction_model = PromptNet(PromptNetConfig(crop_size=64)).eval()
-    rng = np.random.default_rng(2)
-    image = rng.integers(0, 60, (90, 140, 3), dtype=np.uint8)
-    image[30:60, 40:100] = (230, 40, 40)
     hw = image.shape[:2]
     chained = PromptSegmenter(network, correction_model=correction_model)
     clicks = make_prompt(hw, points=[(30, 20), (70, 45), (95, 58)], labels=[0, 1, 1])
