@@ -205,17 +205,17 @@ class PromptSegmenter:
         if self.chain and prompt.box is None and prompt.mask is None and len(prompt.points) > 1:
             first = int(np.flatnonzero(prompt.labels == 1)[0])
             start = self._answer(image, make_prompt(hw, points=prompt.points[first:first + 1], labels=[1]),
-                                 CHAIN_START_REFINE, mirror=False) > 0.5
+                                 CHAIN_START_REFINE, final=False) > 0.5
             if start.any():
                 prompt = make_prompt(hw, points=prompt.points, labels=prompt.labels, mask=start)
-        return self._answer(image, prompt, self.refine, mirror=True)
+        return self._answer(image, prompt, self.refine, final=True)
 
-    def _answer(self, image: np.ndarray, prompt: Prompt, refine: int, mirror: bool) -> np.ndarray:
-        """The prompt's probabilities after `refine` refinement passes; `mirror`: the last pass is final (the
-        mirrored crop and the partner averaged in)."""
+    def _answer(self, image: np.ndarray, prompt: Prompt, refine: int, final: bool) -> np.ndarray:
+        """The prompt's probabilities after `refine` refinement passes; `final`: the last pass is a final one
+        (`_pass`: the mirrored crop and the partner averaged in), not a start that another pass goes over."""
         hw = prompt.frame_hw
         positives = prompt.positives
-        last = not refine and mirror
+        last = not refine and final
         role = network_for(prompt)
         passes, partner = self._role_passes[role], self._partner_passes.get(role)
         if prompt.box is not None:
@@ -236,7 +236,7 @@ class PromptSegmenter:
             if not coarse.any():
                 break
             window = box_window(prompt.box if prompt.box is not None else mask_box(coarse, positives))
-            prob = self._pass(image, window, prompt, coarse, final=mirror and i == refine - 1,
+            prob = self._pass(image, window, prompt, coarse, final=final and i == refine - 1,
                               size=self.refine_size, passes=passes, partner=partner)
         if self.carve:
             prob[_ignored_negatives_share(prob > 0.5, prompt)] = 0.0
