@@ -162,17 +162,20 @@ def timing(args: argparse.Namespace) -> int:
             point, label = next_click(frame.truth, None)
             prompts = {"box": make_prompt(hw, box=tight_box(frame.truth)),
                        "click": make_prompt(hw, points=[point], labels=[label])}
+            first_answers: dict[str, np.ndarray] = {}  # each method's answer to the click (kinds keep that order)
             for kind in kinds:
                 for name, (method, _) in methods.items():
                     if kind in ("correction", "two clicks"):  # a second click on the first click's answer,
-                        first = method(frame.image, prompts["click"])  # type: ignore[operator]
+                        first = first_answers[name]
                         second, second_label = next_click(frame.truth, first)  # with that answer or not
                         mask = first if first.any() and kind == "correction" else None
                         prompt = make_prompt(hw, points=[point, second], labels=[label, second_label], mask=mask)
                     else:
                         prompt = prompts[kind]
                     t0, c0 = time.perf_counter(), time.process_time()
-                    method(frame.image, prompt)  # type: ignore[operator]
+                    answer = method(frame.image, prompt)  # type: ignore[operator]
+                    if kind == "click":
+                        first_answers[name] = answer
                     if repeat:
                         times[f"{name} {kind}"].append((time.perf_counter() - t0) * 1000)
                         cpu[f"{name} {kind}"].append((time.process_time() - c0) * 1000)

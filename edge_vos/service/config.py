@@ -108,6 +108,8 @@ class PromptConfig:
     box_weights: str = ""
     # The network for clicks with a box or a mask (a fix of its answer, a correction); empty = the bundled
     # edge_vos/weights/prompt-correct.safetensors when `weights` is empty too, else `weights` answers them.
+    # When it is its own file it also joins a box alone's last pass and corrects the click network's answer to
+    # several clicks sent at once (edge_vos.prompt.segmenter: FINAL_PASS_PARTNERS, CHAIN_CLICKS).
     correction_weights: str = ""
 
     def __post_init__(self) -> None:
