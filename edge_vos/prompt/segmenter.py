@@ -235,7 +235,8 @@ class PromptSegmenter:
             coarse = prob > 0.5
             if not coarse.any():
                 break
-            window = box_window(prompt.box if prompt.box is not None else mask_box(coarse, positives))
+            window = box_window(prompt.box if prompt.box is not None
+                                else mask_box(coarse, positives) or frame_window(hw))
             prob = self._pass(image, window, prompt, coarse, final=final and i == refine - 1,
                               size=self.refine_size, passes=passes, partner=partner)
         if self.carve:
@@ -303,7 +304,7 @@ def _ignored_negatives_share(mask: np.ndarray, prompt: Prompt) -> np.ndarray:
     positive click: a box with negative clicks only keeps its mask)."""
     out = np.zeros_like(mask)
     positives = np.flatnonzero(prompt.labels == 1)
-    ignored = [i for i in np.flatnonzero(prompt.labels == 0) if mask[prompt.pixel(int(i))[::-1]]]
+    ignored = [int(i) for i in np.flatnonzero(prompt.labels == 0) if mask[prompt.pixel(int(i))[::-1]]]
     if not ignored or not len(positives):
         return out
 
@@ -316,7 +317,7 @@ def _ignored_negatives_share(mask: np.ndarray, prompt: Prompt) -> np.ndarray:
 
     _, pieces = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     held = [int(pieces[prompt.pixel(int(i))[::-1]]) for i in ignored]
-    return np.isin(pieces, held) & (distance(ignored) < distance(list(positives)))
+    return np.isin(pieces, held) & (distance(ignored) < distance([int(i) for i in positives]))
 
 
 @functools.lru_cache(maxsize=1)
