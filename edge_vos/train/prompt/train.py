@@ -18,6 +18,7 @@ with tools/bench_prompt.py), `OUT/final.safetensors` at the end.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import logging
 import math
@@ -122,7 +123,8 @@ def train(args: argparse.Namespace) -> Path:
         from edge_vos.prompt.model import load_weights
 
         trained, _ = load_weights(args.init)
-        if trained.config != config:
+        # The network is fully convolutional: a start trained at another crop size loads, the rest must match.
+        if dataclasses.replace(trained.config, crop_size=config.crop_size) != config:
             raise SystemExit(f"--init {args.init}: its config {trained.config} differs from this run's {config}")
         model.load_state_dict(trained.state_dict())
     counts, count_weights = iteration_counts(args.iterations)
