@@ -18,8 +18,8 @@ with tools/bench_prompt.py), `OUT/final.safetensors` at the end.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import csv
+import dataclasses
 import logging
 import math
 import os
