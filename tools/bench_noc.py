@@ -188,7 +188,7 @@ def compare(args: argparse.Namespace) -> int:
     mc = min(before["max_clicks"], after["max_clicks"])
     metrics = {"box": lambda rs: np.mean([r["box"] for r in rs]),
                "click1": lambda rs: np.mean([r["stateless"][0] for r in rs])}
-    for k in (2, 3)[:max(0, mc - 1)]:  # a --max-clicks 1 file has one click per series
+    for k in [k for k in (2, 3) if k <= mc]:  # a --max-clicks 1 file has one click per series
         metrics[f"click{k} corrective"] = (lambda n: lambda rs: np.mean([r["corrective"][n - 1] for r in rs]))(k)
     if all("box_clicks" in r for res in (before, after) for r in res["per_object"]):
         for k in range(1, BOX_CLICKS + 1):
